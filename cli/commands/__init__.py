@@ -1,0 +1,3 @@
+"""Subcommands; each module is imported only when its command runs."""
+
+from __future__ import annotations

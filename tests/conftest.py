@@ -1,0 +1,39 @@
+"""Shared test set-up: Hypothesis profiles and the vector loader."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "spec" / "vectors"
+
+# "ci" runs more examples; neither profile has a deadline, because the machine
+# is shared and a slow example is not a failure.
+settings.register_profile(
+    "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def load_vectors(relative: str) -> list[Any]:
+    """The parsed JSON list in spec/vectors/<relative>."""
+    data = json.loads((VECTORS / relative).read_text())
+    assert isinstance(data, list)
+    return data
+
+
+def vector_params(relative: str) -> list[Any]:
+    """pytest params over a vector file, with ids like ``seal.json[3]``."""
+    name = Path(relative).name
+    return [
+        pytest.param(v, id=f"{name}[{i}]") for i, v in enumerate(load_vectors(relative))
+    ]

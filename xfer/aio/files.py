@@ -1,0 +1,327 @@
+"""Files in and out of the envelope, with aiofiles: the only file I/O of xfer.
+
+Two promises, whatever happens (a bad tag, a full disk, a cancelled task):
+
+* **No unverified plaintext reaches a destination file.** Plaintext goes to a
+  temporary file beside the destination (same directory, so the final rename
+  is atomic), mode 0600. Only after :meth:`Opener.finalize` has verified the
+  final chunk is the temporary file flushed, fsynced and renamed into place,
+  and the directory fsynced. On any failure it is removed, and an existing
+  destination is left untouched.
+* **Memory is constant in the file size**: one read piece, one output buffer
+  and at most one pending chunk are alive at a time.
+
+A destination given as a file descriptor (standard output) cannot be written
+atomically: it receives verified chunks as they come, and a failure is
+reported only by the exception (the command line's exit code).
+
+The CPU work of each piece runs in a worker thread, so the event loop stays
+responsive while a file is sealed or opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import aiofiles
+import aiofiles.os
+
+from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
+from xfer.errors import DestinationExists, XferError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator
+    from concurrent.futures import Executor
+    from types import TracebackType
+
+    from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
+
+    from xfer.envelope import EnvelopeHeader
+
+__all__ = [
+    "READ_SIZE",
+    "AtomicWriter",
+    "ProgressCallback",
+    "open_file",
+    "open_stream_to_file",
+    "read_chunks",
+    "seal_file",
+]
+
+#: Bytes read from a file at a time: large enough to amortise the thread hop
+#: per piece, small enough to keep memory flat.
+READ_SIZE = 1024 * 1024
+
+#: A source or destination: a path, or an open file descriptor (0 or 1 for
+#: standard input and output).
+Target = str | os.PathLike[str] | int
+
+
+class ProgressCallback(Protocol):
+    """Called after each piece with the bytes done so far and the total if known."""
+
+    def __call__(self, done: int, total: int | None) -> None: ...
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    """The default progress callback: does nothing."""
+
+
+async def _open_reader(source: Target) -> AsyncBufferedReader:
+    if isinstance(source, int):
+        return await aiofiles.open(source, "rb", closefd=False)
+    return await aiofiles.open(source, "rb")
+
+
+async def read_chunks(source: Target, *, size: int = READ_SIZE) -> AsyncIterator[bytes]:
+    """Yield the contents of a file (or file descriptor) in pieces of ``size``."""
+    reader = await _open_reader(source)
+    try:
+        while piece := await reader.read(size):
+            yield piece
+    finally:
+        await reader.close()
+
+
+def _size_of(source: Target) -> int | None:
+    try:
+        st = os.fstat(source) if isinstance(source, int) else os.stat(source)
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+class AtomicWriter:
+    """Write a file so that it appears whole, or not at all.
+
+    Use as an async context manager; call :meth:`commit` once everything is
+    written and verified. Leaving the block without a commit (an exception,
+    a cancellation) removes the temporary file.
+
+    Args:
+        dest: the final path.
+        overwrite: replace an existing ``dest``; otherwise committing raises
+            :class:`DestinationExists` if ``dest`` exists by then (checked
+            atomically, with ``link``).
+
+    Raises:
+        DestinationExists: on entry or on commit, if ``dest`` exists and
+            ``overwrite`` is false.
+    """
+
+    def __init__(
+        self, dest: str | os.PathLike[str], *, overwrite: bool = False
+    ) -> None:
+        self.dest = Path(dest)
+        self.overwrite = overwrite
+        self.temp_path = self.dest.with_name(
+            f".{self.dest.name}.{secrets.token_hex(4)}.xfer-part"
+        )
+        self._file: AsyncBufferedIOBase | None = None
+        self._committed = False
+
+    async def __aenter__(self) -> AtomicWriter:
+        if not self.overwrite and self.dest.exists():
+            raise DestinationExists(self.dest)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        fd = await asyncio.to_thread(os.open, self.temp_path, flags, 0o600)
+        self._file = await aiofiles.open(fd, "wb")
+        return self
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append to the temporary file."""
+        assert self._file is not None, "use AtomicWriter as an async context manager"
+        await self._file.write(data)
+
+    async def commit(self) -> None:
+        """Flush, fsync, and move the temporary file into place."""
+        assert self._file is not None, "use AtomicWriter as an async context manager"
+        await self._file.flush()
+        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await self._file.close()
+        self._file = None
+        if self.overwrite:
+            await aiofiles.os.replace(self.temp_path, self.dest)
+        else:
+            try:
+                await aiofiles.os.link(self.temp_path, self.dest)
+            except FileExistsError:
+                raise DestinationExists(self.dest) from None
+            await aiofiles.os.remove(self.temp_path)
+        self._committed = True
+        await asyncio.to_thread(_fsync_dir, self.dest.parent)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._file is not None:
+            await self._file.close()
+            self._file = None
+        if not self._committed:
+            with contextlib.suppress(FileNotFoundError):
+                await aiofiles.os.remove(self.temp_path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _FdWriter:
+    """Writes straight to an open descriptor (standard output): not atomic."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def __aenter__(self) -> _FdWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = await asyncio.to_thread(os.write, self._fd, view)
+            view = view[n:]
+
+    async def commit(self) -> None:
+        return None
+
+
+def _writer_for(dest: Target, *, overwrite: bool) -> AtomicWriter | _FdWriter:
+    if isinstance(dest, int):
+        return _FdWriter(dest)
+    return AtomicWriter(dest, overwrite=overwrite)
+
+
+async def seal_file(
+    key: bytes,
+    source: Target,
+    dest: Target,
+    *,
+    transfer_id: bytes | None = None,
+    suite: Suite = DEFAULT_SUITE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    executor: Executor | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: ProgressCallback = _no_progress,
+) -> EnvelopeHeader:
+    """Seal ``source`` into ``dest`` (written atomically unless it is a descriptor).
+
+    Returns:
+        the header of the sealed stream.
+
+    Raises:
+        DestinationExists: ``dest`` exists and ``overwrite`` is false.
+        OSError: reading or writing failed (nothing is left at ``dest``).
+    """
+    sealer = Sealer(
+        key,
+        transfer_id=transfer_id,
+        suite=suite,
+        chunk_size=chunk_size,
+        executor=executor,
+        workers=workers,
+    )
+    total = _size_of(source)
+    done = 0
+    buf = bytearray(sealer.output_bound(READ_SIZE))
+    view = memoryview(buf)
+    async with _writer_for(dest, overwrite=overwrite) as writer:
+        async for piece in read_chunks(source):
+            n = await asyncio.to_thread(sealer.update_into, piece, buf)
+            await writer.write(view[:n])
+            done += len(piece)
+            progress(done, total)
+        await writer.write(sealer.finalize())
+        await writer.commit()
+    progress(done, done)
+    return sealer.header
+
+
+async def open_stream_to_file(
+    key: bytes,
+    stream: AsyncIterable[bytes],
+    dest: Target,
+    *,
+    transfer_id: bytes | None = None,
+    executor: Executor | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    total: int | None = None,
+    progress: ProgressCallback = _no_progress,
+) -> EnvelopeHeader:
+    """Verify and decrypt a sealed stream into ``dest``.
+
+    ``progress`` counts sealed bytes consumed, against ``total`` if given.
+
+    Returns:
+        the header of the opened stream, after everything verified.
+
+    Raises:
+        IntegrityError, EnvelopeFormatError: the stream is not authentic; no
+            file is left at ``dest`` (an existing one is untouched).
+        DestinationExists: ``dest`` exists and ``overwrite`` is false.
+    """
+    opener = Opener(key, transfer_id=transfer_id, executor=executor, workers=workers)
+    buf = bytearray()
+    done = 0
+    async with _writer_for(dest, overwrite=overwrite) as writer:
+        async for piece in stream:
+            need = opener.output_bound(len(piece))
+            if len(buf) < need:
+                buf = bytearray(need)
+            n = await asyncio.to_thread(opener.update_into, piece, buf)
+            if n:
+                await writer.write(memoryview(buf)[:n])
+            done += len(piece)
+            progress(done, total)
+        await writer.write(opener.finalize())
+        await writer.commit()
+    header = opener.header
+    if header is None:  # pragma: no cover - finalize() raised already
+        raise XferError("stream ended before its header")
+    progress(done, done)
+    return header
+
+
+async def open_file(
+    key: bytes,
+    source: Target,
+    dest: Target,
+    *,
+    transfer_id: bytes | None = None,
+    executor: Executor | None = None,
+    workers: int = 2,
+    overwrite: bool = False,
+    progress: ProgressCallback = _no_progress,
+) -> EnvelopeHeader:
+    """Verify and decrypt the sealed file ``source`` into ``dest``.
+
+    See :func:`open_stream_to_file` for the guarantees and errors.
+    """
+    return await open_stream_to_file(
+        key,
+        read_chunks(source),
+        dest,
+        transfer_id=transfer_id,
+        executor=executor,
+        workers=workers,
+        overwrite=overwrite,
+        total=_size_of(source),
+        progress=progress,
+    )

@@ -1,0 +1,144 @@
+"""The one error tree of xfer.
+
+Every exception that xfer raises on purpose derives from :class:`XferError`;
+anything else escaping the library is a bug::
+
+    XferError
+    ├── ProtocolError                 (abstract: never raised as such)
+    │   ├── LocalProtocolError        you called the API in a way it forbids
+    │   │   └── AlreadyFinalized      a single-use context was used again
+    │   └── RemoteProtocolError       the peer (or a stream's producer) broke the rules
+    │       └── EnvelopeFormatError   a sealed stream's header is malformed
+    │           ├── UnsupportedVersion
+    │           └── UnsupportedSuite
+    ├── IntegrityError                authentication failed; deliberately opaque
+    ├── DestinationExists             refusing to replace an existing file
+    └── TransportError                moving bytes failed
+        ├── ConnectionFailed
+        ├── NoUsableTransport
+        └── TransferTimeout
+
+The split between local and remote protocol errors follows h11: the local kind
+means "fix your code", the remote kind means "the other side sent something
+illegal" and carries a ``hint`` that an adapter can turn into a reply (a Jingle
+reason, an XMPP error condition).
+
+:class:`IntegrityError` always carries the same message, whatever failed (a
+bad tag, a missing final chunk, a wrong key, a foreign transfer), so that it
+cannot serve as an oracle.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "AlreadyFinalized",
+    "ConnectionFailed",
+    "DestinationExists",
+    "EnvelopeFormatError",
+    "IntegrityError",
+    "LocalProtocolError",
+    "NoUsableTransport",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "TransferTimeout",
+    "TransportError",
+    "UnsupportedSuite",
+    "UnsupportedVersion",
+    "XferError",
+]
+
+
+class XferError(Exception):
+    """Base class of every error xfer raises on purpose."""
+
+
+class ProtocolError(XferError):
+    """A rule of a protocol was broken; see the two concrete subclasses.
+
+    This class is abstract: instantiating it directly raises :class:`TypeError`,
+    because every protocol error must say who broke the rule.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> ProtocolError:
+        if cls is ProtocolError:
+            msg = "ProtocolError is abstract: raise a Local- or RemoteProtocolError"
+            raise TypeError(msg)
+        return super().__new__(cls, *args, **kwargs)
+
+
+class LocalProtocolError(ProtocolError):
+    """The caller used the API in a way it forbids (a bug in the calling code)."""
+
+
+class AlreadyFinalized(LocalProtocolError):
+    """A single-use context (sealer, opener, ...) was used after it finished."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer, or whoever produced the input, broke the protocol.
+
+    Attributes:
+        hint: a short machine-readable suggestion for the reply to the peer
+            (for example a Jingle reason such as ``"security-error"``), or
+            ``None`` when there is nobody to reply to.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class EnvelopeFormatError(RemoteProtocolError):
+    """A sealed stream does not start with a well-formed envelope header."""
+
+    def __init__(self, message: str, *, hint: str | None = "media-error") -> None:
+        super().__init__(message, hint=hint)
+
+
+class UnsupportedVersion(EnvelopeFormatError):
+    """The envelope header names a format version this build does not know."""
+
+
+class UnsupportedSuite(EnvelopeFormatError):
+    """The envelope header names a cipher suite this build does not know."""
+
+
+class IntegrityError(XferError):
+    """Authentication of sealed data failed.
+
+    The message is the same for every cause on purpose. No plaintext from an
+    unauthenticated chunk is ever released before this is raised.
+    """
+
+    MESSAGE = (
+        "integrity check failed: the data is damaged, truncated, or not for this key"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+class DestinationExists(XferError):
+    """A file would be written over an existing one without leave to do so."""
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        super().__init__(f"{os.fspath(path)} already exists")
+        self.path = os.fspath(path)
+
+
+class TransportError(XferError):
+    """Moving bytes between the peers failed."""
+
+
+class ConnectionFailed(TransportError):
+    """A connection could not be made or broke."""
+
+
+class NoUsableTransport(TransportError):
+    """No offered transport worked."""
+
+
+class TransferTimeout(TransportError):
+    """A wait (for the peer, for data, for an acknowledgement) ran out."""
