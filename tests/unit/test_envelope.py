@@ -57,7 +57,9 @@ def test_empty_plaintext_is_a_header_and_one_empty_final_chunk():
 
 
 def test_an_exact_multiple_ends_with_an_empty_final_chunk():
-    sealed = seal_from_parts(KEY, bytes(2048), salt=SALT, transfer_id=TID, chunk_size=1024)
+    sealed = seal_from_parts(
+        KEY, bytes(2048), salt=SALT, transfer_id=TID, chunk_size=1024
+    )
     assert len(sealed) == HEADER_SIZE + 2 * (1024 + TAG_SIZE) + TAG_SIZE
 
 
@@ -86,24 +88,25 @@ def test_cryptocat_chunk_size_is_accepted():
 def test_streaming_equals_chunk_by_chunk(chunk_size):
     """Chunk i can be sealed and opened on its own: its counter follows from i."""
     data = os.urandom(3 * chunk_size + 99)
-    sealer = sealer_from_parts(
-        KEY, salt=SALT, transfer_id=TID, chunk_size=chunk_size
-    )
+    sealer = sealer_from_parts(KEY, salt=SALT, transfer_id=TID, chunk_size=chunk_size)
     streamed = sealer.update(data) + sealer.finalize()
     keys = derive_keys(KEY, sealer.header)
     pieces = [keys.header_bytes]
     for i in range(3):
         pieces.append(
-            seal_chunk(keys, i, data[i * chunk_size : (i + 1) * chunk_size], final=False)
+            seal_chunk(
+                keys, i, data[i * chunk_size : (i + 1) * chunk_size], final=False
+            )
         )
     pieces.append(seal_chunk(keys, 3, data[3 * chunk_size :], final=True))
     assert b"".join(pieces) == streamed
     # And any single chunk opens on its own, in any order.
     wire = chunk_size + TAG_SIZE
     body = streamed[HEADER_SIZE:]
-    assert open_chunk(keys, 2, body[2 * wire : 3 * wire], final=False) == data[
-        2 * chunk_size : 3 * chunk_size
-    ]
+    assert (
+        open_chunk(keys, 2, body[2 * wire : 3 * wire], final=False)
+        == data[2 * chunk_size : 3 * chunk_size]
+    )
     assert open_chunk(keys, 3, body[3 * wire :], final=True) == data[3 * chunk_size :]
     with pytest.raises(IntegrityError):
         open_chunk(keys, 1, body[2 * wire : 3 * wire], final=False)

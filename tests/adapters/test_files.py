@@ -1,0 +1,171 @@
+"""xfer.aio.files on real files: atomicity, cleanup, and constant memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from xfer.aio.files import (
+    READ_SIZE,
+    AtomicWriter,
+    open_file,
+    open_stream_to_file,
+    read_chunks,
+    seal_file,
+)
+from xfer.envelope import HEADER_SIZE, TAG_SIZE, Suite
+from xfer.errors import DestinationExists, EnvelopeFormatError, IntegrityError
+
+KEY = os.urandom(32)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".xfer-part"))
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.bin"
+    path.write_bytes(os.urandom(3 * READ_SIZE + 12345))
+    return path
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+async def test_file_round_trip(tmp_path: Path, plain: Path, threads: int):
+    sealed, opened = tmp_path / "sealed.xfer", tmp_path / "opened.bin"
+    with ThreadPoolExecutor(threads) as pool:
+        executor = pool if threads > 1 else None
+        header = await seal_file(
+            KEY, plain, sealed, chunk_size=4096, executor=executor, workers=threads
+        )
+        assert sealed.stat().st_size == header.sealed_size(plain.stat().st_size)
+        got = await open_file(KEY, sealed, opened, executor=executor, workers=threads)
+    assert got == header
+    assert opened.read_bytes() == plain.read_bytes()
+    assert stat.S_IMODE(opened.stat().st_mode) == 0o600
+    assert leftovers(tmp_path) == []
+
+
+async def test_empty_file_round_trip(tmp_path: Path):
+    src = tmp_path / "empty"
+    src.write_bytes(b"")
+    await seal_file(KEY, src, tmp_path / "e.xfer", suite=Suite.AES256_CTR_HMAC_SHA256)
+    assert (tmp_path / "e.xfer").stat().st_size == HEADER_SIZE + TAG_SIZE
+    await open_file(KEY, tmp_path / "e.xfer", tmp_path / "e.out")
+    assert (tmp_path / "e.out").read_bytes() == b""
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["flip-late-chunk", "truncate", "wrong-key", "not-an-envelope"],
+)
+async def test_a_failed_open_leaves_nothing(tmp_path: Path, plain: Path, damage: str):
+    sealed, dest = tmp_path / "sealed.xfer", tmp_path / "dest.bin"
+    await seal_file(KEY, plain, sealed)
+    data = bytearray(sealed.read_bytes())
+    key = KEY
+    expected: type[Exception] = IntegrityError
+    if damage == "flip-late-chunk":
+        data[-100] ^= 1  # the final chunk: everything before it verified
+    elif damage == "truncate":
+        del data[-(TAG_SIZE + 1) :]
+    elif damage == "wrong-key":
+        key = os.urandom(32)
+    else:
+        data[:4] = b"ZZZZ"
+        expected = EnvelopeFormatError
+    sealed.write_bytes(data)
+    progress: list[int] = []
+    with pytest.raises(expected):
+        await open_file(key, sealed, dest, progress=lambda d, t: progress.append(d))
+    assert not dest.exists()
+    assert leftovers(tmp_path) == []
+    if damage == "flip-late-chunk":
+        assert progress  # megabytes of verified plaintext were written first
+
+
+async def test_a_failed_open_leaves_an_existing_destination_untouched(
+    tmp_path: Path, plain: Path
+):
+    sealed, dest = tmp_path / "sealed.xfer", tmp_path / "dest.bin"
+    await seal_file(KEY, plain, sealed)
+    data = bytearray(sealed.read_bytes())
+    data[-1] ^= 1
+    sealed.write_bytes(data)
+    dest.write_bytes(b"precious")
+    with pytest.raises(IntegrityError):
+        await open_file(KEY, sealed, dest, overwrite=True)
+    assert dest.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
+
+
+async def test_existing_destination_needs_overwrite(tmp_path: Path, plain: Path):
+    sealed = tmp_path / "sealed.xfer"
+    sealed.write_bytes(b"exists")
+    with pytest.raises(DestinationExists):
+        await seal_file(KEY, plain, sealed)
+    assert sealed.read_bytes() == b"exists"
+    await seal_file(KEY, plain, sealed, overwrite=True)
+    assert sealed.stat().st_size > plain.stat().st_size
+
+
+async def test_commit_does_not_clobber_a_file_that_appeared_meanwhile(tmp_path: Path):
+    dest = tmp_path / "race"
+    async with AtomicWriter(dest) as writer:
+        await writer.write(b"ours")
+        dest.write_bytes(b"theirs")
+        with pytest.raises(DestinationExists):
+            await writer.commit()
+    assert dest.read_bytes() == b"theirs"
+    assert leftovers(tmp_path) == []
+
+
+async def test_cancellation_removes_the_temporary_file(tmp_path: Path):
+    dest = tmp_path / "cancelled.bin"
+    started = asyncio.Event()
+
+    async def endless():
+        # A stream that delivers the header and then stalls forever.
+        from xfer.envelope import Sealer
+
+        sealer = Sealer(KEY, chunk_size=1024)
+        yield sealer.update(bytes(5000))
+        started.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(open_stream_to_file(KEY, endless(), dest))
+    await started.wait()
+    await asyncio.sleep(0.05)
+    assert len(leftovers(tmp_path)) == 1  # plaintext of verified chunks, hidden
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not dest.exists()
+    assert leftovers(tmp_path) == []
+
+
+async def test_read_chunks_reads_a_file_descriptor(tmp_path: Path):
+    path = tmp_path / "fd.bin"
+    path.write_bytes(b"x" * 2500)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        pieces = [p async for p in read_chunks(fd, size=1000)]
+    finally:
+        os.close(fd)
+    assert [len(p) for p in pieces] == [1000, 1000, 500]
+
+
+async def test_progress_reports_monotonic_totals(tmp_path: Path, plain: Path):
+    seen: list[tuple[int, int | None]] = []
+    await seal_file(
+        KEY, plain, tmp_path / "s.xfer", progress=lambda d, t: seen.append((d, t))
+    )
+    size = plain.stat().st_size
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert seen[-1] == (size, size)
+    assert all(t == size for _, t in seen)
