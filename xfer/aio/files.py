@@ -56,7 +56,7 @@ __all__ = [
 
 #: Bytes read from a file at a time: large enough to amortise the thread hop
 #: per piece, small enough to keep memory flat.
-READ_SIZE = 1024 * 1024
+READ_SIZE = 4 * 1024 * 1024
 
 #: A source or destination: a path, or an open file descriptor (0 or 1 for
 #: standard input and output).
