@@ -36,6 +36,7 @@ the output stays in order, and memory is bounded by the call's own input.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from hmac import compare_digest
@@ -71,6 +72,8 @@ DEFAULT_SUITE = Suite.AES256_CTR_HMAC_SHA512
 _CHUNK_META = struct.Struct(">QB")
 #: Below this many chunks per worker, threads cost more than they save.
 _MIN_CHUNKS_PER_WORKER = 2
+#: The work one thread claims at a time in a parallel update.
+_TASK_BYTES = 512 * 1024
 
 
 def _tag(keys: ChunkKeys, index: int, final: bool, ciphertext: BytesLike) -> bytes:
@@ -231,43 +234,57 @@ class _ChunkStream:
         else:
             assert self._executor is not None
             self._cipher = None  # repositioned lazily after the fan-out
-            per, extra = divmod(count, workers)
-            futures = []
-            first = self._index
-            offset = 0
-            runs = []
-            for w in range(workers):
-                n = per + (w < extra)
-                runs.append((first + offset, offset, n))
-                offset += n
-            for start, off, n in runs[1:]:
-                futures.append(
-                    self._executor.submit(
-                        fn,
+            self._fan_out(fn, src, src_stride, dst, dst_stride, count, workers)
+        self._index += count
+
+    def _fan_out(
+        self,
+        fn: Callable[
+            [ChunkKeys, CipherContext, int, memoryview, memoryview, int], None
+        ],
+        src: memoryview,
+        src_stride: int,
+        dst: memoryview,
+        dst_stride: int,
+        count: int,
+        workers: int,
+    ) -> None:
+        """Process ``count`` chunks as small tasks drained by ``workers`` threads.
+
+        The calling thread drains too. Tasks are small (about 512 KiB), so a
+        thread that gets less CPU (a busy core) simply takes fewer of them,
+        and the join at the end waits for one task at most.
+        """
+        keys = self._keys
+        assert keys is not None
+        assert self._executor is not None
+        per_task = max(_MIN_CHUNKS_PER_WORKER, _TASK_BYTES // keys.chunk_size)
+        first = self._index
+        tasks = [(k, min(per_task, count - k)) for k in range(0, count, per_task)]
+        claim = itertools.count()  # next() on it is atomic under the GIL
+        failed: list[BaseException] = []
+
+        def drain() -> None:
+            while not failed and (i := next(claim)) < len(tasks):
+                off, n = tasks[i]
+                try:
+                    fn(
                         keys,
-                        keys.cipher_at(start),
-                        start,
+                        keys.cipher_at(first + off),
+                        first + off,
                         src[off * src_stride : (off + n) * src_stride],
                         dst[off * dst_stride : (off + n) * dst_stride],
                         n,
                     )
-                )
-            start, off, n = runs[0]
-            try:
-                fn(
-                    keys,
-                    keys.cipher_at(start),
-                    start,
-                    src[: n * src_stride],
-                    dst[: n * dst_stride],
-                    n,
-                )
-            finally:
-                errors = [f.exception() for f in futures]
-            for error in errors:
-                if error is not None:
-                    raise error
-        self._index += count
+                except BaseException as exc:
+                    failed.append(exc)
+
+        futures = [self._executor.submit(drain) for _ in range(workers - 1)]
+        drain()
+        for future in futures:
+            future.result()
+        if failed:
+            raise failed[0]
 
     def _fail_too_long(self) -> None:
         raise LocalProtocolError("stream exceeds the maximum number of chunks")
