@@ -1,0 +1,122 @@
+"""What an OTR session tells its user: frozen, slotted, keyword-only dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Event",
+    "GoneInsecure",
+    "GoneSecure",
+    "MessageReceived",
+    "OTRErrorReceived",
+    "PlaintextReceived",
+    "QueryReceived",
+    "SMPAborted",
+    "SMPAsked",
+    "SMPFailed",
+    "SMPSucceeded",
+    "SymmetricKeyReceived",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GoneSecure:
+    """The AKE finished: messages are now encrypted and authenticated.
+
+    Whether ``fingerprint`` is trusted is the application's decision (see
+    :class:`xfer.otr.keys.TrustStore`); OTR only proves who holds that key.
+    """
+
+    fingerprint: bytes
+    ssid: bytes
+    their_tag: int
+    #: True if this session was already secure (a refresh, maybe a new key).
+    refreshed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GoneInsecure:
+    """The peer ended the private conversation (TLV 1): state FINISHED."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """An encrypted message's text (never empty: heartbeats are not reported)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaintextReceived:
+    """An unencrypted message. ``offered_otr`` if it carried a whitespace tag."""
+
+    text: str
+    offered_otr: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryReceived:
+    """The peer asked for OTR; ``answered`` if we replied with a D-H Commit."""
+
+    versions: frozenset[int]
+    answered: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OTRErrorReceived:
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SymmetricKeyReceived:
+    """A TLV 8: the peer derived ``key`` for ``use`` with ``data``.
+
+    The key is that of the D-H key pair the carrying message was decrypted
+    with; the sender got the same key from its own call.
+    """
+
+    use: int
+    data: bytes
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPAsked:
+    """The peer started SMP; answer with ``Session.smp_answer(secret)``."""
+
+    question: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPSucceeded:
+    """Both sides typed the same secret: the peer's fingerprint is verified."""
+
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPFailed:
+    """The secrets differed (``cheated``: a proof did not even verify)."""
+
+    cheated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPAborted:
+    """The exchange was abandoned (by either side, or out of order)."""
+
+
+Event = (
+    GoneSecure
+    | GoneInsecure
+    | MessageReceived
+    | PlaintextReceived
+    | QueryReceived
+    | OTRErrorReceived
+    | SymmetricKeyReceived
+    | SMPAsked
+    | SMPSucceeded
+    | SMPFailed
+    | SMPAborted
+)

@@ -1,0 +1,333 @@
+"""OTR v3 messages: the text forms on the wire and the binary encoded messages.
+
+A message body (XMPP ``<body>``) is one of (Protocol-v3, "OTR messages"):
+
+* a fragment: ``?OTR|sender|receiver,k,n,piece,`` (see :mod:`.fragments`);
+* an encoded message: ``?OTR:`` base64 ``.``, holding one of the binary
+  messages below;
+* an error message: ``?OTR Error:`` and text;
+* a query message: ``?OTRv3?`` and so on, anywhere in the body;
+* plain text, possibly carrying a whitespace tag that offers OTR.
+
+Every v3 binary message starts with ``SHORT 3, BYTE type, INT sender
+instance tag, INT receiver instance tag``. :func:`parse` returns a frozen
+dataclass per kind, or raises :class:`~xfer.errors.RemoteProtocolError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from xfer.errors import RemoteProtocolError
+from xfer.otr.data import (
+    Reader,
+    encode_byte,
+    encode_data,
+    encode_int,
+    encode_mpi,
+    encode_short,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "WHITESPACE_BASE",
+    "WHITESPACE_V2",
+    "WHITESPACE_V3",
+    "DHCommit",
+    "DHKey",
+    "DataMessage",
+    "EncodedMessage",
+    "ErrorMessage",
+    "PlainText",
+    "QueryMessage",
+    "RevealSignature",
+    "Signature",
+    "parse_encoded",
+    "parse_text",
+]
+
+PROTOCOL_VERSION = 3
+MIN_INSTANCE_TAG = 0x100
+
+WHITESPACE_BASE = "\x20\x09\x20\x20\x09\x09\x09\x09\x20\x09\x20\x09\x20\x09\x20\x20"
+WHITESPACE_V1 = "\x20\x09\x20\x09\x20\x20\x09\x20"
+WHITESPACE_V2 = "\x20\x20\x09\x09\x20\x20\x09\x20"
+WHITESPACE_V3 = "\x20\x20\x09\x09\x20\x20\x09\x09"
+_WHITESPACE_VERSIONS = {WHITESPACE_V1: 1, WHITESPACE_V2: 2, WHITESPACE_V3: 3}
+
+ENCODED_PREFIX = "?OTR:"
+ERROR_PREFIX = "?OTR Error:"
+FRAGMENT_PREFIX = "?OTR|"
+#: A body longer than this is not parsed (bounded work per message).
+MAX_BODY = 4 * 1024 * 1024
+
+_QUERY = re.compile(r"\?OTR(\?)?(?:v([0-9]*)\?)?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlainText:
+    """A message that is not OTR, minus any whitespace tag."""
+
+    text: str
+    #: Versions offered by a whitespace tag (empty when there was none).
+    tag_versions: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueryMessage:
+    """``?OTRv3?``: the sender would like to talk OTR in these versions."""
+
+    versions: frozenset[int]
+
+    def encode(self) -> str:
+        digits = "".join(str(v) for v in sorted(self.versions) if v >= 2)
+        return f"?OTRv{digits}?"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorMessage:
+    """``?OTR Error:`` and a human-readable text."""
+
+    text: str
+
+    def encode(self) -> str:
+        return f"{ERROR_PREFIX} {self.text}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncodedMessage:
+    """Fields common to every v3 binary message."""
+
+    TYPE: ClassVar[int]
+    sender_tag: int
+    receiver_tag: int
+
+    def _body(self) -> bytes:
+        raise NotImplementedError
+
+    def _header(self) -> bytes:
+        return (
+            encode_short(PROTOCOL_VERSION)
+            + encode_byte(self.TYPE)
+            + encode_int(self.sender_tag)
+            + encode_int(self.receiver_tag)
+        )
+
+    def to_bytes(self) -> bytes:
+        return self._header() + self._body()
+
+    def encode(self) -> str:
+        """The ``?OTR:...`` text of this message."""
+        return ENCODED_PREFIX + base64.b64encode(self.to_bytes()).decode("ascii") + "."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DHCommit(EncodedMessage):
+    TYPE: ClassVar[int] = 0x02
+    encrypted_gx: bytes
+    hashed_gx: bytes
+
+    def _body(self) -> bytes:
+        return encode_data(self.encrypted_gx) + encode_data(self.hashed_gx)
+
+    @classmethod
+    def _read(cls, r: Reader, sender: int, receiver: int) -> DHCommit:
+        encrypted, hashed = r.data(), r.data()
+        if len(hashed) != 32:
+            raise RemoteProtocolError("D-H Commit hash must be 32 bytes")
+        return cls(
+            sender_tag=sender,
+            receiver_tag=receiver,
+            encrypted_gx=encrypted,
+            hashed_gx=hashed,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DHKey(EncodedMessage):
+    TYPE: ClassVar[int] = 0x0A
+    gy: int
+
+    def _body(self) -> bytes:
+        return encode_mpi(self.gy)
+
+    @classmethod
+    def _read(cls, r: Reader, sender: int, receiver: int) -> DHKey:
+        return cls(sender_tag=sender, receiver_tag=receiver, gy=r.mpi())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevealSignature(EncodedMessage):
+    TYPE: ClassVar[int] = 0x11
+    revealed_key: bytes
+    encrypted_signature: bytes
+    mac: bytes
+
+    def _body(self) -> bytes:
+        return (
+            encode_data(self.revealed_key)
+            + encode_data(self.encrypted_signature)
+            + self.mac
+        )
+
+    @classmethod
+    def _read(cls, r: Reader, sender: int, receiver: int) -> RevealSignature:
+        return cls(
+            sender_tag=sender,
+            receiver_tag=receiver,
+            revealed_key=r.data(),
+            encrypted_signature=r.data(),
+            mac=r.take(20),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signature(EncodedMessage):
+    TYPE: ClassVar[int] = 0x12
+    encrypted_signature: bytes
+    mac: bytes
+
+    def _body(self) -> bytes:
+        return encode_data(self.encrypted_signature) + self.mac
+
+    @classmethod
+    def _read(cls, r: Reader, sender: int, receiver: int) -> Signature:
+        return cls(
+            sender_tag=sender,
+            receiver_tag=receiver,
+            encrypted_signature=r.data(),
+            mac=r.take(20),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataMessage(EncodedMessage):
+    """An encrypted data message (type 3)."""
+
+    TYPE: ClassVar[int] = 0x03
+    FLAG_IGNORE_UNREADABLE: ClassVar[int] = 0x01
+    flags: int
+    sender_keyid: int
+    recipient_keyid: int
+    next_dh: int
+    ctr: bytes
+    encrypted: bytes
+    mac: bytes = b""
+    old_mac_keys: bytes = b""
+
+    def authenticated_bytes(self) -> bytes:
+        """What the MAC covers: everything from the version to the ciphertext."""
+        return self._header() + self._signed_body()
+
+    def _signed_body(self) -> bytes:
+        return (
+            encode_byte(self.flags)
+            + encode_int(self.sender_keyid)
+            + encode_int(self.recipient_keyid)
+            + encode_mpi(self.next_dh)
+            + self.ctr
+            + encode_data(self.encrypted)
+        )
+
+    def _body(self) -> bytes:
+        return self._signed_body() + self.mac + encode_data(self.old_mac_keys)
+
+    @classmethod
+    def _read(cls, r: Reader, sender: int, receiver: int) -> DataMessage:
+        return cls(
+            sender_tag=sender,
+            receiver_tag=receiver,
+            flags=r.u8(),
+            sender_keyid=r.u32(),
+            recipient_keyid=r.u32(),
+            next_dh=r.mpi(),
+            ctr=r.take(8),
+            encrypted=r.data(),
+            mac=r.take(20),
+            old_mac_keys=r.data(),
+        )
+
+
+_TYPES: dict[
+    int, type[DHCommit | DHKey | RevealSignature | Signature | DataMessage]
+] = {
+    cls.TYPE: cls for cls in (DHCommit, DHKey, RevealSignature, Signature, DataMessage)
+}
+
+Encoded = DHCommit | DHKey | RevealSignature | Signature | DataMessage
+
+
+def parse_encoded(text: str) -> Encoded:
+    """Parse ``?OTR:...`` text into a binary message.
+
+    Raises:
+        RemoteProtocolError: bad base64, wrong version, unknown type, bad
+            instance tags, truncation or trailing bytes.
+    """
+    if not text.startswith(ENCODED_PREFIX):
+        raise RemoteProtocolError("not an OTR encoded message")
+    end = text.find(".", len(ENCODED_PREFIX))
+    if end < 0:
+        raise RemoteProtocolError("OTR encoded message has no final '.'")
+    try:
+        raw = base64.b64decode(text[len(ENCODED_PREFIX) : end], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RemoteProtocolError("OTR encoded message is not valid base64") from exc
+    r = Reader(raw)
+    version = r.u16()
+    if version != PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported OTR protocol version {version}")
+    kind = r.u8()
+    sender, receiver = r.u32(), r.u32()
+    cls = _TYPES.get(kind)
+    if cls is None:
+        raise RemoteProtocolError(f"unknown OTR message type {kind:#x}")
+    if sender < MIN_INSTANCE_TAG:
+        raise RemoteProtocolError("invalid sender instance tag")
+    if receiver != 0 and receiver < MIN_INSTANCE_TAG:
+        raise RemoteProtocolError("invalid receiver instance tag")
+    message = cls._read(r, sender, receiver)
+    r.end()
+    return message
+
+
+def _query_versions(text: str) -> frozenset[int] | None:
+    match = _QUERY.search(text)
+    if match is None or match.group(0) == "?OTR":
+        return None
+    versions: set[int] = set()
+    if match.group(1):
+        versions.add(1)
+    if match.group(2):
+        versions.update(int(d) for d in match.group(2))
+    return frozenset(versions)
+
+
+def parse_text(text: str) -> PlainText | QueryMessage | ErrorMessage | Encoded:
+    """Classify a message body. Fragments must be handled before this.
+
+    Raises:
+        RemoteProtocolError: an encoded message that does not parse.
+    """
+    if len(text) > MAX_BODY:
+        raise RemoteProtocolError("message body is too long")
+    if text.startswith(ENCODED_PREFIX):
+        return parse_encoded(text)
+    if ERROR_PREFIX in text:
+        return ErrorMessage(text=text.split(ERROR_PREFIX, 1)[1].strip())
+    versions = _query_versions(text)
+    if versions is not None:
+        return QueryMessage(versions=versions)
+    base = text.find(WHITESPACE_BASE)
+    if base >= 0:
+        i = base + len(WHITESPACE_BASE)
+        offered: set[int] = set()
+        while text[i : i + 8] in _WHITESPACE_VERSIONS:
+            offered.add(_WHITESPACE_VERSIONS[text[i : i + 8]])
+            i += 8
+        return PlainText(text=text[:base] + text[i:], tag_versions=frozenset(offered))
+    return PlainText(text=text)

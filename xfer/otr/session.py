@@ -1,0 +1,618 @@
+"""An OTR v3 session with one instance of one peer: messages in, messages out.
+
+Theory of operation
+-------------------
+``Session.receive(text)`` takes a message body from the peer and returns
+:mod:`events <xfer.otr.events>`; anything the protocol must send back (a D-H
+Key, a Signature, an SMP step, an error) is queued and collected with
+``data_to_send()``, which returns ready-to-send bodies (fragmented if the
+policy says so). ``send()``, ``extra_symmetric_key()`` and the ``smp_*``
+calls queue messages the same way. There is no I/O, clock or global
+randomness inside: the random source is a constructor argument.
+
+Message states (Protocol-v3, "Message states"): PLAINTEXT until an AKE
+finishes, then ENCRYPTED; FINISHED once the peer ends the conversation with
+TLV 1, until we end it too or a new AKE finishes.
+
+Data messages and key rotation (Protocol-v3, "Exchanging Data" and "Key
+Management"): we keep our two latest D-H key pairs and the peer's two latest
+public keys, each with a key id. A message is encrypted with (our previous
+key, their latest key) and announces our latest public key as ``next_dh``.
+When the peer has used our latest key we forget the previous one and make a
+new one; when the peer's message is sent from its latest key its ``next_dh``
+becomes its new latest. Keys for a pair: ``secbytes = MPI(g^xy)``; the side
+whose public key is larger is "high" and sends with byte 0x01::
+
+    sendAES = SHA-1(sendbyte || secbytes)[0:16]   sendMAC = SHA-1(sendAES)
+    extra symmetric key = SHA-256(0xFF || secbytes)
+
+Each pair has its own counter, strictly increasing and never zero; a
+message whose counter does not increase is a replay and is rejected.
+Receiving MAC keys of forgotten pairs are revealed in a later message, as
+the spec asks (deniability).
+
+Hostile input never changes an established session: a message that fails to
+parse or verify raises :class:`~xfer.errors.RemoteProtocolError` (after
+queueing the error reply the spec asks for, if any) and leaves every key and
+counter as it was.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from xfer.errors import LocalProtocolError, RemoteProtocolError
+from xfer.otr import events as ev
+from xfer.otr.ake import AKE, AKEInput, AKEResult
+from xfer.otr.crypto import (
+    DHKeyPair,
+    PrivateKey,
+    aes_ctr,
+    check_group_element,
+    hmac_sha1,
+    sha1,
+    sha256,
+)
+from xfer.otr.data import encode_mpi, encode_short
+from xfer.otr.fragments import FRAGMENT_OVERHEAD, Reassembler, fragment, parse_fragment
+from xfer.otr.messages import (
+    DataMessage,
+    DHCommit,
+    DHKey,
+    ErrorMessage,
+    PlainText,
+    QueryMessage,
+    RevealSignature,
+    Signature,
+    parse_text,
+)
+from xfer.otr.smp import (
+    SMP,
+    TLV_SMP1,
+    TLV_SMP1Q,
+    TLV_SMP2,
+    TLV_SMP3,
+    TLV_SMP4,
+    TLV_SMP_ABORT,
+    SMPInput,
+    SMPOutcome,
+    smp_secret,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+__all__ = [
+    "TLV_DISCONNECTED",
+    "TLV_EXTRA_SYMMETRIC_KEY",
+    "TLV_PADDING",
+    "MessageState",
+    "Policy",
+    "Session",
+    "decode_tlvs",
+    "encode_tlvs",
+]
+
+TLV_PADDING = 0
+TLV_DISCONNECTED = 1
+TLV_EXTRA_SYMMETRIC_KEY = 8
+_SMP_INPUTS = {
+    TLV_SMP1: SMPInput.RECV_1,
+    TLV_SMP1Q: SMPInput.RECV_1,
+    TLV_SMP2: SMPInput.RECV_2,
+    TLV_SMP3: SMPInput.RECV_3,
+    TLV_SMP4: SMPInput.RECV_4,
+    TLV_SMP_ABORT: SMPInput.RECV_ABORT,
+}
+_UNREADABLE = "You sent an encrypted message I cannot read"
+
+
+class MessageState(enum.Enum):
+    PLAINTEXT = "plaintext"
+    ENCRYPTED = "encrypted"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Policy:
+    """How a session behaves. Only protocol version 3 is spoken.
+
+    Attributes:
+        require_encryption: refuse to send plaintext (``send`` raises).
+        answer_queries: start the AKE when the peer offers v3 (a query
+            message or a whitespace tag).
+        max_message_size: split longer outgoing messages into fragments
+            (None: never; XMPP needs none, but some networks do).
+    """
+
+    require_encryption: bool = True
+    answer_queries: bool = True
+    max_message_size: int | None = None
+
+
+def encode_tlvs(tlvs: Iterable[tuple[int, bytes]]) -> bytes:
+    """``SHORT type || SHORT length || value`` for each TLV."""
+    return b"".join(encode_short(t) + encode_short(len(v)) + v for t, v in tlvs)
+
+
+def decode_tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """Parse TLVs; a truncated trailing TLV ends the list (as libotr does)."""
+    out = []
+    pos = 0
+    while pos + 4 <= len(data):
+        kind = int.from_bytes(data[pos : pos + 2], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if pos + 4 + length > len(data):
+            break
+        out.append((kind, data[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+    return out
+
+
+@dataclass(slots=True)
+class _Pair:
+    """Keys and counters for one (our key, their key) pair."""
+
+    send_aes: bytes = field(repr=False)
+    send_mac: bytes = field(repr=False)
+    recv_aes: bytes = field(repr=False)
+    recv_mac: bytes = field(repr=False)
+    extra_key: bytes = field(repr=False)
+    send_ctr: int = 0
+    recv_ctr: int = 0
+    recv_used: bool = False
+
+
+def _pair_keys(ours: DHKeyPair, theirs: int) -> _Pair:
+    secbytes = encode_mpi(ours.shared(theirs))
+    send_byte, recv_byte = (
+        (b"\x01", b"\x02") if ours.public > theirs else (b"\x02", b"\x01")
+    )
+    send_aes = sha1(send_byte + secbytes)[:16]
+    recv_aes = sha1(recv_byte + secbytes)[:16]
+    return _Pair(
+        send_aes, sha1(send_aes), recv_aes, sha1(recv_aes), sha256(b"\xff" + secbytes)
+    )
+
+
+class _Keys:
+    """The rotating D-H keys of an encrypted session."""
+
+    def __init__(self, result: AKEResult, random: Callable[[int], bytes]) -> None:
+        self._random = random
+        self.our_keyid = result.our_keyid + 1
+        self.our_old: DHKeyPair | None = result.our_dh
+        self.our_dh = DHKeyPair.generate(random)
+        self.their_keyid = result.their_keyid
+        self.their_y = result.their_dh
+        self.their_old: int | None = None
+        self.pairs: dict[tuple[int, int], _Pair] = {}
+        self.reveal = b""
+
+    def pair(self, our_id: int, their_id: int) -> _Pair | None:
+        """The pair for these key ids, or None if we do not hold both keys."""
+        found = self.pairs.get((our_id, their_id))
+        if found is not None:
+            return found
+        if our_id == self.our_keyid:
+            ours = self.our_dh
+        elif our_id == self.our_keyid - 1 and self.our_old is not None:
+            ours = self.our_old
+        else:
+            return None
+        if their_id == self.their_keyid:
+            theirs = self.their_y
+        elif their_id == self.their_keyid - 1 and self.their_old is not None:
+            theirs = self.their_old
+        else:
+            return None
+        if our_id == 0 or their_id == 0:
+            return None
+        created = _pair_keys(ours, theirs)
+        self.pairs[our_id, their_id] = created
+        return created
+
+    def sending_pair(self) -> _Pair:
+        pair = self.pair(self.our_keyid - 1, self.their_keyid)
+        assert pair is not None
+        return pair
+
+    def _forget(self, keep: Callable[[tuple[int, int]], bool]) -> None:
+        for ids in [ids for ids in self.pairs if not keep(ids)]:
+            dropped = self.pairs.pop(ids)
+            if dropped.recv_used:
+                self.reveal += dropped.recv_mac
+
+    def rotate_ours(self) -> None:
+        """The peer used our latest key: forget the previous, make a new one."""
+        gone = self.our_keyid - 1
+        self._forget(lambda ids: ids[0] != gone)
+        self.our_old = self.our_dh
+        self.our_keyid += 1
+        self.our_dh = DHKeyPair.generate(self._random)
+
+    def rotate_theirs(self, next_dh: int) -> None:
+        """The peer sent from its latest key: its next_dh becomes the latest."""
+        gone = self.their_keyid - 1
+        self._forget(lambda ids: ids[1] != gone)
+        self.their_old = self.their_y
+        self.their_y = next_dh
+        self.their_keyid += 1
+
+
+class Session:
+    """OTR v3 with one peer instance.
+
+    Args:
+        private_key: our long-term DSA key.
+        our_tag: our instance tag (0x100 or more; persistent per installation).
+        their_tag: the peer's instance tag if known, else 0 (learnt from its
+            first AKE message).
+        policy: see :class:`Policy`.
+        random: source of random bytes.
+    """
+
+    def __init__(
+        self,
+        private_key: PrivateKey,
+        *,
+        our_tag: int,
+        their_tag: int = 0,
+        policy: Policy | None = None,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not 0x100 <= our_tag <= 0xFFFFFFFF:
+            raise LocalProtocolError("instance tags are 0x100 to 0xffffffff")
+        self.private_key = private_key
+        self.our_tag = our_tag
+        self.their_tag = their_tag
+        self.policy = policy or Policy()
+        self._random = random
+        self.state = MessageState.PLAINTEXT
+        self.ake = AKE(private_key, our_tag=our_tag, random=random)
+        self.ake.their_tag = their_tag
+        self.smp = SMP(random)
+        self._keys: _Keys | None = None
+        self._reassembler = Reassembler()
+        self._outbox: list[str] = []
+        self.their_public_key: object = None
+        self.their_fingerprint: bytes | None = None
+        self.ssid: bytes | None = None
+
+    # -- output ----------------------------------------------------------------
+
+    def data_to_send(self) -> list[str]:
+        """Take the message bodies queued for the peer, in order."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _queue(self, text: str) -> None:
+        limit = self.policy.max_message_size
+        if limit is not None and text.startswith("?OTR:") and len(text) > limit:
+            if limit <= FRAGMENT_OVERHEAD:
+                raise LocalProtocolError("max_message_size is too small for fragments")
+            self._outbox.extend(
+                fragment(
+                    text, limit, sender_tag=self.our_tag, receiver_tag=self.their_tag
+                )
+            )
+        else:
+            self._outbox.append(text)
+
+    # -- starting and ending -----------------------------------------------------
+
+    def query(self) -> None:
+        """Queue a query message asking the peer to start OTR v3."""
+        self._queue(QueryMessage(versions=frozenset({3})).encode())
+
+    def start_ake(self) -> None:
+        """Queue a D-H Commit: start (or refresh) the AKE ourselves."""
+        self._queue(self.ake.start().encode())
+
+    def end(self) -> None:
+        """End the private conversation: tell the peer (TLV 1), go PLAINTEXT."""
+        if self.state is MessageState.ENCRYPTED:
+            self._send_data(b"", [(TLV_DISCONNECTED, b"")], ignore_unreadable=True)
+        self._go_plaintext()
+
+    def _go_plaintext(self) -> None:
+        self.state = MessageState.PLAINTEXT
+        self._keys = None
+        self.smp = SMP(self._random)
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, text: str, tlvs: Iterable[tuple[int, bytes]] = ()) -> None:
+        """Queue ``text`` for the peer, encrypted when the session is.
+
+        Raises:
+            LocalProtocolError: the session is not ENCRYPTED and the policy
+                requires encryption, or it is FINISHED (the peer left: end
+                it or start a new AKE first).
+        """
+        if self.state is MessageState.ENCRYPTED:
+            self._send_data(text.encode("utf-8"), list(tlvs))
+            return
+        if self.state is MessageState.FINISHED:
+            raise LocalProtocolError("the peer ended the private conversation")
+        if self.policy.require_encryption:
+            raise LocalProtocolError("the conversation is not encrypted yet")
+        self._outbox.append(text)
+
+    def _send_data(
+        self,
+        text: bytes,
+        tlvs: list[tuple[int, bytes]],
+        *,
+        ignore_unreadable: bool = False,
+    ) -> _Pair:
+        keys = self._keys
+        if keys is None or self.state is not MessageState.ENCRYPTED:
+            raise LocalProtocolError("the conversation is not encrypted")
+        pair = keys.sending_pair()
+        pair.send_ctr += 1
+        top = pair.send_ctr.to_bytes(8, "big")
+        plaintext = text + b"\x00" + encode_tlvs(tlvs)  # libotr always adds the NUL
+        message = DataMessage(
+            sender_tag=self.our_tag,
+            receiver_tag=self.their_tag,
+            flags=DataMessage.FLAG_IGNORE_UNREADABLE if ignore_unreadable else 0,
+            sender_keyid=keys.our_keyid - 1,
+            recipient_keyid=keys.their_keyid,
+            next_dh=keys.our_dh.public,
+            ctr=top,
+            encrypted=aes_ctr(pair.send_aes, top, plaintext),
+        )
+        mac = hmac_sha1(pair.send_mac, message.authenticated_bytes())
+        reveal, keys.reveal = keys.reveal, b""
+        self._queue(
+            DataMessage(
+                sender_tag=message.sender_tag,
+                receiver_tag=message.receiver_tag,
+                flags=message.flags,
+                sender_keyid=message.sender_keyid,
+                recipient_keyid=message.recipient_keyid,
+                next_dh=message.next_dh,
+                ctr=message.ctr,
+                encrypted=message.encrypted,
+                mac=mac,
+                old_mac_keys=reveal,
+            ).encode()
+        )
+        return pair
+
+    def extra_symmetric_key(self, use: int, data: bytes = b"") -> bytes:
+        """Queue a TLV 8 message for ``use`` and return the 32-byte key.
+
+        The key is the extra symmetric key of the D-H pair this very message
+        is encrypted with, so the peer computes the same one on receipt.
+
+        Raises:
+            LocalProtocolError: not ENCRYPTED, or ``use`` is not 32-bit.
+        """
+        if not 0 <= use <= 0xFFFFFFFF:
+            raise LocalProtocolError("the use value is a 32-bit integer")
+        if len(data) > 0xFFFF - 4:
+            raise LocalProtocolError("TLV 8 data is too long")
+        pair = self._send_data(
+            b"",
+            [(TLV_EXTRA_SYMMETRIC_KEY, use.to_bytes(4, "big") + data)],
+            ignore_unreadable=True,
+        )
+        return pair.extra_key
+
+    # -- SMP -------------------------------------------------------------------
+
+    def _smp_fingerprints(self) -> tuple[bytes, bytes, bytes]:
+        if self.state is not MessageState.ENCRYPTED or self.their_fingerprint is None:
+            raise LocalProtocolError("SMP needs an encrypted conversation")
+        assert self.ssid is not None
+        return self.private_key.public.fingerprint, self.their_fingerprint, self.ssid
+
+    def smp_start(self, secret: bytes, question: str | None = None) -> None:
+        """Start SMP with ``secret`` (and a question for the peer's user)."""
+        ours, theirs, ssid = self._smp_fingerprints()
+        x = smp_secret(ours, theirs, ssid, secret)
+        self._smp_send(self.smp.handle(SMPInput.START, (x, question)))
+
+    def smp_answer(self, secret: bytes) -> None:
+        """Answer the peer's SMP (after :class:`~xfer.otr.events.SMPAsked`)."""
+        ours, theirs, ssid = self._smp_fingerprints()
+        x = smp_secret(theirs, ours, ssid, secret)
+        self._smp_send(self.smp.handle(SMPInput.SECRET, x))
+
+    def smp_abort(self) -> None:
+        self._smp_send(self.smp.handle(SMPInput.ABORT))
+
+    def _smp_send(self, outcome: SMPOutcome) -> list[ev.Event]:
+        if outcome.tlvs and self.state is MessageState.ENCRYPTED:
+            self._send_data(b"", list(outcome.tlvs), ignore_unreadable=True)
+        if outcome.event == "asked":
+            return [ev.SMPAsked(question=outcome.question)]
+        if outcome.event == "succeeded":
+            assert self.their_fingerprint is not None
+            return [ev.SMPSucceeded(fingerprint=self.their_fingerprint)]
+        if outcome.event in {"failed", "cheated"}:
+            return [ev.SMPFailed(cheated=outcome.event == "cheated")]
+        if outcome.event == "aborted":
+            return [ev.SMPAborted()]
+        return []
+
+    # -- receiving -------------------------------------------------------------
+
+    def receive(self, text: str) -> list[ev.Event]:
+        """Take one message body from the peer; return what happened.
+
+        Raises:
+            RemoteProtocolError: the message is malformed, not for this
+                instance, or fails verification. The session is unchanged
+                (a reply may have been queued, see ``data_to_send``).
+        """
+        if text.startswith("?OTR|"):
+            whole = self._fragment(text)
+            if whole is None:
+                return []
+            text = whole
+        elif text.startswith("?OTR,"):
+            return []  # a version 2 fragment: we speak only v3
+        else:
+            self._reassembler.reset()
+        return self._whole(text)
+
+    def _fragment(self, text: str) -> str | None:
+        frag = parse_fragment(text)
+        if frag.receiver_tag not in (0, self.our_tag):
+            return None  # for another instance of our account
+        if self.their_tag and frag.sender_tag != self.their_tag:
+            return None
+        return self._reassembler.add(frag)
+
+    def _whole(self, text: str) -> list[ev.Event]:
+        message = parse_text(text)
+        if isinstance(message, PlainText):
+            return self._plaintext(message)
+        if isinstance(message, QueryMessage):
+            answered = 3 in message.versions and self.policy.answer_queries
+            if answered:
+                self.start_ake()
+            return [ev.QueryReceived(versions=message.versions, answered=answered)]
+        if isinstance(message, ErrorMessage):
+            return [ev.OTRErrorReceived(text=message.text)]
+        if message.receiver_tag not in (0, self.our_tag):
+            return []  # addressed to another instance of our account
+        if message.receiver_tag == 0 and not isinstance(message, DHCommit):
+            raise RemoteProtocolError("only a D-H Commit may omit the receiver tag")
+        if self.their_tag and message.sender_tag != self.their_tag:
+            return []  # another instance of the peer; its own session handles it
+        if isinstance(message, DataMessage):
+            return self._data(message)
+        return self._ake_message(message)
+
+    def _plaintext(self, message: PlainText) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        offered = 3 in message.tag_versions
+        if (
+            offered
+            and self.policy.answer_queries
+            and self.state is not MessageState.ENCRYPTED
+        ):
+            self.start_ake()
+        if message.text or not offered:
+            out.append(ev.PlaintextReceived(text=message.text, offered_otr=offered))
+        return out
+
+    def _ake_message(
+        self, message: DHCommit | DHKey | RevealSignature | Signature
+    ) -> list[ev.Event]:
+        kind = {
+            DHCommit: AKEInput.DH_COMMIT,
+            DHKey: AKEInput.DH_KEY,
+            RevealSignature: AKEInput.REVEAL_SIGNATURE,
+            Signature: AKEInput.SIGNATURE,
+        }[type(message)]
+        learnt = self.their_tag == 0
+        if learnt:
+            self.ake.their_tag = message.sender_tag
+        try:
+            replies, result = self.ake.handle(kind, message)
+        except RemoteProtocolError:
+            if learnt:
+                self.ake.their_tag = 0
+            raise
+        if learnt and (replies or result):
+            self.their_tag = message.sender_tag
+        elif learnt:
+            self.ake.their_tag = 0
+        for reply in replies:
+            self._queue(reply.encode())
+        if result is None:
+            return []
+        refreshed = self.state is MessageState.ENCRYPTED
+        self._keys = _Keys(result, self._random)
+        self.state = MessageState.ENCRYPTED
+        self.smp = SMP(self._random)
+        self.their_public_key = result.their_public_key
+        self.their_fingerprint = result.their_public_key.fingerprint
+        self.ssid = result.ssid
+        return [
+            ev.GoneSecure(
+                fingerprint=self.their_fingerprint,
+                ssid=result.ssid,
+                their_tag=self.their_tag,
+                refreshed=refreshed,
+            )
+        ]
+
+    def _unreadable(self, message: DataMessage, why: str) -> list[ev.Event]:
+        if message.flags & DataMessage.FLAG_IGNORE_UNREADABLE:
+            return []
+        self._outbox.append(ErrorMessage(text=_UNREADABLE).encode())
+        raise RemoteProtocolError(why)
+
+    def _data(self, message: DataMessage) -> list[ev.Event]:
+        keys = self._keys
+        if self.state is not MessageState.ENCRYPTED or keys is None:
+            return self._unreadable(
+                message, "encrypted message outside a private conversation"
+            )
+        pair = keys.pair(message.recipient_keyid, message.sender_keyid)
+        if pair is None:
+            return self._unreadable(message, "data message for unknown keys")
+        expected = hmac_sha1(pair.recv_mac, message.authenticated_bytes())
+        if not hmac.compare_digest(expected, message.mac):
+            return self._unreadable(message, "data message MAC does not verify")
+        counter = int.from_bytes(message.ctr, "big")
+        if counter <= pair.recv_ctr:
+            return self._unreadable(
+                message, "data message counter did not increase (replay)"
+            )
+        rotate_theirs = message.sender_keyid == keys.their_keyid
+        if rotate_theirs:
+            check_group_element(message.next_dh)
+        # Everything checked: now change state.
+        pair.recv_ctr = counter
+        pair.recv_used = True
+        plaintext = aes_ctr(pair.recv_aes, message.ctr, message.encrypted)
+        if message.recipient_keyid == keys.our_keyid:
+            keys.rotate_ours()
+        if rotate_theirs:
+            keys.rotate_theirs(message.next_dh)
+        raw_text, _, raw_tlvs = plaintext.partition(b"\x00")
+        out: list[ev.Event] = []
+        if raw_text:
+            out.append(
+                ev.MessageReceived(text=raw_text.decode("utf-8", errors="replace"))
+            )
+        for kind, value in decode_tlvs(raw_tlvs):
+            out.extend(self._tlv(kind, value, pair))
+        return out
+
+    def _tlv(self, kind: int, value: bytes, pair: _Pair) -> list[ev.Event]:
+        if kind == TLV_DISCONNECTED:
+            self._keys = None
+            self.state = MessageState.FINISHED
+            self.smp = SMP(self._random)
+            return [ev.GoneInsecure()]
+        if kind == TLV_EXTRA_SYMMETRIC_KEY:
+            if len(value) < 4:
+                return []
+            return [
+                ev.SymmetricKeyReceived(
+                    use=int.from_bytes(value[:4], "big"),
+                    data=value[4:],
+                    key=pair.extra_key,
+                )
+            ]
+        smp_input = _SMP_INPUTS.get(kind)
+        if smp_input is None:
+            return []  # padding and unknown TLVs are ignored, as the spec says
+        arg: object = (kind, value) if smp_input is SMPInput.RECV_1 else value
+        try:
+            outcome = self.smp.handle(smp_input, arg)
+        except RemoteProtocolError:
+            outcome = self.smp.handle(SMPInput.ABORT)
+        return self._smp_send(outcome)
