@@ -37,3 +37,16 @@ def vector_params(relative: str) -> list[Any]:
     return [
         pytest.param(v, id=f"{name}[{i}]") for i, v in enumerate(load_vectors(relative))
     ]
+
+
+def require_or_skip(available: bool, what: str) -> None:
+    """Skip a test whose external dependency is missing - but fail under CI.
+
+    CI installs everything (scripts/bootstrap), so a missing dependency there
+    is a broken set-up, never a reason to pass.
+    """
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing under CI=true; scripts/bootstrap installs it")
+    pytest.skip(f"{what} is not installed")
