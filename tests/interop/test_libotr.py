@@ -258,3 +258,28 @@ def test_messages_for_another_instance_are_ignored(link, dsa_keys):
     (text,) = link.lo.take()
     assert other.receive(text) == []  # addressed to instance 0x123
     assert link.me.receive(text) == [ev.MessageReceived(text="for 0x123 only")]
+
+
+def test_an_xfer_offer_travels_through_libotr_intact(link):
+    """libotr relays TLV 8 with our payload byte for byte, both ways."""
+    from xfer.otr.offer import XFER_USE, TransferOffer
+
+    secure(link)
+    offer = TransferOffer(
+        transfer_id=b"t" * 16,
+        salt=b"s" * 32,
+        suite=1,
+        chunk_size=65536,
+        size=10,
+        sha256=b"h" * 32,
+        name="report.pdf",
+    )
+    key = link.me.extra_symmetric_key(XFER_USE, offer.encode())
+    link.pump()
+    (_, use, data, lo_key) = [e for e in link.lo.events if e[0] == "symkey"][-1]
+    assert (use, lo_key) == (XFER_USE, key)
+    assert TransferOffer.decode(data) == offer
+    key = link.lo.symkey(XFER_USE, offer.encode())
+    (received,) = link.pump()
+    assert received.key == key
+    assert TransferOffer.decode(received.data) == offer

@@ -1,0 +1,153 @@
+"""Fingerprints as people read them, and which ones we trust for whom.
+
+A fingerprint is the 20-byte SHA-1 of a long-term DSA public key (see
+:attr:`xfer.otr.crypto.PublicKey.fingerprint`). People compare it as 40
+upper-case hex digits in five groups of eight, as pidgin-otr shows it.
+
+:class:`TrustStore` maps a peer's bare JID to the fingerprints trusted for it
+and how each was verified (by hand, or by SMP). It is plain data with a JSON
+form; :mod:`xfer.store` keeps it in a file. The clock is a parameter.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+
+from xfer.errors import LocalProtocolError
+
+__all__ = [
+    "TrustEntry",
+    "TrustStore",
+    "Verification",
+    "format_fingerprint",
+    "parse_fingerprint",
+]
+
+_HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+
+
+def format_fingerprint(fingerprint: bytes) -> str:
+    """``'D8FBC9F1 B027D198 97840E68 F93D0CE3 B2DEFA52'``."""
+    if len(fingerprint) != 20:
+        raise LocalProtocolError("a fingerprint is 20 bytes")
+    text = fingerprint.hex().upper()
+    return " ".join(text[i : i + 8] for i in range(0, 40, 8))
+
+
+def parse_fingerprint(text: str) -> bytes:
+    """Accept 40 hex digits, in any case, with any spaces or colons.
+
+    Raises:
+        LocalProtocolError: it is not a fingerprint.
+    """
+    compact = re.sub(r"[\s:]", "", text)
+    if not _HEX40.fullmatch(compact):
+        msg = f"not a fingerprint (40 hex digits): {text!r}"
+        raise LocalProtocolError(msg)
+    return bytes.fromhex(compact)
+
+
+def bare_jid(jid: str) -> str:
+    """``'Alice@Example.org/phone'`` -> ``'alice@example.org'``."""
+    bare = jid.split("/", 1)[0].strip().lower()
+    if not bare or ("@" not in bare and "." not in bare):
+        msg = f"not a JID: {jid!r}"
+        raise LocalProtocolError(msg)
+    return bare
+
+
+class Verification(enum.Enum):
+    MANUAL = "manual"  # compared by the user, or given on the command line
+    SMP = "smp"  # a successful Socialist Millionaires' exchange
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustEntry:
+    fingerprint: bytes
+    how: Verification
+    since: int  # seconds since the epoch
+
+
+class TrustStore:
+    """Peer bare JID -> trusted fingerprints."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        self._peers: dict[str, dict[bytes, TrustEntry]] = {}
+
+    def trust(
+        self, jid: str, fingerprint: bytes, how: Verification, *, now: int
+    ) -> None:
+        if len(fingerprint) != 20:
+            raise LocalProtocolError("a fingerprint is 20 bytes")
+        entry = TrustEntry(fingerprint=fingerprint, how=how, since=now)
+        self._peers.setdefault(bare_jid(jid), {})[fingerprint] = entry
+
+    def untrust(self, jid: str, fingerprint: bytes | None = None) -> int:
+        """Forget one fingerprint of ``jid`` (or all); return how many went."""
+        peer = self._peers.get(bare_jid(jid), {})
+        if fingerprint is None:
+            gone = len(peer)
+            peer.clear()
+        else:
+            gone = 1 if peer.pop(fingerprint, None) else 0
+        if not peer:
+            self._peers.pop(bare_jid(jid), None)
+        return gone
+
+    def entry(self, jid: str, fingerprint: bytes) -> TrustEntry | None:
+        return self._peers.get(bare_jid(jid), {}).get(fingerprint)
+
+    def is_trusted(self, jid: str, fingerprint: bytes) -> bool:
+        return self.entry(jid, fingerprint) is not None
+
+    def entries(self, jid: str | None = None) -> list[tuple[str, TrustEntry]]:
+        peers = [bare_jid(jid)] if jid else sorted(self._peers)
+        return [
+            (peer, entry)
+            for peer in peers
+            for entry in sorted(
+                self._peers.get(peer, {}).values(), key=lambda e: e.since
+            )
+        ]
+
+    def to_json(self) -> bytes:
+        data = {
+            "version": self.VERSION,
+            "peers": {
+                peer: [
+                    {
+                        "fingerprint": e.fingerprint.hex(),
+                        "how": e.how.value,
+                        "since": e.since,
+                    }
+                    for e in entries.values()
+                ]
+                for peer, entries in sorted(self._peers.items())
+            },
+        }
+        return json.dumps(data, indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TrustStore:
+        """Raises LocalProtocolError if the file is not a trust store."""
+        store = cls()
+        try:
+            data = json.loads(raw)
+            if data.get("version") != cls.VERSION:
+                raise LocalProtocolError("unknown trust store version")
+            for peer, entries in data["peers"].items():
+                for e in entries:
+                    store.trust(
+                        peer,
+                        bytes.fromhex(e["fingerprint"]),
+                        Verification(e["how"]),
+                        now=int(e["since"]),
+                    )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LocalProtocolError(f"the trust store is damaged: {exc}") from exc
+        return store

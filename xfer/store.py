@@ -1,0 +1,108 @@
+"""Where an installation keeps its OTR identity: key, instance tag, trust store.
+
+An adapter (it reads and writes files), kept synchronous: the files are tiny
+and read once. Everything goes in one directory (the command line uses the
+XDG data directory), every file is written atomically (temporary file,
+fsync, rename) with mode 0600, and no secret is ever logged or printed.
+
+=================  =========================================================
+``otr.key``        the long-term DSA key, PKCS#8 PEM
+``instance-tag``   our OTR instance tag, 8 hex digits
+``trust.json``     :class:`~xfer.otr.trust.TrustStore`
+=================  =========================================================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from xfer.errors import LocalProtocolError
+from xfer.otr.crypto import PrivateKey
+from xfer.otr.trust import TrustStore
+
+__all__ = ["IdentityStore", "write_private_file"]
+
+
+def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically, mode 0600.
+
+    Raises:
+        FileExistsError: ``replace`` is false and ``path`` exists.
+    """
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)  # fails if path exists: no clobbering
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+class IdentityStore:
+    """The files of one OTR identity in ``directory`` (created with mode 0700)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.key_path = self.directory / "otr.key"
+        self.tag_path = self.directory / "instance-tag"
+        self.trust_path = self.directory / "trust.json"
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def private_key(self, *, create: bool = True) -> PrivateKey:
+        """Our long-term key, generated and saved on first use.
+
+        Raises:
+            FileNotFoundError: none exists and ``create`` is false.
+            LocalProtocolError: the key file is damaged.
+        """
+        try:
+            pem = self.key_path.read_bytes()
+        except FileNotFoundError:
+            if not create:
+                raise
+            self._ensure_dir()
+            key = PrivateKey.generate()
+            try:
+                write_private_file(self.key_path, key.to_pem(), replace=False)
+            except FileExistsError:  # another process made one first: use it
+                return self.private_key(create=False)
+            return key
+        try:
+            return PrivateKey.from_pem(pem)
+        except (ValueError, TypeError) as exc:
+            raise LocalProtocolError(f"{self.key_path} is not a usable key") from exc
+
+    def instance_tag(self) -> int:
+        """Our instance tag, chosen at random (>= 0x100) on first use."""
+        try:
+            tag = int(self.tag_path.read_text().strip(), 16)
+        except FileNotFoundError:
+            self._ensure_dir()
+            tag = 0x100 + secrets.randbelow(0xFFFFFFFF - 0x100)
+            write_private_file(self.tag_path, f"{tag:08x}\n".encode())
+            return tag
+        except ValueError as exc:
+            raise LocalProtocolError(f"{self.tag_path} is damaged") from exc
+        if not 0x100 <= tag <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"{self.tag_path} holds an invalid tag")
+        return tag
+
+    def trust_store(self) -> TrustStore:
+        try:
+            return TrustStore.from_json(self.trust_path.read_bytes())
+        except FileNotFoundError:
+            return TrustStore()
+
+    def save_trust_store(self, store: TrustStore) -> None:
+        self._ensure_dir()
+        write_private_file(self.trust_path, store.to_json())
