@@ -6,7 +6,8 @@ profile xfer implements, and its TLV 8 payload, are in ``spec/otr.md``.
 
 from __future__ import annotations
 
+from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey, PublicKey
 from xfer.otr.session import MessageState, Policy, Session
 
-__all__ = ["MessageState", "Policy", "PrivateKey", "PublicKey", "Session"]
+__all__ = ["Account", "MessageState", "Policy", "PrivateKey", "PublicKey", "Session"]

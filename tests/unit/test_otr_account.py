@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from xfer.errors import RemoteProtocolError
+from xfer.otr import Account, MessageState, PrivateKey
+from xfer.otr import events as ev
+from xfer.otr.account import MAX_INSTANCES_PER_PEER
+from xfer.otr.messages import DHKey
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return PrivateKey.generate(), PrivateKey.generate()
+
+
+def relay(a: Account, b: Account, a_name: str, b_name: str) -> list[ev.Event]:
+    seen: list[ev.Event] = []
+    for _ in range(10):
+        moved = False
+        for _, text in a.data_to_send():
+            moved = True
+            seen += b.receive(a_name, text)[1]
+        for _, text in b.data_to_send():
+            moved = True
+            seen += a.receive(b_name, text)[1]
+        if not moved:
+            break
+    return seen
+
+
+def test_two_accounts_route_to_instance_sessions(keys):
+    alice = Account(keys[0], our_tag=0x1111)
+    bob = Account(keys[1], our_tag=0x2222)
+    alice.session("bob@x/1").start_ake()
+    relay(alice, bob, "alice@x/1", "bob@x/1")
+    assert bob.best("alice@x/1") is bob.session("alice@x/1", 0x1111)
+    assert alice.best("bob@x/1") is alice.session("bob@x/1", 0x2222)
+    assert alice.best("bob@x/1").state is MessageState.ENCRYPTED
+    alice.best("bob@x/1").send("hi")
+    assert relay(alice, bob, "alice@x/1", "bob@x/1") == [ev.MessageReceived(text="hi")]
+    assert alice.best("nobody@x") is None
+
+
+def test_an_instance_flood_is_bounded(keys):
+    bob = Account(keys[1], our_tag=0x2222)
+    for tag in range(0x100, 0x100 + MAX_INSTANCES_PER_PEER):
+        bob.receive(
+            "mallory@x", DHKey(sender_tag=tag, receiver_tag=0x2222, gy=5).encode()
+        )
+    with pytest.raises(RemoteProtocolError, match="too many"):
+        bob.receive(
+            "mallory@x", DHKey(sender_tag=0x9999, receiver_tag=0x2222, gy=5).encode()
+        )
+    # Other peers are unaffected.
+    bob.receive("alice@x", "?OTRv3?")
+    assert bob.data_to_send()
