@@ -89,6 +89,22 @@ async def read_chunks(source: Target, *, size: int = READ_SIZE) -> AsyncIterator
         await reader.close()
 
 
+async def _pieces(source: Target) -> AsyncIterator[memoryview]:
+    """Read ``source`` into one reused buffer; yield views of what was read.
+
+    Each view is valid only until the next one is requested, which keeps the
+    memory of a whole file transfer at one buffer (no allocation per read).
+    """
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    reader = await _open_reader(source)
+    try:
+        while n := await reader.readinto(buf):
+            yield view[:n]
+    finally:
+        await reader.close()
+
+
 def _size_of(source: Target) -> int | None:
     try:
         st = os.fstat(source) if isinstance(source, int) else os.stat(source)
@@ -242,7 +258,7 @@ async def seal_file(
     buf = bytearray(sealer.output_bound(READ_SIZE))
     view = memoryview(buf)
     async with _writer_for(dest, overwrite=overwrite) as writer:
-        async for piece in read_chunks(source):
+        async for piece in _pieces(source):
             n = await asyncio.to_thread(sealer.update_into, piece, buf)
             await writer.write(view[:n])
             done += len(piece)
@@ -255,7 +271,7 @@ async def seal_file(
 
 async def open_stream_to_file(
     key: bytes,
-    stream: AsyncIterable[bytes],
+    stream: AsyncIterable[bytes | memoryview],
     dest: Target,
     *,
     transfer_id: bytes | None = None,
@@ -316,7 +332,7 @@ async def open_file(
     """
     return await open_stream_to_file(
         key,
-        read_chunks(source),
+        _pieces(source),
         dest,
         transfer_id=transfer_id,
         executor=executor,
