@@ -1,0 +1,46 @@
+"""A real Prosody on loopback (started once per test session) and real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import xfer.xmpp.ibb as ibb_module
+from tests.conftest import require_or_skip
+from xfer.testing.prosody import LocalProsody, prosody_available
+from xfer.xmpp.client import XferClient, connect
+
+ACCOUNTS = {name: f"{name}-password" for name in ("alice", "bob", "carol", "dave")}
+
+
+@pytest.fixture(scope="session")
+def prosody() -> Iterator[LocalProsody]:
+    require_or_skip(prosody_available(), "Prosody (Debian package prosody)")
+    with LocalProsody(accounts=dict(ACCOUNTS)) as server:
+        yield server
+
+
+async def client(
+    server: LocalProsody, user: str, resource: str, **ibb: object
+) -> XferClient:
+    c = await connect(
+        f"{user}@{server.domain}/{resource}",
+        ACCOUNTS[user],
+        "127.0.0.1",
+        server.c2s_port,
+        tls="none",
+    )
+    c.register_plugin(
+        "xfer_ibb", {"authorize": lambda *_: True, **ibb}, module=ibb_module
+    )
+    return c
+
+
+@pytest.fixture
+async def pair(prosody: LocalProsody) -> AsyncIterator[tuple[XferClient, XferClient]]:
+    a = await client(prosody, "alice", "a")
+    b = await client(prosody, "bob", "b")
+    yield a, b
+    await a.stop()
+    await b.stop()

@@ -1,0 +1,110 @@
+"""Conformance of every ByteStream transport, on the real server.
+
+Each test takes a ``streams`` factory that opens a connected (sender,
+receiver) pair over one transport; every transport must pass them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from xfer.aio.bytestream import ByteStream
+from xfer.errors import TransportError
+
+pytestmark = pytest.mark.integration
+MiB = 1 << 20
+
+Factory = Callable[..., Awaitable[tuple[ByteStream, ByteStream]]]
+
+
+@pytest.fixture(params=["ibb-iq", "ibb-message"])
+def streams(request, pair) -> Factory:
+    a, b = pair
+
+    async def open_pair(
+        sender=a, receiver=b, **options
+    ) -> tuple[ByteStream, ByteStream]:
+        accepting = asyncio.ensure_future(receiver.plugin["xfer_ibb"].accept(10))
+        out = await sender.plugin["xfer_ibb"].open(
+            receiver.boundjid.full,
+            use_messages=request.param == "ibb-message",
+            **options,
+        )
+        inp = await accepting
+        assert isinstance(out, ByteStream)
+        assert isinstance(inp, ByteStream)
+        return out, inp
+
+    return open_pair
+
+
+async def pipe(out: ByteStream, data: bytes, piece: int = MiB) -> None:
+    for i in range(0, len(data), piece):
+        await out.write(data[i : i + piece])
+    await out.close()
+
+
+async def drain(inp: ByteStream) -> tuple[int, str]:
+    h = hashlib.sha256()
+    n = 0
+    while chunk := await inp.read():
+        h.update(chunk)
+        n += len(chunk)
+    return n, h.hexdigest()
+
+
+async def read_all(inp: ByteStream) -> None:
+    while await inp.read():
+        pass
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 1_000_003])
+async def test_sizes_arrive_intact(streams, size):
+    data = os.urandom(size)
+    out, inp = await streams()
+    sent = asyncio.ensure_future(pipe(out, data, piece=77_777))
+    assert await drain(inp) == (size, hashlib.sha256(data).hexdigest())
+    await sent
+
+
+@pytest.mark.slow
+async def test_32_mib_each_way(streams, pair):
+    a, b = pair
+    for sender, receiver in ((a, b), (b, a)):
+        data = os.urandom(32 * MiB)
+        out, inp = await streams(sender, receiver, block_size=65535)
+        sent = asyncio.ensure_future(pipe(out, data))
+        assert await drain(inp) == (len(data), hashlib.sha256(data).hexdigest())
+        await sent
+
+
+async def test_concurrent_streams_are_kept_apart(streams):
+    datas = [os.urandom(300_000) for _ in range(3)]
+    pairs = [await streams() for _ in datas]
+    sends = [
+        asyncio.ensure_future(pipe(out, d, piece=10_000))
+        for (out, _), d in zip(pairs, datas, strict=True)
+    ]
+    results = await asyncio.gather(*(drain(inp) for _, inp in pairs))
+    assert results == [(len(d), hashlib.sha256(d).hexdigest()) for d in datas]
+    await asyncio.gather(*sends)
+
+
+async def test_a_peer_that_vanishes_is_a_typed_error(streams, prosody):
+    from tests.integration.conftest import client
+
+    c = await client(prosody, "carol", "vanishing")
+    b = await client(prosody, "dave", "stays")
+    try:
+        out, inp = await streams(c, b)
+        await out.write(os.urandom(100_000))
+        c.abort()  # the sender's connection drops without a goodbye
+        with pytest.raises(TransportError):
+            await asyncio.wait_for(read_all(inp), 20)
+    finally:
+        await b.stop()

@@ -1,0 +1,128 @@
+"""An XMPP client connection on slixmpp, with typed errors and a clean start.
+
+slixmpp reports failures as events; :func:`connect` turns them into
+exceptions: a wrong password is :class:`AuthenticationFailed`, an
+unreachable server :class:`~xfer.errors.ConnectionFailed`, and a server that
+does not answer in time :class:`~xfer.errors.TransferTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import slixmpp
+
+from xfer.errors import ConnectionFailed, TransferTimeout
+
+__all__ = ["AuthenticationFailed", "XferClient", "connect"]
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server refused the account name or password."""
+
+
+class XferClient(slixmpp.ClientXMPP):
+    """A slixmpp client with xfer's settings.
+
+    Args:
+        jid: the account's full or bare JID.
+        password: its password.
+        tls: "direct" (TLS from the start), "starttls", or "none" (plain, only
+            for a local test server; the password then crosses loopback in
+            the clear).
+        verify_tls: check the server's certificate (turn off only for a test
+            server with a self-signed certificate).
+    """
+
+    def __init__(
+        self,
+        jid: str,
+        password: str,
+        *,
+        tls: str = "starttls",
+        verify_tls: bool = True,
+        plugin_config: dict[str, Any] | None = None,
+    ) -> None:
+        config = {"feature_mechanisms": {"unencrypted_scram": tls == "none"}}
+        config.update(plugin_config or {})
+        super().__init__(jid, password, plugin_config=config)
+        self.enable_direct_tls = tls == "direct"
+        self.enable_starttls = tls == "starttls"
+        self.enable_plaintext = tls == "none"
+        if not verify_tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.ssl_context = context
+        self._ready: asyncio.Future[None] | None = None
+        self.add_event_handler("session_start", self._on_start)
+        self.add_event_handler("failed_all_auth", self._on_auth_failed)
+        self.add_event_handler("connection_failed", self._on_connection_failed)
+
+    def _settle(self, exc: BaseException | None) -> None:
+        if self._ready is not None and not self._ready.done():
+            if exc is None:
+                self._ready.set_result(None)
+            else:
+                self._ready.set_exception(exc)
+
+    async def _on_start(self, _event: object) -> None:
+        self.send_presence()
+        self._settle(None)
+
+    def _on_auth_failed(self, _event: object) -> None:
+        self._settle(
+            AuthenticationFailed(
+                f"the server refused the password for {self.boundjid.bare}"
+            )
+        )
+
+    def _on_connection_failed(self, event: object) -> None:
+        self._settle(ConnectionFailed(f"cannot connect to the XMPP server: {event}"))
+
+    async def start(
+        self, host: str | None = None, port: int = 5222, *, timeout: float = 30
+    ) -> None:
+        """Connect, authenticate, bind, send presence.
+
+        Raises:
+            AuthenticationFailed, ConnectionFailed, TransferTimeout.
+        """
+        self._ready = asyncio.get_running_loop().create_future()
+        self.connect(host=host, port=port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            self.abort()
+            raise TransferTimeout(
+                f"the XMPP server did not answer within {timeout:g} s"
+            ) from None
+        except ConnectionFailed:
+            self.abort()
+            raise
+
+    async def stop(self) -> None:
+        """Disconnect and wait for the stream to close."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.disconnect(), 5)
+
+
+async def connect(
+    jid: str,
+    password: str,
+    host: str,
+    port: int,
+    *,
+    tls: str = "starttls",
+    verify_tls: bool = True,
+    plugin_config: dict[str, Any] | None = None,
+) -> XferClient:
+    """Create, start and return a client (see :class:`XferClient`)."""
+    client = XferClient(
+        jid, password, tls=tls, verify_tls=verify_tls, plugin_config=plugin_config
+    )
+    await client.start(host, port)
+    return client
