@@ -1,0 +1,274 @@
+"""Bytestream throughput through a real Prosody, beside slixmpp's own plugins.
+
+    python benchmarks/transports.py [--mib 16] [--repeats 2] [--json PATH]
+
+Starts a throw-away Prosody on loopback, then for each case runs a receiver
+and a sender as two separate processes (as two real clients would be) that
+move ``--mib`` MiB of random data, and reports MB/s (MB = 10**6 bytes), the
+CPU of sender, receiver and Prosody (100 % = one core) and each client's
+peak RSS. The receiver checks the SHA-256. Cases: xfer's IBB (iq with a
+window, message), slixmpp's xep_0047 (iq, message) at the same block sizes,
+and raw asyncio TCP on loopback as the ceiling, all in the same run. Cases
+are interleaved across repeats; the table shows medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from xfer.testing.prosody import LocalProsody
+
+RESULTS = Path(__file__).resolve().parent / "results" / "transports.json"
+MiB = 1 << 20
+ACCOUNTS = {"sender": "sender-pw", "receiver": "receiver-pw"}
+
+CASES = {
+    "xfer ibb iq 65535 w16": ("xfer", "iq", 65535),
+    "slixmpp ibb iq 65535": ("slixmpp", "iq", 65535),
+    "xfer ibb iq 4096 w16": ("xfer", "iq", 4096),
+    "slixmpp ibb iq 4096": ("slixmpp", "iq", 4096),
+    "xfer ibb message 65535": ("xfer", "message", 65535),
+    "slixmpp ibb message 65535": ("slixmpp", "message", 65535),
+    "raw tcp (ceiling)": ("tcp", "", 65536),
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- the two client roles (run as subprocesses) ---------------------------------
+
+
+async def _client(port: int, user: str, impl: str, block: int):  # noqa: ANN202
+    import xfer.xmpp.ibb as ibb_module
+    from xfer.xmpp.client import connect
+
+    c = await connect(
+        f"{user}@xfer.test/bench", ACCOUNTS[user], "127.0.0.1", port, tls="none"
+    )
+    if impl == "xfer":
+        c.register_plugin(
+            "xfer_ibb", {"authorize": lambda *_: True, "window": 16}, module=ibb_module
+        )
+    else:
+        c.register_plugin("xep_0047", {"auto_accept": True, "max_block_size": 65535})
+    return c
+
+
+async def receiver(port: int, impl: str, mode: str, block: int) -> dict[str, object]:
+    h = hashlib.sha256()
+    n = 0
+    if impl == "tcp":
+        done = asyncio.Event()
+
+        async def handle(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            nonlocal n
+            while chunk := await reader.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+            writer.close()
+            done.set()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        print("READY", server.sockets[0].getsockname()[1], flush=True)
+        await done.wait()
+        server.close()
+    else:
+        c = await _client(port, "receiver", impl, block)
+        print("READY", c.boundjid.full, flush=True)
+        if impl == "xfer":
+            stream = await c.plugin["xfer_ibb"].accept(60)
+            while chunk := await stream.read():
+                h.update(chunk)
+                n += len(chunk)
+        else:
+            started: asyncio.Future = asyncio.get_running_loop().create_future()
+            c.add_event_handler("ibb_stream_start", started.set_result)
+            stream = await asyncio.wait_for(started, 60)
+            # Consume as the baseline did: a task awaiting the receive queue
+            # (slixmpp's gather() concatenates bytes, which is quadratic).
+            while not (stream.stream_in_closed and stream.recv_queue.empty()):
+                try:
+                    chunk = await asyncio.wait_for(stream.recv_queue.get(), 0.5)
+                except TimeoutError:
+                    continue
+                h.update(chunk)
+                n += len(chunk)
+        await c.stop()
+    return {"bytes": n, "sha256": h.hexdigest()}
+
+
+async def sender(
+    port: int, impl: str, mode: str, block: int, target: str, mib: int
+) -> dict[str, object]:
+    payload = os.urandom(mib * MiB)
+    digest = hashlib.sha256(payload).hexdigest()
+    if impl == "tcp":
+        start = time.perf_counter()
+        _, writer = await asyncio.open_connection("127.0.0.1", int(target))
+        for i in range(0, len(payload), block):
+            writer.write(payload[i : i + block])
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        return {"sha256": digest, "start": start}
+    c = await _client(port, "sender", impl, block)
+    start = time.perf_counter()
+    if impl == "xfer":
+        stream = await c.plugin["xfer_ibb"].open(
+            target, block_size=block, use_messages=mode == "message"
+        )
+        for i in range(0, len(payload), MiB):
+            await stream.write(payload[i : i + MiB])
+        await stream.close()
+    else:
+        stream = await c.plugin["xep_0047"].open_stream(
+            target, block_size=block, use_messages=mode == "message"
+        )
+        await stream.sendall(payload)
+        await stream.close()
+    await c.stop()
+    return {"sha256": digest, "start": start}
+
+
+def role_main(args: argparse.Namespace) -> int:
+    impl, mode, block = CASES[args.case]
+    if args.role == "receiver":
+        result = asyncio.run(receiver(args.port, impl, mode, block))
+    else:
+        result = asyncio.run(
+            sender(args.port, impl, mode, block, args.target, args.mib)
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.update(
+        end=time.perf_counter(),
+        cpu=usage.ru_utime + usage.ru_stime,
+        peak_rss_mib=usage.ru_maxrss / 1024,
+    )
+    print("RESULT", json.dumps(result), flush=True)
+    return 0
+
+
+# -- the orchestrator ---------------------------------------------------------------
+
+
+def run_case(server: LocalProsody, case: str, mib: int) -> dict[str, float]:
+    me = [sys.executable, __file__]
+    base = ["--port", str(server.c2s_port), "--case", case, "--mib", str(mib)]
+    recv = subprocess.Popen(
+        [*me, "--role", "receiver", *base], stdout=subprocess.PIPE, text=True
+    )
+    assert recv.stdout is not None
+    ready = recv.stdout.readline().split()
+    assert ready, "the receiver did not start"
+    assert ready[0] == "READY", ready
+    assert server._process is not None
+    prosody_pid = server._process.pid
+    p0, t0 = cpu_seconds(prosody_pid), time.perf_counter()
+    send = subprocess.run(
+        [*me, "--role", "sender", *base, "--target", ready[1]],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    r_out = recv.communicate(timeout=900)[0]
+    wall = time.perf_counter() - t0
+    s = json.loads(
+        next(line for line in send.stdout.splitlines() if line.startswith("RESULT"))[7:]
+    )
+    r = json.loads(
+        next(line for line in r_out.splitlines() if line.startswith("RESULT"))[7:]
+    )
+    if r["sha256"] != s["sha256"] or r["bytes"] != mib * MiB:
+        raise RuntimeError(f"{case}: data did not arrive intact")
+    seconds = r["end"] - s["start"]  # perf_counter is system-wide (CLOCK_MONOTONIC)
+    return {
+        "mb_s": mib * MiB / seconds / 1e6,
+        "sender_cpu_pct": 100 * s["cpu"] / wall,
+        "receiver_cpu_pct": 100 * r["cpu"] / wall,
+        "prosody_cpu_pct": 100 * (cpu_seconds(prosody_pid) - p0) / wall,
+        "sender_peak_rss_mib": s["peak_rss_mib"],
+        "receiver_peak_rss_mib": r["peak_rss_mib"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument(
+        "--role", choices=["sender", "receiver"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--target", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        return role_main(args)
+    samples: dict[str, list[dict[str, float]]] = {c: [] for c in args.cases}
+    with LocalProsody(accounts=dict(ACCOUNTS)) as server:
+        for r in range(args.repeats):
+            for case in args.cases:
+                print(f"round {r + 1}/{args.repeats}: {case}", file=sys.stderr)
+                samples[case].append(run_case(server, case, args.mib))
+    rows = {
+        case: {k: round(statistics.median(s[k] for s in runs), 1) for k in runs[0]}
+        for case, runs in samples.items()
+    }
+    print(
+        f"\n{args.mib} MiB per transfer, medians of {args.repeats}; CPU 100% = one core"
+    )
+    print(
+        f"{'case':28} {'MB/s':>7} {'sender%':>8} {'recv%':>6} {'prosody%':>9} {'send RSS':>9} {'recv RSS':>9}"
+    )
+    for case, row in rows.items():
+        print(
+            f"{case:28} {row['mb_s']:>7} {row['sender_cpu_pct']:>8} {row['receiver_cpu_pct']:>6} "
+            f"{row['prosody_cpu_pct']:>9} {row['sender_peak_rss_mib']:>8}M {row['receiver_peak_rss_mib']:>8}M"
+        )
+    ratios = {}
+    for ours, theirs in (
+        ("xfer ibb iq 65535 w16", "slixmpp ibb iq 65535"),
+        ("xfer ibb iq 4096 w16", "slixmpp ibb iq 4096"),
+        ("xfer ibb message 65535", "slixmpp ibb message 65535"),
+    ):
+        if ours in rows and theirs in rows:
+            ratios[f"{ours} / {theirs}"] = round(
+                rows[ours]["mb_s"] / rows[theirs]["mb_s"], 2
+            )
+    for name, value in ratios.items():
+        print(f"ratio {name}: {value}x")
+    report = {
+        "benchmark": "transports",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mib": args.mib,
+        "repeats": args.repeats,
+        "results": rows,
+        "ratios": ratios,
+        "samples": samples,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
