@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 import xfer.xmpp.ibb as ibb_module
+import xfer.xmpp.socks5 as socks5_module
 from tests.conftest import require_or_skip
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp.client import XferClient, connect
@@ -33,6 +34,9 @@ async def client(
     )
     c.register_plugin(
         "xfer_ibb", {"authorize": lambda *_: True, **ibb}, module=ibb_module
+    )
+    c.register_plugin(
+        "xfer_socks5", {"authorize": lambda *_: True}, module=socks5_module
     )
     return c
 

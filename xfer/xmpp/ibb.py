@@ -299,6 +299,12 @@ class IBBStream:
         if self._closed:
             return
         self._closed = True
+        if self._eof or self._error is not None:
+            # The peer closed (XEP-0047: that closes both directions) or the
+            # stream broke: there is nobody left to say goodbye to.
+            self._release_all_acks()
+            self._plugin._forget(self)
+            return
         try:
             if not self.use_messages:
                 await self.drain()

@@ -1,0 +1,471 @@
+"""XEP-0065 SOCKS5 Bytestreams on slixmpp: direct and through the server's proxy.
+
+The plugin ``xfer_socks5`` (slixmpp's own ``xep_0065`` only uses proxies,
+cannot tell concurrent streams apart and crashes on close; see
+``shared/research/slixmpp-audit.md``) offers both kinds of streamhost:
+
+* **direct**: the requester listens on a local TCP port and offers it; the
+  target connects straight to it;
+* **proxied**: a SOCKS5 proxy found on the server (disco: identity
+  proxy/bytestreams, then its ``<streamhost/>``); both sides connect to it and
+  the requester activates the relay.
+
+The target tries the streamhosts in the offered order (direct first) and
+answers with the one that worked. Each connection is matched to its stream by
+the SOCKS5 address ``SHA-1(sid + requester + target)``
+(:func:`xfer.framing.socks5.dst_addr`), so any number of concurrent streams
+stay apart. A :class:`Socks5Stream` is a :class:`~xfer.aio.bytestream.ByteStream`
+over the TCP connection: TCP's own flow control is the backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import struct
+import weakref
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.base import BasePlugin
+from slixmpp.stanza import Iq
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from xfer.errors import (
+    ConnectionFailed,
+    NoUsableTransport,
+    RemoteProtocolError,
+    TransferTimeout,
+    TransportError,
+)
+from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from slixmpp.xmlstream.stanzabase import StanzaBase
+
+__all__ = ["Socks5Stream", "Streamhost", "XferSocks5"]
+
+NS = "http://jabber.org/protocol/bytestreams"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+Streamhost = tuple[str, str, int]  # (jid, host, port)
+
+
+def _query_element(**attributes: str) -> ET.Element:
+    """A bytestreams ``<query/>``; attribute values are escaped by ElementTree."""
+    return ET.Element(f"{{{NS}}}query", attributes)
+
+
+class Socks5Stream:
+    """A negotiated SOCKS5 bytestream (a ByteStream over TCP)."""
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        sid: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        streamhost: str,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        self.peer = peer
+        self.sid = sid
+        self.streamhost = streamhost
+        self.idle_timeout = idle_timeout
+        self._reader = reader
+        self._writer = writer
+        self._closed = False
+
+    async def read(self, max_bytes: int = 1 << 20) -> bytes:
+        try:
+            return await asyncio.wait_for(
+                self._reader.read(max_bytes), self.idle_timeout
+            )
+        except TimeoutError:
+            self.abort()
+            raise TransferTimeout(
+                f"SOCKS5 stream {self.sid}: no data for {self.idle_timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._writer.is_closing():
+            raise ConnectionFailed(
+                f"SOCKS5 stream {self.sid}: the connection is closed"
+            )
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except OSError as exc:
+            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            await self._writer.drain()
+            self._writer.close()
+            await self._writer.wait_closed()
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Reset the connection (RST), so the peer sees an error, not an end."""
+        self._closed = True
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+        self._writer.transport.abort()
+
+
+async def _connect(
+    host: str, port: int, address: bytes, timeout: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a streamhost and run the client side of the handshake."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port), timeout
+    )
+    try:
+        machine = Socks5Client(address)
+        writer.write(machine.initial())
+        async with asyncio.timeout(timeout):
+            while not machine.done:
+                data = await reader.read(4096)
+                if not data:
+                    raise ConnectionFailed("the streamhost closed during the handshake")
+                out = machine.receive_data(data)
+                if out:
+                    writer.write(out)
+        if (
+            machine.leftover
+        ):  # payload that came with the reply: nothing is buffered yet
+            reader.feed_data(machine.leftover)
+    except BaseException:
+        writer.transport.abort()
+        raise
+    return reader, writer
+
+
+class XferSocks5(BasePlugin):
+    """xfer's XEP-0065 plugin: ``client.register_plugin("xfer_socks5", module=...)``.
+
+    Config: ``authorize(peer, sid) -> bool`` for incoming streams (default:
+    refuse), ``listen_host`` (the address offered as our own streamhost;
+    default loopback), ``use_proxy`` (discover and offer the server's proxy),
+    ``connect_timeout`` per streamhost.
+    """
+
+    name = "xfer_socks5"
+    description = "XEP-0065: SOCKS5 Bytestreams (xfer: direct and proxied)"
+    dependencies: ClassVar[set[str]] = set()
+    default_config: ClassVar[dict[str, object]] = {
+        "authorize": None,
+        "listen_host": "127.0.0.1",
+        "connect_timeout": 10.0,
+        "idle_timeout": 120.0,
+    }
+
+    def plugin_init(self) -> None:
+        self._pending: dict[
+            bytes, asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        ] = {}
+        self._server: asyncio.Server | None = None
+        self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
+        self._proxies: list[Streamhost] | None = None
+        self._live: weakref.WeakSet[Socks5Stream] = weakref.WeakSet()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.xmpp.add_event_handler("disconnected", self._on_disconnected)
+        self.xmpp.register_handler(
+            Callback(
+                "xfer_socks5 request",
+                MatchXPath(f"{{jabber:client}}iq/{{{NS}}}query"),
+                self._on_iq,
+            )
+        )
+
+    def plugin_end(self) -> None:
+        self.xmpp.remove_handler("xfer_socks5 request")
+        self._on_disconnected(None)
+
+    def _on_disconnected(self, _event: object) -> None:
+        """Offline, our streamhost is useless: stop listening."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for waiter in self._pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionFailed("the XMPP connection closed"))
+        self._pending.clear()
+        for stream in list(self._live):
+            stream.abort("the XMPP connection closed")
+
+    # -- requester ------------------------------------------------------------------
+
+    async def _listen(self) -> tuple[str, int]:
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.config["listen_host"], 0
+            )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        machine = Socks5Server(
+            lambda address: (
+                address in self._pending and not self._pending[address].done()
+            )
+        )
+        try:
+            async with asyncio.timeout(self.config["connect_timeout"]):
+                while not machine.done:
+                    data = await reader.read(4096)
+                    if not data:
+                        writer.close()
+                        return
+                    writer.write(machine.receive_data(data))
+        except (RemoteProtocolError, TimeoutError, OSError):
+            with contextlib.suppress(OSError):
+                writer.write(machine.refusal)
+            writer.transport.abort()
+            return
+        assert machine.address is not None
+        if machine.leftover:
+            reader.feed_data(machine.leftover)
+        self._pending[machine.address].set_result((reader, writer))
+
+    async def discover_proxies(self) -> list[Streamhost]:
+        """The server's SOCKS5 proxies (disco items of our domain), cached."""
+        if self._proxies is not None:
+            return self._proxies
+        found: list[Streamhost] = []
+        domain = self.xmpp.boundjid.domain
+        items = await self._query(
+            "get", domain, ET.Element(f"{{{NS_DISCO_ITEMS}}}query")
+        )
+        for item in items.xml.iter(f"{{{NS_DISCO_ITEMS}}}item"):
+            jid = item.get("jid", "")
+            with contextlib.suppress(IqError, IqTimeout):
+                info = await self._query(
+                    "get", jid, ET.Element(f"{{{NS_DISCO_INFO}}}query")
+                )
+                if any(
+                    i.get("category") == "proxy" and i.get("type") == "bytestreams"
+                    for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")
+                ):
+                    answer = await self._query("get", jid, _query_element())
+                    for host in answer.xml.iter(f"{{{NS}}}streamhost"):
+                        found.append(
+                            (
+                                host.get("jid", jid),
+                                host.get("host", ""),
+                                int(host.get("port", "1080")),
+                            )
+                        )
+        self._proxies = found
+        return found
+
+    async def _query(
+        self,
+        kind: Literal["get", "set"],
+        to: str,
+        query: ET.Element,
+        timeout: float = 10,
+    ) -> Iq:
+        iq = self.xmpp.make_iq(ito=to, itype=kind)
+        iq.xml.append(query)
+        result: Iq = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
+        return result
+
+    async def open(
+        self,
+        peer: str,
+        *,
+        sid: str | None = None,
+        direct: bool = True,
+        proxy: bool = True,
+        timeout: float = 30,
+    ) -> Socks5Stream:
+        """Negotiate a stream to ``peer``: our own streamhost first, then proxies.
+
+        Raises:
+            NoUsableTransport: the peer could reach no streamhost.
+            TransportError: negotiation failed otherwise.
+        """
+        sid = sid or secrets.token_hex(8)
+        us = self.xmpp.boundjid.full
+        address = dst_addr(sid, us, peer)
+        hosts: list[Streamhost] = []
+        waiter: (
+            asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None
+        ) = None
+        if direct:
+            host, port = await self._listen()
+            waiter = asyncio.get_running_loop().create_future()
+            self._pending[address] = waiter
+            hosts.append((us, host, port))
+        proxies = await self.discover_proxies() if proxy else []
+        hosts += proxies
+        if not hosts:
+            raise NoUsableTransport("no SOCKS5 streamhost to offer")
+        offer = _query_element(sid=sid, mode="tcp")
+        for jid, host, port in hosts:
+            ET.SubElement(
+                offer, f"{{{NS}}}streamhost", jid=jid, host=host, port=str(port)
+            )
+        try:
+            result = await self._query("set", peer, offer, timeout)
+        except IqError as exc:
+            condition = exc.iq["error"]["condition"]
+            raise NoUsableTransport(
+                f"{peer} could not use any SOCKS5 streamhost ({condition})"
+            ) from None
+        except IqTimeout:
+            raise TransferTimeout(f"{peer} did not answer the SOCKS5 offer") from None
+        finally:
+            if waiter is not None and not waiter.done():
+                self._pending.pop(address, None)
+        used_el = result.xml.find(f"{{{NS}}}query/{{{NS}}}streamhost-used")
+        used = used_el.get("jid", "") if used_el is not None else ""
+        if used == us and waiter is not None:
+            reader, writer = await asyncio.wait_for(waiter, timeout)
+            self._pending.pop(address, None)
+            return self._stream(
+                peer=peer,
+                sid=sid,
+                reader=reader,
+                writer=writer,
+                streamhost=used,
+                idle_timeout=self.config["idle_timeout"],
+            )
+        for jid, host, port in proxies:
+            if jid == used:
+                reader, writer = await _connect(
+                    host, port, address, self.config["connect_timeout"]
+                )
+                try:
+                    activate = _query_element(sid=sid)
+                    ET.SubElement(activate, f"{{{NS}}}activate").text = peer
+                    await self._query("set", jid, activate, timeout)
+                except (IqError, IqTimeout) as exc:
+                    writer.transport.abort()
+                    raise TransportError(
+                        f"the proxy {jid} would not activate the stream"
+                    ) from exc
+                return self._stream(
+                    peer=peer,
+                    sid=sid,
+                    reader=reader,
+                    writer=writer,
+                    streamhost=used,
+                    idle_timeout=self.config["idle_timeout"],
+                )
+        raise RemoteProtocolError(
+            f"{peer} named a streamhost we did not offer: {used!r}"
+        )
+
+    def _stream(
+        self,
+        *,
+        peer: str,
+        sid: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        streamhost: str,
+        idle_timeout: float,
+    ) -> Socks5Stream:
+        stream = Socks5Stream(
+            peer=peer,
+            sid=sid,
+            reader=reader,
+            writer=writer,
+            streamhost=streamhost,
+            idle_timeout=idle_timeout,
+        )
+        self._live.add(stream)
+        return stream
+
+    # -- target ----------------------------------------------------------------------
+
+    async def accept(self, timeout: float | None = None) -> Socks5Stream:
+        """The next incoming stream that ``authorize`` let in."""
+        return await asyncio.wait_for(self._incoming.get(), timeout)
+
+    def _on_iq(self, iq: StanzaBase) -> None:
+        assert isinstance(iq, Iq)
+        if iq["type"] != "set":
+            return
+        task = asyncio.ensure_future(self._answer(iq))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, iq: Iq) -> None:
+        query = iq.xml.find(f"{{{NS}}}query")
+        assert query is not None
+        sid = query.get("sid", "")
+        peer = iq["from"].full
+        authorize: Callable[[str, str], bool] | None = self.config["authorize"]
+        if not sid:
+            self._error(iq, "bad-request")
+            return
+        if authorize is None or not authorize(peer, sid):
+            self._error(iq, "not-acceptable")
+            return
+        address = dst_addr(sid, peer, self.xmpp.boundjid.full)
+        for host in query.iter(f"{{{NS}}}streamhost"):
+            jid, name, port = (
+                host.get("jid", ""),
+                host.get("host", ""),
+                host.get("port", "1080"),
+            )
+            try:
+                reader, writer = await _connect(
+                    name, int(port), address, self.config["connect_timeout"]
+                )
+            except (
+                OSError,
+                TimeoutError,
+                TransportError,
+                RemoteProtocolError,
+                ValueError,
+            ):
+                continue
+            reply = iq.reply()  # type: ignore[no-untyped-call]
+            used = _query_element(sid=sid)
+            ET.SubElement(used, f"{{{NS}}}streamhost-used", jid=jid)
+            reply.xml.append(used)
+            reply.send()
+            self._incoming.put_nowait(
+                self._stream(
+                    peer=peer,
+                    sid=sid,
+                    reader=reader,
+                    writer=writer,
+                    streamhost=jid,
+                    idle_timeout=self.config["idle_timeout"],
+                )
+            )
+            return
+        self._error(iq, "item-not-found")
+
+    def _error(self, iq: Iq, condition: str) -> None:
+        reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
+        reply["error"]["condition"] = condition
+        reply["error"]["type"] = "cancel"
+        reply.send()
+
+
+#: slixmpp's loader looks the plugin up by its name in this module.
+xfer_socks5 = XferSocks5
