@@ -39,6 +39,9 @@ CASES = {
     "slixmpp ibb iq 4096": ("slixmpp", "iq", 4096),
     "xfer ibb message 65535": ("xfer", "message", 65535),
     "slixmpp ibb message 65535": ("slixmpp", "message", 65535),
+    "xfer socks5 direct": ("xfer", "s5-direct", 1 << 20),
+    "xfer socks5 proxied": ("xfer", "s5-proxy", 1 << 20),
+    "slixmpp socks5 proxied": ("slixmpp", "s5-proxy", 65536),
     "raw tcp (ceiling)": ("tcp", "", 65536),
 }
 
@@ -58,12 +61,19 @@ async def _client(port: int, user: str, impl: str, block: int):  # noqa: ANN202
     c = await connect(
         f"{user}@xfer.test/bench", ACCOUNTS[user], "127.0.0.1", port, tls="none"
     )
+    import xfer.xmpp.socks5 as socks5_module
+
     if impl == "xfer":
         c.register_plugin(
             "xfer_ibb", {"authorize": lambda *_: True, "window": 16}, module=ibb_module
         )
+        c.register_plugin(
+            "xfer_socks5", {"authorize": lambda *_: True}, module=socks5_module
+        )
     else:
         c.register_plugin("xep_0047", {"auto_accept": True, "max_block_size": 65535})
+        c.register_plugin("xep_0030")
+        c.register_plugin("xep_0065", {"auto_accept": True})
     return c
 
 
@@ -90,7 +100,24 @@ async def receiver(port: int, impl: str, mode: str, block: int) -> dict[str, obj
     else:
         c = await _client(port, "receiver", impl, block)
         print("READY", c.boundjid.full, flush=True)
-        if impl == "xfer":
+        if impl == "slixmpp" and mode.startswith("s5"):
+            closed = asyncio.Event()
+
+            def on_data(data: bytes) -> None:
+                nonlocal n
+                h.update(data)
+                n += len(data)
+
+            c.add_event_handler("socks5_data", on_data)
+            c.add_event_handler("socks5_closed", lambda _e: closed.set())
+            await asyncio.wait_for(closed.wait(), 600)
+        elif impl == "xfer" and mode.startswith("s5"):
+            stream = await c.plugin["xfer_socks5"].accept(60)
+            while chunk := await stream.read():
+                h.update(chunk)
+                n += len(chunk)
+            await stream.close()
+        elif impl == "xfer":
             stream = await c.plugin["xfer_ibb"].accept(60)
             while chunk := await stream.read():
                 h.update(chunk)
@@ -128,7 +155,23 @@ async def sender(
         return {"sha256": digest, "start": start}
     c = await _client(port, "sender", impl, block)
     start = time.perf_counter()
-    if impl == "xfer":
+    if mode.startswith("s5"):
+        if impl == "xfer":
+            direct = mode == "s5-direct"
+            out = await c.plugin["xfer_socks5"].open(
+                target, direct=direct, proxy=not direct
+            )
+            for i in range(0, len(payload), block):
+                await out.write(payload[i : i + block])
+            await out.close()
+        else:
+            sock = await c.plugin["xep_0065"].handshake(target)
+            for i in range(0, len(payload), block):
+                await sock.write(payload[i : i + block])
+            while sock.transport.get_write_buffer_size():  # noqa: ASYNC110 - no event to await
+                await asyncio.sleep(0.001)
+            sock.transport.close()
+    elif impl == "xfer":
         stream = await c.plugin["xfer_ibb"].open(
             target, block_size=block, use_messages=mode == "message"
         )
@@ -151,7 +194,7 @@ def role_main(args: argparse.Namespace) -> int:
         result = asyncio.run(receiver(args.port, impl, mode, block))
     else:
         result = asyncio.run(
-            sender(args.port, impl, mode, block, args.target, args.mib)
+            sender(args.port, impl, mode, block, args.target, args.mib[0])
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.update(
@@ -183,9 +226,12 @@ def run_case(server: LocalProsody, case: str, mib: int) -> dict[str, float]:
         [*me, "--role", "sender", *base, "--target", ready[1]],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=900,
     )
+    if send.returncode:
+        recv.kill()
+        raise RuntimeError(f"{case}: the sender failed:\n{send.stderr[-3000:]}")
     r_out = recv.communicate(timeout=900)[0]
     wall = time.perf_counter() - t0
     s = json.loads(
@@ -209,7 +255,7 @@ def run_case(server: LocalProsody, case: str, mib: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=16)
+    parser.add_argument("--mib", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--cases", nargs="*", default=list(CASES))
@@ -222,37 +268,44 @@ def main() -> int:
     args = parser.parse_args()
     if args.role:
         return role_main(args)
-    samples: dict[str, list[dict[str, float]]] = {c: [] for c in args.cases}
+    keys = [f"{case} @{mib} MiB" for mib in args.mib for case in args.cases]
+    samples: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
     with LocalProsody(accounts=dict(ACCOUNTS)) as server:
         for r in range(args.repeats):
-            for case in args.cases:
-                print(f"round {r + 1}/{args.repeats}: {case}", file=sys.stderr)
-                samples[case].append(run_case(server, case, args.mib))
+            for mib in args.mib:
+                for case in args.cases:
+                    print(
+                        f"round {r + 1}/{args.repeats}: {case} {mib} MiB",
+                        file=sys.stderr,
+                    )
+                    samples[f"{case} @{mib} MiB"].append(run_case(server, case, mib))
     rows = {
         case: {k: round(statistics.median(s[k] for s in runs), 1) for k in runs[0]}
         for case, runs in samples.items()
     }
+    print(f"\nmedians of {args.repeats}; CPU 100% = one core; RSS = peak per process")
     print(
-        f"\n{args.mib} MiB per transfer, medians of {args.repeats}; CPU 100% = one core"
-    )
-    print(
-        f"{'case':28} {'MB/s':>7} {'sender%':>8} {'recv%':>6} {'prosody%':>9} {'send RSS':>9} {'recv RSS':>9}"
+        f"{'case':38} {'MB/s':>7} {'sender%':>8} {'recv%':>6} {'prosody%':>9} "
+        f"{'send RSS':>9} {'recv RSS':>9}"
     )
     for case, row in rows.items():
         print(
-            f"{case:28} {row['mb_s']:>7} {row['sender_cpu_pct']:>8} {row['receiver_cpu_pct']:>6} "
-            f"{row['prosody_cpu_pct']:>9} {row['sender_peak_rss_mib']:>8}M {row['receiver_peak_rss_mib']:>8}M"
+            f"{case:38} {row['mb_s']:>7} {row['sender_cpu_pct']:>8} "
+            f"{row['receiver_cpu_pct']:>6} {row['prosody_cpu_pct']:>9} "
+            f"{row['sender_peak_rss_mib']:>8}M {row['receiver_peak_rss_mib']:>8}M"
         )
     ratios = {}
     for ours, theirs in (
         ("xfer ibb iq 65535 w16", "slixmpp ibb iq 65535"),
         ("xfer ibb iq 4096 w16", "slixmpp ibb iq 4096"),
         ("xfer ibb message 65535", "slixmpp ibb message 65535"),
+        ("xfer socks5 direct", "slixmpp socks5 proxied"),
+        ("xfer socks5 proxied", "slixmpp socks5 proxied"),
     ):
-        if ours in rows and theirs in rows:
-            ratios[f"{ours} / {theirs}"] = round(
-                rows[ours]["mb_s"] / rows[theirs]["mb_s"], 2
-            )
+        for mib in args.mib:
+            a, b = f"{ours} @{mib} MiB", f"{theirs} @{mib} MiB"
+            if a in rows and b in rows:
+                ratios[f"{a} / {theirs}"] = round(rows[a]["mb_s"] / rows[b]["mb_s"], 2)
     for name, value in ratios.items():
         print(f"ratio {name}: {value}x")
     report = {
