@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from xfer_cli.main import EXIT_USAGE, CommandError
@@ -31,7 +31,7 @@ from xfer.envelope import (
 from xfer.errors import DestinationExists
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
     from xfer.aio.files import Target
 
@@ -111,6 +111,21 @@ def _executor(threads: int) -> Iterator[ThreadPoolExecutor | None]:
         yield pool
 
 
+def _run_with_progress(
+    label: str,
+    quiet: bool,
+    threads: int,
+    job: Callable[[ThreadPoolExecutor | None, Progress], Coroutine[Any, Any, object]],
+) -> None:
+    """Run one file job with a thread pool and a progress line on stderr."""
+    progress = Progress(label, enabled=False if quiet else None)
+    try:
+        with _executor(threads) as pool:
+            asyncio.run(job(pool, progress))
+    finally:
+        progress.close()
+
+
 @click.command()
 @click.argument("keyfile", type=click.Path(dir_okay=False))
 def keygen(keyfile: str) -> None:
@@ -176,24 +191,22 @@ def encrypt(
     if out == "-" and sys.stdout.isatty():
         msg = "refusing to write encrypted data to a terminal; give a file or redirect"
         raise CommandError(msg, exit_code=EXIT_USAGE)
-    progress = Progress("encrypting", enabled=None if not quiet else False)
-    try:
-        with _executor(threads) as pool:
-            asyncio.run(
-                seal_file(
-                    key,
-                    _target(src, reading=True),
-                    _target(out, reading=False),
-                    suite=Suite.from_label(suite),
-                    chunk_size=chunk_size,
-                    executor=pool,
-                    workers=threads,
-                    overwrite=force,
-                    progress=progress,
-                )
-            )
-    finally:
-        progress.close()
+    _run_with_progress(
+        "encrypting",
+        quiet,
+        threads,
+        lambda pool, progress: seal_file(
+            key,
+            _target(src, reading=True),
+            _target(out, reading=False),
+            suite=Suite.from_label(suite),
+            chunk_size=chunk_size,
+            executor=pool,
+            workers=threads,
+            overwrite=force,
+            progress=progress,
+        ),
+    )
 
 
 @click.command()
@@ -216,19 +229,17 @@ def decrypt(
     """
     key = read_key_file(key_file)
     _check_paths(src, out)
-    progress = Progress("decrypting", enabled=None if not quiet else False)
-    try:
-        with _executor(threads) as pool:
-            asyncio.run(
-                open_file(
-                    key,
-                    _target(src, reading=True),
-                    _target(out, reading=False),
-                    executor=pool,
-                    workers=threads,
-                    overwrite=force,
-                    progress=progress,
-                )
-            )
-    finally:
-        progress.close()
+    _run_with_progress(
+        "decrypting",
+        quiet,
+        threads,
+        lambda pool, progress: open_file(
+            key,
+            _target(src, reading=True),
+            _target(out, reading=False),
+            executor=pool,
+            workers=threads,
+            overwrite=force,
+            progress=progress,
+        ),
+    )

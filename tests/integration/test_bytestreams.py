@@ -128,3 +128,28 @@ async def test_a_peer_that_vanishes_is_a_typed_error(streams, prosody, request):
         assert received <= 100_000
     finally:
         await b.stop()
+
+
+async def test_a_reader_that_stops_reading_stalls_the_writer(streams, request):
+    """Backpressure end to end: nothing piles up in memory on either side."""
+    payload = os.urandom(48 * MiB)  # more than the kernel's socket buffers hold
+    out, inp = await streams()
+    sending = asyncio.ensure_future(pipe(out, payload))
+    await asyncio.sleep(2)
+    if request.node.callspec.params["streams"] == "ibb-message":
+        # Message stanzas are never acknowledged (XEP-0047 section 3), so the
+        # receiver cannot slow the sender down: it refuses to buffer more than
+        # its bound and fails the stream loudly instead of growing.
+        with pytest.raises(TransportError, match="overflow"):
+            await asyncio.wait_for(read_all(inp), 60)
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TransportError):
+            await sending
+        return
+    assert not sending.done(), "the writer finished although nobody read"
+    received = bytearray()
+    while chunk := await inp.read():
+        received += chunk
+    await inp.close()
+    await sending
+    assert bytes(received) == payload

@@ -159,15 +159,12 @@ class LocalProsody:
                 )
             )
             self.add_accounts(dict(self.accounts))
-            command = ["prosody", "-F", "--config", str(config)]
+            # setpriv: Prosody dies with us (no orphan server if the test run
+            # is killed) and, as root, runs as the prosody user.
+            command = ["setpriv", "--pdeathsig=TERM"]
             if os.geteuid() == 0:
-                command = [
-                    "setpriv",
-                    "--reuid=prosody",
-                    "--regid=prosody",
-                    "--init-groups",
-                    *command,
-                ]
+                command += ["--reuid=prosody", "--regid=prosody", "--init-groups"]
+            command += ["prosody", "-F", "--config", str(config)]
             log = (self.directory / "stdout.log").open("ab")
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 command,

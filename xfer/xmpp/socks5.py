@@ -56,6 +56,7 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 Streamhost = tuple[str, str, int]  # (jid, host, port)
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _query_element(**attributes: str) -> ET.Element:
@@ -129,9 +130,7 @@ class Socks5Stream:
         self._writer.transport.abort()
 
 
-async def _connect(
-    host: str, port: int, address: bytes, timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(host: str, port: int, address: bytes, timeout: float) -> _Connection:
     """Connect to a streamhost and run the client side of the handshake."""
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port), timeout
@@ -177,9 +176,7 @@ class XferSocks5(BasePlugin):
     }
 
     def plugin_init(self) -> None:
-        self._pending: dict[
-            bytes, asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-        ] = {}
+        self._pending: dict[bytes, asyncio.Future[_Connection]] = {}
         self._server: asyncio.Server | None = None
         self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
         self._proxies: list[Streamhost] | None = None
@@ -308,9 +305,7 @@ class XferSocks5(BasePlugin):
         us = self.xmpp.boundjid.full
         address = dst_addr(sid, us, peer)
         hosts: list[Streamhost] = []
-        waiter: (
-            asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None
-        ) = None
+        waiter: asyncio.Future[_Connection] | None = None
         if direct:
             host, port = await self._listen()
             waiter = asyncio.get_running_loop().create_future()
@@ -342,14 +337,7 @@ class XferSocks5(BasePlugin):
         if used == us and waiter is not None:
             reader, writer = await asyncio.wait_for(waiter, timeout)
             self._pending.pop(address, None)
-            return self._stream(
-                peer=peer,
-                sid=sid,
-                reader=reader,
-                writer=writer,
-                streamhost=used,
-                idle_timeout=self.config["idle_timeout"],
-            )
+            return self._stream(peer, sid, (reader, writer), used)
         for jid, host, port in proxies:
             if jid == used:
                 reader, writer = await _connect(
@@ -364,35 +352,23 @@ class XferSocks5(BasePlugin):
                     raise TransportError(
                         f"the proxy {jid} would not activate the stream"
                     ) from exc
-                return self._stream(
-                    peer=peer,
-                    sid=sid,
-                    reader=reader,
-                    writer=writer,
-                    streamhost=used,
-                    idle_timeout=self.config["idle_timeout"],
-                )
+                return self._stream(peer, sid, (reader, writer), used)
         raise RemoteProtocolError(
             f"{peer} named a streamhost we did not offer: {used!r}"
         )
 
     def _stream(
-        self,
-        *,
-        peer: str,
-        sid: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        streamhost: str,
-        idle_timeout: float,
+        self, peer: str, sid: str, connection: _Connection, streamhost: str
     ) -> Socks5Stream:
+        """A new stream on a negotiated connection, remembered until we go offline."""
+        reader, writer = connection
         stream = Socks5Stream(
             peer=peer,
             sid=sid,
             reader=reader,
             writer=writer,
             streamhost=streamhost,
-            idle_timeout=idle_timeout,
+            idle_timeout=self.config["idle_timeout"],
         )
         self._live.add(stream)
         return stream
@@ -447,16 +423,7 @@ class XferSocks5(BasePlugin):
             ET.SubElement(used, f"{{{NS}}}streamhost-used", jid=jid)
             reply.xml.append(used)
             reply.send()
-            self._incoming.put_nowait(
-                self._stream(
-                    peer=peer,
-                    sid=sid,
-                    reader=reader,
-                    writer=writer,
-                    streamhost=jid,
-                    idle_timeout=self.config["idle_timeout"],
-                )
-            )
+            self._incoming.put_nowait(self._stream(peer, sid, (reader, writer), jid))
             return
         self._error(iq, "item-not-found")
 
