@@ -184,7 +184,8 @@ class IBBStream:
 
     async def _wait(self, event: asyncio.Event) -> None:
         try:
-            await asyncio.wait_for(event.wait(), _ACK_TIMEOUT)
+            async with asyncio.timeout(_ACK_TIMEOUT):  # no task per wait
+                await event.wait()
         except TimeoutError:
             self._fail(
                 TransferTimeout(
@@ -228,7 +229,8 @@ class IBBStream:
             self._check()
             self._data_ready.clear()
             try:
-                await asyncio.wait_for(self._data_ready.wait(), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):
+                    await self._data_ready.wait()
             except TimeoutError:
                 self._fail(
                     TransferTimeout(
