@@ -12,6 +12,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from tests.integration.conftest import ACCOUNTS, client
+from xfer.errors import TransportError
 from xfer.framing.ibb import NS
 from xfer.xmpp.client import connect
 
@@ -170,3 +171,61 @@ async def test_slixmpps_sender_to_our_receiver(prosody):
     finally:
         await a.stop()
         await theirs.stop()
+
+
+async def test_a_hostile_sid_cannot_inject_stanzas(pair, prosody):
+    a, b = pair
+    evil = "x'/><message to='carol@xfer.test'><body>injected</body></message><iq id='y"
+    opening = (
+        f"<open xmlns='{NS}' sid=\"{evil.replace('<', '&lt;')}\" block-size='4096'/>"
+    )
+    await raw_iq(a, b.boundjid.full, opening)
+    stream = await b.plugin["xfer_ibb"].accept(5)
+    assert stream.sid == evil
+    got: list[str] = []
+    a.add_event_handler("message", lambda m: got.append(str(m)))
+    await stream.close(timeout=5)  # answered by a with item-not-found: fine
+    await asyncio.sleep(0.3)
+    assert b.is_connected()  # our stream was not broken by a stray </iq>
+    assert not any("injected" in m for m in got)
+
+
+async def test_a_non_numeric_seq_is_refused_not_crashing(pair):
+    a, b = pair
+    await raw_iq(a, b.boundjid.full, open_("s5"))
+    bad = (
+        f"<data xmlns='{NS}' sid='s5' seq='x'>{base64.b64encode(b'a').decode()}</data>"
+    )
+    assert await error_of(a, b.boundjid.full, bad) == "unexpected-request"
+
+
+async def read_forever(stream) -> None:
+    while True:
+        await stream.read()
+
+
+async def test_empty_packets_cannot_grow_the_deferred_acks(prosody):
+    a = await client(prosody, "alice", "flooder")
+    b = await client(prosody, "bob", "flooded", window=2, block_size=4096)
+    try:
+        await raw_iq(a, b.boundjid.full, open_("s6", block_size=4096))
+        stream = await b.plugin["xfer_ibb"].accept(5)
+        # Fill the receive buffer (nobody reads), then send empty packets
+        # without waiting for their acknowledgements.
+        full = stream._max_buffer // 4096  # these are still acknowledged
+        for seq in range(full):
+            await raw_iq(a, b.boundjid.full, data("s6", seq, os.urandom(4096)))
+        sends = []
+        for seq in range(full, full + 21):  # one more full packet, then empty ones
+            payload = os.urandom(4096) if seq == full else b""
+            iq = a.make_iq_set(ito=b.boundjid.full)
+            iq.xml.append(ET.fromstring(data("s6", seq, payload)))
+            sends.append(asyncio.ensure_future(iq.send(timeout=10)))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        assert any(isinstance(r, IqError) for r in results)
+        assert len(stream._deferred_acks) <= 2 * 2
+        with pytest.raises(TransportError, match="flow control"):
+            await read_forever(stream)
+    finally:
+        await a.stop()
+        await b.stop()

@@ -84,11 +84,11 @@ class _PendingIds(MatcherBase):
         self._pending = pending
 
     def match(self, xml: StanzaBase) -> bool:
-        return (
-            xml.name == "iq"
-            and xml["type"] in ("result", "error")
-            and xml["id"] in self._pending
-        )
+        if xml.name != "iq" or xml["type"] not in ("result", "error"):
+            return False
+        stream = self._pending.get(xml["id"])
+        # Only the peer may answer: anyone else guessing an id is ignored.
+        return stream is not None and xml["from"].full == stream.peer
 
 
 class IBBStream:
@@ -121,8 +121,11 @@ class IBBStream:
         self._eof = False
         self._error: TransportError | None = None
         self._closed = False
-        self._ids = (f"{sid}-{n}" for n in itertools.count())
+        self._window = window
+        self._peer_closed = False
         self._msg_seq = 0
+        #: IQ ids of ours still awaiting the peer's answer.
+        self._ids: set[str] = set()
         #: Seconds ``read`` waits for data before the stream is given up.
         self.idle_timeout = plugin.config["idle_timeout"]
 
@@ -132,9 +135,16 @@ class IBBStream:
         if self._error is None:
             self._error = error
         self._sender.state = StreamState.FAILED
+        while self._deferred_acks:  # answered, so the peer does not wait them out
+            self._plugin._reply_error(
+                self._deferred_acks.popleft(),
+                "not-acceptable",
+                "cancel",
+                "stream failed",
+            )
         self._room.set()
         self._data_ready.set()
-        self._plugin._forget(self)
+        self._plugin._forget(self, self._error)
 
     def _check(self) -> None:
         if self._error is not None:
@@ -152,17 +162,21 @@ class IBBStream:
         if self._closed:
             raise LocalProtocolError("the stream is closed for writing")
         for start in range(0, len(view), self.block_size):
+            if self._peer_closed:
+                raise ConnectionFailed(f"IBB stream {self.sid}: the peer closed it")
             block = bytes(view[start : start + self.block_size])
             if self.use_messages:
                 await self._write_message(block)
                 continue
             while not self._sender.can_send():
                 self._check()
+                if self._peer_closed:
+                    raise ConnectionFailed(f"IBB stream {self.sid}: the peer closed it")
                 self._room.clear()
                 await self._wait(self._room)
             self._check()
             seq = self._sender.send(len(block))
-            iq_id = next(self._ids)
+            iq_id = self._plugin._next_id(self)
             self._plugin._expect(iq_id, self, seq)
             self._plugin._write(
                 data_iq(to=self.peer, iq_id=iq_id, sid=self.sid, seq=seq, payload=block)
@@ -174,7 +188,7 @@ class IBBStream:
         self._plugin._write(
             data_message(
                 to=self.peer,
-                msg_id=next(self._ids),
+                msg_id=self._plugin._next_id(self),
                 sid=self.sid,
                 seq=seq,
                 payload=block,
@@ -198,6 +212,8 @@ class IBBStream:
         """Wait until every data packet sent so far is acknowledged."""
         while self._sender.in_flight:
             self._check()
+            if self._peer_closed:
+                raise ConnectionFailed(f"IBB stream {self.sid}: the peer closed it")
             self._room.clear()
             await self._wait(self._room)
         self._check()
@@ -256,8 +272,9 @@ class IBBStream:
     def _on_data(self, stanza: Iq | Message) -> None:
         element = stanza.xml.find(f"{{{NS}}}data")
         text = (element.text or "") if element is not None else ""
+        seq = element.get("seq", "") if element is not None else ""
         try:
-            payload = self._receiver.data(stanza["ibb_data"]["seq"], text.strip())
+            payload = self._receiver.data(seq, text.strip())
         except IBBError as exc:
             if isinstance(stanza, Iq):
                 self._plugin._reply_error(stanza, exc.condition, exc.etype, str(exc))
@@ -281,12 +298,26 @@ class IBBStream:
         if isinstance(stanza, Iq):
             if self._buffered <= self._max_buffer and not self._deferred_acks:
                 _ack(stanza)
+            elif len(self._deferred_acks) >= 2 * self._window:
+                # More unacknowledged packets than any window allows (empty
+                # ones included): the peer ignores flow control.
+                self._plugin._reply_error(
+                    stanza,
+                    "resource-constraint",
+                    "wait",
+                    "too many unacknowledged packets",
+                )
+                self._fail(
+                    TransportError(f"IBB stream {self.sid}: peer ignores flow control")
+                )
             else:
                 self._deferred_acks.append(stanza)
 
     def _on_close(self) -> None:
         self._receiver.close()
         self._eof = True
+        self._peer_closed = True  # XEP-0047: a close ends both directions
+        self._room.set()
         self._data_ready.set()
         self._release_all_acks()
 
@@ -311,13 +342,15 @@ class IBBStream:
             if not self.use_messages:
                 await self.drain()
             self._sender.close()
-            iq_id = next(self._ids)
+            iq_id = self._plugin._next_id(self)
             done = self._plugin._expect(iq_id, self, -1)
             self._plugin._write(
-                f"<iq type='set' to='{_attr(self.peer)}' id='{iq_id}'>"
+                f"<iq type='set' to='{_attr(self.peer)}' id='{_attr(iq_id)}'>"
                 f"<close xmlns='{NS}' sid='{_attr(self.sid)}'/></iq>"
             )
-            with contextlib.suppress(TimeoutError):
+            # XEP-0047: after a close "both MUST consider the stream closed",
+            # whatever the answer; an error or silence changes nothing.
+            with contextlib.suppress(TimeoutError, TransportError):
                 await asyncio.wait_for(done, timeout)
         finally:
             self._release_all_acks()
@@ -356,6 +389,8 @@ class XferIBB(BasePlugin):
         self._pending: dict[str, IBBStream] = {}
         self._pending_seq: dict[str, int] = {}
         self._close_waiters: dict[str, asyncio.Future[None]] = {}
+        self._id_prefix = secrets.token_hex(6)
+        self._id_counter = itertools.count()
         self._incoming: asyncio.Queue[IBBStream] = asyncio.Queue()
         self._announced: set[str] = set()
         xmpp = self.xmpp
@@ -411,11 +446,11 @@ class XferIBB(BasePlugin):
         )
         self._streams[peer, sid] = stream
         self._announce(peer)
-        iq_id = f"{sid}-open"
+        iq_id = self._next_id(stream)
         done = self._expect(iq_id, stream, -1)
         stanza = "message" if use_messages else "iq"
         self._write(
-            f"<iq type='set' to='{_attr(peer)}' id='{iq_id}'><open xmlns='{NS}' "
+            f"<iq type='set' to='{_attr(peer)}' id='{_attr(iq_id)}'><open xmlns='{NS}' "
             f"block-size='{block_size}' sid='{_attr(sid)}' stanza='{stanza}'/></iq>"
         )
         try:
@@ -457,6 +492,11 @@ class XferIBB(BasePlugin):
                 raise ConnectionFailed("the XMPP connection is closed")
             await asyncio.sleep(0.001)
 
+    def _next_id(self, stream: IBBStream) -> str:
+        iq_id = f"xibb-{self._id_prefix}-{next(self._id_counter)}"
+        stream._ids.add(iq_id)
+        return iq_id
+
     def _expect(self, iq_id: str, stream: IBBStream, seq: int) -> asyncio.Future[None]:
         self._pending[iq_id] = stream
         self._pending_seq[iq_id] = seq
@@ -465,8 +505,18 @@ class XferIBB(BasePlugin):
             self._close_waiters[iq_id] = future
         return future
 
-    def _forget(self, stream: IBBStream) -> None:
-        self._streams.pop((stream.peer, stream.sid), None)
+    def _forget(self, stream: IBBStream, error: BaseException | None = None) -> None:
+        if self._streams.get((stream.peer, stream.sid)) is stream:
+            del self._streams[stream.peer, stream.sid]
+        if error is None:
+            return
+        for iq_id in stream._ids:
+            self._pending.pop(iq_id, None)
+            self._pending_seq.pop(iq_id, None)
+            waiter = self._close_waiters.pop(iq_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+        stream._ids.clear()
 
     def _reply_error(self, iq: Iq, condition: str, etype: str, text: str) -> None:
         reply = iq.reply(clear=False)  # type: ignore[no-untyped-call]
@@ -484,6 +534,7 @@ class XferIBB(BasePlugin):
         seq = self._pending_seq.pop(iq_id, -1)
         if stream is None:
             return
+        stream._ids.discard(iq_id)
         waiter = self._close_waiters.pop(iq_id, None)
         if waiter is not None:
             if iq["type"] == "error" and not waiter.done():
