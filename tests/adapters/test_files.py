@@ -169,3 +169,51 @@ async def test_progress_reports_monotonic_totals(tmp_path: Path, plain: Path):
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert seen[-1] == (size, size)
     assert all(t == size for _, t in seen)
+
+
+async def test_chunk_sizes_that_do_not_divide_the_read_size(tmp_path: Path):
+    """The pending partial chunk must not overflow the output buffer."""
+    src, sealed, out = tmp_path / "s", tmp_path / "s.xfer", tmp_path / "s.out"
+    src.write_bytes(os.urandom(6 * READ_SIZE + 5))
+    for chunk_size in (4095, 64511):
+        await seal_file(KEY, src, sealed, chunk_size=chunk_size, overwrite=True)
+        await open_file(KEY, sealed, out, overwrite=True)
+        assert out.read_bytes() == src.read_bytes()
+
+
+def test_a_full_disk_leaves_no_temporary_file(tmp_path: Path):
+    """Writing fails (file size limit, as on a full disk): nothing stays behind."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "big.xfer"
+    dest_dir = tmp_path / "out"
+    dest_dir.mkdir()
+    script = f"""
+import asyncio, os, resource, signal, sys
+from xfer.aio.files import open_stream_to_file, seal_file
+key = bytes(32)
+src, dest = {str(src)!r}, {str(dest_dir / "file")!r}
+with open({str(tmp_path / "plain")!r}, "wb") as f:
+    f.write(os.urandom(3 << 20))
+asyncio.run(seal_file(key, {str(tmp_path / "plain")!r}, src, chunk_size=1024))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+async def pieces():
+    data = open(src, "rb").read()
+    for i in range(0, len(data), 1000):  # small writes stay in the file's buffer
+        yield data[i : i + 1000]
+try:
+    asyncio.run(open_stream_to_file(key, pieces(), dest))
+except OSError as exc:
+    print("OSError", exc.errno)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "OSError" in result.stdout, result.stdout + result.stderr
+    assert list(dest_dir.iterdir()) == []

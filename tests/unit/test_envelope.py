@@ -278,3 +278,10 @@ def test_inputs_may_be_any_bytes_like():
         + sealer.finalize()
     )
     assert open_all(KEY, memoryview(sealed)) == b"a" * 700 + b"b" * 700
+
+
+def test_an_integer_suite_seals_what_it_says():
+    sealer = Sealer(KEY, suite=1)
+    sealed = sealer.update(b"x" * 100) + sealer.finalize()
+    assert sealed[5] == 1
+    assert open_all(KEY, sealed) == b"x" * 100

@@ -113,3 +113,10 @@ def test_suite_labels_round_trip():
         assert Suite.from_label(suite.label) is suite
     with pytest.raises(LocalProtocolError, match="unknown suite"):
         Suite.from_label("rot13")
+
+
+def test_a_plain_suite_id_means_the_same_suite():
+    h = EnvelopeHeader(suite=1, chunk_size=1024, salt=bytes(32), transfer_id=bytes(16))
+    assert h.suite is Suite.AES256_CTR_HMAC_SHA512
+    with pytest.raises(LocalProtocolError, match="unknown suite"):
+        EnvelopeHeader(suite=3, chunk_size=1024, salt=bytes(32), transfer_id=bytes(16))

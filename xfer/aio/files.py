@@ -147,7 +147,12 @@ class AtomicWriter:
             raise DestinationExists(self.dest)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         fd = await asyncio.to_thread(os.open, self.temp_path, flags, 0o600)
-        self._file = await aiofiles.open(fd, "wb")
+        try:
+            self._file = await aiofiles.open(fd, "wb")
+        except BaseException:  # cancelled or failed: leave nothing behind
+            os.close(fd)
+            self.temp_path.unlink(missing_ok=True)
+            raise
         return self
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -179,12 +184,17 @@ class AtomicWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._file is not None:
-            await self._file.close()
-            self._file = None
-        if not self._committed:
-            with contextlib.suppress(FileNotFoundError):
-                await aiofiles.os.remove(self.temp_path)
+        try:
+            if self._file is not None:
+                file, self._file = self._file, None
+                # Closing flushes: on a full disk that fails again. The
+                # temporary file goes regardless (and the first error wins).
+                with contextlib.suppress(OSError):
+                    await file.close()
+        finally:
+            if not self._committed:
+                with contextlib.suppress(FileNotFoundError):
+                    await aiofiles.os.remove(self.temp_path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -256,11 +266,15 @@ async def seal_file(
     total = _size_of(source)
     done = 0
     buf = bytearray(sealer.output_bound(READ_SIZE))
-    view = memoryview(buf)
     async with _writer_for(dest, overwrite=overwrite) as writer:
         async for piece in _pieces(source):
+            # The pending partial chunk can make a piece complete one more
+            # chunk than the piece alone holds: size for this very call.
+            need = sealer.output_bound(len(piece))
+            if len(buf) < need:
+                buf = bytearray(need)
             n = await asyncio.to_thread(sealer.update_into, piece, buf)
-            await writer.write(view[:n])
+            await writer.write(memoryview(buf)[:n])
             done += len(piece)
             progress(done, total)
         await writer.write(sealer.finalize())

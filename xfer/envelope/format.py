@@ -136,6 +136,11 @@ class EnvelopeHeader:
     version: int = VERSION
 
     def __post_init__(self) -> None:
+        try:  # accept the plain id too, but always hold the enum
+            object.__setattr__(self, "suite", Suite(self.suite))
+        except ValueError:
+            msg = f"unknown suite {self.suite!r}"
+            raise LocalProtocolError(msg) from None
         if self.version != VERSION:
             msg = f"cannot build a header of version {self.version}"
             raise LocalProtocolError(msg)

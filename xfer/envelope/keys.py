@@ -41,7 +41,7 @@ _AES_BLOCK = 16
 
 
 def _hash_for(suite: Suite) -> hashes.HashAlgorithm:
-    if suite is Suite.AES256_CTR_HMAC_SHA512:
+    if suite == Suite.AES256_CTR_HMAC_SHA512:
         return hashes.SHA512()
     return hashes.SHA256()
 
