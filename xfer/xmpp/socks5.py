@@ -114,10 +114,17 @@ class Socks5Stream:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
-            await self._writer.drain()
-            self._writer.close()
-            await self._writer.wait_closed()
+        try:
+            async with asyncio.timeout(
+                self.idle_timeout
+            ):  # a peer that stopped reading
+                await self._writer.drain()
+                self._writer.close()
+                await self._writer.wait_closed()
+        except TimeoutError:
+            self.abort()
+        except OSError:
+            self._writer.transport.abort()
 
     def abort(self, reason: str = "aborted") -> None:
         """Reset the connection (RST), so the peer sees an error, not an end."""
@@ -131,6 +138,38 @@ class Socks5Stream:
         self._writer.transport.abort()
 
 
+async def _handshake_byte(reader: asyncio.StreamReader) -> bytes:
+    """One byte: the handshake is read byte by byte (some 50 bytes, from the
+    reader's buffer), so no payload byte is ever taken out of order."""
+    try:
+        return await reader.readexactly(1)
+    except asyncio.IncompleteReadError:
+        raise ConnectionFailed(
+            "the connection closed during the SOCKS5 handshake"
+        ) from None
+
+
+def _drop(waiter: asyncio.Future[_Connection] | None) -> None:
+    """Close a connection that reached our streamhost but will not be used."""
+    if waiter is None:
+        return
+    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+        waiter.result()[1].transport.abort()
+    elif not waiter.done():
+        waiter.cancel()
+
+
+def _port(text: str | None) -> int:
+    """A streamhost's port, checked (the peer writes it)."""
+    try:
+        port = int(text or "1080")
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise RemoteProtocolError(f"invalid streamhost port {text!r}")
+    return port
+
+
 async def _connect(host: str, port: int, address: bytes, timeout: float) -> _Connection:
     """Connect to a streamhost and run the client side of the handshake."""
     reader, writer = await asyncio.wait_for(
@@ -141,16 +180,9 @@ async def _connect(host: str, port: int, address: bytes, timeout: float) -> _Con
         writer.write(machine.initial())
         async with asyncio.timeout(timeout):
             while not machine.done:
-                data = await reader.read(4096)
-                if not data:
-                    raise ConnectionFailed("the streamhost closed during the handshake")
-                out = machine.receive_data(data)
+                out = machine.receive_data(await _handshake_byte(reader))
                 if out:
                     writer.write(out)
-        if (
-            machine.leftover
-        ):  # payload that came with the reply: nothing is buffered yet
-            reader.feed_data(machine.leftover)
     except BaseException:
         writer.transport.abort()
         raise
@@ -229,20 +261,18 @@ class XferSocks5(BasePlugin):
         try:
             async with asyncio.timeout(self.config["connect_timeout"]):
                 while not machine.done:
-                    data = await reader.read(4096)
-                    if not data:
-                        writer.close()
-                        return
-                    writer.write(machine.receive_data(data))
-        except (RemoteProtocolError, TimeoutError, OSError):
+                    writer.write(machine.receive_data(await _handshake_byte(reader)))
+        except (RemoteProtocolError, TimeoutError, OSError, ConnectionFailed):
             with contextlib.suppress(OSError):
                 writer.write(machine.refusal)
             writer.transport.abort()
             return
         assert machine.address is not None
-        if machine.leftover:
-            reader.feed_data(machine.leftover)
-        self._pending[machine.address].set_result((reader, writer))
+        waiter = self._pending.get(machine.address)
+        if waiter is None or waiter.done():  # the offer is over: too late
+            writer.transport.abort()
+            return
+        waiter.set_result((reader, writer))
 
     async def discover_proxies(self) -> list[Streamhost]:
         """The server's SOCKS5 proxies (disco items of our domain), cached."""
@@ -265,13 +295,11 @@ class XferSocks5(BasePlugin):
                 ):
                     answer = await self._query("get", jid, _query_element())
                     for host in answer.xml.iter(f"{{{NS}}}streamhost"):
-                        found.append(
-                            (
-                                host.get("jid", jid),
-                                host.get("host", ""),
-                                int(host.get("port", "1080")),
+                        with contextlib.suppress(RemoteProtocolError):
+                            port = _port(host.get("port"))
+                            found.append(
+                                (host.get("jid", jid), host.get("host", ""), port)
                             )
-                        )
         self._proxies = found
         return found
 
@@ -330,15 +358,22 @@ class XferSocks5(BasePlugin):
             ) from None
         except IqTimeout:
             raise TransferTimeout(f"{peer} did not answer the SOCKS5 offer") from None
+        except BaseException:
+            _drop(waiter)
+            raise
         finally:
-            if waiter is not None and not waiter.done():
-                self._pending.pop(address, None)
+            # The target connects before it answers, so whatever reached our
+            # streamhost is in the waiter by now; no later connection counts.
+            self._pending.pop(address, None)
         used_el = result.xml.find(f"{{{NS}}}query/{{{NS}}}streamhost-used")
         used = used_el.get("jid", "") if used_el is not None else ""
         if used == us and waiter is not None:
-            reader, writer = await asyncio.wait_for(waiter, timeout)
-            self._pending.pop(address, None)
-            return self._stream(peer, sid, (reader, writer), used)
+            if not waiter.done():
+                raise TransportError(
+                    f"{peer} claims our streamhost but never connected"
+                )
+            return self._stream(peer, sid, waiter.result(), used)
+        _drop(waiter)  # a connection to our streamhost the peer did not choose
         for jid, host, port in proxies:
             if jid == used:
                 reader, writer = await _connect(
@@ -402,14 +437,11 @@ class XferSocks5(BasePlugin):
             return
         address = dst_addr(sid, peer, self.xmpp.boundjid.full)
         for host in query.iter(f"{{{NS}}}streamhost"):
-            jid, name, port = (
-                host.get("jid", ""),
-                host.get("host", ""),
-                host.get("port", "1080"),
-            )
+            jid, name = host.get("jid", ""), host.get("host", "")
             try:
+                port = _port(host.get("port"))
                 reader, writer = await _connect(
-                    name, int(port), address, self.config["connect_timeout"]
+                    name, port, address, self.config["connect_timeout"]
                 )
             except (
                 OSError,
@@ -418,7 +450,7 @@ class XferSocks5(BasePlugin):
                 RemoteProtocolError,
                 ValueError,
             ):
-                continue
+                continue  # try the next streamhost
             reply = iq.reply()  # type: ignore[no-untyped-call]
             used = _query_element(sid=sid)
             ET.SubElement(used, f"{{{NS}}}streamhost-used", jid=jid)
