@@ -131,3 +131,14 @@ def test_an_unasked_transport_accept_is_out_of_order():
     assert s.state is SessionState.ERROR
     s.send(Action.SESSION_TERMINATE)  # the only way on
     assert s.state is SessionState.ENDED
+
+
+def test_pending_replacements_are_bounded():
+    from xfer.jingle.session import MAX_CONTENTS
+
+    s = session_in(SessionState.ACTIVE, Role.INITIATOR)
+    for i in range(MAX_CONTENTS):
+        s.receive(Action.TRANSPORT_REPLACE, content=f"c{i}")
+    with pytest.raises(JingleError) as info:
+        s.receive(Action.TRANSPORT_REPLACE, content="one too many")
+    assert info.value.condition == "bad-request"

@@ -22,6 +22,9 @@ from xfer.jingle.states import TRANSITIONS, Action, Role, SessionState
 __all__ = ["JingleError", "JingleSession"]
 
 _REPLACE_ANSWERS = (Action.TRANSPORT_ACCEPT, Action.TRANSPORT_REJECT)
+#: Contents one session may have transport replacements pending for; a peer
+#: naming ever new contents cannot make us remember more.
+MAX_CONTENTS = 64
 
 
 class JingleError(RemoteProtocolError):
@@ -105,6 +108,8 @@ class JingleSession:
                     condition="conflict",
                     jingle_condition="tie-break",
                 )
+            if content not in self._replacing and len(self._replacing) >= MAX_CONTENTS:
+                raise self._bad(local, "too many transport-replace requests pending")
             self._replacing[content] = sender
         elif action in _REPLACE_ANSWERS:
             if content is None or self._replacing.get(content) is not sender.other:
