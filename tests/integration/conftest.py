@@ -41,6 +41,17 @@ async def client(
     return c
 
 
+async def slixmpp_peer(server: LocalProsody, resource: str) -> XferClient:
+    """bob with only slixmpp's own plugins, for interop tests."""
+    return await connect(
+        f"bob@{server.domain}/{resource}",
+        ACCOUNTS["bob"],
+        "127.0.0.1",
+        server.c2s_port,
+        tls="none",
+    )
+
+
 @pytest.fixture
 async def pair(prosody: LocalProsody) -> AsyncIterator[tuple[XferClient, XferClient]]:
     a = await client(prosody, "alice", "a")

@@ -11,10 +11,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.integration.conftest import ACCOUNTS, client
+from tests.integration.conftest import client, slixmpp_peer
 from xfer.errors import TransportError
 from xfer.framing.ibb import NS
-from xfer.xmpp.client import connect
 
 pytestmark = pytest.mark.integration
 
@@ -117,13 +116,7 @@ async def test_a_reader_that_stops_reading_stalls_the_sender(pair):
 
 async def test_our_sender_to_slixmpps_receiver(prosody):
     a = await client(prosody, "alice", "ours")
-    theirs = await connect(
-        f"bob@{prosody.domain}/slixmpp",
-        ACCOUNTS["bob"],
-        "127.0.0.1",
-        prosody.c2s_port,
-        tls="none",
-    )
+    theirs = await slixmpp_peer(prosody, "slixmpp")
     theirs.register_plugin("xep_0047", {"auto_accept": True, "max_block_size": 65535})
     started: asyncio.Future = asyncio.get_running_loop().create_future()
     theirs.add_event_handler("ibb_stream_start", started.set_result)
@@ -143,13 +136,7 @@ async def test_our_sender_to_slixmpps_receiver(prosody):
 
 async def test_slixmpps_sender_to_our_receiver(prosody):
     a = await client(prosody, "alice", "ours2")
-    theirs = await connect(
-        f"bob@{prosody.domain}/slixmpp2",
-        ACCOUNTS["bob"],
-        "127.0.0.1",
-        prosody.c2s_port,
-        tls="none",
-    )
+    theirs = await slixmpp_peer(prosody, "slixmpp2")
     theirs.register_plugin("xep_0047")
     try:
         payload = os.urandom(1 << 20)

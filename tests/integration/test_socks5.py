@@ -7,21 +7,14 @@ import os
 
 import pytest
 
-from tests.integration.conftest import ACCOUNTS, client
+from tests.integration.conftest import client, slixmpp_peer
 from xfer.errors import NoUsableTransport
-from xfer.xmpp.client import connect
 
 pytestmark = pytest.mark.integration
 
 
 async def slixmpp_client(prosody, resource: str):
-    c = await connect(
-        f"bob@{prosody.domain}/{resource}",
-        ACCOUNTS["bob"],
-        "127.0.0.1",
-        prosody.c2s_port,
-        tls="none",
-    )
+    c = await slixmpp_peer(prosody, resource)
     c.register_plugin("xep_0030")
     c.register_plugin("xep_0065", {"auto_accept": True})
     return c

@@ -61,8 +61,14 @@ from xfer.errors import AlreadyFinalized, IntegrityError, LocalProtocolError
 if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Executor
+    from typing import TypeAlias
 
     from cryptography.hazmat.primitives.ciphers import CipherContext
+
+    #: The signature of the two hot-path run functions.
+    _RunFn: TypeAlias = Callable[
+        [ChunkKeys, CipherContext, int, memoryview, memoryview, int], None
+    ]
 
 __all__ = ["DEFAULT_SUITE", "Opener", "Sealer", "open_chunk", "seal_chunk"]
 
@@ -212,9 +218,7 @@ class _ChunkStream:
 
     def _run(
         self,
-        fn: Callable[
-            [ChunkKeys, CipherContext, int, memoryview, memoryview, int], None
-        ],
+        fn: _RunFn,
         src: memoryview,
         src_stride: int,
         dst: memoryview,
@@ -239,9 +243,7 @@ class _ChunkStream:
 
     def _fan_out(
         self,
-        fn: Callable[
-            [ChunkKeys, CipherContext, int, memoryview, memoryview, int], None
-        ],
+        fn: _RunFn,
         src: memoryview,
         src_stride: int,
         dst: memoryview,
@@ -296,9 +298,7 @@ class _ChunkStream:
         out_start: int,
         in_chunk: int,
         out_chunk: int,
-        fn: Callable[
-            [ChunkKeys, CipherContext, int, memoryview, memoryview, int], None
-        ],
+        fn: _RunFn,
     ) -> int:
         """Process every complete chunk in pending + data; keep the rest pending.
 
