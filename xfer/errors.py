@@ -13,6 +13,10 @@ anything else escaping the library is a bug::
     │           └── UnsupportedSuite
     ├── IntegrityError                authentication failed; deliberately opaque
     ├── DestinationExists             refusing to replace an existing file
+    ├── NotSecure                     no private (OTR) conversation with the peer
+    ├── UntrustedPeer                 the peer's OTR fingerprint is not trusted
+    ├── TransferRejected              the peer ended the transfer (Jingle reason)
+    │   └── TransferDeclined          ... because its user said no
     └── TransportError                moving bytes failed
         ├── ConnectionFailed
         ├── NoUsableTransport
@@ -40,12 +44,16 @@ __all__ = [
     "IntegrityError",
     "LocalProtocolError",
     "NoUsableTransport",
+    "NotSecure",
     "ProtocolError",
     "RemoteProtocolError",
+    "TransferDeclined",
+    "TransferRejected",
     "TransferTimeout",
     "TransportError",
     "UnsupportedSuite",
     "UnsupportedVersion",
+    "UntrustedPeer",
     "XferError",
 ]
 
@@ -126,6 +134,40 @@ class DestinationExists(XferError):
     def __init__(self, path: os.PathLike[str] | str) -> None:
         super().__init__(f"{os.fspath(path)} already exists")
         self.path = os.fspath(path)
+
+
+class NotSecure(XferError):
+    """No private (OTR) conversation with the peer could be set up."""
+
+
+class UntrustedPeer(XferError):
+    """The peer proved an OTR key whose fingerprint is not trusted.
+
+    ``fingerprint`` is the 20-byte fingerprint it presented; trust it (after
+    checking it with the peer, or by SMP) to go on.
+    """
+
+    def __init__(self, peer: str, fingerprint: bytes) -> None:
+        from xfer.otr.trust import format_fingerprint
+
+        super().__init__(
+            f"{peer}'s OTR fingerprint {format_fingerprint(fingerprint)} is not trusted"
+        )
+        self.peer = peer
+        self.fingerprint = fingerprint
+
+
+class TransferRejected(XferError):
+    """The peer ended the transfer; ``reason`` is its Jingle reason."""
+
+    def __init__(self, message: str, *, reason: str, text: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.text = text
+
+
+class TransferDeclined(TransferRejected):
+    """The peer (or its user) declined the offer."""
 
 
 class TransportError(XferError):

@@ -380,6 +380,32 @@ class Sealer(_ChunkStream):
         self._setup(derive_keys(key, header), executor, workers)
 
     @classmethod
+    def announced(
+        cls,
+        key: bytes,
+        *,
+        salt: bytes,
+        transfer_id: bytes,
+        suite: Suite = DEFAULT_SUITE,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        executor: Executor | None = None,
+        workers: int = 2,
+    ) -> Sealer:
+        """A sealer for a salt that was announced before sealing began.
+
+        xfer's OTR offer (``spec/otr.md`` section 5) carries the salt, and the
+        key material only exists once the offer is queued, so the transfer
+        draws the salt itself (``os.urandom(32)``, never reused) and seals
+        under it here. Everyone else should let :class:`Sealer` draw it.
+        """
+        header = EnvelopeHeader(
+            suite=suite, chunk_size=chunk_size, salt=salt, transfer_id=transfer_id
+        )
+        return cls._from_keys(
+            derive_keys(key, header), executor=executor, workers=workers
+        )
+
+    @classmethod
     def _from_keys(
         cls, keys: ChunkKeys, *, executor: Executor | None = None, workers: int = 2
     ) -> Sealer:

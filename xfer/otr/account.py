@@ -79,6 +79,15 @@ class Account:
                 return s
         return None
 
+    def secure_sessions(self) -> list[tuple[str, Session]]:
+        """(peer, session) for every ENCRYPTED session, most recent first."""
+        out = []
+        for key in reversed(self._secured_order):
+            s = self._sessions.get(key)
+            if s is not None and s.state is MessageState.ENCRYPTED:
+                out.append((key[0], s))
+        return out
+
     def receive(self, peer: str, text: str) -> tuple[Session, list[ev.Event]]:
         """Route one body from ``peer`` to its session; return it and the events.
 

@@ -392,6 +392,8 @@ class XferIBB(BasePlugin):
         self._id_prefix = secrets.token_hex(6)
         self._id_counter = itertools.count()
         self._incoming: asyncio.Queue[IBBStream] = asyncio.Queue()
+        #: (peer, sid) -> waiter, for streams another protocol (Jingle) agreed on.
+        self._expected: dict[tuple[str, str], asyncio.Future[IBBStream]] = {}
         self._announced: set[str] = set()
         xmpp = self.xmpp
         xmpp.register_handler(
@@ -466,6 +468,15 @@ class XferIBB(BasePlugin):
     async def accept(self, timeout: float | None = None) -> IBBStream:
         """The next incoming stream that ``authorize`` let in."""
         return await asyncio.wait_for(self._incoming.get(), timeout)
+
+    def expect(self, peer: str, sid: str) -> asyncio.Future[IBBStream]:
+        """Accept the stream ``peer`` will open with ``sid`` (agreed elsewhere,
+        as in Jingle XEP-0261), whatever ``authorize`` says; the future gets
+        it. Cancel the future to stop expecting it."""
+        waiter: asyncio.Future[IBBStream] = asyncio.get_running_loop().create_future()
+        self._expected[peer, sid] = waiter
+        waiter.add_done_callback(lambda _: self._expected.pop((peer, sid), None))
+        return waiter
 
     # -- plumbing for streams ------------------------------------------------
 
@@ -561,11 +572,16 @@ class XferIBB(BasePlugin):
             self._reply_error(iq, condition, etype, str(exc))
             return
         authorize: Callable[[str, str, int], bool] | None = self.config["authorize"]
+        expected = self._expected.get((peer, sid))
+        if expected is not None and expected.done():
+            expected = None
         if (
             not sid
             or (peer, sid) in self._streams
-            or authorize is None
-            or not authorize(peer, sid, block_size)
+            or (
+                expected is None
+                and (authorize is None or not authorize(peer, sid, block_size))
+            )
         ):
             self._reply_error(iq, "not-acceptable", "cancel", "stream refused")
             return
@@ -580,7 +596,10 @@ class XferIBB(BasePlugin):
         self._streams[peer, sid] = stream
         self._announce(peer)
         _ack(iq)
-        self._incoming.put_nowait(stream)
+        if expected is not None:
+            expected.set_result(stream)
+        else:
+            self._incoming.put_nowait(stream)
 
     def _on_data(self, stanza: StanzaBase) -> None:
         assert isinstance(stanza, Iq | Message)

@@ -409,6 +409,55 @@ class XferSocks5(BasePlugin):
         self._live.add(stream)
         return stream
 
+    # -- building blocks for Jingle (XEP-0260) ---------------------------------------
+
+    async def listen(self) -> tuple[str, int]:
+        """Our streamhost's (host, port), listening from now on."""
+        return await self._listen()
+
+    def expect(self, address: bytes) -> asyncio.Future[_Connection]:
+        """The next connection to our streamhost for SOCKS5 ``address``.
+
+        Cancel the future (or let it finish) to stop accepting it; a later
+        connection for the same address is refused.
+        """
+        waiter: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        self._pending[address] = waiter
+
+        def forget(_: object) -> None:
+            if self._pending.get(address) is waiter:
+                del self._pending[address]
+
+        waiter.add_done_callback(forget)
+        return waiter
+
+    async def connect(self, host: str, port: int, address: bytes) -> _Connection:
+        """Connect to a streamhost (a peer's or a proxy) for ``address``.
+
+        Raises:
+            OSError, TimeoutError, TransportError, RemoteProtocolError.
+        """
+        return await _connect(host, port, address, self.config["connect_timeout"])
+
+    async def activate(self, proxy: str, sid: str, target: str) -> None:
+        """Ask the proxy ``proxy`` to relay stream ``sid`` to ``target``.
+
+        Raises:
+            TransportError: the proxy refused or did not answer.
+        """
+        activate = _query_element(sid=sid)
+        ET.SubElement(activate, f"{{{NS}}}activate").text = target
+        try:
+            await self._query("set", proxy, activate)
+        except (IqError, IqTimeout) as exc:
+            raise TransportError(f"the proxy {proxy} would not activate {sid}") from exc
+
+    def stream(
+        self, peer: str, sid: str, connection: _Connection, streamhost: str
+    ) -> Socks5Stream:
+        """A :class:`Socks5Stream` over a negotiated connection."""
+        return self._stream(peer, sid, connection, streamhost)
+
     # -- target ----------------------------------------------------------------------
 
     async def accept(self, timeout: float | None = None) -> Socks5Stream:

@@ -1,0 +1,192 @@
+"""Files through a bytestream, sealed: the data phase of one transfer.
+
+:func:`send_sealed` reads a file, seals it and writes the sealed stream to a
+:class:`~xfer.aio.bytestream.ByteStream`; :func:`receive_sealed` reads one,
+verifies and decrypts it chunk by chunk into an
+:class:`~xfer.aio.files.AtomicWriter`, and renames the file into place only
+after the final chunk verified *and* the plaintext matches the size and
+SHA-256 that the OTR offer promised. Anything else raises, and the
+temporary file is gone.
+
+Sealing and opening run in worker threads; while one piece is sealed the
+previous one is being written, so the CPU and the network overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from typing import TYPE_CHECKING
+
+from xfer.aio.files import READ_SIZE, AtomicWriter, ProgressCallback, read_chunks
+from xfer.envelope import Opener
+from xfer.errors import IntegrityError
+
+if TYPE_CHECKING:
+    import os
+    from concurrent.futures import Executor
+
+    from xfer.aio.bytestream import ByteStream
+    from xfer.envelope import Sealer
+    from xfer.otr.offer import TransferOffer
+
+__all__ = ["file_sha256", "receive_sealed", "send_sealed"]
+
+#: Pieces smaller than this are opened on the event loop thread: a thread hop
+#: costs more than the work (IBB delivers a few KiB at a time).
+_INLINE = 64 * 1024
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    del done, total
+
+
+async def file_sha256(path: str | os.PathLike[str]) -> bytes:
+    """SHA-256 of a file, read in pieces in a worker thread."""
+    digest = hashlib.sha256()
+    async for piece in read_chunks(path):
+        await asyncio.to_thread(digest.update, piece)
+    return digest.digest()
+
+
+async def send_sealed(
+    source: str | os.PathLike[str],
+    stream: ByteStream,
+    sealer: Sealer,
+    *,
+    total: int,
+    progress: ProgressCallback = _no_progress,
+) -> int:
+    """Seal ``source`` onto ``stream`` and close it; return the sealed bytes sent.
+
+    ``progress`` counts plaintext bytes against ``total``. Two output buffers
+    alternate, so piece n+1 is sealed while piece n is written.
+
+    Raises:
+        TransportError: the stream failed. OSError: reading failed.
+    """
+    buffers = [bytearray(sealer.output_bound(READ_SIZE)) for _ in range(2)]
+    sent = done = 0
+    write: asyncio.Task[None] | None = None
+    try:
+        async for piece in read_chunks(source):
+            buf = buffers[0]
+            need = sealer.output_bound(len(piece))
+            if len(buf) < need:
+                buf = buffers[0] = bytearray(need)
+            n = await asyncio.to_thread(sealer.update_into, piece, buf)
+            if write is not None:
+                await write
+            write = asyncio.ensure_future(stream.write(memoryview(buf)[:n]))
+            buffers.reverse()
+            sent += n
+            done += len(piece)
+            progress(done, total)
+        if write is not None:
+            await write
+            write = None
+        tail = sealer.finalize()
+        await stream.write(tail)
+        sent += len(tail)
+        await stream.close()
+    finally:
+        if write is not None and not write.done():
+            write.cancel()
+    progress(done, total)
+    return sent
+
+
+class _Verifier:
+    """Opener + running SHA-256 + byte budget, run on a worker thread."""
+
+    def __init__(
+        self,
+        key: bytes,
+        offer: TransferOffer,
+        sealed_size: int,
+        executor: Executor | None,
+    ) -> None:
+        self.opener = Opener(
+            key,
+            transfer_id=offer.transfer_id,
+            max_chunk_size=offer.chunk_size,
+            executor=executor,
+        )
+        self.offer = offer
+        self.budget = sealed_size
+        self.plain = 0
+        self.digest = hashlib.sha256()
+        self.buf = bytearray()
+
+    def feed(self, piece: bytes) -> memoryview:
+        self.budget -= len(piece)
+        if self.budget < 0:  # more than the offer said: not this transfer
+            raise IntegrityError
+        need = self.opener.output_bound(len(piece))
+        if len(self.buf) < need:
+            self.buf = bytearray(need)
+        n = self.opener.update_into(piece, self.buf)
+        header = self.opener.header
+        if header is not None and (
+            header.salt != self.offer.salt
+            or int(header.suite) != self.offer.suite
+            or header.chunk_size != self.offer.chunk_size
+        ):
+            raise IntegrityError
+        out = memoryview(self.buf)[:n]
+        self.digest.update(out)
+        self.plain += n
+        return out
+
+    def finish(self) -> bytes:
+        tail = self.opener.finalize()
+        self.digest.update(tail)
+        self.plain += len(tail)
+        if self.budget != 0 or self.plain != self.offer.size:
+            raise IntegrityError
+        if not hmac.compare_digest(self.digest.digest(), self.offer.sha256):
+            raise IntegrityError
+        return tail
+
+
+async def receive_sealed(
+    stream: ByteStream,
+    key: bytes,
+    offer: TransferOffer,
+    dest: str | os.PathLike[str],
+    *,
+    sealed_size: int,
+    overwrite: bool = False,
+    progress: ProgressCallback = _no_progress,
+    executor: Executor | None = None,
+) -> None:
+    """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``.
+
+    ``progress`` counts plaintext bytes against the offer's size.
+
+    Raises:
+        IntegrityError, EnvelopeFormatError: the stream is not the one the
+            offer announced (tampered, truncated, too long, wrong hash).
+        TransportError: the stream failed. DestinationExists, OSError.
+    In every case nothing is left at ``dest``.
+    """
+    verifier = _Verifier(key, offer, sealed_size, executor)
+    loop = asyncio.get_running_loop()
+    async with AtomicWriter(dest, overwrite=overwrite) as writer:
+        while True:
+            piece = await stream.read(READ_SIZE)
+            if not piece:
+                break
+            if len(piece) < _INLINE:
+                out = verifier.feed(piece)
+            else:
+                out = await loop.run_in_executor(None, verifier.feed, piece)
+            if out:
+                await writer.write(out)
+            progress(verifier.plain, offer.size)
+        tail = verifier.finish()
+        if tail:
+            await writer.write(tail)
+        await writer.commit()
+    progress(verifier.plain, offer.size)

@@ -1,0 +1,275 @@
+"""Jingle (XEP-0166) on slixmpp: the ``xfer_xep_0166`` plugin.
+
+It moves ``<jingle/>`` payloads between IQs and :class:`JingleSessionIO`
+objects, one per (peer, sid), and enforces the sans-I/O rules on the way:
+every incoming request is parsed by :func:`xfer.jingle.wire.parse` and
+checked by :class:`xfer.jingle.JingleSession` *before* it is acknowledged,
+so a malformed or out-of-order request gets the IQ error XEP-0166 names
+(``bad-request``, ``out-of-order``, ``unknown-session``, ``tie-break``) and
+never reaches the application. A valid one is acknowledged at once and
+queued for the application (XEP-0166: acknowledge first, answer later).
+
+Applications register for ``session-initiate`` with :attr:`on_initiate`;
+without one, offers are answered with ``unsupported-applications``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, ClassVar
+
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.base import BasePlugin
+from slixmpp.stanza import Iq
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from xfer.errors import (
+    ConnectionFailed,
+    RemoteProtocolError,
+    TransferTimeout,
+    XferError,
+)
+from xfer.jingle import Action, JingleError, JingleSession, Reason, Role, SessionState
+from xfer.jingle.wire import NS_JINGLE, NS_JINGLE_ERRORS, Jingle, build, parse
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from slixmpp.xmlstream.stanzabase import StanzaBase
+
+__all__ = ["JingleSessionIO", "PeerGone", "XferJingle"]
+
+log = logging.getLogger(__name__)
+
+#: Live sessions per account; an offer flood beyond it is refused.
+MAX_SESSIONS = 256
+
+
+class PeerGone(ConnectionFailed):
+    """The peer went offline or we lost the server during a Jingle session."""
+
+
+class JingleSessionIO:
+    """One Jingle session: send actions, await the peer's."""
+
+    def __init__(self, plugin: XferJingle, *, peer: str, sid: str, role: Role) -> None:
+        self.plugin = plugin
+        self.peer = peer
+        self.sid = sid
+        self.machine = JingleSession(sid=sid, role=role)
+        self._inbox: asyncio.Queue[Jingle | XferError] = asyncio.Queue(maxsize=64)
+
+    @property
+    def role(self) -> Role:
+        return self.machine.role
+
+    @property
+    def ended(self) -> bool:
+        return self.machine.state is SessionState.ENDED
+
+    async def send(self, jingle: Jingle, *, timeout: float = 30) -> None:
+        """Send one action and wait for the peer's acknowledgement.
+
+        Raises:
+            RemoteProtocolError: the peer answered with an error.
+            TransferTimeout: no answer. LocalProtocolError: not allowed now.
+        """
+        content = jingle.content.name if jingle.content else None
+        self.machine.send(jingle.action, content=content)
+        if jingle.action is Action.SESSION_TERMINATE:
+            self.plugin.forget(self)
+        iq = self.plugin.xmpp.make_iq_set(ito=self.peer)
+        iq.xml.append(build(jingle))
+        try:
+            await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
+        except IqError as exc:
+            condition = exc.iq["error"]["condition"]
+            raise RemoteProtocolError(
+                f"{self.peer} refused {jingle.action.value}: {condition}",
+                hint=condition,
+            ) from None
+        except IqTimeout:
+            raise TransferTimeout(
+                f"{self.peer} did not acknowledge {jingle.action.value}"
+            ) from None
+
+    def jingle(self, action: Action, **fields: object) -> Jingle:
+        """A :class:`Jingle` of this session."""
+        return Jingle(action=action, sid=self.sid, **fields)  # type: ignore[arg-type]
+
+    async def terminate(self, reason: Reason, text: str | None = None) -> None:
+        """End the session with ``reason`` (quietly if it already ended)."""
+        if self.ended:
+            return
+        with contextlib.suppress(XferError):
+            await self.send(
+                self.jingle(Action.SESSION_TERMINATE, reason=reason, reason_text=text),
+                timeout=10,
+            )
+        self.plugin.forget(self)
+
+    async def next(self, timeout: float | None = None) -> Jingle:
+        """The peer's next action (already acknowledged).
+
+        Raises:
+            PeerGone: the peer went offline. JingleError: the peer broke the
+            protocol (the session is in ERROR; terminate it).
+            TransferTimeout: nothing within ``timeout`` seconds.
+        """
+        try:
+            item = await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            raise TransferTimeout(
+                f"{self.peer} sent nothing for {timeout:g} s in session {self.sid}"
+            ) from None
+        if isinstance(item, XferError):
+            raise item
+        return item
+
+    def _deliver(self, item: Jingle | XferError) -> None:
+        try:
+            self._inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            # The application stopped listening; a flood cannot grow memory.
+            self.machine.state = SessionState.ERROR
+
+
+class XferJingle(BasePlugin):
+    """``client.register_plugin("xfer_xep_0166", module=xfer.xmpp.jingle)``."""
+
+    name = "xfer_xep_0166"
+    description = "XEP-0166: Jingle (xfer)"
+    dependencies: ClassVar[set[str]] = set()
+    default_config: ClassVar[dict[str, object]] = {"max_sessions": MAX_SESSIONS}
+
+    def plugin_init(self) -> None:
+        self._sessions: dict[tuple[str, str], JingleSessionIO] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+        #: Called with (session, session-initiate) for each new offer.
+        self.on_initiate: Callable[[JingleSessionIO, Jingle], None] | None = None
+        self.xmpp.register_handler(
+            Callback(
+                "xfer_xep_0166",
+                MatchXPath(f"{{jabber:client}}iq/{{{NS_JINGLE}}}jingle"),
+                self._on_iq,
+            )
+        )
+        self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
+        self.xmpp.add_event_handler("disconnected", self._on_disconnected)
+
+    def plugin_end(self) -> None:
+        self.xmpp.remove_handler("xfer_xep_0166")
+
+    def initiate(self, peer: str, *, sid: str | None = None) -> JingleSessionIO:
+        """A new session as initiator (send its session-initiate next)."""
+        session = JingleSessionIO(
+            self, peer=peer, sid=sid or secrets.token_urlsafe(12), role=Role.INITIATOR
+        )
+        self._sessions[peer, session.sid] = session
+        return session
+
+    def forget(self, session: JingleSessionIO) -> None:
+        if self._sessions.get((session.peer, session.sid)) is session:
+            del self._sessions[session.peer, session.sid]
+
+    @property
+    def live(self) -> int:
+        return len(self._sessions)
+
+    # -- incoming ----------------------------------------------------------------
+
+    def _on_iq(self, stanza: StanzaBase) -> None:
+        assert isinstance(stanza, Iq)
+        if stanza["type"] != "set":
+            return
+        el = stanza.xml.find(f"{{{NS_JINGLE}}}jingle")
+        assert el is not None
+        peer = stanza["from"].full
+        try:
+            jingle = parse(el)
+            session = self._route(peer, jingle)
+        except JingleError as exc:
+            self._error(stanza, exc)
+            return
+        stanza.reply().send()  # type: ignore[no-untyped-call]
+        if jingle.action is Action.SESSION_INITIATE:
+            if self.on_initiate is None:
+                task = asyncio.ensure_future(
+                    session.terminate(Reason.UNSUPPORTED_APPLICATIONS)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self.on_initiate(session, jingle)
+        else:
+            if jingle.action is Action.SESSION_TERMINATE:
+                self.forget(session)
+            session._deliver(jingle)
+
+    def _route(self, peer: str, jingle: Jingle) -> JingleSessionIO:
+        key = (peer, jingle.sid)
+        content = jingle.content.name if jingle.content else None
+        if jingle.action is Action.SESSION_INITIATE:
+            if key in self._sessions:
+                raise JingleError(
+                    "a session with this sid exists",
+                    condition="conflict",
+                    jingle_condition=None,
+                )
+            if len(self._sessions) >= self.config["max_sessions"]:
+                raise JingleError(
+                    "too many sessions",
+                    condition="resource-constraint",
+                    jingle_condition=None,
+                )
+            session = JingleSessionIO(
+                self, peer=peer, sid=jingle.sid, role=Role.RESPONDER
+            )
+            session.machine.receive(jingle.action, content=content)
+            self._sessions[key] = session
+            return session
+        found = self._sessions.get(key)
+        if found is None:
+            raise JingleError(
+                f"no session {jingle.sid!r} with {peer}",
+                condition="item-not-found",
+                jingle_condition="unknown-session",
+            )
+        try:
+            found.machine.receive(jingle.action, content=content)
+        except JingleError as exc:
+            if found.machine.state is SessionState.ERROR:
+                found._deliver(exc)
+            raise
+        return found
+
+    def _error(self, iq: Iq, exc: JingleError) -> None:
+        reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
+        reply["error"]["condition"] = exc.condition
+        reply["error"]["type"] = (
+            "modify" if exc.condition == "bad-request" else "cancel"
+        )
+        if exc.jingle_condition is not None:
+            reply["error"].xml.append(
+                ET.Element(f"{{{NS_JINGLE_ERRORS}}}{exc.jingle_condition}")
+            )
+        reply.send()
+
+    def _on_peer_gone(self, presence: StanzaBase) -> None:
+        gone = presence["from"].full
+        for session in list(self._sessions.values()):
+            if session.peer == gone:
+                session._deliver(PeerGone(f"{gone} went offline"))
+
+    def _on_disconnected(self, _event: object) -> None:
+        for session in list(self._sessions.values()):
+            session._deliver(PeerGone("the connection to the XMPP server closed"))
+
+
+#: slixmpp's loader looks the plugin up by its name in this module.
+xfer_xep_0166 = XferJingle

@@ -1,0 +1,378 @@
+"""OTR v3 over XMPP ``<message/>``: the ``xfer_otr`` slixmpp plugin.
+
+The sans-I/O engine (:mod:`xfer.otr`) does the protocol; this adapter moves
+its message bodies in and out of ``<message type='chat'/>`` stanzas
+(``spec/otr.md`` section 2) and keeps what a file transfer needs:
+
+* :meth:`XferOTR.secure` brings a session with a peer to ENCRYPTED (a D-H
+  Commit to a full JID, a query to a bare one, whose answer names the
+  resource) and returns the peer's full JID and fingerprint;
+* :meth:`XferOTR.send_offer` sends a transfer offer in TLV 8 and returns
+  the extra symmetric key of that very message;
+* offers received in TLV 8 wait in a bounded table until the Jingle session
+  that names their transfer id claims them (:meth:`XferOTR.claim_offer`).
+
+Every OTR message carries the XEP-0380 marker for OTR and the hints that
+keep it out of archives and carbons (XEP-0334 ``no-store``/``no-copy``,
+XEP-0280 ``private``): an OTR message is useless anywhere but at the one
+client that holds the session, and archived ciphertext helps nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from slixmpp.plugins.base import BasePlugin
+from slixmpp.stanza import Message
+
+from xfer.errors import (
+    LocalProtocolError,
+    NotSecure,
+    RemoteProtocolError,
+    TransferTimeout,
+)
+from xfer.otr import events as ev
+from xfer.otr.account import Account
+from xfer.otr.offer import XFER_USE, TransferOffer
+from xfer.otr.session import Policy
+from xfer.otr.trust import TrustStore, Verification, bare_jid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from slixmpp.xmlstream.stanzabase import StanzaBase
+
+    from xfer.otr.crypto import PrivateKey
+    from xfer.otr.session import Session
+
+__all__ = ["ReceivedOffer", "XferOTR"]
+
+log = logging.getLogger(__name__)
+
+NS_EME = "urn:xmpp:eme:0"
+NS_OTR = "urn:xmpp:otr:0"
+NS_HINTS = "urn:xmpp:hints"
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+#: Offers received but not yet claimed by a Jingle session, per account.
+MAX_PENDING_OFFERS = 64
+#: How long an unclaimed offer is kept.
+OFFER_TTL = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceivedOffer:
+    """A transfer offer that arrived in TLV 8, with the key it came with."""
+
+    peer: str
+    fingerprint: bytes
+    offer: TransferOffer
+    key: bytes = field(repr=False)
+    received: float
+
+
+class XferOTR(BasePlugin):
+    """``client.register_plugin("xfer_otr", {...}, module=xfer.xmpp.otr)``.
+
+    Config: ``private_key`` (our long-term DSA key; required),
+    ``instance_tag`` (ours, persistent), ``trust_store`` (a
+    :class:`~xfer.otr.trust.TrustStore`; SMP successes are recorded in it),
+    ``on_trust_change`` (called after the store changed, to save it).
+    """
+
+    name = "xfer_otr"
+    description = "OTR v3 over <message/> (xfer)"
+    dependencies: ClassVar[set[str]] = set()
+    default_config: ClassVar[dict[str, object]] = {
+        "private_key": None,
+        "instance_tag": None,
+        "trust_store": None,
+        "on_trust_change": None,
+        "clock": time.monotonic,
+    }
+
+    def plugin_init(self) -> None:
+        self._account: Account | None = None
+        self.trust: TrustStore = TrustStore()
+        self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
+        self._offers: dict[bytes, ReceivedOffer] = {}
+        self._offer_waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
+        if self.config["private_key"] is not None:
+            self.set_identity(
+                self.config["private_key"],
+                instance_tag=self.config["instance_tag"],
+                trust_store=self.config["trust_store"],
+            )
+        self.xmpp.add_event_handler("message", self._on_message)
+
+    def set_identity(
+        self,
+        private_key: PrivateKey,
+        *,
+        instance_tag: int | None = None,
+        trust_store: TrustStore | None = None,
+    ) -> None:
+        """Use this long-term key (before any OTR traffic)."""
+        self._account = Account(
+            private_key,
+            our_tag=instance_tag or 0x100 + secrets.randbelow(0xFFFFFF00),
+            policy=Policy(require_encryption=True, answer_queries=True),
+        )
+        if trust_store is not None:
+            self.trust = trust_store
+
+    @property
+    def account(self) -> Account:
+        if self._account is None:
+            raise LocalProtocolError("xfer_otr has no private key (set_identity)")
+        return self._account
+
+    def plugin_end(self) -> None:
+        self.xmpp.del_event_handler("message", self._on_message)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _flush(self) -> None:
+        for peer, body in self.account.data_to_send():
+            msg = self.xmpp.make_message(mto=peer, mbody=body, mtype="chat")
+            ET.SubElement(
+                msg.xml, f"{{{NS_EME}}}encryption", namespace=NS_OTR, name="OTR"
+            )
+            ET.SubElement(msg.xml, f"{{{NS_HINTS}}}no-store")
+            ET.SubElement(msg.xml, f"{{{NS_HINTS}}}no-copy")
+            ET.SubElement(msg.xml, f"{{{NS_CARBONS}}}private")
+            msg.send()
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _on_message(self, msg: StanzaBase) -> None:
+        assert isinstance(msg, Message)
+        if msg["type"] not in ("chat", "normal"):
+            return
+        body = msg["body"]
+        if (
+            not isinstance(body, str)
+            or not body.startswith("?OTR")
+            or self._account is None
+        ):
+            return
+        peer = msg["from"].full
+        try:
+            session, events = self.account.receive(peer, body)
+        except RemoteProtocolError as exc:
+            log.info("unusable OTR message from %s: %s", peer, exc)
+            self._flush()
+            return
+        self._flush()
+        for event in events:
+            self._event(peer, session, event)
+
+    def _event(self, peer: str, session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.GoneSecure):
+            for want, waiter in list(self._secure_waiters):
+                if not waiter.done() and want in (peer, bare_jid(peer)):
+                    waiter.set_result(session)
+            self.xmpp.event("xfer_otr_secure", (peer, event.fingerprint))
+        elif isinstance(event, ev.SymmetricKeyReceived):
+            if event.use == XFER_USE:
+                self._offer_received(peer, session, event)
+        elif isinstance(event, ev.SMPAsked):
+            self.xmpp.event("xfer_otr_smp_asked", (peer, event.question))
+        elif isinstance(event, (ev.SMPSucceeded, ev.SMPFailed, ev.SMPAborted)):
+            ok = isinstance(event, ev.SMPSucceeded)
+            if ok and session.their_fingerprint is not None:
+                self.trust.trust(
+                    peer,
+                    session.their_fingerprint,
+                    Verification.SMP,
+                    now=int(time.time()),
+                )
+                self._trust_changed()
+            smp_waiter = self._smp_waiters.pop(id(session), None)
+            if smp_waiter is not None and not smp_waiter.done():
+                smp_waiter.set_result(ok)
+            self.xmpp.event("xfer_otr_smp_done", (peer, ok))
+        elif isinstance(event, ev.MessageReceived):
+            self.xmpp.event("xfer_otr_message", (peer, event.text))
+
+    def _trust_changed(self) -> None:
+        hook: Callable[[TrustStore], None] | None = self.config["on_trust_change"]
+        if hook is not None:
+            hook(self.trust)
+
+    def _offer_received(
+        self, peer: str, session: Session, event: ev.SymmetricKeyReceived
+    ) -> None:
+        try:
+            offer = TransferOffer.decode(event.data)
+        except RemoteProtocolError as exc:
+            log.info("malformed transfer offer from %s: %s", peer, exc)
+            return
+        self._expire_offers()
+        if len(self._offers) >= MAX_PENDING_OFFERS:
+            log.info("dropping an offer from %s: too many pending", peer)
+            return
+        if offer.transfer_id in self._offers or session.their_fingerprint is None:
+            return  # a transfer id is used once
+        self._offers[offer.transfer_id] = ReceivedOffer(
+            peer=peer,
+            fingerprint=session.their_fingerprint,
+            offer=offer,
+            key=event.key,
+            received=self.config["clock"](),
+        )
+        waiter = self._offer_waiters.get(offer.transfer_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _expire_offers(self) -> None:
+        now = self.config["clock"]()
+        for tid, got in list(self._offers.items()):
+            if now - got.received > OFFER_TTL:
+                del self._offers[tid]
+
+    # -- API -------------------------------------------------------------------
+
+    def session(self, peer: str) -> Session | None:
+        """The encrypted session with the full JID ``peer``, if there is one."""
+        return self.account.best(peer)
+
+    def fingerprint(self, peer: str) -> bytes | None:
+        """The OTR fingerprint the full JID ``peer`` proved it holds."""
+        session = self.account.best(peer)
+        return None if session is None else session.their_fingerprint
+
+    def is_trusted(self, peer: str) -> bool:
+        fingerprint = self.fingerprint(peer)
+        return fingerprint is not None and self.trust.is_trusted(peer, fingerprint)
+
+    async def secure(self, peer: str, *, timeout: float = 30) -> tuple[str, Session]:
+        """An encrypted session with ``peer``: (its full JID, the session).
+
+        A full JID gets a D-H Commit; a bare JID gets a query, which the
+        server delivers to one of its clients, and that client's answer
+        names the full JID.
+
+        Raises:
+            NotSecure: no session within ``timeout`` seconds.
+        """
+        if "/" in peer:
+            found = self.account.best(peer)
+            if found is not None:
+                return peer, found
+        else:
+            for full, s in self.account.secure_sessions():
+                if bare_jid(full) == peer:
+                    return full, s
+        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        entry = (peer, waiter)
+        self._secure_waiters.append(entry)
+        try:
+            if "/" in peer:
+                self.account.session(peer).start_ake()
+            else:
+                self.account.session(peer).query()
+            self._flush()
+            session = await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise NotSecure(
+                f"{peer} did not set up a private (OTR) conversation within "
+                f"{timeout:g} s; is it online and running xfer?"
+            ) from None
+        finally:
+            self._secure_waiters.remove(entry)
+        for full, s in self.account.secure_sessions():
+            if s is session:
+                return full, session
+        raise NotSecure(f"lost the OTR session with {peer}")  # pragma: no cover
+
+    def send_offer(self, peer: str, offer: TransferOffer) -> bytes:
+        """Send ``offer`` to the full JID ``peer`` in TLV 8; return its key.
+
+        Raises:
+            NotSecure: no encrypted session with ``peer``.
+        """
+        session = self.account.best(peer)
+        if session is None:
+            raise NotSecure(f"no private conversation with {peer}")
+        key = session.extra_symmetric_key(XFER_USE, offer.encode())
+        self._flush()
+        return key
+
+    async def claim_offer(
+        self, peer: str, transfer_id: bytes, *, timeout: float = 10
+    ) -> ReceivedOffer | None:
+        """Take the OTR offer for ``transfer_id`` if ``peer`` sent it.
+
+        Waits up to ``timeout`` seconds for it (XMPP keeps one sender's
+        stanzas in order, so it normally came first). An offer is claimed
+        once; one from another JID is not given out.
+        """
+        if transfer_id not in self._offers:
+            waiter = self._offer_waiters.setdefault(
+                transfer_id, asyncio.get_running_loop().create_future()
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            self._offer_waiters.pop(transfer_id, None)
+        got = self._offers.get(transfer_id)
+        if got is None or got.peer != peer:
+            return None
+        del self._offers[transfer_id]
+        return got
+
+    async def verify(
+        self,
+        peer: str,
+        secret: bytes,
+        *,
+        question: str | None = None,
+        timeout: float = 120,
+    ) -> bool:
+        """Run SMP with the full JID ``peer``: True if both secrets matched
+        (the fingerprint is then trusted and saved).
+
+        Raises:
+            NotSecure: no encrypted session. TransferTimeout: no answer.
+        """
+        session = self.account.best(peer)
+        if session is None:
+            raise NotSecure(f"no private conversation with {peer}")
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._smp_waiters[id(session)] = waiter
+        session.smp_start(secret, question)
+        self._flush()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            session.smp_abort()
+            self._flush()
+            raise TransferTimeout(f"{peer} did not answer the verification") from None
+        finally:
+            self._smp_waiters.pop(id(session), None)
+
+    def answer_smp(self, peer: str, secret: bytes) -> None:
+        """Answer the peer's verification question (event ``xfer_otr_smp_asked``)."""
+        session = self.account.best(peer)
+        if session is None:
+            raise NotSecure(f"no private conversation with {peer}")
+        session.smp_answer(secret)
+        self._flush()
+
+    def end(self, peer: str) -> None:
+        """End the private conversation with the full JID ``peer``."""
+        for s in self.account.sessions(peer):
+            s.end()
+        self._flush()
+
+
+#: slixmpp's loader looks the plugin up by its name in this module.
+xfer_otr = XferOTR

@@ -1,0 +1,968 @@
+"""Encrypted file transfer: the ``xfer_transfer`` slixmpp plugin.
+
+It composes the other plugins into the flow of ``ARCHITECTURE.md``:
+
+1. OTR goes secure with the peer (``xfer_otr``) and its fingerprint is
+   checked against the trust store;
+2. the sender sends the private half of the offer in TLV 8 and takes the
+   extra symmetric key of that message as the envelope's key material;
+3. a Jingle session (``xfer_xep_0166``) offers the *sealed* stream:
+   its size, an opaque name and ``<encrypted transfer-id/>``
+   (``spec/jingle.md``);
+4. the transport: XEP-0260 SOCKS5 (both sides' direct candidates, then the
+   server's proxy), or XEP-0261 IBB through transport-replace when no
+   candidate works;
+5. the sealed stream flows; the receiver verifies every chunk, the final
+   one, the size and the SHA-256, renames the file into place and ends the
+   session with ``success`` (or the reason it failed, the file removed).
+
+Load it into any slixmpp client::
+
+    import xfer.xmpp.transfer
+    client.register_plugin("xfer_transfer", {"identity": identity_dir},
+                           module=xfer.xmpp.transfer)
+    await client["xfer_transfer"].send_file("bob@example.org", "report.pdf")
+    offer = await client["xfer_transfer"].next_offer()
+    await offer.accept("downloads/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISREG
+from typing import TYPE_CHECKING, ClassVar
+
+from slixmpp.plugins.base import BasePlugin, register_plugin
+
+import xfer.xmpp.ibb as _ibb
+import xfer.xmpp.jingle as _jingle
+import xfer.xmpp.otr as _otr
+import xfer.xmpp.socks5 as _socks5
+from xfer.aio.pump import file_sha256, receive_sealed, send_sealed
+from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, EnvelopeHeader, Sealer
+from xfer.errors import (
+    DestinationExists,
+    EnvelopeFormatError,
+    IntegrityError,
+    LocalProtocolError,
+    NotSecure,
+    NoUsableTransport,
+    RemoteProtocolError,
+    TransferDeclined,
+    TransferRejected,
+    TransferTimeout,
+    TransportError,
+    UntrustedPeer,
+    XferError,
+)
+from xfer.framing.ibb import DEFAULT_BLOCK_SIZE
+from xfer.framing.socks5 import dst_addr
+from xfer.jingle import Action, JingleError, Reason, Role
+from xfer.jingle.candidates import (
+    Candidate,
+    CandidateType,
+    connect_order,
+    nominate,
+    priority,
+)
+from xfer.jingle.files import FileDescription, Received
+from xfer.jingle.wire import (
+    NS_FILE_TRANSFER,
+    Content,
+    Encrypted,
+    IBBTransport,
+    Jingle,
+    S5BTransport,
+)
+from xfer.names import numbered, safe_name
+from xfer.otr.offer import TransferOffer
+from xfer.store import IdentityStore
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from xfer.aio.bytestream import ByteStream
+    from xfer.aio.files import ProgressCallback
+    from xfer.otr.trust import TrustStore
+    from xfer.xmpp.jingle import JingleSessionIO, XferJingle
+    from xfer.xmpp.otr import ReceivedOffer, XferOTR
+    from xfer.xmpp.socks5 import XferSocks5
+
+__all__ = ["IncomingOffer", "SendResult", "XferTransfer"]
+
+log = logging.getLogger(__name__)
+
+CONTENT = "file"
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
+    register_plugin(_plugin)
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    del done, total
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """What a finished :meth:`XferTransfer.send_file` did."""
+
+    peer: str
+    fingerprint: bytes
+    name: str
+    size: int
+    sealed_size: int
+    transport: str
+    seconds: float
+    setup_seconds: float
+
+
+@dataclass(kw_only=True)
+class IncomingOffer:
+    """A file offered to us, verified as far as it can be before accepting.
+
+    ``name``, ``size``, ``sha256``, ``media_type`` and ``mtime`` came inside
+    OTR (the servers never saw them); ``name`` is the sender's, unsanitised:
+    :meth:`accept` to a directory makes it safe.
+    """
+
+    peer: str
+    fingerprint: bytes
+    trusted: bool
+    offer: TransferOffer
+    sealed_size: int
+    _plugin: XferTransfer = field(repr=False)
+    _session: JingleSessionIO = field(repr=False)
+    _initiate: Jingle = field(repr=False)
+    _key: bytes = field(repr=False)
+    _answered: bool = field(default=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.offer.name
+
+    @property
+    def size(self) -> int:
+        return self.offer.size
+
+    @property
+    def sha256(self) -> bytes:
+        return self.offer.sha256
+
+    @property
+    def media_type(self) -> str:
+        return self.offer.media_type
+
+    @property
+    def mtime(self) -> int:
+        return self.offer.mtime
+
+    @property
+    def transfer_id(self) -> bytes:
+        return self.offer.transfer_id
+
+    def _claim(self) -> None:
+        if self._answered:
+            raise LocalProtocolError("this offer was already answered")
+        self._answered = True
+
+    async def decline(self, text: str | None = None) -> None:
+        """Say no: the sender gets ``decline``."""
+        self._claim()
+        await self._session.terminate(Reason.DECLINE, text)
+
+    async def accept(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: ProgressCallback = _no_progress,
+    ) -> Path:
+        """Receive the file into ``dest`` (a directory: under the sanitised
+        name, numbered if taken) and return its path once it is verified.
+
+        Raises:
+            IntegrityError, EnvelopeFormatError: the data was not authentic.
+            TransportError: no transport worked or it broke.
+            TransferRejected: the sender cancelled.
+            DestinationExists: ``dest`` is a file and ``overwrite`` is false.
+        Whatever fails, nothing is left at the destination.
+        """
+        self._claim()
+        path = await asyncio.to_thread(
+            _destination, Path(dest), self.offer.name, overwrite
+        )
+        if path is None:
+            await self._session.terminate(Reason.DECLINE, "destination exists")
+            raise DestinationExists(dest)
+        return await self._plugin._receive(self, path, overwrite, progress)
+
+
+def _destination(dest: Path, name: str, overwrite: bool) -> Path | None:
+    """Where to write: in a directory, the sanitised name, numbered if it is
+    taken (unless ``overwrite``); a file path as given; None if it exists."""
+    if not dest.is_dir():
+        return None if dest.exists() and not overwrite else dest
+    clean = safe_name(name)
+    candidate = dest / clean
+    n = 1
+    while not overwrite and (candidate.exists() or candidate.is_symlink()):
+        n += 1
+        candidate = dest / numbered(clean, n)
+    return candidate
+
+
+class XferTransfer(BasePlugin):
+    """``client.register_plugin("xfer_transfer", config, module=xfer.xmpp.transfer)``.
+
+    Config:
+        identity: an :class:`~xfer.store.IdentityStore` or its directory (the
+            OTR key, instance tag and trust store; created if missing).
+        accept_untrusted: also offer files from (and send files to) peers
+            whose fingerprint is not trusted; default False.
+        max_size: largest plaintext accepted, in bytes (None: no limit).
+        socks5_direct / socks5_proxy / ibb: which transports to use.
+        advertise: [(host, port)] to announce as our direct SOCKS5 candidates
+            instead of the listening address (a port forward, or tests).
+        chunk_size, suite, workers: envelope parameters for sending.
+        offer_timeout: how long a sent offer waits for an answer (s).
+        connect_timeout: for the OTR set-up and each transport step (s).
+    """
+
+    name = "xfer_transfer"
+    description = "End-to-end encrypted file transfer (xfer)"
+    dependencies: ClassVar[set[str]] = {
+        "xfer_xep_0166",
+        "xfer_otr",
+        "xfer_ibb",
+        "xfer_socks5",
+    }
+    default_config: ClassVar[dict[str, object]] = {
+        "identity": None,
+        "accept_untrusted": False,
+        "max_size": None,
+        "socks5_direct": True,
+        "socks5_proxy": True,
+        "ibb": True,
+        "ibb_block_size": DEFAULT_BLOCK_SIZE,
+        "advertise": None,
+        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "suite": DEFAULT_SUITE,
+        "workers": 2,
+        "offer_timeout": 300.0,
+        "connect_timeout": 30.0,
+        "max_pending_offers": 16,
+        "otr_offer_wait": 10.0,
+    }
+
+    def plugin_init(self) -> None:
+        self._offers: asyncio.Queue[IncomingOffer] = asyncio.Queue(
+            maxsize=self.config["max_pending_offers"]
+        )
+        self._tasks: set[asyncio.Future[None]] = set()
+        identity = self.config["identity"]
+        if identity is not None:
+            store = (
+                identity
+                if isinstance(identity, IdentityStore)
+                else IdentityStore(identity)
+            )
+            self.identity: IdentityStore | None = store
+            self.otr.set_identity(
+                store.private_key(),
+                instance_tag=store.instance_tag(),
+                trust_store=store.trust_store(),
+            )
+            self.otr.config["on_trust_change"] = store.save_trust_store
+        else:
+            self.identity = None
+        self.jingle.on_initiate = self._on_initiate
+
+    # -- the other plugins -------------------------------------------------------
+
+    @property
+    def otr(self) -> XferOTR:
+        plugin: XferOTR = self.xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def jingle(self) -> XferJingle:
+        plugin: XferJingle = self.xmpp.plugin["xfer_xep_0166"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def socks5(self) -> XferSocks5:
+        plugin: XferSocks5 = self.xmpp.plugin["xfer_socks5"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def ibb(self) -> _ibb.XferIBB:
+        plugin: _ibb.XferIBB = self.xmpp.plugin["xfer_ibb"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def trust(self) -> TrustStore:
+        return self.otr.trust
+
+    def _trust_ok(self, peer: str, fingerprint: bytes) -> bool:
+        policy = self.config["accept_untrusted"]
+        if callable(policy):
+            return bool(policy(peer, fingerprint))
+        return bool(policy) or self.trust.is_trusted(peer, fingerprint)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send_file(
+        self,
+        peer: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        media_type: str = "application/octet-stream",
+        progress: ProgressCallback = _no_progress,
+    ) -> SendResult:
+        """Send the file at ``path`` to ``peer`` (a full or bare JID).
+
+        Returns once the receiver verified and stored it.
+
+        Raises:
+            NotSecure: no OTR session could be set up. UntrustedPeer: the
+            peer's fingerprint is not trusted. TransferDeclined,
+            TransferRejected: the receiver said no or failed (``reason``).
+            TransportError (NoUsableTransport, TransferTimeout...).
+            OSError: the file could not be read.
+        """
+        source = Path(path)
+        started = time.perf_counter()
+        stat = await asyncio.to_thread(source.stat)
+        if not S_ISREG(stat.st_mode):
+            raise IsADirectoryError(f"{source} is not a regular file")
+        digest = await file_sha256(source)
+        full, otr_session = await self.otr.secure(
+            peer, timeout=self.config["connect_timeout"]
+        )
+        fingerprint = otr_session.their_fingerprint
+        assert fingerprint is not None
+        if not self._trust_ok(full, fingerprint):
+            raise UntrustedPeer(full, fingerprint)
+        offer = TransferOffer(
+            transfer_id=os.urandom(16),
+            salt=os.urandom(32),
+            suite=int(self.config["suite"]),
+            chunk_size=self.config["chunk_size"],
+            size=stat.st_size,
+            sha256=digest,
+            name=name or source.name,
+            media_type=media_type,
+            mtime=max(0, int(stat.st_mtime)),
+        )
+        key = self.otr.send_offer(full, offer)
+        sealer = Sealer.announced(
+            key,
+            salt=offer.salt,
+            transfer_id=offer.transfer_id,
+            suite=self.config["suite"],
+            chunk_size=offer.chunk_size,
+            executor=_executor(),
+            workers=self.config["workers"],
+        )
+        sealed_size = sealer.header.sealed_size(offer.size)
+        session = self.jingle.initiate(full)
+        setup, kind = 0.0, ""
+        try:
+            transport, s5b = await self._local_transport(session)
+            description = FileDescription(
+                name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size
+            )
+            await session.send(
+                session.jingle(
+                    Action.SESSION_INITIATE,
+                    initiator=self.xmpp.boundjid.full,
+                    contents=(
+                        Content(
+                            name=CONTENT,
+                            creator=Role.INITIATOR,
+                            senders="initiator",
+                            description=description,
+                            application=NS_FILE_TRANSFER,
+                            transport=transport,
+                            encrypted=Encrypted(transfer_id=offer.transfer_id),
+                        ),
+                    ),
+                )
+            )
+            accept = await self._expect(
+                session, {Action.SESSION_ACCEPT}, self.config["offer_timeout"]
+            )
+            setup_start = time.perf_counter()
+            stream, kind = await self._negotiate(session, transport, s5b, accept)
+            setup = time.perf_counter() - setup_start
+            await self._watching(
+                session,
+                send_sealed(
+                    source, stream, sealer, total=offer.size, progress=progress
+                ),
+                stream,
+            )
+            # The receiver verifies, stores, then ends the session with its verdict.
+            await self._expect(session, set(), self.config["offer_timeout"])
+        except TransferRejected as exc:
+            if exc.reason == Reason.SUCCESS.value:
+                return SendResult(
+                    peer=full,
+                    fingerprint=fingerprint,
+                    name=offer.name,
+                    size=offer.size,
+                    sealed_size=sealed_size,
+                    transport=kind,
+                    seconds=time.perf_counter() - started,
+                    setup_seconds=setup,
+                )
+            raise
+        except BaseException as exc:
+            await session.terminate(_reason_for(exc), str(exc) or None)
+            raise
+        finally:
+            self.jingle.forget(session)
+        raise RemoteProtocolError(
+            "the receiver never ended the session"
+        )  # pragma: no cover
+
+    # -- receiving ------------------------------------------------------------------
+
+    async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
+        """The next file offered to us (already checked: OTR offer, trust,
+        size limit). Answer it with ``accept`` or ``decline``."""
+        try:
+            return await asyncio.wait_for(self._offers.get(), timeout)
+        except TimeoutError:
+            raise TransferTimeout("no file was offered") from None
+
+    def _on_initiate(self, session: JingleSessionIO, jingle: Jingle) -> None:
+        task = asyncio.ensure_future(self._vet(session, jingle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _vet(self, session: JingleSessionIO, jingle: Jingle) -> None:
+        """Check an offer before the application sees it; end it if it fails."""
+        content = jingle.content
+        if (
+            content is None
+            or content.description is None
+            or len(jingle.contents) != 1
+            or content.senders != "initiator"
+        ):
+            await session.terminate(
+                Reason.UNSUPPORTED_APPLICATIONS, "xfer takes one file per session"
+            )
+            return
+        if content.transport is None:
+            await session.terminate(Reason.UNSUPPORTED_TRANSPORTS)
+            return
+        if content.encrypted is None:
+            await session.terminate(
+                Reason.SECURITY_ERROR, "xfer accepts only end-to-end encrypted files"
+            )
+            return
+        got = await self.otr.claim_offer(
+            session.peer,
+            content.encrypted.transfer_id,
+            timeout=self.config["otr_offer_wait"],
+        )
+        if got is None:
+            await session.terminate(
+                Reason.SECURITY_ERROR, "no matching offer inside OTR"
+            )
+            return
+        header = EnvelopeHeader(
+            suite=got.offer.suite,  # type: ignore[arg-type]
+            chunk_size=got.offer.chunk_size,
+            salt=got.offer.salt,
+            transfer_id=got.offer.transfer_id,
+        )
+        sealed = header.sealed_size(got.offer.size)
+        if content.description.size != sealed:
+            await session.terminate(
+                Reason.SECURITY_ERROR, "the Jingle size does not match the OTR offer"
+            )
+            return
+        if not self._trust_ok(got.peer, got.fingerprint):
+            await session.terminate(Reason.SECURITY_ERROR, "fingerprint not trusted")
+            return
+        limit = self.config["max_size"]
+        if limit is not None and got.offer.size > limit:
+            await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
+            return
+        incoming = self._incoming(session, jingle, got, sealed)
+        try:
+            self._offers.put_nowait(incoming)
+        except asyncio.QueueFull:
+            await session.terminate(Reason.BUSY, "too many offers waiting")
+            return
+        self.xmpp.event("xfer_offer", incoming)
+
+    def _incoming(
+        self, session: JingleSessionIO, jingle: Jingle, got: ReceivedOffer, sealed: int
+    ) -> IncomingOffer:
+        return IncomingOffer(
+            peer=got.peer,
+            fingerprint=got.fingerprint,
+            trusted=self.trust.is_trusted(got.peer, got.fingerprint),
+            offer=got.offer,
+            sealed_size=sealed,
+            _plugin=self,
+            _session=session,
+            _initiate=jingle,
+            _key=got.key,
+        )
+
+    async def _receive(
+        self,
+        incoming: IncomingOffer,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+    ) -> Path:
+        session = incoming._session
+        content = incoming._initiate.content
+        assert content is not None
+        assert content.transport is not None
+        try:
+            if session.ended:
+                raise TransferRejected(
+                    "the sender withdrew the offer", reason=Reason.CANCEL.value
+                )
+            if isinstance(content.transport, IBBTransport):
+                if not self.config["ibb"]:
+                    raise NoUsableTransport("the sender offers only IBB, which is off")
+                ours: S5BTransport | IBBTransport = content.transport
+                waiter = self.ibb.expect(session.peer, content.transport.sid)
+                s5b = None
+            else:
+                ours, s5b = await self._local_transport(
+                    session, sid=content.transport.sid
+                )
+                waiter = None
+            await session.send(
+                session.jingle(
+                    Action.SESSION_ACCEPT,
+                    responder=self.xmpp.boundjid.full,
+                    contents=(
+                        Content(
+                            name=content.name,
+                            creator=content.creator,
+                            senders="initiator",
+                            description=content.description,
+                            application=NS_FILE_TRANSFER,
+                            transport=ours,
+                            encrypted=content.encrypted,
+                        ),
+                    ),
+                )
+            )
+            if waiter is not None:
+                stream: ByteStream = await self._await_stream(session, waiter)
+            else:
+                stream, _ = await self._negotiate(
+                    session,
+                    ours,
+                    s5b,
+                    incoming._initiate,
+                )
+            await self._watching(
+                session,
+                receive_sealed(
+                    stream,
+                    incoming._key,
+                    incoming.offer,
+                    path,
+                    sealed_size=incoming.sealed_size,
+                    overwrite=overwrite,
+                    progress=progress,
+                    executor=_executor(),
+                ),
+                stream,
+            )
+        except BaseException as exc:
+            await session.terminate(_reason_for(exc), _public_text(exc))
+            raise
+        finally:
+            self.jingle.forget(session)
+        with contextlib.suppress(XferError):
+            await session.send(
+                session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
+            )
+        await session.terminate(Reason.SUCCESS)
+        return path
+
+    # -- transports -------------------------------------------------------------------
+
+    async def _local_transport(
+        self, session: JingleSessionIO, *, sid: str | None = None
+    ) -> tuple[S5BTransport | IBBTransport, _S5B | None]:
+        """Our transport offer: SOCKS5 candidates if we have any, else IBB."""
+        sid = sid or secrets.token_urlsafe(12)
+        us = self.xmpp.boundjid.full
+        address = dst_addr(sid, us, session.peer)
+        candidates: list[Candidate] = []
+        waiter: asyncio.Future[_Connection] | None = None
+        if self.config["socks5_direct"]:
+            host, port = await self.socks5.listen()
+            waiter = self.socks5.expect(address)
+            hosts = self.config["advertise"] or [(host, port)]
+            for i, (h, p) in enumerate(hosts):
+                candidates.append(
+                    Candidate(
+                        cid=secrets.token_urlsafe(8),
+                        host=h,
+                        port=p,
+                        jid=us,
+                        priority=priority(CandidateType.DIRECT, 65535 - i),
+                    )
+                )
+        if self.config["socks5_proxy"]:
+            with contextlib.suppress(XferError, Exception):
+                for jid, h, p in await self.socks5.discover_proxies():
+                    candidates.append(
+                        Candidate(
+                            cid=secrets.token_urlsafe(8),
+                            host=h,
+                            port=p,
+                            jid=jid,
+                            priority=priority(CandidateType.PROXY),
+                            type=CandidateType.PROXY,
+                        )
+                    )
+        if not candidates and session.role is Role.INITIATOR:
+            if not self.config["ibb"]:
+                raise NoUsableTransport("every transport is turned off")
+            return IBBTransport(sid=sid, block_size=self.config["ibb_block_size"]), None
+        s5b = _S5B(sid=sid, candidates=candidates, incoming=waiter)
+        return (
+            S5BTransport(
+                sid=sid, dstaddr=address.decode(), candidates=tuple(candidates)
+            ),
+            s5b,
+        )
+
+    async def _negotiate(
+        self,
+        session: JingleSessionIO,
+        ours: S5BTransport | IBBTransport,
+        s5b: _S5B | None,
+        theirs_jingle: Jingle,
+    ) -> tuple[ByteStream, str]:
+        """Agree on a transport with the peer; return the stream and its kind."""
+        content = theirs_jingle.content
+        theirs = content.transport if content else None
+        timeout = self.config["connect_timeout"]
+        if isinstance(ours, IBBTransport):
+            if session.role is Role.INITIATOR:
+                block = theirs.block_size if isinstance(theirs, IBBTransport) else 0
+                return await self._open_ibb(session, ours, block), "ibb"
+            raise NoUsableTransport("IBB is not ours to open")  # pragma: no cover
+        assert s5b is not None
+        if not isinstance(theirs, S5BTransport) or theirs.sid != ours.sid:
+            raise RemoteProtocolError("the peer answered with another transport")
+        try:
+            stream = await self._socks5(session, ours, s5b, theirs, timeout)
+        finally:
+            if s5b.incoming is not None and not s5b.incoming.done():
+                s5b.incoming.cancel()
+        if stream is not None:
+            return stream
+        return await self._fallback(session)
+
+    async def _socks5(
+        self,
+        session: JingleSessionIO,
+        ours: S5BTransport,
+        s5b: _S5B,
+        theirs: S5BTransport,
+        timeout: float,
+    ) -> tuple[ByteStream, str] | None:
+        us, peer = self.xmpp.boundjid.full, session.peer
+        # Try the peer's candidates, best first (the peer is their offerer).
+        reached: Candidate | None = None
+        connection: _Connection | None = None
+        if self.config["socks5_direct"] or self.config["socks5_proxy"]:
+            address = dst_addr(ours.sid, peer, us)
+            for candidate in connect_order(list(theirs.candidates)):
+                try:
+                    connection = await self.socks5.connect(
+                        candidate.host, candidate.port, address
+                    )
+                except (OSError, TimeoutError, XferError):
+                    continue
+                reached = candidate
+                break
+        info = S5BTransport(
+            sid=ours.sid,
+            candidate_used=reached.cid if reached else None,
+            candidate_error=reached is None,
+        )
+        await session.send(self._transport_info(session, info))
+        peer_info = await self._expect_transport(
+            session,
+            lambda t: t.candidate_used is not None or t.candidate_error,
+            timeout,
+        )
+        peer_used = None
+        if peer_info.candidate_used is not None:
+            peer_used = next(
+                (c for c in s5b.candidates if c.cid == peer_info.candidate_used), None
+            )
+            if peer_used is None:
+                raise RemoteProtocolError("the peer used a candidate we never offered")
+        choice = nominate(
+            we_used=reached,
+            peer_used=peer_used,
+            we_are_initiator=session.role is Role.INITIATOR,
+        )
+        if choice is None:
+            return None
+        label = f"socks5-{choice.candidate.type.label}"
+        if not choice.ours:
+            assert connection is not None
+            if s5b.incoming is not None and s5b.incoming.done():
+                _abort(s5b.incoming)
+            if choice.candidate.type is CandidateType.PROXY:
+                await self._expect_transport(
+                    session, lambda t: t.activated is not None or t.proxy_error, timeout
+                )
+            return self.socks5.stream(
+                peer, ours.sid, connection, choice.candidate.jid
+            ), label
+        if connection is not None:
+            connection[1].transport.abort()  # we reached theirs, but ours won
+        if choice.candidate.type is CandidateType.PROXY:
+            address = dst_addr(ours.sid, us, peer)
+            proxy = choice.candidate
+            try:
+                own = await self.socks5.connect(proxy.host, proxy.port, address)
+                await self.socks5.activate(proxy.jid, ours.sid, peer)
+            except (OSError, TimeoutError, XferError):
+                await session.send(
+                    self._transport_info(
+                        session, S5BTransport(sid=ours.sid, proxy_error=True)
+                    )
+                )
+                raise TransportError(
+                    f"could not activate the proxy {proxy.jid}"
+                ) from None
+            await session.send(
+                self._transport_info(
+                    session, S5BTransport(sid=ours.sid, activated=proxy.cid)
+                )
+            )
+            return self.socks5.stream(peer, ours.sid, own, proxy.jid), label
+        if s5b.incoming is None:
+            raise RemoteProtocolError("the peer used a direct candidate we never had")
+        try:
+            incoming = await asyncio.wait_for(asyncio.shield(s5b.incoming), timeout)
+        except TimeoutError:
+            raise TransferTimeout("the peer never connected to our candidate") from None
+        return self.socks5.stream(peer, ours.sid, incoming, us), label
+
+    async def _fallback(self, session: JingleSessionIO) -> tuple[ByteStream, str]:
+        """No SOCKS5 candidate worked: transport-replace to IBB (XEP-0261)."""
+        timeout = self.config["connect_timeout"]
+        if session.role is Role.INITIATOR:
+            if not self.config["ibb"]:
+                raise NoUsableTransport("no SOCKS5 candidate worked and IBB is off")
+            ibb = IBBTransport(
+                sid=secrets.token_urlsafe(12), block_size=self.config["ibb_block_size"]
+            )
+            await session.send(
+                session.jingle(Action.TRANSPORT_REPLACE, contents=(self._carrier(ibb),))
+            )
+            answer = await self._expect(
+                session, {Action.TRANSPORT_ACCEPT, Action.TRANSPORT_REJECT}, timeout
+            )
+            t = answer.content.transport if answer.content else None
+            if answer.action is Action.TRANSPORT_REJECT or not isinstance(
+                t, IBBTransport
+            ):
+                raise NoUsableTransport("the peer refused IBB after SOCKS5 failed")
+            return await self._open_ibb(session, ibb, t.block_size), "ibb"
+        replace = await self._expect(session, {Action.TRANSPORT_REPLACE}, timeout)
+        t = replace.content.transport if replace.content else None
+        if not isinstance(t, IBBTransport) or not self.config["ibb"]:
+            await session.send(
+                session.jingle(
+                    Action.TRANSPORT_REJECT,
+                    contents=(self._carrier(t) if t else self._carrier(None),),
+                )
+            )
+            raise NoUsableTransport("SOCKS5 failed and the replacement is unusable")
+        block = min(t.block_size, self.ibb.config["max_block_size"])
+        accepted = IBBTransport(sid=t.sid, block_size=block)
+        waiter = self.ibb.expect(session.peer, t.sid)
+        await session.send(
+            session.jingle(Action.TRANSPORT_ACCEPT, contents=(self._carrier(accepted),))
+        )
+        return await self._await_stream(session, waiter), "ibb"
+
+    async def _open_ibb(
+        self, session: JingleSessionIO, ibb: IBBTransport, block: int
+    ) -> ByteStream:
+        size = min(ibb.block_size, block) if block else ibb.block_size
+        return await self.ibb.open(
+            session.peer,
+            sid=ibb.sid,
+            block_size=size,
+            timeout=self.config["connect_timeout"],
+        )
+
+    async def _await_stream(
+        self, session: JingleSessionIO, waiter: asyncio.Future[_ibb.IBBStream]
+    ) -> ByteStream:
+        try:
+            return await asyncio.wait_for(waiter, self.config["connect_timeout"])
+        except TimeoutError:
+            raise TransferTimeout(
+                f"{session.peer} never opened the IBB stream"
+            ) from None
+
+    def _carrier(self, transport: S5BTransport | IBBTransport | None) -> Content:
+        return Content(
+            name=CONTENT,
+            creator=Role.INITIATOR,
+            senders="initiator",
+            transport=transport,
+        )
+
+    def _transport_info(self, session: JingleSessionIO, info: S5BTransport) -> Jingle:
+        return session.jingle(Action.TRANSPORT_INFO, contents=(self._carrier(info),))
+
+    # -- waiting for the peer -------------------------------------------------------------
+
+    async def _expect(
+        self, session: JingleSessionIO, actions: set[Action], timeout: float
+    ) -> Jingle:
+        """The peer's next action among ``actions``, skipping informational ones.
+
+        Raises:
+            TransferRejected / TransferDeclined: the peer ended the session
+            (``reason`` "success" included, for the sender to recognise).
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            jingle = await session.next(max(left, 0.001))
+            if jingle.action is Action.SESSION_TERMINATE:
+                raise _rejected(session.peer, jingle)
+            if jingle.action in actions:
+                return jingle
+
+    async def _expect_transport(
+        self,
+        session: JingleSessionIO,
+        wanted: Callable[[S5BTransport], bool],
+        timeout: float,
+    ) -> S5BTransport:
+        while True:
+            jingle = await self._expect(session, {Action.TRANSPORT_INFO}, timeout)
+            t = jingle.content.transport if jingle.content else None
+            if isinstance(t, S5BTransport) and wanted(t):
+                if t.proxy_error:
+                    raise TransportError("the peer could not activate its proxy")
+                return t
+
+    async def _watching(
+        self, session: JingleSessionIO, work: Awaitable[object], stream: ByteStream
+    ) -> None:
+        """Run the data phase while listening for the peer ending the session."""
+        task = asyncio.ensure_future(work)
+        watcher = asyncio.ensure_future(self._expect(session, set(), 1e9))
+        try:
+            done, _ = await asyncio.wait(
+                {task, watcher}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if task in done:
+                task.result()
+                return
+            stream.abort("the peer ended the session")
+            watcher.result()  # raises what ended it
+        finally:
+            for t in (task, watcher):
+                if not t.done():
+                    t.cancel()
+                    with contextlib.suppress(BaseException):
+                        await t
+
+
+@dataclass(kw_only=True)
+class _S5B:
+    """Our side of a SOCKS5 transport: what we offered, who connected."""
+
+    sid: str
+    candidates: list[Candidate]
+    incoming: asyncio.Future[_Connection] | None
+
+
+def _abort(waiter: asyncio.Future[_Connection]) -> None:
+    if not waiter.cancelled() and waiter.exception() is None:
+        waiter.result()[1].transport.abort()
+
+
+def _rejected(peer: str, jingle: Jingle) -> TransferRejected:
+    reason = jingle.reason.value if jingle.reason else Reason.GENERAL_ERROR.value
+    text = jingle.reason_text
+    detail = f" ({text})" if text else ""
+    if reason == Reason.DECLINE.value:
+        return TransferDeclined(
+            f"{peer} declined the file{detail}", reason=reason, text=text
+        )
+    return TransferRejected(
+        f"{peer} ended the transfer: {reason}{detail}", reason=reason, text=text
+    )
+
+
+def _reason_for(exc: BaseException) -> Reason:
+    """The Jingle reason that tells the peer why we stopped."""
+    if isinstance(exc, (IntegrityError, EnvelopeFormatError, UntrustedPeer, NotSecure)):
+        return Reason.SECURITY_ERROR
+    if isinstance(exc, TransferTimeout):
+        return Reason.TIMEOUT
+    if isinstance(exc, TransportError):
+        return Reason.FAILED_TRANSPORT
+    if isinstance(exc, JingleError | RemoteProtocolError):
+        return Reason.GENERAL_ERROR
+    if isinstance(exc, OSError | DestinationExists):
+        return Reason.MEDIA_ERROR
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return Reason.CANCEL
+    return Reason.GENERAL_ERROR
+
+
+def _public_text(exc: BaseException) -> str | None:
+    """What the peer may read about our failure: never a local path."""
+    if isinstance(exc, OSError | DestinationExists):
+        return "the receiver could not store the file"
+    return str(exc) or None
+
+
+_EXECUTOR: list[ThreadPoolExecutor] = []
+
+
+def _executor() -> ThreadPoolExecutor:
+    """Threads that seal or open runs of chunks in parallel (shared, lazy):
+    with the calling thread, a transfer uses both cores of a small machine."""
+    if not _EXECUTOR:
+        _EXECUTOR.append(
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="xfer-crypto")
+        )
+    return _EXECUTOR[0]
+
+
+#: slixmpp's loader looks the plugin up by its name in this module.
+xfer_transfer = XferTransfer
