@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 import xfer.xmpp.ibb as ibb_module
 import xfer.xmpp.socks5 as socks5_module
+import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
+from xfer.otr.trust import Verification
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp.client import XferClient, connect
 
@@ -59,3 +62,35 @@ async def pair(prosody: LocalProsody) -> AsyncIterator[tuple[XferClient, XferCli
     yield a, b
     await a.stop()
     await b.stop()
+
+
+async def transfer_client(
+    server: LocalProsody,
+    user: str,
+    resource: str,
+    identity: Path,
+    **config: object,
+) -> XferClient:
+    """A client with the whole xfer stack (``xfer_transfer``) and an identity."""
+    c = await connect(
+        f"{user}@{server.domain}/{resource}",
+        ACCOUNTS[user],
+        "127.0.0.1",
+        server.c2s_port,
+        tls="none",
+    )
+    c.register_plugin(
+        "xfer_transfer",
+        {"identity": identity, "connect_timeout": 10.0, **config},
+        module=transfer_module,
+    )
+    return c
+
+
+def introduce(a: XferClient, b: XferClient) -> None:
+    """Make a and b trust each other's OTR fingerprints (as after a check)."""
+    for one, other in ((a, b), (b, a)):
+        key = other.plugin["xfer_otr"].account.private_key
+        one.plugin["xfer_otr"].trust.trust(
+            other.boundjid.bare, key.public.fingerprint, Verification.MANUAL, now=0
+        )

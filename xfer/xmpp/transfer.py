@@ -690,20 +690,7 @@ class XferTransfer(BasePlugin):
         timeout: float,
     ) -> tuple[ByteStream, str] | None:
         us, peer = self.xmpp.boundjid.full, session.peer
-        # Try the peer's candidates, best first (the peer is their offerer).
-        reached: Candidate | None = None
-        connection: _Connection | None = None
-        if self.config["socks5_direct"] or self.config["socks5_proxy"]:
-            address = dst_addr(ours.sid, peer, us)
-            for candidate in connect_order(list(theirs.candidates)):
-                try:
-                    connection = await self.socks5.connect(
-                        candidate.host, candidate.port, address
-                    )
-                except (OSError, TimeoutError, XferError):
-                    continue
-                reached = candidate
-                break
+        reached, connection = await self._reach(theirs, dst_addr(ours.sid, peer, us))
         info = S5BTransport(
             sid=ours.sid,
             candidate_used=reached.cid if reached else None,
@@ -743,34 +730,58 @@ class XferTransfer(BasePlugin):
             ), label
         if connection is not None:
             connection[1].transport.abort()  # we reached theirs, but ours won
-        if choice.candidate.type is CandidateType.PROXY:
-            address = dst_addr(ours.sid, us, peer)
-            proxy = choice.candidate
+        return await self._take_ours(session, ours.sid, s5b, choice.candidate, timeout)
+
+    async def _reach(
+        self, theirs: S5BTransport, address: bytes
+    ) -> tuple[Candidate | None, _Connection | None]:
+        """Connect to the peer's first reachable candidate, best first."""
+        if not (self.config["socks5_direct"] or self.config["socks5_proxy"]):
+            return None, None
+        for candidate in connect_order(list(theirs.candidates)):
             try:
-                own = await self.socks5.connect(proxy.host, proxy.port, address)
-                await self.socks5.activate(proxy.jid, ours.sid, peer)
+                connection = await self.socks5.connect(
+                    candidate.host, candidate.port, address
+                )
             except (OSError, TimeoutError, XferError):
-                await session.send(
-                    self._transport_info(
-                        session, S5BTransport(sid=ours.sid, proxy_error=True)
-                    )
+                continue
+            return candidate, connection
+        return None, None
+
+    async def _take_ours(
+        self,
+        session: JingleSessionIO,
+        sid: str,
+        s5b: _S5B,
+        candidate: Candidate,
+        timeout: float,
+    ) -> tuple[ByteStream, str]:
+        """The nominated candidate is one we offered: the peer's connection to
+        our streamhost, or the proxy, which we connect to and activate."""
+        us, peer = self.xmpp.boundjid.full, session.peer
+        label = f"socks5-{candidate.type.label}"
+        if candidate.type is CandidateType.PROXY:
+            try:
+                own = await self.socks5.connect(
+                    candidate.host, candidate.port, dst_addr(sid, us, peer)
                 )
+                await self.socks5.activate(candidate.jid, sid, peer)
+            except (OSError, TimeoutError, XferError):
+                info = S5BTransport(sid=sid, proxy_error=True)
+                await session.send(self._transport_info(session, info))
                 raise TransportError(
-                    f"could not activate the proxy {proxy.jid}"
+                    f"could not activate the proxy {candidate.jid}"
                 ) from None
-            await session.send(
-                self._transport_info(
-                    session, S5BTransport(sid=ours.sid, activated=proxy.cid)
-                )
-            )
-            return self.socks5.stream(peer, ours.sid, own, proxy.jid), label
+            info = S5BTransport(sid=sid, activated=candidate.cid)
+            await session.send(self._transport_info(session, info))
+            return self.socks5.stream(peer, sid, own, candidate.jid), label
         if s5b.incoming is None:
             raise RemoteProtocolError("the peer used a direct candidate we never had")
         try:
             incoming = await asyncio.wait_for(asyncio.shield(s5b.incoming), timeout)
         except TimeoutError:
             raise TransferTimeout("the peer never connected to our candidate") from None
-        return self.socks5.stream(peer, ours.sid, incoming, us), label
+        return self.socks5.stream(peer, sid, incoming, us), label
 
     async def _fallback(self, session: JingleSessionIO) -> tuple[ByteStream, str]:
         """No SOCKS5 candidate worked: transport-replace to IBB (XEP-0261)."""
@@ -843,7 +854,7 @@ class XferTransfer(BasePlugin):
     def _transport_info(self, session: JingleSessionIO, info: S5BTransport) -> Jingle:
         return session.jingle(Action.TRANSPORT_INFO, contents=(self._carrier(info),))
 
-    # -- waiting for the peer -------------------------------------------------------------
+    # -- waiting for the peer ------------------------------------------------------
 
     async def _expect(
         self, session: JingleSessionIO, actions: set[Action], timeout: float
@@ -880,7 +891,10 @@ class XferTransfer(BasePlugin):
     async def _watching(
         self, session: JingleSessionIO, work: Awaitable[object], stream: ByteStream
     ) -> None:
-        """Run the data phase while listening for the peer ending the session."""
+        """Run the data phase while listening for the peer ending the session.
+
+        The stream is closed when the work is done, aborted if it failed.
+        """
         task = asyncio.ensure_future(work)
         watcher = asyncio.ensure_future(self._expect(session, set(), 1e9))
         try:
@@ -889,9 +903,13 @@ class XferTransfer(BasePlugin):
             )
             if task in done:
                 task.result()
+                with contextlib.suppress(XferError, OSError):
+                    await stream.close()
                 return
-            stream.abort("the peer ended the session")
             watcher.result()  # raises what ended it
+        except BaseException:
+            stream.abort("the transfer failed")
+            raise
         finally:
             for t in (task, watcher):
                 if not t.done():
