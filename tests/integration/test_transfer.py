@@ -1,60 +1,361 @@
-"""End-to-end encrypted transfers between two real clients through a real Prosody."""
+"""End-to-end encrypted transfers between two real clients through a real Prosody.
+
+Each transport is forced the way a real network would force it: direct
+SOCKS5 candidates that cannot be reached (a closed port) push the transfer
+through the server's proxy; with no proxy either, XEP-0260 fails and the
+session falls back to IBB with transport-replace.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import introduce, transfer_client
+from xfer.envelope import DEFAULT_CHUNK_SIZE
+from xfer.errors import IntegrityError, TransferDeclined, TransferRejected
 from xfer.testing.prosody import LocalProsody
 from xfer.xmpp.client import XferClient
+from xfer.xmpp.transfer import SendResult
 
 pytestmark = pytest.mark.integration
 
+MiB = 1 << 20
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def transport_config(kind: str) -> dict[str, object]:
+    unreachable = [("127.0.0.1", closed_port())]
+    if kind == "socks5-direct":
+        return {"socks5_proxy": False}
+    if kind == "socks5-proxy":
+        return {"advertise": unreachable}
+    assert kind == "ibb"
+    return {"advertise": unreachable, "socks5_proxy": False}
+
+
+async def make_peers(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    a_config: dict[str, object] | None = None,
+    b_config: dict[str, object] | None = None,
+    *,
+    trust: bool = True,
+) -> tuple[XferClient, XferClient]:
+    a = await transfer_client(
+        prosody, "alice", "send", tmp_path / "alice-id", **(a_config or {})
+    )
+    b = await transfer_client(
+        prosody, "bob", "recv", tmp_path / "bob-id", **(b_config or {})
+    )
+    if trust:
+        introduce(a, b)
+    return a, b
+
 
 @pytest.fixture
-async def peers(
-    prosody: LocalProsody, tmp_path: Path
-) -> AsyncIterator[tuple[XferClient, XferClient]]:
-    a = await transfer_client(prosody, "alice", "send", tmp_path / "alice-id")
-    b = await transfer_client(prosody, "bob", "recv", tmp_path / "bob-id")
-    introduce(a, b)
-    yield a, b
-    await a.stop()
-    await b.stop()
+async def clients() -> AsyncIterator[list[XferClient]]:
+    made: list[XferClient] = []
+    yield made
+    for c in made:
+        await c.stop()
 
 
-def _make(path: Path, size: int) -> bytes:
-    data = os.urandom(size)
-    path.write_bytes(data)
-    return data
+def write_random(path: Path, size: int) -> bytes:
+    data = os.urandom(size) if size <= 4 * MiB else b""
+    if data or size == 0:
+        path.write_bytes(data)
+        return data
+    with path.open("wb") as f:  # big files: a repeated random block
+        block = os.urandom(MiB)
+        for i in range(size // MiB):
+            f.write(block[i % 7 :] + block[: i % 7])
+    return b""
 
 
-async def test_small_file_direct(
-    peers: tuple[XferClient, XferClient], tmp_path: Path
-) -> None:
-    a, b = peers
-    src = tmp_path / "hello.txt"
-    data = _make(src, 1000)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
+def sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(MiB):
+            h.update(piece)
+    return h.digest()
 
+
+async def transfer(
+    a: XferClient, b: XferClient, src: Path, dest: Path
+) -> tuple[Path, SendResult]:
     async def receive() -> Path:
-        offer = await b.plugin["xfer_transfer"].next_offer(timeout=20)
-        assert offer.name == "hello.txt"
-        assert offer.size == 1000
-        assert offer.sha256 == hashlib.sha256(data).digest()
-        return await offer.accept(inbox)
+        offer = await b.plugin["xfer_transfer"].next_offer(timeout=30)
+        return await offer.accept(dest)
 
     got, result = await asyncio.gather(
         receive(), a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
     )
-    assert got == inbox / "hello.txt"
-    assert got.read_bytes() == data
-    assert result.transport == "socks5-direct"
-    assert sorted(p.name for p in inbox.iterdir()) == ["hello.txt"]
+    return got, result
+
+
+SIZES = [0, 1, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE + 1]
+
+
+@pytest.mark.parametrize("kind", ["socks5-direct", "socks5-proxy", "ibb"])
+async def test_sizes_over_each_transport(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    kind: str,
+) -> None:
+    config = transport_config(kind)
+    a, b = await make_peers(prosody, tmp_path, config, config)
+    clients += [a, b]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for size in SIZES:
+        src = tmp_path / f"file-{size}.bin"
+        data = write_random(src, size)
+        got, result = await transfer(a, b, src, inbox)
+        assert got == inbox / src.name
+        assert got.read_bytes() == data
+        assert result.transport == kind
+        assert result.size == size
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(
+        f"file-{s}.bin" for s in SIZES
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["socks5-direct", "socks5-proxy", "ibb"])
+async def test_100_mib(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    kind: str,
+) -> None:
+    config = transport_config(kind)
+    a, b = await make_peers(prosody, tmp_path, config, config)
+    clients += [a, b]
+    src = tmp_path / "big.bin"
+    write_random(src, 100 * MiB)
+    dest = tmp_path / "big.out"
+    got, result = await transfer(a, b, src, dest)
+    assert got == dest
+    assert result.transport == kind
+    assert sha256_file(dest) == sha256_file(src)
+    assert sorted(p.name for p in tmp_path.iterdir() if "xfer-part" in p.name) == []
+
+
+async def test_decline(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    a, b = await make_peers(prosody, tmp_path)
+    clients += [a, b]
+    src = tmp_path / "unwanted.txt"
+    write_random(src, 100)
+
+    async def refuse() -> None:
+        offer = await b.plugin["xfer_transfer"].next_offer(timeout=20)
+        await offer.decline("no thanks")
+
+    with pytest.raises(TransferDeclined) as caught:
+        await asyncio.gather(
+            refuse(), a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+        )
+    assert caught.value.reason == "decline"
+    assert caught.value.text == "no thanks"
+
+
+async def test_untrusted_sender_is_refused(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    # alice trusts bob, but bob does not know alice's fingerprint.
+    a, b = await make_peers(prosody, tmp_path, {"accept_untrusted": True}, trust=False)
+    clients += [a, b]
+    src = tmp_path / "secret.txt"
+    write_random(src, 100)
+    with pytest.raises(TransferRejected) as caught:
+        await a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+    assert caught.value.reason == "security-error"
+    assert "not trusted" in (caught.value.text or "")
+    assert b.plugin["xfer_transfer"]._offers.empty()  # never shown to bob's user
+
+
+async def _raw_offer(
+    a: XferClient, b: XferClient, *, encrypted: bool
+) -> tuple[str | None, str | None]:
+    """alice sends a bare Jingle offer (no TLV 8 before it); bob's verdict."""
+    from xfer.jingle import Action, Role
+    from xfer.jingle.files import FileDescription
+    from xfer.jingle.wire import Content, Encrypted, IBBTransport
+
+    session = a.plugin["xfer_xep_0166"].initiate(b.boundjid.full)
+    await session.send(
+        session.jingle(
+            Action.SESSION_INITIATE,
+            initiator=a.boundjid.full,
+            contents=(
+                Content(
+                    name="file",
+                    creator=Role.INITIATOR,
+                    senders="initiator",
+                    description=FileDescription(name="x.xfer", size=122),
+                    transport=IBBTransport(sid="ibb-1"),
+                    encrypted=(
+                        Encrypted(transfer_id=os.urandom(16)) if encrypted else None
+                    ),
+                ),
+            ),
+        )
+    )
+    answer = await session.next(timeout=20)
+    assert answer.action is Action.SESSION_TERMINATE
+    return (answer.reason.value if answer.reason else None), answer.reason_text
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+async def test_jingle_offer_without_otr_offer(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    encrypted: bool,
+) -> None:
+    a, b = await make_peers(prosody, tmp_path, b_config={"otr_offer_wait": 1.0})
+    clients += [a, b]
+    await a.plugin["xfer_otr"].secure(b.boundjid.full, timeout=20)
+    reason, text = await _raw_offer(a, b, encrypted=encrypted)
+    assert reason == "security-error"
+    expected = "no matching offer" if encrypted else "only end-to-end encrypted"
+    assert expected in (text or "")
+    assert b.plugin["xfer_transfer"]._offers.empty()
+
+
+class FlippingRelay:
+    """A TCP relay in front of a SOCKS5 streamhost that flips one bit of the
+    payload flowing back to the connecting side, ``offset`` bytes after the
+    SOCKS5 handshake (a malicious or broken hop)."""
+
+    REPLY = 2 + 4 + 1 + 40 + 2  # method choice + connect reply (40-byte address)
+
+    def __init__(self, target: tuple[str, int], offset: int) -> None:
+        self.target = target
+        self.offset = offset
+        self.flipped = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        up_r, up_w = await asyncio.open_connection(*self.target)
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, flip: bool
+        ) -> None:
+            seen = 0
+            try:
+                while piece := await src.read(65536):
+                    if flip and not self.flipped:
+                        at = self.REPLY + self.offset - seen
+                        if 0 <= at < len(piece):
+                            piece = (
+                                piece[:at] + bytes([piece[at] ^ 1]) + piece[at + 1 :]
+                            )
+                            self.flipped = True
+                    seen += len(piece)
+                    dst.write(piece)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_w, False), pipe(up_r, writer, True))
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_relay_flipping_one_bit(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    # The sender's only candidate is the relay in front of its own streamhost;
+    # bob offers nothing, so the data must cross the relay.
+    a, b = await make_peers(
+        prosody,
+        tmp_path,
+        {"socks5_proxy": False},
+        {"socks5_proxy": False, "socks5_direct": False},
+    )
+    clients += [a, b]
+    host, port = await a.plugin["xfer_socks5"].listen()
+    relay = FlippingRelay((host, port), offset=58 + 5000)
+    a.plugin["xfer_transfer"].config["advertise"] = [("127.0.0.1", await relay.start())]
+    src = tmp_path / "doc.bin"
+    write_random(src, 3 * DEFAULT_CHUNK_SIZE)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+
+    async def receive() -> None:
+        offer = await b.plugin["xfer_transfer"].next_offer(timeout=20)
+        await offer.accept(inbox)
+
+    try:
+        results = await asyncio.gather(
+            receive(),
+            a.plugin["xfer_transfer"].send_file(b.boundjid.full, src),
+            return_exceptions=True,
+        )
+    finally:
+        relay.close()
+    assert relay.flipped
+    assert isinstance(results[0], IntegrityError)
+    assert isinstance(results[1], TransferRejected)
+    assert results[1].reason == "security-error"
+    assert list(inbox.iterdir()) == []
+
+
+async def test_concurrent_both_directions(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    a, b = await make_peers(prosody, tmp_path)
+    clients += [a, b]
+    inbox_a, inbox_b = tmp_path / "in-a", tmp_path / "in-b"
+    inbox_a.mkdir()
+    inbox_b.mkdir()
+    files: dict[str, bytes] = {}
+    sends = []
+    for i in range(3):
+        for sender, receiver, tag in ((a, b, "ab"), (b, a, "ba")):
+            src = tmp_path / f"{tag}-{i}.bin"
+            files[src.name] = write_random(src, 300_000 + i)
+            sends.append(
+                sender.plugin["xfer_transfer"].send_file(receiver.boundjid.full, src)
+            )
+
+    async def receive_all(c: XferClient, inbox: Path) -> None:
+        async def one() -> None:
+            offer = await c.plugin["xfer_transfer"].next_offer(timeout=30)
+            await offer.accept(inbox)
+
+        await asyncio.gather(*(one() for _ in range(3)))
+
+    await asyncio.gather(receive_all(a, inbox_a), receive_all(b, inbox_b), *sends)
+    for inbox, tag in ((inbox_a, "ba"), (inbox_b, "ab")):
+        names = sorted(p.name for p in inbox.iterdir())
+        assert names == [f"{tag}-{i}.bin" for i in range(3)]
+        for p in inbox.iterdir():
+            assert p.read_bytes() == files[p.name]

@@ -85,6 +85,8 @@ class S5BTransport:
 
     sid: str
     dstaddr: str | None = None
+    #: "tcp" in the initiator's offer; absent elsewhere (XEP-0260).
+    mode: str | None = None
     candidates: tuple[Candidate, ...] = ()
     candidate_used: str | None = None
     candidate_error: bool = False
@@ -256,8 +258,8 @@ def _candidate(el: ET.Element) -> Candidate:
 
 
 def _s5b(el: ET.Element) -> S5BTransport:
-    mode = el.get("mode", "tcp")
-    if mode != "tcp":
+    mode = el.get("mode")
+    if mode not in (None, "tcp"):
         raise _bad("only mode='tcp' SOCKS5 transports are supported")
     found = el.findall(f"{{{NS_S5B}}}candidate")
     if len(found) > MAX_CANDIDATES:
@@ -267,6 +269,7 @@ def _s5b(el: ET.Element) -> S5BTransport:
     return S5BTransport(
         sid=_sid(_attr(el, "sid", required=True)),
         dstaddr=_attr(el, "dstaddr"),
+        mode=mode,
         candidates=tuple(_candidate(c) for c in found),
         candidate_used=None if used is None else _sid(used.get("cid"), "cid"),
         candidate_error=el.find(f"{{{NS_S5B}}}candidate-error") is not None,
@@ -434,7 +437,9 @@ def _build_transport(parent: ET.Element, t: S5BTransport | IBBTransport) -> None
             parent, NS_IBB, "transport", sid=t.sid, **{"block-size": str(t.block_size)}
         )
         return
-    attrs = {"sid": t.sid, "mode": "tcp"}
+    attrs = {"sid": t.sid}
+    if t.mode is not None:
+        attrs["mode"] = t.mode
     if t.dstaddr is not None:
         attrs["dstaddr"] = t.dstaddr
     el = _sub(parent, NS_S5B, "transport", **attrs)

@@ -185,6 +185,16 @@ class XferJingle(BasePlugin):
 
     def _on_iq(self, stanza: StanzaBase) -> None:
         assert isinstance(stanza, Iq)
+        if stanza["type"] == "get":
+            self._error(
+                stanza,
+                JingleError(
+                    "Jingle requests are sets",
+                    condition="bad-request",
+                    jingle_condition=None,
+                ),
+            )
+            return
         if stanza["type"] != "set":
             return
         el = stanza.xml.find(f"{{{NS_JINGLE}}}jingle")
@@ -251,9 +261,10 @@ class XferJingle(BasePlugin):
     def _error(self, iq: Iq, exc: JingleError) -> None:
         reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
         reply["error"]["condition"] = exc.condition
-        reply["error"]["type"] = (
-            "modify" if exc.condition == "bad-request" else "cancel"
-        )
+        reply["error"]["type"] = {
+            "bad-request": "modify",
+            "resource-constraint": "wait",
+        }.get(exc.condition, "cancel")
         if exc.jingle_condition is not None:
             reply["error"].xml.append(
                 ET.Element(f"{{{NS_JINGLE_ERRORS}}}{exc.jingle_condition}")

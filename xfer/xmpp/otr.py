@@ -40,6 +40,7 @@ from xfer.errors import (
 )
 from xfer.otr import events as ev
 from xfer.otr.account import Account
+from xfer.otr.ake import AuthState
 from xfer.otr.offer import XFER_USE, TransferOffer
 from xfer.otr.session import Policy
 from xfer.otr.trust import TrustStore, Verification, bare_jid
@@ -105,6 +106,7 @@ class XferOTR(BasePlugin):
         self._offers: dict[bytes, ReceivedOffer] = {}
         self._offer_waiters: dict[bytes, asyncio.Future[None]] = {}
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
+        self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -272,15 +274,32 @@ class XferOTR(BasePlugin):
             for full, s in self.account.secure_sessions():
                 if bare_jid(full) == peer:
                     return full, s
+        # One AKE per peer at a time: concurrent callers share it (a second
+        # D-H Commit would restart the first).
+        pending = self._securing.get(peer)
+        if pending is None:
+            pending = asyncio.ensure_future(self._start_secure(peer, timeout))
+            self._securing[peer] = pending
+            pending.add_done_callback(lambda _: self._securing.pop(peer, None))
+        return await asyncio.shield(pending)
+
+    async def _start_secure(self, peer: str, timeout: float) -> tuple[str, Session]:
         waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         entry = (peer, waiter)
         self._secure_waiters.append(entry)
         try:
-            if "/" in peer:
-                self.account.session(peer).start_ake()
-            else:
-                self.account.session(peer).query()
-            self._flush()
+            # If an AKE with the peer is under way, give it a chance first:
+            # a commit of ours now would pull its other half away. (One that
+            # stalled, its peer gone, is then restarted.)
+            if self._ake_under_way(peer):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), timeout / 3)
+            if not waiter.done():
+                if "/" in peer:
+                    self.account.session(peer).start_ake()
+                else:
+                    self.account.session(peer).query()
+                self._flush()
             session = await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             raise NotSecure(
@@ -293,6 +312,11 @@ class XferOTR(BasePlugin):
             if s is session:
                 return full, session
         raise NotSecure(f"lost the OTR session with {peer}")  # pragma: no cover
+
+    def _ake_under_way(self, peer: str) -> bool:
+        return any(
+            s.ake.state is not AuthState.NONE for s in self.account.sessions(peer)
+        )
 
     def send_offer(self, peer: str, offer: TransferOffer) -> bytes:
         """Send ``offer`` to the full JID ``peer`` in TLV 8; return its key.

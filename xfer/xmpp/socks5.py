@@ -211,6 +211,7 @@ class XferSocks5(BasePlugin):
     def plugin_init(self) -> None:
         self._pending: dict[bytes, asyncio.Future[_Connection]] = {}
         self._server: asyncio.Server | None = None
+        self._listen_lock = asyncio.Lock()
         self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
         self._proxies: list[Streamhost] | None = None
         self._live: weakref.WeakSet[Socks5Stream] = weakref.WeakSet()
@@ -243,10 +244,11 @@ class XferSocks5(BasePlugin):
     # -- requester ------------------------------------------------------------------
 
     async def _listen(self) -> tuple[str, int]:
-        if self._server is None:
-            self._server = await asyncio.start_server(
-                self._on_connection, self.config["listen_host"], 0
-            )
+        async with self._listen_lock:  # concurrent callers share one server
+            if self._server is None:
+                self._server = await asyncio.start_server(
+                    self._on_connection, self.config["listen_host"], 0
+                )
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
@@ -427,6 +429,8 @@ class XferSocks5(BasePlugin):
         def forget(_: object) -> None:
             if self._pending.get(address) is waiter:
                 del self._pending[address]
+            if not waiter.cancelled():
+                waiter.exception()  # retrieved: nobody may be waiting any more
 
         waiter.add_done_callback(forget)
         return waiter

@@ -1,6 +1,6 @@
 """Encrypted file transfer: the ``xfer_transfer`` slixmpp plugin.
 
-It composes the other plugins into the flow of ``ARCHITECTURE.md``:
+It composes the other plugins into the flow of one transfer:
 
 1. OTR goes secure with the peer (``xfer_otr``) and its fingerprint is
    checked against the trust store;
@@ -63,7 +63,6 @@ from xfer.errors import (
     UntrustedPeer,
     XferError,
 )
-from xfer.framing.ibb import DEFAULT_BLOCK_SIZE
 from xfer.framing.socks5 import dst_addr
 from xfer.jingle import Action, JingleError, Reason, Role
 from xfer.jingle.candidates import (
@@ -101,6 +100,8 @@ __all__ = ["IncomingOffer", "SendResult", "XferTransfer"]
 log = logging.getLogger(__name__)
 
 CONTENT = "file"
+#: XEP-0261 types block-size as xs:short: at most 32767 in a Jingle transport.
+IBB_BLOCK_SIZE = 32767
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
@@ -229,7 +230,9 @@ class XferTransfer(BasePlugin):
         accept_untrusted: also offer files from (and send files to) peers
             whose fingerprint is not trusted; default False.
         max_size: largest plaintext accepted, in bytes (None: no limit).
-        socks5_direct / socks5_proxy / ibb: which transports to use.
+        socks5_direct / socks5_proxy: offer our own SOCKS5 streamhost / the
+            server's proxy as candidates (we always try the peer's).
+        ibb: allow falling back to In-Band Bytestreams.
         advertise: [(host, port)] to announce as our direct SOCKS5 candidates
             instead of the listening address (a port forward, or tests).
         chunk_size, suite, workers: envelope parameters for sending.
@@ -252,7 +255,7 @@ class XferTransfer(BasePlugin):
         "socks5_direct": True,
         "socks5_proxy": True,
         "ibb": True,
-        "ibb_block_size": DEFAULT_BLOCK_SIZE,
+        "ibb_block_size": IBB_BLOCK_SIZE,
         "advertise": None,
         "chunk_size": DEFAULT_CHUNK_SIZE,
         "suite": DEFAULT_SUITE,
@@ -377,6 +380,7 @@ class XferTransfer(BasePlugin):
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self.jingle.initiate(full)
         setup, kind = 0.0, ""
+        s5b: _S5B | None = None
         try:
             transport, s5b = await self._local_transport(session)
             description = FileDescription(
@@ -428,10 +432,12 @@ class XferTransfer(BasePlugin):
                 )
             raise
         except BaseException as exc:
-            await session.terminate(_reason_for(exc), str(exc) or None)
+            await session.terminate(_reason_for(exc), _public_text(exc))
             raise
         finally:
             self.jingle.forget(session)
+            if s5b is not None:
+                s5b.close()
         raise RemoteProtocolError(
             "the receiver never ended the session"
         )  # pragma: no cover
@@ -482,12 +488,18 @@ class XferTransfer(BasePlugin):
                 Reason.SECURITY_ERROR, "no matching offer inside OTR"
             )
             return
-        header = EnvelopeHeader(
-            suite=got.offer.suite,  # type: ignore[arg-type]
-            chunk_size=got.offer.chunk_size,
-            salt=got.offer.salt,
-            transfer_id=got.offer.transfer_id,
-        )
+        try:
+            header = EnvelopeHeader(
+                suite=got.offer.suite,  # type: ignore[arg-type]
+                chunk_size=got.offer.chunk_size,
+                salt=got.offer.salt,
+                transfer_id=got.offer.transfer_id,
+            )
+        except XferError:  # an unknown suite or a chunk size out of range
+            await session.terminate(
+                Reason.SECURITY_ERROR, "the OTR offer names unusable parameters"
+            )
+            return
         sealed = header.sealed_size(got.offer.size)
         if content.description.size != sealed:
             await session.terminate(
@@ -535,6 +547,8 @@ class XferTransfer(BasePlugin):
         content = incoming._initiate.content
         assert content is not None
         assert content.transport is not None
+        s5b: _S5B | None = None
+        waiter: asyncio.Future[_ibb.IBBStream] | None = None
         try:
             if session.ended:
                 raise TransferRejected(
@@ -543,14 +557,18 @@ class XferTransfer(BasePlugin):
             if isinstance(content.transport, IBBTransport):
                 if not self.config["ibb"]:
                     raise NoUsableTransport("the sender offers only IBB, which is off")
-                ours: S5BTransport | IBBTransport = content.transport
-                waiter = self.ibb.expect(session.peer, content.transport.sid)
-                s5b = None
+                offered = content.transport
+                ours: S5BTransport | IBBTransport = IBBTransport(
+                    sid=offered.sid,
+                    block_size=min(
+                        offered.block_size, self.ibb.config["max_block_size"]
+                    ),
+                )
+                waiter = self.ibb.expect(session.peer, offered.sid)
             else:
                 ours, s5b = await self._local_transport(
                     session, sid=content.transport.sid
                 )
-                waiter = None
             await session.send(
                 session.jingle(
                     Action.SESSION_ACCEPT,
@@ -596,6 +614,10 @@ class XferTransfer(BasePlugin):
             raise
         finally:
             self.jingle.forget(session)
+            if s5b is not None:
+                s5b.close()
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
         with contextlib.suppress(XferError):
             await session.send(
                 session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
@@ -648,7 +670,10 @@ class XferTransfer(BasePlugin):
         s5b = _S5B(sid=sid, candidates=candidates, incoming=waiter)
         return (
             S5BTransport(
-                sid=sid, dstaddr=address.decode(), candidates=tuple(candidates)
+                sid=sid,
+                dstaddr=address.decode(),
+                mode="tcp" if session.role is Role.INITIATOR else None,
+                candidates=tuple(candidates),
             ),
             s5b,
         )
@@ -675,8 +700,7 @@ class XferTransfer(BasePlugin):
         try:
             stream = await self._socks5(session, ours, s5b, theirs, timeout)
         finally:
-            if s5b.incoming is not None and not s5b.incoming.done():
-                s5b.incoming.cancel()
+            s5b.close()
         if stream is not None:
             return stream
         return await self._fallback(session)
@@ -719,8 +743,7 @@ class XferTransfer(BasePlugin):
         label = f"socks5-{choice.candidate.type.label}"
         if not choice.ours:
             assert connection is not None
-            if s5b.incoming is not None and s5b.incoming.done():
-                _abort(s5b.incoming)
+            s5b.close()
             if choice.candidate.type is CandidateType.PROXY:
                 await self._expect_transport(
                     session, lambda t: t.activated is not None or t.proxy_error, timeout
@@ -736,8 +759,6 @@ class XferTransfer(BasePlugin):
         self, theirs: S5BTransport, address: bytes
     ) -> tuple[Candidate | None, _Connection | None]:
         """Connect to the peer's first reachable candidate, best first."""
-        if not (self.config["socks5_direct"] or self.config["socks5_proxy"]):
-            return None, None
         for candidate in connect_order(list(theirs.candidates)):
             try:
                 connection = await self.socks5.connect(
@@ -778,7 +799,7 @@ class XferTransfer(BasePlugin):
         if s5b.incoming is None:
             raise RemoteProtocolError("the peer used a direct candidate we never had")
         try:
-            incoming = await asyncio.wait_for(asyncio.shield(s5b.incoming), timeout)
+            incoming = await asyncio.wait_for(s5b.take(), timeout)
         except TimeoutError:
             raise TransferTimeout("the peer never connected to our candidate") from None
         return self.socks5.stream(peer, sid, incoming, us), label
@@ -926,6 +947,22 @@ class _S5B:
     candidates: list[Candidate]
     incoming: asyncio.Future[_Connection] | None
 
+    def take(self) -> asyncio.Future[_Connection]:
+        """The peer's connection to our streamhost, now the stream's."""
+        assert self.incoming is not None
+        taken, self.incoming = self.incoming, None
+        return taken
+
+    def close(self) -> None:
+        """Stop accepting connections to our streamhost for this transport,
+        and drop one that came but is not used."""
+        if self.incoming is not None:
+            if self.incoming.done():
+                _abort(self.incoming)
+            else:
+                self.incoming.cancel()
+            self.incoming = None
+
 
 def _abort(waiter: asyncio.Future[_Connection]) -> None:
     if not waiter.cancelled() and waiter.exception() is None:
@@ -951,6 +988,8 @@ def _reason_for(exc: BaseException) -> Reason:
         return Reason.SECURITY_ERROR
     if isinstance(exc, TransferTimeout):
         return Reason.TIMEOUT
+    if isinstance(exc, NoUsableTransport):
+        return Reason.CONNECTIVITY_ERROR
     if isinstance(exc, TransportError):
         return Reason.FAILED_TRANSPORT
     if isinstance(exc, JingleError | RemoteProtocolError):
@@ -963,9 +1002,10 @@ def _reason_for(exc: BaseException) -> Reason:
 
 
 def _public_text(exc: BaseException) -> str | None:
-    """What the peer may read about our failure: never a local path."""
+    """What the peer (and the servers) may read about our failure: never a
+    local path or file name."""
     if isinstance(exc, OSError | DestinationExists):
-        return "the receiver could not store the file"
+        return "a local file could not be read or written"
     return str(exc) or None
 
 
