@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_or_skip
+from xfer.testing.prosody import prosody_available
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
@@ -17,4 +18,6 @@ def test_the_readme_has_examples():
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example_runs(code):
+    if "LocalProsody" in code:
+        require_or_skip(prosody_available(), "Prosody (Debian package prosody)")
     exec(compile(code, "README.md", "exec"), {})  # our own README

@@ -1,6 +1,12 @@
-"""xfer: end-to-end encrypted file transfer over XMPP, keyed by OTR v3."""
+"""xfer: end-to-end encrypted file transfer over XMPP, keyed by OTR v3.
+
+``xfer.connect`` (and ``xfer.Client``) are imported on first use, so that the
+sans-I/O parts (``xfer.envelope``, ``xfer.otr``...) load without slixmpp.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from xfer.envelope import EnvelopeHeader, Opener, Sealer, Suite
 from xfer.errors import (
@@ -10,20 +16,28 @@ from xfer.errors import (
     EnvelopeFormatError,
     IntegrityError,
     LocalProtocolError,
+    NotSecure,
     NoUsableTransport,
     ProtocolError,
     RemoteProtocolError,
+    TransferDeclined,
+    TransferRejected,
     TransferTimeout,
     TransportError,
     UnsupportedSuite,
     UnsupportedVersion,
+    UntrustedPeer,
     XferError,
 )
+
+if TYPE_CHECKING:
+    from xfer.api import Client, connect
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AlreadyFinalized",
+    "Client",
     "ConnectionFailed",
     "DestinationExists",
     "EnvelopeFormatError",
@@ -31,15 +45,28 @@ __all__ = [
     "IntegrityError",
     "LocalProtocolError",
     "NoUsableTransport",
+    "NotSecure",
     "Opener",
     "ProtocolError",
     "RemoteProtocolError",
     "Sealer",
     "Suite",
+    "TransferDeclined",
+    "TransferRejected",
     "TransferTimeout",
     "TransportError",
     "UnsupportedSuite",
     "UnsupportedVersion",
+    "UntrustedPeer",
     "XferError",
     "__version__",
+    "connect",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in ("Client", "connect"):
+        from xfer import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'xfer' has no attribute {name!r}")

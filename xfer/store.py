@@ -50,7 +50,7 @@ class IdentityStore:
     """The files of one OTR identity in ``directory`` (created with mode 0700)."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).expanduser()
         self.key_path = self.directory / "otr.key"
         self.tag_path = self.directory / "instance-tag"
         self.trust_path = self.directory / "trust.json"

@@ -359,3 +359,41 @@ async def test_concurrent_both_directions(
         assert names == [f"{tag}-{i}.bin" for i in range(3)]
         for p in inbox.iterdir():
             assert p.read_bytes() == files[p.name]
+
+
+async def test_plugin_in_a_plain_slixmpp_client(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """The README's second example: xfer_transfer loaded into slixmpp's own
+    ClientXMPP (not xfer's client class) receives a file."""
+    import slixmpp
+
+    import xfer.xmpp.transfer
+
+    plain = slixmpp.ClientXMPP(
+        f"bob@{prosody.domain}/plain",
+        "bob-password",
+        plugin_config={"feature_mechanisms": {"unencrypted_scram": True}},
+    )
+    plain.enable_starttls = False
+    plain.enable_direct_tls = False
+    plain.enable_plaintext = True
+    plain.register_plugin(
+        "xfer_transfer", {"identity": tmp_path / "bob-id"}, module=xfer.xmpp.transfer
+    )
+    started = asyncio.get_running_loop().create_future()
+    plain.add_event_handler("session_start", lambda _: started.set_result(None))
+    plain.connect(host="127.0.0.1", port=prosody.c2s_port)
+    await asyncio.wait_for(started, 20)
+    plain.send_presence()
+    a = await transfer_client(prosody, "alice", "send", tmp_path / "alice-id")
+    clients.append(a)
+    try:
+        introduce(a, plain)
+        src = tmp_path / "for-plain.bin"
+        data = write_random(src, 70_000)
+        got, result = await transfer(a, plain, src, tmp_path)
+        assert got.read_bytes() == data
+        assert result.peer == plain.boundjid.full
+    finally:
+        await plain.disconnect()

@@ -21,8 +21,8 @@ Load it into any slixmpp client::
     import xfer.xmpp.transfer
     client.register_plugin("xfer_transfer", {"identity": identity_dir},
                            module=xfer.xmpp.transfer)
-    await client["xfer_transfer"].send_file("bob@example.org", "report.pdf")
-    offer = await client["xfer_transfer"].next_offer()
+    await client.plugin["xfer_transfer"].send_file("bob@example.org", "report.pdf")
+    offer = await client.plugin["xfer_transfer"].next_offer()
     await offer.accept("downloads/")
 """
 

@@ -1,0 +1,175 @@
+"""The library API: one connected account that sends and receives files.
+
+    client = await xfer.connect("alice@example.org", password, identity="~/xfer-id")
+    result = await client.send_file("bob@example.org", "report.pdf")
+    offer = await client.next_offer()
+    path = await offer.accept("downloads/")
+    await client.close()
+
+Under it is a slixmpp client with the ``xfer_transfer`` plugin (and the
+plugins it loads); :attr:`Client.xmpp` gives access to it. An existing
+slixmpp application loads the plugin itself instead (see
+:mod:`xfer.xmpp.transfer`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import xfer.xmpp.transfer as _transfer
+from xfer.otr.trust import Verification, format_fingerprint, parse_fingerprint
+from xfer.store import IdentityStore
+from xfer.xmpp.client import XferClient
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterator
+    from types import TracebackType
+
+    from xfer.aio.files import ProgressCallback
+    from xfer.xmpp.otr import XferOTR
+    from xfer.xmpp.transfer import IncomingOffer, SendResult, XferTransfer
+
+__all__ = ["Client", "connect"]
+
+
+def _no_progress(done: int, total: int | None) -> None:
+    del done, total
+
+
+class Client:
+    """A connected account (see :func:`connect`)."""
+
+    def __init__(self, xmpp: XferClient) -> None:
+        self.xmpp = xmpp
+
+    @property
+    def _transfer(self) -> XferTransfer:
+        plugin: XferTransfer = self.xmpp.plugin["xfer_transfer"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def _otr(self) -> XferOTR:
+        plugin: XferOTR = self.xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def jid(self) -> str:
+        """Our full JID."""
+        return str(self.xmpp.boundjid.full)
+
+    @property
+    def fingerprint(self) -> str:
+        """Our OTR fingerprint, as people compare it (five groups of eight)."""
+        key = self._otr.account.private_key
+        return format_fingerprint(key.public.fingerprint)
+
+    # -- trust ------------------------------------------------------------------
+
+    def trust(self, peer: str, fingerprint: str | bytes) -> None:
+        """Trust ``fingerprint`` for ``peer`` (after checking it with them)."""
+        raw = (
+            parse_fingerprint(fingerprint)
+            if isinstance(fingerprint, str)
+            else fingerprint
+        )
+        store = self._otr.trust
+        store.trust(peer, raw, Verification.MANUAL, now=int(time.time()))
+        self._save_trust()
+
+    def untrust(self, peer: str) -> int:
+        """Forget every fingerprint trusted for ``peer``; return how many."""
+        gone = self._otr.trust.untrust(peer)
+        self._save_trust()
+        return gone
+
+    def _save_trust(self) -> None:
+        identity = self._transfer.identity
+        if identity is not None:
+            identity.save_trust_store(self._otr.trust)
+
+    async def verify(
+        self, peer: str, secret: str, *, question: str | None = None
+    ) -> bool:
+        """Verify ``peer`` with the Socialist Millionaires' Protocol: True
+        (and the fingerprint trusted) if both typed the same secret."""
+        full, _ = await self._otr.secure(peer)
+        return await self._otr.verify(full, secret.encode(), question=question)
+
+    # -- transfers --------------------------------------------------------------
+
+    async def send_file(
+        self,
+        peer: str,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: ProgressCallback = _no_progress,
+    ) -> SendResult:
+        """Send a file; see :meth:`xfer.xmpp.transfer.XferTransfer.send_file`."""
+        return await self._transfer.send_file(peer, path, name=name, progress=progress)
+
+    async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
+        """The next file offered to us; ``accept`` or ``decline`` it."""
+        return await self._transfer.next_offer(timeout)
+
+    async def offers(self) -> AsyncIterator[IncomingOffer]:
+        """Every file offered to us, as they come."""
+        while True:
+            yield await self._transfer.next_offer()
+
+    # -- lifetime -----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """End the OTR conversations and disconnect."""
+        for full, _ in self._otr.account.secure_sessions():
+            self._otr.end(full)
+        await self.xmpp.stop()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def connect(
+    jid: str,
+    password: str,
+    *,
+    identity: str | os.PathLike[str] | IdentityStore,
+    host: str | None = None,
+    port: int = 5222,
+    tls: str = "starttls",
+    verify_tls: bool = True,
+    **config: object,
+) -> Client:
+    """Connect an account, ready to send and receive files.
+
+    Args:
+        jid: the account (a resource is chosen by the server if none given).
+        password: its password.
+        identity: the directory (or :class:`~xfer.store.IdentityStore`) that
+            holds the OTR key, instance tag and trusted fingerprints; the key
+            is created on first use.
+        host, port: the server (default: found from the JID's domain).
+        tls: "starttls" (default), "direct", or "none" (local test servers).
+        config: options of the ``xfer_transfer`` plugin (``accept_untrusted``,
+            ``max_size``, ``socks5_direct``, ...).
+
+    Raises:
+        AuthenticationFailed, ConnectionFailed, TransferTimeout.
+    """
+    store = identity if isinstance(identity, IdentityStore) else IdentityStore(identity)
+    xmpp = XferClient(jid, password, tls=tls, verify_tls=verify_tls)
+    xmpp.register_plugin(
+        "xfer_transfer", {"identity": store, **config}, module=_transfer
+    )
+    await xmpp.start(host, port)
+    return Client(xmpp)
