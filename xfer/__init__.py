@@ -6,7 +6,7 @@ sans-I/O parts (``xfer.envelope``, ``xfer.otr``...) load without slixmpp.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
 from xfer.envelope import EnvelopeHeader, Opener, Sealer, Suite
 from xfer.errors import (
@@ -30,7 +30,7 @@ from xfer.errors import (
     XferError,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from xfer.api import Client, connect
 
 __version__ = "0.1.0.dev0"
