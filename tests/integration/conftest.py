@@ -91,6 +91,10 @@ def introduce(a: XferClient, b: XferClient) -> None:
     """Make a and b trust each other's OTR fingerprints (as after a check)."""
     for one, other in ((a, b), (b, a)):
         key = other.plugin["xfer_otr"].account.private_key
-        one.plugin["xfer_otr"].trust.trust(
+        otr = one.plugin["xfer_otr"]
+        otr.trust.trust(
             other.boundjid.bare, key.public.fingerprint, Verification.MANUAL, now=0
         )
+        identity = one.plugin["xfer_transfer"].identity
+        if identity is not None:
+            identity.save_trust_store(otr.trust)

@@ -397,3 +397,50 @@ async def test_plugin_in_a_plain_slixmpp_client(
         assert result.peer == plain.boundjid.full
     finally:
         await plain.disconnect()
+
+
+async def _send_one(a: XferClient, b: XferClient, src: Path, inbox: Path) -> Path:
+    got, _ = await transfer(a, b, src, inbox)
+    return got
+
+
+async def test_receiver_restarts_between_transfers(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """bob's client goes away and comes back (same identity): alice, still
+    running, sees it leave, forgets the OTR session, and runs a new AKE."""
+    a, b = await make_peers(prosody, tmp_path)
+    clients.append(a)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first = tmp_path / "first.txt"
+    write_random(first, 500)
+    await _send_one(a, b, first, inbox)
+    await b.stop()
+    b2 = await transfer_client(prosody, "bob", "recv", tmp_path / "bob-id")
+    clients.append(b2)
+    second = tmp_path / "second.txt"
+    data = write_random(second, 700)
+    got = await _send_one(a, b2, second, inbox)
+    assert got.read_bytes() == data
+
+
+async def test_receiver_lost_its_otr_session(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """bob loses its OTR state without alice noticing: the TLV 8 offer is
+    unreadable, bob refuses the Jingle offer saying so and starts a new AKE,
+    and alice offers once more under the new keys."""
+    a, b = await make_peers(prosody, tmp_path)
+    clients += [a, b]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    first = tmp_path / "first.txt"
+    write_random(first, 500)
+    await _send_one(a, b, first, inbox)
+    assert b.plugin["xfer_otr"].account.forget(a.boundjid.full) >= 1
+    second = tmp_path / "second.txt"
+    data = write_random(second, 700)
+    got = await _send_one(a, b, second, inbox)
+    assert got.read_bytes() == data
+    assert b.plugin["xfer_otr"].lost_offers(a.boundjid.full)

@@ -79,6 +79,16 @@ class Account:
                 return s
         return None
 
+    def forget(self, peer: str) -> int:
+        """Drop every session with ``peer`` (its client went away, and with it
+        the other half of their state); return how many."""
+        keys = [key for key in self._sessions if key[0] == peer]
+        for key in keys:
+            del self._sessions[key]
+            if key in self._secured_order:
+                self._secured_order.remove(key)
+        return len(keys)
+
     def secure_sessions(self) -> list[tuple[str, Session]]:
         """(peer, session) for every ENCRYPTED session, most recent first."""
         out = []

@@ -150,6 +150,7 @@ class XferJingle(BasePlugin):
     def plugin_init(self) -> None:
         self._sessions: dict[tuple[str, str], JingleSessionIO] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._announced: set[str] = set()
         #: Called with (session, session-initiate) for each new offer.
         self.on_initiate: Callable[[JingleSessionIO, Jingle], None] | None = None
         self.xmpp.register_handler(
@@ -171,7 +172,15 @@ class XferJingle(BasePlugin):
             self, peer=peer, sid=sid or secrets.token_urlsafe(12), role=Role.INITIATOR
         )
         self._sessions[peer, session.sid] = session
+        self._announce(peer)
         return session
+
+    def _announce(self, peer: str) -> None:
+        """Directed presence: the server then tells the peer if we go offline
+        (RFC 6121 section 4.6), so its sessions with us fail at once."""
+        if peer not in self._announced:
+            self._announced.add(peer)
+            self.xmpp.send_presence(pto=peer)
 
     def forget(self, session: JingleSessionIO) -> None:
         if self._sessions.get((session.peer, session.sid)) is session:
@@ -242,6 +251,7 @@ class XferJingle(BasePlugin):
             )
             session.machine.receive(jingle.action, content=content)
             self._sessions[key] = session
+            self._announce(peer)
             return session
         found = self._sessions.get(key)
         if found is None:

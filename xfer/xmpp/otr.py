@@ -42,7 +42,7 @@ from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
 from xfer.otr.offer import XFER_USE, TransferOffer
-from xfer.otr.session import Policy
+from xfer.otr.session import MessageState, Policy
 from xfer.otr.trust import TrustStore, Verification, bare_jid
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 MAX_PENDING_OFFERS = 64
 #: How long an unclaimed offer is kept.
 OFFER_TTL = 120.0
+#: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
+_DATA_PREFIX = "?OTR:AAMD"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +109,7 @@ class XferOTR(BasePlugin):
         self._offer_waiters: dict[bytes, asyncio.Future[None]] = {}
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
+        self._unreadable: dict[str, float] = {}
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -114,6 +117,7 @@ class XferOTR(BasePlugin):
                 trust_store=self.config["trust_store"],
             )
         self.xmpp.add_event_handler("message", self._on_message)
+        self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
 
     def set_identity(
         self,
@@ -139,6 +143,7 @@ class XferOTR(BasePlugin):
 
     def plugin_end(self) -> None:
         self.xmpp.del_event_handler("message", self._on_message)
+        self.xmpp.del_event_handler("presence_unavailable", self._on_peer_gone)
 
     # -- sending ---------------------------------------------------------------
 
@@ -173,9 +178,34 @@ class XferOTR(BasePlugin):
             log.info("unusable OTR message from %s: %s", peer, exc)
             self._flush()
             return
+        if (
+            body.startswith(_DATA_PREFIX)
+            and session.state is not MessageState.ENCRYPTED
+        ):
+            self._cannot_read(peer, session)
         self._flush()
         for event in events:
             self._event(peer, session, event)
+
+    def _cannot_read(self, peer: str, session: Session) -> None:
+        """A data message we have no keys for: the peer holds a session we
+        lost (we restarted). Note it (a transfer offer in it is gone: see
+        :meth:`lost_offers`) and start a fresh AKE so the next one works."""
+        self._unreadable[peer] = self.config["clock"]()
+        if not self._ake_under_way(peer):
+            # On the instance that got the message: the peer answers to it.
+            session.start_ake()
+
+    def lost_offers(self, peer: str) -> bool:
+        """Whether ``peer`` recently sent data messages we could not read."""
+        seen = self._unreadable.get(peer)
+        return seen is not None and self.config["clock"]() - seen < OFFER_TTL
+
+    def _on_peer_gone(self, presence: StanzaBase) -> None:
+        """The peer's client went offline: its OTR state went with it."""
+        peer = presence["from"].full
+        if self._account is not None and "/" in peer:
+            self._account.forget(peer)
 
     def _event(self, peer: str, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.GoneSecure):
@@ -318,6 +348,32 @@ class XferOTR(BasePlugin):
             s.ake.state is not AuthState.NONE for s in self.account.sessions(peer)
         )
 
+    async def renewed(
+        self, peer: str, old_ssid: bytes | None, *, timeout: float = 30
+    ) -> Session:
+        """An encrypted session with the full JID ``peer`` whose AKE is newer
+        than the one that made ``old_ssid`` (the peer lost that one and
+        starts a new AKE; wait for it, or start one).
+
+        Raises:
+            NotSecure: none within ``timeout``.
+        """
+        current = self.account.best(peer)
+        if current is not None and current.ssid != old_ssid:
+            return current
+        if not self._ake_under_way(peer):
+            self.account.session(peer).start_ake()
+            self._flush()
+        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        entry = (peer, waiter)
+        self._secure_waiters.append(entry)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise NotSecure(f"{peer} did not renew the OTR session") from None
+        finally:
+            self._secure_waiters.remove(entry)
+
     def send_offer(self, peer: str, offer: TransferOffer) -> bytes:
         """Send ``offer`` to the full JID ``peer`` in TLV 8; return its key.
 
@@ -340,7 +396,7 @@ class XferOTR(BasePlugin):
         stanzas in order, so it normally came first). An offer is claimed
         once; one from another JID is not given out.
         """
-        if transfer_id not in self._offers:
+        if transfer_id not in self._offers and not self.lost_offers(peer):
             waiter = self._offer_waiters.setdefault(
                 transfer_id, asyncio.get_running_loop().create_future()
             )

@@ -74,7 +74,11 @@ from xfer.jingle.candidates import (
 )
 from xfer.jingle.files import FileDescription, Received
 from xfer.jingle.wire import (
+    NS_ENCRYPTED,
     NS_FILE_TRANSFER,
+    NS_IBB,
+    NS_JINGLE,
+    NS_S5B,
     Content,
     Encrypted,
     IBBTransport,
@@ -100,6 +104,12 @@ __all__ = ["IncomingOffer", "SendResult", "XferTransfer"]
 log = logging.getLogger(__name__)
 
 CONTENT = "file"
+#: The reason text with which a receiver that lost its OTR session (it
+#: restarted) refuses an offer it could not read; the sender then renews the
+#: OTR session and offers once more.
+RESTARTED = "the OTR session was restarted, offer again"
+#: What we announce in service discovery (XEP-0030), as XEP-0166 asks.
+FEATURES = (NS_JINGLE, NS_FILE_TRANSFER, NS_S5B, NS_IBB, NS_ENCRYPTED)
 #: XEP-0261 types block-size as xs:short: at most 32767 in a Jingle transport.
 IBB_BLOCK_SIZE = 32767
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -243,6 +253,7 @@ class XferTransfer(BasePlugin):
     name = "xfer_transfer"
     description = "End-to-end encrypted file transfer (xfer)"
     dependencies: ClassVar[set[str]] = {
+        "xep_0030",
         "xfer_xep_0166",
         "xfer_otr",
         "xfer_ibb",
@@ -288,6 +299,9 @@ class XferTransfer(BasePlugin):
         else:
             self.identity = None
         self.jingle.on_initiate = self._on_initiate
+        disco = self.xmpp.plugin["xep_0030"]
+        for feature in FEATURES:
+            disco.add_feature(feature)
 
     # -- the other plugins -------------------------------------------------------
 
@@ -352,10 +366,45 @@ class XferTransfer(BasePlugin):
         full, otr_session = await self.otr.secure(
             peer, timeout=self.config["connect_timeout"]
         )
-        fingerprint = otr_session.their_fingerprint
-        assert fingerprint is not None
-        if not self._trust_ok(full, fingerprint):
-            raise UntrustedPeer(full, fingerprint)
+        for attempt in (1, 2):
+            fingerprint = otr_session.their_fingerprint
+            assert fingerprint is not None
+            if not self._trust_ok(full, fingerprint):
+                raise UntrustedPeer(full, fingerprint)
+            try:
+                return await self._offer(
+                    full,
+                    fingerprint,
+                    source,
+                    stat,
+                    digest,
+                    name,
+                    media_type,
+                    progress,
+                    started,
+                )
+            except TransferRejected as exc:
+                if attempt == 2 or RESTARTED not in (exc.text or ""):
+                    raise
+            # The receiver restarted and could not read the offer: renew OTR.
+            otr_session = await self.otr.renewed(
+                full, otr_session.ssid, timeout=self.config["connect_timeout"]
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _offer(
+        self,
+        full: str,
+        fingerprint: bytes,
+        source: Path,
+        stat: os.stat_result,
+        digest: bytes,
+        name: str | None,
+        media_type: str,
+        progress: ProgressCallback,
+        started: float,
+    ) -> SendResult:
+        """One offer of the file over the secure OTR session with ``full``."""
         offer = TransferOffer(
             transfer_id=os.urandom(16),
             salt=os.urandom(32),
@@ -447,10 +496,16 @@ class XferTransfer(BasePlugin):
     async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
         """The next file offered to us (already checked: OTR offer, trust,
         size limit). Answer it with ``accept`` or ``decline``."""
-        try:
-            return await asyncio.wait_for(self._offers.get(), timeout)
-        except TimeoutError:
-            raise TransferTimeout("no file was offered") from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - loop.time(), 0)
+            try:
+                offer = await asyncio.wait_for(self._offers.get(), left)
+            except TimeoutError:
+                raise TransferTimeout("no file was offered") from None
+            if not offer._session.ended:  # withdrawn offers are skipped
+                return offer
 
     def _on_initiate(self, session: JingleSessionIO, jingle: Jingle) -> None:
         task = asyncio.ensure_future(self._vet(session, jingle))
@@ -484,9 +539,10 @@ class XferTransfer(BasePlugin):
             timeout=self.config["otr_offer_wait"],
         )
         if got is None:
-            await session.terminate(
-                Reason.SECURITY_ERROR, "no matching offer inside OTR"
-            )
+            text = "no matching offer inside OTR"
+            if self.otr.lost_offers(session.peer):
+                text += f"; {RESTARTED}"
+            await session.terminate(Reason.SECURITY_ERROR, text)
             return
         try:
             header = EnvelopeHeader(
@@ -514,12 +570,23 @@ class XferTransfer(BasePlugin):
             await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
             return
         incoming = self._incoming(session, jingle, got, sealed)
+        if self._offers.full():
+            self._drop_withdrawn()
         try:
             self._offers.put_nowait(incoming)
         except asyncio.QueueFull:
             await session.terminate(Reason.BUSY, "too many offers waiting")
             return
         self.xmpp.event("xfer_offer", incoming)
+
+    def _drop_withdrawn(self) -> None:
+        """Forget queued offers whose sender gave up, to make room."""
+        waiting = []
+        while not self._offers.empty():
+            waiting.append(self._offers.get_nowait())
+        for offer in waiting:
+            if not offer._session.ended:
+                self._offers.put_nowait(offer)
 
     def _incoming(
         self, session: JingleSessionIO, jingle: Jingle, got: ReceivedOffer, sealed: int
