@@ -8,6 +8,7 @@ printed as one line on stderr (``xfer: error: ...``) with an exit code from
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from typing import Any, NoReturn
@@ -16,12 +17,20 @@ import click
 
 from xfer import __version__
 from xfer.errors import (
+    AuthenticationFailed,
     DestinationExists,
     EnvelopeFormatError,
     IntegrityError,
     LocalProtocolError,
+    NotSecure,
+    ServerUnreachable,
+    TransferDeclined,
+    TransferRejected,
+    TransportError,
+    UntrustedPeer,
     XferError,
 )
+from xfer.otr.trust import bare_jid
 
 #: Exit codes, documented in ``xfer --help`` and the README.
 EXIT_OK = 0
@@ -30,16 +39,24 @@ EXIT_USAGE = 2
 EXIT_INTEGRITY = 3
 EXIT_FORMAT = 4
 EXIT_EXISTS = 5
+EXIT_REFUSED = 6
+EXIT_VERIFY = 7
+EXIT_CONNECT = 8
+EXIT_PEER = 9
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
 Exit codes:
   {EXIT_OK}    success
   {EXIT_ERROR}    an error (message on stderr)
-  {EXIT_USAGE}    wrong usage (bad option or argument)
+  {EXIT_USAGE}    wrong usage (bad option or argument, missing account settings)
   {EXIT_INTEGRITY}    integrity check failed: tampered, truncated, or wrong key
   {EXIT_FORMAT}    input is not an xfer envelope, or of an unknown version
-  {EXIT_EXISTS}    the output file exists (use --force to replace it)
+  {EXIT_EXISTS}    the output file exists (use --force / --overwrite)
+  {EXIT_REFUSED}    the peer declined or stopped the transfer
+  {EXIT_VERIFY}    the peer is not trusted, or its verification failed
+  {EXIT_CONNECT}    cannot log in to the server (unreachable, wrong password)
+  {EXIT_PEER}    the peer is unreachable or the transfer broke off
   {EXIT_INTERRUPTED}  interrupted
 """
 
@@ -48,13 +65,36 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "keygen": (
         "xfer_cli.commands.offline",
         "keygen",
-        "Create a random 32-byte key file.",
+        "Create a random 32-byte key file (offline use).",
     ),
-    "encrypt": ("xfer_cli.commands.offline", "encrypt", "Seal a file with a key file."),
+    "encrypt": (
+        "xfer_cli.commands.offline",
+        "encrypt",
+        "Seal a file with a key file (offline use).",
+    ),
     "decrypt": (
         "xfer_cli.commands.offline",
         "decrypt",
-        "Verify and open a sealed file.",
+        "Verify and open a sealed file (offline use).",
+    ),
+    "send": ("xfer_cli.commands.net", "send", "Send files and directories to a JID."),
+    "receive": ("xfer_cli.commands.net", "receive", "Wait for files and save them."),
+    "keys": (
+        "xfer_cli.commands.net",
+        "keys",
+        "Show your OTR fingerprint and whom you trust.",
+    ),
+    "trust": ("xfer_cli.commands.net", "trust", "Trust a JID's OTR fingerprint."),
+    "untrust": ("xfer_cli.commands.net", "untrust", "Stop trusting a fingerprint."),
+    "verify": (
+        "xfer_cli.commands.net",
+        "verify",
+        "Check a JID's fingerprint with a shared secret (SMP).",
+    ),
+    "demo": (
+        "xfer_cli.commands.demo",
+        "demo",
+        "Run a local server and an encrypted transfer between two accounts.",
     ),
 }
 
@@ -67,6 +107,69 @@ class CommandError(XferError):
         self.exit_code = exit_code
 
 
+def describe(exc: BaseException) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit code."""
+    if isinstance(exc, CommandError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, IntegrityError):
+        return (
+            f"{exc} - nothing was written. Check the key, or get a fresh copy.",
+            EXIT_INTEGRITY,
+        )
+    if isinstance(exc, EnvelopeFormatError):
+        return f"{exc} - is this a file made by xfer?", EXIT_FORMAT
+    if isinstance(exc, DestinationExists):
+        return f"{exc}; use --force / --overwrite to replace it", EXIT_EXISTS
+    found = _network_error(exc)
+    if found is not None:
+        return found
+    if isinstance(exc, LocalProtocolError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, XferError):
+        return str(exc), EXIT_ERROR
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; nothing was left half-written", EXIT_INTERRUPTED
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return f"the disk is full{where}; free some space", EXIT_ERROR
+        return f"{exc.strerror or exc}{where}", EXIT_ERROR
+    raise exc
+
+
+def _network_error(exc: BaseException) -> tuple[str, int] | None:
+    """Errors of the networked commands: the peer, the server, the transfer."""
+    if isinstance(exc, AuthenticationFailed):
+        return (
+            f"{exc} - check the JID and XFER_PASSWORD (or the config file)",
+            EXIT_CONNECT,
+        )
+    if isinstance(exc, UntrustedPeer):
+        return (
+            f"{exc}: compare it with them, then 'xfer trust {bare_jid(exc.peer)} "
+            "FINGERPRINT', or check it with 'xfer verify'",
+            EXIT_VERIFY,
+        )
+    if isinstance(exc, TransferDeclined):
+        return str(exc), EXIT_REFUSED
+    if isinstance(exc, TransferRejected):
+        hint = ""
+        if exc.reason == "security-error":
+            hint = " - does the receiver trust your fingerprint ('xfer keys')?"
+        return f"{exc}{hint}", EXIT_REFUSED
+    if isinstance(exc, NotSecure):
+        return f"{exc}", EXIT_PEER
+    if isinstance(exc, ServerUnreachable):
+        return (
+            f"cannot reach the XMPP server: {exc} - check --host/--port "
+            "and the network",
+            EXIT_CONNECT,
+        )
+    if isinstance(exc, TransportError):
+        return f"the transfer broke off: {exc}", EXIT_PEER
+    return None
+
+
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"xfer: error: {message}", err=True)
     sys.exit(code)
@@ -74,28 +177,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def report(exc: BaseException) -> NoReturn:
     """Print one line for ``exc`` and exit with its code (the one place)."""
-    if isinstance(exc, CommandError):
-        _fail(str(exc), exc.exit_code)
-    if isinstance(exc, IntegrityError):
-        _fail(
-            f"{exc} - nothing was written. Check the key file, "
-            "or get a fresh copy of the input.",
-            EXIT_INTEGRITY,
-        )
-    if isinstance(exc, EnvelopeFormatError):
-        _fail(f"{exc} - is this a file made by 'xfer encrypt'?", EXIT_FORMAT)
-    if isinstance(exc, DestinationExists):
-        _fail(f"{exc}; use --force to replace it", EXIT_EXISTS)
-    if isinstance(exc, LocalProtocolError):
-        _fail(str(exc), EXIT_USAGE)
-    if isinstance(exc, XferError):
-        _fail(str(exc), EXIT_ERROR)
-    if isinstance(exc, KeyboardInterrupt):
-        _fail("interrupted; nothing was left half-written", EXIT_INTERRUPTED)
-    if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
-    raise exc
+    message, code = describe(exc)
+    _fail(message, code)
 
 
 class XferGroup(click.Group):
@@ -137,9 +220,18 @@ class XferGroup(click.Group):
 )
 @click.version_option(__version__, prog_name="xfer")
 def cli() -> None:
-    """End-to-end encrypted file transfer.
+    """End-to-end encrypted file transfer over XMPP.
 
-    Offline, 'encrypt' and 'decrypt' seal and open files with a shared key
-    file made by 'keygen': every 64 KiB chunk is authenticated before any of
-    its plaintext is written, and output appears only once all of it verified.
+    \b
+    Try it:        xfer demo
+    Your key:      xfer keys            (show your fingerprint)
+    Trust a peer:  xfer trust JID FINGERPRINT,  or  xfer verify JID
+    Send:          xfer send FILE... --to JID
+    Receive:       xfer receive --dir DIR
+
+    Your account comes from XFER_JID / XFER_PASSWORD or
+    ~/.config/xfer/config.toml (see 'xfer send --help'). Files are sealed
+    chunk by chunk with keys from OTR, verified before anything is written,
+    and appear only once complete. Offline, 'encrypt' and 'decrypt' do the
+    same with a key file from 'keygen'.
     """

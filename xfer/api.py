@@ -97,6 +97,25 @@ class Client:
         full, _ = await self._otr.secure(peer)
         return await self._otr.verify(full, secret.encode(), question=question)
 
+    async def next_verification(
+        self, timeout: float | None = None
+    ) -> tuple[str, str | None]:
+        """The next SMP verification a peer started: (its JID, its question)."""
+        return await self._otr.next_question(timeout)
+
+    async def answer_verification(self, peer: str, secret: str) -> bool:
+        """Answer a peer's verification: True (and its fingerprint trusted) if
+        the secrets matched."""
+        return await self._otr.answer(peer, secret.encode())
+
+    async def secure(self, peer: str) -> tuple[str, str, bool]:
+        """Set up OTR with ``peer``: (its full JID, its fingerprint as people
+        compare it, whether that fingerprint is trusted)."""
+        full, session = await self._otr.secure(peer)
+        raw = session.their_fingerprint
+        assert raw is not None
+        return full, format_fingerprint(raw), self._otr.trust.is_trusted(full, raw)
+
     # -- transfers --------------------------------------------------------------
 
     async def send_file(
@@ -164,7 +183,7 @@ async def connect(
             ``max_size``, ``socks5_direct``, ...).
 
     Raises:
-        AuthenticationFailed, ConnectionFailed, TransferTimeout.
+        AuthenticationFailed, ServerUnreachable.
     """
     store = identity if isinstance(identity, IdentityStore) else IdentityStore(identity)
     xmpp = XferClient(jid, password, tls=tls, verify_tls=verify_tls)

@@ -19,6 +19,9 @@ anything else escaping the library is a bug::
     │   └── TransferDeclined          ... because its user said no
     └── TransportError                moving bytes failed
         ├── ConnectionFailed
+        │   ├── ServerUnreachable     no connection to the XMPP server
+        │   ├── AuthenticationFailed  the server refused the account or password
+        │   └── PeerGone              the peer went offline mid-session
         ├── NoUsableTransport
         └── TransferTimeout
 
@@ -38,6 +41,7 @@ import os
 
 __all__ = [
     "AlreadyFinalized",
+    "AuthenticationFailed",
     "ConnectionFailed",
     "DestinationExists",
     "EnvelopeFormatError",
@@ -45,8 +49,10 @@ __all__ = [
     "LocalProtocolError",
     "NoUsableTransport",
     "NotSecure",
+    "PeerGone",
     "ProtocolError",
     "RemoteProtocolError",
+    "ServerUnreachable",
     "TransferDeclined",
     "TransferRejected",
     "TransferTimeout",
@@ -176,6 +182,18 @@ class TransportError(XferError):
 
 class ConnectionFailed(TransportError):
     """A connection could not be made or broke."""
+
+
+class ServerUnreachable(ConnectionFailed):
+    """The XMPP server could not be reached, or did not answer in time."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server refused the account name or password."""
+
+
+class PeerGone(ConnectionFailed):
+    """The peer went offline, or we lost the server, during a session."""
 
 
 class NoUsableTransport(TransportError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["MAX_NAME_BYTES", "numbered", "safe_name"]
+__all__ = ["MAX_DEPTH", "MAX_NAME_BYTES", "numbered", "safe_name", "safe_parts"]
 
 MAX_NAME_BYTES = 255
 FALLBACK = "received-file"
@@ -67,3 +67,21 @@ def numbered(name: str, n: int) -> str:
     suffix = f" ({n})" + (f".{ext}" if ext else "")
     room = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
     return stem.encode("utf-8")[:room].decode("utf-8", "ignore") + suffix
+
+
+#: Directory levels kept from a peer-supplied relative path.
+MAX_DEPTH = 32
+
+
+def safe_parts(name: str) -> list[str]:
+    """A peer-supplied relative path (``dir/sub/file``) as safe components.
+
+    Every component goes through :func:`safe_name`; empty, ``.`` and ``..``
+    components are dropped (so nothing climbs out of the target directory),
+    and at most :data:`MAX_DEPTH` levels are kept. Never empty.
+    """
+    raw = name.replace("\\", "/").split("/")
+    parts = [safe_name(p) for p in raw if p.strip(" .")] or [FALLBACK]
+    if len(parts) > MAX_DEPTH:
+        parts = parts[: MAX_DEPTH - 1] + parts[-1:]
+    return parts

@@ -2,8 +2,8 @@
 
 slixmpp reports failures as events; :func:`connect` turns them into
 exceptions: a wrong password is :class:`AuthenticationFailed`, an
-unreachable server :class:`~xfer.errors.ConnectionFailed`, and a server that
-does not answer in time :class:`~xfer.errors.TransferTimeout`.
+unreachable server (or one that does not answer in time)
+:class:`~xfer.errors.ServerUnreachable`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from typing import Any
 
 import slixmpp
 
-from xfer.errors import ConnectionFailed, TransferTimeout
+from xfer.errors import AuthenticationFailed, ConnectionFailed, ServerUnreachable
 
 __all__ = ["AuthenticationFailed", "XferClient", "connect"]
-
-
-class AuthenticationFailed(ConnectionFailed):
-    """The server refused the account name or password."""
 
 
 class XferClient(slixmpp.ClientXMPP):
@@ -81,7 +77,7 @@ class XferClient(slixmpp.ClientXMPP):
         )
 
     def _on_connection_failed(self, event: object) -> None:
-        self._settle(ConnectionFailed(f"cannot connect to the XMPP server: {event}"))
+        self._settle(ServerUnreachable(f"cannot connect to the XMPP server: {event}"))
 
     async def start(
         self, host: str | None = None, port: int = 5222, *, timeout: float = 30
@@ -89,7 +85,7 @@ class XferClient(slixmpp.ClientXMPP):
         """Connect, authenticate, bind, send presence.
 
         Raises:
-            AuthenticationFailed, ConnectionFailed, TransferTimeout.
+            AuthenticationFailed, ServerUnreachable.
         """
         self._ready = asyncio.get_running_loop().create_future()
         self.connect(host=host, port=port)
@@ -97,7 +93,7 @@ class XferClient(slixmpp.ClientXMPP):
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
             self.abort()
-            raise TransferTimeout(
+            raise ServerUnreachable(
                 f"the XMPP server did not answer within {timeout:g} s"
             ) from None
         except ConnectionFailed:

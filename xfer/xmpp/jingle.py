@@ -29,7 +29,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from xfer.errors import (
-    ConnectionFailed,
+    PeerGone,
     RemoteProtocolError,
     TransferTimeout,
     XferError,
@@ -48,10 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Live sessions per account; an offer flood beyond it is refused.
 MAX_SESSIONS = 256
-
-
-class PeerGone(ConnectionFailed):
-    """The peer went offline or we lost the server during a Jingle session."""
 
 
 class JingleSessionIO:

@@ -110,6 +110,7 @@ class XferOTR(BasePlugin):
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
+        self._smp_questions: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue(8)
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -217,6 +218,9 @@ class XferOTR(BasePlugin):
             if event.use == XFER_USE:
                 self._offer_received(peer, session, event)
         elif isinstance(event, ev.SMPAsked):
+            if self._smp_questions.full():
+                self._smp_questions.get_nowait()  # keep the latest few
+            self._smp_questions.put_nowait((peer, event.question))
             self.xmpp.event("xfer_otr_smp_asked", (peer, event.question))
         elif isinstance(event, (ev.SMPSucceeded, ev.SMPFailed, ev.SMPAborted)):
             ok = isinstance(event, ev.SMPSucceeded)
@@ -436,6 +440,36 @@ class XferOTR(BasePlugin):
             session.smp_abort()
             self._flush()
             raise TransferTimeout(f"{peer} did not answer the verification") from None
+        finally:
+            self._smp_waiters.pop(id(session), None)
+
+    async def next_question(
+        self, timeout: float | None = None
+    ) -> tuple[str, str | None]:
+        """The next verification the peer started: (its full JID, question).
+
+        Raises:
+            TransferTimeout: none within ``timeout`` seconds.
+        """
+        try:
+            return await asyncio.wait_for(self._smp_questions.get(), timeout)
+        except TimeoutError:
+            raise TransferTimeout("nobody asked to verify") from None
+
+    async def answer(self, peer: str, secret: bytes, *, timeout: float = 120) -> bool:
+        """Answer the peer's verification with ``secret``: True if it matched
+        (the fingerprint is then trusted and saved)."""
+        session = self.account.best(peer)
+        if session is None:
+            raise NotSecure(f"no private conversation with {peer}")
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._smp_waiters[id(session)] = waiter
+        session.smp_answer(secret)
+        self._flush()
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise TransferTimeout(f"{peer} did not finish the verification") from None
         finally:
             self._smp_waiters.pop(id(session), None)
 

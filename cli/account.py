@@ -1,0 +1,190 @@
+"""Account settings for the networked commands, and connecting with them.
+
+Where each setting comes from, first match wins:
+
+1. a command-line option (``--jid``, ``--host``, ``--port``, ``--tls``);
+2. an environment variable (``XFER_JID``, ``XFER_PASSWORD``, ``XFER_HOST``,
+   ``XFER_PORT``, ``XFER_TLS``);
+3. the config file, ``$XDG_CONFIG_HOME/xfer/config.toml`` (by default
+   ``~/.config/xfer/config.toml``; ``XFER_CONFIG`` names another), with keys
+   ``jid``, ``password``, ``host``, ``port``, ``tls``;
+4. for the password only: a prompt, when standard input is a terminal.
+
+The password is never a command-line argument (other users could read it in
+the process list). The OTR key and the trusted fingerprints live in
+``$XDG_DATA_HOME/xfer`` (``~/.local/share/xfer``; ``XFER_DATA_DIR`` names
+another), created with mode 0700, files 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+from xfer_cli.main import EXIT_USAGE, CommandError
+
+from xfer.store import IdentityStore
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TLS_MODES = ("starttls", "direct", "none")
+
+
+def config_path() -> Path:
+    explicit = os.environ.get("XFER_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or "~/.config"
+    return Path(base).expanduser() / "xfer" / "config.toml"
+
+
+def data_dir() -> Path:
+    explicit = os.environ.get("XFER_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
+    return Path(base).expanduser() / "xfer"
+
+
+def identity() -> IdentityStore:
+    return IdentityStore(data_dir())
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        msg = f"{path} is not valid TOML: {exc}"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from exc
+    if "password" in data and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        click.echo(
+            f"xfer: warning: {path} holds a password and is readable by others; "
+            f"run 'chmod 600 {path}'",
+            err=True,
+        )
+    return data
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    jid: str
+    password: str
+    host: str | None
+    port: int
+    tls: str
+
+
+def resolve(
+    *,
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    prompt: Callable[[str], str] | None = None,
+) -> Settings:
+    """The account settings from options, environment and config file.
+
+    Raises:
+        CommandError: no JID, no password, or a bad value.
+    """
+    env = os.environ
+    conf = _read_config(config_path())
+
+    def pick(option: object, var: str, key: str) -> object:
+        if option is not None:
+            return option
+        if env.get(var):
+            return env[var]
+        return conf.get(key)
+
+    the_jid = pick(jid, "XFER_JID", "jid")
+    if not isinstance(the_jid, str) or "@" not in the_jid:
+        msg = (
+            'no account: give --jid, set XFER_JID, or put jid = "you@server" '
+            f"in {config_path()}"
+        )
+        raise CommandError(msg, exit_code=EXIT_USAGE)
+    password = env.get("XFER_PASSWORD") or conf.get("password")
+    if not isinstance(password, str) or not password:
+        if prompt is None and sys.stdin.isatty():
+            prompt = _ask_password
+        if prompt is None:
+            msg = (
+                f"no password for {the_jid}: set XFER_PASSWORD or put it in "
+                f"{config_path()} (mode 0600)"
+            )
+            raise CommandError(msg, exit_code=EXIT_USAGE)
+        password = prompt(the_jid)
+    the_host = pick(host, "XFER_HOST", "host")
+    raw_port = pick(port, "XFER_PORT", "port") or 5222
+    the_tls = pick(tls, "XFER_TLS", "tls") or "starttls"
+    try:
+        the_port = int(str(raw_port))
+    except ValueError:
+        the_port = 0
+    if not 0 < the_port < 65536:
+        raise CommandError(f"invalid port {raw_port!r}", exit_code=EXIT_USAGE)
+    if the_tls not in TLS_MODES:
+        msg = f"tls must be one of {', '.join(TLS_MODES)}, not {the_tls!r}"
+        raise CommandError(msg, exit_code=EXIT_USAGE)
+    if the_host is not None and not isinstance(the_host, str):
+        raise CommandError("host must be a string", exit_code=EXIT_USAGE)
+    return Settings(
+        jid=the_jid,
+        password=password,
+        host=the_host or None,
+        port=the_port,
+        tls=str(the_tls),
+    )
+
+
+def _ask_password(jid: str) -> str:
+    return str(click.prompt(f"password for {jid}", hide_input=True, err=True))
+
+
+F = TypeVar("F", bound="Callable[..., object]")
+
+
+def account_options(func: F) -> F:
+    """--jid, --host, --port, --tls for a networked command."""
+    options = [
+        click.option(
+            "--jid",
+            metavar="JID",
+            help="Your account, user@server[/resource] (env XFER_JID).",
+        ),
+        click.option(
+            "--host",
+            metavar="HOST",
+            help="Server address, if not found from the JID's domain (env XFER_HOST).",
+        ),
+        click.option(
+            "--port",
+            type=click.IntRange(1, 65535),
+            help="Server port [default: 5222] (env XFER_PORT).",
+        ),
+        click.option(
+            "--tls",
+            type=click.Choice(TLS_MODES),
+            help=(
+                "starttls (default), direct TLS, or none - only for a local "
+                "test server: the password then travels unencrypted (env XFER_TLS)."
+            ),
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
