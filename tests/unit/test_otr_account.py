@@ -55,3 +55,21 @@ def test_an_instance_flood_is_bounded(keys):
     # Other peers are unaffected.
     bob.receive("alice@x", "?OTRv3?")
     assert bob.data_to_send()
+
+
+@pytest.mark.parametrize("queries", [1, 2, 3])
+def test_a_restarted_peer_can_run_the_ake_again(keys, queries):
+    """bob keeps his sessions; alice restarts (same key and instance tag) and
+    asks for OTR again each time. bob's master session answers the query, and
+    alice's D-H Key (addressed with her known tag) reaches bob's existing
+    instance session: it must continue the master's AKE, not drop it."""
+    bob = Account(keys[1], our_tag=0x2222)
+    for _ in range(queries):
+        alice = Account(keys[0], our_tag=0x1111)  # a fresh process
+        alice.session("bob@x/1").query()
+        relay(alice, bob, "alice@x/1", "bob@x/1")
+        assert alice.best("bob@x/1") is not None
+        assert bob.best("alice@x/1") is not None
+        alice.best("bob@x/1").send("still there?")
+        got = relay(alice, bob, "alice@x/1", "bob@x/1")
+        assert ev.MessageReceived(text="still there?") in got

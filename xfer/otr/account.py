@@ -19,7 +19,7 @@ from xfer.errors import RemoteProtocolError
 from xfer.otr import events as ev
 from xfer.otr.ake import AuthState
 from xfer.otr.fragments import parse_fragment
-from xfer.otr.messages import ENCODED_PREFIX, parse_encoded
+from xfer.otr.messages import ENCODED_PREFIX, DHKey, parse_encoded
 from xfer.otr.session import MessageState, Policy, Session
 
 if TYPE_CHECKING:
@@ -108,7 +108,12 @@ class Account:
         if tag == 0:
             target = self.session(peer)
         else:
-            target = self._sessions.get((peer, tag)) or self._new_instance(peer, tag)
+            found = self._sessions.get((peer, tag))
+            if found is None:
+                target = self._new_instance(peer, tag)
+            else:
+                target = found
+                self._continue_master_ake(peer, target, text)
         before = target.state
         events = target.receive(text)
         if target.state is MessageState.ENCRYPTED and (
@@ -120,6 +125,29 @@ class Account:
                 self._secured_order.remove(key)
             self._secured_order.append(key)
         return target, events
+
+    def _continue_master_ake(self, peer: str, target: Session, text: str) -> None:
+        """A D-H Key from a peer instance we already know, while that instance's
+        session is idle and our master session sent a D-H Commit: the key
+        answers the master's commit (sent to the peer before its instance
+        tag was known to it), so the instance takes the master's AKE over,
+        exactly as a new instance would (:meth:`_new_instance`)."""
+        master = self._sessions.get((peer, 0))
+        if (
+            master is None
+            or master is target
+            or master.ake.state is not AuthState.AWAITING_DHKEY
+            or target.ake.state is not AuthState.NONE
+            or not text.startswith(ENCODED_PREFIX)
+        ):
+            return
+        try:
+            message = parse_encoded(text)
+        except RemoteProtocolError:
+            return
+        if isinstance(message, DHKey) and message.receiver_tag == self.our_tag:
+            target.ake = copy.copy(master.ake)
+            target.ake.their_tag = target.their_tag
 
     def _new_instance(self, peer: str, tag: int) -> Session:
         created = self.session(peer, tag)
