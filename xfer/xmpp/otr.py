@@ -61,6 +61,7 @@ NS_EME = "urn:xmpp:eme:0"
 NS_OTR = "urn:xmpp:otr:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
+NS_DELAY = "urn:xmpp:delay"
 
 #: Offers received but not yet claimed by a Jingle session, per account.
 MAX_PENDING_OFFERS = 64
@@ -173,6 +174,12 @@ class XferOTR(BasePlugin):
         ):
             return
         peer = msg["from"].full
+        if msg.xml.find(f"{{{NS_DELAY}}}delay") is not None:
+            # Stored by the server while we were offline: an AKE step or data
+            # for a session that no longer exists. Acting on it would only
+            # confuse the live conversation.
+            log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
+            return
         try:
             session, events = self.account.receive(peer, body)
         except RemoteProtocolError as exc:
