@@ -136,8 +136,11 @@ class AtomicWriter:
     ) -> None:
         self.dest = Path(dest)
         self.overwrite = overwrite
+        # Beside the destination, hidden, and short enough for any name
+        # (a 255-byte name plus our affixes would be too long).
+        stem = self.dest.name.encode("utf-8")[:160].decode("utf-8", "ignore")
         self.temp_path = self.dest.with_name(
-            f".{self.dest.name}.{secrets.token_hex(4)}.xfer-part"
+            f".{stem}.{secrets.token_hex(4)}.xfer-part"
         )
         self._file: AsyncBufferedIOBase | None = None
         self._committed = False

@@ -15,6 +15,7 @@ previous one is being written, so the CPU and the network overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 from typing import TYPE_CHECKING
@@ -34,8 +35,13 @@ if TYPE_CHECKING:
 __all__ = ["file_sha256", "receive_sealed", "send_sealed"]
 
 #: Pieces smaller than this are opened on the event loop thread: a thread hop
-#: costs more than the work (IBB delivers a few KiB at a time).
+#: costs more than the work.
 _INLINE = 64 * 1024
+#: The receiver gathers the stream into pieces of about this size (a SOCKS5
+#: read returns some 256 KiB, IBB a block at a time) before verifying them.
+GATHER = 2 * 1024 * 1024
+#: Gathered pieces waiting to be verified, at most (memory stays bounded).
+QUEUED = 3
 
 
 def _no_progress(done: int, total: int | None) -> None:
@@ -117,16 +123,14 @@ class _Verifier:
         self.budget = sealed_size
         self.plain = 0
         self.digest = hashlib.sha256()
-        self.buf = bytearray()
 
-    def feed(self, piece: bytes) -> memoryview:
+    def feed(self, piece: bytes, buf: bytearray) -> memoryview:
+        """Verify and decrypt ``piece`` into ``buf`` (big enough: see
+        ``opener.output_bound``); the plaintext released so far."""
         self.budget -= len(piece)
         if self.budget < 0:  # more than the offer said: not this transfer
             raise IntegrityError
-        need = self.opener.output_bound(len(piece))
-        if len(self.buf) < need:
-            self.buf = bytearray(need)
-        n = self.opener.update_into(piece, self.buf)
+        n = self.opener.update_into(piece, buf)
         header = self.opener.header
         if header is not None and (
             header.salt != self.offer.salt
@@ -134,7 +138,7 @@ class _Verifier:
             or header.chunk_size != self.offer.chunk_size
         ):
             raise IntegrityError
-        out = memoryview(self.buf)[:n]
+        out = memoryview(buf)[:n]
         self.digest.update(out)
         self.plain += n
         return out
@@ -150,6 +154,29 @@ class _Verifier:
         return tail
 
 
+#: A gathered piece, the end of the stream (None), or why reading failed.
+_Item = bytes | BaseException | None
+
+
+async def _gather(stream: ByteStream, queue: asyncio.Queue[_Item]) -> None:
+    """Read the stream into pieces of about :data:`GATHER` bytes."""
+    pending = bytearray()
+    try:
+        while True:
+            piece = await stream.read(READ_SIZE)
+            if not piece:
+                break
+            pending += piece
+            if len(pending) >= GATHER:
+                await queue.put(bytes(pending))
+                pending.clear()
+        if pending:
+            await queue.put(bytes(pending))
+        await queue.put(None)
+    except Exception as exc:  # handed to the consumer, which raises it
+        await queue.put(exc)
+
+
 async def receive_sealed(
     stream: ByteStream,
     key: bytes,
@@ -163,7 +190,10 @@ async def receive_sealed(
 ) -> None:
     """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``.
 
-    ``progress`` counts plaintext bytes against the offer's size.
+    ``progress`` counts plaintext bytes against the offer's size. Reading,
+    verifying and writing overlap: a reader task gathers the stream into
+    pieces (at most a few queued), each is verified on a worker thread
+    while the previous one is being written.
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
@@ -173,20 +203,40 @@ async def receive_sealed(
     """
     verifier = _Verifier(key, offer, sealed_size, executor)
     loop = asyncio.get_running_loop()
-    async with AtomicWriter(dest, overwrite=overwrite) as writer:
-        while True:
-            piece = await stream.read(READ_SIZE)
-            if not piece:
-                break
-            if len(piece) < _INLINE:
-                out = verifier.feed(piece)
-            else:
-                out = await loop.run_in_executor(None, verifier.feed, piece)
-            if out:
-                await writer.write(out)
-            progress(verifier.plain, offer.size)
-        tail = verifier.finish()
-        if tail:
-            await writer.write(tail)
-        await writer.commit()
+    queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUED)
+    reader = asyncio.ensure_future(_gather(stream, queue))
+    buffers = [bytearray(), bytearray()]
+    write: asyncio.Future[None] | None = None
+    try:
+        async with AtomicWriter(dest, overwrite=overwrite) as writer:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                need = verifier.opener.output_bound(len(item))
+                if len(buffers[0]) < need:
+                    buffers[0] = bytearray(need)  # new, never resized while lent
+                if len(item) < _INLINE:
+                    out = verifier.feed(item, buffers[0])
+                else:
+                    out = await loop.run_in_executor(
+                        None, verifier.feed, item, buffers[0]
+                    )
+                if write is not None:
+                    await write
+                write = asyncio.ensure_future(writer.write(out)) if out else None
+                buffers.reverse()
+                progress(verifier.plain, offer.size)
+            if write is not None:
+                await write
+                write = None
+            tail = verifier.finish()
+            if tail:
+                await writer.write(tail)
+            await writer.commit()
+    finally:
+        for task in (reader, write):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
     progress(verifier.plain, offer.size)

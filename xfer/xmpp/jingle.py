@@ -59,6 +59,9 @@ class JingleSessionIO:
         self.sid = sid
         self.machine = JingleSession(sid=sid, role=role)
         self._inbox: asyncio.Queue[Jingle | XferError] = asyncio.Queue(maxsize=64)
+        #: Set when the session-terminate (or a failure) is waiting in the
+        #: inbox: lets a data phase watch for the end without taking it.
+        self.ending = asyncio.Event()
 
     @property
     def role(self) -> Role:
@@ -128,11 +131,14 @@ class JingleSessionIO:
         return item
 
     def _deliver(self, item: Jingle | XferError) -> None:
+        if isinstance(item, XferError) or item.action is Action.SESSION_TERMINATE:
+            self.ending.set()
         try:
             self._inbox.put_nowait(item)
         except asyncio.QueueFull:
             # The application stopped listening; a flood cannot grow memory.
             self.machine.state = SessionState.ERROR
+            self.ending.set()
 
 
 class XferJingle(BasePlugin):

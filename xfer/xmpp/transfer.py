@@ -984,7 +984,9 @@ class XferTransfer(BasePlugin):
         The stream is closed when the work is done, aborted if it failed.
         """
         task = asyncio.ensure_future(work)
-        watcher = asyncio.ensure_future(self._expect(session, set(), 1e9))
+        # The watcher only waits for the end to be *announced*; the
+        # session-terminate itself stays in the inbox for whoever reads next.
+        watcher = asyncio.ensure_future(session.ending.wait())
         try:
             done, _ = await asyncio.wait(
                 {task, watcher}, return_when=asyncio.FIRST_COMPLETED
@@ -994,7 +996,8 @@ class XferTransfer(BasePlugin):
                 with contextlib.suppress(XferError, OSError):
                     await stream.close()
                 return
-            watcher.result()  # raises what ended it
+            # Ended (or failed) while data flowed: raise what ended it.
+            await self._expect(session, set(), 5.0)
         except BaseException:
             stream.abort("the transfer failed")
             raise
