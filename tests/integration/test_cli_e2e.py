@@ -1,0 +1,308 @@
+"""The command line end to end: real processes, a real Prosody, real OTR.
+
+Each test runs ``xfer`` as a user would (``python -m xfer_cli``), with the
+account in environment variables and a private data directory per person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ACCOUNTS
+from xfer.testing.prosody import LocalProsody
+
+pytestmark = pytest.mark.integration
+
+
+class Person:
+    """One user of the command line: an account and a data directory."""
+
+    def __init__(self, name: str, server: LocalProsody, home: Path) -> None:
+        self.name = name
+        self.jid = f"{name}@{server.domain}"
+        self.env = {
+            **os.environ,
+            "XFER_JID": f"{self.jid}/cli",
+            "XFER_PASSWORD": ACCOUNTS[name],
+            "XFER_HOST": "127.0.0.1",
+            "XFER_PORT": str(server.c2s_port),
+            "XFER_TLS": "none",
+            "XFER_DATA_DIR": str(home / f"{name}-data"),
+            "XFER_CONFIG": str(home / "no-config.toml"),
+        }
+
+    def run(
+        self, *args: str, stdin: str = "", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "xfer_cli", *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, *args: str, stdin: str = "") -> subprocess.Popen[str]:
+        """Start ``xfer ARGS`` in the background; ``stdin`` is all its input."""
+        read_end, write_end = os.pipe()
+        os.write(write_end, stdin.encode())
+        os.close(write_end)
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "xfer_cli", *args],
+                env=self.env,
+                stdin=read_end,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            os.close(read_end)
+
+    def fingerprint(self) -> str:
+        done = self.run("keys", "--json")
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["fingerprint"])
+
+    def trusts(self, other: Person) -> None:
+        done = self.run("trust", other.jid, other.fingerprint())
+        assert done.returncode == 0, done.stderr
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, proc.stderr.read() if proc.stderr else ""
+    assert json.loads(line)["event"] == "ready"
+
+
+def finish(
+    proc: subprocess.Popen[str], *, received: int = 0, timeout: float = 30
+) -> tuple[str, str]:
+    """Stop a receiver (Ctrl-C) once it reported ``received`` files; its
+    whole stdout and stderr. (A sender's call returns when the receiver has
+    verified the file, a moment before the receiver prints so.)"""
+    seen: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while sum('"received"' in line for line in seen) < received:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    if proc.poll() is None and "--once" not in proc.args:  # type: ignore[operator]
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # never leave a client behind for the next test
+        out, err = proc.communicate()
+        raise
+    return "".join(seen) + out, err
+
+
+def events(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def people(prosody: LocalProsody, tmp_path: Path) -> tuple[Person, Person]:
+    return Person("alice", prosody, tmp_path), Person("bob", prosody, tmp_path)
+
+
+@pytest.fixture
+def friends(people: tuple[Person, Person]) -> tuple[Person, Person]:
+    alice, bob = people
+    alice.trusts(bob)
+    bob.trusts(alice)
+    return alice, bob
+
+
+def test_send_files_and_a_directory_tree(
+    friends: tuple[Person, Person], tmp_path: Path
+) -> None:
+    alice, bob = friends
+    (tmp_path / "one.txt").write_bytes(os.urandom(1000))
+    tree = tmp_path / "album"
+    (tree / "2024" / "summer").mkdir(parents=True)
+    (tree / "cover.jpg").write_bytes(os.urandom(5000))
+    (tree / "2024" / "summer" / "beach.jpg").write_bytes(os.urandom(300_000))
+    (tree / "2024" / "empty.txt").write_bytes(b"")
+    inbox = tmp_path / "inbox"
+    receiver = bob.start("receive", "--yes", "--dir", str(inbox), "--json")
+    try:
+        wait_ready(receiver)
+        sent = alice.run(
+            "send", str(tmp_path / "one.txt"), str(tree), "--to", bob.jid, "--json"
+        )
+    finally:
+        out, _ = finish(receiver, received=4)
+    assert sent.returncode == 0, sent.stderr
+    names = sorted(str(e["name"]) for e in events(sent.stdout) if e["event"] == "sent")
+    assert names == [
+        "album/2024/empty.txt",
+        "album/2024/summer/beach.jpg",
+        "album/cover.jpg",
+        "one.txt",
+    ]
+    for name in names:
+        source = tmp_path / name
+        assert (inbox / name).read_bytes() == source.read_bytes()
+    received = [e for e in events(out) if e["event"] == "received"]
+    assert len(received) == 4
+
+
+def test_decline(friends: tuple[Person, Person], tmp_path: Path) -> None:
+    alice, bob = friends
+    (tmp_path / "unwanted.bin").write_bytes(b"x" * 100)
+    inbox = tmp_path / "inbox"
+    receiver = bob.start(
+        "receive", "--once", "--dir", str(inbox), "--json", stdin="n\n"
+    )
+    try:
+        wait_ready(receiver)
+        sent = alice.run("send", str(tmp_path / "unwanted.bin"), "--to", bob.jid)
+    finally:
+        out, _ = finish(receiver)
+    assert sent.returncode == 6
+    assert "declined" in sent.stderr
+    assert list(inbox.iterdir()) == []
+    assert [e["event"] for e in events(out)][-1] == "declined"
+
+
+def test_untrusted_peers(people: tuple[Person, Person], tmp_path: Path) -> None:
+    alice, bob = people
+    (tmp_path / "f.txt").write_text("hello")
+    # alice does not trust bob: she refuses to send, saying how to fix it.
+    sent = alice.run("send", str(tmp_path / "f.txt"), "--to", bob.jid, timeout=60)
+    # (bob is offline: alice cannot even start OTR.)
+    assert sent.returncode == 9, sent.stderr
+    receiver = bob.start(
+        "receive", "--yes", "--once", "--dir", str(tmp_path / "in"), "--json"
+    )
+    try:
+        wait_ready(receiver)
+        sent = alice.run("send", str(tmp_path / "f.txt"), "--to", bob.jid)
+        assert sent.returncode == 7, sent.stderr
+        assert "not trusted" in sent.stderr
+        assert "xfer trust" in sent.stderr
+        # alice trusts bob, bob does not trust alice: --yes declines her.
+        alice.trusts(bob)
+        sent = alice.run("send", str(tmp_path / "f.txt"), "--to", bob.jid)
+        assert sent.returncode == 6, sent.stderr
+        assert "untrusted" in sent.stderr
+    finally:
+        finish(receiver)
+    assert not (tmp_path / "in").exists() or list((tmp_path / "in").iterdir()) == []
+
+
+@pytest.mark.parametrize(("secret_b", "code"), [("blue whale", 0), ("red fox", 7)])
+def test_verify_with_smp(
+    people: tuple[Person, Person], secret_b: str, code: int
+) -> None:
+    alice, bob = people
+    a = alice.start(
+        "verify", bob.jid, "--question", "our colour?", stdin="blue whale\n"
+    )
+    b = bob.start("verify", alice.jid, stdin=f"{secret_b}\n")
+    _, a_err = a.communicate(timeout=90)
+    _, b_err = b.communicate(timeout=90)
+    assert (a.returncode, b.returncode) == (code, code), (a_err, b_err)
+    for person, other in ((alice, bob), (bob, alice)):
+        listed = json.loads(person.run("keys", "--json").stdout)["trusted"]
+        if code == 0:
+            assert listed == [
+                {"fingerprint": other.fingerprint(), "how": "smp", "jid": other.jid}
+            ]
+        else:
+            assert listed == []
+    if code:
+        assert "FAILED" in a_err
+
+
+def test_wrong_password_and_unreachable_server(
+    people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    alice, _ = people
+    alice.env["XFER_PASSWORD"] = "not-the-password"
+    done = alice.run("receive", "--once")
+    assert done.returncode == 8
+    assert "password" in done.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    alice.env["XFER_PORT"] = str(closed)
+    done = alice.run("receive", "--once")
+    assert done.returncode == 8
+    assert "cannot reach the XMPP server" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+HOSTILE = [
+    ("../../escape.txt", "escape.txt"),
+    ("/etc/passwd", "etc/passwd"),
+    ("..\\..\\windows.ini", "windows.ini"),
+    ("bell\x07and\x1b[31mred\nnewline.txt", "belland[31mrednewline.txt"),
+    ("CON", "_CON"),
+    ("aux.txt", "_aux.txt"),
+    (".hidden", "hidden"),
+    ("x" * 1000 + ".txt", "x" * 251 + ".txt"),
+]
+
+
+def test_hostile_names_are_neutralised(
+    prosody: LocalProsody, friends: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """A peer (the library, not the CLI) offers files under hostile names;
+    'xfer receive' keeps each inside its directory under a harmless name."""
+    import xfer
+
+    alice, bob = friends
+    inbox = tmp_path / "deep" / "inbox"
+    receiver = bob.start("receive", "--yes", "--dir", str(inbox), "--json")
+
+    async def attack() -> None:
+        client = await xfer.connect(
+            f"{alice.jid}/attacker",
+            ACCOUNTS["alice"],
+            identity=alice.env["XFER_DATA_DIR"],
+            host="127.0.0.1",
+            port=prosody.c2s_port,
+            tls="none",
+        )
+        try:
+            payload = tmp_path / "payload.bin"
+            payload.write_bytes(b"payload")
+            for name, _ in HOSTILE:
+                await client.send_file(f"{bob.jid}/cli", payload, name=name)
+        finally:
+            await client.close()
+
+    try:
+        wait_ready(receiver)
+        asyncio.run(attack())
+    finally:
+        out, err = finish(receiver, received=len(HOSTILE))
+    saved = sorted(str(p.relative_to(inbox)) for p in inbox.rglob("*") if p.is_file())
+    assert saved == sorted(expected for _, expected in HOSTILE), err
+    assert len([e for e in events(out) if e["event"] == "received"]) == len(HOSTILE)
+    # Nothing was written anywhere else: only the payload and the two
+    # people's key and trust files exist outside the inbox.
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and inbox not in p.parents]
+    assert all(
+        p.name == "payload.bin" or p.parent.name.endswith("-data") for p in outside
+    ), outside
