@@ -1,7 +1,7 @@
 """End-to-end encrypted file transfer through a real Prosody, beside the bare transports.
 
     python benchmarks/transfer.py [--mib-direct 256] [--mib-proxy 64] [--mib-ibb 32]
-                                  [--rounds 3] [--latency-rounds 5] [--dir DIR] [--json PATH]
+                                  [--rounds 5] [--latency-rounds 5] [--dir DIR] [--json PATH]
 
 Starts a throw-away Prosody on loopback; sender and receiver are always two
 separate processes (this script with ``--worker``), driven by this one over
@@ -16,9 +16,12 @@ pipes, so both cores are used as by two real clients. In the same run:
   plain ``xfer_socks5`` / ``xfer_ibb`` plugins moving as many random bytes
   (IBB: block size 32767 and the default window, as a transfer uses), timed
   from ``open`` to the receiver's last byte; the ratio is encrypted / plain.
-  A third figure is the disk: writing and fsyncing a file as large into the
-  same directory, since the receiver must do that too. Every case runs in
-  fresh processes, so each reports its own peak RSS (``getrusage``).
+  Two more references bound what a transfer can reach here: the disk
+  (writing and fsyncing a file as large into the same directory, as the
+  receiver must) and the crypto (seal, open and SHA-256 on one core each,
+  combined into the limit of a transfer on two cores). Every case runs in
+  fresh processes, so each reports its own peak RSS (``getrusage``), and
+  the CPU of sender, receiver and Prosody (100 % = one core).
 * set-up latency of a small file (1 KiB): from the ``send_file`` call to the
   receiver's first progress callback (the sealed stream reached it; a file
   this small is one chunk, whose plaintext the envelope releases only once
@@ -53,9 +56,12 @@ import time
 import traceback
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xfer.testing.prosody import LocalProsody
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer.json"
 MiB = 1 << 20
@@ -68,6 +74,10 @@ TARGET_DIRECT_MB_S = 400
 TARGET_RATIO = 0.9
 TARGET_SECURE_MS = 300
 TARGET_AKE_MS = 500
+#: How long a sender waits for the receiver's verdict (default 300 s). Lower, so
+#: that a verdict the sender misses (its data-phase watcher can swallow the
+#: receiver's session-terminate) costs a dropped sample, not five minutes.
+OFFER_TIMEOUT = 15.0
 
 # -- the worker processes (one client each, driven over stdin/stdout) ------------
 
@@ -139,9 +149,14 @@ class EncryptedWorker:
             if not first and done:
                 first.append(time.perf_counter())
 
+        from xfer.errors import TransferTimeout
+
         cpu0 = _cpu()
         start = time.perf_counter()
-        result = await self.client.send_file(peer, path, progress=progress)
+        try:
+            result = await self.client.send_file(peer, path, progress=progress)
+        except TransferTimeout as exc:  # see OFFER_TIMEOUT
+            return {"start": start, "timeout": str(exc)}
         end = time.perf_counter()
         return {
             "start": start,
@@ -357,7 +372,7 @@ class Worker:
 
 
 @contextlib.contextmanager
-def pair(kind: str, port: int):  # noqa: ANN201 - a generator context manager
+def pair(kind: str, port: int) -> Iterator[tuple[Worker, Worker]]:
     sender = Worker(f"{kind} sender", kind, port)
     receiver = Worker(f"{kind} receiver", kind, port)
     try:
@@ -413,11 +428,63 @@ def disk_speed(folder: Path, size: int) -> float:
     return size / seconds / 1e6
 
 
+def crypto_speeds(size: int) -> dict[str, float]:
+    """MB/s of the work a transfer does per byte, each on one core: sealing and
+    opening (the default suite and chunk size, 4 MiB pieces, no worker
+    threads) and SHA-256 (the sender hashes the file first, the receiver
+    hashes the plaintext it opens)."""
+    import hashlib
+
+    from xfer.envelope import Opener, Sealer
+
+    data = memoryview(os.urandom(size))
+    sealer = Sealer(bytes(32))
+    buf = bytearray(sealer.output_bound(PIECE))
+    start = time.perf_counter()
+    for i in range(0, size, PIECE):
+        sealer.update_into(data[i : i + PIECE], buf)
+    sealer.finalize()
+    seal = size / (time.perf_counter() - start) / 1e6
+    again = Sealer(bytes(32))
+    sealed = memoryview(again.update(data) + again.finalize())
+    opener = Opener(bytes(32))
+    buf = bytearray(2 * PIECE)
+    start = time.perf_counter()
+    for i in range(0, len(sealed), PIECE):
+        opener.update_into(sealed[i : i + PIECE], buf)
+    opener.finalize()
+    open_ = size / (time.perf_counter() - start) / 1e6
+    start = time.perf_counter()
+    hashlib.sha256(data).digest()
+    sha = size / (time.perf_counter() - start) / 1e6
+    # The sender hashes the whole file before anything flows (one core);
+    # then sealing, opening and the receiver's hash share both cores.
+    limit = 1 / (1 / sha + (1 / seal + 1 / open_ + 1 / sha) / 2)
+    return {"seal": seal, "open": open_, "sha256": sha, "two_core_limit": limit}
+
+
+def crypto_reference(mib: int) -> dict[str, float]:
+    """:func:`crypto_speeds` in a process of its own. This one must stay small:
+    a child inherits its parent's peak RSS as the floor of its own
+    ``ru_maxrss`` (Linux carries it over the fork and exec), so big buffers
+    here would show up as the workers' peak."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--crypto-mib", str(mib)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
 class Bench:
     def __init__(self, server: LocalProsody, folder: Path) -> None:
         self.server = server
         self.folder = folder
         self.sessions = 0
+        #: transfers the receiver stored but whose sender never saw it end
+        self.missed: list[dict[str, Any]] = []
         assert server._process is not None
         self.prosody_pid = server._process.pid
 
@@ -426,7 +493,8 @@ class Bench:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Newly connected clients with fresh identities that trust each other."""
         self.sessions += 1
-        n, config = self.sessions, transport_config(kind)
+        n = self.sessions
+        config = {**transport_config(kind), "offer_timeout": OFFER_TIMEOUT}
         inbox = self.folder / f"inbox-{n}"
         inbox.mkdir()
         a = sender.call(
@@ -450,11 +518,29 @@ class Bench:
 
     def send(
         self, sender: Worker, receiver: Worker, peer: str, path: Path, kind: str
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        """One transfer's figures; None if the sender missed the verdict."""
         p0 = cpu_seconds(self.prosody_pid)
         s = sender.call("send", peer=peer, path=str(path))
         prosody = cpu_seconds(self.prosody_pid) - p0
         r = receiver.event()
+        if "timeout" in s:
+            if r["bytes"] != path.stat().st_size:
+                raise RuntimeError(f"{kind}: the sender timed out: {s['timeout']}")
+            self.missed.append(
+                {
+                    "transport": kind,
+                    "bytes": r["bytes"],
+                    "receiver_done_after_ms": round(1000 * (r["done"] - s["start"])),
+                    "sender": s["timeout"],
+                }
+            )
+            print(
+                f"  {kind}: the receiver stored the file, but the sender never saw "
+                f"the session end: {s['timeout']}",
+                file=sys.stderr,
+            )
+            return None
         if s["transport"] != kind:
             raise RuntimeError(f"wanted {kind}, the transfer used {s['transport']}")
         if r["bytes"] != s["size"] or r["bytes"] != path.stat().st_size:
@@ -471,6 +557,10 @@ class Bench:
             "to_data_ms": 1000 * (s["first_progress"] - s["start"]),
             # the receiver's last piece read -> finalized, fsynced, renamed
             "commit_ms": 1000 * (r["done"] - r["commit_start"]),
+            # between the two: the data phase alone
+            "data_mb_s": s["size"]
+            / max(r["commit_start"] - s["first_progress"], 1e-6)
+            / 1e6,
             "sender_cpu_pct": 100 * s["cpu"] / wall,
             "receiver_cpu_pct": 100 * r["cpu"] / wall,
             "prosody_cpu_pct": 100 * prosody / wall,
@@ -478,16 +568,17 @@ class Bench:
 
     def latency(
         self, sender: Worker, receiver: Worker, kind: str, small: Path, secure: int
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One session: the first file (with the AKE), then ``secure`` more."""
         _, b = self.connect(sender, receiver, kind)
-        ake = self.send(sender, receiver, b["jid"], small, kind)
-        rest = [
-            self.send(sender, receiver, b["jid"], small, kind) for _ in range(secure)
+        sends = [
+            self.send(sender, receiver, b["jid"], small, kind)
+            for _ in range(1 + secure)
         ]
         sender.call("close")
         receiver.call("close")
-        return ake, rest
+        ake = [x for x in sends[:1] if x is not None]
+        return ake, [x for x in sends[1:] if x is not None]
 
     def encrypted(self, kind: str, big: Path) -> dict[str, Any]:
         port = self.server.c2s_port
@@ -496,6 +587,10 @@ class Bench:
             small = self.folder / "small.bin"
             self.send(sender, receiver, b["jid"], small, kind)  # the AKE
             row = self.send(sender, receiver, b["jid"], big, kind)
+            if row is None:  # once more
+                row = self.send(sender, receiver, b["jid"], big, kind)
+            if row is None:
+                raise RuntimeError(f"{kind}: the sender missed the verdict twice")
             row["sender_peak_rss_mib"] = sender.finish()
             row["receiver_peak_rss_mib"] = receiver.finish()
         return row
@@ -563,7 +658,7 @@ def main() -> int:
     parser.add_argument("--mib-direct", type=int, default=256)
     parser.add_argument("--mib-proxy", type=int, default=64)
     parser.add_argument("--mib-ibb", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput rounds")
     parser.add_argument("--latency-rounds", type=int, default=5)
     parser.add_argument(
         "--secure-sends", type=int, default=2, help="small files after the AKE's"
@@ -576,9 +671,13 @@ def main() -> int:
         "--worker", choices=["encrypted", "plain"], help=argparse.SUPPRESS
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--crypto-mib", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         asyncio.run(worker_main(args.worker, args.port))
+        return 0
+    if args.crypto_mib:
+        print(json.dumps(crypto_speeds(args.crypto_mib * MiB)))
         return 0
 
     mib = {
@@ -592,6 +691,7 @@ def main() -> int:
     enc: dict[str, list[dict[str, Any]]] = {k: [] for k in args.kinds}
     plain: dict[str, list[dict[str, Any]]] = {k: [] for k in args.kinds}
     disk: dict[int, list[float]] = {}
+    crypto: dict[str, list[float]] = {}
     folder = Path(tempfile.mkdtemp(prefix="xfer-bench-", dir=args.dir))
     try:
         with LocalProsody(accounts=dict(ACCOUNTS)) as server:
@@ -615,7 +715,7 @@ def main() -> int:
                         first, rest = bench.latency(
                             sender, receiver, kind, small, args.secure_sends
                         )
-                        ake[kind].append(first)
+                        ake[kind] += first
                         secure[kind] += rest
                 sender.finish()
                 receiver.finish()
@@ -627,6 +727,8 @@ def main() -> int:
                     plain[kind].append(bench.plain(kind, mib[kind] * MiB))
                 for size in sorted({mib[k] for k in args.kinds}):
                     disk.setdefault(size, []).append(disk_speed(folder, size * MiB))
+                for name, value in crypto_reference(64).items():
+                    crypto.setdefault(name, []).append(value)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -655,12 +757,18 @@ def main() -> int:
             "encrypted": e,
             "plain": p,
         }
+    references = {
+        f"{name}_mb_s": round(statistics.median(values), 1)
+        for name, values in crypto.items()
+    }
     latency = {}
     for kind in args.kinds:
         s, a = median_row(secure[kind]), median_row(ake[kind])
         latency[kind] = {
             "secure": {k: v for k, v in s.items() if k.endswith("_ms")},
             "with_ake": {k: v for k, v in a.items() if k.endswith("_ms")},
+            "secure_n": len(secure[kind]),
+            "with_ake_n": len(ake[kind]),
             "secure_target_met": s["first_data_ms"] < TARGET_SECURE_MS,
             "ake_target_met": a["first_data_ms"] < TARGET_AKE_MS,
         }
@@ -687,11 +795,19 @@ def main() -> int:
         "(the receiver fsyncs before the rename)"
     )
     print(
+        f"crypto now, one core each: seal {references['seal_mb_s']}, open "
+        f"{references['open_mb_s']}, SHA-256 {references['sha256_mb_s']} MB/s; "
+        f"a transfer's two-core limit\n(SHA-256 pass, then seal + open + SHA-256 "
+        f"on both cores; no network, no disk): {references['two_core_limit_mb_s']} "
+        "MB/s"
+    )
+    print(
         "\nwhere the time goes (encrypted; ms) and CPU (100% = one core), "
         "peak RSS (MiB, largest of the rounds)"
     )
     head = (
-        f"{'transport':14} {'to data':>8} {'commit':>7} {'send%':>6} {'recv%':>6} "
+        f"{'transport':14} {'to data':>8} {'data MB/s':>9} {'commit':>7} "
+        f"{'send%':>6} {'recv%':>6} "
         f"{'pros%':>6} {'RSS s/r':>11} | {'plain:':6} {'send%':>6} {'recv%':>6} "
         f"{'pros%':>6} {'RSS s/r':>11}"
     )
@@ -700,7 +816,7 @@ def main() -> int:
     for kind, row in throughput.items():
         e, p = row["encrypted"], row["plain"]
         print(
-            f"{kind:14} {e['to_data_ms']:>8} {e['commit_ms']:>7} "
+            f"{kind:14} {e['to_data_ms']:>8} {e['data_mb_s']:>9} {e['commit_ms']:>7} "
             f"{e['sender_cpu_pct']:>6} {e['receiver_cpu_pct']:>6} "
             f"{e['prosody_cpu_pct']:>6} "
             f"{e['sender_peak_rss_mib']:>5}/{e['receiver_peak_rss_mib']:<5} | "
@@ -710,13 +826,14 @@ def main() -> int:
         )
     print(
         "to data = send_file call -> its first piece sealed (SHA-256 of the file, "
-        "OTR offer, Jingle, transport);\ncommit = receiver's last piece read -> "
-        "finalized, fsynced, renamed"
+        "OTR offer, Jingle, transport);\ndata MB/s = from then to the receiver's "
+        "last piece read; commit = from then to finalized, fsynced, renamed"
     )
     print(
-        f"\nset-up latency, {args.latency_kib} KiB file, ms from the send_file call "
-        f"(medians: AKE {args.latency_rounds} sessions, "
-        f"secure {args.latency_rounds * args.secure_sends} files)"
+        f"\nset-up latency, {args.latency_kib} KiB file, ms from the send_file call; "
+        f"medians over {args.latency_rounds} sessions per transport\nof newly "
+        f"connected clients: their first file (with the AKE), and the "
+        f"{args.secure_sends} after it (secure)"
     )
     head = (
         f"{'transport':14} {'':8} {'offer':>6} {'1st data':>9} {'setup':>6} "
@@ -764,15 +881,29 @@ def main() -> int:
             "latency_with_ake_ms": TARGET_AKE_MS,
         },
         "throughput": throughput,
+        "crypto_reference": references,
         "latency": latency,
+        # the floor of every worker's peak RSS (see crypto_reference)
+        "orchestrator_peak_rss_mib": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+        "sender_missed_verdict": bench.missed,
         "samples": {
             "encrypted": enc,
             "plain": plain,
             "disk_write_fsync_mb_s": {str(k): v for k, v in disk.items()},
+            "crypto_mb_s": crypto,
             "latency_secure": secure,
             "latency_with_ake": ake,
         },
     }
+    transfers = sum(len(v) for v in (*enc.values(), *secure.values(), *ake.values()))
+    if bench.missed:
+        print(
+            f"\n{len(bench.missed)} transfer(s) the receiver stored but whose sender "
+            f"timed out after {OFFER_TIMEOUT:g} s waiting for the session to end "
+            f"(besides {transfers} measured); dropped from the figures"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n{elapsed:.0f} s; wrote {args.json}")
