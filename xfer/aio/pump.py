@@ -138,10 +138,8 @@ class _Verifier:
             or header.chunk_size != self.offer.chunk_size
         ):
             raise IntegrityError
-        out = memoryview(buf)[:n]
-        self.digest.update(out)
         self.plain += n
-        return out
+        return memoryview(buf)[:n]
 
     def finish(self) -> bytes:
         tail = self.opener.finalize()
@@ -175,6 +173,17 @@ async def _gather(stream: ByteStream, queue: asyncio.Queue[_Item]) -> None:
         await queue.put(None)
     except Exception as exc:  # handed to the consumer, which raises it
         await queue.put(exc)
+
+
+async def _store(
+    writer: AtomicWriter, digest: hashlib._Hash, plaintext: memoryview
+) -> None:
+    """Hash verified plaintext and write it, both off the event loop."""
+    hashed = asyncio.ensure_future(asyncio.to_thread(digest.update, plaintext))
+    try:
+        await writer.write(plaintext)
+    finally:
+        await hashed
 
 
 async def receive_sealed(
@@ -223,7 +232,13 @@ async def receive_sealed(
                     )
                 if write is not None:
                     await write
-                write = asyncio.ensure_future(writer.write(out)) if out else None
+                # The hash (in a thread) and the write overlap the next piece's
+                # verification; pieces are hashed and written in order.
+                write = (
+                    asyncio.ensure_future(_store(writer, verifier.digest, out))
+                    if out
+                    else None
+                )
                 buffers.reverse()
                 progress(verifier.plain, offer.size)
             if write is not None:
