@@ -46,7 +46,6 @@ import platform
 import queue
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfer.testing.prosody import LocalProsody
+from xfer.testing.transports import forcing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -382,22 +382,9 @@ def pair(kind: str, port: int) -> Iterator[tuple[Worker, Worker]]:
         receiver.kill()
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def transport_config(kind: str) -> dict[str, object]:
     """Force a transport, as the integration tests do."""
-    unreachable = [("127.0.0.1", closed_port())]
-    if kind == "socks5-direct":
-        return {"socks5_proxy": False}
-    if kind == "socks5-proxy":
-        return {"advertise": unreachable}
-    assert kind == "ibb"
-    return {"advertise": unreachable, "socks5_proxy": False}
+    return forcing(kind)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -25,16 +25,21 @@ def prosody() -> Iterator[LocalProsody]:
         yield server
 
 
-async def client(
-    server: LocalProsody, user: str, resource: str, **ibb: object
-) -> XferClient:
-    c = await connect(
+async def login(server: LocalProsody, user: str, resource: str) -> XferClient:
+    """``user``'s client on the test server, logged in as ``resource``."""
+    return await connect(
         f"{user}@{server.domain}/{resource}",
         ACCOUNTS[user],
         "127.0.0.1",
         server.c2s_port,
         tls="none",
     )
+
+
+async def client(
+    server: LocalProsody, user: str, resource: str, **ibb: object
+) -> XferClient:
+    c = await login(server, user, resource)
     c.register_plugin(
         "xfer_ibb", {"authorize": lambda *_: True, **ibb}, module=ibb_module
     )
@@ -46,13 +51,7 @@ async def client(
 
 async def slixmpp_peer(server: LocalProsody, resource: str) -> XferClient:
     """bob with only slixmpp's own plugins, for interop tests."""
-    return await connect(
-        f"bob@{server.domain}/{resource}",
-        ACCOUNTS["bob"],
-        "127.0.0.1",
-        server.c2s_port,
-        tls="none",
-    )
+    return await login(server, "bob", resource)
 
 
 @pytest.fixture
@@ -72,13 +71,7 @@ async def transfer_client(
     **config: object,
 ) -> XferClient:
     """A client with the whole xfer stack (``xfer_transfer``) and an identity."""
-    c = await connect(
-        f"{user}@{server.domain}/{resource}",
-        ACCOUNTS[user],
-        "127.0.0.1",
-        server.c2s_port,
-        tls="none",
-    )
+    c = await login(server, user, resource)
     c.register_plugin(
         "xfer_transfer",
         {"identity": identity, "connect_timeout": 10.0, **config},

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,29 +20,13 @@ from tests.integration.conftest import introduce, transfer_client
 from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import IntegrityError, TransferDeclined, TransferRejected
 from xfer.testing.prosody import LocalProsody
+from xfer.testing.transports import KINDS, forcing
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import SendResult
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def transport_config(kind: str) -> dict[str, object]:
-    unreachable = [("127.0.0.1", closed_port())]
-    if kind == "socks5-direct":
-        return {"socks5_proxy": False}
-    if kind == "socks5-proxy":
-        return {"advertise": unreachable}
-    assert kind == "ibb"
-    return {"advertise": unreachable, "socks5_proxy": False}
 
 
 async def make_peers(
@@ -62,6 +45,16 @@ async def make_peers(
     )
     if trust:
         introduce(a, b)
+    return a, b
+
+
+async def peers_forcing(
+    kind: str, prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> tuple[XferClient, XferClient]:
+    """Two trusting peers configured so that a transfer must use ``kind``."""
+    config = forcing(kind)
+    a, b = await make_peers(prosody, tmp_path, config, config)
+    clients += [a, b]
     return a, b
 
 
@@ -109,16 +102,14 @@ async def transfer(
 SIZES = [0, 1, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE + 1]
 
 
-@pytest.mark.parametrize("kind", ["socks5-direct", "socks5-proxy", "ibb"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_sizes_over_each_transport(
     prosody: LocalProsody,
     tmp_path: Path,
     clients: list[XferClient],
     kind: str,
 ) -> None:
-    config = transport_config(kind)
-    a, b = await make_peers(prosody, tmp_path, config, config)
-    clients += [a, b]
+    a, b = await peers_forcing(kind, prosody, tmp_path, clients)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for size in SIZES:
@@ -135,16 +126,14 @@ async def test_sizes_over_each_transport(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["socks5-direct", "socks5-proxy", "ibb"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_100_mib(
     prosody: LocalProsody,
     tmp_path: Path,
     clients: list[XferClient],
     kind: str,
 ) -> None:
-    config = transport_config(kind)
-    a, b = await make_peers(prosody, tmp_path, config, config)
-    clients += [a, b]
+    a, b = await peers_forcing(kind, prosody, tmp_path, clients)
     src = tmp_path / "big.bin"
     write_random(src, 100 * MiB)
     dest = tmp_path / "big.out"
