@@ -161,8 +161,7 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
         return f"{exc}", EXIT_PEER
     if isinstance(exc, ServerUnreachable):
         return (
-            f"cannot reach the XMPP server: {exc} - check --host/--port "
-            "and the network",
+            f"{exc} - check --host/--port (XFER_HOST/XFER_PORT) and the network",
             EXIT_CONNECT,
         )
     if isinstance(exc, TransportError):

@@ -305,6 +305,10 @@ def send(
     authenticated with OTR: the servers see neither the contents nor the
     names. JID's fingerprint must be trusted first ('xfer trust' or 'xfer
     verify'). Each file counts only once the receiver has verified it.
+
+    Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
+    config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
+    or a prompt.
     """
     out = Output(quiet=quiet, as_json=as_json)
     files = list(_files(paths))
@@ -512,6 +516,10 @@ def receive(
     Names are made safe (no path escapes, hidden files or device names;
     taken names get a number). A file appears only once it is verified.
     Ctrl-C stops.
+
+    Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
+    config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
+    or a prompt.
     """
     out = Output(quiet=quiet, as_json=as_json)
     rules = _Rules(

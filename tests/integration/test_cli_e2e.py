@@ -248,7 +248,7 @@ def test_wrong_password_and_unreachable_server(
     alice.env["XFER_PORT"] = str(closed)
     done = alice.run("receive", "--once")
     assert done.returncode == 8
-    assert "cannot reach the XMPP server" in done.stderr
+    assert "cannot connect to the XMPP server" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
