@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import click
 from xfer_cli.account import account_options, data_dir, identity, resolve
-from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError
+from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError, describe
 from xfer_cli.output import Output
 from xfer_cli.progress import format_bytes
 
@@ -541,20 +541,29 @@ def receive(
             out.event("ready", jid=client.jid, fingerprint=client.fingerprint)
             while True:
                 offer = await client.next_offer()
+                busy[0] = True
                 if once:
                     await _handle(offer, rules, out)
                     return 0
                 try:
                     await _handle(offer, rules, out)
                 except (XferError, OSError) as exc:
-                    from xfer_cli.main import describe
-
-                    click.echo(f"xfer: error: {describe(exc)}", err=True)
+                    # One failed file does not stop the receiver; say why.
+                    message, _ = describe(exc)
+                    click.echo(f"xfer: error: {message}", err=True)
+                busy[0] = False
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
 
-    _run(job())
+    busy = [False]  # a transfer is under way (Ctrl-C then interrupts it)
+    try:
+        _run(job())
+    except KeyboardInterrupt:
+        if busy[0]:
+            raise
+        out.say("stopped")  # Ctrl-C while waiting is the normal way to stop
+        out.event("stopped")
 
 
 __all__ = ["data_dir", "keys", "receive", "send", "trust", "untrust", "verify"]

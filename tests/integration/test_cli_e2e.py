@@ -164,6 +164,9 @@ def test_send_files_and_a_directory_tree(
         assert (inbox / name).read_bytes() == source.read_bytes()
     received = [e for e in events(out) if e["event"] == "received"]
     assert len(received) == 4
+    # Ctrl-C while waiting is how a receiver is stopped: not an error.
+    assert receiver.returncode == 0
+    assert events(out)[-1]["event"] == "stopped"
 
 
 def test_decline(friends: tuple[Person, Person], tmp_path: Path) -> None:
