@@ -433,3 +433,25 @@ async def test_receiver_lost_its_otr_session(
     got = await _send_one(a, b, second, inbox)
     assert got.read_bytes() == data
     assert b.plugin["xfer_otr"].lost_offers(a.boundjid.full)
+
+
+async def test_success_before_any_data_is_not_believed(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """Jingle is not authenticated: a session-terminate <success/> that comes
+    before the sealed stream went out (a forging server, a broken peer) must
+    not make send_file report the file as delivered."""
+    from xfer.errors import RemoteProtocolError
+    from xfer.jingle import Reason
+
+    a, b = await make_peers(prosody, tmp_path)
+    clients += [a, b]
+    forged: list[asyncio.Future[None]] = []
+    b.plugin["xfer_xep_0166"].on_initiate = lambda session, _: forged.append(
+        asyncio.ensure_future(session.terminate(Reason.SUCCESS))
+    )
+    src = tmp_path / "never-sent.bin"
+    write_random(src, 10_000)
+    with pytest.raises(RemoteProtocolError, match="claimed success"):
+        await a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+    await asyncio.gather(*forged)

@@ -26,6 +26,7 @@ from xfer.errors import IntegrityError
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
     from concurrent.futures import Executor
 
     from xfer.aio.bytestream import ByteStream
@@ -63,10 +64,12 @@ async def send_sealed(
     *,
     total: int,
     progress: ProgressCallback = _no_progress,
+    on_written: Callable[[], object] | None = None,
 ) -> int:
     """Seal ``source`` onto ``stream`` and close it; return the sealed bytes sent.
 
-    ``progress`` counts plaintext bytes against ``total``. Two output buffers
+    ``progress`` counts plaintext bytes against ``total``; ``on_written`` is
+    called once the last sealed byte is written, before closing. Two output buffers
     alternate, so piece n+1 is sealed while piece n is written.
 
     Raises:
@@ -95,6 +98,8 @@ async def send_sealed(
         tail = sealer.finalize()
         await stream.write(tail)
         sent += len(tail)
+        if on_written is not None:
+            on_written()  # every byte is out; closing may still take a moment
         await stream.close()
     finally:
         if write is not None and not write.done():

@@ -31,6 +31,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from xfer.errors import (
     PeerGone,
     RemoteProtocolError,
+    TransferDeclined,
+    TransferRejected,
     TransferTimeout,
     XferError,
 )
@@ -42,12 +44,29 @@ if TYPE_CHECKING:
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
-__all__ = ["JingleSessionIO", "PeerGone", "XferJingle"]
+__all__ = ["JingleSessionIO", "PeerGone", "XferJingle", "rejection"]
 
 log = logging.getLogger(__name__)
 
 #: Live sessions per account; an offer flood beyond it is refused.
 MAX_SESSIONS = 256
+
+
+def rejection(peer: str, jingle: Jingle | None) -> TransferRejected:
+    """The error for a session the peer ended with ``jingle``'s reason."""
+    reason = Reason.GENERAL_ERROR.value
+    text = None
+    if jingle is not None:
+        reason = jingle.reason.value if jingle.reason else reason
+        text = jingle.reason_text
+    detail = f" ({text})" if text else ""
+    if reason == Reason.DECLINE.value:
+        return TransferDeclined(
+            f"{peer} declined the file{detail}", reason=reason, text=text
+        )
+    return TransferRejected(
+        f"{peer} ended the transfer: {reason}{detail}", reason=reason, text=text
+    )
 
 
 class JingleSessionIO:
@@ -62,6 +81,8 @@ class JingleSessionIO:
         #: Set when the session-terminate (or a failure) is waiting in the
         #: inbox: lets a data phase watch for the end without taking it.
         self.ending = asyncio.Event()
+        #: The peer's session-terminate, once it came.
+        self.terminated: Jingle | None = None
 
     @property
     def role(self) -> Role:
@@ -78,6 +99,10 @@ class JingleSessionIO:
             RemoteProtocolError: the peer answered with an error.
             TransferTimeout: no answer. LocalProtocolError: not allowed now.
         """
+        if self.ended:
+            # The peer ended it while we were busy: say why, not "you called
+            # it wrong" (the session machine would refuse the action).
+            raise rejection(self.peer, self.terminated)
         content = jingle.content.name if jingle.content else None
         self.machine.send(jingle.action, content=content)
         if jingle.action is Action.SESSION_TERMINATE:
@@ -133,6 +158,8 @@ class JingleSessionIO:
     def _deliver(self, item: Jingle | XferError) -> None:
         if isinstance(item, XferError) or item.action is Action.SESSION_TERMINATE:
             self.ending.set()
+            if not isinstance(item, XferError):
+                self.terminated = item
         try:
             self._inbox.put_nowait(item)
         except asyncio.QueueFull:

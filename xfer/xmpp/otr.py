@@ -107,7 +107,7 @@ class XferOTR(BasePlugin):
         self.trust: TrustStore = TrustStore()
         self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
         self._offers: dict[bytes, ReceivedOffer] = {}
-        self._offer_waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._offer_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
@@ -272,9 +272,9 @@ class XferOTR(BasePlugin):
             key=event.key,
             received=self.config["clock"](),
         )
-        waiter = self._offer_waiters.get(offer.transfer_id)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        for waiter in self._offer_waiters.get(offer.transfer_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _expire_offers(self) -> None:
         now = self.config["clock"]()
@@ -408,12 +408,16 @@ class XferOTR(BasePlugin):
         once; one from another JID is not given out.
         """
         if transfer_id not in self._offers and not self.lost_offers(peer):
-            waiter = self._offer_waiters.setdefault(
-                transfer_id, asyncio.get_running_loop().create_future()
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            self._offer_waiters.pop(transfer_id, None)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            waiting = self._offer_waiters.setdefault(transfer_id, [])
+            waiting.append(waiter)  # each claim its own: none misses the offer
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, timeout)
+            finally:
+                waiting.remove(waiter)
+                if not waiting:
+                    del self._offer_waiters[transfer_id]
         got = self._offers.get(transfer_id)
         if got is None or got.peer != peer:
             return None

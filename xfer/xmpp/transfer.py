@@ -56,7 +56,6 @@ from xfer.errors import (
     NotSecure,
     NoUsableTransport,
     RemoteProtocolError,
-    TransferDeclined,
     TransferRejected,
     TransferTimeout,
     TransportError,
@@ -88,6 +87,7 @@ from xfer.jingle.wire import (
 from xfer.names import numbered, safe_name
 from xfer.otr.offer import TransferOffer
 from xfer.store import IdentityStore
+from xfer.xmpp.jingle import rejection
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -430,6 +430,7 @@ class XferTransfer(BasePlugin):
         session = self.jingle.initiate(full)
         setup, kind = 0.0, ""
         s5b: _S5B | None = None
+        written: list[bool] = []  # set once the last sealed byte is written
         try:
             transport, s5b = await self._local_transport(session)
             description = FileDescription(
@@ -461,14 +462,21 @@ class XferTransfer(BasePlugin):
             await self._watching(
                 session,
                 send_sealed(
-                    source, stream, sealer, total=offer.size, progress=progress
+                    source,
+                    stream,
+                    sealer,
+                    total=offer.size,
+                    progress=progress,
+                    on_written=lambda: written.append(True),
                 ),
                 stream,
             )
             # The receiver verifies, stores, then ends the session with its verdict.
             await self._expect(session, set(), self.config["offer_timeout"])
         except TransferRejected as exc:
-            if exc.reason == Reason.SUCCESS.value:
+            # "success" counts only once the whole sealed stream went out:
+            # Jingle is not authenticated, and a server could forge it.
+            if exc.reason == Reason.SUCCESS.value and written:
                 return SendResult(
                     peer=full,
                     fingerprint=fingerprint,
@@ -479,9 +487,15 @@ class XferTransfer(BasePlugin):
                     seconds=time.perf_counter() - started,
                     setup_seconds=setup,
                 )
+            if exc.reason == Reason.SUCCESS.value:
+                raise RemoteProtocolError(
+                    f"{full} claimed success before the file was sent"
+                ) from None
             raise
         except BaseException as exc:
-            await session.terminate(_reason_for(exc), _public_text(exc))
+            await session.terminate(
+                _reason_for(exc), _public_text(exc, receiving=False)
+            )
             raise
         finally:
             self.jingle.forget(session)
@@ -677,7 +691,7 @@ class XferTransfer(BasePlugin):
                 stream,
             )
         except BaseException as exc:
-            await session.terminate(_reason_for(exc), _public_text(exc))
+            await session.terminate(_reason_for(exc), _public_text(exc, receiving=True))
             raise
         finally:
             self.jingle.forget(session)
@@ -782,6 +796,27 @@ class XferTransfer(BasePlugin):
     ) -> tuple[ByteStream, str] | None:
         us, peer = self.xmpp.boundjid.full, session.peer
         reached, connection = await self._reach(theirs, dst_addr(ours.sid, peer, us))
+        try:
+            return await self._report_and_nominate(
+                session, ours, s5b, reached, connection, timeout
+            )
+        except BaseException:
+            if connection is not None:
+                connection[1].transport.abort()
+            raise
+
+    async def _report_and_nominate(
+        self,
+        session: JingleSessionIO,
+        ours: S5BTransport,
+        s5b: _S5B,
+        reached: Candidate | None,
+        connection: _Connection | None,
+        timeout: float,
+    ) -> tuple[ByteStream, str] | None:
+        """Tell the peer which of its candidates we reached, learn which of
+        ours it reached, and take the nominated connection (XEP-0260)."""
+        peer = session.peer
         info = S5BTransport(
             sid=ours.sid,
             candidate_used=reached.cid if reached else None,
@@ -812,8 +847,9 @@ class XferTransfer(BasePlugin):
             assert connection is not None
             s5b.close()
             if choice.candidate.type is CandidateType.PROXY:
+                cid = choice.candidate.cid  # the activation must name it
                 await self._expect_transport(
-                    session, lambda t: t.activated is not None or t.proxy_error, timeout
+                    session, lambda t: t.activated == cid or t.proxy_error, timeout
                 )
             return self.socks5.stream(
                 peer, ours.sid, connection, choice.candidate.jid
@@ -849,12 +885,15 @@ class XferTransfer(BasePlugin):
         us, peer = self.xmpp.boundjid.full, session.peer
         label = f"socks5-{candidate.type.label}"
         if candidate.type is CandidateType.PROXY:
+            own: _Connection | None = None
             try:
                 own = await self.socks5.connect(
                     candidate.host, candidate.port, dst_addr(sid, us, peer)
                 )
                 await self.socks5.activate(candidate.jid, sid, peer)
             except (OSError, TimeoutError, XferError):
+                if own is not None:
+                    own[1].transport.abort()
                 info = S5BTransport(sid=sid, proxy_error=True)
                 await session.send(self._transport_info(session, info))
                 raise TransportError(
@@ -958,7 +997,7 @@ class XferTransfer(BasePlugin):
             left = deadline - asyncio.get_running_loop().time()
             jingle = await session.next(max(left, 0.001))
             if jingle.action is Action.SESSION_TERMINATE:
-                raise _rejected(session.peer, jingle)
+                raise rejection(session.peer, jingle)
             if jingle.action in actions:
                 return jingle
 
@@ -968,8 +1007,15 @@ class XferTransfer(BasePlugin):
         wanted: Callable[[S5BTransport], bool],
         timeout: float,
     ) -> S5BTransport:
+        """The peer's next transport-info that ``wanted`` accepts, within
+        ``timeout`` seconds in all (others in between do not extend it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
-            jingle = await self._expect(session, {Action.TRANSPORT_INFO}, timeout)
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TransferTimeout(f"{session.peer} did not report on SOCKS5")
+            jingle = await self._expect(session, {Action.TRANSPORT_INFO}, left)
             t = jingle.content.transport if jingle.content else None
             if isinstance(t, S5BTransport) and wanted(t):
                 if t.proxy_error:
@@ -1039,19 +1085,6 @@ def _abort(waiter: asyncio.Future[_Connection]) -> None:
         waiter.result()[1].transport.abort()
 
 
-def _rejected(peer: str, jingle: Jingle) -> TransferRejected:
-    reason = jingle.reason.value if jingle.reason else Reason.GENERAL_ERROR.value
-    text = jingle.reason_text
-    detail = f" ({text})" if text else ""
-    if reason == Reason.DECLINE.value:
-        return TransferDeclined(
-            f"{peer} declined the file{detail}", reason=reason, text=text
-        )
-    return TransferRejected(
-        f"{peer} ended the transfer: {reason}{detail}", reason=reason, text=text
-    )
-
-
 def _reason_for(exc: BaseException) -> Reason:
     """The Jingle reason that tells the peer why we stopped."""
     if isinstance(exc, (IntegrityError, EnvelopeFormatError, UntrustedPeer, NotSecure)):
@@ -1071,11 +1104,15 @@ def _reason_for(exc: BaseException) -> Reason:
     return Reason.GENERAL_ERROR
 
 
-def _public_text(exc: BaseException) -> str | None:
+def _public_text(exc: BaseException, *, receiving: bool) -> str | None:
     """What the peer (and the servers) may read about our failure: never a
     local path or file name."""
     if isinstance(exc, OSError | DestinationExists):
-        return "a local file could not be read or written"
+        return (
+            "the receiver could not store the file"
+            if receiving
+            else ("the sender could not read the file")
+        )
     return str(exc) or None
 
 
