@@ -58,6 +58,10 @@ __all__ = [
 #: per piece, small enough to keep memory flat.
 READ_SIZE = 4 * 1024 * 1024
 
+#: An :class:`AtomicWriter` starts writing back to the disk after this many
+#: bytes, in the background, rather than all at the final fsync.
+SYNC_EVERY = 32 * 1024 * 1024
+
 #: A source or destination: a path, or an open file descriptor (0 or 1 for
 #: standard input and output).
 Target = str | os.PathLike[str] | int
@@ -144,6 +148,8 @@ class AtomicWriter:
         )
         self._file: AsyncBufferedIOBase | None = None
         self._committed = False
+        self._unsynced = 0
+        self._sync: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> AtomicWriter:
         if not self.overwrite and self.dest.exists():
@@ -159,13 +165,33 @@ class AtomicWriter:
         return self
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append to the temporary file."""
+        """Append to the temporary file.
+
+        Every :data:`SYNC_EVERY` bytes, the data written so far starts going
+        to the disk in the background (``fdatasync`` in a thread), so that the
+        fsync before the rename has little left to do.
+        """
         assert self._file is not None, "use AtomicWriter as an async context manager"
         await self._file.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= SYNC_EVERY and (self._sync is None or self._sync.done()):
+            if self._sync is not None:
+                self._sync.result()  # a failed background sync fails the write
+            self._unsynced = 0
+            await self._file.flush()
+            self._sync = asyncio.ensure_future(
+                asyncio.to_thread(os.fdatasync, self._file.fileno())
+            )
+
+    async def _settle_sync(self) -> None:
+        if self._sync is not None:
+            sync, self._sync = self._sync, None
+            await sync
 
     async def commit(self) -> None:
         """Flush, fsync, and move the temporary file into place."""
         assert self._file is not None, "use AtomicWriter as an async context manager"
+        await self._settle_sync()
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
         await self._file.close()
@@ -188,6 +214,8 @@ class AtomicWriter:
         tb: TracebackType | None,
     ) -> None:
         try:
+            with contextlib.suppress(OSError):
+                await self._settle_sync()  # a thread: let it end before closing
             if self._file is not None:
                 file, self._file = self._file, None
                 # Closing flushes: on a full disk that fails again. The

@@ -367,6 +367,10 @@ class XferTransfer(BasePlugin):
             peer, timeout=self.config["connect_timeout"]
         )
         for attempt in (1, 2):
+            # The AKE that made the keys this offer goes out under. (The
+            # session object stays the same when the peer re-keys it, so the
+            # id must be taken now, not after a refusal.)
+            offered_under = otr_session.ssid
             fingerprint = otr_session.their_fingerprint
             assert fingerprint is not None
             if not self._trust_ok(full, fingerprint):
@@ -388,7 +392,7 @@ class XferTransfer(BasePlugin):
                     raise
             # The receiver restarted and could not read the offer: renew OTR.
             otr_session = await self.otr.renewed(
-                full, otr_session.ssid, timeout=self.config["connect_timeout"]
+                full, offered_under, timeout=self.config["connect_timeout"]
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
