@@ -1,0 +1,158 @@
+"""Every parser of peer input, fed arbitrary and near-valid input: it parses,
+or raises a typed :class:`~xfer.errors.XferError` - never anything else.
+
+Near-valid inputs (a valid message with bytes flipped, cut or appended) reach
+deeper than random noise. How many cases ran per parser is counted and
+printed at the end of the module (``pytest -s``), so a run can report it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xfer.envelope import HEADER_SIZE, EnvelopeHeader, Opener, Sealer
+from xfer.errors import XferError
+from xfer.framing.ibb import IBBReceiver
+from xfer.otr.fragments import Reassembler, fragment, parse_fragment
+from xfer.otr.messages import parse_encoded, parse_text
+from xfer.otr.offer import TransferOffer
+
+CASES: collections.Counter[str] = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report() -> Iterator[None]:
+    yield
+    print("\nfuzz cases per parser:", dict(sorted(CASES.items())))
+
+
+def typed(name: str, parse: Callable[[], object]) -> None:
+    CASES[name] += 1
+    with contextlib.suppress(XferError):
+        parse()
+
+
+def seal(plaintext: bytes, **options: int) -> bytes:
+    sealer = Sealer(bytes(32), **options)
+    return sealer.update(plaintext) + sealer.finalize()
+
+
+def mutated(valid: bytes) -> st.SearchStrategy[bytes]:
+    """``valid`` with a byte flipped, cut short, or extended."""
+    n = len(valid)
+    flip = st.tuples(st.integers(0, n - 1), st.integers(1, 255)).map(
+        lambda t: valid[: t[0]] + bytes([valid[t[0]] ^ t[1]]) + valid[t[0] + 1 :]
+    )
+    cut = st.integers(0, n - 1).map(lambda i: valid[:i])
+    grow = st.binary(min_size=1, max_size=64).map(lambda extra: valid + extra)
+    return st.one_of(flip, cut, grow, st.binary(max_size=2 * n))
+
+
+HEADER = seal(b"x")[:HEADER_SIZE]
+
+
+@given(mutated(HEADER))
+def test_envelope_header(data: bytes) -> None:
+    typed("envelope header", lambda: EnvelopeHeader.parse(data))
+
+
+SEALED = seal(os.urandom(3000), chunk_size=1024)
+
+
+@given(mutated(SEALED), st.integers(1, 700))
+def test_sealed_stream_in_pieces(data: bytes, step: int) -> None:
+    def run() -> None:
+        opener = Opener(bytes(32))
+        for i in range(0, len(data), step):
+            opener.update(data[i : i + step])
+        opener.finalize()
+
+    typed("sealed stream", run)
+
+
+OFFER = TransferOffer(
+    transfer_id=bytes(16),
+    salt=bytes(32),
+    suite=1,
+    chunk_size=65536,
+    size=123,
+    sha256=bytes(32),
+    name="report.pdf",
+).encode()
+
+
+@given(mutated(OFFER))
+def test_transfer_offer(data: bytes) -> None:
+    typed("TLV 8 transfer offer", lambda: TransferOffer.decode(data))
+
+
+def _otr_bodies() -> st.SearchStrategy[str]:
+    # An encoded message's payload, mutated, then wrapped as OTR text.
+    valid = base64.b64decode(
+        "AAMCAAABAAAAAAAAAMTcGIvA1zsPFMyDYmRJ1ySkcj7t0OAg4jX94E4bMZN/fw=="
+    )
+    encoded = mutated(valid).map(lambda b: "?OTR:" + base64.b64encode(b).decode() + ".")
+    texts = st.sampled_from(["?OTR?", "?OTRv3?", "?OTR?v2?", "?OTR Error: x", "hi"])
+    return st.one_of(encoded, texts, st.text(max_size=80).map(lambda t: "?OTR" + t))
+
+
+@given(_otr_bodies())
+def test_otr_text(text: str) -> None:
+    typed("OTR message text", lambda: parse_text(text))
+    if text.startswith("?OTR:"):
+        typed("OTR encoded message", lambda: parse_encoded(text))
+
+
+_FRAGMENTS = fragment(
+    "?OTR:" + "A" * 300 + ".", 120, sender_tag=0x101, receiver_tag=0x102
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_FRAGMENTS),
+            st.text(max_size=60).map(lambda t: "?OTR|" + t),
+            st.sampled_from(_FRAGMENTS).map(lambda f: f.replace(",", ",,", 1)),
+        ),
+        max_size=6,
+    )
+)
+def test_otr_fragments(pieces: list[str]) -> None:
+    reassembler = Reassembler(max_size=4096)
+
+    def run() -> None:
+        for piece in pieces:
+            reassembler.add(parse_fragment(piece))
+
+    typed("OTR fragments", run)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.integers(-2, 70000), st.text(max_size=6)),
+            st.one_of(
+                st.binary(max_size=80).map(lambda b: base64.b64encode(b).decode()),
+                st.text(max_size=40),
+            ),
+        ),
+        max_size=6,
+    )
+)
+def test_ibb_packets(packets: list[tuple[int | str, str]]) -> None:
+    receiver = IBBReceiver(block_size=64)
+
+    def run() -> None:
+        for seq, text in packets:
+            receiver.data(seq, text)
+
+    typed("IBB data packets", run)
