@@ -1,0 +1,427 @@
+"""A TCP proxy on loopback that breaks connections on purpose, for tests.
+
+Real networks drop connections half-way through a transfer, stall for a few
+seconds, or are down altogether. :class:`FaultProxy` stands between a client
+and a local server (a Prosody c2s port, a SOCKS5 streamhost or proxy) and
+does exactly that, on demand, so that tests can check how the library copes:
+
+* :meth:`FaultProxy.cut_all` aborts every live connection now;
+* :meth:`FaultProxy.cut_after` aborts the first connection whose relayed byte
+  count passes a limit (:meth:`FaultProxy.cut_randomly` draws the limit from a
+  seeded generator, so a failing run can be replayed);
+* :meth:`FaultProxy.stall` holds all data (nothing is lost) for a while;
+* :meth:`FaultProxy.refuse` closes new connections as soon as they arrive.
+
+Only for tests: it listens on 127.0.0.1 alone and uses the standard library
+only. Every method is meant to be called from the event loop the proxy runs
+on. Example::
+
+    async with FaultProxy("127.0.0.1", c2s_port, seed=7) as proxy:
+        ...  # connect the client to proxy.host, proxy.port
+        proxy.cut_after(100_000, direction="down")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Literal, Self
+
+__all__ = ["DIRECTIONS", "Direction", "FaultProxy"]
+
+#: ``"up"`` is client to target, ``"down"`` target to client.
+Direction = Literal["up", "down", "both"]
+DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
+
+_LISTEN_HOST = "127.0.0.1"
+_CHUNK = 64 * 1024
+#: How long a cut waits for the bytes before the cut point to reach the kernel.
+_FLUSH_TIMEOUT = 2.0
+
+
+@dataclass(eq=False)
+class _Rule:
+    """A pending :meth:`FaultProxy.cut_after`."""
+
+    limit: int
+    direction: Direction
+    #: Close both sides with a FIN instead of a reset.
+    graceful: bool = False
+    #: (up, down) counts of the connections live when the rule was armed;
+    #: connections accepted later count from zero.
+    baseline: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def allowance(self, conn: _Connection) -> int:
+        """Bytes ``conn`` may still relay before this rule cuts it."""
+        base_up, base_down = self.baseline.get(conn.serial, (0, 0))
+        up = conn.up - base_up
+        down = conn.down - base_down
+        if self.direction == "up":
+            return self.limit - up
+        if self.direction == "down":
+            return self.limit - down
+        return self.limit - up - down
+
+
+class _Connection:
+    """One accepted client and, once connected, its upstream to the target."""
+
+    def __init__(self, serial: int, client: asyncio.StreamWriter) -> None:
+        self.serial = serial
+        self.client = client
+        self.upstream: asyncio.StreamWriter | None = None
+        self.up = 0
+        self.down = 0
+        #: No more data may be forwarded (cut decided, or aborted).
+        self.closing = False
+        self.dead = False
+        self.killed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def kill(self) -> bool:
+        """Abort both sides now; False if that had already happened."""
+        if self.dead:
+            return False
+        self.dead = self.closing = True
+        self.client.transport.abort()
+        if self.upstream is not None:
+            self.upstream.transport.abort()
+        if not self.killed.done():
+            self.killed.set_result(None)
+        return True
+
+
+class FaultProxy:
+    """Relays TCP connections from 127.0.0.1 to a target, injecting faults.
+
+    ``seed`` seeds the proxy's own :class:`random.Random`, used by
+    :meth:`cut_randomly`. Use it as an async context manager, or call
+    :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self, target_host: str, target_port: int, *, seed: int | None = None
+    ) -> None:
+        self._target_host = target_host
+        self._target_port = target_port
+        self._random = random.Random(seed)  # noqa: S311 - faults, not secrets
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
+        self._closing = False
+        self._serials = itertools.count()
+        self._live: dict[int, _Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._rules: list[_Rule] = []
+        self._refusing = False
+        self._stalled = False
+        self._resumed: asyncio.Future[None] | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._connections = 0
+        self._bytes_relayed = 0
+        self._cuts = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen on 127.0.0.1, on a port chosen by the OS."""
+        if self._server is not None:
+            raise RuntimeError("FaultProxy is already started")
+        self._closing = False
+        server = await asyncio.start_server(self._accept, _LISTEN_HOST, 0)
+        self._server = server
+        host, port = server.sockets[0].getsockname()[:2]
+        self._address = (str(host), int(port))
+
+    async def stop(self) -> None:
+        """Stop listening, abort every connection and wait for the relays.
+
+        Calling it again (or before :meth:`start`) does nothing.
+        """
+        self._closing = True
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self._live.values()):
+            conn.kill()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The listening address (after :meth:`start`)."""
+        return self._listening()[0]
+
+    @property
+    def port(self) -> int:
+        """The listening port (after :meth:`start`)."""
+        return self._listening()[1]
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far, refused ones included."""
+        return self._connections
+
+    @property
+    def bytes_relayed(self) -> int:
+        """Bytes forwarded so far, both directions together."""
+        return self._bytes_relayed
+
+    @property
+    def cuts(self) -> int:
+        """Connections aborted by :meth:`cut_all` or a cut rule."""
+        return self._cuts
+
+    @property
+    def stalled(self) -> bool:
+        """Whether forwarding is held (see :meth:`stall`)."""
+        return self._stalled
+
+    @property
+    def live(self) -> int:
+        """Connections currently open."""
+        return len(self._live)
+
+    def _listening(self) -> tuple[str, int]:
+        if self._address is None:
+            raise RuntimeError("FaultProxy is not started")
+        return self._address
+
+    # -- faults -------------------------------------------------------------
+
+    def cut_all(self) -> int:
+        """Abort every live connection (both sides); returns how many."""
+        cut = sum(conn.kill() for conn in list(self._live.values()))
+        self._cuts += cut
+        return cut
+
+    def cut_after(
+        self, n_bytes: int, *, direction: Direction = "both", graceful: bool = False
+    ) -> None:
+        """Abort the first connection that relays more than ``n_bytes``.
+
+        Bytes are counted per connection, in ``direction`` (``"up"``: client
+        to target, ``"down"``: target to client, ``"both"``: their sum), from
+        now on for connections already open, from their start for new ones.
+        Exactly ``n_bytes`` are forwarded, then both sides are aborted. The
+        rule is spent after one cut; several rules may be pending at once.
+        """
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction must be one of {DIRECTIONS}, not {direction!r}"
+            )
+        if n_bytes < 0:
+            raise ValueError(f"n_bytes must not be negative, not {n_bytes}")
+        baseline = {c.serial: (c.up, c.down) for c in self._live.values()}
+        self._rules.append(_Rule(n_bytes, direction, graceful, baseline))
+
+    def clear_rules(self) -> int:
+        """Forget the cut rules not spent yet; returns how many there were."""
+        pending = len(self._rules)
+        self._rules.clear()
+        return pending
+
+    def cut_randomly(self, max_bytes: int, *, direction: Direction = "both") -> int:
+        """:meth:`cut_after` a seeded random count in [1, max_bytes]; returns it."""
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        n_bytes = self._random.randint(1, max_bytes)
+        self.cut_after(n_bytes, direction=direction)
+        return n_bytes
+
+    def stall(self, seconds: float) -> None:
+        """Hold all data, both ways, on every connection for ``seconds``.
+
+        Data is kept, not dropped, and flows again afterwards. Replaces any
+        earlier stall.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must not be negative, not {seconds}")
+        loop = asyncio.get_running_loop()
+        self.stall_forever()
+        self._stall_timer = loop.call_later(seconds, self.resume)
+
+    def stall_forever(self) -> None:
+        """Hold all data until :meth:`resume`."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._stalled = True
+
+    def resume(self) -> None:
+        """End a stall: held data flows again."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._stalled = False
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    def refuse(self, on: bool) -> None:
+        """While on, close new connections as soon as they are accepted."""
+        self._refusing = on
+
+    # -- relaying -----------------------------------------------------------
+
+    def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # A plain callback, not a coroutine: the relay runs in a task of our
+        # own, which stop() can cancel and await.
+        if self._closing:
+            writer.transport.abort()
+            return
+        self._connections += 1
+        if self._refusing:
+            writer.transport.abort()
+            return
+        conn = _Connection(next(self._serials), writer)
+        self._live[conn.serial] = conn
+        task = asyncio.get_running_loop().create_task(self._serve(conn, reader))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: _Connection, client: asyncio.StreamReader) -> None:
+        try:
+            try:
+                from_target, conn.upstream = await asyncio.open_connection(
+                    self._target_host, self._target_port
+                )
+            except OSError:
+                conn.kill()  # the target is down: so is the connection
+                return
+            if conn.dead:  # cut while connecting
+                conn.upstream.transport.abort()
+                return
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._pump(conn, client, conn.upstream, up=True))
+                group.create_task(self._pump(conn, from_target, conn.client, up=False))
+            if not conn.dead:
+                conn.closing = True
+                for writer in (conn.client, conn.upstream):
+                    writer.close()
+                for writer in (conn.client, conn.upstream):
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+        finally:
+            conn.kill()
+            del self._live[conn.serial]
+
+    async def _pump(
+        self,
+        conn: _Connection,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        *,
+        up: bool,
+    ) -> None:
+        """Forward one direction until EOF, a cut or an error."""
+        try:
+            while True:
+                data = await source.read(_CHUNK)
+                if conn.closing:
+                    return
+                if not data:
+                    if sink.can_write_eof():
+                        sink.write_eof()
+                    return
+                if self._stalled and not await self._held(conn):
+                    return
+                rule = self._cut_point(conn, len(data), up=up)
+                if rule is not None:
+                    conn.closing = True  # the other direction stops too
+                    cut_at = max(rule.allowance(conn), 0)
+                    await self._cut(conn, sink, data[:cut_at], up=up, rule=rule)
+                    return
+                self._forward(conn, sink, data, up=up)
+                await sink.drain()
+        except OSError:
+            conn.kill()  # a reset on one side resets the other
+
+    async def _held(self, conn: _Connection) -> bool:
+        """Wait for the stall to end; False if the connection closed meanwhile."""
+        while self._stalled and not conn.closing:
+            if self._resumed is None:
+                self._resumed = asyncio.get_running_loop().create_future()
+            await asyncio.wait(
+                (self._resumed, conn.killed), return_when=asyncio.FIRST_COMPLETED
+            )
+        return not conn.closing
+
+    def _cut_point(self, conn: _Connection, size: int, *, up: bool) -> _Rule | None:
+        """The rule that cuts ``conn`` within the next ``size`` bytes, if
+        any (spent: removed from the pending rules)."""
+        chosen: _Rule | None = None
+        chosen_allowance = 0
+        for rule in self._rules:
+            if rule.direction == ("down" if up else "up"):
+                continue
+            allowance = rule.allowance(conn)
+            if size > allowance and (chosen is None or allowance < chosen_allowance):
+                chosen, chosen_allowance = rule, allowance
+        if chosen is None:
+            return None
+        self._rules.remove(chosen)
+        return chosen
+
+    def _forward(
+        self, conn: _Connection, sink: asyncio.StreamWriter, data: bytes, *, up: bool
+    ) -> None:
+        sink.write(data)
+        if up:
+            conn.up += len(data)
+        else:
+            conn.down += len(data)
+        self._bytes_relayed += len(data)
+
+    async def _cut(
+        self,
+        conn: _Connection,
+        sink: asyncio.StreamWriter,
+        data: bytes,
+        *,
+        up: bool,
+        rule: _Rule,
+    ) -> None:
+        """Forward ``data``, let it reach the kernel, then abort ``conn`` (or
+        close both sides, for a graceful rule: the peers see an end of
+        stream after every byte before the cut)."""
+        try:
+            if data:
+                self._forward(conn, sink, data, up=up)
+            # A zero high-water mark makes drain() wait for an empty buffer:
+            # abort() would drop whatever is still in it.
+            sink.transport.set_write_buffer_limits(high=0)
+            await asyncio.wait_for(sink.drain(), _FLUSH_TIMEOUT)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            if rule.graceful and not conn.dead:
+                conn.dead = True
+                for writer in (conn.client, conn.upstream):
+                    if writer is not None:
+                        writer.close()
+                if not conn.killed.done():
+                    conn.killed.set_result(None)
+                self._cuts += 1
+            elif conn.kill():
+                self._cuts += 1
