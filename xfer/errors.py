@@ -23,7 +23,8 @@ anything else escaping the library is a bug::
         │   ├── AuthenticationFailed  the server refused the account or password
         │   └── PeerGone              the peer went offline mid-session
         ├── NoUsableTransport
-        └── TransferTimeout
+        ├── TransferTimeout
+        └── StreamTruncated          the stream ended early (resumable)
 
 The split between local and remote protocol errors follows h11: the local kind
 means "fix your code", the remote kind means "the other side sent something
@@ -53,6 +54,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "ServerUnreachable",
+    "StreamTruncated",
     "TransferDeclined",
     "TransferRejected",
     "TransferTimeout",
@@ -202,3 +204,11 @@ class NoUsableTransport(TransportError):
 
 class TransferTimeout(TransportError):
     """A wait (for the peer, for data, for an acknowledgement) ran out."""
+
+
+class StreamTruncated(TransportError):
+    """The data stream ended before the end of the file.
+
+    Everything that came was verified, and only verified plaintext was kept:
+    the transfer can resume from there (see ``spec/jingle.md``).
+    """

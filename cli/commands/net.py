@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from xfer_cli.account import account_options, data_dir, identity, resolve
@@ -67,6 +67,31 @@ class SizeType(click.ParamType[int]):
         return size
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class DurationType(click.ParamType[float]):
+    """A duration like 90s, 30m, 12h or 7d (seconds without a unit)."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+        number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+        try:
+            seconds = float(number) * _DURATION_UNITS[unit]
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 30m, 12h or 7d", param, ctx)
+        if seconds < 0:
+            self.fail("a duration cannot be negative", param, ctx)
+        return seconds
+
+
 def _run(job: Coroutine[object, object, int | None]) -> None:
     code = asyncio.run(job)
     if code:
@@ -80,8 +105,11 @@ async def _connect(
     tls: str | None,
     *,
     accept_untrusted: bool = False,
+    **config: float,
 ) -> xfer.Client:
+    """Log in; ``config`` goes to the ``xfer_transfer`` plugin."""
     settings = resolve(jid=jid, host=host, port=port, tls=tls)
+    options: dict[str, Any] = dict(config)
     return await xfer.connect(
         settings.jid,
         settings.password,
@@ -90,6 +118,7 @@ async def _connect(
         port=settings.port,
         tls=settings.tls,
         accept_untrusted=accept_untrusted,
+        **options,
     )
 
 
@@ -332,9 +361,20 @@ def send(
                     progress.close()
                 total += result.size
                 rate = result.size / max(result.seconds, 1e-9) / 1e6
+                resumed = ""
+                if result.breaks or result.resumed_from:
+                    resumed = (
+                        f", resumed after {result.breaks} break(s)"
+                        if result.breaks
+                        else ""
+                    ) + (
+                        f", {format_bytes(result.resumed_from)} were already there"
+                        if result.resumed_from
+                        else ""
+                    )
                 out.say(
                     f"sent {name} ({format_bytes(result.size)}, {result.transport}, "
-                    f"{rate:.1f} MB/s): verified by the receiver"
+                    f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
                 out.event(
                     "sent",
@@ -343,6 +383,8 @@ def send(
                     peer=result.peer,
                     transport=result.transport,
                     seconds=round(result.seconds, 3),
+                    breaks=result.breaks,
+                    resumed_from=result.resumed_from,
                 )
             if len(files) > 1:
                 seconds = time.perf_counter() - started
@@ -446,6 +488,13 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     dest = await asyncio.to_thread(
         _destination, rules.directory, offer.name, rules.overwrite
     )
+    kept = await asyncio.to_thread(offer.resumes_from, dest)
+    if kept:
+        out.say(
+            f"resuming {offer.name!r}: {format_bytes(kept)} of "
+            f"{format_bytes(offer.size)} were kept from an earlier try"
+        )
+        out.event("resuming", peer=offer.peer, name=offer.name, kept=kept)
     progress = out.progress(dest.name)
     started = time.perf_counter()
     try:
@@ -491,6 +540,15 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     type=SizeType(),
     help="Decline files larger than this (e.g. 500M, 2G).",
 )
+@click.option(
+    "--keep-partial",
+    type=DurationType(),
+    default="7d",
+    show_default=True,
+    help="Keep the verified part of a transfer that broke off (hidden, "
+    "beside the file) this long, so that sending the same file again goes "
+    "on from there; 0 keeps nothing.",
+)
 @account_options
 @quiet_option
 @json_option
@@ -501,6 +559,7 @@ def receive(
     overwrite: bool,
     once: bool,
     max_size: int | None,
+    keep_partial: float,
     jid: str | None,
     host: str | None,
     port: int | None,
@@ -515,6 +574,10 @@ def receive(
     before accepting, unless --yes (which never accepts an untrusted peer).
     Names are made safe (no path escapes, hidden files or device names;
     taken names get a number). A file appears only once it is verified.
+
+    A transfer that breaks off (network, either side killed) goes on by
+    itself when the sender comes back within a couple of minutes; later,
+    sending the same file again continues where it stopped (--keep-partial).
     Ctrl-C stops.
 
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
@@ -532,7 +595,15 @@ def receive(
     rules.directory.mkdir(parents=True, exist_ok=True)
 
     async def job() -> int:
-        client = await _connect(jid, host, port, tls, accept_untrusted=True)
+        client = await _connect(
+            jid,
+            host,
+            port,
+            tls,
+            accept_untrusted=True,
+            keep_partial=keep_partial > 0,
+            partial_max_age=keep_partial,
+        )
         try:
             out.say(
                 f"waiting for files as {client.jid} "

@@ -309,3 +309,53 @@ def test_hostile_names_are_neutralised(
     assert all(
         p.name == "payload.bin" or p.parent.name.endswith("-data") for p in outside
     ), outside
+
+
+def test_a_killed_receiver_resumes_where_it_stopped(
+    friends: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """kill -9 of 'xfer receive' mid-file: the sender keeps offering the
+    rest, a new 'xfer receive' finds the verified prefix (and its state
+    file) beside the destination and asks only for the rest."""
+    alice, bob = friends
+    src = tmp_path / "big.bin"
+    block = os.urandom(1 << 20)
+    with src.open("wb") as f:
+        for i in range(192):
+            f.write(block[i:] + block[:i])
+    inbox = tmp_path / "inbox"
+    first = bob.start("receive", "--yes", "--dir", str(inbox), "--json")
+    sender = None
+    try:
+        wait_ready(first)
+        sender = alice.start("send", str(src), "--to", bob.jid, "--json")
+        # Wait until the receiver recorded a verified prefix on the disk.
+        deadline = time.monotonic() + 60
+        while not list(inbox.glob(".*.xfer-state")):
+            assert time.monotonic() < deadline, "no partial state appeared"
+            assert first.poll() is None
+            assert sender.poll() is None
+            time.sleep(0.005)
+        first.kill()
+        first.communicate(timeout=10)
+        assert not (inbox / "big.bin").exists()
+        kept = json.loads(next(inbox.glob(".*.xfer-state")).read_text())
+        assert 0 < kept["verified"] < src.stat().st_size
+        second = bob.start("receive", "--yes", "--once", "--dir", str(inbox), "--json")
+        out, err = finish(second, received=1, timeout=120)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    finally:
+        for proc in (first, sender):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert second.returncode == 0, err
+    assert sender.returncode == 0, sent_err
+    assert (inbox / "big.bin").read_bytes() == src.read_bytes()
+    resuming = [e for e in events(out) if e["event"] == "resuming"]
+    assert resuming
+    assert int(str(resuming[0]["kept"])) >= kept["verified"]
+    sent = [e for e in events(sent_out) if e["event"] == "sent"]
+    assert sent[0]["breaks"] >= 1
+    assert int(str(sent[0]["resumed_from"])) >= kept["verified"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["big.bin"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -32,11 +31,12 @@ from typing import TYPE_CHECKING, Protocol
 import aiofiles
 import aiofiles.os
 
+from xfer.aio.partial import Partial, temp_name
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
-from xfer.errors import DestinationExists, XferError
+from xfer.errors import DestinationExists, IntegrityError, XferError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator
+    from collections.abc import AsyncIterable, AsyncIterator, Callable
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -83,10 +83,15 @@ async def _open_reader(source: Target) -> AsyncBufferedReader:
     return await aiofiles.open(source, "rb")
 
 
-async def read_chunks(source: Target, *, size: int = READ_SIZE) -> AsyncIterator[bytes]:
-    """Yield the contents of a file (or file descriptor) in pieces of ``size``."""
+async def read_chunks(
+    source: Target, *, size: int = READ_SIZE, start: int = 0
+) -> AsyncIterator[bytes]:
+    """Yield the contents of a file (or file descriptor) in pieces of
+    ``size``, from byte ``start`` on."""
     reader = await _open_reader(source)
     try:
+        if start:
+            await reader.seek(start)
         while piece := await reader.read(size):
             yield piece
     finally:
@@ -136,32 +141,50 @@ class AtomicWriter:
     """
 
     def __init__(
-        self, dest: str | os.PathLike[str], *, overwrite: bool = False
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        partial: Partial | None = None,
+        keep: Callable[[BaseException | None], bool] | None = None,
     ) -> None:
         self.dest = Path(dest)
         self.overwrite = overwrite
-        # Beside the destination, hidden, and short enough for any name
-        # (a 255-byte name plus our affixes would be too long).
-        stem = self.dest.name.encode("utf-8")[:160].decode("utf-8", "ignore")
-        self.temp_path = self.dest.with_name(
-            f".{stem}.{secrets.token_hex(4)}.xfer-part"
-        )
+        #: With a partial record, the temporary file can outlive a failure:
+        #: its state file is updated after every background sync, and
+        #: ``keep(exc)`` decides on the way out whether to leave both for a
+        #: later resume (they are removed otherwise, or once committed).
+        self.partial = partial
+        self._keep = keep
+        self.temp_path = partial.part if partial is not None else temp_name(self.dest)
+        #: Bytes in the temporary file (a resumed one starts with its prefix).
+        self.written = 0
         self._file: AsyncBufferedIOBase | None = None
         self._committed = False
+        self._kept_partial = False
         self._unsynced = 0
         self._sync: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> AtomicWriter:
         if not self.overwrite and self.dest.exists():
             raise DestinationExists(self.dest)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        start = self.partial.state.verified if self.partial is not None else 0
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        flags |= getattr(os, "O_NOFOLLOW", 0) if start else os.O_EXCL
         fd = await asyncio.to_thread(os.open, self.temp_path, flags, 0o600)
         try:
+            if start:  # resume: keep the verified prefix, drop anything after it
+                if os.fstat(fd).st_size < start:  # the prefix is not there
+                    raise IntegrityError
+                await asyncio.to_thread(os.ftruncate, fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
             self._file = await aiofiles.open(fd, "wb")
         except BaseException:  # cancelled or failed: leave nothing behind
             os.close(fd)
-            self.temp_path.unlink(missing_ok=True)
+            if not start:
+                self.temp_path.unlink(missing_ok=True)
             raise
+        self.written = start
         return self
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -169,10 +192,12 @@ class AtomicWriter:
 
         Every :data:`SYNC_EVERY` bytes, the data written so far starts going
         to the disk in the background (``fdatasync`` in a thread), so that the
-        fsync before the rename has little left to do.
+        fsync before the rename has little left to do; with a partial record,
+        its state file is updated once that sync is done.
         """
         assert self._file is not None, "use AtomicWriter as an async context manager"
         await self._file.write(data)
+        self.written += len(data)
         self._unsynced += len(data)
         if self._unsynced >= SYNC_EVERY and (self._sync is None or self._sync.done()):
             if self._sync is not None:
@@ -180,8 +205,13 @@ class AtomicWriter:
             self._unsynced = 0
             await self._file.flush()
             self._sync = asyncio.ensure_future(
-                asyncio.to_thread(os.fdatasync, self._file.fileno())
+                self._durable(self._file.fileno(), self.written)
             )
+
+    async def _durable(self, fd: int, upto: int) -> None:
+        await asyncio.to_thread(os.fdatasync, fd)
+        if self.partial is not None:
+            await asyncio.to_thread(self.partial.save, upto)
 
     async def _settle_sync(self) -> None:
         if self._sync is not None:
@@ -205,6 +235,8 @@ class AtomicWriter:
                 raise DestinationExists(self.dest) from None
             await aiofiles.os.remove(self.temp_path)
         self._committed = True
+        if self.partial is not None:
+            await asyncio.to_thread(self.partial.remove)
         await asyncio.to_thread(_fsync_dir, self.dest.parent)
 
     async def __aexit__(
@@ -222,10 +254,35 @@ class AtomicWriter:
                 # temporary file goes regardless (and the first error wins).
                 with contextlib.suppress(OSError):
                     await file.close()
+            if not self._committed and await self._kept(exc):
+                return
         finally:
-            if not self._committed:
+            if not self._committed and not self._kept_partial:
                 with contextlib.suppress(FileNotFoundError):
                     await aiofiles.os.remove(self.temp_path)
+                if self.partial is not None:
+                    await asyncio.to_thread(self.partial.remove)
+
+    async def _kept(self, exc: BaseException | None) -> bool:
+        """Leave the verified prefix for a resume, if ``keep`` says so."""
+        partial = self.partial
+        if partial is None or self._keep is None or self.written == 0:
+            return False
+        if not self._keep(exc):
+            return False
+        try:
+            fd = await asyncio.to_thread(
+                os.open, self.temp_path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+            )
+            try:
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+            await asyncio.to_thread(partial.save, self.written)
+        except OSError:
+            return False
+        self._kept_partial = True
+        return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -18,18 +18,20 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import os
 from typing import TYPE_CHECKING
 
 from xfer.aio.files import READ_SIZE, AtomicWriter, ProgressCallback, read_chunks
 from xfer.envelope import Opener
-from xfer.errors import IntegrityError
+from xfer.errors import IntegrityError, StreamTruncated, TransferTimeout
 
 if TYPE_CHECKING:
-    import os
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
+    from pathlib import Path
 
     from xfer.aio.bytestream import ByteStream
+    from xfer.aio.partial import Partial
     from xfer.envelope import Sealer
     from xfer.otr.offer import TransferOffer
 
@@ -63,23 +65,30 @@ async def send_sealed(
     sealer: Sealer,
     *,
     total: int,
+    start: int = 0,
     progress: ProgressCallback = _no_progress,
     on_written: Callable[[], object] | None = None,
+    stall_timeout: float | None = None,
 ) -> int:
-    """Seal ``source`` onto ``stream`` and close it; return the sealed bytes sent.
+    """Seal ``source`` (from byte ``start`` on) onto ``stream`` and close it;
+    return the sealed bytes sent.
 
-    ``progress`` counts plaintext bytes against ``total``; ``on_written`` is
-    called once the last sealed byte is written, before closing. Two output buffers
-    alternate, so piece n+1 is sealed while piece n is written.
+    ``progress`` counts plaintext bytes (``start`` included) against
+    ``total``; ``on_written`` is called once the last sealed byte is
+    written, before closing. Two output buffers alternate, so piece n+1 is
+    sealed while piece n is written. A write that cannot go on for
+    ``stall_timeout`` seconds (the peer stopped reading) fails.
 
     Raises:
-        TransportError: the stream failed. OSError: reading failed.
+        TransportError (TransferTimeout): the stream failed or stalled.
+        OSError: reading failed.
     """
     buffers = [bytearray(sealer.output_bound(READ_SIZE)) for _ in range(2)]
-    sent = done = 0
-    write: asyncio.Task[None] | None = None
+    sent = 0
+    done = start
+    write: asyncio.Future[None] | None = None
     try:
-        async for piece in read_chunks(source):
+        async for piece in read_chunks(source, start=start):
             buf = buffers[0]
             need = sealer.output_bound(len(piece))
             if len(buf) < need:
@@ -87,7 +96,9 @@ async def send_sealed(
             n = await asyncio.to_thread(sealer.update_into, piece, buf)
             if write is not None:
                 await write
-            write = asyncio.ensure_future(stream.write(memoryview(buf)[:n]))
+            write = asyncio.ensure_future(
+                _stalling(stream.write(memoryview(buf)[:n]), stall_timeout)
+            )
             buffers.reverse()
             sent += n
             done += len(piece)
@@ -96,7 +107,7 @@ async def send_sealed(
             await write
             write = None
         tail = sealer.finalize()
-        await stream.write(tail)
+        await _stalling(stream.write(tail), stall_timeout)
         sent += len(tail)
         if on_written is not None:
             on_written()  # every byte is out; closing may still take a moment
@@ -108,8 +119,20 @@ async def send_sealed(
     return sent
 
 
+async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
+    try:
+        await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
+
+
 class _Verifier:
-    """Opener + running SHA-256 + byte budget, run on a worker thread."""
+    """Opener + running SHA-256 + byte budget, run on a worker thread.
+
+    A resumed receipt verifies the rest of the file, from ``start``: the
+    digest already holds the prefix, and the stream holds ``size - start``
+    bytes of plaintext.
+    """
 
     def __init__(
         self,
@@ -117,6 +140,7 @@ class _Verifier:
         offer: TransferOffer,
         sealed_size: int,
         executor: Executor | None,
+        start: int = 0,
     ) -> None:
         self.opener = Opener(
             key,
@@ -126,7 +150,8 @@ class _Verifier:
         )
         self.offer = offer
         self.budget = sealed_size
-        self.plain = 0
+        self.start = start
+        self.plain = start
         self.digest = hashlib.sha256()
 
     def feed(self, piece: bytes, buf: bytearray) -> memoryview:
@@ -147,6 +172,12 @@ class _Verifier:
         return memoryview(buf)[:n]
 
     def finish(self) -> bytes:
+        """At the end of the stream: the held-back final plaintext, once the
+        final chunk, the size and the SHA-256 check out."""
+        if self.budget > 0:  # cut off: what came is verified, the rest is due
+            raise StreamTruncated(
+                f"the stream ended after {self.plain} of {self.offer.size} bytes"
+            )
         tail = self.opener.finalize()
         self.digest.update(tail)
         self.plain += len(tail)
@@ -161,12 +192,17 @@ class _Verifier:
 _Item = bytes | BaseException | None
 
 
-async def _gather(stream: ByteStream, queue: asyncio.Queue[_Item]) -> None:
+async def _gather(
+    stream: ByteStream, queue: asyncio.Queue[_Item], stall_timeout: float | None
+) -> None:
     """Read the stream into pieces of about :data:`GATHER` bytes."""
     pending = bytearray()
     try:
         while True:
-            piece = await stream.read(READ_SIZE)
+            try:
+                piece = await asyncio.wait_for(stream.read(READ_SIZE), stall_timeout)
+            except TimeoutError:
+                raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
             if not piece:
                 break
             pending += piece
@@ -178,6 +214,21 @@ async def _gather(stream: ByteStream, queue: asyncio.Queue[_Item]) -> None:
         await queue.put(None)
     except Exception as exc:  # handed to the consumer, which raises it
         await queue.put(exc)
+
+
+def _hash_prefix(path: Path, length: int, digest: hashlib._Hash) -> None:
+    """Feed the first ``length`` bytes of ``path`` to ``digest`` (blocking)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        left = length
+        while left:
+            piece = os.read(fd, min(left, READ_SIZE))
+            if not piece:
+                raise IntegrityError  # the partial file lost its prefix
+            digest.update(piece)
+            left -= len(piece)
+    finally:
+        os.close(fd)
 
 
 async def _store(
@@ -201,8 +252,18 @@ async def receive_sealed(
     overwrite: bool = False,
     progress: ProgressCallback = _no_progress,
     executor: Executor | None = None,
+    partial: Partial | None = None,
+    keep: Callable[[BaseException | None], bool] | None = None,
+    stall_timeout: float | None = None,
 ) -> None:
     """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``.
+
+    With ``partial`` (see :mod:`xfer.aio.partial`), the temporary file is
+    that record's: a receipt that already has ``partial.state.verified``
+    bytes continues after them (the stream then holds only the rest of the
+    file, sealed on its own: ``sealed_size`` is its size), and on failure
+    ``keep(exc)`` decides whether the verified prefix stays for a later
+    resume. A stream that brings nothing for ``stall_timeout`` seconds fails.
 
     ``progress`` counts plaintext bytes against the offer's size. Reading,
     verifying and writing overlap: a reader task gathers the stream into
@@ -212,17 +273,26 @@ async def receive_sealed(
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
             offer announced (tampered, truncated, too long, wrong hash).
-        TransportError: the stream failed. DestinationExists, OSError.
+        StreamTruncated: the stream ended early (a resumable break).
+        TransportError: the stream failed or stalled. DestinationExists, OSError.
     In every case nothing is left at ``dest``.
     """
-    verifier = _Verifier(key, offer, sealed_size, executor)
+    start = partial.state.verified if partial is not None else 0
+    verifier = _Verifier(key, offer, sealed_size, executor, start)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUED)
-    reader = asyncio.ensure_future(_gather(stream, queue))
+    reader: asyncio.Future[None] | None = None
     buffers = [bytearray(), bytearray()]
     write: asyncio.Future[None] | None = None
     try:
-        async with AtomicWriter(dest, overwrite=overwrite) as writer:
+        async with AtomicWriter(
+            dest, overwrite=overwrite, partial=partial, keep=keep
+        ) as writer:
+            if start:
+                await asyncio.to_thread(
+                    _hash_prefix, writer.temp_path, start, verifier.digest
+                )
+            reader = asyncio.ensure_future(_gather(stream, queue, stall_timeout))
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item

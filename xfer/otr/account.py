@@ -89,6 +89,10 @@ class Account:
                 self._secured_order.remove(key)
         return len(keys)
 
+    def peers(self) -> set[str]:
+        """Every peer we have a session with, whatever its state."""
+        return {peer for peer, _ in self._sessions}
+
     def secure_sessions(self) -> list[tuple[str, Session]]:
         """(peer, session) for every ENCRYPTED session, most recent first."""
         out = []

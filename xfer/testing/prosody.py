@@ -81,7 +81,8 @@ proxy65_interfaces = {{ "127.0.0.1" }}
 network_backend = "epoll"
 network_default_read_size = 262144
 network_settings = {{ nagle = false }}
-modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; }}
+modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks"; }}
+smacks_hibernation_time = 10
 modules_disabled = {{ "s2s"; "offline"; "limits"; }}
 authentication = "internal_plain"
 c2s_require_encryption = false

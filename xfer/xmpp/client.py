@@ -31,6 +31,11 @@ class XferClient(slixmpp.ClientXMPP):
             the clear).
         verify_tls: check the server's certificate (turn off only for a test
             server with a self-signed certificate).
+        reconnect: when the connection drops (not by :meth:`stop`), connect
+            again (slixmpp backs off 1, 3, 7... s). With stream management
+            (XEP-0198, on by default), the server session is resumed: the
+            full JID, presence and OTR sessions survive the gap, and
+            stanzas the server had not acknowledged are sent again.
     """
 
     def __init__(
@@ -41,10 +46,18 @@ class XferClient(slixmpp.ClientXMPP):
         tls: str = "starttls",
         verify_tls: bool = True,
         plugin_config: dict[str, Any] | None = None,
+        reconnect: bool = True,
     ) -> None:
-        config = {"feature_mechanisms": {"unencrypted_scram": tls == "none"}}
+        config: dict[str, Any] = {
+            "feature_mechanisms": {"unencrypted_scram": tls == "none"},
+            "xep_0198": {"allow_resume": True},
+        }
         config.update(plugin_config or {})
         super().__init__(jid, password, plugin_config=config)
+        self.register_plugin("xep_0198")
+        self._reconnect = reconnect
+        self._stopping = False
+        self._address: tuple[str | None, int] = (None, 5222)
         self.enable_direct_tls = tls == "direct"
         self.enable_starttls = tls == "starttls"
         self.enable_plaintext = tls == "none"
@@ -57,6 +70,7 @@ class XferClient(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("failed_all_auth", self._on_auth_failed)
         self.add_event_handler("connection_failed", self._on_connection_failed)
+        self.add_event_handler("disconnected", self._on_disconnected)
 
     def _settle(self, exc: BaseException | None) -> None:
         if self._ready is not None and not self._ready.done():
@@ -76,6 +90,13 @@ class XferClient(slixmpp.ClientXMPP):
             )
         )
 
+    def _on_disconnected(self, _event: object) -> None:
+        ready = self._ready
+        was_up = ready is not None and ready.done() and ready.exception() is None
+        if self._reconnect and was_up and not self._stopping:
+            host, port = self._address
+            self.connect(host=host, port=port)
+
     def _on_connection_failed(self, event: object) -> None:
         self._settle(ServerUnreachable(f"cannot connect to the XMPP server: {event}"))
 
@@ -88,6 +109,8 @@ class XferClient(slixmpp.ClientXMPP):
             AuthenticationFailed, ServerUnreachable.
         """
         self._ready = asyncio.get_running_loop().create_future()
+        self._address = (host, port)
+        self._stopping = False
         self.connect(host=host, port=port)
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
@@ -100,8 +123,23 @@ class XferClient(slixmpp.ClientXMPP):
             self.abort()
             raise
 
+    def disconnect(
+        self,
+        wait: float = 2.0,
+        reason: str | None = None,
+        ignore_send_queue: bool = False,
+    ) -> asyncio.Future[None]:
+        """slixmpp's disconnect; a client that was told to go stays gone."""
+        self._stopping = True
+        return super().disconnect(wait, reason, ignore_send_queue)
+
+    def abort(self) -> None:
+        self._stopping = True
+        super().abort()
+
     async def stop(self) -> None:
         """Disconnect and wait for the stream to close."""
+        self._stopping = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.disconnect(), 5)
 

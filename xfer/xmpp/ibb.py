@@ -27,7 +27,7 @@ import collections
 import contextlib
 import itertools
 import secrets
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.plugins.xep_0047.stanza import Close, Data, Open
@@ -60,6 +60,7 @@ from xfer.framing.ibb import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from slixmpp.basexmpp import BaseXMPP
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
 __all__ = ["IBBStream", "XferIBB"]
@@ -69,6 +70,8 @@ DEFAULT_WINDOW = 8
 #: In message mode, wait while the socket holds more than this unsent.
 _WRITE_HIGH_WATER = 1 << 20
 _ACK_TIMEOUT = 60.0
+#: XEP-0198 counts stanzas modulo 2^32.
+_SM_MAX_SEQ = 2**32
 
 
 def _ack(iq: Iq) -> None:
@@ -488,10 +491,13 @@ class XferIBB(BasePlugin):
             self.xmpp.send_presence(pto=peer)
 
     def _write(self, text: str) -> None:
+        """Write one stanza straight to the transport (slixmpp's send path
+        serialises and queues every stanza: too slow for data)."""
         transport = self.xmpp.transport
         if transport is None or transport.is_closing():
             raise ConnectionFailed("the XMPP connection is closed")
         transport.write(text.encode("utf-8"))
+        _count_for_stream_management(self.xmpp, text)
 
     async def _drain_transport(self) -> None:
         transport = self.xmpp.transport
@@ -640,3 +646,26 @@ class XferIBB(BasePlugin):
 
 #: slixmpp's loader looks the plugin up by its name in this module.
 xfer_ibb = XferIBB
+
+
+def _count_for_stream_management(xmpp: BaseXMPP, text: str) -> None:
+    """Keep XEP-0198's books for a stanza written past slixmpp's send path.
+
+    The server counts every stanza it handles; slixmpp's ``xep_0198`` counts
+    only what went through ``send()``. Without this, its count falls behind
+    the server's acknowledgements, and a resumed stream would not resend
+    what the server never got. The text is queued as it is: slixmpp resends
+    unacknowledged stanzas with ``send()``, which takes a string.
+    """
+    plugins: Any = xmpp.plugin  # slixmpp types it as always holding every plugin
+    if "xep_0198" not in plugins:
+        return
+    sm = plugins["xep_0198"]
+    if not sm.enabled_out:
+        return
+    sm.seq = (sm.seq + 1) % _SM_MAX_SEQ
+    sm.unacked_queue.append((sm.seq, text))
+    sm.window_counter -= 1
+    if sm.window_counter <= 0:
+        sm.window_counter = sm.window
+        sm.request_ack()

@@ -130,6 +130,9 @@ class JingleSessionIO:
         """End the session with ``reason`` (quietly if it already ended)."""
         if self.ended:
             return
+        if self.plugin.xmpp.transport is None:  # offline: nobody to tell
+            self.plugin.forget(self)
+            return
         with contextlib.suppress(XferError):
             await self.send(
                 self.jingle(Action.SESSION_TERMINATE, reason=reason, reason_text=text),
@@ -191,6 +194,8 @@ class XferJingle(BasePlugin):
         )
         self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
         self.xmpp.add_event_handler("disconnected", self._on_disconnected)
+        # A new server session (not a resumed one) forgot our directed presence.
+        self.xmpp.add_event_handler("session_start", self._on_new_session)
 
     def plugin_end(self) -> None:
         self.xmpp.remove_handler("xfer_xep_0166")
@@ -218,6 +223,17 @@ class XferJingle(BasePlugin):
     @property
     def live(self) -> int:
         return len(self._sessions)
+
+    def offered_by(self, bare: str) -> int:
+        """Sessions that the account ``bare`` (any resource) started with us
+        and that are still going."""
+        return sum(
+            1
+            for (peer, _), session in self._sessions.items()
+            if session.role is Role.RESPONDER
+            and not session.ended
+            and peer.split("/", 1)[0] == bare
+        )
 
     # -- incoming ----------------------------------------------------------------
 
@@ -315,6 +331,9 @@ class XferJingle(BasePlugin):
         for session in list(self._sessions.values()):
             if session.peer == gone:
                 session._deliver(PeerGone(f"{gone} went offline"))
+
+    def _on_new_session(self, _event: object) -> None:
+        self._announced.clear()
 
     def _on_disconnected(self, _event: object) -> None:
         for session in list(self._sessions.values()):

@@ -65,6 +65,8 @@ NS_DELAY = "urn:xmpp:delay"
 
 #: Offers received but not yet claimed by a Jingle session, per account.
 MAX_PENDING_OFFERS = 64
+#: Unclaimed offers from one account, at most.
+MAX_OFFERS_PER_PEER = 8
 #: How long an unclaimed offer is kept.
 OFFER_TTL = 120.0
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
@@ -120,6 +122,8 @@ class XferOTR(BasePlugin):
             )
         self.xmpp.add_event_handler("message", self._on_message)
         self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
+        self.xmpp.add_event_handler("session_start", self._on_new_session)
+        self._sessions_started = 0
 
     def set_identity(
         self,
@@ -209,6 +213,15 @@ class XferOTR(BasePlugin):
         seen = self._unreadable.get(peer)
         return seen is not None and self.config["clock"]() - seen < OFFER_TTL
 
+    def _on_new_session(self, _event: object) -> None:
+        """A new server session (not a resumed one) after the first: the
+        server told our peers we went offline, and they forgot our OTR
+        sessions; so do we."""
+        self._sessions_started += 1
+        if self._sessions_started > 1 and self._account is not None:
+            for peer in self._account.peers():
+                self._account.forget(peer)
+
     def _on_peer_gone(self, presence: StanzaBase) -> None:
         """The peer's client went offline: its OTR state went with it."""
         peer = presence["from"].full
@@ -260,7 +273,10 @@ class XferOTR(BasePlugin):
             log.info("malformed transfer offer from %s: %s", peer, exc)
             return
         self._expire_offers()
-        if len(self._offers) >= MAX_PENDING_OFFERS:
+        account = bare_jid(peer)
+        from_peer = sum(1 for o in self._offers.values() if bare_jid(o.peer) == account)
+        if len(self._offers) >= MAX_PENDING_OFFERS or from_peer >= MAX_OFFERS_PER_PEER:
+            # (One account cannot fill the table and starve the others.)
             log.info("dropping an offer from %s: too many pending", peer)
             return
         if offer.transfer_id in self._offers or session.their_fingerprint is None:

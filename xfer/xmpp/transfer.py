@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -38,17 +39,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from slixmpp import JID
+from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.base import BasePlugin, register_plugin
 
 import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
+from xfer.aio import partial as _partial
 from xfer.aio.pump import file_sha256, receive_sealed, send_sealed
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, EnvelopeHeader, Sealer
 from xfer.errors import (
+    ConnectionFailed,
     DestinationExists,
     EnvelopeFormatError,
     IntegrityError,
@@ -71,7 +76,7 @@ from xfer.jingle.candidates import (
     nominate,
     priority,
 )
-from xfer.jingle.files import FileDescription, Received
+from xfer.jingle.files import FileDescription, Range, Received
 from xfer.jingle.wire import (
     NS_ENCRYPTED,
     NS_FILE_TRANSFER,
@@ -94,6 +99,8 @@ if TYPE_CHECKING:
 
     from xfer.aio.bytestream import ByteStream
     from xfer.aio.files import ProgressCallback
+    from xfer.aio.partial import Partial
+    from xfer.otr.session import Session
     from xfer.otr.trust import TrustStore
     from xfer.xmpp.jingle import JingleSessionIO, XferJingle
     from xfer.xmpp.otr import ReceivedOffer, XferOTR
@@ -112,6 +119,18 @@ RESTARTED = "the OTR session was restarted, offer again"
 FEATURES = (NS_JINGLE, NS_FILE_TRANSFER, NS_S5B, NS_IBB, NS_ENCRYPTED)
 #: XEP-0261 types block-size as xs:short: at most 32767 in a Jingle transport.
 IBB_BLOCK_SIZE = 32767
+#: How long a receiver whose sender reported a break keeps reading what is
+#: already on its way (seconds).
+DRAIN_GRACE = 10.0
+#: The reasons with which a transfer ends that broke rather than failed: the
+#: sender offers the rest again, and the receiver waits for that offer.
+RESUMABLE = frozenset(
+    {
+        Reason.CONNECTIVITY_ERROR.value,
+        Reason.FAILED_TRANSPORT.value,
+        Reason.TIMEOUT.value,
+    }
+)
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
@@ -134,6 +153,10 @@ class SendResult:
     transport: str
     seconds: float
     setup_seconds: float
+    #: Bytes the receiver already had (a resumed transfer), and how many
+    #: times the transfer broke off and went on.
+    resumed_from: int = 0
+    breaks: int = 0
 
 
 @dataclass(kw_only=True)
@@ -154,6 +177,7 @@ class IncomingOffer:
     _session: JingleSessionIO = field(repr=False)
     _initiate: Jingle = field(repr=False)
     _key: bytes = field(repr=False)
+    _header: EnvelopeHeader = field(repr=False)
     _answered: bool = field(default=False, repr=False)
 
     @property
@@ -208,13 +232,20 @@ class IncomingOffer:
         Whatever fails, nothing is left at the destination.
         """
         self._claim()
-        path = await asyncio.to_thread(
-            _destination, Path(dest), self.offer.name, overwrite
+        path, partial = await asyncio.to_thread(
+            self._plugin._place, self, Path(dest), overwrite
         )
         if path is None:
             await self._session.terminate(Reason.DECLINE, "destination exists")
             raise DestinationExists(dest)
-        return await self._plugin._receive(self, path, overwrite, progress)
+        return await self._plugin._receive(self, path, overwrite, progress, partial)
+
+    def resumes_from(self, dest: str | os.PathLike[str]) -> int:
+        """How many bytes of this file an earlier, broken receipt into
+        ``dest`` kept (0 if none): :meth:`accept` to the same place goes on
+        from there. Blocking (it looks at the directory)."""
+        found = self._plugin._find_partial(self, Path(dest))
+        return found.state.verified if found is not None else 0
 
 
 def _destination(dest: Path, name: str, overwrite: bool) -> Path | None:
@@ -248,12 +279,27 @@ class XferTransfer(BasePlugin):
         chunk_size, suite, workers: envelope parameters for sending.
         offer_timeout: how long a sent offer waits for an answer (s).
         connect_timeout: for the OTR set-up and each transport step (s).
+        stall_timeout: a data stream that moves nothing this long fails (s).
+        resume_attempts: how often a sender offers the rest of a transfer
+            that broke off (0: never), waiting ``resume_backoff`` seconds
+            (1), then twice as long each time (at most ``resume_backoff_max``).
+        resume_wait: how long a receiver whose transfer broke off waits for
+            the sender to offer the rest (s).
+        keep_partial: when a receipt breaks off for good, keep its verified
+            prefix beside the destination so that a later offer of the same
+            file goes on from there (``xfer.aio.partial``).
+        partial_max_age: partial files older than this are removed when
+            accepting into their directory (s).
+        max_per_peer: offers and transfers one account may have going with
+            us at once; more are answered ``busy``.
+        max_pending_offers: offers waiting for an answer, at most.
     """
 
     name = "xfer_transfer"
     description = "End-to-end encrypted file transfer (xfer)"
     dependencies: ClassVar[set[str]] = {
         "xep_0030",
+        "xep_0199",
         "xfer_xep_0166",
         "xfer_otr",
         "xfer_ibb",
@@ -275,6 +321,15 @@ class XferTransfer(BasePlugin):
         "connect_timeout": 30.0,
         "max_pending_offers": 16,
         "otr_offer_wait": 10.0,
+        "stall_timeout": 60.0,
+        "resume_attempts": 5,
+        "resume_backoff": 1.0,
+        "resume_backoff_max": 15.0,
+        "resume_wait": 120.0,
+        "keep_partial": True,
+        "partial_max_age": 7 * 24 * 3600.0,
+        "max_per_peer": 4,
+        "resume_check": 5.0,
     }
 
     def plugin_init(self) -> None:
@@ -282,6 +337,16 @@ class XferTransfer(BasePlugin):
             maxsize=self.config["max_pending_offers"]
         )
         self._tasks: set[asyncio.Future[None]] = set()
+        #: Receipts in progress, by (sender's bare JID, SHA-256, size): a new
+        #: offer of the same file from the same sender continues one.
+        self._receipts: dict[tuple[str, bytes, int], _Receipt] = {}
+        #: Set while we are connected (a resumed XEP-0198 stream included).
+        self.online = asyncio.Event()
+        self.xmpp.add_event_handler("session_start", self._on_online)
+        self.xmpp.add_event_handler("session_resumed", self._on_resumed)
+        self.xmpp.add_event_handler("disconnected", self._on_offline)
+        if getattr(self.xmpp, "_session_started", False):
+            self.online.set()
         identity = self.config["identity"]
         if identity is not None:
             store = (
@@ -302,6 +367,37 @@ class XferTransfer(BasePlugin):
         disco = self.xmpp.plugin["xep_0030"]
         for feature in FEATURES:
             disco.add_feature(feature)
+
+    def _on_online(self, _event: object) -> None:
+        self.online.set()
+
+    def _on_offline(self, _event: object) -> None:
+        self.online.clear()
+
+    async def _on_resumed(self, _event: object) -> None:
+        """A resumed XEP-0198 session counts as online once the server
+        answers on it.
+
+        Prosody 0.12 can resume a session whose connection broke in the
+        middle of a stanza and then process nothing more from it. Such a
+        stream is dropped, with its resumption token, so that the client's
+        reconnection binds a fresh session instead.
+        """
+        try:
+            await self.xmpp.plugin["xep_0199"].ping(
+                JID(self.xmpp.boundjid.domain), timeout=self.config["resume_check"]
+            )
+        except IqError:
+            pass  # an answer, even an error, is a live stream
+        except IqTimeout:
+            log.warning("the resumed XMPP session is dead; starting a new one")
+            sm: Any = self.xmpp.plugin["xep_0198"]
+            sm.sm_id = None
+            transport = self.xmpp.transport
+            if transport is not None:
+                transport.abort()
+            return
+        self.online.set()
 
     # -- the other plugins -------------------------------------------------------
 
@@ -366,7 +462,9 @@ class XferTransfer(BasePlugin):
         full, otr_session = await self.otr.secure(
             peer, timeout=self.config["connect_timeout"]
         )
-        for attempt in (1, 2):
+        renewed = False
+        breaks = 0
+        while True:
             # The AKE that made the keys this offer goes out under. (The
             # session object stays the same when the peer re-keys it, so the
             # id must be taken now, not after a refusal.)
@@ -375,8 +473,9 @@ class XferTransfer(BasePlugin):
             assert fingerprint is not None
             if not self._trust_ok(full, fingerprint):
                 raise UntrustedPeer(full, fingerprint)
+            accepted: list[bool] = []  # set once the receiver took the offer
             try:
-                return await self._offer(
+                result = await self._offer(
                     full,
                     fingerprint,
                     source,
@@ -385,16 +484,59 @@ class XferTransfer(BasePlugin):
                     name,
                     media_type,
                     progress,
-                    started,
+                    accepted,
+                )
+                return dataclasses.replace(
+                    result, seconds=time.perf_counter() - started, breaks=breaks
                 )
             except TransferRejected as exc:
-                if attempt == 2 or RESTARTED not in (exc.text or ""):
+                if RESTARTED in (exc.text or "") and not renewed:
+                    # The receiver restarted and could not read the offer.
+                    renewed = True
+                    otr_session = await self.otr.renewed(
+                        full, offered_under, timeout=self.config["connect_timeout"]
+                    )
+                    continue
+                if not (accepted and exc.reason in RESUMABLE):
                     raise
-            # The receiver restarted and could not read the offer: renew OTR.
-            otr_session = await self.otr.renewed(
-                full, offered_under, timeout=self.config["connect_timeout"]
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+                broken: XferError = exc
+            except TransportError as exc:
+                # Before the receiver took the offer, only our connection
+                # dropping (or the peer's) is worth another offer.
+                lost = isinstance(exc, ConnectionFailed) or not self.online.is_set()
+                if not (accepted or lost):
+                    raise
+                broken = exc
+            breaks += 1
+            renewed = False
+            if breaks > self.config["resume_attempts"]:
+                raise broken
+            log.info("transfer to %s broke off (%s); resuming", full, broken)
+            full, otr_session = await self._after_break(peer, full, breaks, broken)
+
+    async def _after_break(
+        self, peer: str, full: str, breaks: int, broken: XferError
+    ) -> tuple[str, Session]:
+        """Wait (1, 2, 4... s by default), be online again, and have a secure OTR
+        session with the peer, to offer the rest of a transfer.
+
+        Raises ``broken`` if that cannot happen in time."""
+        first = self.config["resume_backoff"]
+        await asyncio.sleep(
+            min(first * 2 ** (breaks - 1), self.config["resume_backoff_max"])
+        )
+        timeout = self.config["connect_timeout"]
+        try:
+            await asyncio.wait_for(self.online.wait(), self.config["resume_wait"])
+            # The same resource if it is still there, else any of the account.
+            return await self.otr.secure(full, timeout=timeout)
+        except (TimeoutError, XferError):
+            if full == peer:
+                raise broken from None
+        try:
+            return await self.otr.secure(peer, timeout=timeout)
+        except XferError:
+            raise broken from None
 
     async def _offer(
         self,
@@ -406,9 +548,15 @@ class XferTransfer(BasePlugin):
         name: str | None,
         media_type: str,
         progress: ProgressCallback,
-        started: float,
+        accepted: list[bool],
     ) -> SendResult:
-        """One offer of the file over the secure OTR session with ``full``."""
+        """One offer of the file over the secure OTR session with ``full``.
+
+        The receiver may answer with ``<range offset/>``: it kept that much
+        of the file from an earlier, broken transfer; then only the rest is
+        sealed, under this offer's fresh key. ``accepted`` gets an entry
+        once the receiver accepted (a break after that is worth resuming).
+        """
         offer = TransferOffer(
             transfer_id=os.urandom(16),
             salt=os.urandom(32),
@@ -432,13 +580,14 @@ class XferTransfer(BasePlugin):
         )
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self.jingle.initiate(full)
-        setup, kind = 0.0, ""
+        setup, kind, start = 0.0, "", 0
         s5b: _S5B | None = None
         written: list[bool] = []  # set once the last sealed byte is written
         try:
             transport, s5b = await self._local_transport(session)
+            # An empty range: we can send the rest of the file (XEP-0234).
             description = FileDescription(
-                name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size
+                name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size, range=Range()
             )
             await session.send(
                 session.jingle(
@@ -460,6 +609,8 @@ class XferTransfer(BasePlugin):
             accept = await self._expect(
                 session, {Action.SESSION_ACCEPT}, self.config["offer_timeout"]
             )
+            accepted.append(True)
+            start = _range_offset(accept, offer.size)
             setup_start = time.perf_counter()
             stream, kind = await self._negotiate(session, transport, s5b, accept)
             setup = time.perf_counter() - setup_start
@@ -470,8 +621,10 @@ class XferTransfer(BasePlugin):
                     stream,
                     sealer,
                     total=offer.size,
+                    start=start,
                     progress=progress,
                     on_written=lambda: written.append(True),
+                    stall_timeout=self.config["stall_timeout"],
                 ),
                 stream,
             )
@@ -486,10 +639,11 @@ class XferTransfer(BasePlugin):
                     fingerprint=fingerprint,
                     name=offer.name,
                     size=offer.size,
-                    sealed_size=sealed_size,
+                    sealed_size=sealer.header.sealed_size(offer.size - start),
                     transport=kind,
-                    seconds=time.perf_counter() - started,
+                    seconds=0.0,
                     setup_seconds=setup,
+                    resumed_from=start,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
@@ -532,25 +686,14 @@ class XferTransfer(BasePlugin):
 
     async def _vet(self, session: JingleSessionIO, jingle: Jingle) -> None:
         """Check an offer before the application sees it; end it if it fails."""
+        refusal = self._refusal(session, jingle)
+        if refusal is not None:
+            await session.terminate(*refusal)
+            return
         content = jingle.content
-        if (
-            content is None
-            or content.description is None
-            or len(jingle.contents) != 1
-            or content.senders != "initiator"
-        ):
-            await session.terminate(
-                Reason.UNSUPPORTED_APPLICATIONS, "xfer takes one file per session"
-            )
-            return
-        if content.transport is None:
-            await session.terminate(Reason.UNSUPPORTED_TRANSPORTS)
-            return
-        if content.encrypted is None:
-            await session.terminate(
-                Reason.SECURITY_ERROR, "xfer accepts only end-to-end encrypted files"
-            )
-            return
+        assert content is not None
+        assert content.description is not None
+        assert content.encrypted is not None
         got = await self.otr.claim_offer(
             session.peer,
             content.encrypted.transfer_id,
@@ -587,7 +730,9 @@ class XferTransfer(BasePlugin):
         if limit is not None and got.offer.size > limit:
             await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
             return
-        incoming = self._incoming(session, jingle, got, sealed)
+        incoming = self._incoming(session, jingle, got, header, sealed)
+        if self._continues(incoming):
+            return
         if self._offers.full():
             self._drop_withdrawn()
         try:
@@ -606,8 +751,47 @@ class XferTransfer(BasePlugin):
             if not offer._session.ended:
                 self._offers.put_nowait(offer)
 
+    def _refusal(
+        self, session: JingleSessionIO, jingle: Jingle
+    ) -> tuple[Reason, str | None] | None:
+        """Why an offer is refused before looking inside OTR, if it is."""
+        if self.jingle.offered_by(_bare(session.peer)) > self.config["max_per_peer"]:
+            return Reason.BUSY, "too many transfers at once"
+        content = jingle.content
+        if (
+            content is None
+            or content.description is None
+            or len(jingle.contents) != 1
+            or content.senders != "initiator"
+        ):
+            return Reason.UNSUPPORTED_APPLICATIONS, "xfer takes one file per session"
+        if content.transport is None:
+            return Reason.UNSUPPORTED_TRANSPORTS, None
+        if content.encrypted is None:
+            return Reason.SECURITY_ERROR, "xfer accepts only end-to-end encrypted files"
+        return None
+
+    def _continues(self, incoming: IncomingOffer) -> bool:
+        """Hand an offer of a file we are receiving (or waiting to go on
+        with) from the same sender to that receipt, instead of the queue."""
+        receipt = self._receipts.get(_receipt_key(incoming))
+        if receipt is None or receipt.fingerprint != incoming.fingerprint:
+            return False
+        if receipt.next.done():
+            return False
+        incoming._claim()
+        receipt.next.set_result(incoming)
+        if receipt.task is not None and not receipt.task.done():
+            receipt.task.cancel()  # its stream is dead; the sender went on
+        return True
+
     def _incoming(
-        self, session: JingleSessionIO, jingle: Jingle, got: ReceivedOffer, sealed: int
+        self,
+        session: JingleSessionIO,
+        jingle: Jingle,
+        got: ReceivedOffer,
+        header: EnvelopeHeader,
+        sealed: int,
     ) -> IncomingOffer:
         return IncomingOffer(
             peer=got.peer,
@@ -619,7 +803,42 @@ class XferTransfer(BasePlugin):
             _session=session,
             _initiate=jingle,
             _key=got.key,
+            _header=header,
         )
+
+    def _find_partial(self, incoming: IncomingOffer, dest: Path) -> Partial | None:
+        """An earlier receipt of this file from this sender into ``dest``."""
+        directory = dest if dest.is_dir() else dest.parent
+        found = _partial.find(
+            directory,
+            peer=_bare(incoming.peer),
+            fingerprint=incoming.fingerprint,
+            sha256=incoming.sha256,
+            size=incoming.size,
+        )
+        if found is None or (not dest.is_dir() and found.state.dest != dest.name):
+            return None
+        return found
+
+    def _place(
+        self, incoming: IncomingOffer, dest: Path, overwrite: bool
+    ) -> tuple[Path | None, Partial | None]:
+        """Where to write (see :func:`_destination`), and the partial receipt
+        to go on with, if any (blocking). Old partial files go first."""
+        directory = dest if dest.is_dir() else dest.parent
+        if directory.is_dir():
+            _partial.sweep(directory, self.config["partial_max_age"])
+        found = self._find_partial(incoming, dest)
+        if found is not None and dest.is_dir():
+            path = _destination(dest / found.state.dest, incoming.name, overwrite)
+            if path is not None:
+                return path, found
+        path = _destination(dest, incoming.name, overwrite)
+        if path is None:
+            return None, None
+        if found is not None and path.name == found.state.dest:
+            return path, found
+        return path, None
 
     async def _receive(
         self,
@@ -627,11 +846,84 @@ class XferTransfer(BasePlugin):
         path: Path,
         overwrite: bool,
         progress: ProgressCallback,
+        partial: Partial | None,
     ) -> Path:
+        """Receive into ``path``; when the transfer breaks off, keep the
+        verified prefix and go on with the sender's next offer of the file."""
+        if partial is None:
+            partial = _partial.new_partial(
+                path,
+                peer=_bare(incoming.peer),
+                fingerprint=incoming.fingerprint,
+                sha256=incoming.sha256,
+                size=incoming.size,
+            )
+        key = _receipt_key(incoming)
+        loop = asyncio.get_running_loop()
+        receipt = _Receipt(fingerprint=incoming.fingerprint, next=loop.create_future())
+        self._receipts.setdefault(key, receipt)
+        breaks = 0
+        done = False
+        try:
+            while True:
+                receipt.task = asyncio.ensure_future(
+                    self._receive_once(incoming, path, overwrite, progress, partial)
+                )
+                try:
+                    await receipt.task
+                    done = True
+                    return path
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not receipt.next.done() or (task and task.cancelling()):
+                        raise
+                    # The sender offered the rest while our stream still hung.
+                except (TransportError, TransferRejected) as exc:
+                    breaks += 1
+                    if not _broke_off(exc) or breaks > self.config["resume_attempts"]:
+                        raise
+                    log.info("receipt from %s broke off (%s)", incoming.peer, exc)
+                    try:
+                        await asyncio.wait_for(
+                            asyncio.shield(receipt.next), self.config["resume_wait"]
+                        )
+                    except TimeoutError:
+                        raise exc from None
+                incoming = receipt.next.result()
+                receipt.next = loop.create_future()
+        finally:
+            if self._receipts.get(key) is receipt:
+                del self._receipts[key]
+            if not done and not self.config["keep_partial"]:
+                await asyncio.to_thread(partial.remove)
+
+    async def _receive_once(
+        self,
+        incoming: IncomingOffer,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+        partial: Partial,
+    ) -> None:
+        """One Jingle session of a receipt (the first, or one that goes on)."""
         session = incoming._session
         content = incoming._initiate.content
         assert content is not None
         assert content.transport is not None
+        assert content.description is not None
+        start = partial.state.verified
+        if start and (
+            content.description.range is None
+            or not await asyncio.to_thread(_holds, partial.part, start)
+        ):
+            # This sender cannot send part of a file, or the prefix is gone
+            # (removed while we waited): start over.
+            await asyncio.to_thread(partial.remove)
+            partial.state = dataclasses.replace(partial.state, verified=0)
+            start = 0
+        description = dataclasses.replace(
+            content.description, range=Range(offset=start) if start else None
+        )
         s5b: _S5B | None = None
         waiter: asyncio.Future[_ibb.IBBStream] | None = None
         try:
@@ -663,7 +955,7 @@ class XferTransfer(BasePlugin):
                             name=content.name,
                             creator=content.creator,
                             senders="initiator",
-                            description=content.description,
+                            description=description,
                             application=NS_FILE_TRANSFER,
                             transport=ours,
                             encrypted=content.encrypted,
@@ -687,12 +979,16 @@ class XferTransfer(BasePlugin):
                     incoming._key,
                     incoming.offer,
                     path,
-                    sealed_size=incoming.sealed_size,
+                    sealed_size=incoming._header.sealed_size(incoming.size - start),
                     overwrite=overwrite,
                     progress=progress,
                     executor=_executor(),
+                    partial=partial,
+                    keep=self._keep,
+                    stall_timeout=self.config["stall_timeout"],
                 ),
                 stream,
+                drain=True,
             )
         except BaseException as exc:
             await session.terminate(_reason_for(exc), _public_text(exc, receiving=True))
@@ -708,7 +1004,20 @@ class XferTransfer(BasePlugin):
                 session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
             )
         await session.terminate(Reason.SUCCESS)
-        return path
+
+    def _keep(self, exc: BaseException | None) -> bool:
+        """Whether a receipt that ended with ``exc`` keeps its verified prefix:
+        when it broke off (to go on in a moment), or was stopped on either
+        side and may be offered again (``keep_partial``); never when the
+        data was not authentic."""
+        if _broke_off(exc) or isinstance(exc, asyncio.CancelledError):
+            # (A cancelled receipt is either going on with a new offer, or
+            # ends here: then _receive removes what keep_partial does not keep.)
+            return True
+        stopped = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, TransferRejected) and exc.reason == Reason.CANCEL.value
+        )
+        return stopped and bool(self.config["keep_partial"])
 
     # -- transports -------------------------------------------------------------------
 
@@ -1027,11 +1336,19 @@ class XferTransfer(BasePlugin):
                 return t
 
     async def _watching(
-        self, session: JingleSessionIO, work: Awaitable[object], stream: ByteStream
+        self,
+        session: JingleSessionIO,
+        work: Awaitable[object],
+        stream: ByteStream,
+        *,
+        drain: bool = False,
     ) -> None:
         """Run the data phase while listening for the peer ending the session.
 
         The stream is closed when the work is done, aborted if it failed.
+        With ``drain`` (the receiver), a session the peer ends because the
+        transfer broke off lets the work first take in what already arrived
+        (it is verified and kept for the resume), up to the stream's end.
         """
         task = asyncio.ensure_future(work)
         # The watcher only waits for the end to be *announced*; the
@@ -1046,17 +1363,29 @@ class XferTransfer(BasePlugin):
                 with contextlib.suppress(XferError, OSError):
                     await stream.close()
                 return
+            if drain and _broke_off(rejection(session.peer, session.terminated)):
+                # What is still in flight ends soon: at the stream's end.
+                await asyncio.wait({task}, timeout=DRAIN_GRACE)
             # Ended (or failed) while data flowed: raise what ended it.
             await self._expect(session, set(), 5.0)
         except BaseException:
             stream.abort("the transfer failed")
             raise
         finally:
-            for t in (task, watcher):
-                if not t.done():
-                    t.cancel()
-                    with contextlib.suppress(BaseException):
-                        await t
+            await _settle(task, watcher)
+
+
+async def _settle(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel what is still running and let it finish, without swallowing
+    a cancellation of our own (the tasks then finish in the background)."""
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for t in tasks:
+        if not t.cancelled():
+            t.exception()  # retrieved: its failure was handled or superseded
 
 
 @dataclass(kw_only=True)
@@ -1087,6 +1416,56 @@ class _S5B:
 def _abort(waiter: asyncio.Future[_Connection]) -> None:
     if not waiter.cancelled() and waiter.exception() is None:
         waiter.result()[1].transport.abort()
+
+
+@dataclass(kw_only=True)
+class _Receipt:
+    """A receipt in progress, waiting for the sender's offers of the rest."""
+
+    fingerprint: bytes
+    next: asyncio.Future[IncomingOffer]
+    task: asyncio.Future[None] | None = None
+
+
+def _holds(path: Path, length: int) -> bool:
+    """Whether ``path`` is a regular file of at least ``length`` bytes."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return S_ISREG(st.st_mode) and st.st_size >= length
+
+
+def _bare(jid: str) -> str:
+    return jid.split("/", 1)[0]
+
+
+def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int]:
+    return _bare(offer.peer), offer.sha256, offer.size
+
+
+def _broke_off(exc: BaseException | None) -> bool:
+    """A break worth going on from: the transport failed (not the data)."""
+    if isinstance(exc, TransferRejected):
+        return exc.reason in RESUMABLE
+    return isinstance(exc, TransportError)
+
+
+def _range_offset(accept: Jingle, size: int) -> int:
+    """Where the receiver wants the file from: the offset of the
+    ``<range/>`` in its session-accept (0 without one)."""
+    content = accept.content
+    if content is None or content.description is None:
+        return 0
+    wanted = content.description.range
+    if wanted is None:
+        return 0
+    if wanted.length is not None or not 0 <= wanted.offset <= size:
+        raise RemoteProtocolError(
+            "the receiver asked for a range that xfer does not send",
+            hint="bad-request",
+        )
+    return wanted.offset
 
 
 def _reason_for(exc: BaseException) -> Reason:
