@@ -21,7 +21,19 @@ settings.register_profile(
 settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# "long": a longer fuzzing run by hand, e.g. XFER_FUZZ_EXAMPLES=5000 pytest -s
+# tests/property/test_parsers_fuzz.py tests/property/test_jingle_wire_fuzz.py
+settings.register_profile(
+    "long",
+    max_examples=int(os.environ.get("XFER_FUZZ_EXAMPLES", "0") or 0) or 1,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    "long"
+    if os.environ.get("XFER_FUZZ_EXAMPLES")
+    else ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 def load_vectors(relative: str) -> list[Any]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from xfer.envelope import HEADER_SIZE, EnvelopeHeader, Opener, Sealer
 from xfer.errors import XferError
 from xfer.framing.ibb import IBBReceiver
+from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
 from xfer.otr.fragments import Reassembler, fragment, parse_fragment
 from xfer.otr.messages import parse_encoded, parse_text
 from xfer.otr.offer import TransferOffer
@@ -156,3 +157,29 @@ def test_ibb_packets(packets: list[tuple[int | str, str]]) -> None:
             receiver.data(seq, text)
 
     typed("IBB data packets", run)
+
+
+ADDRESS = dst_addr("sid", "alice@example.org/a", "bob@example.org/b")
+#: A whole client handshake (greeting + CONNECT) and a whole server answer.
+CLIENT_BYTES = bytes([5, 1, 0, 5, 1, 0, 3, len(ADDRESS)]) + ADDRESS + b"\0\0"
+SERVER_BYTES = bytes([5, 0, 5, 0, 0, 3, len(ADDRESS)]) + ADDRESS + b"\0\0"
+
+
+def feed_in_pieces(receive: Callable[[bytes], bytes], data: bytes, step: int) -> None:
+    for i in range(0, len(data), step):
+        receive(data[i : i + step])
+
+
+@given(mutated(CLIENT_BYTES), st.integers(1, 9))
+def test_socks5_server_handshake(data: bytes, step: int) -> None:
+    """What a connecting peer sends our streamhost."""
+    server = Socks5Server(lambda address: address == ADDRESS)
+    typed("socks5 server", lambda: feed_in_pieces(server.receive_data, data, step))
+
+
+@given(mutated(SERVER_BYTES), st.integers(1, 9))
+def test_socks5_client_handshake(data: bytes, step: int) -> None:
+    """What a streamhost (the peer's, or a proxy) answers us."""
+    client = Socks5Client(ADDRESS)
+    client.initial()
+    typed("socks5 client", lambda: feed_in_pieces(client.receive_data, data, step))
