@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import stat
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -145,6 +148,57 @@ async def test_cancellation_removes_the_temporary_file(tmp_path: Path):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not dest.exists()
+    assert leftovers(tmp_path) == []
+
+
+async def test_cancelled_while_opening_closes_what_the_thread_opened(tmp_path: Path):
+    """The opening thread outlives a cancellation: what it opens is closed
+    and undone, not left to the garbage collector (which would close a
+    descriptor number that may belong to another file by then)."""
+    from xfer.aio.files import _opened
+
+    release = threading.Event()
+    opened: list[BinaryIO] = []
+    undone: list[bool] = []
+    path = tmp_path / "fresh.bin"
+
+    def opener() -> BinaryIO:
+        release.wait(5)
+        f = path.open("wb")
+        opened.append(f)
+        return f
+
+    task = asyncio.create_task(_opened(opener, lambda: undone.append(True)))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert opened
+    assert opened[0].closed
+    assert undone == [True]
+
+
+@pytest.mark.parametrize("hops", range(0, 12, 2))
+async def test_a_writer_cancelled_at_any_point_of_opening_leaves_nothing(
+    tmp_path: Path, hops: int
+):
+    dest = tmp_path / "out.bin"
+
+    async def write() -> None:
+        async with AtomicWriter(dest) as w:
+            await w.write(b"x" * 100)
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(write())
+    for _ in range(hops):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gc.collect()  # an orphaned file object would warn here (an error in tests)
     assert not dest.exists()
     assert leftovers(tmp_path) == []
 

@@ -26,10 +26,11 @@ import contextlib
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 import aiofiles
 import aiofiles.os
+from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
 from xfer.aio.partial import Partial, temp_name
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable
     from concurrent.futures import Executor
     from types import TracebackType
-
-    from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
     from xfer.envelope import EnvelopeHeader
 
@@ -77,10 +76,38 @@ def _no_progress(done: int, total: int | None) -> None:
     """The default progress callback: does nothing."""
 
 
+_F = TypeVar("_F", bound=BinaryIO)
+
+
+async def _opened(opener: Callable[[], _F], undo: Callable[[], None]) -> _F:
+    """Run the blocking ``opener`` in a thread and return the file it opened.
+
+    Cancelled while the thread runs, the thread still finishes: the file it
+    opens is then closed and ``undo`` run (for instance, removing a file
+    just created), instead of leaving an orphaned file object whose
+    collection would close a descriptor number that may by then be reused.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(opener))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            (await task).close()
+            undo()
+        raise
+
+
+def _nothing() -> None:
+    pass
+
+
 async def _open_reader(source: Target) -> AsyncBufferedReader:
+    loop = asyncio.get_running_loop()
     if isinstance(source, int):
-        return await aiofiles.open(source, "rb", closefd=False)
-    return await aiofiles.open(source, "rb")
+        raw = await _opened(lambda: open(source, "rb", closefd=False), _nothing)  # noqa: SIM115
+    else:
+        raw = await _opened(lambda: open(source, "rb"), _nothing)  # noqa: SIM115
+    return AsyncBufferedReader(raw, loop=loop, executor=None)
 
 
 async def read_chunks(
@@ -171,19 +198,28 @@ class AtomicWriter:
         start = self.partial.state.verified if self.partial is not None else 0
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         flags |= getattr(os, "O_NOFOLLOW", 0) if start else os.O_EXCL
-        fd = await asyncio.to_thread(os.open, self.temp_path, flags, 0o600)
-        try:
-            if start:  # resume: keep the verified prefix, drop anything after it
-                if os.fstat(fd).st_size < start:  # the prefix is not there
-                    raise IntegrityError
-                await asyncio.to_thread(os.ftruncate, fd, start)
-                os.lseek(fd, start, os.SEEK_SET)
-            self._file = await aiofiles.open(fd, "wb")
-        except BaseException:  # cancelled or failed: leave nothing behind
-            os.close(fd)
+        temp = self.temp_path
+
+        def undo() -> None:  # a fresh temporary file goes; a kept prefix stays
             if not start:
-                self.temp_path.unlink(missing_ok=True)
-            raise
+                temp.unlink(missing_ok=True)
+
+        def opener() -> BinaryIO:  # blocking
+            fd = os.open(temp, flags, 0o600)
+            try:
+                if start:  # resume: keep the verified prefix, drop what follows
+                    if os.fstat(fd).st_size < start:  # the prefix is not there
+                        raise IntegrityError
+                    os.ftruncate(fd, start)
+                    os.lseek(fd, start, os.SEEK_SET)
+                return open(fd, "wb")
+            except BaseException:  # failed: leave nothing behind
+                os.close(fd)
+                undo()
+                raise
+
+        raw = await _opened(opener, undo)
+        self._file = AsyncBufferedIOBase(raw, asyncio.get_running_loop(), None)
         self.written = start
         return self
 
@@ -246,14 +282,18 @@ class AtomicWriter:
         tb: TracebackType | None,
     ) -> None:
         try:
-            with contextlib.suppress(OSError):
-                await self._settle_sync()  # a thread: let it end before closing
-            if self._file is not None:
-                file, self._file = self._file, None
-                # Closing flushes: on a full disk that fails again. The
-                # temporary file goes regardless (and the first error wins).
+            try:
                 with contextlib.suppress(OSError):
-                    await file.close()
+                    await self._settle_sync()  # a thread: let it end first
+            finally:  # even when cancelled while waiting for it
+                if self._file is not None:
+                    file, self._file = self._file, None
+                    # Closing flushes: on a full disk that fails again. The
+                    # temporary file goes regardless (the first error wins).
+                    # Closing runs in a thread, which finishes even if we
+                    # are cancelled meanwhile.
+                    with contextlib.suppress(OSError):
+                        await asyncio.shield(file.close())
             if not self._committed and await self._kept(exc):
                 return
         finally:
