@@ -275,3 +275,70 @@ async def test_a_dropped_server_connection_resumes_the_stream_and_the_file(
     assert result.breaks >= 1
     assert hashlib.sha256(got.read_bytes()).digest() == digest
     assert leftovers(inbox) == []
+
+
+async def test_an_offer_of_a_file_just_received_is_confirmed_not_asked_again(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    """A sender whose connection dropped while the receiver finished does
+    not know it finished, and offers the rest again: the receiver asks for
+    the empty rest, checks it and its file against the new offer, and says
+    success; its user is not asked about the same file twice."""
+    a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
+    src = tmp_path / "report.bin"
+    digest = random_file(src, 300_000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    got, first = await send_and_receive(a, b, src, inbox)
+    assert first.resumed_from == 0
+    again = await asyncio.wait_for(
+        a.plugin["xfer_transfer"].send_file(b.boundjid.full, src), 30
+    )
+    assert again.resumed_from == again.size == 300_000
+    assert b.plugin["xfer_transfer"]._offers.empty()
+    assert sorted(p.name for p in inbox.iterdir()) == ["report.bin"]
+    assert hashlib.sha256(got.read_bytes()).digest() == digest
+
+
+async def test_a_file_changed_since_it_was_received_is_offered_anew(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    """Only the very file, still in place, is confirmed: once the receiver
+    moved it away, the same offer goes to its user again."""
+    a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
+    src = tmp_path / "report.bin"
+    digest = random_file(src, 300_000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    got, _ = await send_and_receive(a, b, src, inbox)
+    got.rename(tmp_path / "moved.bin")
+    got2, again = await send_and_receive(a, b, src, inbox)
+    assert again.resumed_from == 0
+    assert got2 == inbox / "report.bin"
+    assert hashlib.sha256(got2.read_bytes()).digest() == digest
+
+
+async def test_the_same_content_under_another_name_is_another_file(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
+    src = tmp_path / "report.bin"
+    random_file(src, 1000)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    await send_and_receive(a, b, src, inbox)
+    copy = tmp_path / "copy.bin"
+    copy.write_bytes(src.read_bytes())
+    got, again = await send_and_receive(a, b, copy, inbox)
+    assert got == inbox / "copy.bin"
+    assert again.resumed_from == 0
+    assert sorted(p.name for p in inbox.iterdir()) == ["copy.bin", "report.bin"]

@@ -37,7 +37,7 @@ from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Sui
 from xfer.errors import DestinationExists, IntegrityError, XferError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
     from concurrent.futures import Executor
     from types import TracebackType
 
@@ -112,9 +112,10 @@ async def _open_reader(source: Target) -> AsyncBufferedReader:
 
 async def read_chunks(
     source: Target, *, size: int = READ_SIZE, start: int = 0
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield the contents of a file (or file descriptor) in pieces of
-    ``size``, from byte ``start`` on."""
+    ``size``, from byte ``start`` on. A caller that may stop early closes it
+    (``contextlib.aclosing``), so the file is closed at once."""
     reader = await _open_reader(source)
     try:
         if start:
@@ -191,6 +192,7 @@ class AtomicWriter:
         self._kept_partial = False
         self._unsynced = 0
         self._sync: asyncio.Future[None] | None = None
+        self._committing: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> AtomicWriter:
         if not self.overwrite and self.dest.exists():
@@ -254,9 +256,25 @@ class AtomicWriter:
             sync, self._sync = self._sync, None
             await sync
 
+    @property
+    def committed(self) -> bool:
+        """Whether the file is in place (:meth:`commit` finished)."""
+        return self._committed
+
     async def commit(self) -> None:
-        """Flush, fsync, and move the temporary file into place."""
+        """Flush, fsync, and move the temporary file into place.
+
+        Once begun, committing finishes even if the caller is cancelled
+        meanwhile (then the cancellation follows; :attr:`committed` says
+        whether the file went into place): a half-done commit would leave
+        the caller unsure whether the file is there.
+        """
         assert self._file is not None, "use AtomicWriter as an async context manager"
+        self._committing = asyncio.ensure_future(self._commit())
+        await asyncio.shield(self._committing)
+
+    async def _commit(self) -> None:
+        assert self._file is not None
         await self._settle_sync()
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
@@ -282,6 +300,10 @@ class AtomicWriter:
         tb: TracebackType | None,
     ) -> None:
         try:
+            if self._committing is not None and not self._committing.done():
+                # Cancelled while committing: let the commit finish first.
+                with contextlib.suppress(Exception):
+                    await self._committing
             try:
                 with contextlib.suppress(OSError):
                     await self._settle_sync()  # a thread: let it end first

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xfer.aio.files import READ_SIZE, AtomicWriter, ProgressCallback, read_chunks
@@ -28,14 +29,13 @@ from xfer.errors import IntegrityError, StreamTruncated, TransferTimeout
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
-    from pathlib import Path
 
     from xfer.aio.bytestream import ByteStream
     from xfer.aio.partial import Partial
     from xfer.envelope import Sealer
     from xfer.otr.offer import TransferOffer
 
-__all__ = ["file_sha256", "receive_sealed", "send_sealed"]
+__all__ = ["confirm_sealed", "file_sha256", "receive_sealed", "send_sealed"]
 
 #: Pieces smaller than this are opened on the event loop thread: a thread hop
 #: costs more than the work.
@@ -54,8 +54,11 @@ def _no_progress(done: int, total: int | None) -> None:
 async def file_sha256(path: str | os.PathLike[str]) -> bytes:
     """SHA-256 of a file, read in pieces in a worker thread."""
     digest = hashlib.sha256()
-    async for piece in read_chunks(path):
-        await asyncio.to_thread(digest.update, piece)
+    # aclosing: a generator left mid-way (cancelled) closes its file now,
+    # not whenever it is collected.
+    async with contextlib.aclosing(read_chunks(path)) as pieces:
+        async for piece in pieces:
+            await asyncio.to_thread(digest.update, piece)
     return digest.digest()
 
 
@@ -88,21 +91,22 @@ async def send_sealed(
     done = start
     write: asyncio.Future[None] | None = None
     try:
-        async for piece in read_chunks(source, start=start):
-            buf = buffers[0]
-            need = sealer.output_bound(len(piece))
-            if len(buf) < need:
-                buf = buffers[0] = bytearray(need)
-            n = await asyncio.to_thread(sealer.update_into, piece, buf)
-            if write is not None:
-                await write
-            write = asyncio.ensure_future(
-                _stalling(stream.write(memoryview(buf)[:n]), stall_timeout)
-            )
-            buffers.reverse()
-            sent += n
-            done += len(piece)
-            progress(done, total)
+        async with contextlib.aclosing(read_chunks(source, start=start)) as pieces:
+            async for piece in pieces:
+                buf = buffers[0]
+                need = sealer.output_bound(len(piece))
+                if len(buf) < need:
+                    buf = buffers[0] = bytearray(need)
+                n = await asyncio.to_thread(sealer.update_into, piece, buf)
+                if write is not None:
+                    await write
+                write = asyncio.ensure_future(
+                    _stalling(stream.write(memoryview(buf)[:n]), stall_timeout)
+                )
+                buffers.reverse()
+                sent += n
+                done += len(piece)
+                progress(done, total)
         if write is not None:
             await write
             write = None
@@ -216,6 +220,56 @@ async def _gather(
         await queue.put(exc)
 
 
+async def confirm_sealed(
+    stream: ByteStream,
+    key: bytes,
+    offer: TransferOffer,
+    path: str | os.PathLike[str],
+    *,
+    sealed_size: int,
+    stall_timeout: float | None = None,
+) -> None:
+    """Check that ``path``, a file received earlier, is the one ``offer``
+    announces, against a stream that holds none of it: the sender was asked
+    for the range after the end of the file (it did not learn that the
+    earlier receipt finished), so the stream carries only the envelope's
+    header and empty final chunk, sealed under this offer's key. The file
+    is hashed against the offer's SHA-256; nothing is written. ``sealed_size``
+    is that of an empty rest (the header and one empty chunk).
+
+    Raises:
+        IntegrityError, EnvelopeFormatError: the stream or the file is not
+            the one the offer announced.
+        StreamTruncated, TransportError: the stream broke or stalled.
+    """
+    size = offer.size
+    verifier = _Verifier(key, offer, sealed_size, executor=None, start=size)
+    if await asyncio.to_thread(os.path.getsize, path) != size:
+        raise IntegrityError  # changed since: it is not that file any more
+    await asyncio.to_thread(_hash_prefix, Path(path), size, verifier.digest)
+    buf = bytearray(verifier.opener.output_bound(READ_SIZE))
+    while True:
+        try:
+            piece = await asyncio.wait_for(stream.read(READ_SIZE), stall_timeout)
+        except TimeoutError:
+            raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+        if not piece:
+            break
+        if verifier.feed(piece, buf):  # plaintext past the end: not this file
+            raise IntegrityError
+    if verifier.finish():
+        raise IntegrityError
+
+
+async def _stop(*tasks: asyncio.Future[None] | None) -> None:
+    """Cancel the helper tasks still running and wait for them to end."""
+    for task in tasks:
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
 def _hash_prefix(path: Path, length: int, digest: hashlib._Hash) -> None:
     """Feed the first ``length`` bytes of ``path`` to ``digest`` (blocking)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -255,6 +309,7 @@ async def receive_sealed(
     partial: Partial | None = None,
     keep: Callable[[BaseException | None], bool] | None = None,
     stall_timeout: float | None = None,
+    on_stored: Callable[[], object] | None = None,
 ) -> None:
     """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``.
 
@@ -264,6 +319,9 @@ async def receive_sealed(
     file, sealed on its own: ``sealed_size`` is its size), and on failure
     ``keep(exc)`` decides whether the verified prefix stays for a later
     resume. A stream that brings nothing for ``stall_timeout`` seconds fails.
+
+    ``on_stored`` is called once the verified file is in place, also when
+    the call ends with a cancellation that came during the final rename.
 
     ``progress`` counts plaintext bytes against the offer's size. Reading,
     verifying and writing overlap: a reader task gathers the stream into
@@ -284,10 +342,9 @@ async def receive_sealed(
     reader: asyncio.Future[None] | None = None
     buffers = [bytearray(), bytearray()]
     write: asyncio.Future[None] | None = None
+    writer = AtomicWriter(dest, overwrite=overwrite, partial=partial, keep=keep)
     try:
-        async with AtomicWriter(
-            dest, overwrite=overwrite, partial=partial, keep=keep
-        ) as writer:
+        async with writer:
             if start:
                 await asyncio.to_thread(
                     _hash_prefix, writer.temp_path, start, verifier.digest
@@ -324,9 +381,7 @@ async def receive_sealed(
                 await writer.write(tail)
             await writer.commit()
     finally:
-        for task in (reader, write):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await _stop(reader, write)
+        if writer.committed and on_stored is not None:
+            on_stored()  # even when cancelled as the file went into place
     progress(verifier.plain, offer.size)

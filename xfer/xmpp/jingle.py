@@ -112,6 +112,18 @@ class JingleSessionIO:
         try:
             await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
         except IqError as exc:
+            if self.terminated is not None:
+                # The peer ended the session while our request crossed its
+                # terminate (its "unknown-session" says only that): its
+                # reason is the news, and may be worth going on from.
+                raise rejection(self.peer, self.terminated) from None
+            if exc.iq.xml.find(f".//{{{NS_JINGLE_ERRORS}}}unknown-session") is not None:
+                # The peer lost the session without ending it (its connection
+                # dropped, or it restarted): a break, after which it may
+                # offer the rest again.
+                raise PeerGone(
+                    f"{self.peer} no longer knows session {self.sid}"
+                ) from None
             condition = exc.iq["error"]["condition"]
             raise RemoteProtocolError(
                 f"{self.peer} refused {jingle.action.value}: {condition}",

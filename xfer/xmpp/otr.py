@@ -178,10 +178,13 @@ class XferOTR(BasePlugin):
         ):
             return
         peer = msg["from"].full
-        if msg.xml.find(f"{{{NS_DELAY}}}delay") is not None:
+        delay = msg.xml.find(f"{{{NS_DELAY}}}delay")
+        if delay is not None and delay.get("from") != self.xmpp.boundjid.bare:
             # Stored by the server while we were offline: an AKE step or data
             # for a session that no longer exists. Acting on it would only
-            # confuse the live conversation.
+            # confuse the live conversation. (A delay stamped with our own
+            # JID is stream management's: a message of this very session
+            # that waited while our connection was down, resent on resumption.)
             log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
             return
         try:

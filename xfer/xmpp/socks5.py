@@ -211,6 +211,7 @@ class XferSocks5(BasePlugin):
     def plugin_init(self) -> None:
         self._pending: dict[bytes, asyncio.Future[_Connection]] = {}
         self._server: asyncio.Server | None = None
+        self._last_port = 0
         self._listen_lock = asyncio.Lock()
         self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
         self._proxies: list[Streamhost] | None = None
@@ -246,10 +247,20 @@ class XferSocks5(BasePlugin):
     async def _listen(self) -> tuple[str, int]:
         async with self._listen_lock:  # concurrent callers share one server
             if self._server is None:
-                self._server = await asyncio.start_server(
-                    self._on_connection, self.config["listen_host"], 0
-                )
+                # After a reconnection, the same port if it is still free: a
+                # port forward (or an advertised address) keeps working.
+                for port in dict.fromkeys((self._last_port, 0)):
+                    try:
+                        self._server = await asyncio.start_server(
+                            self._on_connection, self.config["listen_host"], port
+                        )
+                        break
+                    except OSError:
+                        if port == 0:
+                            raise
+        assert self._server is not None
         host, port = self._server.sockets[0].getsockname()[:2]
+        self._last_port = int(port)
         return host, port
 
     async def _on_connection(

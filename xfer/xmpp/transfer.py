@@ -50,7 +50,7 @@ import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio import partial as _partial
-from xfer.aio.pump import file_sha256, receive_sealed, send_sealed
+from xfer.aio.pump import confirm_sealed, file_sha256, receive_sealed, send_sealed
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, EnvelopeHeader, Sealer
 from xfer.errors import (
     ConnectionFailed,
@@ -122,6 +122,8 @@ IBB_BLOCK_SIZE = 32767
 #: How long a receiver whose sender reported a break keeps reading what is
 #: already on its way (seconds).
 DRAIN_GRACE = 10.0
+#: Finished receipts remembered for a sender that offers one again.
+MAX_FINISHED = 64
 #: The reasons with which a transfer ends that broke rather than failed: the
 #: sender offers the rest again, and the receiver waits for that offer.
 RESUMABLE = frozenset(
@@ -337,11 +339,17 @@ class XferTransfer(BasePlugin):
             maxsize=self.config["max_pending_offers"]
         )
         self._tasks: set[asyncio.Future[None]] = set()
-        #: Receipts in progress, by (sender's bare JID, SHA-256, size): a new
-        #: offer of the same file from the same sender continues one.
-        self._receipts: dict[tuple[str, bytes, int], _Receipt] = {}
+        #: Receipts in progress, by :func:`_receipt_key`: a new offer of the
+        #: same file from the same sender continues one.
+        self._receipts: dict[tuple[str, bytes, int, str], _Receipt] = {}
+        #: Receipts finished lately, by the same key: the sender may not have
+        #: heard of the end (its connection dropped) and offer the rest again.
+        self._finished: dict[tuple[str, bytes, int, str], _Finished] = {}
         #: Set while we are connected (a resumed XEP-0198 stream included).
         self.online = asyncio.Event()
+        #: How often the connection dropped: a failure during which it did
+        #: may be the network's, not the peer's.
+        self._drops = 0
         self.xmpp.add_event_handler("session_start", self._on_online)
         self.xmpp.add_event_handler("session_resumed", self._on_resumed)
         self.xmpp.add_event_handler("disconnected", self._on_offline)
@@ -373,6 +381,7 @@ class XferTransfer(BasePlugin):
 
     def _on_offline(self, _event: object) -> None:
         self.online.clear()
+        self._drops += 1
 
     async def _on_resumed(self, _event: object) -> None:
         """A resumed XEP-0198 session counts as online once the server
@@ -459,12 +468,20 @@ class XferTransfer(BasePlugin):
         if not S_ISREG(stat.st_mode):
             raise IsADirectoryError(f"{source} is not a regular file")
         digest = await file_sha256(source)
-        full, otr_session = await self.otr.secure(
-            peer, timeout=self.config["connect_timeout"]
-        )
-        renewed = False
+        drops = self._drops
         breaks = 0
+        try:
+            full, otr_session = await self.otr.secure(
+                peer, timeout=self.config["connect_timeout"]
+            )
+        except NotSecure as exc:
+            if self._drops == drops:
+                raise
+            breaks += 1  # our connection dropped during the AKE
+            full, otr_session = await self._after_break(peer, peer, breaks, exc)
+        renewed = False
         while True:
+            drops = self._drops
             # The AKE that made the keys this offer goes out under. (The
             # session object stays the same when the peer re-keys it, so the
             # id must be taken now, not after a refusal.)
@@ -503,7 +520,7 @@ class XferTransfer(BasePlugin):
             except TransportError as exc:
                 # Before the receiver took the offer, only our connection
                 # dropping (or the peer's) is worth another offer.
-                lost = isinstance(exc, ConnectionFailed) or not self.online.is_set()
+                lost = isinstance(exc, ConnectionFailed) or self._drops != drops
                 if not (accepted or lost):
                     raise
                 broken = exc
@@ -731,7 +748,7 @@ class XferTransfer(BasePlugin):
             await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
             return
         incoming = self._incoming(session, jingle, got, header, sealed)
-        if self._continues(incoming):
+        if self._continues(incoming) or self._confirms(incoming):
             return
         if self._offers.full():
             self._drop_withdrawn()
@@ -784,6 +801,40 @@ class XferTransfer(BasePlugin):
         if receipt.task is not None and not receipt.task.done():
             receipt.task.cancel()  # its stream is dead; the sender went on
         return True
+
+    def _confirms(self, incoming: IncomingOffer) -> bool:
+        """Answer an offer of a file we finished receiving from the same
+        sender a moment ago ourselves: ask for the (empty) rest, check it
+        and the file, and end with ``success``, instead of asking the user
+        about the same file again."""
+        now = time.monotonic()
+        for key, entry in list(self._finished.items()):
+            if entry.expires < now:
+                del self._finished[key]
+        finished = self._finished.get(_receipt_key(incoming))
+        if finished is None or finished.fingerprint != incoming.fingerprint:
+            return False
+        description = incoming._initiate.content.description  # type: ignore[union-attr]
+        if description is None or description.range is None:
+            return False  # it cannot send "nothing more": a plain new offer
+        try:
+            st = finished.path.lstat()
+        except OSError:
+            return False  # moved since: offer it to the user again
+        if not S_ISREG(st.st_mode) or st.st_size != incoming.size:
+            return False  # changed since: likewise
+        incoming._claim()
+        task = asyncio.ensure_future(self._confirm(incoming, finished.path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _confirm(self, incoming: IncomingOffer, path: Path) -> None:
+        with contextlib.suppress(XferError, OSError):
+            await self._receive_once(
+                incoming, path, False, _no_progress, None, finished=True
+            )
+            log.info("confirmed %s to %s again", path.name, incoming.peer)
 
     def _incoming(
         self,
@@ -864,21 +915,36 @@ class XferTransfer(BasePlugin):
         self._receipts.setdefault(key, receipt)
         breaks = 0
         done = False
+        stored: list[bool] = []  # set once the verified file is in place
         try:
             while True:
                 receipt.task = asyncio.ensure_future(
-                    self._receive_once(incoming, path, overwrite, progress, partial)
+                    self._receive_once(
+                        incoming,
+                        path,
+                        overwrite,
+                        progress,
+                        partial,
+                        on_stored=lambda: stored.append(True),
+                    )
                 )
                 try:
                     await receipt.task
                     done = True
-                    return path
+                    return self._remember(key, incoming, path)
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if not receipt.next.done() or (task and task.cancelling()):
                         raise
                     # The sender offered the rest while our stream still hung.
+                    if stored:  # ... or just as the file went into place
+                        await self._confirm(receipt.next.result(), path)
+                        done = True
+                        return self._remember(key, incoming, path)
                 except (TransportError, TransferRejected) as exc:
+                    if stored:  # the sender will hear of it when it offers again
+                        done = True
+                        return self._remember(key, incoming, path)
                     breaks += 1
                     if not _broke_off(exc) or breaks > self.config["resume_attempts"]:
                         raise
@@ -897,30 +963,43 @@ class XferTransfer(BasePlugin):
             if not done and not self.config["keep_partial"]:
                 await asyncio.to_thread(partial.remove)
 
+    def _remember(
+        self, key: tuple[str, bytes, int, str], incoming: IncomingOffer, path: Path
+    ) -> Path:
+        """Note a finished receipt for :meth:`_confirms`; return its path."""
+        self._finished[key] = _Finished(
+            fingerprint=incoming.fingerprint,
+            path=path,
+            expires=time.monotonic() + self.config["resume_wait"],
+        )
+        while len(self._finished) > MAX_FINISHED:
+            del self._finished[next(iter(self._finished))]
+        return path
+
     async def _receive_once(
         self,
         incoming: IncomingOffer,
         path: Path,
         overwrite: bool,
         progress: ProgressCallback,
-        partial: Partial,
+        partial: Partial | None,
+        *,
+        finished: bool = False,
+        on_stored: Callable[[], object] | None = None,
     ) -> None:
-        """One Jingle session of a receipt (the first, or one that goes on)."""
+        """One Jingle session of a receipt (the first, or one that goes on),
+        or, when ``finished``, of one already stored at ``path``: then the
+        rest asked for is empty (see :meth:`_confirms`)."""
         session = incoming._session
         content = incoming._initiate.content
         assert content is not None
         assert content.transport is not None
         assert content.description is not None
-        start = partial.state.verified
-        if start and (
-            content.description.range is None
-            or not await asyncio.to_thread(_holds, partial.part, start)
-        ):
-            # This sender cannot send part of a file, or the prefix is gone
-            # (removed while we waited): start over.
-            await asyncio.to_thread(partial.remove)
-            partial.state = dataclasses.replace(partial.state, verified=0)
-            start = 0
+        if finished:
+            start = incoming.size
+        else:
+            assert partial is not None
+            start = await _resume_point(partial, content.description.range)
         description = dataclasses.replace(
             content.description, range=Range(offset=start) if start else None
         )
@@ -928,8 +1007,13 @@ class XferTransfer(BasePlugin):
         waiter: asyncio.Future[_ibb.IBBStream] | None = None
         try:
             if session.ended:
-                raise TransferRejected(
-                    "the sender withdrew the offer", reason=Reason.CANCEL.value
+                # The sender's reason says whether it will offer the rest.
+                raise (
+                    rejection(session.peer, session.terminated)
+                    if session.terminated is not None
+                    else TransferRejected(
+                        "the sender withdrew the offer", reason=Reason.CANCEL.value
+                    )
                 )
             if isinstance(content.transport, IBBTransport):
                 if not self.config["ibb"]:
@@ -972,20 +1056,32 @@ class XferTransfer(BasePlugin):
                     s5b,
                     incoming._initiate,
                 )
+            rest = incoming._header.sealed_size(incoming.size - start)
+            stall = self.config["stall_timeout"]
             await self._watching(
                 session,
-                receive_sealed(
+                confirm_sealed(
                     stream,
                     incoming._key,
                     incoming.offer,
                     path,
-                    sealed_size=incoming._header.sealed_size(incoming.size - start),
+                    sealed_size=rest,
+                    stall_timeout=stall,
+                )
+                if finished
+                else receive_sealed(
+                    stream,
+                    incoming._key,
+                    incoming.offer,
+                    path,
+                    sealed_size=rest,
                     overwrite=overwrite,
                     progress=progress,
                     executor=_executor(),
                     partial=partial,
                     keep=self._keep,
-                    stall_timeout=self.config["stall_timeout"],
+                    stall_timeout=stall,
+                    on_stored=on_stored,
                 ),
                 stream,
                 drain=True,
@@ -1366,6 +1462,12 @@ class XferTransfer(BasePlugin):
             if drain and _broke_off(rejection(session.peer, session.terminated)):
                 # What is still in flight ends soon: at the stream's end.
                 await asyncio.wait({task}, timeout=DRAIN_GRACE)
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    # All of it came and verified (the file is in place)
+                    # before the sender, cut off, heard so: that counts.
+                    with contextlib.suppress(XferError, OSError):
+                        await stream.close()
+                    return
             # Ended (or failed) while data flowed: raise what ended it.
             await self._expect(session, set(), 5.0)
         except BaseException:
@@ -1427,6 +1529,29 @@ class _Receipt:
     task: asyncio.Future[None] | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Finished:
+    """A receipt that finished lately (see ``XferTransfer._confirms``)."""
+
+    fingerprint: bytes
+    path: Path
+    expires: float
+
+
+async def _resume_point(partial: Partial, offered: Range | None) -> int:
+    """Where a receipt goes on: after its verified prefix, or from the start
+    when the sender cannot send part of a file (no ``<range/>`` offered) or
+    the prefix is gone (removed while we waited)."""
+    start = partial.state.verified
+    if start and (
+        offered is None or not await asyncio.to_thread(_holds, partial.part, start)
+    ):
+        await asyncio.to_thread(partial.remove)
+        partial.state = dataclasses.replace(partial.state, verified=0)
+        start = 0
+    return start
+
+
 def _holds(path: Path, length: int) -> bool:
     """Whether ``path`` is a regular file of at least ``length`` bytes."""
     try:
@@ -1440,8 +1565,11 @@ def _bare(jid: str) -> str:
     return jid.split("/", 1)[0]
 
 
-def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int]:
-    return _bare(offer.peer), offer.sha256, offer.size
+def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int, str]:
+    """The same file from the same account: a new offer of it goes on with
+    (or confirms) the receipt. The name counts: one content sent under two
+    names is two files."""
+    return _bare(offer.peer), offer.sha256, offer.size, offer.name
 
 
 def _broke_off(exc: BaseException | None) -> bool:
