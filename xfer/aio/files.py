@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 import aiofiles
 import aiofiles.os
-from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
+from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
 from xfer.aio.partial import Partial, temp_name
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
@@ -101,13 +101,13 @@ def _nothing() -> None:
     pass
 
 
-async def _open_reader(source: Target) -> AsyncBufferedReader:
-    loop = asyncio.get_running_loop()
+async def _open_reader(source: Target) -> BinaryIO:
+    """Open ``source`` for reading in a thread. Readers read in threads too
+    but close the file synchronously (closing a file opened for reading
+    does no I/O worth a thread), so no cancellation can skip the close."""
     if isinstance(source, int):
-        raw = await _opened(lambda: open(source, "rb", closefd=False), _nothing)  # noqa: SIM115
-    else:
-        raw = await _opened(lambda: open(source, "rb"), _nothing)  # noqa: SIM115
-    return AsyncBufferedReader(raw, loop=loop, executor=None)
+        return await _opened(lambda: open(source, "rb", closefd=False), _nothing)
+    return await _opened(lambda: open(source, "rb"), _nothing)
 
 
 async def read_chunks(
@@ -119,11 +119,11 @@ async def read_chunks(
     reader = await _open_reader(source)
     try:
         if start:
-            await reader.seek(start)
-        while piece := await reader.read(size):
+            await asyncio.to_thread(reader.seek, start)
+        while piece := await asyncio.to_thread(reader.read, size):
             yield piece
     finally:
-        await reader.close()
+        reader.close()
 
 
 async def _pieces(source: Target) -> AsyncIterator[memoryview]:
@@ -136,10 +136,10 @@ async def _pieces(source: Target) -> AsyncIterator[memoryview]:
     view = memoryview(buf)
     reader = await _open_reader(source)
     try:
-        while n := await reader.readinto(buf):
+        while n := await asyncio.to_thread(reader.readinto, buf):  # type: ignore[attr-defined]
             yield view[:n]
     finally:
-        await reader.close()
+        reader.close()
 
 
 def _size_of(source: Target) -> int | None:
