@@ -202,13 +202,7 @@ async def _gather(
     """Read the stream into pieces of about :data:`GATHER` bytes."""
     pending = bytearray()
     try:
-        while True:
-            try:
-                piece = await asyncio.wait_for(stream.read(READ_SIZE), stall_timeout)
-            except TimeoutError:
-                raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
-            if not piece:
-                break
+        while piece := await _read(stream, stall_timeout):
             pending += piece
             if len(pending) >= GATHER:
                 await queue.put(bytes(pending))
@@ -248,17 +242,19 @@ async def confirm_sealed(
         raise IntegrityError  # changed since: it is not that file any more
     await asyncio.to_thread(_hash_prefix, Path(path), size, verifier.digest)
     buf = bytearray(verifier.opener.output_bound(READ_SIZE))
-    while True:
-        try:
-            piece = await asyncio.wait_for(stream.read(READ_SIZE), stall_timeout)
-        except TimeoutError:
-            raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
-        if not piece:
-            break
+    while piece := await _read(stream, stall_timeout):
         if verifier.feed(piece, buf):  # plaintext past the end: not this file
             raise IntegrityError
     if verifier.finish():
         raise IntegrityError
+
+
+async def _read(stream: ByteStream, stall_timeout: float | None) -> bytes:
+    """The stream's next bytes (empty at its end), or a stall's error."""
+    try:
+        return await asyncio.wait_for(stream.read(READ_SIZE), stall_timeout)
+    except TimeoutError:
+        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
 
 
 async def _stop(*tasks: asyncio.Future[None] | None) -> None:
