@@ -39,6 +39,14 @@ async def clients() -> AsyncIterator[list[XferClient]]:
 
 
 @pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """Where bob receives."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 async def proxies() -> AsyncIterator[list[FaultProxy]]:
     made: list[FaultProxy] = []
     yield made
@@ -118,14 +126,13 @@ async def send_and_receive(
 async def test_a_cut_bytestream_resumes_from_the_verified_prefix(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
     a, b, proxy = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "big.bin"
     digest = random_file(src, 24 * MiB + 5)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     # The stream ends (FIN) after 10 MiB: everything before arrives.
     proxy.cut_after(10 * MiB, direction="down", graceful=True)
     got, result = await send_and_receive(a, b, src, inbox)
@@ -142,6 +149,7 @@ async def test_a_cut_bytestream_resumes_from_the_verified_prefix(
 async def test_a_reset_bytestream_resumes(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
@@ -150,8 +158,6 @@ async def test_a_reset_bytestream_resumes(
     a, b, proxy = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "big.bin"
     digest = random_file(src, 12 * MiB)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     proxy.cut_after(6 * MiB, direction="down")
     got, result = await send_and_receive(a, b, src, inbox)
     assert proxy.cuts == 1
@@ -164,14 +170,13 @@ async def test_a_reset_bytestream_resumes(
 async def test_two_breaks_in_a_row_still_arrive_whole(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
     a, b, proxy = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "big.bin"
     digest = random_file(src, 20 * MiB)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     proxy.cut_after(6 * MiB, direction="down", graceful=True)
     proxy.cut_after(6 * MiB, direction="down", graceful=True)
     got, result = await send_and_receive(a, b, src, inbox)
@@ -184,6 +189,7 @@ async def test_two_breaks_in_a_row_still_arrive_whole(
 async def test_a_receipt_given_up_keeps_its_prefix_for_the_next_offer(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
@@ -200,8 +206,6 @@ async def test_a_receipt_given_up_keeps_its_prefix_for_the_next_offer(
     )
     src = tmp_path / "movie.bin"
     digest = random_file(src, 16 * MiB + 3)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     proxy.cut_after(8 * MiB, direction="down", graceful=True)
     with pytest.raises(TransportError):
         await send_and_receive(a, b, src, inbox)
@@ -236,6 +240,7 @@ async def test_a_receipt_given_up_keeps_its_prefix_for_the_next_offer(
 async def test_a_dropped_server_connection_resumes_the_stream_and_the_file(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
@@ -266,8 +271,6 @@ async def test_a_dropped_server_connection_resumes_the_stream_and_the_file(
     introduce(a, b)
     src = tmp_path / "doc.bin"
     digest = random_file(src, 6 * MiB)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     proxy.cut_after(3 * MiB, direction="up")
     got, result = await send_and_receive(a, b, src, inbox)
     assert proxy.cuts == 1
@@ -280,6 +283,7 @@ async def test_a_dropped_server_connection_resumes_the_stream_and_the_file(
 async def test_an_offer_of_a_file_just_received_is_confirmed_not_asked_again(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
@@ -290,8 +294,6 @@ async def test_an_offer_of_a_file_just_received_is_confirmed_not_asked_again(
     a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "report.bin"
     digest = random_file(src, 300_000)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     got, first = await send_and_receive(a, b, src, inbox)
     assert first.resumed_from == 0
     again = await asyncio.wait_for(
@@ -306,6 +308,7 @@ async def test_an_offer_of_a_file_just_received_is_confirmed_not_asked_again(
 async def test_a_file_changed_since_it_was_received_is_offered_anew(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
@@ -314,8 +317,6 @@ async def test_a_file_changed_since_it_was_received_is_offered_anew(
     a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "report.bin"
     digest = random_file(src, 300_000)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     got, _ = await send_and_receive(a, b, src, inbox)
     got.rename(tmp_path / "moved.bin")
     got2, again = await send_and_receive(a, b, src, inbox)
@@ -327,14 +328,13 @@ async def test_a_file_changed_since_it_was_received_is_offered_anew(
 async def test_the_same_content_under_another_name_is_another_file(
     prosody: LocalProsody,
     tmp_path: Path,
+    inbox: Path,
     clients: list[XferClient],
     proxies: list[FaultProxy],
 ) -> None:
     a, b, _ = await proxied_streamhost(prosody, tmp_path, clients, proxies)
     src = tmp_path / "report.bin"
     random_file(src, 1000)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
     await send_and_receive(a, b, src, inbox)
     copy = tmp_path / "copy.bin"
     copy.write_bytes(src.read_bytes())

@@ -37,6 +37,7 @@ from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Sui
 from xfer.errors import DestinationExists, IntegrityError, XferError
 
 if TYPE_CHECKING:
+    import io
     from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
     from concurrent.futures import Executor
     from types import TracebackType
@@ -101,7 +102,7 @@ def _nothing() -> None:
     pass
 
 
-async def _open_reader(source: Target) -> BinaryIO:
+async def _open_reader(source: Target) -> io.BufferedReader:
     """Open ``source`` for reading in a thread. Readers read in threads too
     but close the file synchronously (closing a file opened for reading
     does no I/O worth a thread), so no cancellation can skip the close."""
@@ -136,7 +137,7 @@ async def _pieces(source: Target) -> AsyncIterator[memoryview]:
     view = memoryview(buf)
     reader = await _open_reader(source)
     try:
-        while n := await asyncio.to_thread(reader.readinto, buf):  # type: ignore[attr-defined]
+        while n := await asyncio.to_thread(reader.readinto, buf):
             yield view[:n]
     finally:
         reader.close()

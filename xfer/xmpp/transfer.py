@@ -814,7 +814,8 @@ class XferTransfer(BasePlugin):
         finished = self._finished.get(_receipt_key(incoming))
         if finished is None or finished.fingerprint != incoming.fingerprint:
             return False
-        description = incoming._initiate.content.description  # type: ignore[union-attr]
+        content = incoming._initiate.content
+        description = content.description if content is not None else None
         if description is None or description.range is None:
             return False  # it cannot send "nothing more": a plain new offer
         try:
@@ -930,31 +931,24 @@ class XferTransfer(BasePlugin):
                 )
                 try:
                     await receipt.task
-                    done = True
-                    return self._remember(key, incoming, path)
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if not receipt.next.done() or (task and task.cancelling()):
                         raise
-                    # The sender offered the rest while our stream still hung.
-                    if stored:  # ... or just as the file went into place
+                    # The sender offered the rest while our stream still hung
+                    # (or just as the file went into place: confirm that offer).
+                    if stored:
                         await self._confirm(receipt.next.result(), path)
-                        done = True
-                        return self._remember(key, incoming, path)
                 except (TransportError, TransferRejected) as exc:
-                    if stored:  # the sender will hear of it when it offers again
-                        done = True
-                        return self._remember(key, incoming, path)
-                    breaks += 1
-                    if not _broke_off(exc) or breaks > self.config["resume_attempts"]:
-                        raise
-                    log.info("receipt from %s broke off (%s)", incoming.peer, exc)
-                    try:
-                        await asyncio.wait_for(
-                            asyncio.shield(receipt.next), self.config["resume_wait"]
-                        )
-                    except TimeoutError:
-                        raise exc from None
+                    # Stored already, the sender hears of it when it offers again.
+                    if not stored:
+                        breaks += 1
+                        await self._await_rest(receipt, incoming, exc, breaks)
+                else:
+                    stored.append(True)  # it finished: the file is in place
+                if stored:
+                    done = True
+                    return self._remember(key, incoming, path)
                 incoming = receipt.next.result()
                 receipt.next = loop.create_future()
         finally:
@@ -962,6 +956,21 @@ class XferTransfer(BasePlugin):
                 del self._receipts[key]
             if not done and not self.config["keep_partial"]:
                 await asyncio.to_thread(partial.remove)
+
+    async def _await_rest(
+        self, receipt: _Receipt, incoming: IncomingOffer, exc: XferError, breaks: int
+    ) -> None:
+        """After a break, wait for the sender's offer of the rest; raise
+        ``exc`` if it was not a break, or no such offer comes in time."""
+        if not _broke_off(exc) or breaks > self.config["resume_attempts"]:
+            raise exc
+        log.info("receipt from %s broke off (%s)", incoming.peer, exc)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(receipt.next), self.config["resume_wait"]
+            )
+        except TimeoutError:
+            raise exc from None
 
     def _remember(
         self, key: tuple[str, bytes, int, str], incoming: IncomingOffer, path: Path
