@@ -37,9 +37,12 @@ async def test_payload_sent_with_the_reply_stays_in_order():
         b"\x05\x00\x00\x03\x28" + ADDR + b"\x00\x00" + payload
     )
     async with server:
-        reader, writer = await _connect("127.0.0.1", port, ADDR, 5)
-        received = await reader.read()
-        writer.close()
+        connection = await _connect("127.0.0.1", port, ADDR, 5)
+        received = bytearray()
+        while piece := await connection.read():
+            received += piece
+        connection.close()
+        await connection.wait_closed()
     assert received == payload
 
 

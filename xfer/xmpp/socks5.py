@@ -15,7 +15,8 @@ answers with the one that worked. Each connection is matched to its stream by
 the SOCKS5 address ``SHA-1(sid + requester + target)``
 (:func:`xfer.framing.socks5.dst_addr`), so any number of concurrent streams
 stay apart. A :class:`Socks5Stream` is a :class:`~xfer.aio.bytestream.ByteStream`
-over the TCP connection: TCP's own flow control is the backpressure.
+over a :class:`~xfer.aio.tcp.TcpConnection` (one fixed receive buffer, see
+there why not asyncio's streams): TCP's own flow control is the backpressure.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
-import struct
 import weakref
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -35,6 +34,7 @@ from slixmpp.stanza import Iq
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from xfer.aio.tcp import TcpConnection, open_tcp
 from xfer.errors import (
     ConnectionFailed,
     NoUsableTransport,
@@ -56,7 +56,6 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 Streamhost = tuple[str, str, int]  # (jid, host, port)
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _query_element(**attributes: str) -> ET.Element:
@@ -72,8 +71,7 @@ class Socks5Stream:
         *,
         peer: str,
         sid: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        connection: TcpConnection,
         streamhost: str,
         idle_timeout: float = 120.0,
     ) -> None:
@@ -81,8 +79,7 @@ class Socks5Stream:
         self.sid = sid
         self.streamhost = streamhost
         self.idle_timeout = idle_timeout
-        self._reader = reader
-        self._writer = writer
+        self._connection = connection
         self._closed = False
 
     async def read(self, max_bytes: int = 1 << 20) -> bytes:
@@ -90,7 +87,7 @@ class Socks5Stream:
             # asyncio.timeout, not wait_for: no task per read (reads through a
             # relay come 4 KiB at a time, and a task each cost half a core).
             async with asyncio.timeout(self.idle_timeout):
-                return await self._reader.read(max_bytes)
+                return await self._connection.read(max_bytes)
         except TimeoutError:
             self.abort()
             raise TransferTimeout(
@@ -100,13 +97,12 @@ class Socks5Stream:
             raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._writer.is_closing():
+        if self._connection.is_closing():
             raise ConnectionFailed(
                 f"SOCKS5 stream {self.sid}: the connection is closed"
             )
         try:
-            self._writer.write(data)
-            await self._writer.drain()
+            await self._connection.write(data)
         except OSError as exc:
             raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
 
@@ -118,43 +114,35 @@ class Socks5Stream:
             async with asyncio.timeout(
                 self.idle_timeout
             ):  # a peer that stopped reading
-                await self._writer.drain()
-                self._writer.close()
-                await self._writer.wait_closed()
+                await self._connection.drain()
+                self._connection.close()
+                await self._connection.wait_closed()
         except TimeoutError:
             self.abort()
         except OSError:
-            self._writer.transport.abort()
+            self._connection.abort()
 
     def abort(self, reason: str = "aborted") -> None:
         """Reset the connection (RST), so the peer sees an error, not an end."""
         self._closed = True
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-        self._writer.transport.abort()
+        self._connection.reset()
 
 
-async def _handshake_byte(reader: asyncio.StreamReader) -> bytes:
+async def _handshake_byte(connection: TcpConnection) -> bytes:
     """One byte: the handshake is read byte by byte (some 50 bytes, from the
-    reader's buffer), so no payload byte is ever taken out of order."""
-    try:
-        return await reader.readexactly(1)
-    except asyncio.IncompleteReadError:
-        raise ConnectionFailed(
-            "the connection closed during the SOCKS5 handshake"
-        ) from None
+    connection's buffer), so no payload byte is ever taken out of order."""
+    byte = await connection.read(1)
+    if not byte:
+        raise ConnectionFailed("the connection closed during the SOCKS5 handshake")
+    return byte
 
 
-def _drop(waiter: asyncio.Future[_Connection] | None) -> None:
+def _drop(waiter: asyncio.Future[TcpConnection] | None) -> None:
     """Close a connection that reached our streamhost but will not be used."""
     if waiter is None:
         return
     if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-        waiter.result()[1].transport.abort()
+        waiter.result().abort()
     elif not waiter.done():
         waiter.cancel()
 
@@ -170,23 +158,23 @@ def _port(text: str | None) -> int:
     return port
 
 
-async def _connect(host: str, port: int, address: bytes, timeout: float) -> _Connection:
+async def _connect(
+    host: str, port: int, address: bytes, timeout: float
+) -> TcpConnection:
     """Connect to a streamhost and run the client side of the handshake."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port), timeout
-    )
+    connection = await asyncio.wait_for(open_tcp(host, port), timeout)
     try:
         machine = Socks5Client(address)
-        writer.write(machine.initial())
+        await connection.write(machine.initial())
         async with asyncio.timeout(timeout):
             while not machine.done:
-                out = machine.receive_data(await _handshake_byte(reader))
+                out = machine.receive_data(await _handshake_byte(connection))
                 if out:
-                    writer.write(out)
+                    await connection.write(out)
     except BaseException:
-        writer.transport.abort()
+        connection.abort()
         raise
-    return reader, writer
+    return connection
 
 
 class XferSocks5(BasePlugin):
@@ -209,7 +197,7 @@ class XferSocks5(BasePlugin):
     }
 
     def plugin_init(self) -> None:
-        self._pending: dict[bytes, asyncio.Future[_Connection]] = {}
+        self._pending: dict[bytes, asyncio.Future[TcpConnection]] = {}
         self._server: asyncio.Server | None = None
         self._last_port = 0
         self._listen_lock = asyncio.Lock()
@@ -251,8 +239,11 @@ class XferSocks5(BasePlugin):
                 # port forward (or an advertised address) keeps working.
                 for port in dict.fromkeys((self._last_port, 0)):
                     try:
-                        self._server = await asyncio.start_server(
-                            self._on_connection, self.config["listen_host"], port
+                        loop = asyncio.get_running_loop()
+                        self._server = await loop.create_server(
+                            lambda: TcpConnection(on_made=self._on_made),
+                            self.config["listen_host"],
+                            port,
                         )
                         break
                     except OSError:
@@ -263,9 +254,12 @@ class XferSocks5(BasePlugin):
         self._last_port = int(port)
         return host, port
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def _on_made(self, connection: TcpConnection) -> None:
+        task = asyncio.ensure_future(self._on_connection(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_connection(self, connection: TcpConnection) -> None:
         machine = Socks5Server(
             lambda address: (
                 address in self._pending and not self._pending[address].done()
@@ -274,18 +268,19 @@ class XferSocks5(BasePlugin):
         try:
             async with asyncio.timeout(self.config["connect_timeout"]):
                 while not machine.done:
-                    writer.write(machine.receive_data(await _handshake_byte(reader)))
+                    out = machine.receive_data(await _handshake_byte(connection))
+                    await connection.write(out)
         except (RemoteProtocolError, TimeoutError, OSError, ConnectionFailed):
             with contextlib.suppress(OSError):
-                writer.write(machine.refusal)
-            writer.transport.abort()
+                connection.transport.write(machine.refusal)
+            connection.abort()
             return
         assert machine.address is not None
         waiter = self._pending.get(machine.address)
         if waiter is None or waiter.done():  # the offer is over: too late
-            writer.transport.abort()
+            connection.abort()
             return
-        waiter.set_result((reader, writer))
+        waiter.set_result(connection)
 
     async def discover_proxies(self) -> list[Streamhost]:
         """The server's SOCKS5 proxies (disco items of our domain), cached."""
@@ -347,7 +342,7 @@ class XferSocks5(BasePlugin):
         us = self.xmpp.boundjid.full
         address = dst_addr(sid, us, peer)
         hosts: list[Streamhost] = []
-        waiter: asyncio.Future[_Connection] | None = None
+        waiter: asyncio.Future[TcpConnection] | None = None
         if direct:
             host, port = await self._listen()
             waiter = asyncio.get_running_loop().create_future()
@@ -389,7 +384,7 @@ class XferSocks5(BasePlugin):
         _drop(waiter)  # a connection to our streamhost the peer did not choose
         for jid, host, port in proxies:
             if jid == used:
-                reader, writer = await _connect(
+                connection = await _connect(
                     host, port, address, self.config["connect_timeout"]
                 )
                 try:
@@ -397,25 +392,23 @@ class XferSocks5(BasePlugin):
                     ET.SubElement(activate, f"{{{NS}}}activate").text = peer
                     await self._query("set", jid, activate, timeout)
                 except (IqError, IqTimeout) as exc:
-                    writer.transport.abort()
+                    connection.abort()
                     raise TransportError(
                         f"the proxy {jid} would not activate the stream"
                     ) from exc
-                return self._stream(peer, sid, (reader, writer), used)
+                return self._stream(peer, sid, connection, used)
         raise RemoteProtocolError(
             f"{peer} named a streamhost we did not offer: {used!r}"
         )
 
     def _stream(
-        self, peer: str, sid: str, connection: _Connection, streamhost: str
+        self, peer: str, sid: str, connection: TcpConnection, streamhost: str
     ) -> Socks5Stream:
         """A new stream on a negotiated connection, remembered until we go offline."""
-        reader, writer = connection
         stream = Socks5Stream(
             peer=peer,
             sid=sid,
-            reader=reader,
-            writer=writer,
+            connection=connection,
             streamhost=streamhost,
             idle_timeout=self.config["idle_timeout"],
         )
@@ -428,13 +421,15 @@ class XferSocks5(BasePlugin):
         """Our streamhost's (host, port), listening from now on."""
         return await self._listen()
 
-    def expect(self, address: bytes) -> asyncio.Future[_Connection]:
+    def expect(self, address: bytes) -> asyncio.Future[TcpConnection]:
         """The next connection to our streamhost for SOCKS5 ``address``.
 
         Cancel the future (or let it finish) to stop accepting it; a later
         connection for the same address is refused.
         """
-        waiter: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[TcpConnection] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._pending[address] = waiter
 
         def forget(_: object) -> None:
@@ -446,7 +441,7 @@ class XferSocks5(BasePlugin):
         waiter.add_done_callback(forget)
         return waiter
 
-    async def connect(self, host: str, port: int, address: bytes) -> _Connection:
+    async def connect(self, host: str, port: int, address: bytes) -> TcpConnection:
         """Connect to a streamhost (a peer's or a proxy) for ``address``.
 
         Raises:
@@ -468,7 +463,7 @@ class XferSocks5(BasePlugin):
             raise TransportError(f"the proxy {proxy} would not activate {sid}") from exc
 
     def stream(
-        self, peer: str, sid: str, connection: _Connection, streamhost: str
+        self, peer: str, sid: str, connection: TcpConnection, streamhost: str
     ) -> Socks5Stream:
         """A :class:`Socks5Stream` over a negotiated connection."""
         return self._stream(peer, sid, connection, streamhost)
@@ -504,7 +499,7 @@ class XferSocks5(BasePlugin):
             jid, name = host.get("jid", ""), host.get("host", "")
             try:
                 port = _port(host.get("port"))
-                reader, writer = await _connect(
+                connection = await _connect(
                     name, port, address, self.config["connect_timeout"]
                 )
             except (
@@ -520,7 +515,7 @@ class XferSocks5(BasePlugin):
             ET.SubElement(used, f"{{{NS}}}streamhost-used", jid=jid)
             reply.xml.append(used)
             reply.send()
-            self._incoming.put_nowait(self._stream(peer, sid, (reader, writer), jid))
+            self._incoming.put_nowait(self._stream(peer, sid, connection, jid))
             return
         self._error(iq, "item-not-found")
 

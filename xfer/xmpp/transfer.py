@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from xfer.aio.bytestream import ByteStream
     from xfer.aio.files import ProgressCallback
     from xfer.aio.partial import Partial
+    from xfer.aio.tcp import TcpConnection
     from xfer.otr.session import Session
     from xfer.otr.trust import TrustStore
     from xfer.xmpp.jingle import JingleSessionIO, XferJingle
@@ -133,7 +134,6 @@ RESUMABLE = frozenset(
         Reason.TIMEOUT.value,
     }
 )
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
     register_plugin(_plugin)
@@ -1134,7 +1134,7 @@ class XferTransfer(BasePlugin):
         us = self.xmpp.boundjid.full
         address = dst_addr(sid, us, session.peer)
         candidates: list[Candidate] = []
-        waiter: asyncio.Future[_Connection] | None = None
+        waiter: asyncio.Future[TcpConnection] | None = None
         if self.config["socks5_direct"]:
             host, port = await self.socks5.listen()
             waiter = self.socks5.expect(address)
@@ -1220,7 +1220,7 @@ class XferTransfer(BasePlugin):
             )
         except BaseException:
             if connection is not None:
-                connection[1].transport.abort()
+                connection.abort()
             raise
 
     async def _report_and_nominate(
@@ -1229,7 +1229,7 @@ class XferTransfer(BasePlugin):
         ours: S5BTransport,
         s5b: _S5B,
         reached: Candidate | None,
-        connection: _Connection | None,
+        connection: TcpConnection | None,
         timeout: float,
     ) -> tuple[ByteStream, str] | None:
         """Tell the peer which of its candidates we reached, learn which of
@@ -1273,12 +1273,12 @@ class XferTransfer(BasePlugin):
                 peer, ours.sid, connection, choice.candidate.jid
             ), label
         if connection is not None:
-            connection[1].transport.abort()  # we reached theirs, but ours won
+            connection.abort()  # we reached theirs, but ours won
         return await self._take_ours(session, ours.sid, s5b, choice.candidate, timeout)
 
     async def _reach(
         self, theirs: S5BTransport, address: bytes
-    ) -> tuple[Candidate | None, _Connection | None]:
+    ) -> tuple[Candidate | None, TcpConnection | None]:
         """Connect to the peer's first reachable candidate, best first."""
         for candidate in connect_order(list(theirs.candidates)):
             try:
@@ -1303,7 +1303,7 @@ class XferTransfer(BasePlugin):
         us, peer = self.xmpp.boundjid.full, session.peer
         label = f"socks5-{candidate.type.label}"
         if candidate.type is CandidateType.PROXY:
-            own: _Connection | None = None
+            own: TcpConnection | None = None
             try:
                 own = await self.socks5.connect(
                     candidate.host, candidate.port, dst_addr(sid, us, peer)
@@ -1311,7 +1311,7 @@ class XferTransfer(BasePlugin):
                 await self.socks5.activate(candidate.jid, sid, peer)
             except (OSError, TimeoutError, XferError):
                 if own is not None:
-                    own[1].transport.abort()
+                    own.abort()
                 info = S5BTransport(sid=sid, proxy_error=True)
                 await session.send(self._transport_info(session, info))
                 raise TransportError(
@@ -1505,9 +1505,9 @@ class _S5B:
 
     sid: str
     candidates: list[Candidate]
-    incoming: asyncio.Future[_Connection] | None
+    incoming: asyncio.Future[TcpConnection] | None
 
-    def take(self) -> asyncio.Future[_Connection]:
+    def take(self) -> asyncio.Future[TcpConnection]:
         """The peer's connection to our streamhost, now the stream's."""
         assert self.incoming is not None
         taken, self.incoming = self.incoming, None
@@ -1524,9 +1524,9 @@ class _S5B:
             self.incoming = None
 
 
-def _abort(waiter: asyncio.Future[_Connection]) -> None:
+def _abort(waiter: asyncio.Future[TcpConnection]) -> None:
     if not waiter.cancelled() and waiter.exception() is None:
-        waiter.result()[1].transport.abort()
+        waiter.result().abort()
 
 
 @dataclass(kw_only=True)
