@@ -8,7 +8,13 @@ import os
 
 import pytest
 
-from xfer.aio.tcp import BUFFER_SIZE, READ_PIECE, TcpConnection, open_tcp
+from xfer.aio.tcp import (
+    BUFFER_SIZE,
+    INITIAL_SIZE,
+    READ_PIECE,
+    TcpConnection,
+    open_tcp,
+)
 
 MiB = 1 << 20
 
@@ -20,7 +26,10 @@ async def pair() -> tuple[TcpConnection, TcpConnection, asyncio.Server]:
         lambda: TcpConnection(on_made=accepted.set_result), "127.0.0.1", 0
     )
     client = await open_tcp("127.0.0.1", server.sockets[0].getsockname()[1])
-    return client, await accepted, server
+    far = await accepted
+    client.enlarge()
+    far.enlarge()
+    return client, far, server
 
 
 async def read_all(connection: TcpConnection, size: int = READ_PIECE) -> bytes:
@@ -158,6 +167,39 @@ async def test_a_closed_connection_refuses_writes():
         far.close()
 
 
-def test_the_buffer_must_hold_two_pieces():
-    with pytest.raises(ValueError, match="at least"):
-        TcpConnection(buffer_size=READ_PIECE)
+async def test_a_new_connection_holds_little_until_enlarged():
+    accepted: asyncio.Future[TcpConnection] = asyncio.get_running_loop().create_future()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: TcpConnection(on_made=accepted.set_result), "127.0.0.1", 0
+    )
+    async with server:
+        client = await open_tcp("127.0.0.1", server.sockets[0].getsockname()[1])
+        far = await accepted
+        payload = os.urandom(4 * MiB)
+        sending = asyncio.ensure_future(client.write(payload))
+        await asyncio.sleep(0.3)
+        # Nobody reads: a connection that never finished its handshake holds
+        # a few KiB, not a bulk buffer.
+        assert 0 < far.buffered <= INITIAL_SIZE
+        first = await far.read(10)
+        far.enlarge()
+        assert far.buffered < BUFFER_SIZE
+        rest = await read_exactly(far, len(payload) - len(first))
+        await sending
+        assert first + rest == payload
+        client.close()
+        far.close()
+
+
+async def read_exactly(connection: TcpConnection, size: int) -> bytes:
+    out = bytearray()
+    while len(out) < size:
+        piece = await connection.read()
+        assert piece
+        out += piece
+    return bytes(out)
+
+
+def test_the_buffer_must_hold_a_handshake():
+    with pytest.raises(ValueError, match="at least 1024"):
+        TcpConnection(buffer_size=100)

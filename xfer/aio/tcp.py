@@ -7,15 +7,16 @@ which moves with the process's own allocation history (glibc raises it to
 the largest mapped block freed so far). In one process each receive was
 then a fresh mapping, a page fault per 4 KiB: 20,400 faults for 64 MiB,
 and a loopback stream ran at 0.6 GB/s instead of 1.1 GB/s. Which of the
-two a process got depended on things as remote as the length of its
-command line.
+two a process got depended on details as remote as how its script was
+named on the command line.
 
 :class:`TcpConnection` is an :class:`asyncio.BufferedProtocol`: the kernel
-copies straight into one ring buffer allocated with the connection, and
+copies straight into one ring buffer (4 KiB for the handshake, enlarged
+to :data:`BUFFER_SIZE` once the connection carries data), and
 :meth:`TcpConnection.read` hands out pieces of at most :data:`READ_PIECE`
 bytes, below glibc's smallest mmap threshold (128 KiB), so they are
 recycled by the heap instead of mapped and unmapped. Backpressure: reading
-from the socket pauses while the buffer is nearly full, and
+from the socket pauses while less than a quarter of the buffer is free, and
 :meth:`TcpConnection.write` waits while the transport's own buffer is above
 its high-water mark.
 """
@@ -31,12 +32,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["READ_PIECE", "TcpConnection", "open_tcp"]
+__all__ = ["BUFFER_SIZE", "INITIAL_SIZE", "READ_PIECE", "TcpConnection", "open_tcp"]
 
 #: The most one :meth:`TcpConnection.read` returns.
 READ_PIECE = 64 * 1024
-#: The receive buffer of one connection.
+#: The receive buffer of a connection that carries bulk data (see
+#: :meth:`TcpConnection.enlarge`).
 BUFFER_SIZE = 4 * READ_PIECE
+#: The receive buffer of a new connection: enough for a handshake, and
+#: little for one that connects and never gets further.
+INITIAL_SIZE = 4096
 
 
 class TcpConnection(asyncio.BufferedProtocol):
@@ -45,7 +50,10 @@ class TcpConnection(asyncio.BufferedProtocol):
     Args:
         on_made: called with the connection once it is up (for servers,
             which learn of a new connection only through their protocol).
-        buffer_size: the receive buffer, at least twice :data:`READ_PIECE`.
+        buffer_size: the receive buffer to start with. A handshake needs
+            little; :meth:`enlarge` it once the connection carries data.
+            Reading from the socket pauses while less than a quarter of it
+            is free.
 
     Errors are the socket's: ``read`` and ``write`` raise an
     :class:`OSError` (``ConnectionResetError`` and the like) once the
@@ -56,15 +64,15 @@ class TcpConnection(asyncio.BufferedProtocol):
         self,
         *,
         on_made: Callable[[TcpConnection], None] | None = None,
-        buffer_size: int = BUFFER_SIZE,
+        buffer_size: int = INITIAL_SIZE,
     ) -> None:
-        if buffer_size < 2 * READ_PIECE:
-            raise ValueError(f"buffer_size must be at least {2 * READ_PIECE}")
         self._on_made = on_made
-        self._buffer = bytearray(buffer_size)
+        self._buffer = bytearray()
         self._view = memoryview(self._buffer)
         self._start = 0  # unread data is self._buffer[self._start:self._end]
         self._end = 0
+        self._low = 0  # reading pauses while less than this is free
+        self._resize(buffer_size)
         self._transport: asyncio.Transport | None = None
         self._reading_paused = False
         self._writing_paused = False
@@ -84,7 +92,7 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         del sizehint
-        if len(self._buffer) - self._end < READ_PIECE:  # move the rest to the front
+        if len(self._buffer) - self._end < self._low:  # move the rest to the front
             unread = self._end - self._start
             self._view[:unread] = self._view[self._start : self._end]
             self._start, self._end = 0, unread
@@ -94,7 +102,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         self._end += nbytes
         self._wake_reader()
         free = len(self._buffer) - (self._end - self._start)
-        if free < READ_PIECE and not self._reading_paused:
+        if free < self._low and not self._reading_paused:
             assert self._transport is not None
             self._reading_paused = True
             self._transport.pause_reading()
@@ -166,12 +174,31 @@ class TcpConnection(asyncio.BufferedProtocol):
         self._start += n
         if self._start == self._end:
             self._start = self._end = 0
+        self._maybe_resume()
+        return data
+
+    def enlarge(self, size: int = BUFFER_SIZE) -> None:
+        """Grow the receive buffer to ``size`` (unread data kept in order)."""
+        if size > len(self._buffer):
+            self._resize(size)
+            self._maybe_resume()
+
+    def _resize(self, size: int) -> None:
+        if size < 1024:
+            raise ValueError("the receive buffer must hold at least 1024 bytes")
+        unread = self._end - self._start
+        fresh = bytearray(size)
+        fresh[:unread] = self._view[self._start : self._end]
+        self._buffer, self._view = fresh, memoryview(fresh)
+        self._start, self._end = 0, unread
+        self._low = size // 4
+
+    def _maybe_resume(self) -> None:
         if self._reading_paused and not self._eof:
             free = len(self._buffer) - (self._end - self._start)
-            if free >= READ_PIECE:
+            if free >= self._low:
                 self._reading_paused = False
                 self.transport.resume_reading()
-        return data
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``; wait while the transport's buffer is full.

@@ -80,6 +80,7 @@ class Socks5Stream:
         self.streamhost = streamhost
         self.idle_timeout = idle_timeout
         self._connection = connection
+        connection.enlarge()  # from the handshake's small buffer to bulk data's
         self._closed = False
 
     async def read(self, max_bytes: int = 1 << 20) -> bytes:
