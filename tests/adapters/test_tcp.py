@@ -144,6 +144,38 @@ async def test_a_cancelled_write_leaves_the_connection_usable():
         far.close()
 
 
+async def test_cancelling_one_waiting_writer_leaves_the_other_waiting():
+    client, far, server = await pair()
+    async with server:
+        first = asyncio.ensure_future(client.write(os.urandom(16 * MiB)))
+        await asyncio.sleep(0.2)
+        assert not first.done()  # nobody reads
+        second = asyncio.ensure_future(client.drain())
+        await asyncio.sleep(0)
+        first.cancel()
+        await asyncio.sleep(0.1)
+        assert not second.done()  # still waiting for room, not cancelled
+        total = 0
+        while total < 16 * MiB:
+            total += len(await far.read())
+        await second
+        assert not second.cancelled()
+        client.close()
+        far.close()
+
+
+async def test_a_size_below_one_is_refused():
+    client, far, server = await pair()
+    async with server:
+        await client.write(b"abc")
+        for size in (0, -1):
+            with pytest.raises(ValueError, match="at least 1"):
+                await far.read(size)
+        assert await far.read() == b"abc"
+        client.close()
+        far.close()
+
+
 async def test_two_readers_at_once_are_refused():
     client, far, server = await pair()
     async with server:

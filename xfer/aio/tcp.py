@@ -79,7 +79,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         self._eof = False
         self._error: OSError | None = None
         self._read_waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- the protocol (called by the event loop) ----------------------------------
@@ -119,9 +119,7 @@ class TcpConnection(asyncio.BufferedProtocol):
                 exc if isinstance(exc, OSError) else ConnectionAbortedError(str(exc))
             )
         self._wake_reader()
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)  # write() sees the loss and raises
+        self._wake_writers()  # write() sees the loss and raises
         if not self._closed.done():
             self._closed.set_result(None)
 
@@ -130,9 +128,14 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        # One future per waiting writer: cancelling one wakes no other.
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake_reader(self) -> None:
         waiter, self._read_waiter = self._read_waiter, None
@@ -157,6 +160,8 @@ class TcpConnection(asyncio.BufferedProtocol):
         Raises:
             OSError: the connection broke (after the data that came before).
         """
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
         while self._start == self._end:
             if self._eof:
                 if self._error is not None:
@@ -210,9 +215,9 @@ class TcpConnection(asyncio.BufferedProtocol):
         self.transport.write(data)
         while self._writing_paused:
             self._check_open()
-            if self._drain_waiter is None or self._drain_waiter.done():
-                self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
         self._check_open()
 
     async def drain(self) -> None:

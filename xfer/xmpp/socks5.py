@@ -276,6 +276,9 @@ class XferSocks5(BasePlugin):
                 connection.transport.write(machine.refusal)
             connection.abort()
             return
+        except BaseException:  # cancelled, or a bug: never leave the socket open
+            connection.abort()
+            raise
         assert machine.address is not None
         waiter = self._pending.get(machine.address)
         if waiter is None or waiter.done():  # the offer is over: too late
