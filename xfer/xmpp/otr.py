@@ -21,6 +21,7 @@ client that holds the session, and archived ciphertext helps nobody.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -67,6 +68,8 @@ NS_DELAY = "urn:xmpp:delay"
 MAX_PENDING_OFFERS = 64
 #: Unclaimed offers from one account, at most.
 MAX_OFFERS_PER_PEER = 8
+#: Verification questions kept until somebody takes them.
+MAX_QUESTIONS = 8
 #: How long an unclaimed offer is kept.
 OFFER_TTL = 120.0
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
@@ -113,7 +116,11 @@ class XferOTR(BasePlugin):
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
-        self._smp_questions: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue(8)
+        #: Verifications peers started and nobody took yet (the latest few).
+        self._smp_questions: collections.deque[tuple[str, str | None]] = (
+            collections.deque(maxlen=MAX_QUESTIONS)
+        )
+        self._smp_asked = asyncio.Event()
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -241,9 +248,8 @@ class XferOTR(BasePlugin):
             if event.use == XFER_USE:
                 self._offer_received(peer, session, event)
         elif isinstance(event, ev.SMPAsked):
-            if self._smp_questions.full():
-                self._smp_questions.get_nowait()  # keep the latest few
-            self._smp_questions.put_nowait((peer, event.question))
+            self._smp_questions.append((peer, event.question))  # the latest few
+            self._smp_asked.set()
             self.xmpp.event("xfer_otr_smp_asked", (peer, event.question))
         elif isinstance(event, (ev.SMPSucceeded, ev.SMPFailed, ev.SMPAborted)):
             ok = isinstance(event, ev.SMPSucceeded)
@@ -474,17 +480,29 @@ class XferOTR(BasePlugin):
             self._smp_waiters.pop(id(session), None)
 
     async def next_question(
-        self, timeout: float | None = None
+        self, timeout: float | None = None, *, peer: str | None = None
     ) -> tuple[str, str | None]:
-        """The next verification the peer started: (its full JID, question).
+        """The next verification a peer started: (its full JID, question).
+
+        With ``peer`` (a bare or full JID), only a question from that peer is
+        taken; questions from others stay queued for their own callers.
 
         Raises:
             TransferTimeout: none within ``timeout`` seconds.
         """
-        try:
-            return await asyncio.wait_for(self._smp_questions.get(), timeout)
-        except TimeoutError:
-            raise TransferTimeout("nobody asked to verify") from None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            for i, (who, question) in enumerate(self._smp_questions):
+                if peer is None or peer in (who, bare_jid(who)):
+                    del self._smp_questions[i]
+                    return who, question
+            self._smp_asked.clear()
+            left = None if deadline is None else max(deadline - loop.time(), 0)
+            try:
+                await asyncio.wait_for(self._smp_asked.wait(), left)
+            except TimeoutError:
+                raise TransferTimeout("nobody asked to verify") from None
 
     async def answer(self, peer: str, secret: bytes, *, timeout: float = 120) -> bool:
         """Answer the peer's verification with ``secret``: True if it matched
