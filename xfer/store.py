@@ -5,6 +5,12 @@ and read once. Everything goes in one directory (the command line uses the
 XDG data directory), every file is written atomically (temporary file,
 fsync, rename) with mode 0600, and no secret is ever logged or printed.
 
+Modes are enforced every time the store is used, not only when it is created:
+a directory that exists with a looser mode (0755 from an old version, a
+restored backup, a careless ``mkdir``) becomes 0700 and its files 0600,
+provided they are ours; a loose directory or file that belongs to someone else
+cannot be fixed by us and is refused.
+
 =================  =========================================================
 ``otr.key``        the long-term DSA key, PKCS#8 PEM
 ``instance-tag``   our OTR instance tag, 8 hex digits
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from xfer.errors import LocalProtocolError
@@ -46,8 +53,21 @@ def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> None
         temp.unlink(missing_ok=True)
 
 
+def _restrict(path: Path, st: os.stat_result, mode: int) -> None:
+    """chmod ``path`` (whose stat is ``st``) to ``mode`` if it allows more."""
+    if stat.S_IMODE(st.st_mode) & ~mode == 0:
+        return
+    if st.st_uid != os.getuid():
+        raise LocalProtocolError(
+            f"{path} belongs to another user and is open to others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); it cannot hold an OTR identity"
+        )
+    os.chmod(path, mode)
+
+
 class IdentityStore:
-    """The files of one OTR identity in ``directory`` (created with mode 0700)."""
+    """The files of one OTR identity in ``directory`` (mode 0700, files 0600,
+    enforced on every use)."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory).expanduser()
@@ -57,6 +77,30 @@ class IdentityStore:
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.tighten()
+
+    def tighten(self) -> None:
+        """Give the directory mode 0700 and its files mode 0600 if they are
+        looser (nothing to do if the directory does not exist yet).
+
+        Raises:
+            LocalProtocolError: the directory is not a directory, or a loose
+                directory or file belongs to another user.
+        """
+        try:
+            st = self.directory.stat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise LocalProtocolError(f"{self.directory} is not a directory")
+        _restrict(self.directory, st, 0o700)
+        for path in (self.key_path, self.tag_path, self.trust_path):
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):  # a symbolic link is the user's choice
+                _restrict(path, st, 0o600)
 
     def private_key(self, *, create: bool = True) -> PrivateKey:
         """Our long-term key, generated and saved on first use.
@@ -65,6 +109,7 @@ class IdentityStore:
             FileNotFoundError: none exists and ``create`` is false.
             LocalProtocolError: the key file is damaged.
         """
+        self.tighten()
         try:
             pem = self.key_path.read_bytes()
         except FileNotFoundError:
@@ -84,6 +129,7 @@ class IdentityStore:
 
     def instance_tag(self) -> int:
         """Our instance tag, chosen at random (>= 0x100) on first use."""
+        self.tighten()
         try:
             tag = int(self.tag_path.read_text().strip(), 16)
         except FileNotFoundError:
@@ -98,6 +144,7 @@ class IdentityStore:
         return tag
 
     def trust_store(self) -> TrustStore:
+        self.tighten()
         try:
             return TrustStore.from_json(self.trust_path.read_bytes())
         except FileNotFoundError:
