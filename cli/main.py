@@ -2,8 +2,9 @@
 
 Every error a command can hit ends here, in :meth:`XferGroup.invoke`, and is
 printed as one line on stderr (``xfer: error: ...``) with an exit code from
-:data:`EXIT_CODES`. Subcommands are imported only when they run, so ``xfer
---help`` stays fast.
+:data:`EXIT_CODES`. Messages can carry a peer's words (a reason, a JID), so the
+line is escaped (:func:`xfer.display.shown`) before it reaches the terminal.
+Subcommands are imported only when they run, so ``xfer --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from xfer import __version__
+from xfer.display import LINE_LIMIT, shown
 from xfer.errors import (
     AuthenticationFailed,
     DestinationExists,
@@ -169,8 +171,14 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
+def say_error(message: str) -> None:
+    """Print ``xfer: error: MESSAGE`` on stderr, escaped and capped: error
+    messages embed what peers and servers said."""
+    click.echo(f"xfer: error: {shown(message, limit=LINE_LIMIT)}", err=True)
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"xfer: error: {message}", err=True)
+    say_error(message)
     sys.exit(code)
 
 

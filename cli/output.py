@@ -3,6 +3,11 @@
 Human output (status lines, questions, progress) goes to stderr, so that
 stdout stays clean. With ``--json``, stdout carries one JSON object per line
 and event (``{"event": "sent", ...}``) for scripts, and stderr only errors.
+
+Neither can carry a raw control character to a terminal: a status line goes
+through :func:`xfer.display.shown` as a whole (the commands also escape and cap
+each peer-supplied field), and JSON is written with ``ensure_ascii``, so every
+control, bidi or other non-ASCII character is a ``\\uXXXX`` escape.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import time
 
 import click
 from xfer_cli.progress import Progress
+
+from xfer.display import shown
 
 __all__ = ["Output"]
 
@@ -25,13 +32,14 @@ class Output:
     def say(self, text: str) -> None:
         """A status line for people (stderr), unless quiet."""
         if not self.quiet:
-            click.echo(text, err=True)
+            click.echo(shown(text, limit=None), err=True)
 
     def event(self, kind: str, **fields: object) -> None:
         """A JSON event on stdout (only with --json)."""
         if self.as_json:
             record = {"event": kind, "time": round(time.time(), 3), **fields}
-            sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+            line = json.dumps(record, sort_keys=True, ensure_ascii=True)
+            sys.stdout.write(line + "\n")
             sys.stdout.flush()
 
     def progress(self, label: str) -> Progress:

@@ -1,7 +1,9 @@
 """Progress on stderr: bytes, rate and ETA, redrawn at most ten times a second.
 
 It draws only when stderr is a terminal (and the user did not ask for
-``--quiet``); otherwise it is a no-op, so scripts and logs stay clean.
+``--quiet``); otherwise it is a no-op, so scripts and logs stay clean. The
+label is often a peer's file name: it is escaped and capped
+(:func:`xfer.display.shown`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import sys
 import time
 from typing import TextIO
+
+from xfer.display import shown
 
 __all__ = ["Progress", "format_bytes"]
 
@@ -35,7 +39,8 @@ class Progress:
     """A progress callback (``done, total``) that draws one status line.
 
     Args:
-        label: what is going on ("encrypting", ...).
+        label: what is going on ("encrypting", a file name, ...); shown
+            escaped.
         enabled: draw at all; default: when ``stream`` is a terminal.
         stream: where to draw; default stderr.
     """
@@ -49,7 +54,7 @@ class Progress:
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.label = label
+        self.label = shown(label)
         self._clock = time.monotonic
         self._start = self._clock()
         self._last_draw = 0.0

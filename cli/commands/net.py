@@ -4,6 +4,10 @@
 Each connects the account from :mod:`xfer_cli.account`, does its job through
 the library (:mod:`xfer.api`) and disconnects. Errors are left to the one
 place that words them (:func:`xfer_cli.main.report`).
+
+Every string a peer or a server chose (JIDs and resources, file names, media
+types, verification questions, reasons) is hostile: it goes through
+:func:`xfer.display.shown` (through :func:`_q` for names) before it is shown.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from xfer_cli.account import account_options, data_dir, identity, resolve
-from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError, describe
+from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError, describe, say_error
 from xfer_cli.output import Output
 from xfer_cli.progress import format_bytes
 
 import xfer
+from xfer.display import shown
 from xfer.errors import XferError
 from xfer.names import numbered, safe_parts
 from xfer.otr.trust import bare_jid, format_fingerprint, parse_fingerprint
@@ -90,6 +95,11 @@ class DurationType(click.ParamType[float]):
         if seconds < 0:
             self.fail("a duration cannot be negative", param, ctx)
         return seconds
+
+
+def _q(text: str) -> str:
+    """A name as shown in a sentence: quoted, escaped, capped."""
+    return f"'{shown(text)}'"
 
 
 def _run(job: Coroutine[object, object, int | None]) -> None:
@@ -164,7 +174,7 @@ def keys(as_json: bool) -> None:
         )
     for jid, entry in trusted:
         fp = format_fingerprint(entry.fingerprint)
-        click.echo(f"trusted: {jid}  {fp}  ({entry.how.value})")
+        click.echo(f"trusted: {shown(jid)}  {fp}  ({entry.how.value})")
 
 
 @click.command()
@@ -254,7 +264,7 @@ def verify(
         try:
             full, fingerprint, trusted = await client.secure(peer)
             click.echo(
-                f"{full} has fingerprint {fingerprint}"
+                f"{shown(full)} has fingerprint {fingerprint}"
                 + (" (already trusted)" if trusted else ""),
                 err=True,
             )
@@ -263,25 +273,26 @@ def verify(
                 secret = _read_secret(
                     f"secret{' (answer to: ' + question + ')' if question else ''}"
                 )
-                click.echo(f"waiting for {full} to answer...", err=True)
+                click.echo(f"waiting for {shown(full)} to answer...", err=True)
                 ok = await client.verify(full, secret, question=question)
             else:
-                click.echo(f"waiting for {full} to ask...", err=True)
+                click.echo(f"waiting for {shown(full)} to ask...", err=True)
                 _, asked = await client.next_verification(timeout)
                 if asked:
-                    click.echo(f"{full} asks: {asked}", err=True)
+                    click.echo(f"{shown(full)} asks: {_q(asked)}", err=True)
                 secret = _read_secret("secret")
                 ok = await client.answer_verification(full, secret)
         finally:
             await client.close()
         if not ok:
             raise CommandError(
-                f"verification of {full} FAILED: the secrets differ, or someone "
+                f"verification of {shown(full)} FAILED: the secrets differ, or someone "
                 "is in the middle; its fingerprint is not trusted",
                 exit_code=EXIT_VERIFY,
             )
         click.echo(
-            f"verified: {full} is trusted with fingerprint {fingerprint}", err=True
+            f"verified: {shown(full)} is trusted with fingerprint {fingerprint}",
+            err=True,
         )
         return 0
 
@@ -348,11 +359,11 @@ def send(
         client = await _connect(jid, host, port, tls)
         try:
             full, fingerprint, _ = await client.secure(peer)
-            out.say(f"sending to {full} (fingerprint {fingerprint})")
+            out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")
             total = 0
             started = time.perf_counter()
             for path, name in files:
-                progress = out.progress(f"{name}")
+                progress = out.progress(name)
                 try:
                     result = await client.send_file(
                         full, path, name=name, progress=progress
@@ -373,7 +384,8 @@ def send(
                         else ""
                     )
                 out.say(
-                    f"sent {name} ({format_bytes(result.size)}, {result.transport}, "
+                    f"sent {_q(name)} ({format_bytes(result.size)}, "
+                    f"{shown(result.transport)}, "
                     f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
                 out.event(
@@ -446,8 +458,8 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     peer_bare = bare_jid(offer.peer)
     fingerprint = format_fingerprint(offer.fingerprint)
     out.say(
-        f"{offer.peer} offers {offer.name!r}: {format_bytes(offer.size)}, "
-        f"{offer.media_type}, SHA-256 {offer.sha256.hex()[:16]}..."
+        f"{shown(offer.peer)} offers {_q(offer.name)}: {format_bytes(offer.size)}, "
+        f"{shown(offer.media_type)}, SHA-256 {offer.sha256.hex()[:16]}..."
     )
     out.say(
         f"  fingerprint {fingerprint}: "
@@ -482,7 +494,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         why = "declined"
     if why is not None:
         await offer.decline(why if why != "declined" else None)
-        out.say(f"declined {offer.name!r}: {why}")
+        out.say(f"declined {_q(offer.name)}: {shown(why)}")
         out.event("declined", peer=offer.peer, name=offer.name, why=why)
         return
     dest = await asyncio.to_thread(
@@ -491,7 +503,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     kept = await asyncio.to_thread(offer.resumes_from, dest)
     if kept:
         out.say(
-            f"resuming {offer.name!r}: {format_bytes(kept)} of "
+            f"resuming {_q(offer.name)}: {format_bytes(kept)} of "
             f"{format_bytes(offer.size)} were kept from an earlier try"
         )
         out.event("resuming", peer=offer.peer, name=offer.name, kept=kept)
@@ -506,7 +518,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     progress.close()
     seconds = time.perf_counter() - started
     out.say(
-        f"saved {dest} ({format_bytes(offer.size)}, "
+        f"saved {shown(str(dest), limit=None)} ({format_bytes(offer.size)}, "
         f"{offer.size / max(seconds, 1e-9) / 1e6:.1f} MB/s, SHA-256 verified)"
     )
     out.event(
@@ -606,7 +618,7 @@ def receive(
         )
         try:
             out.say(
-                f"waiting for files as {client.jid} "
+                f"waiting for files as {shown(client.jid)} "
                 f"(fingerprint {client.fingerprint}); Ctrl-C to stop"
             )
             out.event("ready", jid=client.jid, fingerprint=client.fingerprint)
@@ -621,7 +633,7 @@ def receive(
                 except (XferError, OSError) as exc:
                     # One failed file does not stop the receiver; say why.
                     message, _ = describe(exc)
-                    click.echo(f"xfer: error: {message}", err=True)
+                    say_error(message)
                 busy[0] = False
         finally:
             with contextlib.suppress(Exception):

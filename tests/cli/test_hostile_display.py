@@ -1,0 +1,274 @@
+"""What the CLI shows of a hostile peer's strings: 'xfer receive' and 'xfer
+verify' run for real against a stand-in client (no server), fed offers,
+questions and reasons full of carriage returns, escape sequences and bidi
+overrides. Nothing of it may reach the terminal raw.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from xfer_cli.commands import net
+from xfer_cli.main import EXIT_REFUSED, EXIT_VERIFY, cli, describe, say_error
+from xfer_cli.output import Output
+from xfer_cli.progress import Progress
+
+from xfer.errors import TransferRejected, UntrustedPeer
+
+#: A carriage return that rewrites the line, a fake verdict, an escape
+#: sequence that hides what follows, a line feed with a fake prompt, a bidi
+#: override, an isolate, a C1 CSI, a zero-width space.
+HOSTILE = (
+    "x\r  fingerprint 00000000: trusted\x1b[8m\nAccept this file? [y/N]: y"
+    "\u202egpj.exe\u2066\x9b2J\u200b\t\x7f"
+)
+PEER = "mallory@example.org/\u202eres\x1b[2K\r"
+FP = bytes(range(20))
+
+
+def _raw(text: str) -> list[str]:
+    """The characters of ``text`` a terminal would act on (line ends aside)."""
+    return [
+        ch
+        for line in text.split("\n")
+        for ch in line
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+    ]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("XFER_JID", "XFER_PASSWORD", "XFER_HOST", "XFER_PORT", "XFER_TLS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XFER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XFER_CONFIG", str(tmp_path / "config.toml"))
+    return tmp_path
+
+
+@dataclass
+class FakeOffer:
+    """What 'xfer receive' uses of an IncomingOffer."""
+
+    peer: str = PEER
+    name: str = f"report{HOSTILE}.pdf"
+    media_type: str = f"text/plain{HOSTILE}"
+    size: int = 1234
+    sha256: bytes = bytes(32)
+    fingerprint: bytes = FP
+    trusted: bool = False
+    fail_with: Exception | None = None
+    declined: list[str | None] = field(default_factory=list)
+
+    async def decline(self, why: str | None = None) -> None:
+        self.declined.append(why)
+
+    def resumes_from(self, dest: Path) -> int:
+        return 0
+
+    async def accept(
+        self,
+        dest: Path,
+        *,
+        overwrite: bool,
+        progress: Callable[[int, int | None], None],
+    ) -> Path:
+        progress(0, self.size)
+        if self.fail_with is not None:
+            raise self.fail_with
+        dest.write_bytes(b"x" * self.size)
+        return dest
+
+
+class FakeOTR:
+    """The OTR plugin's verification queue: questions in arrival order."""
+
+    def __init__(self, questions: list[tuple[str, str | None]]) -> None:
+        self.questions = questions
+        self.asked_for: list[str | None] = []
+
+    async def next_question(
+        self, timeout: float | None = None, *, peer: str | None = None
+    ) -> tuple[str, str | None]:
+        self.asked_for.append(peer)
+        for i, (who, question) in enumerate(self.questions):
+            if peer is None or peer in (who, who.split("/")[0]):
+                del self.questions[i]
+                return who, question
+        raise AssertionError("the test queued no question for this peer")
+
+
+class FakeXMPP:
+    def __init__(self, otr: FakeOTR) -> None:
+        self.plugin = {"xfer_otr": otr}
+
+
+class FakeClient:
+    """What the commands use of xfer.Client."""
+
+    def __init__(
+        self,
+        *,
+        jid: str = "zoe@example.org/\x1b]0;pwned\x07",
+        offers: list[FakeOffer] | None = None,
+        questions: list[tuple[str, str | None]] | None = None,
+        peer_full: str = "bob@example.org/phone",
+    ) -> None:
+        self.jid = jid
+        self.fingerprint = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
+        self.offers = offers or []
+        self.otr = FakeOTR(questions or [])
+        self.xmpp = FakeXMPP(self.otr)
+        self.peer_full = peer_full
+        self.answered: list[tuple[str, str]] = []
+
+    async def next_offer(self, timeout: float | None = None) -> FakeOffer:
+        return self.offers.pop(0)
+
+    async def secure(self, peer: str) -> tuple[str, str, bool]:
+        return self.peer_full, self.fingerprint, False
+
+    async def next_verification(
+        self, timeout: float | None = None, *, peer: str | None = None
+    ) -> tuple[str, str | None]:
+        return await self.otr.next_question(timeout, peer=peer)
+
+    async def answer_verification(self, peer: str, secret: str) -> bool:
+        self.answered.append((peer, secret))
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> None:
+    async def connect(*args: object, **kwargs: object) -> FakeClient:
+        return client
+
+    monkeypatch.setattr(net, "_connect", connect)
+
+
+def test_receive_shows_a_hostile_offer_escaped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offer = FakeOffer()
+    _use(monkeypatch, FakeClient(offers=[offer]))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--dir", str(env / "in")], input="n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert _raw(result.output) == []
+    shown = result.stderr
+    # Every part is there, visibly: the real verdict stays on its own line.
+    assert "text/plainx\\x0d  fingerprint 00000000: trusted\\x1b[8m\\x0a" in shown
+    assert "\\u202egpj.exe\\u2066\\x9b2J\\u200b\\x09\\x7f" in shown
+    assert "mallory@example.org/\\u202eres\\x1b[2K\\x0d offers 'report" in shown
+    assert "\\x1b]0;pwned\\x07" in shown  # a server-chosen resource of ours
+    lines = shown.splitlines()
+    verdict = [line for line in lines if line.startswith("  fingerprint ")]
+    assert len(verdict) == 1
+    assert "NOT TRUSTED" in verdict[0]
+    assert offer.declined == [None]
+    assert any(line.startswith("declined 'report") for line in lines)
+
+
+def test_receive_caps_a_huge_name(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    offer = FakeOffer(name="A" * 100_000, media_type="B" * 100_000)
+    _use(monkeypatch, FakeClient(offers=[offer]))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--dir", str(env / "in")], input="n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert all(len(line) < 600 for line in result.stderr.splitlines())
+
+
+def test_receive_json_events_carry_no_raw_control_characters(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offer = FakeOffer()
+    _use(monkeypatch, FakeClient(offers=[offer]))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--json", "--dir", str(env / "in")], input="n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.isascii()
+    assert _raw(result.stdout) == []
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["ready", "offer", "declined"]
+    assert events[1]["name"] == offer.name  # exact, for scripts
+    assert events[1]["peer"] == PEER
+
+
+def test_a_hostile_reason_in_an_error_is_escaped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = f"the receiver said: {HOSTILE}"
+    offer = FakeOffer(
+        trusted=True,
+        fail_with=TransferRejected(reason, reason="decline", text=HOSTILE),
+    )
+    _use(monkeypatch, FakeClient(offers=[offer]))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--yes", "--json", "--dir", str(env / "in")]
+    )
+    assert result.exit_code == EXIT_REFUSED
+    assert _raw(result.output) == []
+    (error,) = result.stderr.splitlines()
+    assert error.startswith("xfer: error: the receiver said: x\\x0d  fingerprint")
+    failed = json.loads(result.stdout.splitlines()[-1])
+    assert failed["event"] == "failed"
+    assert failed["error"] == reason
+    assert result.stdout.isascii()
+
+
+def test_error_lines_are_escaped_and_capped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message, _ = describe(UntrustedPeer(PEER, FP))
+    say_error(message)
+    say_error("y" * 100_000)
+    err = capsys.readouterr().err
+    assert _raw(err) == []
+    first, second = err.splitlines()
+    assert "\\u202eres\\x1b[2K\\x0d" in first
+    assert len(second) <= len("xfer: error: ") + 1000
+
+
+def test_status_lines_and_progress_labels_are_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    Output().say(f"sending {HOSTILE}")
+    assert _raw(capsys.readouterr().err) == []
+    stream = io.StringIO()
+    progress = Progress(HOSTILE, enabled=True, stream=stream)
+    progress(10, 10)
+    progress.close()
+    drawn = stream.getvalue()
+    # Only the progress line's own redraw (CR, ESC[K) and its final newline.
+    assert drawn.startswith("\r\x1b[K")
+    assert _raw(drawn.removeprefix("\r\x1b[K")) == []
+    assert drawn.count("\x1b") == 1
+
+
+def test_verify_shows_a_hostile_peer_jid_escaped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient(peer_full=PEER, questions=[(PEER, None)])
+
+    async def refuse(peer: str, secret: str) -> bool:
+        return False
+
+    monkeypatch.setattr(client, "answer_verification", refuse)
+    _use(monkeypatch, client)
+    result = CliRunner().invoke(cli, ["verify", "mallory@example.org"], input="s\n")
+    assert result.exit_code == EXIT_VERIFY
+    assert _raw(result.output) == []
+    assert "mallory@example.org/\\u202eres\\x1b[2K\\x0d has fingerprint" in (
+        result.stderr
+    )
