@@ -37,6 +37,7 @@ from xfer.otr.trust import bare_jid, format_fingerprint, parse_fingerprint
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
 
+    from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.transfer import IncomingOffer
 
 quiet_option = click.option(
@@ -277,11 +278,17 @@ def verify(
                 ok = await client.verify(full, secret, question=question)
             else:
                 click.echo(f"waiting for {shown(full)} to ask...", err=True)
-                _, asked = await client.next_verification(timeout)
-                if asked:
-                    click.echo(f"{shown(full)} asks: {_q(asked)}", err=True)
+                # Only this peer's question: another's (anyone can start one)
+                # stays queued, and is never shown as if it came from them.
+                who, asked = await _next_question(client, full, timeout)
+                click.echo(
+                    f"{shown(who)} asks: {_q(asked)}"
+                    if asked
+                    else f"{shown(who)} asks to verify (no question)",
+                    err=True,
+                )
                 secret = _read_secret("secret")
-                ok = await client.answer_verification(full, secret)
+                ok = await client.answer_verification(who, secret)
         finally:
             await client.close()
         if not ok:
@@ -297,6 +304,19 @@ def verify(
         return 0
 
     _run(job())
+
+
+async def _next_question(
+    client: xfer.Client, peer: str, timeout: float
+) -> tuple[str, str | None]:
+    """The next verification ``peer`` (a full JID) started: (its full JID,
+    its question). Questions from anyone else stay queued.
+
+    :meth:`xfer.Client.next_verification` takes no ``peer`` yet, so this asks
+    the OTR plugin under it (reachable as :attr:`xfer.Client.xmpp`).
+    """
+    otr: XferOTR = client.xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
+    return await otr.next_question(timeout, peer=peer)
 
 
 # -- send -----------------------------------------------------------------------

@@ -256,6 +256,35 @@ def test_status_lines_and_progress_labels_are_escaped(
     assert drawn.count("\x1b") == 1
 
 
+def test_verify_takes_only_the_chosen_peers_question(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mallory asked first; 'xfer verify bob' must neither show her question as
+    # Bob's nor answer her.
+    client = FakeClient(
+        questions=[
+            ("mallory@example.org/x", "Bob here: what is the secret?"),
+            ("bob@example.org/phone", f"our dog's name?{HOSTILE}"),
+        ]
+    )
+    _use(monkeypatch, client)
+    result = CliRunner().invoke(cli, ["verify", "bob@example.org"], input="rex\n")
+    assert result.exit_code == 0, result.output
+    assert "Bob here" not in result.output
+    assert _raw(result.output) == []
+    assert client.otr.asked_for == ["bob@example.org/phone"]
+    assert client.answered == [("bob@example.org/phone", "rex")]
+    assert client.otr.questions == [
+        ("mallory@example.org/x", "Bob here: what is the secret?")
+    ]
+    asks = [line for line in result.stderr.splitlines() if " asks: " in line]
+    assert asks == [
+        "bob@example.org/phone asks: 'our dog's name?x\\x0d  fingerprint 00000000: "
+        "trusted\\x1b[8m\\x0aAccept this file? [y/N]: y\\u202egpj.exe\\u2066"
+        "\\x9b2J\\u200b\\x09\\x7f'"
+    ]
+
+
 def test_verify_shows_a_hostile_peer_jid_escaped(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -270,5 +299,8 @@ def test_verify_shows_a_hostile_peer_jid_escaped(
     assert result.exit_code == EXIT_VERIFY
     assert _raw(result.output) == []
     assert "mallory@example.org/\\u202eres\\x1b[2K\\x0d has fingerprint" in (
+        result.stderr
+    )
+    assert "mallory@example.org/\\u202eres\\x1b[2K\\x0d asks to verify" in (
         result.stderr
     )
