@@ -29,9 +29,20 @@ def lookup(directory: Path, size: int = 100) -> partial.Partial | None:
     return partial.find(directory, peer=PEER, fingerprint=FP, sha256=DIGEST, size=size)
 
 
+def private(path: Path, data: bytes) -> None:
+    """Write ``path`` as xfer makes its files (mode 0600): only such a file
+    is taken up again (see test_partial_adoption.py)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    path.chmod(0o600)
+
+
 def test_a_saved_partial_is_found_by_sender_and_file_only(tmp_path: Path) -> None:
     p = record(tmp_path / "a.bin")
-    p.part.write_bytes(b"x" * 40)
+    private(p.part, b"x" * 40)
     p.save(40)
     assert oct(p.state_path.stat().st_mode & 0o777) == "0o600"
     found = lookup(tmp_path)
@@ -55,7 +66,7 @@ def test_a_state_that_promises_more_than_the_file_holds_is_ignored(
     tmp_path: Path,
 ) -> None:
     p = record(tmp_path / "a.bin")
-    p.part.write_bytes(b"x" * 10)
+    private(p.part, b"x" * 10)
     p.save(40)
     assert lookup(tmp_path) is None
 
@@ -72,14 +83,14 @@ def test_a_state_that_promises_more_than_the_file_holds_is_ignored(
 )
 def test_malformed_state_files_are_ignored(tmp_path: Path, content: bytes) -> None:
     p = record(tmp_path / "a.bin")
-    p.part.write_bytes(b"x" * 40)
-    p.state_path.write_bytes(content)
+    private(p.part, b"x" * 40)
+    private(p.state_path, content)
     assert lookup(tmp_path) is None
 
 
 def test_a_state_naming_a_path_elsewhere_is_ignored(tmp_path: Path) -> None:
     p = record(tmp_path / "a.bin")
-    p.part.write_bytes(b"x" * 40)
+    private(p.part, b"x" * 40)
     p.save(40)
     data = json.loads(p.state_path.read_text())
     data["dest"] = "../escape"

@@ -15,6 +15,13 @@ only the rest, under a fresh key. Nothing here is trusted for integrity:
 the whole file's SHA-256 is checked again before it is renamed into place,
 the prefix included.
 
+Someone else who can write into the directory could plant files under these
+names, or links to files elsewhere. A file is taken up again only if it is a
+regular file of this user, with no other name and mode 0600, opened without
+following a symlink (:func:`adoptable`); anything else is not ours to
+continue, to write through, or to remove. Files made here are made that
+way, whatever the umask.
+
 Partial files older than a configurable age are removed by :func:`sweep`.
 """
 
@@ -24,6 +31,7 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +44,8 @@ __all__ = [
     "STATE_SUFFIX",
     "Partial",
     "PartialState",
+    "adoptable",
+    "create_private",
     "find",
     "new_partial",
     "sweep",
@@ -43,9 +53,61 @@ __all__ = [
 
 PART_SUFFIX = ".xfer-part"
 STATE_SUFFIX = ".xfer-state"
+#: A state file is written under ``<state name>.<random>.new`` first.
+_TEMP_SUFFIX = ".new"
+#: Fresh temporary names tried before giving up (a clash is someone's plant).
+_TEMP_TRIES = 8
 #: A state file is a few hundred bytes; anything larger is not ours.
 _MAX_STATE_BYTES = 8192
 STATE_VERSION = 1
+#: The only mode of a file made here, and of one taken up again.
+PRIVATE_MODE = 0o600
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: Opening a FIFO planted under our name would block without it.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def adoptable(st: os.stat_result) -> bool:
+    """Whether a file found beside a destination may be taken for one made
+    here: a regular file of this user, with no other name (a hard link is a
+    second way in) and mode 0600 exactly."""
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == os.geteuid()
+        and st.st_nlink == 1
+        and stat.S_IMODE(st.st_mode) == PRIVATE_MODE
+    )
+
+
+def create_private(path: Path, access: int = os.O_WRONLY) -> int:
+    """Create ``path``, which must not exist (not even as a symlink), mode
+    0600 whatever the umask; return its descriptor (blocking).
+
+    Raises:
+        FileExistsError: something is there already.
+    """
+    fd = os.open(path, access | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # the umask may have taken bits away
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
+
+
+def _remove_own(path: Path) -> bool:
+    """Remove ``path`` (not what a symlink there points to) if it belongs to
+    this user; whether it was removed (blocking)."""
+    try:
+        if path.lstat().st_uid != os.geteuid():
+            return False
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,26 +144,48 @@ class Partial:
 
     def save(self, verified: int) -> None:
         """Record that ``verified`` bytes are on the disk (blocking: run it in
-        a thread). Written to a temporary name, synced, then renamed."""
+        a thread). Written to a fresh temporary name (created exclusively,
+        never through a symlink, mode 0600), synced, then renamed.
+
+        Raises:
+            OSError: it could not be written (no temporary file is left).
+        """
         self.state = PartialState(
             **{**asdict(self.state), "verified": verified, "updated": time.time()}
         )
         target = self.state_path
-        temp = target.with_name(target.name + ".new")
         data = json.dumps({"version": STATE_VERSION, **asdict(self.state)}).encode()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        temp, fd = _fresh_temp(target)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
 
     def remove(self) -> None:
-        """Remove the temporary file and its state (blocking)."""
-        for path in (self.part, self.state_path, self.state_path.with_suffix(".new")):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        """Remove the temporary file and its state, those two names only and
+        only if they are this user's files (blocking)."""
+        for path in (self.part, self.state_path):
+            _remove_own(path)
+
+
+def _fresh_temp(target: Path) -> tuple[Path, int]:
+    """A new file beside ``target`` to write its next version to."""
+    for _ in range(_TEMP_TRIES):
+        temp = target.with_name(f"{target.name}.{secrets.token_hex(8)}{_TEMP_SUFFIX}")
+        try:
+            return temp, create_private(temp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no fresh temporary name beside {target.name}")
 
 
 def _state_path(part: Path) -> Path:
@@ -134,11 +218,24 @@ def new_partial(
     )
 
 
+def _read_state(state_path: Path) -> bytes | None:
+    """The contents of a state file made here (see :func:`adoptable`)."""
+    fd = os.open(state_path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
+    try:
+        if not adoptable(os.fstat(fd)):
+            return None
+        raw = bytearray()
+        while len(raw) <= _MAX_STATE_BYTES and (piece := os.read(fd, 4096)):
+            raw += piece
+        return bytes(raw)
+    finally:
+        os.close(fd)
+
+
 def _load(state_path: Path) -> PartialState | None:
     try:
-        with state_path.open("rb") as f:
-            raw = f.read(_MAX_STATE_BYTES + 1)
-        if len(raw) > _MAX_STATE_BYTES:
+        raw = _read_state(state_path)
+        if raw is None or len(raw) > _MAX_STATE_BYTES:
             return None
         data = json.loads(raw)
         if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
@@ -165,7 +262,8 @@ def find(
 ) -> Partial | None:
     """The partial receipt of this very file from this sender in
     ``directory``, if there is one (blocking). When several match, the one
-    with the most verified bytes."""
+    with the most verified bytes. Files not made here (see
+    :func:`adoptable`) are passed over and left alone."""
     best: Partial | None = None
     try:
         entries = list(directory.glob(f".*{STATE_SUFFIX}"))
@@ -180,7 +278,7 @@ def find(
             st = part.lstat()
         except OSError:
             continue
-        if not part.is_file() or part.is_symlink() or st.st_size < state.verified:
+        if not adoptable(st) or st.st_size < state.verified:
             continue
         if best is None or state.verified > best.state.verified:
             best = Partial(part=part, state=state)
@@ -189,40 +287,38 @@ def find(
 
 def sweep(directory: Path, max_age: float, *, now: float | None = None) -> int:
     """Remove partial receipts in ``directory`` not touched for ``max_age``
-    seconds (their state and temporary files, and temporary files whose
-    state is gone); return how many were removed (blocking)."""
+    seconds (their state and temporary files, temporary files whose state is
+    gone, and state files half written); return how many receipts were
+    removed (blocking). Only this user's files are removed."""
     now = time.time() if now is None else now
     removed = 0
     try:
         parts = list(directory.glob(f".*{PART_SUFFIX}"))
         states = list(directory.glob(f".*{STATE_SUFFIX}"))
+        temps = list(directory.glob(f".*{STATE_SUFFIX}.*{_TEMP_SUFFIX}"))
     except OSError:
         return 0
     for state_path in states:
         state = _load(state_path)
         try:
-            touched = state.updated if state else state_path.stat().st_mtime
+            touched = state.updated if state else state_path.lstat().st_mtime
         except OSError:
             continue
         if now - touched > max_age:
             part = state_path.with_name(
                 state_path.name[: -len(STATE_SUFFIX)] + PART_SUFFIX
             )
-            Partial(part=part, state=state or _placeholder()).remove()
-            removed += 1
+            gone = [_remove_own(part), _remove_own(state_path)]
+            removed += any(gone)
     for part in parts:
         try:
             st = part.lstat()
         except OSError:
             continue  # removed above
-        if not _state_path(part).exists() and now - st.st_mtime > max_age:
-            with contextlib.suppress(OSError):
-                part.unlink()
-                removed += 1
+        if not os.path.lexists(_state_path(part)) and now - st.st_mtime > max_age:
+            removed += _remove_own(part)
+    for temp in temps:
+        with contextlib.suppress(OSError):
+            if now - temp.lstat().st_mtime > max_age:
+                _remove_own(temp)
     return removed
-
-
-def _placeholder() -> PartialState:
-    return PartialState(
-        peer="", fingerprint="", sha256="", size=0, dest="x", verified=0, updated=0
-    )
