@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import hashlib
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -32,7 +35,7 @@ import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
-from xfer.aio.partial import Partial, temp_name
+from xfer.aio.partial import Partial, adoptable, create_private, temp_name
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
 from xfer.errors import DestinationExists, IntegrityError, XferError
 
@@ -48,6 +51,7 @@ __all__ = [
     "READ_SIZE",
     "AtomicWriter",
     "ProgressCallback",
+    "hash_prefix",
     "open_file",
     "open_stream_to_file",
     "read_chunks",
@@ -143,6 +147,38 @@ async def _pieces(source: Target) -> AsyncIterator[memoryview]:
         reader.close()
 
 
+def hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
+    """Feed the first ``length`` bytes of the open file ``fd`` to ``digest``
+    (blocking; ``pread``, so the file's offset does not move).
+
+    Raises:
+        IntegrityError: the file holds fewer bytes.
+    """
+    done = 0
+    while done < length:
+        piece = os.pread(fd, min(length - done, READ_SIZE), done)
+        if not piece:
+            raise IntegrityError  # the file lost its prefix
+        digest.update(piece)
+        done += len(piece)
+
+
+#: Which file a descriptor or a name is: (device, inode).
+_Identity = tuple[int, int]
+
+
+def _identity(st: os.stat_result) -> _Identity:
+    return st.st_dev, st.st_ino
+
+
+def _unlink_if(path: Path, ident: _Identity | None) -> None:
+    """Remove ``path`` if it is still the file ``ident`` (blocking): the
+    name may have been given to another file meanwhile, not ours to remove."""
+    with contextlib.suppress(OSError):
+        if ident is not None and _identity(path.lstat()) == ident:
+            path.unlink()
+
+
 def _size_of(source: Target) -> int | None:
     try:
         st = os.fstat(source) if isinstance(source, int) else os.stat(source)
@@ -158,6 +194,14 @@ class AtomicWriter:
     written and verified. Leaving the block without a commit (an exception,
     a cancellation) removes the temporary file.
 
+    A resumed temporary file (a ``partial`` with verified bytes) is opened
+    once, without following a symlink, and taken up only if it is one made
+    here (:func:`~xfer.aio.partial.adoptable`). Its prefix is read through
+    that descriptor, which then writes the rest (:meth:`prefix_digest` is
+    the SHA-256 of what was read), and before the rename the prefix is read
+    once more, through it again, and must hash the same; the file must hold
+    exactly the bytes written and still be the one under the temporary name.
+
     Args:
         dest: the final path.
         overwrite: replace an existing ``dest``; otherwise committing raises
@@ -167,6 +211,9 @@ class AtomicWriter:
     Raises:
         DestinationExists: on entry or on commit, if ``dest`` exists and
             ``overwrite`` is false.
+        IntegrityError: on entry, a resumed temporary file is not one made
+            here or lacks its prefix; on commit, it changed meanwhile
+            (nothing is renamed into place).
     """
 
     def __init__(
@@ -194,26 +241,28 @@ class AtomicWriter:
         self._unsynced = 0
         self._sync: asyncio.Future[None] | None = None
         self._committing: asyncio.Future[None] | None = None
+        #: The temporary file we opened (to tell it from one put in its place).
+        self._ident: _Identity | None = None
+        #: SHA-256 of the resumed prefix, as read through our descriptor.
+        self._prefix = hashlib.sha256()
 
     async def __aenter__(self) -> AtomicWriter:
         if not self.overwrite and self.dest.exists():
             raise DestinationExists(self.dest)
         start = self.partial.state.verified if self.partial is not None else 0
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        flags |= getattr(os, "O_NOFOLLOW", 0) if start else os.O_EXCL
         temp = self.temp_path
+        made: list[_Identity] = []  # by the opener thread, once it has a file
 
         def undo() -> None:  # a fresh temporary file goes; a kept prefix stays
             if not start:
-                temp.unlink(missing_ok=True)
+                _unlink_if(temp, made[0] if made else None)
 
         def opener() -> BinaryIO:  # blocking
-            fd = os.open(temp, flags, 0o600)
+            fd = _open_prefix(temp, start) if start else create_private(temp)
             try:
-                if start:  # resume: keep the verified prefix, drop what follows
-                    if os.fstat(fd).st_size < start:  # the prefix is not there
-                        raise IntegrityError
-                    os.ftruncate(fd, start)
+                made.append(_identity(os.fstat(fd)))
+                if start:  # the verified prefix, through this very descriptor
+                    hash_prefix(fd, start, self._prefix)
                     os.lseek(fd, start, os.SEEK_SET)
                 return open(fd, "wb")
             except BaseException:  # failed: leave nothing behind
@@ -223,8 +272,15 @@ class AtomicWriter:
 
         raw = await _opened(opener, undo)
         self._file = AsyncBufferedIOBase(raw, asyncio.get_running_loop(), None)
+        self._ident = made[0]
         self.written = start
         return self
+
+    def prefix_digest(self) -> hashlib._Hash:
+        """A SHA-256 context that has seen the resumed prefix (nothing for a
+        fresh file), as read through the descriptor that writes the rest:
+        continue it with the new data to hash the whole file."""
+        return self._prefix.copy()
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append to the temporary file.
@@ -279,6 +335,7 @@ class AtomicWriter:
         await self._settle_sync()
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
+        await asyncio.to_thread(self._check, self._file.fileno())
         await self._file.close()
         self._file = None
         if self.overwrite:
@@ -293,6 +350,26 @@ class AtomicWriter:
         if self.partial is not None:
             await asyncio.to_thread(self.partial.remove)
         await asyncio.to_thread(_fsync_dir, self.dest.parent)
+
+    def _check(self, fd: int) -> None:
+        """Before the rename (blocking): the file under the temporary name is
+        still ours, holds exactly what was written, and its prefix is still
+        what was read (and hashed) when it was opened."""
+        st = os.fstat(fd)
+        if st.st_size != self.written or st.st_nlink != 1:
+            raise IntegrityError
+        start = self.partial.state.verified if self.partial is not None else 0
+        if start:
+            again = hashlib.sha256()
+            hash_prefix(fd, start, again)
+            if not hmac.compare_digest(again.digest(), self._prefix.digest()):
+                raise IntegrityError
+        try:
+            named = _identity(self.temp_path.lstat())
+        except OSError:
+            raise IntegrityError from None
+        if named != self._ident:
+            raise IntegrityError
 
     async def __aexit__(
         self,
@@ -321,8 +398,7 @@ class AtomicWriter:
                 return
         finally:
             if not self._committed and not self._kept_partial:
-                with contextlib.suppress(FileNotFoundError):
-                    await aiofiles.os.remove(self.temp_path)
+                await asyncio.to_thread(_unlink_if, self.temp_path, self._ident)
                 if self.partial is not None:
                     await asyncio.to_thread(self.partial.remove)
 
@@ -334,18 +410,53 @@ class AtomicWriter:
         if not self._keep(exc):
             return False
         try:
-            fd = await asyncio.to_thread(
-                os.open, self.temp_path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
-            )
-            try:
-                await asyncio.to_thread(os.fsync, fd)
-            finally:
-                os.close(fd)
+            if not await asyncio.to_thread(_sync_if, self.temp_path, self._ident):
+                return False  # not the file we wrote any more
             await asyncio.to_thread(partial.save, self.written)
         except OSError:
             return False
         self._kept_partial = True
         return True
+
+
+#: Why a kept temporary file may fail to open: it is not one to go on with.
+_NOT_A_PREFIX = frozenset(
+    {errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM}
+)
+
+
+def _open_prefix(path: Path, start: int) -> int:
+    """Open a kept temporary file to go on with it after ``start`` bytes, if
+    it is one made here; cut off whatever follows the prefix (blocking)."""
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in _NOT_A_PREFIX:  # gone, a symlink now, not a file
+            raise IntegrityError from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not adoptable(st) or st.st_size < start:  # not ours, or too short
+            raise IntegrityError
+        os.ftruncate(fd, start)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sync_if(path: Path, ident: _Identity | None) -> bool:
+    """fsync ``path`` if it is still the file ``ident``; whether it was."""
+    flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        if _identity(os.fstat(fd)) != ident:
+            return False
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -19,10 +19,17 @@ import contextlib
 import hashlib
 import hmac
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xfer.aio.files import READ_SIZE, AtomicWriter, ProgressCallback, read_chunks
+from xfer.aio.files import (
+    READ_SIZE,
+    AtomicWriter,
+    ProgressCallback,
+    hash_prefix,
+    read_chunks,
+)
 from xfer.envelope import Opener
 from xfer.errors import IntegrityError, StreamTruncated, TransferTimeout
 
@@ -238,9 +245,7 @@ async def confirm_sealed(
     """
     size = offer.size
     verifier = _Verifier(key, offer, sealed_size, executor=None, start=size)
-    if await asyncio.to_thread(os.path.getsize, path) != size:
-        raise IntegrityError  # changed since: it is not that file any more
-    await asyncio.to_thread(_hash_prefix, Path(path), size, verifier.digest)
+    await asyncio.to_thread(_hash_file, Path(path), size, verifier.digest)
     buf = bytearray(verifier.opener.output_bound(READ_SIZE))
     while piece := await _read(stream, stall_timeout):
         if verifier.feed(piece, buf):  # plaintext past the end: not this file
@@ -269,17 +274,24 @@ async def _stop(*tasks: asyncio.Future[None] | None) -> None:
                 await task
 
 
-def _hash_prefix(path: Path, length: int, digest: hashlib._Hash) -> None:
-    """Feed the first ``length`` bytes of ``path`` to ``digest`` (blocking)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+def _hash_file(path: Path, size: int, digest: hashlib._Hash) -> None:
+    """Feed the regular file ``path`` to ``digest``, through one descriptor
+    that was checked to hold ``size`` bytes (blocking).
+
+    Raises:
+        IntegrityError: it is not a regular file of that size (changed since,
+            or not the file any more).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        left = length
-        while left:
-            piece = os.read(fd, min(left, READ_SIZE))
-            if not piece:
-                raise IntegrityError  # the partial file lost its prefix
-            digest.update(piece)
-            left -= len(piece)
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        raise IntegrityError from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            raise IntegrityError
+        hash_prefix(fd, size, digest)
     finally:
         os.close(fd)
 
@@ -329,7 +341,9 @@ async def receive_sealed(
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
-            offer announced (tampered, truncated, too long, wrong hash).
+            offer announced (tampered, truncated, too long, wrong hash), or
+            the kept prefix is not a file made here or changed while it was
+            continued (see :class:`~xfer.aio.files.AtomicWriter`).
         StreamTruncated: the stream ended early (a resumable break).
         TransportError: the stream failed or stalled. DestinationExists, OSError.
     In every case nothing is left at ``dest``.
@@ -344,10 +358,9 @@ async def receive_sealed(
     writer = AtomicWriter(dest, overwrite=overwrite, partial=partial, keep=keep)
     try:
         async with writer:
-            if start:
-                await asyncio.to_thread(
-                    _hash_prefix, writer.temp_path, start, verifier.digest
-                )
+            # The prefix as read through the descriptor that appends the rest
+            # (the writer checks before the rename that it did not change).
+            verifier.digest = writer.prefix_digest()
             reader = asyncio.ensure_future(_gather(stream, queue, stall_timeout))
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
