@@ -359,3 +359,63 @@ def test_a_killed_receiver_resumes_where_it_stopped(
     assert sent[0]["breaks"] >= 1
     assert int(str(sent[0]["resumed_from"])) >= kept["verified"]
     assert sorted(p.name for p in inbox.iterdir()) == ["big.bin"]
+
+
+def test_verify_ignores_another_peers_question(
+    prosody: LocalProsody, people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """Carol starts a verification with Bob first, asking as if she were
+    Alice; Bob's 'xfer verify alice' leaves her question queued, shows and
+    answers only Alice's."""
+    import xfer
+
+    alice, bob = people
+    b = bob.start("verify", alice.jid, stdin="blue whale\n")
+
+    async def carol_asks_then_alice_verifies() -> tuple[str, str]:
+        carol = await xfer.connect(
+            f"carol@{prosody.domain}/mallory",
+            ACCOUNTS["carol"],
+            identity=tmp_path / "carol-data",
+            host="127.0.0.1",
+            port=prosody.c2s_port,
+            tls="none",
+            accept_untrusted=True,
+        )
+        try:
+            otr = carol.xmpp.plugin["xfer_otr"]
+            deadline = time.monotonic() + 30
+            while True:  # until Bob's client is online
+                try:
+                    await otr.secure(f"{bob.jid}/cli", timeout=3)
+                    break
+                except xfer.XferError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            lure = asyncio.create_task(
+                carol.verify(f"{bob.jid}/cli", "guess", question="Alice here: PIN?")
+            )
+            await asyncio.sleep(1)  # Carol's question is queued at Bob's first
+            a = alice.start(
+                "verify", bob.jid, "--question", "our colour?", stdin="blue whale\n"
+            )
+            _, a_err = await asyncio.to_thread(a.communicate, timeout=90)
+            _, b_err = await asyncio.to_thread(b.communicate, timeout=90)
+            assert (a.returncode, b.returncode) == (0, 0), (a_err, b_err)
+            assert not lure.done()  # nobody answered Carol
+            lure.cancel()
+            return a_err, b_err
+        finally:
+            await carol.close()
+
+    try:
+        _, b_err = asyncio.run(carol_asks_then_alice_verifies())
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.communicate()
+    assert f"{alice.jid}/cli asks: 'our colour?'" in b_err
+    assert "PIN" not in b_err
+    listed = json.loads(bob.run("keys", "--json").stdout)["trusted"]
+    assert [entry["jid"] for entry in listed] == [alice.jid]
