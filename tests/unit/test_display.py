@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from xfer.display import (
@@ -131,8 +131,8 @@ def test_identity_on_printable_text(text: str) -> None:
 
 @given(st.text(max_size=50))
 def test_nothing_is_lost_without_a_limit(text: str) -> None:
-    # Every escape reads back as the character it stands for.
+    # Every escape reads back as the character it stands for (a backslash of
+    # the peer's own is kept as it is, so only text without one reads back).
+    assume("\\" not in text)
     out = shown(text, limit=None)
-    back = out.encode("ascii", "backslashreplace").decode("unicode_escape")
-    if "\\" not in text:
-        assert back == text
+    assert out.encode("ascii", "backslashreplace").decode("unicode_escape") == text
