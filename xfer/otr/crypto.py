@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DH_G",
+    "DH_MODULUS_BYTES",
     "DH_P",
     "DH_Q",
     "DHKeyPair",
@@ -68,6 +69,12 @@ DH_G = 2
 DH_Q = (DH_P - 1) // 2
 #: Bytes of randomness in a D-H private exponent (320 bits).
 DH_EXPONENT_BYTES = 40
+#: Bytes of the modulus: no group element the peer sends may be longer, and
+#: parsers refuse a longer MPI before it becomes an integer.
+DH_MODULUS_BYTES = (DH_P.bit_length() + 7) // 8
+#: The largest DSA p (and so g and y) a PUBKEY may carry, and the largest q.
+_DSA_P_BYTES = 3072 // 8
+_DSA_Q_BYTES = 160 // 8
 
 
 def sha1(data: bytes) -> bytes:
@@ -145,7 +152,10 @@ class PublicKey:
     def read(cls, reader: Reader) -> PublicKey:
         if reader.u16() != 0:
             raise RemoteProtocolError("unsupported OTR public key type")
-        p, q, g, y = reader.mpi(), reader.mpi(), reader.mpi(), reader.mpi()
+        # Bounded before they become integers: a signature check with a huge
+        # p would cost the event loop as much as the peer liked.
+        p, q = reader.mpi(_DSA_P_BYTES), reader.mpi(_DSA_Q_BYTES)
+        g, y = reader.mpi(_DSA_P_BYTES), reader.mpi(_DSA_P_BYTES)
         if q.bit_length() != 160 or not 1024 <= p.bit_length() <= 3072:
             raise RemoteProtocolError("unsupported DSA key size")
         if not (1 < g < p and 1 < y < p):

@@ -109,16 +109,23 @@ class Reader:
     def u32(self) -> int:
         return int.from_bytes(self.take(4), "big")
 
-    def data(self) -> bytes:
+    def data(self, max_bytes: int = MAX_DATA) -> bytes:
+        """A DATA field of at most ``max_bytes`` bytes."""
         n = self.u32()
-        if n > MAX_DATA:
+        if n > min(max_bytes, MAX_DATA):
             raise RemoteProtocolError("OTR DATA field is too long")
         return self.take(n)
 
-    def mpi(self) -> int:
-        """An MPI. Leading zero bytes are tolerated on input (libotr too)."""
+    def mpi(self, max_bytes: int = MAX_DATA) -> int:
+        """An MPI whose encoding has at most ``max_bytes`` bytes.
+
+        Leading zero bytes are tolerated on input (libotr too), but they count
+        toward ``max_bytes``: the bound is on what the peer sent, checked
+        before the bytes become an integer, so an oversized value costs no
+        arithmetic at all.
+        """
         n = self.u32()
-        if n > MAX_DATA:
+        if n > min(max_bytes, MAX_DATA):
             raise RemoteProtocolError("OTR MPI is too long")
         return int.from_bytes(self.take(n), "big")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xfer.errors import RemoteProtocolError
+from xfer.otr.crypto import DH_MODULUS_BYTES
 from xfer.otr.data import (
     Reader,
     encode_byte,
@@ -64,6 +65,21 @@ ERROR_PREFIX = "?OTR Error:"
 FRAGMENT_PREFIX = "?OTR|"
 #: A body longer than this is not parsed (bounded work per message).
 MAX_BODY = 4 * 1024 * 1024
+#: Nor an encoded message longer than this (its base64 text), so that one
+#: forged message costs the event loop well under a millisecond of decoding
+#: and MAC checking. XMPP servers refuse larger stanzas anyway (Prosody's
+#: default limit is 256 KiB), and xfer's largest message, a TLV 8 offer, is
+#: under 64 KiB.
+MAX_ENCODED = 256 * 1024
+
+#: Bounds on what the AKE messages carry, checked while parsing so that no
+#: oversized value ever reaches arithmetic: g^x and g^y are at most as long
+#: as the 1536-bit modulus (the commit holds MPI(g^x), so 4 bytes more); the
+#: revealed key is 16 bytes; the encrypted signed part is a PUBKEY (DSA p of
+#: at most 3072 bits), a key id and a 40-byte signature, well under 2 KiB.
+_MAX_COMMIT_GX = 4 + DH_MODULUS_BYTES
+_MAX_REVEALED_KEY = 16
+_MAX_SIGNED_PART = 2048
 
 _QUERY = re.compile(r"\?OTR(\?)?(?:v([0-9]*)\?)?")
 
@@ -136,7 +152,7 @@ class DHCommit(EncodedMessage):
 
     @classmethod
     def _read(cls, r: Reader, sender: int, receiver: int) -> DHCommit:
-        encrypted, hashed = r.data(), r.data()
+        encrypted, hashed = r.data(_MAX_COMMIT_GX), r.data(32)
         if len(hashed) != 32:
             raise RemoteProtocolError("D-H Commit hash must be 32 bytes")
         return cls(
@@ -157,7 +173,7 @@ class DHKey(EncodedMessage):
 
     @classmethod
     def _read(cls, r: Reader, sender: int, receiver: int) -> DHKey:
-        return cls(sender_tag=sender, receiver_tag=receiver, gy=r.mpi())
+        return cls(sender_tag=sender, receiver_tag=receiver, gy=r.mpi(DH_MODULUS_BYTES))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,8 +195,8 @@ class RevealSignature(EncodedMessage):
         return cls(
             sender_tag=sender,
             receiver_tag=receiver,
-            revealed_key=r.data(),
-            encrypted_signature=r.data(),
+            revealed_key=r.data(_MAX_REVEALED_KEY),
+            encrypted_signature=r.data(_MAX_SIGNED_PART),
             mac=r.take(20),
         )
 
@@ -199,7 +215,7 @@ class Signature(EncodedMessage):
         return cls(
             sender_tag=sender,
             receiver_tag=receiver,
-            encrypted_signature=r.data(),
+            encrypted_signature=r.data(_MAX_SIGNED_PART),
             mac=r.take(20),
         )
 
@@ -244,7 +260,7 @@ class DataMessage(EncodedMessage):
             flags=r.u8(),
             sender_keyid=r.u32(),
             recipient_keyid=r.u32(),
-            next_dh=r.mpi(),
+            next_dh=r.mpi(DH_MODULUS_BYTES),
             ctr=r.take(8),
             encrypted=r.data(),
             mac=r.take(20),
@@ -270,6 +286,8 @@ def parse_encoded(text: str) -> Encoded:
     """
     if not text.startswith(ENCODED_PREFIX):
         raise RemoteProtocolError("not an OTR encoded message")
+    if len(text) > MAX_ENCODED:
+        raise RemoteProtocolError("OTR encoded message is too long")
     end = text.find(".", len(ENCODED_PREFIX))
     if end < 0:
         raise RemoteProtocolError("OTR encoded message has no final '.'")
