@@ -58,7 +58,13 @@ from xfer.otr.crypto import (
     sha256,
 )
 from xfer.otr.data import encode_mpi, encode_short
-from xfer.otr.fragments import FRAGMENT_OVERHEAD, Reassembler, fragment, parse_fragment
+from xfer.otr.fragments import (
+    FRAGMENT_OVERHEAD,
+    FragmentBudget,
+    Reassembler,
+    fragment,
+    parse_fragment,
+)
 from xfer.otr.messages import (
     DataMessage,
     DHCommit,
@@ -254,6 +260,9 @@ class Session:
             first AKE message).
         policy: see :class:`Policy`.
         random: source of random bytes.
+        fragment_budget: shared with the other sessions of an account, so
+            that their partial fragmented messages together stay bounded;
+            None for a budget of this session's own (one message).
     """
 
     def __init__(
@@ -264,6 +273,7 @@ class Session:
         their_tag: int = 0,
         policy: Policy | None = None,
         random: Callable[[int], bytes] = os.urandom,
+        fragment_budget: FragmentBudget | None = None,
     ) -> None:
         if not 0x100 <= our_tag <= 0xFFFFFFFF:
             raise LocalProtocolError("instance tags are 0x100 to 0xffffffff")
@@ -277,7 +287,7 @@ class Session:
         self.ake.their_tag = their_tag
         self.smp = SMP(random)
         self._keys: _Keys | None = None
-        self._reassembler = Reassembler()
+        self._reassembler = Reassembler(budget=fragment_budget)
         self._outbox: list[str] = []
         self.their_public_key: object = None
         self.their_fingerprint: bytes | None = None
@@ -318,6 +328,16 @@ class Session:
         if self.state is MessageState.ENCRYPTED:
             self._send_data(b"", [(TLV_DISCONNECTED, b"")], ignore_unreadable=True)
         self._go_plaintext()
+
+    def release(self) -> None:
+        """Give back what this session holds of shared budgets (its partial
+        fragmented message): call it when dropping the session."""
+        self._reassembler.reset()
+
+    def clear_ake(self) -> None:
+        """Forget any AKE in progress (another session took it over)."""
+        self.ake = AKE(self.private_key, our_tag=self.our_tag, random=self._random)
+        self.ake.their_tag = self.their_tag
 
     def _go_plaintext(self) -> None:
         self.state = MessageState.PLAINTEXT
@@ -587,7 +607,15 @@ class Session:
             out.append(
                 ev.MessageReceived(text=raw_text.decode("utf-8", errors="replace"))
             )
+        smp_seen = False
         for kind, value in decode_tlvs(raw_tlvs):
+            if kind in _SMP_INPUTS:
+                # One SMP step per message, as libotr takes (it looks each
+                # SMP type up once): a message packed with SMP TLVs would
+                # otherwise cost a proof check per TLV.
+                if smp_seen:
+                    continue
+                smp_seen = True
             out.extend(self._tlv(kind, value, pair))
         return out
 

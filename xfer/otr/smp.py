@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
-from xfer.otr.crypto import DH_G, DH_P, DH_Q, sha256
+from xfer.otr.crypto import DH_G, DH_MODULUS_BYTES, DH_P, DH_Q, sha256
 from xfer.otr.data import Reader, encode_int, encode_mpi
 
 if TYPE_CHECKING:
@@ -103,25 +103,45 @@ def _encode(values: list[int]) -> bytes:
     return encode_int(len(values)) + b"".join(encode_mpi(v) for v in values)
 
 
-def _decode(data: bytes, count: int) -> list[int]:
+#: The kinds of value an SMP message carries, one letter each in a layout:
+#: ``g`` a group element, ``c`` a challenge (a SHA-256 value), ``d`` an
+#: exponent of a proof. The bounds are those of Protocol-v3 and libotr.
+_LAYOUT_1 = "gcdgcd"
+_LAYOUT_2 = "gcdgcdggcdd"
+_LAYOUT_3 = "ggcddgcd"
+_LAYOUT_4 = "gcd"
+_MAX_BYTES = {"g": DH_MODULUS_BYTES, "c": 32, "d": DH_MODULUS_BYTES}
+
+
+def _decode(data: bytes, layout: str) -> list[int]:
+    """Read and check the values of one SMP message.
+
+    Every value is bounded before it is used in any arithmetic, since the
+    peer chooses them: a group element is at most as long as p and
+    2 <= g <= p - 2; a challenge is below 2^256; an exponent is 1 <= d < q.
+    Only then is each group element checked to lie in the subgroup of order
+    q (one exponentiation by q each); without that check an element of order
+    2q would leak a bit of our secret exponents per run.
+
+    Raises:
+        RemoteProtocolError: a value is malformed or out of range.
+    """
     reader = Reader(data)
-    if reader.u32() != count:
+    if reader.u32() != len(layout):
         raise RemoteProtocolError("SMP message has the wrong number of values")
-    values = [reader.mpi() for _ in range(count)]
+    values = [reader.mpi(_MAX_BYTES[kind]) for kind in layout]
     reader.end()
-    return values
-
-
-def _group(*values: int) -> None:
-    for v in values:
-        if not 2 <= v <= DH_P - 2:
+    for kind, v in zip(layout, values, strict=True):
+        if kind == "g" and not 2 <= v <= DH_P - 2:
             raise RemoteProtocolError("SMP group element out of range")
-
-
-def _exponent(*values: int) -> None:
-    for v in values:
-        if not 1 <= v < DH_Q:
+        if kind == "c" and v >> 256:
+            raise RemoteProtocolError("SMP challenge out of range")
+        if kind == "d" and not 1 <= v < DH_Q:
             raise RemoteProtocolError("SMP exponent out of range")
+    for kind, v in zip(layout, values, strict=True):
+        if kind == "g" and pow(v, DH_Q, DH_P) != 1:
+            raise RemoteProtocolError("SMP group element is not in the subgroup")
+    return values
 
 
 def _inv(value: int) -> int:
@@ -205,12 +225,10 @@ class SMP:
         if kind == TLV_SMP1Q:
             raw_q, sep, data = data.partition(b"\x00")
             if not sep:
-                raise RemoteProtocolError("SMP question is not NUL-terminated")
+                return self._cheated()  # not NUL-terminated
             question = raw_q.decode("utf-8", errors="replace")
-        g2a, c2, d2, g3a, c3, d3 = _decode(data, 6)
         try:
-            _group(g2a, g3a)
-            _exponent(d2, d3)
+            g2a, c2, d2, g3a, c3, d3 = _decode(data, _LAYOUT_1)
         except RemoteProtocolError:
             return self._cheated()
         if c2 != _h(1, pow(DH_G, d2, DH_P) * pow(g2a, c2, DH_P) % DH_P) or c3 != _h(
@@ -244,13 +262,11 @@ class SMP:
 
     def _receive_2(self, value: object) -> SMPOutcome:
         assert isinstance(value, bytes)
-        g2b, c2, d2, g3b, c3, d3, pb, qb, cp, d5, d6 = _decode(value, 11)
-        v = self._v
         try:
-            _group(g2b, g3b, pb, qb)
-            _exponent(d2, d3, d5, d6)
+            g2b, c2, d2, g3b, c3, d3, pb, qb, cp, d5, d6 = _decode(value, _LAYOUT_2)
         except RemoteProtocolError:
             return self._cheated()
+        v = self._v
         if c2 != _h(3, pow(DH_G, d2, DH_P) * pow(g2b, c2, DH_P) % DH_P) or c3 != _h(
             4, pow(DH_G, d3, DH_P) * pow(g3b, c3, DH_P) % DH_P
         ):
@@ -280,13 +296,11 @@ class SMP:
 
     def _receive_3(self, value: object) -> SMPOutcome:
         assert isinstance(value, bytes)
-        pa, qa, cp, d5, d6, ra, cr, d7 = _decode(value, 8)
-        v = self._v
         try:
-            _group(pa, qa, ra)
-            _exponent(d5, d6, d7)
+            pa, qa, cp, d5, d6, ra, cr, d7 = _decode(value, _LAYOUT_3)
         except RemoteProtocolError:
             return self._cheated()
+        v = self._v
         g2, g3 = v["g2"], v["g3"]
         if cp != _h(
             6,
@@ -316,13 +330,11 @@ class SMP:
 
     def _receive_4(self, value: object) -> SMPOutcome:
         assert isinstance(value, bytes)
-        rb, cr, d7 = _decode(value, 3)
-        v = self._v
         try:
-            _group(rb)
-            _exponent(d7)
+            rb, cr, d7 = _decode(value, _LAYOUT_4)
         except RemoteProtocolError:
             return self._cheated()
+        v = self._v
         if cr != _h(
             8,
             pow(DH_G, d7, DH_P) * pow(v["g3b"], cr, DH_P) % DH_P,
