@@ -6,6 +6,7 @@ from xfer.errors import RemoteProtocolError
 from xfer.otr import Account, MessageState, PrivateKey
 from xfer.otr import events as ev
 from xfer.otr.account import MAX_INSTANCES_PER_PEER
+from xfer.otr.ake import AuthState
 from xfer.otr.messages import DHKey
 
 
@@ -73,3 +74,71 @@ def test_a_restarted_peer_can_run_the_ake_again(keys, queries):
         alice.best("bob@x/1").send("still there?")
         got = relay(alice, bob, "alice@x/1", "bob@x/1")
         assert ev.MessageReceived(text="still there?") in got
+
+
+def deliver(sender: Account, name: str, receivers: list[Account]) -> list[ev.Event]:
+    """Everything ``sender`` queued, to every receiver (a server may deliver
+    a message for one full JID to whoever it likes)."""
+    seen: list[ev.Event] = []
+    for _, text in sender.data_to_send():
+        for receiver in receivers:
+            seen += receiver.receive(name, text)[1]
+    return seen
+
+
+def secured(events: list[ev.Event]) -> list[int]:
+    return [e.their_tag for e in events if isinstance(e, ev.GoneSecure)]
+
+
+@pytest.mark.parametrize("first", ["peer", "forger"])
+def test_one_commit_of_ours_is_continued_by_one_instance_only(keys, first):
+    """bob's master session sends one D-H Commit to alice@x/1. The real alice
+    and a forger (another key, another instance tag, the same full JID: the
+    server can send anything from anyone) both answer it. The first answer's
+    instance takes the AKE over; the master keeps no open AKE, so the second
+    D-H Key finds nothing to continue and only one instance goes secure."""
+    mallory_key = PrivateKey.generate()
+    bob = Account(keys[1], our_tag=0x2222)
+    alice = Account(keys[0], our_tag=0x1111)
+    forger = Account(mallory_key, our_tag=0x6666)
+    bob.session("alice@x/1").start_ake()
+    deliver(bob, "bob@x/1", [alice, forger])
+    answers = {"peer": alice.data_to_send(), "forger": forger.data_to_send()}
+    assert all(len(a) == 1 for a in answers.values())
+    second = "forger" if first == "peer" else "peer"
+    bob_events = []
+    for who in (first, second):
+        ((_, dh_key_text),) = answers[who]
+        bob_events += bob.receive("alice@x/1", dh_key_text)[1]
+        if who == second:
+            assert bob.data_to_send() == []  # nothing answers the second
+        else:
+            deliver(bob, "bob@x/1", [alice, forger])  # the Reveal Signature
+    assert bob.session("alice@x/1").ake.state is AuthState.NONE
+    for _ in range(5):
+        bob_events += deliver(alice, "alice@x/1", [bob])
+        bob_events += deliver(forger, "alice@x/1", [bob])
+        deliver(bob, "bob@x/1", [alice, forger])
+    winner = 0x1111 if first == "peer" else 0x6666
+    assert secured(bob_events) == [winner]
+    assert [s.their_tag for _, s in bob.secure_sessions()] == [winner]
+    loser = bob.session("alice@x/1", 0x6666 if first == "peer" else 0x1111)
+    assert loser.state is MessageState.PLAINTEXT
+    assert loser.ake.state is AuthState.NONE
+    assert bob.session("alice@x/1").ake.state is AuthState.NONE
+
+
+def test_simultaneous_commits_still_go_secure(keys):
+    bob = Account(keys[1], our_tag=0x2222)
+    alice = Account(keys[0], our_tag=0x1111)
+    bob.session("alice@x/1").start_ake()
+    alice.session("bob@x/1").start_ake()
+    events = relay(alice, bob, "alice@x/1", "bob@x/1")
+    assert alice.best("bob@x/1") is alice.session("bob@x/1", 0x2222)
+    assert bob.best("alice@x/1") is bob.session("alice@x/1", 0x1111)
+    assert sorted(secured(events)) == [0x1111, 0x2222]
+    assert bob.session("alice@x/1").ake.state is AuthState.NONE
+    assert alice.session("bob@x/1").ake.state is AuthState.NONE
+    bob.best("alice@x/1").send("both started")
+    got = relay(alice, bob, "alice@x/1", "bob@x/1")
+    assert got == [ev.MessageReceived(text="both started")]
