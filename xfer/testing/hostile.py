@@ -488,6 +488,16 @@ class StanzaRecord:
     injected: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    """A :meth:`HostileServer.wait_for` in progress."""
+
+    predicate: Predicate
+    direction: Directions
+    delivered: bool
+    future: asyncio.Future[StanzaRecord] = field(repr=False)
+
+
 @dataclass(slots=True)
 class _Item:
     """An element on its way out: ``raw`` is None once a rule changed it."""
@@ -669,9 +679,7 @@ class HostileServer:
         self._rules: list[Rule] = []
         self._seen: list[StanzaRecord] = []
         self._delivered: list[StanzaRecord] = []
-        self._waiters: list[
-            tuple[Predicate, Directions, asyncio.Future[StanzaRecord]]
-        ] = []
+        self._waiters: list[_Waiter] = []
         #: The full JID the server bound for the latest client (None before).
         self.client_jid: str | None = None
         #: How many ``<stream:features/>`` lost their stream management feature.
@@ -707,9 +715,9 @@ class HostileServer:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        for _, _, waiter in self._waiters:
-            if not waiter.done():
-                waiter.cancel()
+        for entry in self._waiters:
+            if not entry.future.done():
+                entry.future.cancel()
         if server is not None:
             await server.wait_closed()
 
@@ -766,21 +774,24 @@ class HostileServer:
         *,
         timeout: float = 10.0,
         past: bool = False,
+        delivered: bool = False,
     ) -> StanzaRecord:
         """The next element read in ``direction`` for which ``predicate`` is
-        true (with ``past``, also one already read).
+        true (with ``past``, also one already read; with ``delivered``, one
+        written instead: what the receiving side got, injections included).
 
         Raises:
             TimeoutError: none within ``timeout`` seconds.
         """
         if past:
-            for record in self.seen(direction):
+            records = self.delivered(direction) if delivered else self.seen(direction)
+            for record in records:
                 if predicate(record.element):
                     return record
         waiter: asyncio.Future[StanzaRecord] = (
             asyncio.get_running_loop().create_future()
         )
-        entry = (predicate, direction, waiter)
+        entry = _Waiter(predicate, direction, delivered, waiter)
         self._waiters.append(entry)
         try:
             return await asyncio.wait_for(waiter, timeout)
@@ -1015,14 +1026,7 @@ class HostileServer:
         loop = asyncio.get_running_loop()
         record = StanzaRecord(direction, element, stanza.raw, loop.time(), conn.serial)
         self._seen.append(record)
-        for predicate, wanted, waiter in list(self._waiters):
-            if waiter.done() or wanted not in ("both", direction):
-                continue
-            try:
-                if predicate(element):
-                    waiter.set_result(record)
-            except Exception as exc:  # handed to the waiting test
-                waiter.set_exception(exc)
+        self._notify(record, delivered=False)
         if direction == "to_client":
             self._learn(conn, element)
         items = [_Item(element, stanza.raw)]
@@ -1040,6 +1044,20 @@ class HostileServer:
             items = passed
         for item in items:
             self._deliver(conn, direction, item)
+
+    def _notify(self, record: StanzaRecord, *, delivered: bool) -> None:
+        for entry in list(self._waiters):
+            if (
+                entry.future.done()
+                or entry.delivered != delivered
+                or entry.direction not in ("both", record.direction)
+            ):
+                continue
+            try:
+                if entry.predicate(record.element):
+                    entry.future.set_result(record)
+            except Exception as exc:  # handed to the waiting test
+                entry.future.set_exception(exc)
 
     def _learn(self, conn: _Connection, element: ET.Element) -> None:
         """Follow the stream: its restart after SASL, the bound JID."""
@@ -1082,16 +1100,16 @@ class HostileServer:
             return
         data = item.raw if item.raw is not None else serialize(item.element)
         conn.sink(direction).write(data)
-        self._delivered.append(
-            StanzaRecord(
-                direction,
-                item.element,
-                data,
-                asyncio.get_running_loop().time(),
-                conn.serial,
-                injected,
-            )
+        record = StanzaRecord(
+            direction,
+            item.element,
+            data,
+            asyncio.get_running_loop().time(),
+            conn.serial,
+            injected,
         )
+        self._delivered.append(record)
+        self._notify(record, delivered=True)
 
 
 # -- a forged OTR peer ------------------------------------------------------------
