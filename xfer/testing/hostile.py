@@ -74,6 +74,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIENT_NS",
     "Direction",
+    "Directions",
     "ForgedEvent",
     "ForgedOTRPeer",
     "Hold",
