@@ -243,13 +243,16 @@ class AtomicWriter:
         self._committing: asyncio.Future[None] | None = None
         #: The temporary file we opened (to tell it from one put in its place).
         self._ident: _Identity | None = None
-        #: SHA-256 of the resumed prefix, as read through our descriptor.
+        #: SHA-256 of the resumed prefix, as read through our descriptor,
+        #: and its length.
         self._prefix = hashlib.sha256()
+        self._start = 0
 
     async def __aenter__(self) -> AtomicWriter:
         if not self.overwrite and self.dest.exists():
             raise DestinationExists(self.dest)
         start = self.partial.state.verified if self.partial is not None else 0
+        self._start = start  # (the partial's count moves on as data is kept)
         temp = self.temp_path
         made: list[_Identity] = []  # by the opener thread, once it has a file
 
@@ -358,7 +361,7 @@ class AtomicWriter:
         st = os.fstat(fd)
         if st.st_size != self.written or st.st_nlink != 1:
             raise IntegrityError
-        start = self.partial.state.verified if self.partial is not None else 0
+        start = self._start
         if start:
             again = hashlib.sha256()
             hash_prefix(fd, start, again)
