@@ -7,6 +7,7 @@ import pytest
 from tests.interop.libotr import LibOTRPeer
 from xfer.otr import Account, MessageState
 from xfer.otr import events as ev
+from xfer.otr.ake import AuthState
 
 pytestmark = pytest.mark.libotr
 
@@ -47,9 +48,20 @@ def test_each_login_gets_its_own_session(logins, dsa_keys, how):
     master = account.session(PEER)
     if how == "query":
         master.query()  # both logins answer with a D-H Commit of their own
+        events = pump(account, logins)
     else:
         master.start_ake()  # both logins answer our one commit
-    events = pump(account, logins)
+        events = pump(account, logins)
+        # One commit of ours is continued by one instance only (the first to
+        # answer): anyone can claim a tag, so a second answer to the same
+        # commit is ignored, and the master keeps no AKE open.
+        first_secured = {tag for tag, e in events if isinstance(e, ev.GoneSecure)}
+        assert len(first_secured) == 1
+        assert master.ake.state is AuthState.NONE
+        # The other login gets its session from an AKE of its own: a query
+        # (to which each login answers with a commit of its own).
+        master.query()
+        events += pump(account, logins)
     secured = {tag for tag, e in events if isinstance(e, ev.GoneSecure)}
     assert secured == {0x9ABCDEF0, 0x00000777}
     assert all(login.msgstate == "encrypted" for login in logins)
