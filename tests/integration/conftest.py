@@ -12,6 +12,7 @@ import xfer.xmpp.socks5 as socks5_module
 import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
 from xfer.otr.trust import Verification
+from xfer.testing.hostile import HostileServer
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp.client import XferClient, connect
 
@@ -29,7 +30,7 @@ async def login(server: LocalProsody, user: str, resource: str) -> XferClient:
     """``user``'s client on the test server, logged in as ``resource``."""
     return await connect(
         f"{user}@{server.domain}/{resource}",
-        ACCOUNTS[user],
+        server.accounts[user],
         "127.0.0.1",
         server.c2s_port,
         tls="none",
@@ -91,3 +92,57 @@ def introduce(a: XferClient, b: XferClient) -> None:
         identity = one.plugin["xfer_transfer"].identity
         if identity is not None:
             identity.save_trust_store(otr.trust)
+
+
+# -- a hostile server in front of alice (xfer.testing.hostile) ------------------
+
+
+@pytest.fixture
+async def hostile(prosody: LocalProsody) -> AsyncIterator[HostileServer]:
+    """A stanza-level man in the middle on loopback, in front of Prosody."""
+    async with HostileServer("127.0.0.1", prosody.c2s_port) as server:
+        yield server
+        assert server.errors == []
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[XferClient]]:
+    """Clients a test made, stopped at its end."""
+    made: list[XferClient] = []
+    yield made
+    for c in made:
+        await c.stop()
+
+
+async def through(
+    server: HostileServer,
+    prosody: LocalProsody,
+    clients: list[XferClient],
+    identity: Path,
+    resource: str = "a",
+    **config: object,
+) -> XferClient:
+    """alice with the whole xfer stack, connected through ``server``."""
+    alice = await connect(
+        f"alice@{prosody.domain}/{resource}",
+        ACCOUNTS["alice"],
+        server.host,
+        server.port,
+        tls="none",
+    )
+    clients.append(alice)
+    alice.register_plugin(
+        "xfer_transfer",
+        {"identity": identity, "connect_timeout": 10.0, **config},
+        module=transfer_module,
+    )
+    return alice
+
+
+async def bob_direct(
+    prosody: LocalProsody, clients: list[XferClient], identity: Path, **config: object
+) -> XferClient:
+    """bob with the whole xfer stack, straight to Prosody."""
+    bob = await transfer_client(prosody, "bob", "b", identity, **config)
+    clients.append(bob)
+    return bob

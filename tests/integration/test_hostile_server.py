@@ -15,14 +15,13 @@ import itertools
 import os
 import random
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from slixmpp.stanza import Message
 
-import xfer.xmpp.transfer as transfer_module
-from tests.integration.conftest import ACCOUNTS, introduce, transfer_client
+from tests.integration.conftest import ACCOUNTS, bob_direct, introduce, through
 from xfer.errors import NotSecure
 from xfer.otr import events as ev
 from xfer.otr.offer import XFER_USE, TransferOffer
@@ -45,54 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 SM = "urn:xmpp:sm:3"
 FEATURES = "{http://etherx.jabber.org/streams}features"
-
-
-@pytest.fixture
-async def hostile(prosody: LocalProsody) -> AsyncIterator[HostileServer]:
-    async with HostileServer("127.0.0.1", prosody.c2s_port) as server:
-        yield server
-        assert server.errors == []
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[XferClient]]:
-    made: list[XferClient] = []
-    yield made
-    for c in made:
-        await c.stop()
-
-
-async def through(
-    server: HostileServer,
-    prosody: LocalProsody,
-    clients: list[XferClient],
-    identity: Path,
-    resource: str = "a",
-    **config: object,
-) -> XferClient:
-    """alice with the whole xfer stack, connected through ``server``."""
-    alice = await connect(
-        f"alice@{prosody.domain}/{resource}",
-        ACCOUNTS["alice"],
-        server.host,
-        server.port,
-        tls="none",
-    )
-    clients.append(alice)
-    alice.register_plugin(
-        "xfer_transfer",
-        {"identity": identity, "connect_timeout": 10.0, **config},
-        module=transfer_module,
-    )
-    return alice
-
-
-async def bob_direct(
-    prosody: LocalProsody, clients: list[XferClient], identity: Path, **config: object
-) -> XferClient:
-    bob = await transfer_client(prosody, "bob", "b", identity, **config)
-    clients.append(bob)
-    return bob
 
 
 def messages_to(client: XferClient) -> asyncio.Queue[tuple[str, str]]:

@@ -24,7 +24,7 @@ from xfer.framing.ibb import IBBReceiver
 from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
 from xfer.otr.fragments import Reassembler, fragment, parse_fragment
 from xfer.otr.messages import parse_encoded, parse_text
-from xfer.otr.offer import TransferOffer
+from xfer.otr.offer import TransferOffer, TransferVerdict, decode_payload
 
 CASES: collections.Counter[str] = collections.Counter()
 
@@ -93,6 +93,16 @@ OFFER = TransferOffer(
 @given(mutated(OFFER))
 def test_transfer_offer(data: bytes) -> None:
     typed("TLV 8 transfer offer", lambda: TransferOffer.decode(data))
+
+
+VERDICT = TransferVerdict(
+    transfer_id=bytes(16), stored=False, reason="the data did not verify"
+).encode()
+
+
+@given(st.one_of(mutated(VERDICT), mutated(OFFER)))
+def test_transfer_verdict(data: bytes) -> None:
+    typed("TLV 8 transfer verdict", lambda: decode_payload(data))
 
 
 def _otr_bodies() -> st.SearchStrategy[str]:

@@ -218,12 +218,16 @@ class XferJingle(BasePlugin):
             self, peer=peer, sid=sid or secrets.token_urlsafe(12), role=Role.INITIATOR
         )
         self._sessions[peer, session.sid] = session
-        self._announce(peer)
+        self.announce(peer)
         return session
 
-    def _announce(self, peer: str) -> None:
+    def announce(self, peer: str) -> None:
         """Directed presence: the server then tells the peer if we go offline
-        (RFC 6121 section 4.6), so its sessions with us fail at once."""
+        (RFC 6121 section 4.6), so its sessions with us fail at once.
+
+        Sent for the sessions we start, and for those the peer starts only
+        once the application has vetted the offer: a stranger's
+        session-initiate must not tell it that we are online."""
         if peer not in self._announced:
             self._announced.add(peer)
             self.xmpp.send_presence(pto=peer)
@@ -308,7 +312,6 @@ class XferJingle(BasePlugin):
             )
             session.machine.receive(jingle.action, content=content)
             self._sessions[key] = session
-            self._announce(peer)
             return session
         found = self._sessions.get(key)
         if found is None:

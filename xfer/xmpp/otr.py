@@ -7,10 +7,16 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
 * :meth:`XferOTR.secure` brings a session with a peer to ENCRYPTED (a D-H
   Commit to a full JID, a query to a bare one, whose answer names the
   resource) and returns the peer's full JID and fingerprint;
-* :meth:`XferOTR.send_offer` sends a transfer offer in TLV 8 and returns
-  the extra symmetric key of that very message;
+* :meth:`XferOTR.send_offer` sends a transfer offer in TLV 8 over exactly
+  the session whose fingerprint the caller checked, and returns the extra
+  symmetric key of that very message;
 * offers received in TLV 8 wait in a bounded table until the Jingle session
-  that names their transfer id claims them (:meth:`XferOTR.claim_offer`).
+  that names their transfer id claims them (:meth:`XferOTR.claim_offer`);
+  offers from fingerprints that are not trusted have a small quota of their
+  own, so that they cannot crowd out trusted ones;
+* the receiver's verdict on a transfer comes back in TLV 8 too
+  (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): only the
+  peer the offer went to can say that a file was stored.
 
 Every OTR message carries the XEP-0380 marker for OTR and the hints that
 keep it out of archives and carbons (XEP-0334 ``no-store``/``no-copy``,
@@ -42,7 +48,7 @@ from xfer.errors import (
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
-from xfer.otr.offer import XFER_USE, TransferOffer
+from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.trust import TrustStore, Verification, bare_jid
 
@@ -68,6 +74,13 @@ NS_DELAY = "urn:xmpp:delay"
 MAX_PENDING_OFFERS = 64
 #: Unclaimed offers from one account, at most.
 MAX_OFFERS_PER_PEER = 8
+#: Unclaimed offers from fingerprints that are not trusted, in all (by
+#: default; config ``untrusted_offers``, 0 refuses them).
+MAX_UNTRUSTED_OFFERS = 4
+#: Offers refused for an untrusted fingerprint, remembered to say so.
+MAX_REFUSED = 64
+#: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
+EXPIRE_EVERY = 60.0
 #: Verification questions kept until somebody takes them.
 MAX_QUESTIONS = 8
 #: How long an unclaimed offer is kept.
@@ -85,6 +98,9 @@ class ReceivedOffer:
     offer: TransferOffer
     key: bytes = field(repr=False)
     received: float
+    trusted: bool = False
+    #: The session it came over (the verdict goes back over it).
+    session: Session | None = field(default=None, repr=False, compare=False)
 
 
 class XferOTR(BasePlugin):
@@ -93,7 +109,9 @@ class XferOTR(BasePlugin):
     Config: ``private_key`` (our long-term DSA key; required),
     ``instance_tag`` (ours, persistent), ``trust_store`` (a
     :class:`~xfer.otr.trust.TrustStore`; SMP successes are recorded in it),
-    ``on_trust_change`` (called after the store changed, to save it).
+    ``on_trust_change`` (called after the store changed, to save it),
+    ``untrusted_offers`` (unclaimed offers from untrusted fingerprints kept
+    at most, in all; 0 refuses them at once).
     """
 
     name = "xfer_otr"
@@ -104,6 +122,7 @@ class XferOTR(BasePlugin):
         "instance_tag": None,
         "trust_store": None,
         "on_trust_change": None,
+        "untrusted_offers": MAX_UNTRUSTED_OFFERS,
         "clock": time.monotonic,
     }
 
@@ -113,6 +132,12 @@ class XferOTR(BasePlugin):
         self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
         self._offers: dict[bytes, ReceivedOffer] = {}
         self._offer_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        #: Transfer ids of offers refused for an untrusted fingerprint.
+        self._refused: dict[bytes, None] = {}
+        #: Verdicts we wait for: transfer id -> (peer, fingerprint, future).
+        self._verdicts: dict[
+            bytes, tuple[str, bytes, asyncio.Future[TransferVerdict]]
+        ] = {}
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
@@ -131,6 +156,7 @@ class XferOTR(BasePlugin):
         self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
         self.xmpp.add_event_handler("session_start", self._on_new_session)
         self._sessions_started = 0
+        self._expired = self.config["clock"]()
 
     def set_identity(
         self,
@@ -145,6 +171,7 @@ class XferOTR(BasePlugin):
             our_tag=instance_tag or 0x100 + secrets.randbelow(0xFFFFFF00),
             policy=Policy(require_encryption=True, answer_queries=True),
         )
+        self._account.expire(self.config["clock"]())
         if trust_store is not None:
             self.trust = trust_store
 
@@ -194,8 +221,12 @@ class XferOTR(BasePlugin):
             # that waited while our connection was down, resent on resumption.)
             log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
             return
+        now = self.config["clock"]()
+        if now - self._expired >= EXPIRE_EVERY:
+            self._expired = now
+            self.account.expire(now)
         try:
-            session, events = self.account.receive(peer, body)
+            session, events = self.account.receive(peer, body, now=now)
         except RemoteProtocolError as exc:
             log.info("unusable OTR message from %s: %s", peer, exc)
             self._flush()
@@ -203,7 +234,9 @@ class XferOTR(BasePlugin):
         if (
             body.startswith(_DATA_PREFIX)
             and session.state is not MessageState.ENCRYPTED
+            and not any(isinstance(e, ev.GoneInsecure) for e in events)
         ):
+            # (A peer that ended the conversation, TLV 1, is not unreadable.)
             self._cannot_read(peer, session)
         self._flush()
         for event in events:
@@ -246,7 +279,7 @@ class XferOTR(BasePlugin):
             self.xmpp.event("xfer_otr_secure", (peer, event.fingerprint))
         elif isinstance(event, ev.SymmetricKeyReceived):
             if event.use == XFER_USE:
-                self._offer_received(peer, session, event)
+                self._xfer_tlv(peer, session, event)
         elif isinstance(event, ev.SMPAsked):
             self._smp_questions.append((peer, event.question))  # the latest few
             self._smp_asked.set()
@@ -273,33 +306,78 @@ class XferOTR(BasePlugin):
         if hook is not None:
             hook(self.trust)
 
-    def _offer_received(
+    def _xfer_tlv(
         self, peer: str, session: Session, event: ev.SymmetricKeyReceived
     ) -> None:
         try:
-            offer = TransferOffer.decode(event.data)
+            payload = decode_payload(event.data)
         except RemoteProtocolError as exc:
-            log.info("malformed transfer offer from %s: %s", peer, exc)
+            log.info("malformed transfer offer or verdict from %s: %s", peer, exc)
             return
+        if session.their_fingerprint is None:  # pragma: no cover (ENCRYPTED)
+            return
+        if isinstance(payload, TransferVerdict):
+            self._verdict_received(peer, session.their_fingerprint, payload)
+        else:
+            self._offer_received(peer, session, payload, event.key)
+
+    def _offer_received(
+        self, peer: str, session: Session, offer: TransferOffer, key: bytes
+    ) -> None:
+        fingerprint = session.their_fingerprint
+        assert fingerprint is not None
         self._expire_offers()
+        if offer.transfer_id in self._offers or offer.transfer_id in self._refused:
+            return  # a transfer id is used once
+        trusted = self.trust.is_trusted(peer, fingerprint)
         account = bare_jid(peer)
         from_peer = sum(1 for o in self._offers.values() if bare_jid(o.peer) == account)
+        untrusted = sum(1 for o in self._offers.values() if not o.trusted)
+        if not trusted and untrusted >= self.config["untrusted_offers"]:
+            # Throw-away accounts cost nothing to make: their offers have a
+            # small quota of their own, so that they never crowd out the
+            # trusted ones (the Jingle offer is then refused as untrusted).
+            log.info("refusing an offer from %s: fingerprint not trusted", peer)
+            self._refused[offer.transfer_id] = None
+            while len(self._refused) > MAX_REFUSED:
+                del self._refused[next(iter(self._refused))]
+            self._wake_claims(offer.transfer_id)
+            return
         if len(self._offers) >= MAX_PENDING_OFFERS or from_peer >= MAX_OFFERS_PER_PEER:
             # (One account cannot fill the table and starve the others.)
             log.info("dropping an offer from %s: too many pending", peer)
             return
-        if offer.transfer_id in self._offers or session.their_fingerprint is None:
-            return  # a transfer id is used once
         self._offers[offer.transfer_id] = ReceivedOffer(
             peer=peer,
-            fingerprint=session.their_fingerprint,
+            fingerprint=fingerprint,
             offer=offer,
-            key=event.key,
+            key=key,
             received=self.config["clock"](),
+            trusted=trusted,
+            session=session,
         )
-        for waiter in self._offer_waiters.get(offer.transfer_id, []):
+        self._wake_claims(offer.transfer_id)
+
+    def _wake_claims(self, transfer_id: bytes) -> None:
+        for waiter in self._offer_waiters.get(transfer_id, []):
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _verdict_received(
+        self, peer: str, fingerprint: bytes, verdict: TransferVerdict
+    ) -> None:
+        """A receiver's verdict counts only from the account and the very
+        fingerprint the offer went to."""
+        expected = self._verdicts.get(verdict.transfer_id)
+        if expected is None:
+            log.info("ignoring a verdict from %s on no transfer of ours", peer)
+            return
+        want_peer, want_fingerprint, waiter = expected
+        if bare_jid(peer) != bare_jid(want_peer) or fingerprint != want_fingerprint:
+            log.warning("ignoring a verdict from %s: not the peer offered to", peer)
+            return
+        if not waiter.done():
+            waiter.set_result(verdict)
 
     def _expire_offers(self) -> None:
         now = self.config["clock"]()
@@ -332,14 +410,9 @@ class XferOTR(BasePlugin):
         Raises:
             NotSecure: no session within ``timeout`` seconds.
         """
-        if "/" in peer:
-            found = self.account.best(peer)
-            if found is not None:
-                return peer, found
-        else:
-            for full, s in self.account.secure_sessions():
-                if bare_jid(full) == peer:
-                    return full, s
+        found = self._secured(peer)
+        if found is not None:
+            return found
         # One AKE per peer at a time: concurrent callers share it (a second
         # D-H Commit would restart the first).
         pending = self._securing.get(peer)
@@ -379,6 +452,22 @@ class XferOTR(BasePlugin):
                 return full, session
         raise NotSecure(f"lost the OTR session with {peer}")  # pragma: no cover
 
+    def _secured(self, peer: str) -> tuple[str, Session] | None:
+        """The encrypted session with ``peer`` (a full JID, or any resource
+        of a bare one) that went secure last, one with a trusted fingerprint
+        first: an instance made in the peer's name by someone else (with
+        another key) must not stand in the way of the real one."""
+        found = [
+            (full, s)
+            for full, s in self.account.secure_sessions()
+            if full == peer or ("/" not in peer and bare_jid(full) == peer)
+        ]
+        for full, s in found:
+            fingerprint = s.their_fingerprint
+            if fingerprint is not None and self.trust.is_trusted(full, fingerprint):
+                return full, s
+        return found[0] if found else None
+
     def _ake_under_way(self, peer: str) -> bool:
         return any(
             s.ake.state is not AuthState.NONE for s in self.account.sessions(peer)
@@ -394,9 +483,9 @@ class XferOTR(BasePlugin):
         Raises:
             NotSecure: none within ``timeout``.
         """
-        current = self.account.best(peer)
-        if current is not None and current.ssid != old_ssid:
-            return current
+        current = self._secured(peer)
+        if current is not None and current[1].ssid != old_ssid:
+            return current[1]
         if not self._ake_under_way(peer):
             self.account.session(peer).start_ake()
             self._flush()
@@ -410,18 +499,71 @@ class XferOTR(BasePlugin):
         finally:
             self._secure_waiters.remove(entry)
 
-    def send_offer(self, peer: str, offer: TransferOffer) -> bytes:
-        """Send ``offer`` to the full JID ``peer`` in TLV 8; return its key.
+    def send_offer(
+        self, session: Session, offer: TransferOffer, *, fingerprint: bytes
+    ) -> bytes:
+        """Send ``offer`` in TLV 8 over ``session``; return its key.
+
+        ``session`` must be exactly the one whose ``fingerprint`` the caller
+        checked: it is checked again here, with nothing in between, so that
+        the key can go to no other session (another instance of the same
+        JID, made by whoever answered an AKE in the peer's name).
 
         Raises:
-            NotSecure: no encrypted session with ``peer``.
+            NotSecure: ``session`` is not encrypted, or no longer with
+            ``fingerprint``.
         """
-        session = self.account.best(peer)
-        if session is None:
-            raise NotSecure(f"no private conversation with {peer}")
+        if (
+            session.state is not MessageState.ENCRYPTED
+            or session.their_fingerprint != fingerprint
+        ):
+            raise NotSecure("the private conversation changed before the offer")
         key = session.extra_symmetric_key(XFER_USE, offer.encode())
         self._flush()
         return key
+
+    def expect_verdict(
+        self, peer: str, transfer_id: bytes, fingerprint: bytes
+    ) -> asyncio.Future[TransferVerdict]:
+        """The receiver's verdict on ``transfer_id``, once it comes from
+        ``peer``'s account over a session with ``fingerprint`` (call before
+        the offer goes out; :meth:`forget_verdict` after)."""
+        waiter: asyncio.Future[TransferVerdict] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._verdicts[transfer_id] = (peer, fingerprint, waiter)
+        return waiter
+
+    def forget_verdict(self, transfer_id: bytes) -> None:
+        entry = self._verdicts.pop(transfer_id, None)
+        if entry is not None and not entry[2].done():
+            entry[2].cancel()
+
+    def send_verdict(self, got: ReceivedOffer, verdict: TransferVerdict) -> None:
+        """Tell the sender of ``got`` what became of it, inside OTR: over the
+        session the offer came over, or another encrypted one with the same
+        peer and fingerprint (after a re-key).
+
+        Raises:
+            NotSecure: no such session is left.
+        """
+        candidates = [got.session] if got.session is not None else []
+        candidates += self.account.sessions(got.peer)
+        for session in candidates:
+            if (
+                session is not None
+                and session.state is MessageState.ENCRYPTED
+                and session.their_fingerprint == got.fingerprint
+            ):
+                session.extra_symmetric_key(XFER_USE, verdict.encode())
+                self._flush()
+                return
+        raise NotSecure(f"no private conversation with {got.peer} to report to")
+
+    def refused_offer(self, transfer_id: bytes) -> bool:
+        """Whether the offer ``transfer_id`` came in OTR and was refused for
+        an untrusted fingerprint."""
+        return transfer_id in self._refused
 
     async def claim_offer(
         self, peer: str, transfer_id: bytes, *, timeout: float = 10
@@ -432,7 +574,11 @@ class XferOTR(BasePlugin):
         stanzas in order, so it normally came first). An offer is claimed
         once; one from another JID is not given out.
         """
-        if transfer_id not in self._offers and not self.lost_offers(peer):
+        if (
+            transfer_id not in self._offers
+            and transfer_id not in self._refused
+            and not self.lost_offers(peer)
+        ):
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             waiting = self._offer_waiters.setdefault(transfer_id, [])
             waiting.append(waiter)  # each claim its own: none misses the offer

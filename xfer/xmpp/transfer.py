@@ -90,7 +90,7 @@ from xfer.jingle.wire import (
     S5BTransport,
 )
 from xfer.names import numbered, safe_name
-from xfer.otr.offer import TransferOffer
+from xfer.otr.offer import MAX_REASON_BYTES, TransferOffer, TransferVerdict
 from xfer.store import IdentityStore
 from xfer.xmpp.jingle import rejection
 
@@ -180,6 +180,7 @@ class IncomingOffer:
     _initiate: Jingle = field(repr=False)
     _key: bytes = field(repr=False)
     _header: EnvelopeHeader = field(repr=False)
+    _got: ReceivedOffer = field(repr=False)
     _answered: bool = field(default=False, repr=False)
 
     @property
@@ -295,6 +296,8 @@ class XferTransfer(BasePlugin):
         max_per_peer: offers and transfers one account may have going with
             us at once; more are answered ``busy``.
         max_pending_offers: offers waiting for an answer, at most.
+        max_untrusted_offers: of those, from untrusted fingerprints (with
+            ``accept_untrusted``), at most.
     """
 
     name = "xfer_transfer"
@@ -322,6 +325,7 @@ class XferTransfer(BasePlugin):
         "offer_timeout": 300.0,
         "connect_timeout": 30.0,
         "max_pending_offers": 16,
+        "max_untrusted_offers": 2,
         "otr_offer_wait": 10.0,
         "stall_timeout": 60.0,
         "resume_attempts": 5,
@@ -369,6 +373,10 @@ class XferTransfer(BasePlugin):
                 trust_store=store.trust_store(),
             )
             self.otr.config["on_trust_change"] = store.save_trust_store
+        if self.config["accept_untrusted"] is False:
+            # Offers from untrusted fingerprints would only be refused: do
+            # not keep them at all.
+            self.otr.config["untrusted_offers"] = 0
         else:
             self.identity = None
         self.jingle.on_initiate = self._on_initiate
@@ -494,6 +502,7 @@ class XferTransfer(BasePlugin):
             try:
                 result = await self._offer(
                     full,
+                    otr_session,
                     fingerprint,
                     source,
                     stat,
@@ -558,6 +567,7 @@ class XferTransfer(BasePlugin):
     async def _offer(
         self,
         full: str,
+        otr_session: Session,
         fingerprint: bytes,
         source: Path,
         stat: os.stat_result,
@@ -567,7 +577,12 @@ class XferTransfer(BasePlugin):
         progress: ProgressCallback,
         accepted: list[bool],
     ) -> SendResult:
-        """One offer of the file over the secure OTR session with ``full``.
+        """One offer of the file over ``otr_session`` with ``full``, whose
+        ``fingerprint`` the caller checked.
+
+        The sender reports the file delivered only on the receiver's verdict,
+        which comes inside OTR from that fingerprint: a Jingle ``success`` is
+        not authenticated, and a server could forge it.
 
         The receiver may answer with ``<range offset/>``: it kept that much
         of the file from an earlier, broken transfer; then only the rest is
@@ -585,7 +600,12 @@ class XferTransfer(BasePlugin):
             media_type=media_type,
             mtime=max(0, int(stat.st_mtime)),
         )
-        key = self.otr.send_offer(full, offer)
+        verdict = self.otr.expect_verdict(full, offer.transfer_id, fingerprint)
+        try:
+            key = self.otr.send_offer(otr_session, offer, fingerprint=fingerprint)
+        except BaseException:
+            self.otr.forget_verdict(offer.transfer_id)
+            raise
         sealer = Sealer.announced(
             key,
             salt=offer.salt,
@@ -648,9 +668,10 @@ class XferTransfer(BasePlugin):
             # The receiver verifies, stores, then ends the session with its verdict.
             await self._expect(session, set(), self.config["offer_timeout"])
         except TransferRejected as exc:
-            # "success" counts only once the whole sealed stream went out:
-            # Jingle is not authenticated, and a server could forge it.
+            # "success" counts only once the whole sealed stream went out,
+            # and only with the receiver's verdict inside OTR.
             if exc.reason == Reason.SUCCESS.value and written:
+                await self._verified(verdict, full, offer)
                 return SendResult(
                     peer=full,
                     fingerprint=fingerprint,
@@ -666,6 +687,11 @@ class XferTransfer(BasePlugin):
                 raise RemoteProtocolError(
                     f"{full} claimed success before the file was sent"
                 ) from None
+            said = _refusal(verdict)
+            if said is not None:  # the receiver's own words, from inside OTR
+                raise type(exc)(
+                    f"{full} refused the file: {said}", reason=exc.reason, text=said
+                ) from None
             raise
         except BaseException as exc:
             await session.terminate(
@@ -673,12 +699,44 @@ class XferTransfer(BasePlugin):
             )
             raise
         finally:
+            self.otr.forget_verdict(offer.transfer_id)
             self.jingle.forget(session)
             if s5b is not None:
                 s5b.close()
         raise RemoteProtocolError(
             "the receiver never ended the session"
         )  # pragma: no cover
+
+    async def _verified(
+        self,
+        verdict: asyncio.Future[TransferVerdict],
+        full: str,
+        offer: TransferOffer,
+    ) -> None:
+        """Wait for the receiver's verdict after its Jingle ``success``.
+
+        Raises:
+            RemoteProtocolError: no verdict in time (the ``success`` may
+            have been forged), or one that does not match the file.
+            TransferRejected: the receiver refused the file after all.
+        """
+        try:
+            got = await asyncio.wait_for(
+                asyncio.shield(verdict), self.config["connect_timeout"]
+            )
+        except TimeoutError:
+            raise RemoteProtocolError(
+                f"{full} did not confirm inside OTR that it stored the file; "
+                "the Jingle success is not believed"
+            ) from None
+        if not got.stored:
+            raise TransferRejected(
+                f"{full} refused the file: {got.reason}",
+                reason=Reason.SECURITY_ERROR.value,
+                text=got.reason,
+            )
+        if got.sha256 != offer.sha256 or got.size != offer.size:
+            raise RemoteProtocolError(f"{full} stored a file that is not the one sent")
 
     # -- receiving ------------------------------------------------------------------
 
@@ -718,7 +776,9 @@ class XferTransfer(BasePlugin):
         )
         if got is None:
             text = "no matching offer inside OTR"
-            if self.otr.lost_offers(session.peer):
+            if self.otr.refused_offer(content.encrypted.transfer_id):
+                text = "fingerprint not trusted"
+            elif self.otr.lost_offers(session.peer):
                 text += f"; {RESTARTED}"
             await session.terminate(Reason.SECURITY_ERROR, text)
             return
@@ -748,16 +808,36 @@ class XferTransfer(BasePlugin):
             await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
             return
         incoming = self._incoming(session, jingle, got, header, sealed)
+        # Only now, the offer vetted, may the peer learn that we are online
+        # and when we go (directed presence).
+        self.jingle.announce(session.peer)
         if self._continues(incoming) or self._confirms(incoming):
             return
-        if self._offers.full():
+        if self._offers.full() or not incoming.trusted:
             self._drop_withdrawn()
+        if not incoming.trusted and (
+            sum(1 for o in self._queued() if not o.trusted)
+            >= self.config["max_untrusted_offers"]
+        ):
+            # Untrusted senders (accept_untrusted) share a small part of the
+            # queue: throw-away accounts cannot crowd out trusted offers.
+            await session.terminate(Reason.BUSY, "too many offers waiting")
+            return
         try:
             self._offers.put_nowait(incoming)
         except asyncio.QueueFull:
             await session.terminate(Reason.BUSY, "too many offers waiting")
             return
         self.xmpp.event("xfer_offer", incoming)
+
+    def _queued(self) -> list[IncomingOffer]:
+        """The offers waiting for the application, in order."""
+        waiting = []
+        while not self._offers.empty():
+            waiting.append(self._offers.get_nowait())
+        for offer in waiting:
+            self._offers.put_nowait(offer)
+        return waiting
 
     def _drop_withdrawn(self) -> None:
         """Forget queued offers whose sender gave up, to make room."""
@@ -856,6 +936,7 @@ class XferTransfer(BasePlugin):
             _initiate=jingle,
             _key=got.key,
             _header=header,
+            _got=got,
         )
 
     def _find_partial(self, incoming: IncomingOffer, dest: Path) -> Partial | None:
@@ -1096,7 +1177,7 @@ class XferTransfer(BasePlugin):
                 drain=True,
             )
         except BaseException as exc:
-            await session.terminate(_reason_for(exc), _public_text(exc, receiving=True))
+            await self._failed(incoming, exc)
             raise
         finally:
             self.jingle.forget(session)
@@ -1104,11 +1185,37 @@ class XferTransfer(BasePlugin):
                 s5b.close()
             if waiter is not None and not waiter.done():
                 waiter.cancel()
+        # The verdict the sender believes goes inside OTR; Jingle's end follows.
+        self._tell(incoming, stored=True)
         with contextlib.suppress(XferError):
             await session.send(
                 session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
             )
         await session.terminate(Reason.SUCCESS)
+
+    async def _failed(self, incoming: IncomingOffer, exc: BaseException) -> None:
+        """A receipt failed: say why to the sender inside OTR (unless it only
+        broke off, to go on), and end the Jingle session with a reason the
+        servers may read."""
+        if isinstance(exc, XferError | OSError) and not _broke_off(exc):
+            self._tell(incoming, stored=False, why=_private_text(exc))
+        await incoming._session.terminate(
+            _reason_for(exc), _public_text(exc, receiving=True)
+        )
+
+    def _tell(self, incoming: IncomingOffer, *, stored: bool, why: str = "") -> None:
+        """Send the sender our verdict on its offer, inside OTR."""
+        verdict = TransferVerdict(
+            transfer_id=incoming.transfer_id,
+            stored=stored,
+            sha256=incoming.sha256 if stored else bytes(32),
+            size=incoming.size if stored else 0,
+            reason=_clip(why, MAX_REASON_BYTES),
+        )
+        try:
+            self.otr.send_verdict(incoming._got, verdict)
+        except NotSecure as exc:
+            log.warning("could not tell %s the verdict: %s", incoming.peer, exc)
 
     def _keep(self, exc: BaseException | None) -> bool:
         """Whether a receipt that ended with ``exc`` keeps its verified prefix:
@@ -1562,12 +1669,13 @@ async def _resume_point(partial: Partial, offered: Range | None) -> int:
 
 
 def _holds(path: Path, length: int) -> bool:
-    """Whether ``path`` is a regular file of at least ``length`` bytes."""
+    """Whether ``path`` is a kept prefix of ours (see
+    :func:`xfer.aio.partial.adoptable`) of at least ``length`` bytes."""
     try:
         st = path.lstat()
     except OSError:
         return False
-    return S_ISREG(st.st_mode) and st.st_size >= length
+    return _partial.adoptable(st) and st.st_size >= length
 
 
 def _bare(jid: str) -> str:
@@ -1625,15 +1733,55 @@ def _reason_for(exc: BaseException) -> Reason:
 
 
 def _public_text(exc: BaseException, *, receiving: bool) -> str | None:
-    """What the peer (and the servers) may read about our failure: never a
-    local path or file name."""
+    """What the servers may read about our failure (a Jingle reason text):
+    a fixed phrase per kind of failure, never a path, a name or how much of
+    the file had arrived. The details go to the peer inside OTR (the
+    verdict, :func:`_private_text`)."""
     if isinstance(exc, OSError | DestinationExists):
         return (
             "the receiver could not store the file"
             if receiving
-            else ("the sender could not read the file")
+            else "the sender could not read the file"
         )
-    return str(exc) or None
+    if isinstance(exc, IntegrityError | EnvelopeFormatError):
+        return "the data did not verify"
+    if isinstance(exc, UntrustedPeer):
+        return "fingerprint not trusted"
+    if isinstance(exc, NotSecure):
+        return "no private conversation"
+    if isinstance(exc, TransferTimeout):
+        return "timed out"
+    if isinstance(exc, NoUsableTransport):
+        return "no usable transport"
+    if isinstance(exc, TransportError):
+        return "the bytestream failed"
+    if isinstance(exc, JingleError | RemoteProtocolError):
+        return "protocol error"
+    return None
+
+
+def _private_text(exc: BaseException) -> str:
+    """Why we refused a file, for the sender inside OTR: the error's own
+    words, but never a local path."""
+    if isinstance(exc, OSError):
+        return f"the receiver could not store the file ({exc.strerror or 'I/O error'})"
+    if isinstance(exc, DestinationExists):
+        return "the receiver could not store the file (the name is taken)"
+    return str(exc) or type(exc).__name__
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, whole characters."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def _refusal(verdict: asyncio.Future[TransferVerdict]) -> str | None:
+    """The receiver's reason, if its verdict came and refused the file."""
+    if verdict.done() and not verdict.cancelled():
+        got = verdict.result()
+        if not got.stored:
+            return got.reason
+    return None
 
 
 _EXECUTOR: list[ThreadPoolExecutor] = []

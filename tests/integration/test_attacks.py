@@ -1,0 +1,542 @@
+"""Attacks on xfer by the servers and by other XMPP users (issue: the server
+is the adversary). Each test stages one attack against real clients on a real
+Prosody; the hostile server is :mod:`xfer.testing.hostile`, a stanza-level
+man in the middle between one client and Prosody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import bob_direct, introduce, through, transfer_client
+from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
+from xfer.jingle.wire import NS_ENCRYPTED
+from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict
+from xfer.testing.hostile import ForgedOTRPeer, HostileServer, body, chat_message
+from xfer.testing.prosody import LocalProsody
+from xfer.testing.transports import forcing
+from xfer.xmpp.client import XferClient
+from xfer.xmpp.transfer import RESTARTED
+
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
+
+
+def _offer(rng: int) -> TransferOffer:
+    return TransferOffer(
+        transfer_id=os.urandom(16),
+        salt=os.urandom(32),
+        suite=1,
+        chunk_size=65536,
+        size=1000 + rng,
+        sha256=os.urandom(32),
+        name=f"junk-{rng}",
+    )
+
+
+async def _throwaways(
+    prosody: LocalProsody, tmp_path: Path, count: int, clients: list[XferClient]
+) -> list[XferClient]:
+    users = {f"junk{i}": f"junk{i}-password" for i in range(count)}
+    prosody.add_accounts(users)
+    made = await asyncio.gather(
+        *(
+            transfer_client(prosody, user, "x", tmp_path / f"{user}-id")
+            for user in users
+        )
+    )
+    clients += made
+    return list(made)
+
+
+async def _receive_trusted(bob: XferClient, into: Path, timeout: float) -> Path:
+    """Take bob's offers in order, declining untrusted ones, and accept the
+    first trusted one into ``into``."""
+    plugin = bob.plugin["xfer_transfer"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        offer = await plugin.next_offer(timeout=deadline - loop.time())
+        if offer.trusted:
+            return await offer.accept(into)
+        await offer.decline()
+
+
+async def _send_real_file(alice: XferClient, bob: XferClient, tmp_path: Path) -> None:
+    source = tmp_path / "real.bin"
+    data = os.urandom(200_000)
+    source.write_bytes(data)
+    into = tmp_path / "in"
+    into.mkdir()
+    sending = asyncio.ensure_future(
+        alice.plugin["xfer_transfer"].send_file(bob.boundjid.full, source)
+    )
+    plugin = bob.plugin["xfer_transfer"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    # Nobody answers until alice's offer was vetted (queued, or refused).
+    while not sending.done() and not any(o.trusted for o in plugin._queued()):
+        assert loop.time() < deadline, "alice's offer was never vetted"
+        await asyncio.sleep(0.05)
+    try:
+        got = await _receive_trusted(bob, into, 30)
+        result = await asyncio.wait_for(sending, 30)
+    finally:
+        sending.cancel()
+    assert result.size == len(data)
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("accept_untrusted", [False, True])
+async def test_untrusted_offers_cannot_fill_the_otr_offer_table(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    accept_untrusted: bool,
+) -> None:
+    """Eight throw-away accounts finish an AKE with bob and each send the
+    most offers one account may have waiting in OTR (8: 64 in all, the whole
+    table before the fix); a trusted offer from alice still goes through."""
+    alice = await transfer_client(prosody, "alice", "a", tmp_path / "alice-id")
+    bob = await transfer_client(
+        prosody, "bob", "b", tmp_path / "bob-id", accept_untrusted=accept_untrusted
+    )
+    clients += [alice, bob]
+    introduce(alice, bob)
+    junk = await _throwaways(prosody, tmp_path, 8, clients)
+    for c in junk:
+        otr = c.plugin["xfer_otr"]
+        _, session = await otr.secure(bob.boundjid.full, timeout=20)
+        for i in range(8):
+            otr.send_offer(session, _offer(i), fingerprint=session.their_fingerprint)
+    otr = bob.plugin["xfer_otr"]
+    await asyncio.sleep(0.5)  # let them arrive
+    kept = [o for o in otr._offers.values() if not o.trusted]
+    assert len(kept) == (otr.config["untrusted_offers"] if accept_untrusted else 0)
+    await _send_real_file(alice, bob, tmp_path)
+
+
+async def test_untrusted_senders_cannot_fill_the_offer_queue(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """bob takes files from untrusted peers too (accept_untrusted): eight
+    throw-away accounts offer two files each (16, the whole queue before
+    the fix) and nobody answers; alice's trusted offer still gets in."""
+    alice = await transfer_client(prosody, "alice", "a", tmp_path / "alice-id")
+    bob = await transfer_client(
+        prosody, "bob", "b", tmp_path / "bob-id", accept_untrusted=True
+    )
+    clients += [alice, bob]
+    introduce(alice, bob)
+    junk = await _throwaways(prosody, tmp_path, 8, clients)
+    for c in junk:
+        c.plugin["xfer_transfer"].config["accept_untrusted"] = True
+    path = tmp_path / "junk.bin"
+    path.write_bytes(os.urandom(1000))
+    offers = [
+        asyncio.ensure_future(
+            c.plugin["xfer_transfer"].send_file(bob.boundjid.full, path)
+        )
+        for c in junk
+        for _ in range(2)
+    ]
+    plugin = bob.plugin["xfer_transfer"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while sum(f.done() for f in offers) + plugin._offers.qsize() < len(offers):
+        assert loop.time() < deadline, "the junk offers were never answered"
+        await asyncio.sleep(0.1)
+    assert plugin._offers.qsize() == plugin.config["max_untrusted_offers"]
+    try:
+        await _send_real_file(alice, bob, tmp_path)
+    finally:
+        for f in offers:
+            f.cancel()
+        await asyncio.gather(*offers, return_exceptions=True)
+
+
+# -- the hostile server: forged AKEs under bob's full JID -------------------------
+
+NS_JINGLE = "urn:xmpp:jingle:1"
+NS_IBB = "http://jabber.org/protocol/ibb"
+SIGNATURE, DH_KEY = 0x12, 0x0A
+
+
+def otr_type(element: ET.Element) -> int | None:
+    """The message type of an encoded OTR body (None for anything else)."""
+    text = body(element) or ""
+    if not text.startswith("?OTR:"):
+        return None
+    raw = base64.b64decode(text[5:].rstrip(".")[:16] + "==")
+    return raw[2] if len(raw) > 2 else None
+
+
+class BackToBack:
+    """The forger's AKE messages are held and delivered right behind bob's
+    answers of the same type (D-H Key, then Signature): alice reads both in
+    one go, bob's first, as a server that times its forgeries would."""
+
+    def __init__(self, server: HostileServer, forger: ForgedOTRPeer, bob: str) -> None:
+        self.server = server
+        self.forger = forger
+        self.bob = bob
+        self.buffered: dict[int, list[ET.Element]] = {}
+        self.paired = 0
+        forger._flush = self._buffer  # type: ignore[method-assign]
+        self.rule = server.on_stanza(self._behind_bob, "to_client")
+
+    def _buffer(self) -> None:
+        for peer, text in self.forger.account.data_to_send():
+            element = chat_message(self.forger.impersonate, peer, text)
+            kind = otr_type(element)
+            if kind in (DH_KEY, SIGNATURE):
+                self.buffered.setdefault(kind, []).append(element)
+            else:
+                self.server.inject_to_client(element)
+
+    def _behind_bob(self, _d: str, element: ET.Element) -> list[ET.Element] | None:
+        if element.get("from") != self.bob:
+            return None
+        kind = otr_type(element)
+        if kind not in (DH_KEY, SIGNATURE) or not self.buffered.get(kind):
+            return None
+        self.paired += 1
+        return [element, *self.buffered.pop(kind)]
+
+
+async def _sent_and_received(
+    alice: XferClient, bob: XferClient, tmp_path: Path, size: int = 300_000
+) -> tuple[BaseException | None, Path | None]:
+    """alice sends a file to bob's full JID; bob accepts what is offered.
+    Returns alice's error (None: she reported success) and bob's file."""
+    source = tmp_path / f"secret-{size}.bin"
+    source.write_bytes(os.urandom(size))
+    into = tmp_path / "in"
+    into.mkdir(exist_ok=True)
+
+    async def receive() -> Path | None:
+        try:
+            offer = await bob.plugin["xfer_transfer"].next_offer(timeout=25)
+            return await offer.accept(into)
+        except XferError:
+            return None
+
+    receiving = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait_for(
+            alice.plugin["xfer_transfer"].send_file(bob.boundjid.full, source), 40
+        )
+        error: BaseException | None = None
+    except XferError as exc:
+        error = exc
+    got = await asyncio.wait_for(receiving, 40)
+    if got is not None:
+        assert got.read_bytes() == source.read_bytes()
+    if error is None:
+        assert got is not None, "alice reported success, bob has no file"
+    return error, got
+
+
+def _no_key_to_the_forger(alice: XferClient, forger: ForgedOTRPeer) -> None:
+    """The invariant: nothing alice encrypted with the transfer's key material
+    reached the forger's session."""
+    assert forger.offers() == []
+    assert forger.symmetric_keys() == []
+    for _, session in alice.plugin["xfer_otr"].account.secure_sessions():
+        if session.their_fingerprint == forger.fingerprint:
+            assert session.their_tag == forger.instance_tag
+
+
+@pytest.mark.parametrize("how", ["fresh", "forged-unavailable"])
+async def test_a_forged_ake_answer_back_to_back_gets_no_offer(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+    how: str,
+) -> None:
+    """alice's server answers her D-H Commit to bob a second time, as bob's
+    full JID with its own instance tag and key, each step delivered right
+    behind bob's. Before the fix the trust check saw bob's session and the
+    offer (and the file's key) went to the server's. With ``forged-unavailable``
+    the server first makes alice forget a working session with bob."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    if how == "forged-unavailable":
+        error, got = await _sent_and_received(alice, bob, tmp_path, 1000)
+        assert error is None
+        assert got is not None
+        hostile.inject_to_client(f"<presence type='unavailable' from='{bob_full}'/>")
+        await asyncio.sleep(0.3)
+        assert alice.plugin["xfer_otr"].account.sessions(bob_full) == []
+    forger = ForgedOTRPeer(hostile, bob_full, swallow=False)
+    timing = BackToBack(hostile, forger, bob_full)
+    error, got = await _sent_and_received(alice, bob, tmp_path)
+    _no_key_to_the_forger(alice, forger)
+    assert timing.paired >= 1  # the forged answer was delivered behind bob's
+    # The server may deny service (alice then names an untrusted key), but
+    # here bob's answer came first, and the transfer went through.
+    assert error is None, error
+    assert got is not None
+
+
+async def test_a_forged_restart_makes_alice_renew_with_bob_not_the_forger(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """The server drops alice's offer and answers it in bob's name with the
+    text that says bob restarted; alice must renew OTR (a new AKE: no stale
+    commit of hers left open for the server to answer) and offer again."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
+    first_ssid = alice.plugin["xfer_otr"].session(bob_full).ssid
+
+    def forge_restart(_d: str, element: ET.Element) -> list[ET.Element] | None:
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is None or jingle.get("action") != "session-initiate":
+            return None
+        rule.remove()
+        sid = jingle.get("sid")
+        ack = ET.fromstring(
+            f"<iq xmlns='jabber:client' type='result' id='{element.get('id')}' "
+            f"from='{bob_full}' to='{element.get('from') or alice.boundjid.full}'/>"
+        )
+        terminate = ET.fromstring(
+            f"<iq xmlns='jabber:client' type='set' id='forged1' from='{bob_full}' "
+            f"to='{alice.boundjid.full}'><jingle xmlns='{NS_JINGLE}' "
+            f"action='session-terminate' sid='{sid}'><reason><security-error/>"
+            f"<text>no matching offer inside OTR; {RESTARTED}</text></reason>"
+            "</jingle></iq>"
+        )
+        loop = asyncio.get_running_loop()
+        loop.call_soon(hostile.inject_to_client, ack)
+        loop.call_later(0.05, hostile.inject_to_client, terminate)
+        return []
+
+    rule = hostile.on_stanza(forge_restart, "to_server")
+    # It also answers alice's new AKE in bob's name, right behind bob.
+    forger = ForgedOTRPeer(hostile, bob_full, swallow=False)
+    BackToBack(hostile, forger, bob_full)
+    error, got = await _sent_and_received(alice, bob, tmp_path)
+    _no_key_to_the_forger(alice, forger)
+    assert error is None, error
+    assert got is not None
+    assert alice.plugin["xfer_otr"].session(bob_full).ssid != first_ssid
+
+
+# -- the hostile server: the receiver's verdict ------------------------------------
+
+
+async def test_a_forged_success_is_not_believed(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """Over IBB the server alters one data block: bob refuses the file. The
+    server drops bob's refusal (Jingle, and everything bob says in OTR) and
+    tells alice ``success`` in bob's name after her last byte. Before the
+    fix alice reported the file delivered."""
+    config = forcing("ibb")
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id", **config)
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", **config)
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
+    state: dict[str, str] = {}
+
+    def corrupt(_d: str, element: ET.Element) -> list[ET.Element] | None:
+        data = element.find(f"{{{NS_IBB}}}data")
+        if data is None or state.get("corrupted") or not data.text:
+            return None
+        state["corrupted"] = "yes"
+        raw = bytearray(base64.b64decode(data.text))
+        raw[len(raw) // 2] ^= 0x40
+        data.text = base64.b64encode(bytes(raw)).decode()
+        return [element]
+
+    def silence_bob(_d: str, element: ET.Element) -> list[ET.Element] | None:
+        if element.get("from") != bob_full:
+            return None
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if (body(element) or "").startswith("?OTR") and "corrupted" in state:
+            return []  # bob's verdict (and whatever else bob says in OTR)
+        if jingle is not None and jingle.get("action") == "session-terminate":
+            sid = jingle.get("sid")
+            forged = ET.fromstring(
+                f"<iq xmlns='jabber:client' type='set' id='forged2' "
+                f"from='{bob_full}' to='{alice.boundjid.full}'>"
+                f"<jingle xmlns='{NS_JINGLE}' action='session-terminate' "
+                f"sid='{sid}'><reason><success/></reason></jingle></iq>"
+            )
+            return [forged]
+        return None
+
+    hostile.on_stanza(corrupt, "to_server")
+    hostile.on_stanza(silence_bob, "to_client")
+    alice.plugin["xfer_transfer"].config["resume_attempts"] = 0
+    error, got = await _sent_and_received(alice, bob, tmp_path, 200_000)
+    assert state.get("corrupted")
+    assert got is None  # bob stored nothing
+    assert isinstance(error, RemoteProtocolError), error
+    assert "not believed" in str(error)
+
+
+async def test_a_verdict_from_another_key_is_ignored(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """The server holds an OTR session with alice in bob's name (its own key,
+    another instance tag) and, seeing the transfer id in Jingle, sends her a
+    verdict that refuses the file, and one that claims it stored. Neither
+    counts: the transfer to the real bob goes through."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
+    forger = ForgedOTRPeer(hostile, bob_full, swallow=False)
+    forger.start_ake()
+    await forger.secure()
+
+    def forge_verdicts(_d: str, element: ET.Element) -> None:
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is None or jingle.get("action") != "session-accept":
+            return None
+        tid = jingle.find(f".//{{{NS_ENCRYPTED}}}encrypted")
+        assert tid is not None
+        transfer_id = bytes.fromhex(tid.get("transfer-id") or "")
+        for stored in (False, True):
+            verdict = TransferVerdict(
+                transfer_id=transfer_id,
+                stored=stored,
+                reason="" if stored else "the data did not verify",
+            )
+            forger.send_symmetric_key(XFER_USE, verdict.encode())
+        return None
+
+    hostile.on_stanza(forge_verdicts, "to_client")
+    error, got = await _sent_and_received(alice, bob, tmp_path)
+    assert error is None, error
+    assert got is not None
+    assert forger.offers() == []
+
+
+# -- replay and reflection ---------------------------------------------------------
+
+
+def _offer_message(server: HostileServer, bob_full: str) -> ET.Element:
+    """The last OTR data message alice sent bob before her session-initiate:
+    the one with the TLV 8 offer."""
+    last = None
+    for record in server.seen("to_server"):
+        element = record.element
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is not None and jingle.get("action") == "session-initiate":
+            assert last is not None
+            return last
+        if element.get("to") == bob_full and otr_type(element) == 0x03:
+            last = element
+    raise AssertionError("no offer seen")
+
+
+def _initiate(server: HostileServer) -> ET.Element:
+    for record in server.seen("to_server"):
+        jingle = record.element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is not None and jingle.get("action") == "session-initiate":
+            return record.element
+    raise AssertionError("no session-initiate seen")
+
+
+async def test_a_replayed_offer_is_refused(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """After a transfer, the server sends bob alice's OTR offer message and
+    her session-initiate again (a new sid): OTR's counters refuse the old
+    message, the transfer id was claimed once, and bob is offered nothing."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
+    introduce(alice, bob)
+    error, got = await _sent_and_received(alice, bob, tmp_path, 5000)
+    assert error is None
+    assert got is not None
+    bob_full = bob.boundjid.full
+    offer = copy.deepcopy(_offer_message(hostile, bob_full))
+    initiate = copy.deepcopy(_initiate(hostile))
+    initiate.set("id", "replayed1")
+    jingle = initiate.find(f"{{{NS_JINGLE}}}jingle")
+    assert jingle is not None
+    jingle.set("sid", "replayed-sid")
+    for element in (offer, initiate):
+        element.attrib.pop("from", None)
+        hostile.inject_to_server(element)
+    refused = await hostile.wait_for(
+        lambda e: (
+            e.get("from") == bob_full
+            and (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
+            and j.get("sid") == "replayed-sid"
+            and j.get("action") == "session-terminate"
+        ),
+        "to_client",
+        timeout=10,
+    )
+    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+    with pytest.raises(TransferTimeout):
+        await bob.plugin["xfer_transfer"].next_offer(timeout=1)
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [got.name]
+
+
+async def test_an_offer_reflected_to_its_sender_is_refused(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """The server returns alice's own OTR offer and session-initiate to her,
+    as if bob had sent them: OTR's keys are one-way, so alice cannot read
+    her own offer, refuses the session, and is offered nothing."""
+    alice = await through(
+        hostile, prosody, clients, tmp_path / "alice-id", otr_offer_wait=2.0
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    error, _ = await _sent_and_received(alice, bob, tmp_path, 5000)
+    assert error is None
+    bob_full = bob.boundjid.full
+    for element in (
+        copy.deepcopy(_offer_message(hostile, bob_full)),
+        copy.deepcopy(_initiate(hostile)),
+    ):
+        element.set("from", bob_full)
+        element.set("to", alice.boundjid.full)
+        hostile.inject_to_client(element)
+    refused = await hostile.wait_for(
+        lambda e: (
+            (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
+            and j.get("action") == "session-terminate"
+        ),
+        "to_server",
+        timeout=10,
+    )
+    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+    with pytest.raises(TransferTimeout):
+        await alice.plugin["xfer_transfer"].next_offer(timeout=1)
