@@ -15,12 +15,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.integration.conftest import bob_direct, introduce, through, transfer_client
 from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
 from xfer.jingle.wire import NS_ENCRYPTED
 from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict
-from xfer.testing.hostile import ForgedOTRPeer, HostileServer, body, chat_message
+from xfer.testing.hostile import (
+    ForgedOTRPeer,
+    HostileServer,
+    body,
+    chat_message,
+    serialize,
+)
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
 from xfer.xmpp.client import XferClient
@@ -109,6 +117,7 @@ async def test_untrusted_offers_cannot_fill_the_otr_offer_table(
         prosody, "bob", "b", tmp_path / "bob-id", accept_untrusted=accept_untrusted
     )
     clients += [alice, bob]
+    assert bob.plugin["xfer_transfer"].identity is not None
     introduce(alice, bob)
     junk = await _throwaways(prosody, tmp_path, 8, clients)
     for c in junk:
@@ -540,3 +549,120 @@ async def test_an_offer_reflected_to_its_sender_is_refused(
     assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
     with pytest.raises(TransferTimeout):
         await alice.plugin["xfer_transfer"].next_offer(timeout=1)
+
+
+# -- strangers' sessions ------------------------------------------------------------
+
+
+def _initiate_to(
+    template: ET.Element, sender: str, recipient: str, sid: str
+) -> ET.Element:
+    """A copy of a recorded session-initiate, from ``sender`` to ``recipient``."""
+    forged = copy.deepcopy(template)
+    forged.set("from", sender)
+    forged.set("to", recipient)
+    forged.set("id", f"forged-{sid}")
+    jingle = forged.find(f"{{{NS_JINGLE}}}jingle")
+    assert jingle is not None
+    jingle.set("sid", sid)
+    jingle.set("initiator", sender)
+    return forged
+
+
+async def test_a_strangers_offer_learns_nothing_of_our_presence(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """A session-initiate from someone alice never dealt with is refused
+    without telling them that she is online (no directed presence): before
+    the fix, any JID that sent one got alice's presence at once."""
+    alice = await through(
+        hostile, prosody, clients, tmp_path / "alice-id", otr_offer_wait=1.0
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    # A real offer from alice gives a well-formed session-initiate to copy.
+    error, _ = await _sent_and_received(alice, bob, tmp_path, 1000)
+    assert error is None
+    stranger = f"mallory@{prosody.domain}/x"
+    hostile.inject_to_client(
+        _initiate_to(_initiate(hostile), stranger, alice.boundjid.full, "stranger1")
+    )
+    refused = await hostile.wait_for(
+        lambda e: (
+            e.get("to") == stranger
+            and (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
+            and j.get("action") == "session-terminate"
+        ),
+        "to_server",
+        timeout=10,
+    )
+    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+    presences = [
+        r.element
+        for r in hostile.seen("to_server")
+        if r.element.tag == "{jabber:client}presence"
+        and (r.element.get("to") or "").startswith("mallory@")
+    ]
+    assert presences == []
+
+
+async def test_a_session_naming_another_peers_offer_is_refused(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """While alice's offer to bob waits in bob's OTR table (the server holds
+    her session-initiate back), carol sends bob a session-initiate naming
+    that offer's transfer id. bob refuses it (an offer is claimed only by
+    the full JID that sent it in OTR); alice's own session then goes through."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
+    carol = await transfer_client(prosody, "carol", "c", tmp_path / "carol-id")
+    clients.append(carol)
+    introduce(alice, bob)
+    introduce(carol, bob)
+    held = hostile.hold(
+        lambda e: (
+            (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
+            and j.get("action") == "session-initiate"
+        ),
+        "to_server",
+    )
+    result = asyncio.ensure_future(_sent_and_received(alice, bob, tmp_path, 20_000))
+    await held.wait(1)
+    template = held.held[0]
+    stolen = _initiate_to(template, carol.boundjid.full, bob.boundjid.full, "stolen")
+    stolen.attrib.pop("from")
+    carol_refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_terminate(iq: object) -> None:
+        el = iq.xml  # type: ignore[attr-defined]
+        jingle = el.find(f"{{{NS_JINGLE}}}jingle")
+        if (
+            jingle is not None
+            and jingle.get("sid") == "stolen"
+            and jingle.get("action") == "session-terminate"
+            and not carol_refused.done()
+        ):
+            reason = jingle.find(f"{{{NS_JINGLE}}}reason")
+            assert reason is not None
+            carol_refused.set_result(ET.tostring(reason, encoding="unicode"))
+
+    carol.register_handler(
+        Callback(
+            "stolen-terminate",
+            MatchXPath(f"{{jabber:client}}iq/{{{NS_JINGLE}}}jingle"),
+            on_terminate,
+        )
+    )
+    carol.send_raw(serialize(stolen).decode())
+    reason = await asyncio.wait_for(carol_refused, 15)
+    assert "security-error" in reason
+    held.release()
+    error, got = await result
+    assert error is None, error
+    assert got is not None

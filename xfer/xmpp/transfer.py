@@ -373,12 +373,12 @@ class XferTransfer(BasePlugin):
                 trust_store=store.trust_store(),
             )
             self.otr.config["on_trust_change"] = store.save_trust_store
+        else:
+            self.identity = None
         if self.config["accept_untrusted"] is False:
             # Offers from untrusted fingerprints would only be refused: do
             # not keep them at all.
             self.otr.config["untrusted_offers"] = 0
-        else:
-            self.identity = None
         self.jingle.on_initiate = self._on_initiate
         disco = self.xmpp.plugin["xep_0030"]
         for feature in FEATURES:
