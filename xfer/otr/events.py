@@ -15,6 +15,7 @@ __all__ = [
     "SMPAborted",
     "SMPAsked",
     "SMPFailed",
+    "SMPPending",
     "SMPSucceeded",
     "SymmetricKeyReceived",
 ]
@@ -82,6 +83,18 @@ class SymmetricKeyReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SMPPending:
+    """An SMP step waits to be computed (``Policy.defer_smp``).
+
+    Its exponentiations take far too long for an event loop: take the job
+    with ``Session.smp_next()``, run it anywhere with
+    :func:`xfer.otr.smp.run_smp_job`, and hand the result to
+    ``Session.smp_finish()`` on the session's own thread (or do all three
+    inline with ``Session.smp_run()``). The SMP events come from there.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SMPAsked:
     """The peer started SMP; answer with ``Session.smp_answer(secret)``."""
 
@@ -115,6 +128,7 @@ Event = (
     | QueryReceived
     | OTRErrorReceived
     | SymmetricKeyReceived
+    | SMPPending
     | SMPAsked
     | SMPSucceeded
     | SMPFailed

@@ -31,6 +31,21 @@ message whose counter does not increase is a replay and is rejected.
 Receiving MAC keys of forgotten pairs are revealed in a later message, as
 the spec asks (deniability).
 
+SMP off the caller's thread (``Policy.defer_smp``): one SMP step costs up to
+about two dozen 1536-bit exponentiations, a quarter of a second, which an
+event loop cannot afford for every message any peer sends. With the policy,
+an SMP TLV (and ``smp_start``/``smp_answer``) only queues the step and
+``receive`` reports :class:`~xfer.otr.events.SMPPending`; the caller takes
+the job (``smp_next``), computes it where it likes with the pure
+:func:`~xfer.otr.smp.run_smp_job`, and applies the result here
+(``smp_finish``), which sends the reply and returns the SMP events, exactly
+those an inline step returns. Without the policy the step runs inline, as
+``smp_run`` does. Keys, counters and the outbox are only ever touched by the
+session's own calls. At most :data:`SMP_QUEUE_LIMIT` steps are in flight or
+waiting; one more is out of order (SMP runs one exchange at a time) and
+aborts the exchange. An abort, the end of the conversation or a new AKE
+makes the step in flight stale: ``smp_finish`` then ignores its result.
+
 Hostile input never changes an established session: a message that fails to
 parse or verify raises :class:`~xfer.errors.RemoteProtocolError` (after
 queueing the error reply the spec asks for, if any) and leaves every key and
@@ -39,6 +54,7 @@ counter as it was.
 
 from __future__ import annotations
 
+import collections
 import enum
 import hmac
 import os
@@ -84,8 +100,13 @@ from xfer.otr.smp import (
     TLV_SMP3,
     TLV_SMP4,
     TLV_SMP_ABORT,
+    SMPDone,
     SMPInput,
+    SMPJob,
     SMPOutcome,
+    SMPState,
+    check_question,
+    run_smp_job,
     smp_secret,
 )
 
@@ -93,6 +114,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
 __all__ = [
+    "SMP_QUEUE_LIMIT",
     "TLV_DISCONNECTED",
     "TLV_EXTRA_SYMMETRIC_KEY",
     "TLV_PADDING",
@@ -114,6 +136,11 @@ _SMP_INPUTS = {
     TLV_SMP4: SMPInput.RECV_4,
     TLV_SMP_ABORT: SMPInput.RECV_ABORT,
 }
+#: SMP steps a session holds at once, in flight and waiting: one being
+#: computed and one behind it (both users started at once; or the peer's
+#: step arrived while our own user's was computed). SMP runs one exchange at
+#: a time, so a step beyond these is out of order and aborts the exchange.
+SMP_QUEUE_LIMIT = 2
 _UNREADABLE = "You sent an encrypted message I cannot read"
 
 
@@ -133,11 +160,17 @@ class Policy:
             message or a whitespace tag).
         max_message_size: split longer outgoing messages into fragments
             (None: never; XMPP needs none, but some networks do).
+        defer_smp: do not compute SMP steps inside ``receive``,
+            ``smp_start`` or ``smp_answer``; report
+            :class:`~xfer.otr.events.SMPPending` and let the caller run them
+            (``smp_next``, ``run_smp_job``, ``smp_finish``). Set it whenever
+            the session is driven from an event loop.
     """
 
     require_encryption: bool = True
     answer_queries: bool = True
     max_message_size: int | None = None
+    defer_smp: bool = False
 
 
 def encode_tlvs(tlvs: Iterable[tuple[int, bytes]]) -> bytes:
@@ -286,6 +319,13 @@ class Session:
         self.ake = AKE(private_key, our_tag=our_tag, random=random)
         self.ake.their_tag = their_tag
         self.smp = SMP(random)
+        #: SMP steps waiting to be computed, oldest first.
+        self._smp_queue: collections.deque[tuple[SMPInput, object]] = (
+            collections.deque()
+        )
+        self._smp_tickets = 0
+        #: The ticket of the step being computed, if one is.
+        self._smp_in_flight: int | None = None
         self._keys: _Keys | None = None
         self._reassembler = Reassembler(budget=fragment_budget)
         self._outbox: list[str] = []
@@ -342,7 +382,7 @@ class Session:
     def _go_plaintext(self) -> None:
         self.state = MessageState.PLAINTEXT
         self._keys = None
-        self.smp = SMP(self._random)
+        self._smp_reset()
 
     # -- sending -------------------------------------------------------------
 
@@ -434,19 +474,114 @@ class Session:
         return self.private_key.public.fingerprint, self.their_fingerprint, self.ssid
 
     def smp_start(self, secret: bytes, question: str | None = None) -> None:
-        """Start SMP with ``secret`` (and a question for the peer's user)."""
+        """Start SMP with ``secret`` (and a question for the peer's user).
+
+        With ``Policy.defer_smp`` the step is only queued: run it with
+        ``smp_next``/``smp_finish`` (or ``smp_run``).
+
+        Raises:
+            LocalProtocolError: not ENCRYPTED; the question holds a NUL; an
+                SMP step is still being computed (wait for its events, or
+                ``smp_abort`` first).
+        """
         ours, theirs, ssid = self._smp_fingerprints()
+        check_question(question)
+        self._smp_check_idle()
         x = smp_secret(ours, theirs, ssid, secret)
-        self._smp_send(self.smp.handle(SMPInput.START, (x, question)))
+        self._smp_enqueue(SMPInput.START, (x, question))
 
     def smp_answer(self, secret: bytes) -> None:
-        """Answer the peer's SMP (after :class:`~xfer.otr.events.SMPAsked`)."""
-        ours, theirs, ssid = self._smp_fingerprints()
-        x = smp_secret(theirs, ours, ssid, secret)
-        self._smp_send(self.smp.handle(SMPInput.SECRET, x))
+        """Answer the peer's SMP (after :class:`~xfer.otr.events.SMPAsked`).
 
-    def smp_abort(self) -> None:
-        self._smp_send(self.smp.handle(SMPInput.ABORT))
+        Raises:
+            LocalProtocolError: not ENCRYPTED; no question waits for an
+                answer; an SMP step is still being computed.
+        """
+        ours, theirs, ssid = self._smp_fingerprints()
+        self._smp_check_idle()
+        if self.smp.state is not SMPState.AWAITING_SECRET:
+            msg = f"no SMP secret is expected in state {self.smp.state.value}"
+            raise LocalProtocolError(msg)
+        x = smp_secret(theirs, ours, ssid, secret)
+        self._smp_enqueue(SMPInput.SECRET, x)
+
+    def smp_abort(self) -> list[ev.Event]:
+        """Give up the exchange: tell the peer (TLV 6); drop any step queued
+        or being computed (its result will be ignored)."""
+        self._smp_drop_work()
+        return self._smp_send(self.smp.handle(SMPInput.ABORT))
+
+    @property
+    def smp_busy(self) -> bool:
+        """Whether an SMP step is being computed or waits to be."""
+        return self._smp_in_flight is not None or bool(self._smp_queue)
+
+    def smp_next(self) -> SMPJob | None:
+        """Take the next SMP step to compute, or None (none waits, or one is
+        already being computed: steps run one at a time, in order).
+
+        The job holds a copy of the SMP machine; compute it with
+        :func:`~xfer.otr.smp.run_smp_job` on any thread or process and give
+        the result to :meth:`smp_finish`.
+        """
+        if self._smp_in_flight is not None or not self._smp_queue:
+            return None
+        kind, value = self._smp_queue.popleft()
+        self._smp_tickets += 1
+        self._smp_in_flight = self._smp_tickets
+        return SMPJob(
+            ticket=self._smp_tickets, machine=self.smp.copy(), kind=kind, value=value
+        )
+
+    def smp_finish(self, done: SMPDone) -> list[ev.Event]:
+        """Apply a computed step: send its reply, return its SMP events (plus
+        :class:`~xfer.otr.events.SMPPending` if another step waits).
+
+        A result that is not for the step in flight (it was aborted, or the
+        conversation ended or was re-keyed meanwhile) is ignored: ``[]``.
+        """
+        if self._smp_in_flight is None or done.ticket != self._smp_in_flight:
+            return []
+        self._smp_in_flight = None
+        self.smp = done.machine
+        events = self._smp_send(done.outcome)
+        if self._smp_queue:
+            events.append(ev.SMPPending())
+        return events
+
+    def smp_run(self) -> list[ev.Event]:
+        """Compute every waiting SMP step here and now; return their events."""
+        events: list[ev.Event] = []
+        while (job := self.smp_next()) is not None:
+            done = self.smp_finish(run_smp_job(job))
+            events.extend(e for e in done if not isinstance(e, ev.SMPPending))
+        return events
+
+    def _smp_check_idle(self) -> None:
+        if self.smp_busy:
+            raise LocalProtocolError("an SMP step is still being computed")
+
+    def _smp_enqueue(self, kind: SMPInput, value: object) -> list[ev.Event]:
+        held = len(self._smp_queue) + (self._smp_in_flight is not None)
+        if held >= SMP_QUEUE_LIMIT:
+            # More steps than one exchange has room for: out of order.
+            self._smp_drop_work()
+            return self._smp_send(self.smp.handle(SMPInput.ABORT))
+        self._smp_queue.append((kind, value))
+        if not self.policy.defer_smp:
+            return self.smp_run()
+        return [ev.SMPPending()]
+
+    def _smp_drop_work(self) -> bool:
+        """Forget queued steps and the one in flight; whether there were any."""
+        had = self.smp_busy
+        self._smp_queue.clear()
+        self._smp_in_flight = None
+        return had
+
+    def _smp_reset(self) -> None:
+        self._smp_drop_work()
+        self.smp = SMP(self._random)
 
     def _smp_send(self, outcome: SMPOutcome) -> list[ev.Event]:
         if outcome.tlvs and self.state is MessageState.ENCRYPTED:
@@ -554,7 +689,7 @@ class Session:
         refreshed = self.state is MessageState.ENCRYPTED
         self._keys = _Keys(result, self._random)
         self.state = MessageState.ENCRYPTED
-        self.smp = SMP(self._random)
+        self._smp_reset()
         self.their_public_key = result.their_public_key
         self.their_fingerprint = result.their_public_key.fingerprint
         self.ssid = result.ssid
@@ -623,7 +758,7 @@ class Session:
         if kind == TLV_DISCONNECTED:
             self._keys = None
             self.state = MessageState.FINISHED
-            self.smp = SMP(self._random)
+            self._smp_reset()
             return [ev.GoneInsecure()]
         if kind == TLV_EXTRA_SYMMETRIC_KEY:
             if len(value) < 4:
@@ -638,9 +773,10 @@ class Session:
         smp_input = _SMP_INPUTS.get(kind)
         if smp_input is None:
             return []  # padding and unknown TLVs are ignored, as the spec says
+        if smp_input is SMPInput.RECV_ABORT:
+            # Costs nothing, and supersedes whatever was queued or computed.
+            dropped = self._smp_drop_work()
+            events = self._smp_send(self.smp.handle(SMPInput.RECV_ABORT))
+            return events or ([ev.SMPAborted()] if dropped else [])
         arg: object = (kind, value) if smp_input is SMPInput.RECV_1 else value
-        try:
-            outcome = self.smp.handle(smp_input, arg)
-        except RemoteProtocolError:
-            outcome = self.smp.handle(SMPInput.ABORT)
-        return self._smp_send(outcome)
+        return self._smp_enqueue(smp_input, arg)

@@ -14,11 +14,25 @@ Messages travel as TLVs 2 to 7 (:data:`TLV_SMP1` ...). The machine is data:
 :data:`TRANSITIONS` covers every (state, input) pair. A message that arrives
 out of order aborts the exchange (we send TLV 6) as the spec says; a proof
 that fails ends it as a failure ("cheated").
+
+Off the caller's thread
+-----------------------
+One step costs up to about two dozen 1536-bit exponentiations (a quarter of
+a second in CPython), too long for an event loop. So a step can also be run
+as a job: :class:`SMPJob` holds a copy of the machine (its state, values and
+random source: plain data, picklable when the random source is, such as
+``os.urandom``) and the input; :func:`run_smp_job` computes it anywhere (a
+worker process or thread) and touches nothing else; the result,
+:class:`SMPDone`, holds the next machine and the outcome, which the session
+applies on its own thread (``Session.smp_finish``). The ``ticket`` lets the
+session refuse a result that an abort, a re-key or the end of the
+conversation made stale.
 """
 
 from __future__ import annotations
 
 import enum
+from copy import copy as _shallow_copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,9 +52,13 @@ __all__ = [
     "TLV_SMP4",
     "TLV_SMP_ABORT",
     "TRANSITIONS",
+    "SMPDone",
     "SMPInput",
+    "SMPJob",
     "SMPOutcome",
     "SMPState",
+    "check_question",
+    "run_smp_job",
     "smp_secret",
 ]
 
@@ -83,6 +101,12 @@ class SMPOutcome:
     #: "cheated" (a proof did not verify), "aborted", or None.
     event: str | None = None
     question: str | None = None
+
+
+def check_question(question: str | None) -> None:
+    """Raises LocalProtocolError if ``question`` cannot travel in TLV 7."""
+    if question is not None and "\x00" in question:
+        raise LocalProtocolError("an SMP question cannot contain NUL")
 
 
 def smp_secret(
@@ -171,6 +195,28 @@ class SMP:
         """
         return TRANSITIONS[self.state, kind](self, value)
 
+    def copy(self) -> SMP:
+        """An independent machine in the same state (values are ints)."""
+        twin = _shallow_copy(self)
+        twin._v = dict(self._v)
+        return twin
+
+    def step(self, kind: SMPInput, value: object = None) -> tuple[SMP, SMPOutcome]:
+        """The pure form of :meth:`handle`: the next machine and the outcome.
+
+        ``self`` is left as it was. A peer's value that does not even parse
+        ends the exchange (as an abort, TLV 6 to the peer).
+
+        Raises:
+            LocalProtocolError: as :meth:`handle` (our own user's misuse).
+        """
+        after = self.copy()
+        try:
+            return after, after.handle(kind, value)
+        except RemoteProtocolError:
+            after = self.copy()
+            return after, after.handle(SMPInput.ABORT)
+
     def _rand(self) -> int:
         return int.from_bytes(self._random(_EXPONENT_BYTES), "big")
 
@@ -213,9 +259,8 @@ class SMP:
         self.state = SMPState.EXPECT2
         if question is None:
             return SMPOutcome(tlvs=((TLV_SMP1, payload),))
+        check_question(question)
         q = question.encode("utf-8")
-        if b"\x00" in q:
-            raise LocalProtocolError("an SMP question cannot contain NUL")
         return SMPOutcome(tlvs=((TLV_SMP1Q, q + b"\x00" + payload),))
 
     def _receive_1(self, value: object) -> SMPOutcome:
@@ -345,6 +390,39 @@ class SMP:
         matched = rab == v["pab"]
         self._reset()
         return SMPOutcome(event="succeeded" if matched else "failed")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPJob:
+    """One SMP step to compute, away from the session that asked for it.
+
+    ``machine`` is the session's machine as it was when the job was taken (a
+    copy: the worker owns it); ``ticket`` names the job to its session.
+    """
+
+    ticket: int
+    machine: SMP
+    kind: SMPInput
+    value: object = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SMPDone:
+    """The result of :func:`run_smp_job`, for ``Session.smp_finish``."""
+
+    ticket: int
+    machine: SMP
+    outcome: SMPOutcome
+
+
+def run_smp_job(job: SMPJob) -> SMPDone:
+    """Compute one step (all its exponentiations); a pure function of the job.
+
+    A module-level function, so that a process pool can run it: the job and
+    its result pickle (ints, bytes, enums; the random source by reference).
+    """
+    machine, outcome = job.machine.step(job.kind, job.value)
+    return SMPDone(ticket=job.ticket, machine=machine, outcome=outcome)
 
 
 _S, _I = SMPState, SMPInput
