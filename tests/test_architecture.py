@@ -13,7 +13,16 @@ import xfer
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "xfer"
 #: The sans-I/O cores. Packages not written yet are checked once they exist.
-CORES = ["envelope", "otr", "jingle", "framing", "errors.py", "_buffer.py", "names.py"]
+CORES = [
+    "envelope",
+    "otr",
+    "jingle",
+    "framing",
+    "errors.py",
+    "_buffer.py",
+    "names.py",
+    "display.py",
+]
 FORBIDDEN_IN_CORES = {
     "asyncio",
     "aiofiles",

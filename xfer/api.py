@@ -98,10 +98,12 @@ class Client:
         return await self._otr.verify(full, secret.encode(), question=question)
 
     async def next_verification(
-        self, timeout: float | None = None
+        self, timeout: float | None = None, *, peer: str | None = None
     ) -> tuple[str, str | None]:
-        """The next SMP verification a peer started: (its JID, its question)."""
-        return await self._otr.next_question(timeout)
+        """The next SMP verification a peer started: (its JID, its question);
+        with ``peer`` (a bare or full JID), only one from that peer (others
+        stay queued)."""
+        return await self._otr.next_question(timeout, peer=peer)
 
     async def answer_verification(self, peer: str, secret: str) -> bool:
         """Answer a peer's verification: True (and its fingerprint trusted) if

@@ -37,7 +37,6 @@ from xfer.otr.trust import bare_jid, format_fingerprint, parse_fingerprint
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterator
 
-    from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.transfer import IncomingOffer
 
 quiet_option = click.option(
@@ -310,13 +309,8 @@ async def _next_question(
     client: xfer.Client, peer: str, timeout: float
 ) -> tuple[str, str | None]:
     """The next verification ``peer`` (a full JID) started: (its full JID,
-    its question). Questions from anyone else stay queued.
-
-    :meth:`xfer.Client.next_verification` takes no ``peer`` yet, so this asks
-    the OTR plugin under it (reachable as :attr:`xfer.Client.xmpp`).
-    """
-    otr: XferOTR = client.xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
-    return await otr.next_question(timeout, peer=peer)
+    its question). Questions from anyone else stay queued."""
+    return await client.next_verification(timeout, peer=peer)
 
 
 # -- send -----------------------------------------------------------------------
