@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal
+
+from xfer.testing._listener import LoopbackListener
 
 __all__ = ["DIRECTIONS", "Direction", "FaultProxy"]
 
@@ -36,7 +37,6 @@ __all__ = ["DIRECTIONS", "Direction", "FaultProxy"]
 Direction = Literal["up", "down", "both"]
 DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
 
-_LISTEN_HOST = "127.0.0.1"
 _CHUNK = 64 * 1024
 #: How long a cut waits for the bytes before the cut point to reach the kernel.
 _FLUSH_TIMEOUT = 2.0
@@ -93,7 +93,7 @@ class _Connection:
         return True
 
 
-class FaultProxy:
+class FaultProxy(LoopbackListener[_Connection]):
     """Relays TCP connections from 127.0.0.1 to a target, injecting faults.
 
     ``seed`` seeds the proxy's own :class:`random.Random`, used by
@@ -104,15 +104,10 @@ class FaultProxy:
     def __init__(
         self, target_host: str, target_port: int, *, seed: int | None = None
     ) -> None:
+        super().__init__()
         self._target_host = target_host
         self._target_port = target_port
         self._random = random.Random(seed)  # noqa: S311 - faults, not secrets
-        self._server: asyncio.Server | None = None
-        self._address: tuple[str, int] | None = None
-        self._closing = False
-        self._serials = itertools.count()
-        self._live: dict[int, _Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._rules: list[_Rule] = []
         self._refusing = False
         self._stalled = False
@@ -124,56 +119,12 @@ class FaultProxy:
 
     # -- life cycle ---------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on a port chosen by the OS."""
-        if self._server is not None:
-            raise RuntimeError("FaultProxy is already started")
-        self._closing = False
-        server = await asyncio.start_server(self._accept, _LISTEN_HOST, 0)
-        self._server = server
-        host, port = server.sockets[0].getsockname()[:2]
-        self._address = (str(host), int(port))
-
-    async def stop(self) -> None:
-        """Stop listening, abort every connection and wait for the relays.
-
-        Calling it again (or before :meth:`start`) does nothing.
-        """
-        self._closing = True
+    def _on_stop(self) -> None:
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for conn in list(self._live.values()):
-            conn.kill()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     # -- state --------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The listening address (after :meth:`start`)."""
-        return self._listening()[0]
-
-    @property
-    def port(self) -> int:
-        """The listening port (after :meth:`start`)."""
-        return self._listening()[1]
 
     @property
     def connections(self) -> int:
@@ -194,16 +145,6 @@ class FaultProxy:
     def stalled(self) -> bool:
         """Whether forwarding is held (see :meth:`stall`)."""
         return self._stalled
-
-    @property
-    def live(self) -> int:
-        """Connections currently open."""
-        return len(self._live)
-
-    def _listening(self) -> tuple[str, int]:
-        if self._address is None:
-            raise RuntimeError("FaultProxy is not started")
-        return self._address
 
     # -- faults -------------------------------------------------------------
 
@@ -282,23 +223,15 @@ class FaultProxy:
 
     # -- relaying -----------------------------------------------------------
 
-    def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        # A plain callback, not a coroutine: the relay runs in a task of our
-        # own, which stop() can cancel and await.
-        if self._closing:
-            writer.transport.abort()
-            return
+    def _admit(self) -> bool:
         self._connections += 1
-        if self._refusing:
-            writer.transport.abort()
-            return
-        conn = _Connection(next(self._serials), writer)
-        self._live[conn.serial] = conn
-        task = asyncio.get_running_loop().create_task(self._serve(conn, reader))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return not self._refusing
+
+    def _connection(self, serial: int, writer: asyncio.StreamWriter) -> _Connection:
+        return _Connection(serial, writer)
+
+    def _abort(self, conn: _Connection) -> None:
+        conn.kill()
 
     async def _serve(self, conn: _Connection, client: asyncio.StreamReader) -> None:
         try:

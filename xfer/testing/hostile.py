@@ -55,7 +55,7 @@ import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeAlias, TypeVar
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
@@ -65,6 +65,7 @@ from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.offer import XFER_USE, TransferOffer
 from xfer.otr.session import Policy
+from xfer.testing._listener import LoopbackListener
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -115,7 +116,6 @@ NS_OTR = "urn:xmpp:otr:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
 
-_LISTEN_HOST = "127.0.0.1"
 _CHUNK = 64 * 1024
 _WHITESPACE = b" \t\r\n"
 #: How long a closing connection may take to flush before it is aborted.
@@ -652,7 +652,7 @@ class Hold(Rule):
         return dropped
 
 
-class HostileServer:
+class HostileServer(LoopbackListener[_Connection]):
     """A stanza-level man in the middle between clients and an XMPP server.
 
     Each client connection to :attr:`host`:\\ :attr:`port` gets its own
@@ -669,14 +669,9 @@ class HostileServer:
     def __init__(
         self, upstream_host: str, upstream_port: int, *, strip_sm: bool = True
     ) -> None:
+        super().__init__()
         self._upstream = (upstream_host, upstream_port)
         self.strip_sm = strip_sm
-        self._server: asyncio.Server | None = None
-        self._address: tuple[str, int] | None = None
-        self._closing = False
-        self._serials = itertools.count()
-        self._live: dict[int, _Connection] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._rules: list[Rule] = []
         self._seen: list[StanzaRecord] = []
         self._delivered: list[StanzaRecord] = []
@@ -690,64 +685,16 @@ class HostileServer:
 
     # -- life cycle ---------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen on 127.0.0.1, on a port chosen by the OS."""
-        if self._server is not None:
-            raise RuntimeError("HostileServer is already started")
-        self._closing = False
-        server = await asyncio.start_server(self._accept, _LISTEN_HOST, 0)
-        self._server = server
-        host, port = server.sockets[0].getsockname()[:2]
-        self._address = (str(host), int(port))
+    def _connection(self, serial: int, writer: asyncio.StreamWriter) -> _Connection:
+        return _Connection(serial, writer)
 
-    async def stop(self) -> None:
-        """Stop listening, abort every connection, wait for the relays.
+    def _abort(self, conn: _Connection) -> None:
+        conn.close(abort=True)
 
-        Calling it again (or before :meth:`start`) does nothing.
-        """
-        self._closing = True
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for conn in list(self._live.values()):
-            conn.close(abort=True)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    def _after_relays(self) -> None:
         for entry in self._waiters:
             if not entry.future.done():
                 entry.future.cancel()
-        if server is not None:
-            await server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def host(self) -> str:
-        """The listening address (after :meth:`start`)."""
-        return self._listening()[0]
-
-    @property
-    def port(self) -> int:
-        """The listening port (after :meth:`start`)."""
-        return self._listening()[1]
-
-    @property
-    def live(self) -> int:
-        """Client connections open now."""
-        return len(self._live)
-
-    def _listening(self) -> tuple[str, int]:
-        if self._address is None:
-            raise RuntimeError("HostileServer is not started")
-        return self._address
 
     def disconnect(self) -> int:
         """Abort every open connection (both sides); returns how many."""
@@ -936,20 +883,6 @@ class HostileServer:
         raise RuntimeError("no client is connected through the hostile server")
 
     # -- relaying -----------------------------------------------------------------
-
-    def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        # A plain callback, not a coroutine: the relay runs in a task of our
-        # own, which stop() can cancel and await.
-        if self._closing:
-            writer.transport.abort()
-            return
-        conn = _Connection(next(self._serials), writer)
-        self._live[conn.serial] = conn
-        task = asyncio.get_running_loop().create_task(self._serve(conn, reader))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, conn: _Connection, client: asyncio.StreamReader) -> None:
         try:
