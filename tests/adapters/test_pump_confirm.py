@@ -3,61 +3,18 @@ stream holds only the empty rest (header and final chunk)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.adapters.sealed_streams import MemoryStream, offer_for, sealed_rest
 from xfer.aio.pump import confirm_sealed
-from xfer.envelope import EnvelopeHeader, Sealer
+from xfer.envelope import EnvelopeHeader
 from xfer.errors import IntegrityError, StreamTruncated
 from xfer.otr.offer import TransferOffer
 
 KEY = os.urandom(32)
-
-
-class MemoryStream:
-    """A ByteStream over bytes already received, read in small pieces."""
-
-    def __init__(self, data: bytes, piece: int = 7) -> None:
-        self._data = data
-        self._piece = piece
-
-    async def read(self, max_bytes: int = 1 << 20) -> bytes:
-        n = min(max_bytes, self._piece)
-        out, self._data = self._data[:n], self._data[n:]
-        return out
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        raise AssertionError("the receiver writes nothing")
-
-    async def close(self) -> None:
-        pass
-
-    def abort(self, reason: str = "aborted") -> None:
-        pass
-
-
-def offer_for(content: bytes) -> TransferOffer:
-    return TransferOffer(
-        transfer_id=os.urandom(16),
-        salt=os.urandom(32),
-        suite=1,
-        chunk_size=4096,
-        size=len(content),
-        sha256=hashlib.sha256(content).digest(),
-        name="f.bin",
-        media_type="application/octet-stream",
-        mtime=0,
-    )
-
-
-def sealed_rest(offer: TransferOffer, key: bytes = KEY, rest: bytes = b"") -> bytes:
-    sealer = Sealer.announced(
-        key, salt=offer.salt, transfer_id=offer.transfer_id, chunk_size=4096
-    )
-    return sealer.update(rest) + sealer.finalize()
 
 
 def empty_size(offer: TransferOffer) -> int:
@@ -76,7 +33,7 @@ def stored(tmp_path: Path) -> tuple[Path, TransferOffer]:
 
 async def test_the_empty_rest_and_the_same_file_confirm(stored):
     path, offer = stored
-    stream = MemoryStream(sealed_rest(offer))
+    stream = MemoryStream(sealed_rest(offer, KEY))
     await confirm_sealed(stream, KEY, offer, path, sealed_size=empty_size(offer))
 
 
@@ -85,7 +42,7 @@ async def test_a_file_changed_since_does_not_confirm(stored):
     data = bytearray(path.read_bytes())
     data[5000] ^= 1
     path.write_bytes(data)
-    stream = MemoryStream(sealed_rest(offer))
+    stream = MemoryStream(sealed_rest(offer, KEY))
     with pytest.raises(IntegrityError):
         await confirm_sealed(stream, KEY, offer, path, sealed_size=empty_size(offer))
 
@@ -94,21 +51,21 @@ async def test_a_file_that_grew_does_not_confirm(stored):
     path, offer = stored
     with path.open("ab") as f:
         f.write(b"x")
-    stream = MemoryStream(sealed_rest(offer))
+    stream = MemoryStream(sealed_rest(offer, KEY))
     with pytest.raises(IntegrityError):
         await confirm_sealed(stream, KEY, offer, path, sealed_size=empty_size(offer))
 
 
 async def test_another_key_does_not_confirm(stored):
     path, offer = stored
-    stream = MemoryStream(sealed_rest(offer, key=os.urandom(32)))
+    stream = MemoryStream(sealed_rest(offer, os.urandom(32)))
     with pytest.raises(IntegrityError):
         await confirm_sealed(stream, KEY, offer, path, sealed_size=empty_size(offer))
 
 
 async def test_plaintext_past_the_end_does_not_confirm(stored):
     path, offer = stored
-    sealed = sealed_rest(offer, rest=b"more")
+    sealed = sealed_rest(offer, KEY, b"more")
     with pytest.raises(IntegrityError):
         await confirm_sealed(
             MemoryStream(sealed), KEY, offer, path, sealed_size=len(sealed)
@@ -121,6 +78,6 @@ async def test_plaintext_past_the_end_does_not_confirm(stored):
 
 async def test_a_cut_stream_is_a_break(stored):
     path, offer = stored
-    stream = MemoryStream(sealed_rest(offer)[:-1])
+    stream = MemoryStream(sealed_rest(offer, KEY)[:-1])
     with pytest.raises(StreamTruncated):
         await confirm_sealed(stream, KEY, offer, path, sealed_size=empty_size(offer))

@@ -10,7 +10,6 @@ sealed streams, opened by the real receive_sealed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.adapters.sealed_streams import MemoryStream, offer_for, sealed_rest
 from tests.adapters.test_partial_adoption import (
     CONTENT,
     OTHER_UID,
@@ -31,56 +31,9 @@ from tests.adapters.test_partial_adoption import (
 from xfer.aio import partial
 from xfer.aio.files import AtomicWriter
 from xfer.aio.pump import receive_sealed
-from xfer.envelope import Sealer
 from xfer.errors import IntegrityError
-from xfer.otr.offer import TransferOffer
 
 KEY = os.urandom(32)
-
-
-def offer_for(content: bytes) -> TransferOffer:
-    return TransferOffer(
-        transfer_id=os.urandom(16),
-        salt=os.urandom(32),
-        suite=1,
-        chunk_size=4096,
-        size=len(content),
-        sha256=hashlib.sha256(content).digest(),
-        name="f.bin",
-    )
-
-
-def sealed_rest(offer: TransferOffer, rest: bytes) -> bytes:
-    sealer = Sealer.announced(
-        KEY, salt=offer.salt, transfer_id=offer.transfer_id, chunk_size=4096
-    )
-    return sealer.update(rest) + sealer.finalize()
-
-
-class MemoryStream:
-    """A ByteStream over sealed bytes; ``on_read`` runs before the first read
-    (by then the receiver has opened the part file and hashed its prefix)."""
-
-    def __init__(self, data: bytes, on_read: Callable[[], None] | None = None):
-        self._data = data
-        self._on_read = on_read
-
-    async def read(self, max_bytes: int = 1 << 20) -> bytes:
-        if self._on_read is not None:
-            hook, self._on_read = self._on_read, None
-            hook()
-        n = min(max_bytes, 65536)
-        out, self._data = self._data[:n], self._data[n:]
-        return out
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        raise AssertionError("the receiver writes nothing")
-
-    async def close(self) -> None:
-        pass
-
-    def abort(self, reason: str = "aborted") -> None:
-        pass
 
 
 async def test_a_part_file_is_created_0600_whatever_the_umask(tmp_path: Path) -> None:
@@ -110,9 +63,11 @@ async def receive(
 ) -> None:
     offer = offer_for(CONTENT)
     start = p.state.verified
-    sealed = sealed_rest(offer, CONTENT[start:])
+    sealed = sealed_rest(offer, KEY, CONTENT[start:])
+    # on_read runs once the receiver has opened the part file and hashed
+    # its prefix.
     await receive_sealed(
-        MemoryStream(sealed, on_read),
+        MemoryStream(sealed, 65536, on_read),
         KEY,
         offer,
         dest,
