@@ -14,6 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,14 +27,18 @@ PREFIX = 120_000
 OTHER_UID = 65534  # nobody
 
 
+def _receipt(content: bytes) -> dict[str, Any]:
+    """Whose receipt of what: the keys of a partial receipt."""
+    return {
+        "peer": PEER,
+        "fingerprint": FP,
+        "sha256": hashlib.sha256(content).digest(),
+        "size": len(content),
+    }
+
+
 def record(dest: Path, content: bytes = CONTENT) -> partial.Partial:
-    return partial.new_partial(
-        dest,
-        peer=PEER,
-        fingerprint=FP,
-        sha256=hashlib.sha256(content).digest(),
-        size=len(content),
-    )
+    return partial.new_partial(dest, **_receipt(content))
 
 
 def private_file(path: Path, data: bytes) -> None:
@@ -53,13 +58,7 @@ def kept(dest: Path, prefix: bytes = CONTENT[:PREFIX]) -> partial.Partial:
 
 
 def lookup(directory: Path, content: bytes = CONTENT) -> partial.Partial | None:
-    return partial.find(
-        directory,
-        peer=PEER,
-        fingerprint=FP,
-        sha256=hashlib.sha256(content).digest(),
-        size=len(content),
-    )
+    return partial.find(directory, **_receipt(content))
 
 
 @pytest.fixture
