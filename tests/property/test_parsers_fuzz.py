@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import make_offer
 from xfer.envelope import HEADER_SIZE, EnvelopeHeader, Opener, Sealer
 from xfer.errors import XferError
 from xfer.framing.ibb import IBBReceiver
@@ -79,15 +80,7 @@ def test_sealed_stream_in_pieces(data: bytes, step: int) -> None:
     typed("sealed stream", run)
 
 
-OFFER = TransferOffer(
-    transfer_id=bytes(16),
-    salt=bytes(32),
-    suite=1,
-    chunk_size=65536,
-    size=123,
-    sha256=bytes(32),
-    name="report.pdf",
-).encode()
+OFFER = make_offer(zeroed=True, size=123, name="report.pdf").encode()
 
 
 @given(mutated(OFFER))

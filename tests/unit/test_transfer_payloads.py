@@ -6,21 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.helpers import make_offer
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.otr.offer import TransferOffer, TransferVerdict, decode_payload
 
 
 def offer(media_type: str) -> TransferOffer:
-    return TransferOffer(
-        transfer_id=bytes(16),
-        salt=bytes(32),
-        suite=1,
-        chunk_size=65536,
-        size=1,
-        sha256=bytes(32),
-        name="a",
-        media_type=media_type,
-    )
+    return make_offer(zeroed=True, media_type=media_type)
 
 
 @pytest.mark.parametrize(
