@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from xfer_cli.commands import net
 from xfer_cli.main import EXIT_REFUSED, EXIT_VERIFY, cli, describe, say_error
 from xfer_cli.output import Output
@@ -41,15 +41,6 @@ def _raw(text: str) -> list[str]:
         for ch in line
         if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs")
     ]
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("XFER_JID", "XFER_PASSWORD", "XFER_HOST", "XFER_PORT", "XFER_TLS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XFER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("XFER_CONFIG", str(tmp_path / "config.toml"))
-    return tmp_path
 
 
 @dataclass
@@ -154,14 +145,25 @@ def _use(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> None:
     monkeypatch.setattr(net, "_connect", connect)
 
 
+def _receive(
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    offer: FakeOffer,
+    *options: str,
+    answer: str | None = "n\n",
+) -> Result:
+    """'xfer receive --once' with ``offer`` waiting, ``answer`` on its stdin."""
+    _use(monkeypatch, FakeClient(offers=[offer]))
+    return CliRunner().invoke(
+        cli, ["receive", "--once", *options, "--dir", str(env / "in")], input=answer
+    )
+
+
 def test_receive_shows_a_hostile_offer_escaped(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     offer = FakeOffer()
-    _use(monkeypatch, FakeClient(offers=[offer]))
-    result = CliRunner().invoke(
-        cli, ["receive", "--once", "--dir", str(env / "in")], input="n\n"
-    )
+    result = _receive(env, monkeypatch, offer)
     assert result.exit_code == 0, result.output
     assert _raw(result.output) == []
     shown = result.stderr
@@ -180,10 +182,7 @@ def test_receive_shows_a_hostile_offer_escaped(
 
 def test_receive_caps_a_huge_name(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     offer = FakeOffer(name="A" * 100_000, media_type="B" * 100_000)
-    _use(monkeypatch, FakeClient(offers=[offer]))
-    result = CliRunner().invoke(
-        cli, ["receive", "--once", "--dir", str(env / "in")], input="n\n"
-    )
+    result = _receive(env, monkeypatch, offer)
     assert result.exit_code == 0, result.output
     assert all(len(line) < 600 for line in result.stderr.splitlines())
 
@@ -192,10 +191,7 @@ def test_receive_json_events_carry_no_raw_control_characters(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     offer = FakeOffer()
-    _use(monkeypatch, FakeClient(offers=[offer]))
-    result = CliRunner().invoke(
-        cli, ["receive", "--once", "--json", "--dir", str(env / "in")], input="n\n"
-    )
+    result = _receive(env, monkeypatch, offer, "--json")
     assert result.exit_code == 0, result.output
     assert result.stdout.isascii()
     assert _raw(result.stdout) == []
@@ -213,10 +209,7 @@ def test_a_hostile_reason_in_an_error_is_escaped(
         trusted=True,
         fail_with=TransferRejected(reason, reason="decline", text=HOSTILE),
     )
-    _use(monkeypatch, FakeClient(offers=[offer]))
-    result = CliRunner().invoke(
-        cli, ["receive", "--once", "--yes", "--json", "--dir", str(env / "in")]
-    )
+    result = _receive(env, monkeypatch, offer, "--yes", "--json", answer=None)
     assert result.exit_code == EXIT_REFUSED
     assert _raw(result.output) == []
     (error,) = result.stderr.splitlines()

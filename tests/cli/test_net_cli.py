@@ -17,15 +17,6 @@ from xfer_cli.main import COMMANDS, EXIT_USAGE, CommandError, cli
 FP = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("XFER_JID", "XFER_PASSWORD", "XFER_HOST", "XFER_PORT", "XFER_TLS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XFER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("XFER_CONFIG", str(tmp_path / "config.toml"))
-    return tmp_path
-
-
 def test_keys_creates_a_private_key_and_shows_its_fingerprint(env: Path) -> None:
     runner = CliRunner()
     first = runner.invoke(cli, ["keys", "--json"])
