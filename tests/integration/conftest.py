@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ import xfer.xmpp.socks5 as socks5_module
 import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
 from xfer.otr.trust import Verification
+from xfer.testing._listener import LoopbackListener
 from xfer.testing.hostile import HostileServer
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp.client import XferClient, connect
@@ -26,13 +28,21 @@ def prosody() -> Iterator[LocalProsody]:
         yield server
 
 
-async def login(server: LocalProsody, user: str, resource: str) -> XferClient:
-    """``user``'s client on the test server, logged in as ``resource``."""
+async def login(
+    server: LocalProsody,
+    user: str,
+    resource: str,
+    *,
+    via: LoopbackListener[Any] | None = None,
+) -> XferClient:
+    """``user``'s client on the test server, logged in as ``resource``
+    (through the proxy ``via``, if given)."""
+    host, port = ("127.0.0.1", server.c2s_port) if via is None else (via.host, via.port)
     return await connect(
         f"{user}@{server.domain}/{resource}",
         server.accounts[user],
-        "127.0.0.1",
-        server.c2s_port,
+        host,
+        port,
         tls="none",
     )
 
@@ -69,10 +79,13 @@ async def transfer_client(
     user: str,
     resource: str,
     identity: Path,
+    *,
+    via: LoopbackListener[Any] | None = None,
     **config: object,
 ) -> XferClient:
-    """A client with the whole xfer stack (``xfer_transfer``) and an identity."""
-    c = await login(server, user, resource)
+    """A client with the whole xfer stack (``xfer_transfer``) and an identity
+    (through the proxy ``via``, if given)."""
+    c = await login(server, user, resource, via=via)
     c.register_plugin(
         "xfer_transfer",
         {"identity": identity, "connect_timeout": 10.0, **config},
@@ -123,19 +136,10 @@ async def through(
     **config: object,
 ) -> XferClient:
     """alice with the whole xfer stack, connected through ``server``."""
-    alice = await connect(
-        f"alice@{prosody.domain}/{resource}",
-        ACCOUNTS["alice"],
-        server.host,
-        server.port,
-        tls="none",
+    alice = await transfer_client(
+        prosody, "alice", resource, identity, via=server, **config
     )
     clients.append(alice)
-    alice.register_plugin(
-        "xfer_transfer",
-        {"identity": identity, "connect_timeout": 10.0, **config},
-        module=transfer_module,
-    )
     return alice
 
 
@@ -146,3 +150,22 @@ async def bob_direct(
     bob = await transfer_client(prosody, "bob", "b", identity, **config)
     clients.append(bob)
     return bob
+
+
+@pytest.fixture
+async def alice(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> XferClient:
+    """alice with the whole xfer stack, through the hostile server."""
+    return await through(hostile, prosody, clients, tmp_path / "alice-id")
+
+
+@pytest.fixture
+async def bob(
+    prosody: LocalProsody, clients: list[XferClient], tmp_path: Path
+) -> XferClient:
+    """bob with the whole xfer stack, straight to Prosody."""
+    return await bob_direct(prosody, clients, tmp_path / "bob-id")

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import pytest
 
-import xfer.xmpp.transfer as transfer_module
-from tests.integration.conftest import ACCOUNTS, introduce, transfer_client
+from tests.integration.conftest import introduce, transfer_client
 from xfer.aio.partial import PART_SUFFIX
 from xfer.envelope import DEFAULT_CHUNK_SIZE, EnvelopeHeader
 from xfer.errors import XferError
 from xfer.testing.faults import FaultProxy
 from xfer.testing.prosody import LocalProsody
-from xfer.xmpp.client import XferClient, connect
+from xfer.xmpp.client import XferClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -61,17 +60,14 @@ async def network(
 ) -> AsyncIterator[tuple[XferClient, XferClient, FaultProxy, FaultProxy]]:
     xmpp_proxy = FaultProxy("127.0.0.1", prosody.c2s_port, seed=SEED)
     await xmpp_proxy.start()
-    a = await connect(
-        f"alice@{prosody.domain}/faulty",
-        ACCOUNTS["alice"],
-        xmpp_proxy.host,
-        xmpp_proxy.port,
-        tls="none",
-    )
-    a.register_plugin(
-        "xfer_transfer",
-        {"identity": tmp_path / "alice-id", "socks5_proxy": False, **CONFIG},
-        module=transfer_module,
+    a = await transfer_client(
+        prosody,
+        "alice",
+        "faulty",
+        tmp_path / "alice-id",
+        via=xmpp_proxy,
+        socks5_proxy=False,
+        **CONFIG,
     )
     host, port = await a.plugin["xfer_socks5"].listen()
     s5_proxy = FaultProxy(host, port, seed=SEED + 1)

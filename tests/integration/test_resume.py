@@ -15,27 +15,18 @@ from pathlib import Path
 
 import pytest
 
-import xfer.xmpp.transfer as transfer_module
-from tests.integration.conftest import ACCOUNTS, introduce, transfer_client
+from tests.integration.conftest import introduce, transfer_client
 from xfer.aio.partial import PART_SUFFIX, STATE_SUFFIX
 from xfer.errors import TransportError
 from xfer.testing.faults import FaultProxy
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
-from xfer.xmpp.client import XferClient, connect
+from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import SendResult
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[XferClient]]:
-    made: list[XferClient] = []
-    yield made
-    for c in made:
-        await c.stop()
 
 
 @pytest.fixture
@@ -250,18 +241,10 @@ async def test_a_dropped_server_connection_resumes_the_stream_and_the_file(
     proxy = FaultProxy("127.0.0.1", prosody.c2s_port)
     await proxy.start()
     proxies.append(proxy)
-    a = await connect(
-        f"alice@{prosody.domain}/flaky",
-        ACCOUNTS["alice"],
-        proxy.host,
-        proxy.port,
-        tls="none",
+    a = await transfer_client(
+        prosody, "alice", "flaky", tmp_path / "alice-id", via=proxy, **forcing("ibb")
     )
     clients.append(a)
-    config = {"identity": tmp_path / "alice-id", "connect_timeout": 10.0}
-    a.register_plugin(
-        "xfer_transfer", {**config, **forcing("ibb")}, module=transfer_module
-    )
     resumed: list[object] = []
     a.add_event_handler("session_resumed", resumed.append)
     b = await transfer_client(

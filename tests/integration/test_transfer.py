@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -56,14 +55,6 @@ async def peers_forcing(
     a, b = await make_peers(prosody, tmp_path, config, config)
     clients += [a, b]
     return a, b
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[XferClient]]:
-    made: list[XferClient] = []
-    yield made
-    for c in made:
-        await c.stop()
 
 
 def write_random(path: Path, size: int) -> bytes:
