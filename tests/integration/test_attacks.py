@@ -12,17 +12,20 @@ import copy
 import hashlib
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from tests.helpers import make_offer
 from tests.integration.conftest import bob_direct, introduce, through, transfer_client
 from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
 from xfer.jingle.wire import NS_ENCRYPTED
 from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict
 from xfer.testing.hostile import (
+    Direction,
     ForgedOTRPeer,
     HostileServer,
     body,
@@ -38,15 +41,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 
 def _offer(rng: int) -> TransferOffer:
-    return TransferOffer(
-        transfer_id=os.urandom(16),
-        salt=os.urandom(32),
-        suite=1,
-        chunk_size=65536,
-        size=1000 + rng,
-        sha256=os.urandom(32),
-        name=f"junk-{rng}",
-    )
+    return make_offer(size=1000 + rng, name=f"junk-{rng}")
 
 
 async def _throwaways(
@@ -265,9 +260,9 @@ def _no_key_to_the_forger(alice: XferClient, forger: ForgedOTRPeer) -> None:
 
 @pytest.mark.parametrize("how", ["fresh", "forged-unavailable"])
 async def test_a_forged_ake_answer_back_to_back_gets_no_offer(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
+    alice: XferClient,
+    bob: XferClient,
     tmp_path: Path,
     how: str,
 ) -> None:
@@ -276,8 +271,6 @@ async def test_a_forged_ake_answer_back_to_back_gets_no_offer(
     behind bob's. Before the fix the trust check saw bob's session and the
     offer (and the file's key) went to the server's. With ``forged-unavailable``
     the server first makes alice forget a working session with bob."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     introduce(alice, bob)
     bob_full = bob.boundjid.full
     if how == "forged-unavailable":
@@ -299,16 +292,14 @@ async def test_a_forged_ake_answer_back_to_back_gets_no_offer(
 
 
 async def test_a_forged_restart_makes_alice_renew_with_bob_not_the_forger(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
+    alice: XferClient,
+    bob: XferClient,
     tmp_path: Path,
 ) -> None:
     """The server drops alice's offer and answers it in bob's name with the
     text that says bob restarted; alice must renew OTR (a new AKE: no stale
     commit of hers left open for the server to answer) and offer again."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     introduce(alice, bob)
     bob_full = bob.boundjid.full
     await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
@@ -406,17 +397,15 @@ async def test_a_forged_success_is_not_believed(
 
 
 async def test_a_verdict_from_another_key_is_ignored(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
+    alice: XferClient,
+    bob: XferClient,
     tmp_path: Path,
 ) -> None:
     """The server holds an OTR session with alice in bob's name (its own key,
     another instance tag) and, seeing the transfer id in Jingle, sends her a
     verdict that refuses the file, and one that claims it stored. Neither
     counts: the transfer to the real bob goes through."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     introduce(alice, bob)
     bob_full = bob.boundjid.full
     await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
@@ -465,6 +454,26 @@ def _offer_message(server: HostileServer, bob_full: str) -> ET.Element:
     raise AssertionError("no offer seen")
 
 
+async def _after_a_transfer(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+    size: int,
+    **alice_config: object,
+) -> tuple[XferClient, XferClient]:
+    """alice (through ``hostile``) and bob (straight to Prosody), trusting
+    each other, once alice has sent bob a file of ``size`` bytes."""
+    alice = await through(
+        hostile, prosody, clients, tmp_path / "alice-id", **alice_config
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    error, _ = await _sent_and_received(alice, bob, tmp_path, size)
+    assert error is None
+    return alice, bob
+
+
 def _initiate(server: HostileServer) -> ET.Element:
     for record in server.seen("to_server"):
         jingle = record.element.find(f"{{{NS_JINGLE}}}jingle")
@@ -473,16 +482,35 @@ def _initiate(server: HostileServer) -> ET.Element:
     raise AssertionError("no session-initiate seen")
 
 
+async def _refused(
+    server: HostileServer,
+    direction: Direction,
+    match: Callable[[ET.Element, ET.Element], bool] = lambda _e, _j: True,
+) -> None:
+    """Wait for a session-terminate to pass ``server`` in ``direction`` (one
+    for which ``match(stanza, jingle)`` holds); its reason: security-error."""
+    refused = await server.wait_for(
+        lambda e: (
+            (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
+            and j.get("action") == "session-terminate"
+            and match(e, j)
+        ),
+        direction,
+        timeout=10,
+    )
+    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+
+
 async def test_a_replayed_offer_is_refused(
     prosody: LocalProsody,
     hostile: HostileServer,
+    alice: XferClient,
     clients: list[XferClient],
     tmp_path: Path,
 ) -> None:
     """After a transfer, the server sends bob alice's OTR offer message and
     her session-initiate again (a new sid): OTR's counters refuse the old
     message, the transfer id was claimed once, and bob is offered nothing."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
     introduce(alice, bob)
     error, got = await _sent_and_received(alice, bob, tmp_path, 5000)
@@ -498,17 +526,11 @@ async def test_a_replayed_offer_is_refused(
     for element in (offer, initiate):
         element.attrib.pop("from", None)
         hostile.inject_to_server(element)
-    refused = await hostile.wait_for(
-        lambda e: (
-            e.get("from") == bob_full
-            and (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
-            and j.get("sid") == "replayed-sid"
-            and j.get("action") == "session-terminate"
-        ),
+    await _refused(
+        hostile,
         "to_client",
-        timeout=10,
+        lambda e, j: e.get("from") == bob_full and j.get("sid") == "replayed-sid",
     )
-    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
     with pytest.raises(TransferTimeout):
         await bob.plugin["xfer_transfer"].next_offer(timeout=1)
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [got.name]
@@ -523,13 +545,9 @@ async def test_an_offer_reflected_to_its_sender_is_refused(
     """The server returns alice's own OTR offer and session-initiate to her,
     as if bob had sent them: OTR's keys are one-way, so alice cannot read
     her own offer, refuses the session, and is offered nothing."""
-    alice = await through(
-        hostile, prosody, clients, tmp_path / "alice-id", otr_offer_wait=2.0
+    alice, bob = await _after_a_transfer(
+        prosody, hostile, clients, tmp_path, 5000, otr_offer_wait=2.0
     )
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
-    introduce(alice, bob)
-    error, _ = await _sent_and_received(alice, bob, tmp_path, 5000)
-    assert error is None
     bob_full = bob.boundjid.full
     for element in (
         copy.deepcopy(_offer_message(hostile, bob_full)),
@@ -538,15 +556,7 @@ async def test_an_offer_reflected_to_its_sender_is_refused(
         element.set("from", bob_full)
         element.set("to", alice.boundjid.full)
         hostile.inject_to_client(element)
-    refused = await hostile.wait_for(
-        lambda e: (
-            (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
-            and j.get("action") == "session-terminate"
-        ),
-        "to_server",
-        timeout=10,
-    )
-    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+    await _refused(hostile, "to_server")
     with pytest.raises(TransferTimeout):
         await alice.plugin["xfer_transfer"].next_offer(timeout=1)
 
@@ -578,28 +588,15 @@ async def test_a_strangers_offer_learns_nothing_of_our_presence(
     """A session-initiate from someone alice never dealt with is refused
     without telling them that she is online (no directed presence): before
     the fix, any JID that sent one got alice's presence at once."""
-    alice = await through(
-        hostile, prosody, clients, tmp_path / "alice-id", otr_offer_wait=1.0
-    )
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
-    introduce(alice, bob)
     # A real offer from alice gives a well-formed session-initiate to copy.
-    error, _ = await _sent_and_received(alice, bob, tmp_path, 1000)
-    assert error is None
+    alice, _ = await _after_a_transfer(
+        prosody, hostile, clients, tmp_path, 1000, otr_offer_wait=1.0
+    )
     stranger = f"mallory@{prosody.domain}/x"
     hostile.inject_to_client(
         _initiate_to(_initiate(hostile), stranger, alice.boundjid.full, "stranger1")
     )
-    refused = await hostile.wait_for(
-        lambda e: (
-            e.get("to") == stranger
-            and (j := e.find(f"{{{NS_JINGLE}}}jingle")) is not None
-            and j.get("action") == "session-terminate"
-        ),
-        "to_server",
-        timeout=10,
-    )
-    assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
+    await _refused(hostile, "to_server", lambda e, _j: e.get("to") == stranger)
     presences = [
         r.element
         for r in hostile.seen("to_server")
@@ -612,6 +609,7 @@ async def test_a_strangers_offer_learns_nothing_of_our_presence(
 async def test_a_session_naming_another_peers_offer_is_refused(
     prosody: LocalProsody,
     hostile: HostileServer,
+    alice: XferClient,
     clients: list[XferClient],
     tmp_path: Path,
 ) -> None:
@@ -619,7 +617,6 @@ async def test_a_session_naming_another_peers_offer_is_refused(
     her session-initiate back), carol sends bob a session-initiate naming
     that offer's transfer id. bob refuses it (an offer is claimed only by
     the full JID that sent it in OTR); alice's own session then goes through."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
     carol = await transfer_client(prosody, "carol", "c", tmp_path / "carol-id")
     clients.append(carol)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import itertools
 import os
 import random
@@ -21,10 +22,11 @@ from pathlib import Path
 import pytest
 from slixmpp.stanza import Message
 
-from tests.integration.conftest import ACCOUNTS, bob_direct, introduce, through
+from tests.helpers import make_offer
+from tests.integration.conftest import bob_direct, introduce, login, through
 from xfer.errors import NotSecure
 from xfer.otr import events as ev
-from xfer.otr.offer import XFER_USE, TransferOffer
+from xfer.otr.offer import XFER_USE
 from xfer.otr.session import MessageState
 from xfer.otr.trust import Verification
 from xfer.testing.hostile import (
@@ -38,7 +40,7 @@ from xfer.testing.hostile import (
 )
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import KINDS, forcing
-from xfer.xmpp.client import XferClient, connect
+from xfer.xmpp.client import XferClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
@@ -191,12 +193,9 @@ async def test_transfer_through_the_hostile_server_without_rules(
 
 
 async def test_a_side_that_closes_closes_the_other(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     assert hostile.live == 1
     await alice.stop()
     for _ in range(100):
@@ -209,13 +208,10 @@ async def test_a_side_that_closes_closes_the_other(
 
 
 async def test_dropping_bobs_messages_times_alices_otr_out(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
+    bob: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     rule = hostile.drop(matching("message", from_=bob.boundjid.bare), "to_client")
     with pytest.raises(NotSecure):
         await alice.plugin["xfer_otr"].secure(bob.boundjid.full, timeout=3)
@@ -229,10 +225,8 @@ async def test_dropping_bobs_messages_times_alices_otr_out(
 async def test_injected_message_from_bob_reaches_alice(
     prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     inbox = messages_to(alice)
     bob_full = f"bob@{prosody.domain}/b"
     hostile.inject_to_client(
@@ -243,13 +237,10 @@ async def test_injected_message_from_bob_reaches_alice(
 
 
 async def test_hold_release_reorders_and_rewrite_changes_both_ways(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
+    bob: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     to_alice, to_bob = messages_to(alice), messages_to(bob)
     # server -> client: held, then released in reverse order.
     held = hostile.hold(matching("message", from_=bob.boundjid.full), "to_client")
@@ -286,13 +277,10 @@ async def test_hold_release_reorders_and_rewrite_changes_both_ways(
 
 
 async def test_forged_peer_completes_an_ake_as_bob(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
+    bob: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     bob_full = bob.boundjid.full
     forger = ForgedOTRPeer(hostile, bob_full)
     otr = alice.plugin["xfer_otr"]
@@ -312,15 +300,7 @@ async def test_forged_peer_completes_an_ake_as_bob(
     assert bob.plugin["xfer_otr"].account.peers() == set()  # swallowed
 
     # What alice sends in that session, the forger reads.
-    offer = TransferOffer(
-        transfer_id=os.urandom(16),
-        salt=os.urandom(32),
-        suite=1,
-        chunk_size=65536,
-        size=1234,
-        sha256=os.urandom(32),
-        name="payroll.xlsx",
-    )
+    offer = make_offer(size=1234, name="payroll.xlsx")
     # (The session's own TLV 8, sent the way the adapter sends its bodies.)
     key = session.extra_symmetric_key(XFER_USE, offer.encode())
     otr._flush()
@@ -331,15 +311,7 @@ async def test_forged_peer_completes_an_ake_as_bob(
     # And what the forger sends, alice takes as bob's (once she trusts the
     # forger's fingerprint, as a user fooled by a wrong check would).
     otr.trust.trust(bob_full, forger.fingerprint, Verification.MANUAL, now=0)
-    replayed = TransferOffer(
-        transfer_id=os.urandom(16),
-        salt=offer.salt,
-        suite=offer.suite,
-        chunk_size=offer.chunk_size,
-        size=offer.size,
-        sha256=offer.sha256,
-        name=offer.name,
-    )
+    replayed = dataclasses.replace(offer, transfer_id=os.urandom(16))
     forged_key = forger.send_offer(replayed)
     claimed = await otr.claim_offer(bob_full, replayed.transfer_id, timeout=5)
     assert claimed is not None
@@ -350,16 +322,13 @@ async def test_forged_peer_completes_an_ake_as_bob(
 
 
 async def test_forged_peer_beside_the_real_one(
-    prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
+    bob: XferClient,
 ) -> None:
     """Without swallowing, alice's D-H Commit reaches both bob and the
     forger, and both answer it (what alice makes of that is for the attack
     tests)."""
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     bob_full = bob.boundjid.full
     forger = ForgedOTRPeer(hostile, bob_full, swallow=False)
     with contextlib.suppress(NotSecure):
@@ -386,10 +355,8 @@ def hostile_tag(element: ET.Element) -> int:
 async def test_forged_peer_answers_alices_query(
     prosody: LocalProsody,
     hostile: HostileServer,
-    clients: list[XferClient],
-    tmp_path: Path,
+    alice: XferClient,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     bob_full = f"bob@{prosody.domain}/phone"  # not even online
     forger = ForgedOTRPeer(hostile, bob_full)
     peer, session = await alice.plugin["xfer_otr"].secure(
@@ -411,10 +378,9 @@ async def test_forged_peer_answers_alices_query(
 async def test_stream_management_is_stripped_unless_kept(
     prosody: LocalProsody,
     hostile: HostileServer,
+    alice: XferClient,
     clients: list[XferClient],
-    tmp_path: Path,
 ) -> None:
-    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     seen = [r.element for r in hostile.seen("to_client") if r.element.tag == FEATURES]
     delivered = [
         r.element for r in hostile.delivered("to_client") if r.element.tag == FEATURES
@@ -426,13 +392,7 @@ async def test_stream_management_is_stripped_unless_kept(
     assert not alice.plugin["xep_0198"].enabled_out
 
     async with HostileServer("127.0.0.1", prosody.c2s_port, strip_sm=False) as keep:
-        carol = await connect(
-            f"carol@{prosody.domain}/c",
-            ACCOUNTS["carol"],
-            keep.host,
-            keep.port,
-            tls="none",
-        )
+        carol = await login(prosody, "carol", "c", via=keep)
         clients.append(carol)
         await keep.wait_for(
             lambda e: e.tag == f"{{{SM}}}enabled", "to_client", past=True
