@@ -165,7 +165,12 @@ async def alice(
 
 @pytest.fixture
 async def bob(
-    prosody: LocalProsody, clients: list[XferClient], tmp_path: Path
+    request: pytest.FixtureRequest,
+    prosody: LocalProsody,
+    clients: list[XferClient],
+    tmp_path: Path,
 ) -> XferClient:
-    """bob with the whole xfer stack, straight to Prosody."""
-    return await bob_direct(prosody, clients, tmp_path / "bob-id")
+    """bob with the whole xfer stack, straight to Prosody; parametrize it
+    indirectly with a dict of settings to change his configuration."""
+    config: dict[str, object] = getattr(request, "param", {})
+    return await bob_direct(prosody, clients, tmp_path / "bob-id", **config)

@@ -39,6 +39,11 @@ from xfer.xmpp.transfer import RESTARTED
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
+#: bob keeps an offer 2 s for its Jingle session (the server delays it).
+PATIENT_BOB = pytest.mark.parametrize(
+    "bob", [{"otr_offer_wait": 2.0}], indirect=True, ids=["patient-bob"]
+)
+
 
 def _offer(rng: int) -> TransferOffer:
     return make_offer(size=1000 + rng, name=f"junk-{rng}")
@@ -501,17 +506,13 @@ async def _refused(
     assert refused.element.find(f".//{{{NS_JINGLE}}}security-error") is not None
 
 
+@PATIENT_BOB
 async def test_a_replayed_offer_is_refused(
-    prosody: LocalProsody,
-    hostile: HostileServer,
-    alice: XferClient,
-    clients: list[XferClient],
-    tmp_path: Path,
+    hostile: HostileServer, alice: XferClient, bob: XferClient, tmp_path: Path
 ) -> None:
     """After a transfer, the server sends bob alice's OTR offer message and
     her session-initiate again (a new sid): OTR's counters refuse the old
     message, the transfer id was claimed once, and bob is offered nothing."""
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
     introduce(alice, bob)
     error, got = await _sent_and_received(alice, bob, tmp_path, 5000)
     assert error is None
@@ -606,10 +607,12 @@ async def test_a_strangers_offer_learns_nothing_of_our_presence(
     assert presences == []
 
 
+@PATIENT_BOB
 async def test_a_session_naming_another_peers_offer_is_refused(
     prosody: LocalProsody,
     hostile: HostileServer,
     alice: XferClient,
+    bob: XferClient,
     clients: list[XferClient],
     tmp_path: Path,
 ) -> None:
@@ -617,7 +620,6 @@ async def test_a_session_naming_another_peers_offer_is_refused(
     her session-initiate back), carol sends bob a session-initiate naming
     that offer's transfer id. bob refuses it (an offer is claimed only by
     the full JID that sent it in OTR); alice's own session then goes through."""
-    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", otr_offer_wait=2.0)
     carol = await transfer_client(prosody, "carol", "c", tmp_path / "carol-id")
     clients.append(carol)
     introduce(alice, bob)
