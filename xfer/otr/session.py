@@ -326,6 +326,9 @@ class Session:
         self._smp_tickets = 0
         #: The ticket of the step being computed, if one is.
         self._smp_in_flight: int | None = None
+        #: (ticket, fingerprint) of a step under way when the peer ended the
+        #: conversation: only its verdict still counts.
+        self._smp_verdict_only: tuple[int, bytes] | None = None
         self._keys: _Keys | None = None
         self._reassembler = Reassembler(budget=fragment_budget)
         self._outbox: list[str] = []
@@ -538,8 +541,19 @@ class Session:
         :class:`~xfer.otr.events.SMPPending` if another step waits).
 
         A result that is not for the step in flight (it was aborted, or the
-        conversation ended or was re-keyed meanwhile) is ignored: ``[]``.
+        conversation ended or was re-keyed meanwhile) is ignored: ``[]``;
+        except that if the peer ended the conversation (TLV 1) while the step
+        was computed, its verdict (``SMPSucceeded``/``SMPFailed``, for the
+        fingerprint of that conversation) is still returned, with no reply.
         """
+        orphan = self._smp_verdict_only
+        if orphan is not None and done.ticket == orphan[0]:
+            self._smp_verdict_only = None
+            if done.outcome.event == "succeeded":
+                return [ev.SMPSucceeded(fingerprint=orphan[1])]
+            if done.outcome.event in {"failed", "cheated"}:
+                return [ev.SMPFailed(cheated=done.outcome.event == "cheated")]
+            return []
         if self._smp_in_flight is None or done.ticket != self._smp_in_flight:
             return []
         self._smp_in_flight = None
@@ -581,6 +595,7 @@ class Session:
 
     def _smp_reset(self) -> None:
         self._smp_drop_work()
+        self._smp_verdict_only = None
         self.smp = SMP(self._random)
 
     def _smp_send(self, outcome: SMPOutcome) -> list[ev.Event]:
@@ -756,9 +771,14 @@ class Session:
 
     def _tlv(self, kind: int, value: bytes, pair: _Pair) -> list[ev.Event]:
         if kind == TLV_DISCONNECTED:
+            held, fingerprint = self._smp_in_flight, self.their_fingerprint
             self._keys = None
             self.state = MessageState.FINISHED
             self._smp_reset()
+            if held is not None and fingerprint is not None:
+                # The peer may send its last SMP message and end at once: the
+                # exchange is over, and its verdict is still ours to see.
+                self._smp_verdict_only = (held, fingerprint)
             return [ev.GoneInsecure()]
         if kind == TLV_EXTRA_SYMMETRIC_KEY:
             if len(value) < 4:
