@@ -18,6 +18,13 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
   (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): only the
   peer the offer went to can say that a file was stored.
 
+SMP never runs on the event loop: one step is up to about two dozen 1536-bit
+exponentiations (a quarter of a second in CPython, whose ``pow`` holds the
+GIL throughout), and anyone who finishes an AKE can send SMP messages. The
+sessions defer their SMP steps (``Policy.defer_smp``) and :class:`SMPRunner`
+computes them in a worker process, one step per session at a time and a few
+in all; see ``spec/otr.md`` section 2, "Limits".
+
 Every OTR message carries the XEP-0380 marker for OTR and the hints that
 keep it out of archives and carbons (XEP-0334 ``no-store``/``no-copy``,
 XEP-0280 ``private``): an OTR message is useless anywhere but at the one
@@ -30,9 +37,12 @@ import asyncio
 import collections
 import contextlib
 import logging
+import multiprocessing
+import pickle
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -50,6 +60,7 @@ from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
 from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
 from xfer.otr.session import MessageState, Policy
+from xfer.otr.smp import SMPDone, SMPJob, run_smp_job
 from xfer.otr.trust import TrustStore, Verification, bare_jid
 
 if TYPE_CHECKING:
@@ -60,7 +71,7 @@ if TYPE_CHECKING:
     from xfer.otr.crypto import PrivateKey
     from xfer.otr.session import Session
 
-__all__ = ["ReceivedOffer", "XferOTR"]
+__all__ = ["ReceivedOffer", "SMPRunner", "XferOTR"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +98,179 @@ MAX_QUESTIONS = 8
 OFFER_TTL = 120.0
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
 _DATA_PREFIX = "?OTR:AAMD"
+#: SMP steps being computed or waiting for the worker, for all peers
+#: together (one per session, and one per bare JID); more SMP work is
+#: answered with an SMP abort.
+MAX_SMP_IN_FLIGHT = 4
+
+
+def _ready() -> bool:
+    """Runs in a new worker: it is up and has imported what SMP needs."""
+    return True
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """A start method that does not fork this (threaded) process: the fork
+    server where there is one, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context(
+        "forkserver" if "forkserver" in methods else "spawn"
+    )
+
+
+class SMPRunner:
+    """Computes sessions' deferred SMP steps off the event loop.
+
+    Each step runs as :func:`~xfer.otr.smp.run_smp_job` in a process pool of
+    one worker (made on the first step, so a client that never sees SMP
+    never starts it); a job that cannot be pickled (a session given a random
+    source that does not pickle) runs in a thread instead. Per session one
+    step at a time, its result applied on the loop before the next is taken,
+    so results apply in order. At most ``max_in_flight`` sessions, and one
+    per bare JID, have a step under way; a step beyond that is refused with
+    an SMP abort (TLV 6 to the peer, ``SMPAborted`` to our side): a flood
+    of SMP from many throw-away accounts queues no more than that much work.
+
+    Args:
+        apply: called on the loop with ``(peer, session, events)`` after a
+            result was applied (or the step refused); it sends what the
+            session queued and handles the events.
+        alive: whether ``(peer, session)`` is still in use; for a session
+            dropped meanwhile, the reply is thrown away and only a verdict
+            (``SMPSucceeded``, ``SMPFailed``, ``SMPAborted``) is applied.
+        executor: where to compute (None: the process pool above; the
+            caller then owns neither it nor its shutdown).
+        max_in_flight: see above.
+    """
+
+    def __init__(
+        self,
+        *,
+        apply: Callable[[str, Session, list[ev.Event]], None],
+        alive: Callable[[str, Session], bool],
+        executor: Executor | None = None,
+        max_in_flight: int = MAX_SMP_IN_FLIGHT,
+    ) -> None:
+        self._apply = apply
+        self._alive = alive
+        self._given = executor
+        self._pool: asyncio.Future[Executor] | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._max = max_in_flight
+        #: id(session) -> (bare JID, the task computing its step).
+        self._running: dict[int, tuple[str, asyncio.Task[None]]] = {}
+        #: Seconds the worker process took to start (once it has).
+        self.spawn_seconds: float | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Sessions with a step being computed or waiting for the worker."""
+        return len(self._running)
+
+    def kick(self, peer: str, session: Session) -> None:
+        """``session`` may have SMP work (it reported ``SMPPending``, or our
+        user started or answered): compute its next step, unless one of its
+        steps is under way already (that one's end takes the next)."""
+        if id(session) in self._running or not session.smp_busy:
+            return
+        bare = _bare_or_self(peer)
+        if len(self._running) >= self._max or any(
+            b == bare for b, _ in self._running.values()
+        ):
+            log.info("too much SMP work under way: aborting SMP with %s", peer)
+            self._apply(peer, session, session.smp_abort())
+            return
+        job = session.smp_next()
+        if job is None:  # pragma: no cover (smp_busy and none in flight)
+            return
+        task = asyncio.ensure_future(self._compute(peer, session, job))
+        self._running[id(session)] = (bare, task)
+
+    async def _compute(self, peer: str, session: Session, job: SMPJob) -> None:
+        try:
+            executor = await self._executor_for(job)
+            done: SMPDone = await asyncio.get_running_loop().run_in_executor(
+                executor, run_smp_job, job
+            )
+        except asyncio.CancelledError:
+            self._running.pop(id(session), None)
+            raise
+        except Exception:  # the worker died, or could not be started
+            log.warning("an SMP step failed to compute", exc_info=True)
+            self._running.pop(id(session), None)
+            self._pool = None
+            if self._alive(peer, session):
+                self._apply(peer, session, session.smp_abort())
+            return
+        self._running.pop(id(session), None)
+        if not self._alive(peer, session):
+            # The session was dropped meanwhile (its peer went offline):
+            # nobody gets a reply, nothing more is computed, and only a
+            # verdict counts (the last step's, which needs no reply: a peer
+            # that sends SMP 4 and leaves at once has finished the exchange).
+            final: list[ev.Event] = [
+                e
+                for e in session.smp_finish(done)
+                if isinstance(e, (ev.SMPSucceeded, ev.SMPFailed, ev.SMPAborted))
+            ]
+            session.data_to_send()
+            session.smp_abort()
+            session.data_to_send()
+            if final:
+                self._apply(peer, session, final)
+            return
+        self._apply(peer, session, session.smp_finish(done))
+        self.kick(peer, session)
+
+    async def _executor_for(self, job: SMPJob) -> Executor:
+        if self._given is not None:
+            return self._given
+        try:
+            pickle.dumps(job)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(1, thread_name_prefix="xfer-smp")
+            return self._threads
+        if self._pool is None:
+            self._pool = asyncio.ensure_future(asyncio.to_thread(self._start_pool))
+        return await asyncio.shield(self._pool)
+
+    def _start_pool(self) -> Executor:
+        """Start the worker (in a thread: starting a process takes a while)
+        and wait until it answers."""
+        started = time.perf_counter()
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=_process_context())
+        pool.submit(_ready).result()
+        self.spawn_seconds = time.perf_counter() - started
+        log.info("SMP worker process started in %.3f s", self.spawn_seconds)
+        return pool
+
+    def close(self) -> None:
+        """Stop computing; results still under way are thrown away."""
+        for _, task in list(self._running.values()):
+            task.cancel()
+        self._running.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            if pool.done() and not pool.cancelled() and pool.exception() is None:
+                pool.result().shutdown(wait=False, cancel_futures=True)
+            else:
+                pool.add_done_callback(_shutdown_when_started)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+
+def _shutdown_when_started(pool: asyncio.Future[Executor]) -> None:
+    if not pool.cancelled() and pool.exception() is None:
+        pool.result().shutdown(wait=False, cancel_futures=True)
+
+
+def _bare_or_self(peer: str) -> str:
+    try:
+        return bare_jid(peer)
+    except LocalProtocolError:
+        return peer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +308,8 @@ class XferOTR(BasePlugin):
         "on_trust_change": None,
         "untrusted_offers": MAX_UNTRUSTED_OFFERS,
         "clock": time.monotonic,
+        "smp_executor": None,
+        "smp_in_flight": MAX_SMP_IN_FLIGHT,
     }
 
     def plugin_init(self) -> None:
@@ -146,6 +332,12 @@ class XferOTR(BasePlugin):
             collections.deque(maxlen=MAX_QUESTIONS)
         )
         self._smp_asked = asyncio.Event()
+        self._smp = SMPRunner(
+            apply=self._smp_applied,
+            alive=self._holds,
+            executor=self.config["smp_executor"],
+            max_in_flight=self.config["smp_in_flight"],
+        )
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -169,7 +361,7 @@ class XferOTR(BasePlugin):
         self._account = Account(
             private_key,
             our_tag=instance_tag or 0x100 + secrets.randbelow(0xFFFFFF00),
-            policy=Policy(require_encryption=True, answer_queries=True),
+            policy=Policy(require_encryption=True, answer_queries=True, defer_smp=True),
         )
         self._account.expire(self.config["clock"]())
         if trust_store is not None:
@@ -184,6 +376,7 @@ class XferOTR(BasePlugin):
     def plugin_end(self) -> None:
         self.xmpp.del_event_handler("message", self._on_message)
         self.xmpp.del_event_handler("presence_unavailable", self._on_peer_gone)
+        self._smp.close()
 
     # -- sending ---------------------------------------------------------------
 
@@ -242,6 +435,17 @@ class XferOTR(BasePlugin):
         for event in events:
             self._event(peer, session, event)
 
+    def _smp_applied(self, peer: str, session: Session, events: list[ev.Event]) -> None:
+        """An SMP step computed off the loop was applied (or refused)."""
+        self._flush()
+        for event in events:
+            self._event(peer, session, event)
+
+    def _holds(self, peer: str, session: Session) -> bool:
+        return self._account is not None and any(
+            s is session for s in self._account.sessions(peer)
+        )
+
     def _cannot_read(self, peer: str, session: Session) -> None:
         """A data message we have no keys for: the peer holds a session we
         lost (we restarted). Note it (a transfer offer in it is gone: see
@@ -280,6 +484,8 @@ class XferOTR(BasePlugin):
         elif isinstance(event, ev.SymmetricKeyReceived):
             if event.use == XFER_USE:
                 self._xfer_tlv(peer, session, event)
+        elif isinstance(event, ev.SMPPending):
+            self._smp.kick(peer, session)
         elif isinstance(event, ev.SMPAsked):
             self._smp_questions.append((peer, event.question))  # the latest few
             self._smp_asked.set()
@@ -613,8 +819,9 @@ class XferOTR(BasePlugin):
         if session is None:
             raise NotSecure(f"no private conversation with {peer}")
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        session.smp_start(secret, question)  # raises before the waiter is kept
         self._smp_waiters[id(session)] = waiter
-        session.smp_start(secret, question)
+        self._smp.kick(peer, session)
         self._flush()
         try:
             return await asyncio.wait_for(waiter, timeout)
@@ -657,8 +864,9 @@ class XferOTR(BasePlugin):
         if session is None:
             raise NotSecure(f"no private conversation with {peer}")
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        session.smp_answer(secret)  # raises before the waiter is kept
         self._smp_waiters[id(session)] = waiter
-        session.smp_answer(secret)
+        self._smp.kick(peer, session)
         self._flush()
         try:
             return await asyncio.wait_for(waiter, timeout)
@@ -673,6 +881,7 @@ class XferOTR(BasePlugin):
         if session is None:
             raise NotSecure(f"no private conversation with {peer}")
         session.smp_answer(secret)
+        self._smp.kick(peer, session)
         self._flush()
 
     def end(self, peer: str) -> None:
