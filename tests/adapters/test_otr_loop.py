@@ -235,6 +235,36 @@ async def test_smp_work_in_flight_is_bounded_across_peers(keys) -> None:
     runner.close()
 
 
+async def test_a_verification_that_matters_is_never_crowded_out(keys) -> None:
+    """Throw-away accounts fill every slot; an SMP that our user takes part
+    in (or with a trusted fingerprint) is still computed."""
+    gate, log = Gate(), Recorder()
+    mattering = {"bob@x/phone"}
+    runner = SMPRunner(
+        apply=log.apply,
+        alive=log.alive,
+        executor=gate,
+        max_in_flight=2,
+        priority=lambda peer, _s: peer in mattering,
+    )
+    pairs = [secure_pair(keys) for _ in range(3)]
+    for peer, (mallory, victim) in zip(
+        ["m1@x/a", "m2@x/a", "bob@x/phone"], pairs, strict=True
+    ):
+        mallory.smp_start(b"x")
+        mallory.smp_run()
+        (text,) = mallory.data_to_send()
+        assert victim.receive(text) == [ev.SMPPending()]
+        runner.kick(peer, victim)
+    await settle()
+    assert len(gate.held) == runner.in_flight == 3
+    assert log.applied == []  # nobody refused
+    while gate.held:
+        gate.release()
+        await settle()
+    runner.close()
+
+
 async def test_close_throws_away_what_is_under_way(keys) -> None:
     _alice, bob = secure_pair(keys)
     gate, log = Gate(), Recorder()

@@ -141,6 +141,10 @@ class SMPRunner:
         executor: where to compute (None: the process pool above; the
             caller then owns neither it nor its shutdown).
         max_in_flight: see above.
+        priority: whether ``(peer, session)`` is exempt from both bounds
+            (our own user is verifying with that peer, or waits for its
+            question, or its fingerprint is trusted): throw-away accounts
+            must not be able to crowd out a verification that matters.
     """
 
     def __init__(
@@ -150,9 +154,11 @@ class SMPRunner:
         alive: Callable[[str, Session], bool],
         executor: Executor | None = None,
         max_in_flight: int = MAX_SMP_IN_FLIGHT,
+        priority: Callable[[str, Session], bool] | None = None,
     ) -> None:
         self._apply = apply
         self._alive = alive
+        self._priority = priority
         self._given = executor
         self._pool: asyncio.Future[Executor] | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -174,8 +180,10 @@ class SMPRunner:
         if id(session) in self._running or not session.smp_busy:
             return
         bare = _bare_or_self(peer)
-        if len(self._running) >= self._max or any(
-            b == bare for b, _ in self._running.values()
+        exempt = self._priority is not None and self._priority(peer, session)
+        if not exempt and (
+            len(self._running) >= self._max
+            or any(b == bare for b, _ in self._running.values())
         ):
             log.info("too much SMP work under way: aborting SMP with %s", peer)
             self._apply(peer, session, session.smp_abort())
@@ -337,7 +345,11 @@ class XferOTR(BasePlugin):
             alive=self._holds,
             executor=self.config["smp_executor"],
             max_in_flight=self.config["smp_in_flight"],
+            priority=self._smp_matters,
         )
+        #: Peers (bare or full JIDs; None: anyone) whose question a caller of
+        #: next_question waits for.
+        self._awaiting_questions: list[str | None] = []
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -832,6 +844,17 @@ class XferOTR(BasePlugin):
         finally:
             self._smp_waiters.pop(id(session), None)
 
+    def _smp_matters(self, peer: str, session: Session) -> bool:
+        """Whether an SMP with ``peer`` is one our user takes part in (or
+        waits for), or with a trusted fingerprint: it is never refused for
+        others' SMP work (see :class:`SMPRunner`)."""
+        if id(session) in self._smp_waiters:
+            return True
+        if any(w in (peer, bare_jid(peer)) for w in self._awaiting_questions):
+            return True
+        fingerprint = session.their_fingerprint
+        return fingerprint is not None and self.trust.is_trusted(peer, fingerprint)
+
     async def next_question(
         self, timeout: float | None = None, *, peer: str | None = None
     ) -> tuple[str, str | None]:
@@ -852,10 +875,13 @@ class XferOTR(BasePlugin):
                     return who, question
             self._smp_asked.clear()
             left = None if deadline is None else max(deadline - loop.time(), 0)
+            self._awaiting_questions.append(peer)
             try:
                 await asyncio.wait_for(self._smp_asked.wait(), left)
             except TimeoutError:
                 raise TransferTimeout("nobody asked to verify") from None
+            finally:
+                self._awaiting_questions.remove(peer)
 
     async def answer(self, peer: str, secret: bytes, *, timeout: float = 120) -> bool:
         """Answer the peer's verification with ``secret``: True if it matched
