@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from xfer.otr import MessageState, Policy, Session
+from tests.otr_helpers import secure_pair
+from xfer.otr import Policy, Session
 from xfer.otr import events as ev
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.smp import SMPInput, SMPJob
@@ -26,19 +27,6 @@ DEFERRED = Policy(defer_smp=True)
 @pytest.fixture(scope="module")
 def keys() -> tuple[PrivateKey, PrivateKey]:
     return PrivateKey.generate(), PrivateKey.generate()
-
-
-def secure_pair(keys: tuple[PrivateKey, PrivateKey]) -> tuple[Session, Session]:
-    alice = Session(keys[0], our_tag=0x1111, policy=DEFERRED)
-    bob = Session(keys[1], our_tag=0x2222, policy=DEFERRED)
-    alice.start_ake()
-    for _ in range(5):
-        for text in alice.data_to_send():
-            bob.receive(text)
-        for text in bob.data_to_send():
-            alice.receive(text)
-    assert alice.state is bob.state is MessageState.ENCRYPTED
-    return alice, bob
 
 
 class Gate(Executor):
@@ -76,13 +64,28 @@ class Recorder:
         return id(session) not in self.gone
 
 
+def gated(**options: Any) -> tuple[Gate, Recorder, SMPRunner]:
+    """A runner whose steps wait for the test, and what it applied."""
+    gate, log = Gate(), Recorder()
+    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate, **options)
+    return gate, log, runner
+
+
+def send_smp1(sender: Session, receiver: Session, secret: bytes) -> None:
+    """``sender`` starts an SMP (its step inline); ``receiver`` queues SMP 1."""
+    sender.smp_start(secret)
+    sender.smp_run()
+    (text,) = sender.data_to_send()
+    assert receiver.receive(text) == [ev.SMPPending()]
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
 async def test_a_whole_smp_runs_in_the_worker_process_and_succeeds(keys) -> None:
-    alice, bob = secure_pair(keys)
+    alice, bob = secure_pair(keys, DEFERRED)
     sessions = {"alice@x/1": alice, "bob@x/1": bob}
     other = {"alice@x/1": "bob@x/1", "bob@x/1": "alice@x/1"}
     seen: dict[str, list[ev.Event]] = {"alice@x/1": [], "bob@x/1": []}
@@ -131,15 +134,11 @@ async def test_a_whole_smp_runs_in_the_worker_process_and_succeeds(keys) -> None
 
 
 async def test_one_step_per_session_at_a_time_applied_in_order(keys) -> None:
-    alice, bob = secure_pair(keys)
-    gate, log = Gate(), Recorder()
-    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate)
+    alice, bob = secure_pair(keys, DEFERRED)
+    gate, log, runner = gated()
     # Both users start at once: bob's own step, then alice's SMP 1 behind it.
-    alice.smp_start(b"a")
-    alice.smp_run()
     bob.smp_start(b"b")
-    (text,) = alice.data_to_send()
-    assert bob.receive(text) == [ev.SMPPending()]
+    send_smp1(alice, bob, b"a")
     runner.kick("alice@x/1", bob)
     runner.kick("alice@x/1", bob)  # a second kick takes nothing more
     await settle()
@@ -160,13 +159,9 @@ async def test_one_step_per_session_at_a_time_applied_in_order(keys) -> None:
 
 
 async def test_a_session_dropped_meanwhile_gets_no_answer(keys) -> None:
-    alice, bob = secure_pair(keys)
-    gate, log = Gate(), Recorder()
-    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate)
-    alice.smp_start(b"a")
-    alice.smp_run()
-    (text,) = alice.data_to_send()
-    bob.receive(text)
+    alice, bob = secure_pair(keys, DEFERRED)
+    gate, log, runner = gated()
+    send_smp1(alice, bob, b"a")
     runner.kick("alice@x/1", bob)
     await settle()
     log.gone.add(id(bob))  # the account forgot the session
@@ -180,7 +175,7 @@ async def test_a_session_dropped_meanwhile_gets_no_answer(keys) -> None:
 async def test_a_verdict_from_a_dropped_session_still_counts(keys) -> None:
     """The peer sent its last SMP message and went offline at once: the
     exchange is over, and its result is the user's to see."""
-    alice, bob = secure_pair(keys)
+    alice, bob = secure_pair(keys, DEFERRED)
     for session in (alice, bob):
         session.policy = Policy()  # inline, up to alice's last step
     alice.smp_start(b"same")
@@ -194,8 +189,7 @@ async def test_a_verdict_from_a_dropped_session_still_counts(keys) -> None:
     (four,) = bob.data_to_send()
     alice.policy = DEFERRED
     assert alice.receive(four) == [ev.SMPPending()]
-    gate, log = Gate(), Recorder()
-    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate)
+    gate, log, runner = gated()
     runner.kick("bob@x/1", alice)
     await settle()
     log.gone.add(id(alice))
@@ -208,16 +202,12 @@ async def test_a_verdict_from_a_dropped_session_still_counts(keys) -> None:
 
 
 async def test_smp_work_in_flight_is_bounded_across_peers(keys) -> None:
-    gate, log = Gate(), Recorder()
-    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate, max_in_flight=2)
-    pairs = [secure_pair(keys) for _ in range(4)]
+    gate, log, runner = gated(max_in_flight=2)
+    pairs = [secure_pair(keys, DEFERRED) for _ in range(4)]
     # Two throw-away accounts, then a second resource of the first.
     peers = ["m1@x/a", "m2@x/a", "m3@x/a", "m1@x/b"]
     for peer, (mallory, victim) in zip(peers, pairs, strict=True):
-        mallory.smp_start(b"x")
-        mallory.smp_run()
-        (text,) = mallory.data_to_send()
-        assert victim.receive(text) == [ev.SMPPending()]
+        send_smp1(mallory, victim, b"x")
         runner.kick(peer, victim)
     await settle()
     assert len(gate.held) == runner.in_flight == 2
@@ -238,23 +228,15 @@ async def test_smp_work_in_flight_is_bounded_across_peers(keys) -> None:
 async def test_a_verification_that_matters_is_never_crowded_out(keys) -> None:
     """Throw-away accounts fill every slot; an SMP that our user takes part
     in (or with a trusted fingerprint) is still computed."""
-    gate, log = Gate(), Recorder()
     mattering = {"bob@x/phone"}
-    runner = SMPRunner(
-        apply=log.apply,
-        alive=log.alive,
-        executor=gate,
-        max_in_flight=2,
-        priority=lambda peer, _s: peer in mattering,
+    gate, log, runner = gated(
+        max_in_flight=2, priority=lambda peer, _s: peer in mattering
     )
-    pairs = [secure_pair(keys) for _ in range(3)]
+    pairs = [secure_pair(keys, DEFERRED) for _ in range(3)]
     for peer, (mallory, victim) in zip(
         ["m1@x/a", "m2@x/a", "bob@x/phone"], pairs, strict=True
     ):
-        mallory.smp_start(b"x")
-        mallory.smp_run()
-        (text,) = mallory.data_to_send()
-        assert victim.receive(text) == [ev.SMPPending()]
+        send_smp1(mallory, victim, b"x")
         runner.kick(peer, victim)
     await settle()
     assert len(gate.held) == runner.in_flight == 3
@@ -266,9 +248,8 @@ async def test_a_verification_that_matters_is_never_crowded_out(keys) -> None:
 
 
 async def test_close_throws_away_what_is_under_way(keys) -> None:
-    _alice, bob = secure_pair(keys)
-    gate, log = Gate(), Recorder()
-    runner = SMPRunner(apply=log.apply, alive=log.alive, executor=gate)
+    _alice, bob = secure_pair(keys, DEFERRED)
+    gate, log, runner = gated()
     bob.smp_start(b"b")
     runner.kick("alice@x/1", bob)
     await settle()

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.otr_helpers import secure_pair
 from xfer.errors import LocalProtocolError, RemoteProtocolError
-from xfer.otr import MessageState, Session
+from xfer.otr import Session
 from xfer.otr import events as ev
 from xfer.otr.ake import AKE, TRANSITIONS, AKEInput, AuthState
 from xfer.otr.crypto import DH_P, PrivateKey
@@ -234,16 +235,7 @@ def test_a_forged_smp_proof_is_cheating():
 
 
 def pair_of_sessions() -> tuple[Session, Session]:
-    ka, kb = keys()
-    a, b = Session(ka, our_tag=0x100), Session(kb, our_tag=0x200)
-    a.start_ake()
-    for _ in range(4):
-        for m in a.data_to_send():
-            b.receive(m)
-        for m in b.data_to_send():
-            a.receive(m)
-    assert a.state is b.state is MessageState.ENCRYPTED
-    return a, b
+    return secure_pair(keys())
 
 
 @given(

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.otr_helpers import secure_pair
 from xfer.errors import RemoteProtocolError
-from xfer.otr import MessageState, Session
+from xfer.otr import Session
 from xfer.otr import events as ev
 from xfer.otr import smp as smp_module
 from xfer.otr.crypto import DH_G, DH_P, DH_Q, PrivateKey, PublicKey
@@ -36,24 +37,19 @@ from xfer.otr.smp import (
     TLV_SMP1,
     TLV_SMP2,
     TLV_SMP3,
-    TLV_SMP4,
     SMPInput,
     SMPState,
     smp_secret,
 )
+from xfer.testing.otr_inputs import LAYOUTS, filler
+from xfer.testing.otr_inputs import smp_payload as payload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from tests.otr_helpers import Pows
+
 HUGE = 1 << (64 * 1024 * 8 - 1)  # a 64 KiB MPI
-LAYOUTS = {
-    TLV_SMP1: "gcdgcd",
-    TLV_SMP2: "gcdgcdggcdd",
-    TLV_SMP3: "ggcddgcd",
-    TLV_SMP4: "gcd",
-}
-#: A valid value of each kind: 4 = 2^2 is in the subgroup of order q.
-FILLER = {"g": 4, "c": 1, "d": 1}
 #: Out of bounds for each kind, smallest first: the boundary, then huge.
 BAD = {
     "g": [0, 1, DH_P - 1, DH_P, DH_P + 2, HUGE],
@@ -67,30 +63,6 @@ OUTSIDE_SUBGROUP = DH_P - 4
 @pytest.fixture(scope="module")
 def keys() -> tuple[PrivateKey, PrivateKey]:
     return PrivateKey.generate(), PrivateKey.generate()
-
-
-class Pows:
-    """Stands in for ``pow`` in the SMP module, and checks every call."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, base: int, exponent: int, modulus: int) -> int:
-        assert modulus == DH_P, "SMP works modulo p only"
-        assert exponent.bit_length() <= DH_P.bit_length(), "unbounded exponent"
-        self.calls += 1
-        return pow(base, exponent, modulus)
-
-
-@pytest.fixture
-def pows(monkeypatch: pytest.MonkeyPatch) -> Pows:
-    counter = Pows()
-    monkeypatch.setattr(smp_module, "pow", counter, raising=False)
-    return counter
-
-
-def payload(values: list[int]) -> bytes:
-    return encode_int(len(values)) + b"".join(encode_mpi(v) for v in values)
 
 
 def smp_in(kind: int) -> SMP:
@@ -145,7 +117,7 @@ def test_out_of_range_smp_values_are_cheating_found_before_any_pow(
     pows: Pows, kind: int, position: int, value: int
 ) -> None:
     machine = smp_in(kind)
-    values = [FILLER[letter] for letter in LAYOUTS[kind]]
+    values = filler(kind)
     values[position] = value
     pows.calls = 0
     assert feed(machine, kind, payload(values)) == "cheated"
@@ -160,7 +132,7 @@ def test_group_elements_outside_the_subgroup_are_cheating(
     layout = LAYOUTS[kind]
     for position in (i for i, letter in enumerate(layout) if letter == "g"):
         machine = smp_in(kind)
-        values = [FILLER[letter] for letter in layout]
+        values = filler(kind)
         values[position] = OUTSIDE_SUBGROUP
         pows.calls = 0
         assert feed(machine, kind, payload(values)) == "cheated"
@@ -212,22 +184,9 @@ def test_a_whole_smp_uses_only_bounded_exponents(pows: Pows) -> None:
 # -- through a session: what the user sees ------------------------------------
 
 
-def secure_pair(keys: tuple[PrivateKey, PrivateKey]) -> tuple[Session, Session]:
-    alice = Session(keys[0], our_tag=0x1111)
-    bob = Session(keys[1], our_tag=0x2222)
-    alice.start_ake()
-    for _ in range(5):
-        for text in alice.data_to_send():
-            bob.receive(text)
-        for text in bob.data_to_send():
-            alice.receive(text)
-    assert alice.state is bob.state is MessageState.ENCRYPTED
-    return alice, bob
-
-
 def test_a_hostile_smp_tlv_ends_as_a_failure_the_user_sees(keys) -> None:
     alice, bob = secure_pair(keys)
-    values = [FILLER[letter] for letter in LAYOUTS[TLV_SMP1]]
+    values = filler(TLV_SMP1)
     values[1] = 1 << 4096  # an oversized challenge
     alice.send("", [(TLV_SMP1, payload(values))])
     (text,) = alice.data_to_send()
@@ -253,6 +212,12 @@ def test_one_smp_step_per_data_message(keys) -> None:
 # -- parsers: oversized values are refused before they become numbers ---------
 
 
+def tagged(message: type, **fields: object) -> str:
+    """``message`` from tag 0x1111 to 0x2222 (0 for a D-H commit), encoded."""
+    receiver = 0 if message is DHCommit else 0x2222
+    return message(sender_tag=0x1111, receiver_tag=receiver, **fields).encode()
+
+
 def header(kind: int) -> bytes:
     return encode_short(3) + bytes([kind]) + encode_int(0x1111) + encode_int(0x2222)
 
@@ -267,56 +232,37 @@ BIG_GY = 1 << (192 * 8)  # 193 bytes: longer than p
 @pytest.mark.parametrize(
     "text",
     [
+        pytest.param(tagged(DHKey, gy=BIG_GY), id="dh-key-gy"),
+        pytest.param(tagged(DHKey, gy=HUGE), id="dh-key-gy-64k"),
         pytest.param(
-            DHKey(sender_tag=0x1111, receiver_tag=0x2222, gy=BIG_GY).encode(),
-            id="dh-key-gy",
-        ),
-        pytest.param(
-            DHKey(sender_tag=0x1111, receiver_tag=0x2222, gy=HUGE).encode(),
-            id="dh-key-gy-64k",
-        ),
-        pytest.param(
-            DHCommit(
-                sender_tag=0x1111,
-                receiver_tag=0,
-                encrypted_gx=bytes(197),
-                hashed_gx=bytes(32),
-            ).encode(),
+            tagged(DHCommit, encrypted_gx=bytes(197), hashed_gx=bytes(32)),
             id="dh-commit-gx",
         ),
         pytest.param(
-            RevealSignature(
-                sender_tag=0x1111,
-                receiver_tag=0x2222,
+            tagged(
+                RevealSignature,
                 revealed_key=bytes(17),
                 encrypted_signature=b"",
                 mac=bytes(20),
-            ).encode(),
+            ),
             id="reveal-key",
         ),
         pytest.param(
-            RevealSignature(
-                sender_tag=0x1111,
-                receiver_tag=0x2222,
+            tagged(
+                RevealSignature,
                 revealed_key=bytes(16),
                 encrypted_signature=bytes(64 * 1024),
                 mac=bytes(20),
-            ).encode(),
+            ),
             id="reveal-signature",
         ),
         pytest.param(
-            Signature(
-                sender_tag=0x1111,
-                receiver_tag=0x2222,
-                encrypted_signature=bytes(64 * 1024),
-                mac=bytes(20),
-            ).encode(),
+            tagged(Signature, encrypted_signature=bytes(64 * 1024), mac=bytes(20)),
             id="signature",
         ),
         pytest.param(
-            DataMessage(
-                sender_tag=0x1111,
-                receiver_tag=0x2222,
+            tagged(
+                DataMessage,
                 flags=0,
                 sender_keyid=1,
                 recipient_keyid=1,
@@ -324,7 +270,7 @@ BIG_GY = 1 << (192 * 8)  # 193 bytes: longer than p
                 ctr=bytes(8),
                 encrypted=b"x",
                 mac=bytes(20),
-            ).encode(),
+            ),
             id="data-next-dh",
         ),
         pytest.param(

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests import otr_helpers
+from tests.otr_helpers import relay
 from xfer.errors import LocalProtocolError
 from xfer.otr import MessageState, Policy, Session
 from xfer.otr import events as ev
 from xfer.otr import smp as smp_module
-from xfer.otr.crypto import DH_P, PrivateKey
+from xfer.otr.crypto import PrivateKey
 from xfer.otr.session import SMP_QUEUE_LIMIT
 from xfer.otr.smp import (
     SMP,
@@ -29,6 +31,8 @@ from xfer.otr.smp import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from tests.otr_helpers import Pows
+
 DEFERRED = Policy(defer_smp=True)
 
 
@@ -37,47 +41,11 @@ def keys() -> tuple[PrivateKey, PrivateKey]:
     return PrivateKey.generate(), PrivateKey.generate()
 
 
-class Pows:
-    """Stands in for ``pow`` in the SMP module and counts the calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, base: int, exponent: int, modulus: int) -> int:
-        assert modulus == DH_P
-        self.calls += 1
-        return pow(base, exponent, modulus)
-
-
-@pytest.fixture
-def pows(monkeypatch: pytest.MonkeyPatch) -> Pows:
-    counter = Pows()
-    monkeypatch.setattr(smp_module, "pow", counter, raising=False)
-    return counter
-
-
-def relay(a: Session, b: Session) -> None:
-    for _ in range(6):
-        moved = False
-        for text in a.data_to_send():
-            moved = True
-            b.receive(text)
-        for text in b.data_to_send():
-            moved = True
-            a.receive(text)
-        if not moved:
-            return
-
-
 def secure_pair(
     keys: tuple[PrivateKey, PrivateKey], policy: Policy = DEFERRED
 ) -> tuple[Session, Session]:
-    alice = Session(keys[0], our_tag=0x1111, policy=policy)
-    bob = Session(keys[1], our_tag=0x2222, policy=policy)
-    alice.start_ake()
-    relay(alice, bob)
-    assert alice.state is bob.state is MessageState.ENCRYPTED
-    return alice, bob
+    """A pair whose SMP is deferred unless ``policy`` says otherwise."""
+    return otr_helpers.secure_pair(keys, policy)
 
 
 def smp1_text(alice: Session) -> str:
