@@ -23,7 +23,6 @@ a table and writes JSON (default ``benchmarks/results/envelope.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -38,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
+from _common import add_json_option, write_report
 
 from xfer.aio.files import READ_SIZE
 from xfer.envelope import DEFAULT_CHUNK_SIZE, Opener, Sealer, Suite
 
 PIECE = READ_SIZE  # what the file adapter feeds per update
-RESULTS = Path(__file__).resolve().parent / "results" / "envelope.json"
 
 
 def openssl_speed(args: list[str], seconds: int) -> float:
@@ -192,7 +191,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=2, help="per openssl figure")
     parser.add_argument("--rss-mib", type=int, nargs="*", default=[100, 1024])
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "envelope")
     args = parser.parse_args()
     if not shutil.which("openssl"):
         print("openssl is needed for the reference figures (apt-get install openssl)")
@@ -331,8 +330,6 @@ def main() -> int:
             )
 
     report = {
-        "benchmark": "envelope",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -352,9 +349,7 @@ def main() -> int:
         "samples_mb_s": {k: [round(x, 1) for x in v] for k, v in samples.items()},
         "peak_rss": rss,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\nwrote {args.json}")
+    write_report(args.json, "envelope", report, lead="\n")
     return 0
 
 

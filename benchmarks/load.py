@@ -50,9 +50,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _common import add_json_option, write_report
+
 from xfer.testing.prosody import LocalProsody
 
-RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 MiB = 1 << 20
 PIECE = 4 * MiB
 STEPS = (1, 3)  # account i sends to i + 1 and i + 3
@@ -431,7 +432,7 @@ def main() -> int:
         "--accounts", type=int, default=10, help="processes (each sends 2 files)"
     )
     parser.add_argument("--dir", type=Path, default=None, help="for the files")
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "load")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -573,8 +574,6 @@ def main() -> int:
     )
 
     report = {
-        "benchmark": "load",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
         "params": {
             "accounts": len(users),
@@ -616,9 +615,7 @@ def main() -> int:
             for s in sent
         ],
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{elapsed:.0f} s; wrote {args.json}")
+    write_report(args.json, "load", report, lead=f"\n{elapsed:.0f} s; ")
     return 0
 
 

@@ -13,7 +13,6 @@ of ``--repeats`` runs; prints a table and writes JSON (default
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,10 +25,10 @@ if TYPE_CHECKING:
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import add_json_option, write_report
+
 from tests.interop.libotr import LibOTRPeer, find_libotr
 from xfer.otr import PrivateKey, Session
-
-RESULTS = Path(__file__).resolve().parent / "results" / "otr.json"
 
 
 class XferSide:
@@ -128,7 +127,7 @@ def measure(make: Callable[[], tuple[Side, Side]], repeats: int) -> dict[str, fl
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "otr")
     args = parser.parse_args()
     k1, k2 = PrivateKey.generate(), PrivateKey.generate()
     rows: dict[str, dict[str, float]] = {}
@@ -180,15 +179,11 @@ def main() -> int:
             f"{ratios['round_trip_ms']}, SMP {ratios['smp_ms']}"
         )
     report = {
-        "benchmark": "otr",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "repeats": args.repeats,
         "results": {k: {m: round(v, 3) for m, v in r.items()} for k, r in rows.items()},
         "xfer_vs_libotr_time_ratio": ratios,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json, "otr", report)
     return 0
 
 

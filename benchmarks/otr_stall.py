@@ -36,25 +36,25 @@ import asyncio
 import base64
 import contextlib
 import copy
-import json
 import os
 import statistics
 import sys
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import add_json_option, write_report
+
 from xfer.errors import RemoteProtocolError
 from xfer.otr import Account, Policy, PrivateKey, Session
 from xfer.otr import events as ev
 from xfer.otr.crypto import DH_G, DH_P, DH_Q
-from xfer.otr.data import encode_int, encode_mpi
 from xfer.otr.messages import DataMessage, DHCommit, DHKey, RevealSignature, Signature
 from xfer.otr.smp import (
     SMP,
@@ -64,32 +64,21 @@ from xfer.otr.smp import (
     TLV_SMP4,
     SMPInput,
 )
+from xfer.testing.otr_inputs import LAYOUTS, filler, smp_payload
 from xfer.xmpp.otr import SMPRunner
 
 DEFERRED = Policy(defer_smp=True)
-RESULTS = Path(__file__).resolve().parent / "results" / "otr_stall.json"
 ALICE, BOB, MALLORY = "alice@x/1", "bob@x/1", "mallory@x/1"
-LAYOUTS = {
-    TLV_SMP1: "gcdgcd",
-    TLV_SMP2: "gcdgcdggcdd",
-    TLV_SMP3: "ggcddgcd",
-    TLV_SMP4: "gcd",
-}
 
 
 def rand_exponent() -> int:
     return int.from_bytes(os.urandom(192), "big")
 
 
-def smp_payload(values: list[int]) -> bytes:
-    return encode_int(len(values)) + b"".join(encode_mpi(v) for v in values)
-
-
 def huge_payload(kind: int) -> bytes:
     """One challenge as long as a TLV allows, the other values valid."""
-    layout = LAYOUTS[kind]
-    values = [{"g": 4, "c": 1, "d": 1}[k] for k in layout]
-    values[layout.index("c")] = (1 << (8 * 65000)) - 1
+    values = filler(kind)
+    values[LAYOUTS[kind].index("c")] = (1 << (8 * 65000)) - 1
     return smp_payload(values)
 
 
@@ -141,6 +130,40 @@ def timed(victim: Account, peer: str, text: str) -> float:
     with contextlib.suppress(RemoteProtocolError):
         victim.receive(peer, text)
     return (time.perf_counter() - start) * 1000
+
+
+def mallory_answers(victim: Account, mallory: Session) -> str:
+    """Mallory takes what the victim sent and gives her one reply."""
+    for _, text in victim.data_to_send():
+        mallory.receive(text)
+    (reply,) = mallory.data_to_send()
+    return reply
+
+
+def garbage_signature() -> dict[str, Any]:
+    """Mallory's tags and a random signature and MAC (AKE fields)."""
+    return {
+        "sender_tag": 0x6666,
+        "receiver_tag": 0x2222,
+        "encrypted_signature": os.urandom(2048),
+        "mac": os.urandom(20),
+    }
+
+
+def forged_data(sender_tag: int, size: int, **extra: bytes) -> DataMessage:
+    """A data message to bob of ``size`` random bytes, keys and MAC forged."""
+    return DataMessage(
+        sender_tag=sender_tag,
+        receiver_tag=0x2222,
+        flags=0,
+        sender_keyid=1,
+        recipient_keyid=1,
+        next_dh=DH_P - 2,
+        ctr=bytes(8),
+        encrypted=os.urandom(size),
+        mac=os.urandom(20),
+        **extra,
+    )
 
 
 class Bench:
@@ -237,18 +260,12 @@ class Bench:
         def one() -> float:
             victim = self.fresh_victim()
             mallory = Session(self.keys[2], our_tag=0x6666)
-            if how == "commit-oversized":
+            if how.startswith("commit"):
+                size = 1 << 20 if how == "commit-oversized" else 196
                 text = DHCommit(
                     sender_tag=0x6666,
                     receiver_tag=0,
-                    encrypted_gx=os.urandom(1 << 20),
-                    hashed_gx=os.urandom(32),
-                ).encode()
-            elif how == "commit-max":
-                text = DHCommit(
-                    sender_tag=0x6666,
-                    receiver_tag=0,
-                    encrypted_gx=os.urandom(196),
+                    encrypted_gx=os.urandom(size),
                     hashed_gx=os.urandom(32),
                 ).encode()
             elif how in ("key-oversized", "key-max"):
@@ -260,35 +277,19 @@ class Bench:
                 mallory.start_ake()
                 (commit,) = mallory.data_to_send()
                 victim.receive(MALLORY, commit)
-                for _, reply in victim.data_to_send():
-                    mallory.receive(reply)
-                (text,) = mallory.data_to_send()
+                text = mallory_answers(victim, mallory)
                 if how == "reveal-garbage":
                     text = RevealSignature(
-                        sender_tag=0x6666,
-                        receiver_tag=0x2222,
-                        revealed_key=os.urandom(16),
-                        encrypted_signature=os.urandom(2048),
-                        mac=os.urandom(20),
+                        revealed_key=os.urandom(16), **garbage_signature()
                     ).encode()
                 elif how == "reveal-bad-mac":
                     text = tamper_mac(text)
             else:  # signature-*
                 victim.session(MALLORY).start_ake()
-                for _, commit in victim.data_to_send():
-                    mallory.receive(commit)
-                (key,) = mallory.data_to_send()
-                victim.receive(MALLORY, key)
-                for _, reveal in victim.data_to_send():
-                    mallory.receive(reveal)
-                (text,) = mallory.data_to_send()
+                victim.receive(MALLORY, mallory_answers(victim, mallory))
+                text = mallory_answers(victim, mallory)
                 if how == "signature-garbage":
-                    text = Signature(
-                        sender_tag=0x6666,
-                        receiver_tag=0x2222,
-                        encrypted_signature=os.urandom(2048),
-                        mac=os.urandom(20),
-                    ).encode()
+                    text = Signature(**garbage_signature()).encode()
             return timed(victim, MALLORY, text)
 
         return self.runs(one)
@@ -296,17 +297,8 @@ class Bench:
     def huge_data(self, how: str) -> list[float]:
         def one() -> float:
             if how == "forged-max":
-                text = DataMessage(
-                    sender_tag=0x1111,
-                    receiver_tag=0x2222,
-                    flags=0,
-                    sender_keyid=1,
-                    recipient_keyid=1,
-                    next_dh=DH_P - 2,
-                    ctr=bytes(8),
-                    encrypted=os.urandom(120_000),
-                    mac=os.urandom(20),
-                    old_mac_keys=os.urandom(70_000),
+                text = forged_data(
+                    0x1111, 120_000, old_mac_keys=os.urandom(70_000)
                 ).encode()
             else:  # a body of the largest size parsed, all garbage
                 text = "?OTR:" + "A" * (4 * 1024 * 1024 - 8) + "."
@@ -329,17 +321,7 @@ class Bench:
                 out.append(timed(victim, f"m{n % 300}@x/{n}", text))
             return out
         # Fill a 250 KB message in 16 KiB pieces; the last completes it.
-        whole = DataMessage(
-            sender_tag=0x6666,
-            receiver_tag=0x2222,
-            flags=0,
-            sender_keyid=1,
-            recipient_keyid=1,
-            next_dh=DH_P - 2,
-            ctr=bytes(8),
-            encrypted=os.urandom(180_000),
-            mac=os.urandom(20),
-        ).encode()
+        whole = forged_data(0x6666, 180_000).encode()
         piece = 16 * 1024
         parts = [whole[i : i + piece] for i in range(0, len(whole), piece)]
         n = len(parts)
@@ -421,7 +403,7 @@ def reference(repeats: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "otr_stall")
     args = parser.parse_args()
     bench = Bench([PrivateKey.generate() for _ in range(3)], args.repeats)
     cases: dict[str, Callable[[], list[float]]] = {}
@@ -498,8 +480,6 @@ def main() -> int:
             f"{r['median_step_ms']:>8.1f}"
         )
     report = {
-        "benchmark": "otr_stall",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "repeats": args.repeats,
         "reference_modexp_ms": {
             "median": round(ref_median, 4),
@@ -509,9 +489,7 @@ def main() -> int:
         "worst": {"case": worst, **rows[worst]},
         "event_loop": stalls,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json, "otr_stall", report)
     return 0
 
 

@@ -57,13 +57,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from _common import add_json_option, write_report
+
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-RESULTS = Path(__file__).resolve().parent / "results" / "transfer.json"
 MiB = 1 << 20
 PIECE = 4 * MiB  # what the transfer reads, seals and writes at a time (READ_SIZE)
 IBB_BLOCK = 32767  # the block size a Jingle IBB transport uses
@@ -653,7 +654,7 @@ def main() -> int:
     parser.add_argument("--latency-kib", type=int, default=1)
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--dir", type=Path, default=None, help="for the files")
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "transfer")
     parser.add_argument(
         "--worker", choices=["encrypted", "plain"], help=argparse.SUPPRESS
     )
@@ -847,8 +848,6 @@ def main() -> int:
     )
 
     report = {
-        "benchmark": "transfer",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
         "params": {
             "mib": {k: mib[k] for k in args.kinds},
@@ -891,9 +890,7 @@ def main() -> int:
             f"timed out after {OFFER_TIMEOUT:g} s waiting for the session to end "
             f"(besides {transfers} measured); dropped from the figures"
         )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{elapsed:.0f} s; wrote {args.json}")
+    write_report(args.json, "transfer", report, lead=f"\n{elapsed:.0f} s; ")
     return 0
 
 

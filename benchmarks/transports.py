@@ -31,9 +31,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import add_json_option, write_report
+
 from xfer.testing.prosody import LocalProsody
 
-RESULTS = Path(__file__).resolve().parent / "results" / "transports.json"
 MiB = 1 << 20
 ACCOUNTS = {"sender": "sender-pw", "receiver": "receiver-pw"}
 
@@ -274,7 +275,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=RESULTS)
+    add_json_option(parser, "transports")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument(
         "--role", choices=["sender", "receiver"], help=argparse.SUPPRESS
@@ -327,17 +328,13 @@ def main() -> int:
     for name, value in ratios.items():
         print(f"ratio {name}: {value}x")
     report = {
-        "benchmark": "transports",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mib": args.mib,
         "repeats": args.repeats,
         "results": rows,
         "ratios": ratios,
         "samples": samples,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    write_report(args.json, "transports", report)
     return 0
 
 
