@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import click
-from xfer_cli.commands.net import SizeType
 from xfer_cli.main import CommandError
+from xfer_cli.params import SizeType
 from xfer_cli.progress import format_bytes
 
 from xfer.testing.prosody import LocalProsody, prosody_available

@@ -11,8 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 from xfer_cli.account import resolve
-from xfer_cli.commands.net import SizeType, _destination
+from xfer_cli.commands.net import _destination
 from xfer_cli.main import COMMANDS, EXIT_USAGE, CommandError, cli
+from xfer_cli.params import SizeType
 
 FP = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
 
