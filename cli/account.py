@@ -1,4 +1,5 @@
-"""Account settings for the networked commands, and connecting with them.
+"""Account settings for the networked commands, and connecting with them
+(:func:`connect`, :func:`run`).
 
 Where each setting comes from, first match wins:
 
@@ -18,21 +19,23 @@ another), created with mode 0700, files 0600.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from xfer_cli.main import EXIT_USAGE, CommandError
 
+import xfer
 from xfer.store import IdentityStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
 TLS_MODES = ("starttls", "direct", "none")
 
@@ -188,3 +191,34 @@ def account_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+async def connect(
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    *,
+    accept_untrusted: bool = False,
+    **config: float,
+) -> xfer.Client:
+    """Log in; ``config`` goes to the ``xfer_transfer`` plugin."""
+    settings = resolve(jid=jid, host=host, port=port, tls=tls)
+    options: dict[str, Any] = dict(config)
+    return await xfer.connect(
+        settings.jid,
+        settings.password,
+        identity=identity(),
+        host=settings.host,
+        port=settings.port,
+        tls=settings.tls,
+        accept_untrusted=accept_untrusted,
+        **options,
+    )
+
+
+def run(job: Coroutine[object, object, int | None]) -> None:
+    """Run a command's coroutine; exit with its code unless that is 0."""
+    code = asyncio.run(job)
+    if code:
+        sys.exit(code)

@@ -182,6 +182,13 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def report_only(exc: BaseException) -> None:
+    """Print the line :func:`report` prints for ``exc``, without exiting
+    (a receiver goes on after one failed file)."""
+    message, _ = describe(exc)
+    say_error(message)
+
+
 def report(exc: BaseException) -> NoReturn:
     """Print one line for ``exc`` and exit with its code (the one place)."""
     message, code = describe(exc)

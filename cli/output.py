@@ -21,7 +21,22 @@ from xfer_cli.progress import Progress
 
 from xfer.display import shown
 
-__all__ = ["Output"]
+__all__ = ["Output", "json_option", "quiet_option", "quoted"]
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress."
+)
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per event on stdout (for scripts).",
+)
+
+
+def quoted(text: str) -> str:
+    """A name as shown in a sentence: quoted, escaped, capped."""
+    return f"'{shown(text)}'"
 
 
 class Output:

@@ -7,7 +7,8 @@ place that words them (:func:`xfer_cli.main.report`).
 
 Every string a peer or a server chose (JIDs and resources, file names, media
 types, verification questions, reasons) is hostile: it goes through
-:func:`xfer.display.shown` (through :func:`_q` for names) before it is shown.
+:func:`xfer.display.shown` (through :func:`xfer_cli.output.quoted` for names)
+before it is shown.
 """
 
 from __future__ import annotations
@@ -20,71 +21,25 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, data_dir, identity, resolve
-from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError, describe, say_error
-from xfer_cli.output import Output
+from xfer_cli.account import account_options, connect, data_dir, identity, run
+from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError, report_only
+from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.params import DurationType, SizeType
 from xfer_cli.progress import format_bytes
 
-import xfer
 from xfer.display import shown
 from xfer.errors import XferError
 from xfer.names import numbered, safe_parts
 from xfer.otr.trust import bare_jid, format_fingerprint, parse_fingerprint
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterator
+    from collections.abc import Iterator
 
+    import xfer
     from xfer.xmpp.transfer import IncomingOffer
-
-quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="Only errors on stderr; no progress."
-)
-json_option = click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON object per event on stdout (for scripts).",
-)
-
-
-def _q(text: str) -> str:
-    """A name as shown in a sentence: quoted, escaped, capped."""
-    return f"'{shown(text)}'"
-
-
-def _run(job: Coroutine[object, object, int | None]) -> None:
-    code = asyncio.run(job)
-    if code:
-        sys.exit(code)
-
-
-async def _connect(
-    jid: str | None,
-    host: str | None,
-    port: int | None,
-    tls: str | None,
-    *,
-    accept_untrusted: bool = False,
-    **config: float,
-) -> xfer.Client:
-    """Log in; ``config`` goes to the ``xfer_transfer`` plugin."""
-    settings = resolve(jid=jid, host=host, port=port, tls=tls)
-    options: dict[str, Any] = dict(config)
-    return await xfer.connect(
-        settings.jid,
-        settings.password,
-        identity=identity(),
-        host=settings.host,
-        port=settings.port,
-        tls=settings.tls,
-        accept_untrusted=accept_untrusted,
-        **options,
-    )
-
 
 # -- keys and trust ---------------------------------------------------------------
 
@@ -214,7 +169,7 @@ def verify(
     """
 
     async def job() -> int:
-        client = await _connect(jid, host, port, tls, accept_untrusted=True)
+        client = await connect(jid, host, port, tls, accept_untrusted=True)
         try:
             full, fingerprint, trusted = await client.secure(peer)
             click.echo(
@@ -235,7 +190,7 @@ def verify(
                 # stays queued, and is never shown as if it came from them.
                 who, asked = await _next_question(client, full, timeout)
                 click.echo(
-                    f"{shown(who)} asks: {_q(asked)}"
+                    f"{shown(who)} asks: {quoted(asked)}"
                     if asked
                     else f"{shown(who)} asks to verify (no question)",
                     err=True,
@@ -256,7 +211,7 @@ def verify(
         )
         return 0
 
-    _run(job())
+    run(job())
 
 
 async def _next_question(
@@ -324,7 +279,7 @@ def send(
         raise CommandError("nothing to send: the directories are empty")
 
     async def job() -> int:
-        client = await _connect(jid, host, port, tls)
+        client = await connect(jid, host, port, tls)
         try:
             full, fingerprint, _ = await client.secure(peer)
             out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")
@@ -352,7 +307,7 @@ def send(
                         else ""
                     )
                 out.say(
-                    f"sent {_q(name)} ({format_bytes(result.size)}, "
+                    f"sent {quoted(name)} ({format_bytes(result.size)}, "
                     f"{shown(result.transport)}, "
                     f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
@@ -373,7 +328,7 @@ def send(
             await client.close()
         return 0
 
-    _run(job())
+    run(job())
 
 
 # -- receive ----------------------------------------------------------------------
@@ -426,7 +381,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     peer_bare = bare_jid(offer.peer)
     fingerprint = format_fingerprint(offer.fingerprint)
     out.say(
-        f"{shown(offer.peer)} offers {_q(offer.name)}: {format_bytes(offer.size)}, "
+        f"{shown(offer.peer)} offers {quoted(offer.name)}: {format_bytes(offer.size)}, "
         f"{shown(offer.media_type)}, SHA-256 {offer.sha256.hex()[:16]}..."
     )
     out.say(
@@ -462,7 +417,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         why = "declined"
     if why is not None:
         await offer.decline(why if why != "declined" else None)
-        out.say(f"declined {_q(offer.name)}: {shown(why)}")
+        out.say(f"declined {quoted(offer.name)}: {shown(why)}")
         out.event("declined", peer=offer.peer, name=offer.name, why=why)
         return
     dest = await asyncio.to_thread(
@@ -471,7 +426,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     kept = await asyncio.to_thread(offer.resumes_from, dest)
     if kept:
         out.say(
-            f"resuming {_q(offer.name)}: {format_bytes(kept)} of "
+            f"resuming {quoted(offer.name)}: {format_bytes(kept)} of "
             f"{format_bytes(offer.size)} were kept from an earlier try"
         )
         out.event("resuming", peer=offer.peer, name=offer.name, kept=kept)
@@ -575,7 +530,7 @@ def receive(
     rules.directory.mkdir(parents=True, exist_ok=True)
 
     async def job() -> int:
-        client = await _connect(
+        client = await connect(
             jid,
             host,
             port,
@@ -600,8 +555,7 @@ def receive(
                     await _handle(offer, rules, out)
                 except (XferError, OSError) as exc:
                     # One failed file does not stop the receiver; say why.
-                    message, _ = describe(exc)
-                    say_error(message)
+                    report_only(exc)
                 busy[0] = False
         finally:
             with contextlib.suppress(Exception):
@@ -609,7 +563,7 @@ def receive(
 
     busy = [False]  # a transfer is under way (Ctrl-C then interrupts it)
     try:
-        _run(job())
+        run(job())
     except KeyboardInterrupt:
         if busy[0]:
             raise

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from xfer_cli.commands import net
 from xfer_cli.main import EXIT_REFUSED, EXIT_VERIFY, cli, describe, say_error
 from xfer_cli.output import Output
 from xfer_cli.progress import Progress
 
+import xfer
 from xfer.errors import TransferRejected, UntrustedPeer
 
 #: A carriage return that rewrites the line, a fake verdict, an escape
@@ -142,7 +142,9 @@ def _use(monkeypatch: pytest.MonkeyPatch, client: FakeClient) -> None:
     async def connect(*args: object, **kwargs: object) -> FakeClient:
         return client
 
-    monkeypatch.setattr(net, "_connect", connect)
+    monkeypatch.setenv("XFER_JID", "zoe@example.org")
+    monkeypatch.setenv("XFER_PASSWORD", "pw")
+    monkeypatch.setattr(xfer, "connect", connect)
 
 
 def _receive(
