@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from xfer.otr.offer import TransferOffer
+from xfer.transfer.offer import TransferOffer
 
 
 def make_offer(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from tests.helpers import make_offer
 from xfer.envelope import Sealer
-from xfer.otr.offer import TransferOffer
+from xfer.transfer.offer import TransferOffer
 
 
 def offer_for(content: bytes) -> TransferOffer:

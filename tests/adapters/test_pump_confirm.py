@@ -12,7 +12,7 @@ from tests.adapters.sealed_streams import MemoryStream, offer_for, sealed_rest
 from xfer.aio.pump import confirm_sealed
 from xfer.envelope import EnvelopeHeader
 from xfer.errors import IntegrityError, StreamTruncated
-from xfer.otr.offer import TransferOffer
+from xfer.transfer.offer import TransferOffer
 
 KEY = os.urandom(32)
 

@@ -23,7 +23,6 @@ from tests.helpers import make_offer
 from tests.integration.conftest import bob_direct, introduce, through, transfer_client
 from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
 from xfer.jingle.wire import NS_ENCRYPTED
-from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict
 from xfer.testing.hostile import (
     Direction,
     ForgedOTRPeer,
@@ -34,6 +33,7 @@ from xfer.testing.hostile import (
 )
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
+from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import RESTARTED
 

@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 from tests.integration.conftest import bob_direct, introduce, through
 from tests.integration.test_attacks import NS_JINGLE, BackToBack, otr_type
 from xfer.errors import XferError
-from xfer.otr.offer import XFER_USE, TransferVerdict
 from xfer.testing.hostile import ForgedOTRPeer, HostileServer, body
 from xfer.testing.prosody import LocalProsody
+from xfer.transfer.offer import XFER_USE, TransferVerdict
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import RESTARTED
 

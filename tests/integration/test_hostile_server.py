@@ -26,7 +26,6 @@ from tests.helpers import make_offer
 from tests.integration.conftest import bob_direct, introduce, login, through
 from xfer.errors import NotSecure
 from xfer.otr import events as ev
-from xfer.otr.offer import XFER_USE
 from xfer.otr.session import MessageState
 from xfer.otr.trust import Verification
 from xfer.testing.hostile import (
@@ -40,6 +39,7 @@ from xfer.testing.hostile import (
 )
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import KINDS, forcing
+from xfer.transfer.offer import XFER_USE
 from xfer.xmpp.client import XferClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]

@@ -262,7 +262,7 @@ def test_messages_for_another_instance_are_ignored(link, dsa_keys):
 
 def test_an_xfer_offer_travels_through_libotr_intact(link):
     """libotr relays TLV 8 with our payload byte for byte, both ways."""
-    from xfer.otr.offer import XFER_USE, TransferOffer
+    from xfer.transfer.offer import XFER_USE, TransferOffer
 
     secure(link)
     offer = TransferOffer(

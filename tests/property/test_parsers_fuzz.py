@@ -25,7 +25,7 @@ from xfer.framing.ibb import IBBReceiver
 from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
 from xfer.otr.fragments import Reassembler, fragment, parse_fragment
 from xfer.otr.messages import parse_encoded, parse_text
-from xfer.otr.offer import TransferOffer, TransferVerdict, decode_payload
+from xfer.transfer.offer import TransferOffer, TransferVerdict, decode_payload
 
 CASES: collections.Counter[str] = collections.Counter()
 

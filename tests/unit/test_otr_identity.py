@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.otr.crypto import PrivateKey
-from xfer.otr.offer import XFER_USE, TransferOffer
 from xfer.otr.trust import (
     TrustStore,
     Verification,
@@ -21,6 +20,7 @@ from xfer.otr.trust import (
     parse_fingerprint,
 )
 from xfer.store import IdentityStore
+from xfer.transfer.offer import XFER_USE, TransferOffer
 
 FP = bytes(range(20))
 

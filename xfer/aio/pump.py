@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import os
 import stat
 from pathlib import Path
@@ -30,8 +29,8 @@ from xfer.aio.files import (
     hash_prefix,
     read_chunks,
 )
-from xfer.envelope import Opener
-from xfer.errors import IntegrityError, StreamTruncated, TransferTimeout
+from xfer.errors import IntegrityError, TransferTimeout
+from xfer.transfer.verify import Verifier
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from xfer.aio.bytestream import ByteStream
     from xfer.aio.partial import Partial
     from xfer.envelope import Sealer
-    from xfer.otr.offer import TransferOffer
+    from xfer.transfer.offer import TransferOffer
 
 __all__ = ["confirm_sealed", "file_sha256", "receive_sealed", "send_sealed"]
 
@@ -137,68 +136,6 @@ async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
         raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
 
 
-class _Verifier:
-    """Opener + running SHA-256 + byte budget, run on a worker thread.
-
-    A resumed receipt verifies the rest of the file, from ``start``: the
-    digest already holds the prefix, and the stream holds ``size - start``
-    bytes of plaintext.
-    """
-
-    def __init__(
-        self,
-        key: bytes,
-        offer: TransferOffer,
-        sealed_size: int,
-        executor: Executor | None,
-        start: int = 0,
-    ) -> None:
-        self.opener = Opener(
-            key,
-            transfer_id=offer.transfer_id,
-            max_chunk_size=offer.chunk_size,
-            executor=executor,
-        )
-        self.offer = offer
-        self.budget = sealed_size
-        self.start = start
-        self.plain = start
-        self.digest = hashlib.sha256()
-
-    def feed(self, piece: bytes, buf: bytearray) -> memoryview:
-        """Verify and decrypt ``piece`` into ``buf`` (big enough: see
-        ``opener.output_bound``); the plaintext released so far."""
-        self.budget -= len(piece)
-        if self.budget < 0:  # more than the offer said: not this transfer
-            raise IntegrityError
-        n = self.opener.update_into(piece, buf)
-        header = self.opener.header
-        if header is not None and (
-            header.salt != self.offer.salt
-            or int(header.suite) != self.offer.suite
-            or header.chunk_size != self.offer.chunk_size
-        ):
-            raise IntegrityError
-        self.plain += n
-        return memoryview(buf)[:n]
-
-    def finish(self) -> bytes:
-        """At the end of the stream: the held-back final plaintext, once the
-        final chunk, the size and the SHA-256 check out."""
-        if self.budget > 0:  # cut off: what came is verified, the rest is due
-            raise StreamTruncated(
-                f"the stream ended after {self.plain} of {self.offer.size} bytes"
-            )
-        tail = self.opener.finalize()
-        self.digest.update(tail)
-        self.plain += len(tail)
-        if self.budget != 0 or self.plain != self.offer.size:
-            raise IntegrityError
-        if not hmac.compare_digest(self.digest.digest(), self.offer.sha256):
-            raise IntegrityError
-        return tail
-
-
 #: A gathered piece, the end of the stream (None), or why reading failed.
 _Item = bytes | BaseException | None
 
@@ -244,7 +181,7 @@ async def confirm_sealed(
         StreamTruncated, TransportError: the stream broke or stalled.
     """
     size = offer.size
-    verifier = _Verifier(key, offer, sealed_size, executor=None, start=size)
+    verifier = Verifier(key, offer, sealed_size, executor=None, start=size)
     await asyncio.to_thread(_hash_file, Path(path), size, verifier.digest)
     buf = bytearray(verifier.opener.output_bound(READ_SIZE))
     while piece := await _read(stream, stall_timeout):
@@ -349,7 +286,7 @@ async def receive_sealed(
     In every case nothing is left at ``dest``.
     """
     start = partial.state.verified if partial is not None else 0
-    verifier = _Verifier(key, offer, sealed_size, executor, start)
+    verifier = Verifier(key, offer, sealed_size, executor, start)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUED)
     reader: asyncio.Future[None] | None = None

@@ -63,9 +63,9 @@ from xfer.errors import NotSecure, RemoteProtocolError
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
-from xfer.otr.offer import XFER_USE, TransferOffer
 from xfer.otr.session import Policy
 from xfer.testing._listener import LoopbackListener
+from xfer.transfer.offer import XFER_USE, TransferOffer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

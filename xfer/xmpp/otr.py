@@ -58,10 +58,10 @@ from xfer.errors import (
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
-from xfer.otr.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.smp import SMPDone, SMPJob, run_smp_job
 from xfer.otr.trust import TrustStore, Verification, bare_jid
+from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable

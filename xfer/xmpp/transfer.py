@@ -55,8 +55,6 @@ from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, EnvelopeHeader, Sea
 from xfer.errors import (
     ConnectionFailed,
     DestinationExists,
-    EnvelopeFormatError,
-    IntegrityError,
     LocalProtocolError,
     NotSecure,
     NoUsableTransport,
@@ -68,7 +66,7 @@ from xfer.errors import (
     XferError,
 )
 from xfer.framing.socks5 import dst_addr
-from xfer.jingle import Action, JingleError, Reason, Role
+from xfer.jingle import Action, Reason, Role
 from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
@@ -90,8 +88,17 @@ from xfer.jingle.wire import (
     S5BTransport,
 )
 from xfer.names import numbered, safe_name
-from xfer.otr.offer import MAX_REASON_BYTES, TransferOffer, TransferVerdict
 from xfer.store import IdentityStore
+from xfer.transfer.offer import MAX_REASON_BYTES, TransferOffer, TransferVerdict
+from xfer.transfer.policy import (
+    RESUMABLE,
+    broke_off,
+    clip,
+    private_text,
+    public_text,
+    range_offset,
+    reason_for,
+)
 from xfer.xmpp.jingle import rejection
 
 if TYPE_CHECKING:
@@ -125,16 +132,6 @@ IBB_BLOCK_SIZE = 32767
 DRAIN_GRACE = 10.0
 #: Finished receipts remembered for a sender that offers one again.
 MAX_FINISHED = 64
-#: The reasons with which a transfer ends that broke rather than failed: the
-#: sender offers the rest again, and the receiver waits for that offer.
-RESUMABLE = frozenset(
-    {
-        Reason.CONNECTIVITY_ERROR.value,
-        Reason.FAILED_TRANSPORT.value,
-        Reason.TIMEOUT.value,
-    }
-)
-
 for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
     register_plugin(_plugin)
 
@@ -647,7 +644,7 @@ class XferTransfer(BasePlugin):
                 session, {Action.SESSION_ACCEPT}, self.config["offer_timeout"]
             )
             accepted.append(True)
-            start = _range_offset(accept, offer.size)
+            start = range_offset(accept, offer.size)
             setup_start = time.perf_counter()
             stream, kind = await self._negotiate(session, transport, s5b, accept)
             setup = time.perf_counter() - setup_start
@@ -694,9 +691,7 @@ class XferTransfer(BasePlugin):
                 ) from None
             raise
         except BaseException as exc:
-            await session.terminate(
-                _reason_for(exc), _public_text(exc, receiving=False)
-            )
+            await session.terminate(reason_for(exc), public_text(exc, receiving=False))
             raise
         finally:
             self.otr.forget_verdict(offer.transfer_id)
@@ -1043,7 +1038,7 @@ class XferTransfer(BasePlugin):
     ) -> None:
         """After a break, wait for the sender's offer of the rest; raise
         ``exc`` if it was not a break, or no such offer comes in time."""
-        if not _broke_off(exc) or breaks > self.config["resume_attempts"]:
+        if not broke_off(exc) or breaks > self.config["resume_attempts"]:
             raise exc
         log.info("receipt from %s broke off (%s)", incoming.peer, exc)
         try:
@@ -1197,10 +1192,10 @@ class XferTransfer(BasePlugin):
         """A receipt failed: say why to the sender inside OTR (unless it only
         broke off, to go on), and end the Jingle session with a reason the
         servers may read."""
-        if isinstance(exc, XferError | OSError) and not _broke_off(exc):
-            self._tell(incoming, stored=False, why=_private_text(exc))
+        if isinstance(exc, XferError | OSError) and not broke_off(exc):
+            self._tell(incoming, stored=False, why=private_text(exc))
         await incoming._session.terminate(
-            _reason_for(exc), _public_text(exc, receiving=True)
+            reason_for(exc), public_text(exc, receiving=True)
         )
 
     def _tell(self, incoming: IncomingOffer, *, stored: bool, why: str = "") -> None:
@@ -1210,7 +1205,7 @@ class XferTransfer(BasePlugin):
             stored=stored,
             sha256=incoming.sha256 if stored else bytes(32),
             size=incoming.size if stored else 0,
-            reason=_clip(why, MAX_REASON_BYTES),
+            reason=clip(why, MAX_REASON_BYTES),
         )
         try:
             self.otr.send_verdict(incoming._got, verdict)
@@ -1222,7 +1217,7 @@ class XferTransfer(BasePlugin):
         when it broke off (to go on in a moment), or was stopped on either
         side and may be offered again (``keep_partial``); never when the
         data was not authentic."""
-        if _broke_off(exc) or isinstance(exc, asyncio.CancelledError):
+        if broke_off(exc) or isinstance(exc, asyncio.CancelledError):
             # (A cancelled receipt is either going on with a new offer, or
             # ends here: then _receive removes what keep_partial does not keep.)
             return True
@@ -1575,7 +1570,7 @@ class XferTransfer(BasePlugin):
                 with contextlib.suppress(XferError, OSError):
                     await stream.close()
                 return
-            if drain and _broke_off(rejection(session.peer, session.terminated)):
+            if drain and broke_off(rejection(session.peer, session.terminated)):
                 # What is still in flight ends soon: at the stream's end.
                 await asyncio.wait({task}, timeout=DRAIN_GRACE)
                 if task.done() and not task.cancelled() and task.exception() is None:
@@ -1687,92 +1682,6 @@ def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int, str]:
     (or confirms) the receipt. The name counts: one content sent under two
     names is two files."""
     return _bare(offer.peer), offer.sha256, offer.size, offer.name
-
-
-def _broke_off(exc: BaseException | None) -> bool:
-    """A break worth going on from: the transport failed (not the data)."""
-    if isinstance(exc, TransferRejected):
-        return exc.reason in RESUMABLE
-    return isinstance(exc, TransportError)
-
-
-def _range_offset(accept: Jingle, size: int) -> int:
-    """Where the receiver wants the file from: the offset of the
-    ``<range/>`` in its session-accept (0 without one)."""
-    content = accept.content
-    if content is None or content.description is None:
-        return 0
-    wanted = content.description.range
-    if wanted is None:
-        return 0
-    if wanted.length is not None or not 0 <= wanted.offset <= size:
-        raise RemoteProtocolError(
-            "the receiver asked for a range that xfer does not send",
-            hint="bad-request",
-        )
-    return wanted.offset
-
-
-def _reason_for(exc: BaseException) -> Reason:
-    """The Jingle reason that tells the peer why we stopped."""
-    if isinstance(exc, (IntegrityError, EnvelopeFormatError, UntrustedPeer, NotSecure)):
-        return Reason.SECURITY_ERROR
-    if isinstance(exc, TransferTimeout):
-        return Reason.TIMEOUT
-    if isinstance(exc, NoUsableTransport):
-        return Reason.CONNECTIVITY_ERROR
-    if isinstance(exc, TransportError):
-        return Reason.FAILED_TRANSPORT
-    if isinstance(exc, JingleError | RemoteProtocolError):
-        return Reason.GENERAL_ERROR
-    if isinstance(exc, OSError | DestinationExists):
-        return Reason.MEDIA_ERROR
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-        return Reason.CANCEL
-    return Reason.GENERAL_ERROR
-
-
-def _public_text(exc: BaseException, *, receiving: bool) -> str | None:
-    """What the servers may read about our failure (a Jingle reason text):
-    a fixed phrase per kind of failure, never a path, a name or how much of
-    the file had arrived. The details go to the peer inside OTR (the
-    verdict, :func:`_private_text`)."""
-    if isinstance(exc, OSError | DestinationExists):
-        return (
-            "the receiver could not store the file"
-            if receiving
-            else "the sender could not read the file"
-        )
-    if isinstance(exc, IntegrityError | EnvelopeFormatError):
-        return "the data did not verify"
-    if isinstance(exc, UntrustedPeer):
-        return "fingerprint not trusted"
-    if isinstance(exc, NotSecure):
-        return "no private conversation"
-    if isinstance(exc, TransferTimeout):
-        return "timed out"
-    if isinstance(exc, NoUsableTransport):
-        return "no usable transport"
-    if isinstance(exc, TransportError):
-        return "the bytestream failed"
-    if isinstance(exc, JingleError | RemoteProtocolError):
-        return "protocol error"
-    return None
-
-
-def _private_text(exc: BaseException) -> str:
-    """Why we refused a file, for the sender inside OTR: the error's own
-    words, but never a local path."""
-    if isinstance(exc, OSError):
-        return f"the receiver could not store the file ({exc.strerror or 'I/O error'})"
-    if isinstance(exc, DestinationExists):
-        return "the receiver could not store the file (the name is taken)"
-    return str(exc) or type(exc).__name__
-
-
-def _clip(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, whole characters."""
-    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def _refusal(verdict: asyncio.Future[TransferVerdict]) -> str | None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import make_offer
 from xfer.errors import LocalProtocolError, RemoteProtocolError
-from xfer.otr.offer import TransferOffer, TransferVerdict, decode_payload
+from xfer.transfer.offer import TransferOffer, TransferVerdict, decode_payload
 
 
 def offer(media_type: str) -> TransferOffer:

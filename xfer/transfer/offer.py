@@ -1,4 +1,5 @@
-"""xfer's use of the OTR extra symmetric key: the TLV 8 offer (spec/otr.md §5).
+"""xfer's use of the OTR extra symmetric key: the TLV 8 offer and verdict
+(spec/otr.md §5).
 
 Inside OTR, the sender of a file sends one TLV 8 whose 4-byte use value is
 :data:`XFER_USE` (the ASCII bytes ``xfer``) and whose use-specific data is a
