@@ -11,7 +11,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from xfer_cli.account import resolve
-from xfer_cli.commands.net import _destination
+from xfer_cli.commands.receive import _destination
 from xfer_cli.main import COMMANDS, EXIT_USAGE, CommandError, cli
 from xfer_cli.params import SizeType
 

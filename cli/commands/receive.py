@@ -1,0 +1,267 @@
+"""``xfer receive``: wait for offers, vet each (the rules, or a question), and
+save it where a safe name puts it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from xfer_cli.account import account_options, connect, run
+from xfer_cli.main import CommandError, report_only
+from xfer_cli.output import Output, json_option, quiet_option, quoted
+from xfer_cli.params import DurationType, SizeType
+from xfer_cli.progress import format_bytes
+
+from xfer.display import shown
+from xfer.errors import XferError
+from xfer.names import numbered, safe_parts
+from xfer.otr.trust import bare_jid, format_fingerprint
+
+if TYPE_CHECKING:
+    from xfer.xmpp.transfer import IncomingOffer
+
+__all__ = ["receive"]
+
+
+def _destination(directory: Path, name: str, overwrite: bool) -> Path:
+    """Where an offered name lands under ``directory``: sanitised components,
+    parent directories created (never through a symbolic link), a numbered
+    name if taken (unless ``overwrite``)."""
+    parts = safe_parts(name)
+    root = directory.resolve()
+    parent = root
+    for part in parts[:-1]:
+        parent = parent / part
+        if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
+            raise CommandError(f"{parent} is in the way (not a plain directory)")
+        parent.mkdir(mode=0o755, exist_ok=True)
+    target = parent / parts[-1]
+    n = 1
+    while not overwrite and (target.exists() or target.is_symlink()):
+        n += 1
+        target = parent / numbered(parts[-1], n)
+    if overwrite and target.is_dir():
+        raise CommandError(f"{target} is a directory")
+    assert target.resolve().is_relative_to(root)
+    return target
+
+
+def _ask(question: str) -> bool:
+    if not sys.stdin.isatty():
+        answer = sys.stdin.readline().strip().lower()
+        click.echo(f"{question} [y/N]: {answer}", err=True)
+        return answer in ("y", "yes")
+    return bool(click.confirm(question, default=False, err=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rules:
+    """What 'xfer receive' was told about which offers to take, and where."""
+
+    sender: str | None
+    directory: Path
+    yes: bool
+    overwrite: bool
+    max_size: int | None
+
+
+async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
+    """Show one offer, decide (rules, or ask), and receive or decline it."""
+    peer_bare = bare_jid(offer.peer)
+    fingerprint = format_fingerprint(offer.fingerprint)
+    out.say(
+        f"{shown(offer.peer)} offers {quoted(offer.name)}: {format_bytes(offer.size)}, "
+        f"{shown(offer.media_type)}, SHA-256 {offer.sha256.hex()[:16]}..."
+    )
+    out.say(
+        f"  fingerprint {fingerprint}: "
+        + (
+            "trusted"
+            if offer.trusted
+            else "NOT TRUSTED (compare it with them, "
+            "then 'xfer trust', or run 'xfer verify')"
+        )
+    )
+    out.event(
+        "offer",
+        peer=offer.peer,
+        name=offer.name,
+        size=offer.size,
+        sha256=offer.sha256.hex(),
+        fingerprint=fingerprint,
+        trusted=offer.trusted,
+    )
+    why = None
+    if rules.sender is not None and peer_bare != bare_jid(rules.sender):
+        why = f"not from {rules.sender}"
+    elif rules.max_size is not None and offer.size > rules.max_size:
+        why = f"larger than --max-size {format_bytes(rules.max_size)}"
+    elif shutil.disk_usage(rules.directory).free < offer.size + (16 << 20):
+        why = "not enough free space"
+    elif rules.yes and not offer.trusted:
+        why = "untrusted peer (--yes accepts only trusted ones)"
+    elif not rules.yes and not await asyncio.to_thread(
+        _ask, "Accept this file?" if offer.trusted else "Accept from an UNTRUSTED peer?"
+    ):
+        why = "declined"
+    if why is not None:
+        await offer.decline(why if why != "declined" else None)
+        out.say(f"declined {quoted(offer.name)}: {shown(why)}")
+        out.event("declined", peer=offer.peer, name=offer.name, why=why)
+        return
+    dest = await asyncio.to_thread(
+        _destination, rules.directory, offer.name, rules.overwrite
+    )
+    kept = await asyncio.to_thread(offer.resumes_from, dest)
+    if kept:
+        out.say(
+            f"resuming {quoted(offer.name)}: {format_bytes(kept)} of "
+            f"{format_bytes(offer.size)} were kept from an earlier try"
+        )
+        out.event("resuming", peer=offer.peer, name=offer.name, kept=kept)
+    progress = out.progress(dest.name)
+    started = time.perf_counter()
+    try:
+        await offer.accept(dest, overwrite=rules.overwrite, progress=progress)
+    except (XferError, OSError) as exc:
+        progress.close()
+        out.event("failed", peer=offer.peer, name=offer.name, error=str(exc))
+        raise
+    progress.close()
+    seconds = time.perf_counter() - started
+    out.say(
+        f"saved {shown(str(dest), limit=None)} ({format_bytes(offer.size)}, "
+        f"{offer.size / max(seconds, 1e-9) / 1e6:.1f} MB/s, SHA-256 verified)"
+    )
+    out.event(
+        "received",
+        peer=offer.peer,
+        name=offer.name,
+        path=str(dest),
+        size=offer.size,
+        sha256=offer.sha256.hex(),
+        seconds=round(seconds, 3),
+    )
+
+
+@click.command()
+@click.option("--from", "sender", metavar="JID", help="Accept offers only from JID.")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where files go (created if missing).",
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Accept offers from trusted peers without asking."
+)
+@click.option("--overwrite", is_flag=True, help="Replace files with the same name.")
+@click.option("--once", is_flag=True, help="Exit after one offer.")
+@click.option(
+    "--max-size",
+    type=SizeType(),
+    help="Decline files larger than this (e.g. 500M, 2G).",
+)
+@click.option(
+    "--keep-partial",
+    type=DurationType(),
+    default="7d",
+    show_default=True,
+    help="Keep the verified part of a transfer that broke off (hidden, "
+    "beside the file) this long, so that sending the same file again goes "
+    "on from there; 0 keeps nothing.",
+)
+@account_options
+@quiet_option
+@json_option
+def receive(
+    sender: str | None,
+    directory: str,
+    yes: bool,
+    overwrite: bool,
+    once: bool,
+    max_size: int | None,
+    keep_partial: float,
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Wait for files and save them in --dir.
+
+    Each offer shows what the sender's OTR message says (name, size,
+    SHA-256) and whether the sender's fingerprint is trusted, and asks
+    before accepting, unless --yes (which never accepts an untrusted peer).
+    Names are made safe (no path escapes, hidden files or device names;
+    taken names get a number). A file appears only once it is verified.
+
+    A transfer that breaks off (network, either side killed) goes on by
+    itself when the sender comes back within a couple of minutes; later,
+    sending the same file again continues where it stopped (--keep-partial).
+    Ctrl-C stops.
+
+    Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
+    config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
+    or a prompt.
+    """
+    out = Output(quiet=quiet, as_json=as_json)
+    rules = _Rules(
+        sender=sender,
+        directory=Path(directory),
+        yes=yes,
+        overwrite=overwrite,
+        max_size=max_size,
+    )
+    rules.directory.mkdir(parents=True, exist_ok=True)
+
+    async def job() -> int:
+        client = await connect(
+            jid,
+            host,
+            port,
+            tls,
+            accept_untrusted=True,
+            keep_partial=keep_partial > 0,
+            partial_max_age=keep_partial,
+        )
+        try:
+            out.say(
+                f"waiting for files as {shown(client.jid)} "
+                f"(fingerprint {client.fingerprint}); Ctrl-C to stop"
+            )
+            out.event("ready", jid=client.jid, fingerprint=client.fingerprint)
+            while True:
+                offer = await client.next_offer()
+                busy[0] = True
+                if once:
+                    await _handle(offer, rules, out)
+                    return 0
+                try:
+                    await _handle(offer, rules, out)
+                except (XferError, OSError) as exc:
+                    # One failed file does not stop the receiver; say why.
+                    report_only(exc)
+                busy[0] = False
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+    busy = [False]  # a transfer is under way (Ctrl-C then interrupts it)
+    try:
+        run(job())
+    except KeyboardInterrupt:
+        if busy[0]:
+            raise
+        out.say("stopped")  # Ctrl-C while waiting is the normal way to stop
+        out.event("stopped")
