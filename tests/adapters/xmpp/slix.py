@@ -19,12 +19,13 @@ them alone; a coroutine runs with :meth:`run_coro`, or as a task with
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from slixmpp.test import SlixTest, TestTransport
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
     from types import ModuleType
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
@@ -83,6 +84,14 @@ class StanzaCase(SlixTest):  # type: ignore[misc]
         task = self.loop.create_task(coro)
         self.wait_()
         return task
+
+    def until(self, done: Callable[[], object], timeout: float = 10) -> None:
+        """Run the loop until ``done()`` holds (work in a thread, say)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                self.fail("timed out waiting")
+            self.wait_(0.005)
 
     def sent(self) -> StanzaBase:
         """The next stanza the client sent, as a slixmpp stanza object."""

@@ -1,0 +1,444 @@
+"""The ``xfer_otr`` plugin through ``<message/>`` stanzas, against a peer
+that is a bare :class:`xfer.otr.account.Account`: the AKE, offers and
+verdicts in TLV 8, and what the plugin refuses to act on."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar
+from xml.sax.saxutils import escape
+
+import pytest
+
+import xfer.xmpp.otr as otr_plugin
+from tests.adapters.xmpp.slix import ME, PEER, StanzaCase
+from xfer.errors import NotSecure, TransferTimeout
+from xfer.otr import Policy
+from xfer.otr import events as ev
+from xfer.otr.account import Account
+from xfer.otr.crypto import PrivateKey
+from xfer.otr.trust import TrustStore, Verification
+from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
+
+if TYPE_CHECKING:
+    from xfer.otr.session import Session
+
+BARE_PEER = PEER.split("/")[0]
+OTHER = "peer@example.org/phone"
+OUR_TAG = 0x1111_1111
+KEYS: list[PrivateKey] = []
+
+
+def keys() -> list[PrivateKey]:
+    """Ours and the peer's (a DSA key takes a while: made once)."""
+    if not KEYS:
+        KEYS.extend(PrivateKey.generate() for _ in range(2))
+    return KEYS
+
+
+def offer(n: int = 1) -> TransferOffer:
+    return TransferOffer(
+        transfer_id=bytes([n]) * 16,
+        salt=bytes(32),
+        suite=1,
+        chunk_size=65536,
+        size=10,
+        sha256=bytes(32),
+        name="a.txt",
+    )
+
+
+class OTRCase(StanzaCase):
+    config: ClassVar[dict[str, Any]] = {}
+
+    def setUp(self) -> None:
+        ours, theirs = keys()
+        self.trust = TrustStore()
+        self.plugins = (
+            (
+                "xfer_otr",
+                otr_plugin,
+                {
+                    "private_key": ours,
+                    "instance_tag": OUR_TAG,
+                    "trust_store": self.trust,
+                    **self.config,
+                },
+            ),
+        )
+        super().setUp()
+        self.otr = self.plugin("xfer_otr")
+        self.peer = Account(theirs, our_tag=0x2222_2222, policy=Policy())
+        self.their_fingerprint = theirs.public.fingerprint
+        self.events: list[tuple[str, Any]] = []
+        for name in ("xfer_otr_secure", "xfer_otr_smp_asked", "xfer_otr_smp_done"):
+            self.xmpp.add_event_handler(
+                name, lambda data, name=name: self.events.append((name, data))
+            )
+
+    # -- moving bodies between the stream and the peer -----------------------
+
+    def deliver(self, body: str, *, frm: str = PEER, extra: str = "") -> None:
+        """A chat message from ``frm`` reaches our client."""
+        self.recv(
+            f'<message type="chat" from="{frm}" to="{ME}">'
+            f"<body>{escape(body)}</body>{extra}</message>"
+        )
+
+    def from_peer(self, *, frm: str = PEER, extra: str = "") -> int:
+        """Deliver what the peer account queued; how many messages."""
+        out = self.peer.data_to_send()
+        for to, body in out:
+            assert to == ME
+            self.deliver(body, frm=frm, extra=extra)
+        return len(out)
+
+    def to_peer(self) -> list[ev.Event]:
+        """Hand what our client sent to the peer account; its events."""
+        events: list[ev.Event] = []
+        for msg in self.all_sent():
+            assert msg.name == "message"
+            assert msg["to"].full == PEER
+            events += self.peer.receive(ME, msg["body"])[1]
+        return events
+
+    def relay(self) -> list[ev.Event]:
+        """Both ways until both sides are quiet; the peer's events."""
+        events: list[ev.Event] = []
+        for _ in range(8):
+            events += self.to_peer()
+            if not self.from_peer():
+                break
+        return events
+
+    def secured(self) -> Session:
+        task = self.start(self.otr.secure(PEER, timeout=5))
+        self.relay()
+        full, session = self.run_coro(task)
+        assert full == PEER
+        return session
+
+    def peer_session(self) -> Session:
+        session = self.peer.best(ME)
+        assert session is not None
+        return session
+
+
+class TestAKE(OTRCase):
+    def test_secure_completes_an_ake_over_messages(self) -> None:
+        session = self.secured()
+        assert session.their_fingerprint == self.their_fingerprint
+        assert self.otr.fingerprint(PEER) == self.their_fingerprint
+        assert self.otr.session(PEER) is session
+        assert self.peer_session().their_fingerprint == keys()[0].public.fingerprint
+        assert ("xfer_otr_secure", (PEER, self.their_fingerprint)) in self.events
+        assert not self.otr.is_trusted(PEER)
+        # A second call finds the session, and sends nothing.
+        assert self.run_coro(self.otr.secure(BARE_PEER)) == (PEER, session)
+        self.nothing_sent()
+
+    def test_every_otr_message_carries_the_eme_marker_and_the_hints(self) -> None:
+        self.start(self.otr.secure(PEER, timeout=5))
+        msg = self.sent()
+        assert msg["type"] == "chat"
+        assert msg["body"].startswith("?OTR")
+        encryption = msg.xml.find(f"{{{otr_plugin.NS_EME}}}encryption")
+        assert encryption is not None
+        assert encryption.attrib == {"namespace": otr_plugin.NS_OTR, "name": "OTR"}
+        for hint in ("no-store", "no-copy"):
+            assert msg.xml.find(f"{{{otr_plugin.NS_HINTS}}}{hint}") is not None
+        assert msg.xml.find(f"{{{otr_plugin.NS_CARBONS}}}private") is not None
+
+    def test_a_bare_jid_gets_a_query_and_the_answer_names_the_resource(self) -> None:
+        task = self.start(self.otr.secure(BARE_PEER, timeout=5))
+        query = self.sent()
+        assert query["to"].full == BARE_PEER
+        self.peer.receive(ME, query["body"])
+        self.from_peer()
+        self.relay()
+        assert self.run_coro(task)[0] == PEER
+
+    def test_no_answer_is_not_secure(self) -> None:
+        with pytest.raises(NotSecure):
+            self.run_coro(self.otr.secure(PEER, timeout=0.05))
+
+    def test_the_peer_going_offline_drops_its_sessions(self) -> None:
+        self.secured()
+        self.recv(f'<presence type="unavailable" from="{PEER}" to="{ME}"/>')
+        assert self.otr.session(PEER) is None
+
+    def forgotten(self) -> None:
+        """We lose the session (the peer's presence says it left); the peer
+        keeps its own."""
+        self.secured()
+        self.recv(f'<presence type="unavailable" from="{PEER}" to="{ME}"/>')
+
+    def test_an_offer_we_cannot_read_is_noted_and_starts_a_new_ake(self) -> None:
+        self.forgotten()
+        self.peer_session().extra_symmetric_key(XFER_USE, offer().encode())
+        self.from_peer()
+        assert self.otr.lost_offers(PEER)
+        assert not self.otr.lost_offers(OTHER)
+        commit = self.sent()
+        assert commit["body"].startswith("?OTR:AAMC")  # a D-H Commit
+        # A claim does not wait for an offer that is known to be lost.
+        started = time.monotonic()
+        assert self.claim_now(PEER) is None
+        assert time.monotonic() - started < 1
+
+    def claim_now(self, peer: str) -> otr_plugin.ReceivedOffer | None:
+        return self.run_coro(self.otr.claim_offer(peer, offer().transfer_id, timeout=5))
+
+    def test_other_unreadable_data_gets_an_otr_error(self) -> None:
+        self.forgotten()
+        self.peer_session().send("hello")
+        self.from_peer()
+        assert self.sent()["body"].startswith("?OTR Error:")
+        assert not self.otr.lost_offers(PEER)
+
+
+class TestDelayed(OTRCase):
+    def commit(self, extra: str) -> None:
+        self.peer.session(ME).start_ake()
+        self.from_peer(extra=extra)
+
+    def test_an_offline_stored_message_is_ignored(self) -> None:
+        self.commit(
+            '<delay xmlns="urn:xmpp:delay" from="example.org" '
+            'stamp="2024-01-01T00:00:00Z"/>'
+        )
+        self.nothing_sent()
+
+    def test_one_resent_by_stream_management_is_read(self) -> None:
+        bare = ME.split("/")[0]
+        self.commit(
+            f'<delay xmlns="urn:xmpp:delay" from="{bare}" '
+            'stamp="2024-01-01T00:00:00Z"/>'
+        )
+        assert self.sent()["body"].startswith("?OTR:AAMK")  # a D-H Key
+
+    def test_an_undelayed_commit_is_answered(self) -> None:
+        self.commit("")
+        assert self.sent()["body"].startswith("?OTR:AAMK")
+
+    def test_non_chat_and_plain_messages_are_left_alone(self) -> None:
+        self.peer.session(ME).start_ake()
+        [(_, body)] = self.peer.data_to_send()
+        self.recv(
+            f'<message type="groupchat" from="{PEER}" to="{ME}">'
+            f"<body>{body}</body></message>"
+        )
+        self.deliver("hi, no OTR here")
+        self.nothing_sent()
+
+
+class SecureCase(OTRCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.session = self.secured()
+
+    def peer_sends(self, payload: bytes) -> bytes:
+        """The peer sends a TLV 8 with our use; its key."""
+        key = self.peer_session().extra_symmetric_key(XFER_USE, payload)
+        self.from_peer()
+        return key
+
+    def claim(self, peer: str, n: int = 1) -> otr_plugin.ReceivedOffer | None:
+        return self.run_coro(
+            self.otr.claim_offer(peer, offer(n).transfer_id, timeout=0.05)
+        )
+
+
+class TestOffers(SecureCase):
+    config: ClassVar[dict[str, Any]] = {"untrusted_offers": 1}
+
+    def test_an_offer_is_claimed_once_and_only_by_its_sender(self) -> None:
+        key = self.peer_sends(offer().encode())
+        assert self.claim(OTHER) is None
+        assert self.claim(BARE_PEER) is None
+        got = self.claim(PEER)
+        assert got is not None
+        assert (got.peer, got.offer, got.key) == (PEER, offer(), key)
+        assert got.fingerprint == self.their_fingerprint
+        assert not got.trusted
+        assert self.claim(PEER) is None
+
+    def test_a_claim_waits_for_the_offer(self) -> None:
+        task = self.start(self.otr.claim_offer(PEER, offer().transfer_id, timeout=5))
+        assert not task.done()
+        self.peer_sends(offer().encode())
+        got = self.run_coro(task)
+        assert got is not None
+        assert got.offer == offer()
+
+    def test_a_transfer_id_is_used_once(self) -> None:
+        self.peer_sends(offer().encode())
+        assert self.claim(PEER) is not None
+        self.peer_sends(offer().encode())
+        self.peer_sends(offer().encode())
+        assert self.claim(PEER) is not None
+        assert self.claim(PEER) is None
+
+    def test_untrusted_offers_beyond_the_quota_are_refused(self) -> None:
+        self.peer_sends(offer(1).encode())
+        self.peer_sends(offer(2).encode())
+        assert not self.otr.refused_offer(offer(1).transfer_id)
+        assert self.otr.refused_offer(offer(2).transfer_id)
+        assert self.claim(PEER, 2) is None
+        assert self.claim(PEER, 1) is not None
+
+    def test_trusted_offers_have_no_such_quota(self) -> None:
+        self.trust.trust(PEER, self.their_fingerprint, Verification.MANUAL, now=0)
+        assert self.otr.is_trusted(PEER)
+        for n in (1, 2, 3):
+            self.peer_sends(offer(n).encode())
+        got = [self.claim(PEER, n) for n in (1, 2, 3)]
+        assert all(g is not None and g.trusted for g in got)
+
+    def test_a_malformed_payload_is_dropped(self) -> None:
+        self.peer_sends(b"\x01junk")
+        assert self.otr._offers == {}
+
+    def test_send_offer_reaches_the_peer_with_the_same_key(self) -> None:
+        key = self.otr.send_offer(
+            self.session, offer(), fingerprint=self.their_fingerprint
+        )
+        [got] = [e for e in self.to_peer() if isinstance(e, ev.SymmetricKeyReceived)]
+        assert (got.use, got.data, got.key) == (XFER_USE, offer().encode(), key)
+
+    def test_send_offer_refuses_a_session_whose_fingerprint_changed(self) -> None:
+        with pytest.raises(NotSecure):
+            self.otr.send_offer(self.session, offer(), fingerprint=bytes(20))
+        self.nothing_sent()
+
+    def test_send_offer_refuses_an_ended_session(self) -> None:
+        self.otr.end(PEER)
+        self.all_sent()
+        with pytest.raises(NotSecure):
+            self.otr.send_offer(
+                self.session, offer(), fingerprint=self.their_fingerprint
+            )
+
+
+class TestVerdicts(SecureCase):
+    def expect(self, peer: str, fingerprint: bytes) -> asyncio.Future[TransferVerdict]:
+        async def expect() -> asyncio.Future[TransferVerdict]:
+            return self.otr.expect_verdict(peer, offer().transfer_id, fingerprint)
+
+        return self.run_coro(expect())
+
+    def verdict(self, stored: bool = True) -> TransferVerdict:
+        return TransferVerdict(transfer_id=offer().transfer_id, stored=stored)
+
+    def test_the_verdict_of_the_peer_offered_to_counts(self) -> None:
+        waiter = self.expect(PEER, self.their_fingerprint)
+        self.peer_sends(self.verdict().encode())
+        assert waiter.done()
+        assert waiter.result() == self.verdict()
+
+    def test_a_verdict_from_another_fingerprint_is_ignored(self) -> None:
+        waiter = self.expect(PEER, bytes(20))
+        self.peer_sends(self.verdict().encode())
+        assert not waiter.done()
+
+    def test_a_verdict_from_another_account_is_ignored(self) -> None:
+        waiter = self.expect("else@example.org/x", self.their_fingerprint)
+        self.peer_sends(self.verdict().encode())
+        assert not waiter.done()
+
+    def test_a_forgotten_verdict_is_cancelled(self) -> None:
+        waiter = self.expect(PEER, self.their_fingerprint)
+        self.otr.forget_verdict(offer().transfer_id)
+        assert waiter.cancelled()
+        self.peer_sends(self.verdict().encode())  # nobody waits: no harm
+
+    def test_send_verdict_goes_back_over_the_offer_session(self) -> None:
+        self.peer_sends(offer().encode())
+        got = self.claim(PEER)
+        assert got is not None
+        self.otr.send_verdict(got, self.verdict(stored=False))
+        [sent] = [e for e in self.to_peer() if isinstance(e, ev.SymmetricKeyReceived)]
+        assert TransferVerdict.decode(sent.data) == self.verdict(stored=False)
+
+    def test_send_verdict_without_a_session_is_not_secure(self) -> None:
+        self.peer_sends(offer().encode())
+        got = self.claim(PEER)
+        assert got is not None
+        self.otr.end(PEER)
+        with pytest.raises(NotSecure):
+            self.otr.send_verdict(got, self.verdict())
+
+
+class TestQuestions(SecureCase):
+    config: ClassVar[dict[str, Any]] = {
+        "smp_executor": ThreadPoolExecutor(1, thread_name_prefix="test-smp")
+    }
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.config["smp_executor"].shutdown()
+
+    def ask(self, question: str) -> None:
+        self.peer_session().smp_start(b"secret", question)
+        self.from_peer()
+        # Our SMP step runs in the executor; the question comes with it.
+        self.until(lambda: any(n == "xfer_otr_smp_asked" for n, _ in self.events))
+
+    def test_next_question_with_peer_takes_only_that_peers(self) -> None:
+        self.ask("our cat's name?")
+        assert ("xfer_otr_smp_asked", (PEER, "our cat's name?")) in self.events
+        with pytest.raises(TransferTimeout):
+            self.run_coro(self.otr.next_question(0.05, peer="someone@example.org"))
+        got = self.run_coro(self.otr.next_question(1, peer=BARE_PEER))
+        assert got == (PEER, "our cat's name?")
+        with pytest.raises(TransferTimeout):
+            self.run_coro(self.otr.next_question(0.05))
+
+    def test_a_waiting_next_question_wakes_on_the_question(self) -> None:
+        task = self.start(self.otr.next_question(5, peer=PEER))
+        assert not task.done()
+        self.ask("where did we meet?")
+        assert self.run_coro(task) == (PEER, "where did we meet?")
+
+    def run_smp(self, task: Any) -> list[ev.Event]:
+        """Relay until ``task`` (our side of the SMP) is done; the peer's events."""
+        events: list[ev.Event] = []
+
+        def done() -> bool:
+            events.extend(self.relay())
+            return task.done()
+
+        self.until(done)
+        return events
+
+    def test_answer_with_the_same_secret_trusts_the_fingerprint(self) -> None:
+        saved: list[TrustStore] = []
+        self.otr.config["on_trust_change"] = saved.append
+        self.ask("the secret?")
+        who, _ = self.run_coro(self.otr.next_question(1))
+        task = self.start(self.otr.answer(who, b"secret", timeout=10))
+        self.run_smp(task)
+        assert self.run_coro(task) is True
+        assert self.otr.is_trusted(PEER)
+        assert saved == [self.trust]
+        assert ("xfer_otr_smp_done", (PEER, True)) in self.events
+
+    def test_verify_with_another_secret_fails_and_trusts_nothing(self) -> None:
+        task = self.start(self.otr.verify(PEER, b"mine", question="q", timeout=10))
+        events = self.run_smp_peer(b"theirs", task)
+        assert self.run_coro(task) is False
+        assert not self.otr.is_trusted(PEER)
+        assert any(isinstance(e, ev.SMPFailed) for e in events)
+
+    def run_smp_peer(self, secret: bytes, task: Any) -> list[ev.Event]:
+        events: list[ev.Event] = []
+
+        def asked() -> bool:
+            events.extend(self.to_peer())
+            return any(isinstance(e, ev.SMPAsked) for e in events)
+
+        self.until(asked)
+        self.peer_session().smp_answer(secret)
+        return events + self.run_smp(task)
