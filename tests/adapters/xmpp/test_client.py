@@ -1,0 +1,93 @@
+"""``XferClient`` without a server: failures to connect become typed errors,
+and a dropped connection is retried only while the client is wanted."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import pytest
+
+from xfer.errors import AuthenticationFailed, ServerUnreachable
+from xfer.xmpp.client import XferClient
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+JID = "me@localhost/test"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[XferClient]:
+    made = XferClient(JID, "secret", tls="none", reconnect=True)
+    yield made
+    made.abort()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tls_settings() -> None:
+    plain = XferClient(JID, "pw", tls="none")
+    assert (plain.enable_plaintext, plain.enable_starttls) == (True, False)
+    direct = XferClient(JID, "pw", tls="direct", verify_tls=False)
+    assert direct.enable_direct_tls
+    assert direct.ssl_context.verify_mode is ssl.CERT_NONE
+    assert "xep_0198" in direct.plugin
+
+
+async def test_a_closed_port_is_unreachable(client: XferClient) -> None:
+    with pytest.raises(ServerUnreachable, match="cannot connect"):
+        await client.start("127.0.0.1", closed_port(), timeout=5)
+
+
+async def test_a_silent_server_is_unreachable(client: XferClient) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ServerUnreachable, match="did not answer"):
+            await client.start("127.0.0.1", port, timeout=0.3)
+        assert accepted  # it did connect; the server just never spoke
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_refused_password_is_authentication_failed(
+    client: XferClient,
+) -> None:
+    client.connect = lambda **_: None  # type: ignore[method-assign]
+    starting = asyncio.ensure_future(client.start("127.0.0.1", 1, timeout=5))
+    await asyncio.sleep(0)
+    client.event("failed_all_auth")
+    with pytest.raises(AuthenticationFailed, match="me@localhost"):
+        await starting
+
+
+async def test_a_drop_after_the_start_reconnects_until_stopped(
+    client: XferClient,
+) -> None:
+    calls: list[tuple[str | None, int]] = []
+    client.connect = lambda host=None, port=0: calls.append((host, port))  # type: ignore[method-assign,assignment,misc]
+    starting = asyncio.ensure_future(client.start("127.0.0.1", 5999, timeout=5))
+    await asyncio.sleep(0)
+    client.send_presence = lambda **_: None  # type: ignore[method-assign]
+    client.event("session_start")
+    await starting
+    client.event("disconnected")
+    assert calls == [("127.0.0.1", 5999), ("127.0.0.1", 5999)]
+    client.abort()
+    client.event("disconnected")
+    assert len(calls) == 2
