@@ -1,0 +1,192 @@
+"""What the plugin hands its parts: its settings, typed, and the sibling
+plugins it composes. The parts never import :mod:`.plugin`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from slixmpp import BaseXMPP
+
+    from xfer.envelope import Suite
+    from xfer.otr.trust import TrustStore
+    from xfer.store import IdentityStore
+    from xfer.xmpp.ibb import XferIBB
+    from xfer.xmpp.jingle import XferJingle
+    from xfer.xmpp.otr import XferOTR
+    from xfer.xmpp.socks5 import XferSocks5
+
+#: ``accept_untrusted``: a flag, or a function of (peer, fingerprint).
+TrustPolicy = bool | Callable[[str, bytes], object]
+
+
+class Settings:
+    """The ``xfer_transfer`` configuration (see ``XferTransfer``), typed.
+
+    It reads through to slixmpp's config dict, which stays the way to change
+    a setting while the plugin runs (``plugin.config["advertise"] = ...``):
+    every part sees the change at its next use, as before the split.
+    """
+
+    __slots__ = ("_config",)
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+
+    def _float(self, key: str) -> float:
+        value: float = self._config[key]
+        return value
+
+    def _int(self, key: str) -> int:
+        value: int = self._config[key]
+        return value
+
+    def _flag(self, key: str) -> bool:
+        return bool(self._config[key])
+
+    @property
+    def identity(self) -> IdentityStore | str | Path | None:
+        value: IdentityStore | str | Path | None = self._config["identity"]
+        return value
+
+    @property
+    def accept_untrusted(self) -> TrustPolicy:
+        value: TrustPolicy = self._config["accept_untrusted"]
+        return value
+
+    @property
+    def max_size(self) -> int | None:
+        value: int | None = self._config["max_size"]
+        return value
+
+    @property
+    def socks5_direct(self) -> bool:
+        return self._flag("socks5_direct")
+
+    @property
+    def socks5_proxy(self) -> bool:
+        return self._flag("socks5_proxy")
+
+    @property
+    def ibb(self) -> bool:
+        return self._flag("ibb")
+
+    @property
+    def ibb_block_size(self) -> int:
+        return self._int("ibb_block_size")
+
+    @property
+    def advertise(self) -> list[tuple[str, int]] | None:
+        value: list[tuple[str, int]] | None = self._config["advertise"]
+        return value
+
+    @property
+    def chunk_size(self) -> int:
+        return self._int("chunk_size")
+
+    @property
+    def suite(self) -> Suite:
+        value: Suite = self._config["suite"]
+        return value
+
+    @property
+    def workers(self) -> int:
+        return self._int("workers")
+
+    @property
+    def offer_timeout(self) -> float:
+        return self._float("offer_timeout")
+
+    @property
+    def connect_timeout(self) -> float:
+        return self._float("connect_timeout")
+
+    @property
+    def max_pending_offers(self) -> int:
+        return self._int("max_pending_offers")
+
+    @property
+    def max_untrusted_offers(self) -> int:
+        return self._int("max_untrusted_offers")
+
+    @property
+    def otr_offer_wait(self) -> float:
+        return self._float("otr_offer_wait")
+
+    @property
+    def stall_timeout(self) -> float:
+        return self._float("stall_timeout")
+
+    @property
+    def resume_attempts(self) -> int:
+        return self._int("resume_attempts")
+
+    @property
+    def resume_backoff(self) -> float:
+        return self._float("resume_backoff")
+
+    @property
+    def resume_backoff_max(self) -> float:
+        return self._float("resume_backoff_max")
+
+    @property
+    def resume_wait(self) -> float:
+        return self._float("resume_wait")
+
+    @property
+    def keep_partial(self) -> bool:
+        return self._flag("keep_partial")
+
+    @property
+    def partial_max_age(self) -> float:
+        return self._float("partial_max_age")
+
+    @property
+    def max_per_peer(self) -> int:
+        return self._int("max_per_peer")
+
+    @property
+    def resume_check(self) -> float:
+        return self._float("resume_check")
+
+
+class Siblings:
+    """The plugins ``xfer_transfer`` composes, looked up (typed) when used,
+    and our own full JID as it is bound now."""
+
+    __slots__ = ("_xmpp",)
+
+    def __init__(self, xmpp: BaseXMPP) -> None:
+        self._xmpp = xmpp
+
+    @property
+    def jid(self) -> str:
+        full: str = self._xmpp.boundjid.full
+        return full
+
+    @property
+    def otr(self) -> XferOTR:
+        plugin: XferOTR = self._xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def jingle(self) -> XferJingle:
+        plugin: XferJingle = self._xmpp.plugin["xfer_xep_0166"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def socks5(self) -> XferSocks5:
+        plugin: XferSocks5 = self._xmpp.plugin["xfer_socks5"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def ibb(self) -> XferIBB:
+        plugin: XferIBB = self._xmpp.plugin["xfer_ibb"]  # type: ignore[typeddict-item]
+        return plugin
+
+    @property
+    def trust(self) -> TrustStore:
+        return self.otr.trust
