@@ -1,4 +1,4 @@
-"""The SOCKS5 client side over real loopback sockets, without XMPP."""
+"""xfer.aio.socks5's client side over real loopback sockets, without XMPP."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 
 import pytest
 
+from xfer.aio.socks5 import connect_streamhost, parse_port
 from xfer.errors import ConnectionFailed, RemoteProtocolError
 from xfer.framing.socks5 import dst_addr
-from xfer.xmpp.socks5 import _connect, _port
 
 ADDR = dst_addr("sid", "a@x/1", "b@x/2")
 
@@ -37,7 +37,7 @@ async def test_payload_sent_with_the_reply_stays_in_order():
         b"\x05\x00\x00\x03\x28" + ADDR + b"\x00\x00" + payload
     )
     async with server:
-        connection = await _connect("127.0.0.1", port, ADDR, 5)
+        connection = await connect_streamhost("127.0.0.1", port, ADDR, 5)
         received = bytearray()
         while piece := await connection.read():
             received += piece
@@ -50,20 +50,20 @@ async def test_a_refusal_is_a_remote_protocol_error():
     server, port = await streamhost(b"\x05\x02\x00\x03\x28" + ADDR + b"\x00\x00")
     async with server:
         with pytest.raises(RemoteProtocolError, match="refused"):
-            await _connect("127.0.0.1", port, ADDR, 5)
+            await connect_streamhost("127.0.0.1", port, ADDR, 5)
 
 
 async def test_a_streamhost_that_hangs_up_is_connection_failed():
     server, port = await streamhost(b"\x05")
     async with server:
         with pytest.raises(ConnectionFailed):
-            await _connect("127.0.0.1", port, ADDR, 5)
+            await connect_streamhost("127.0.0.1", port, ADDR, 5)
 
 
 @pytest.mark.parametrize("text", ["0", "65536", "99999", "-1", "x", ""])
 def test_bad_ports_are_remote_errors(text):
     if text == "":
-        assert _port(text) == 1080  # the XEP's default
+        assert parse_port(text) == 1080  # the XEP's default
         return
     with pytest.raises(RemoteProtocolError):
-        _port(text)
+        parse_port(text)

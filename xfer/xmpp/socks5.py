@@ -11,12 +11,10 @@ cannot tell concurrent streams apart and crashes on close; see
   the requester activates the relay.
 
 The target tries the streamhosts in the offered order (direct first) and
-answers with the one that worked. Each connection is matched to its stream by
-the SOCKS5 address ``SHA-1(sid + requester + target)``
-(:func:`xfer.framing.socks5.dst_addr`), so any number of concurrent streams
-stay apart. A :class:`Socks5Stream` is a :class:`~xfer.aio.bytestream.ByteStream`
-over a :class:`~xfer.aio.tcp.TcpConnection` (one fixed receive buffer, see
-there why not asyncio's streams): TCP's own flow control is the backpressure.
+answers with the one that worked. This module holds the XEP's IQs and the
+proxy discovery; the SOCKS5 connections themselves (our streamhost, the
+client handshake, :class:`Socks5Stream`) are :mod:`xfer.aio.socks5`'s, where
+each connection is matched to its stream by its SOCKS5 address.
 """
 
 from __future__ import annotations
@@ -34,7 +32,13 @@ from slixmpp.stanza import Iq
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from xfer.aio.tcp import TcpConnection, open_tcp
+from xfer.aio.socks5 import (
+    Socks5Listener,
+    Socks5Stream,
+    abandon,
+    connect_streamhost,
+    parse_port,
+)
 from xfer.errors import (
     ConnectionFailed,
     NoUsableTransport,
@@ -42,12 +46,14 @@ from xfer.errors import (
     TransferTimeout,
     TransportError,
 )
-from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
+from xfer.framing.socks5 import dst_addr
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
+
+    from xfer.aio.tcp import TcpConnection
 
 __all__ = ["Socks5Stream", "Streamhost", "XferSocks5"]
 
@@ -61,121 +67,6 @@ Streamhost = tuple[str, str, int]  # (jid, host, port)
 def _query_element(**attributes: str) -> ET.Element:
     """A bytestreams ``<query/>``; attribute values are escaped by ElementTree."""
     return ET.Element(f"{{{NS}}}query", attributes)
-
-
-class Socks5Stream:
-    """A negotiated SOCKS5 bytestream (a ByteStream over TCP)."""
-
-    def __init__(
-        self,
-        *,
-        peer: str,
-        sid: str,
-        connection: TcpConnection,
-        streamhost: str,
-        idle_timeout: float = 120.0,
-    ) -> None:
-        self.peer = peer
-        self.sid = sid
-        self.streamhost = streamhost
-        self.idle_timeout = idle_timeout
-        self._connection = connection
-        connection.enlarge()  # from the handshake's small buffer to bulk data's
-        self._closed = False
-
-    async def read(self, max_bytes: int = 1 << 20) -> bytes:
-        try:
-            # asyncio.timeout, not wait_for: no task per read (reads through a
-            # relay come 4 KiB at a time, and a task each cost half a core).
-            async with asyncio.timeout(self.idle_timeout):
-                return await self._connection.read(max_bytes)
-        except TimeoutError:
-            self.abort()
-            raise TransferTimeout(
-                f"SOCKS5 stream {self.sid}: no data for {self.idle_timeout:g} s"
-            ) from None
-        except OSError as exc:
-            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._connection.is_closing():
-            raise ConnectionFailed(
-                f"SOCKS5 stream {self.sid}: the connection is closed"
-            )
-        try:
-            await self._connection.write(data)
-        except OSError as exc:
-            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            async with asyncio.timeout(
-                self.idle_timeout
-            ):  # a peer that stopped reading
-                await self._connection.drain()
-                self._connection.close()
-                await self._connection.wait_closed()
-        except TimeoutError:
-            self.abort()
-        except OSError:
-            self._connection.abort()
-
-    def abort(self, reason: str = "aborted") -> None:
-        """Reset the connection (RST), so the peer sees an error, not an end."""
-        self._closed = True
-        self._connection.reset()
-
-
-async def _handshake_byte(connection: TcpConnection) -> bytes:
-    """One byte: the handshake is read byte by byte (some 50 bytes, from the
-    connection's buffer), so no payload byte is ever taken out of order."""
-    byte = await connection.read(1)
-    if not byte:
-        raise ConnectionFailed("the connection closed during the SOCKS5 handshake")
-    return byte
-
-
-def _drop(waiter: asyncio.Future[TcpConnection] | None) -> None:
-    """Close a connection that reached our streamhost but will not be used."""
-    if waiter is None:
-        return
-    if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-        waiter.result().abort()
-    elif not waiter.done():
-        waiter.cancel()
-
-
-def _port(text: str | None) -> int:
-    """A streamhost's port, checked (the peer writes it)."""
-    try:
-        port = int(text or "1080")
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise RemoteProtocolError(f"invalid streamhost port {text!r}")
-    return port
-
-
-async def _connect(
-    host: str, port: int, address: bytes, timeout: float
-) -> TcpConnection:
-    """Connect to a streamhost and run the client side of the handshake."""
-    connection = await asyncio.wait_for(open_tcp(host, port), timeout)
-    try:
-        machine = Socks5Client(address)
-        await connection.write(machine.initial())
-        async with asyncio.timeout(timeout):
-            while not machine.done:
-                out = machine.receive_data(await _handshake_byte(connection))
-                if out:
-                    await connection.write(out)
-    except BaseException:
-        connection.abort()
-        raise
-    return connection
 
 
 class XferSocks5(BasePlugin):
@@ -198,10 +89,9 @@ class XferSocks5(BasePlugin):
     }
 
     def plugin_init(self) -> None:
-        self._pending: dict[bytes, asyncio.Future[TcpConnection]] = {}
-        self._server: asyncio.Server | None = None
-        self._last_port = 0
-        self._listen_lock = asyncio.Lock()
+        self._listener = Socks5Listener(
+            handshake_timeout=lambda: self.config["connect_timeout"]
+        )
         self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
         self._proxies: list[Streamhost] | None = None
         self._live: weakref.WeakSet[Socks5Stream] = weakref.WeakSet()
@@ -221,70 +111,14 @@ class XferSocks5(BasePlugin):
 
     def _on_disconnected(self, _event: object) -> None:
         """Offline, our streamhost is useless: stop listening."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for waiter in self._pending.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionFailed("the XMPP connection closed"))
-        self._pending.clear()
+        self._listener.close(ConnectionFailed("the XMPP connection closed"))
         for stream in list(self._live):
             stream.abort("the XMPP connection closed")
 
     # -- requester ------------------------------------------------------------------
 
     async def _listen(self) -> tuple[str, int]:
-        async with self._listen_lock:  # concurrent callers share one server
-            if self._server is None:
-                # After a reconnection, the same port if it is still free: a
-                # port forward (or an advertised address) keeps working.
-                for port in dict.fromkeys((self._last_port, 0)):
-                    try:
-                        loop = asyncio.get_running_loop()
-                        self._server = await loop.create_server(
-                            lambda: TcpConnection(on_made=self._on_made),
-                            self.config["listen_host"],
-                            port,
-                        )
-                        break
-                    except OSError:
-                        if port == 0:
-                            raise
-        assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        self._last_port = int(port)
-        return host, port
-
-    def _on_made(self, connection: TcpConnection) -> None:
-        task = asyncio.ensure_future(self._on_connection(connection))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_connection(self, connection: TcpConnection) -> None:
-        machine = Socks5Server(
-            lambda address: (
-                address in self._pending and not self._pending[address].done()
-            )
-        )
-        try:
-            async with asyncio.timeout(self.config["connect_timeout"]):
-                while not machine.done:
-                    out = machine.receive_data(await _handshake_byte(connection))
-                    await connection.write(out)
-        except (RemoteProtocolError, TimeoutError, OSError, ConnectionFailed):
-            with contextlib.suppress(OSError):
-                connection.transport.write(machine.refusal)
-            connection.abort()
-            return
-        except BaseException:  # cancelled, or a bug: never leave the socket open
-            connection.abort()
-            raise
-        assert machine.address is not None
-        waiter = self._pending.get(machine.address)
-        if waiter is None or waiter.done():  # the offer is over: too late
-            connection.abort()
-            return
-        waiter.set_result(connection)
+        return await self._listener.listen(self.config["listen_host"])
 
     async def discover_proxies(self) -> list[Streamhost]:
         """The server's SOCKS5 proxies (disco items of our domain), cached."""
@@ -308,7 +142,7 @@ class XferSocks5(BasePlugin):
                     answer = await self._query("get", jid, _query_element())
                     for host in answer.xml.iter(f"{{{NS}}}streamhost"):
                         with contextlib.suppress(RemoteProtocolError):
-                            port = _port(host.get("port"))
+                            port = parse_port(host.get("port"))
                             found.append(
                                 (host.get("jid", jid), host.get("host", ""), port)
                             )
@@ -349,8 +183,7 @@ class XferSocks5(BasePlugin):
         waiter: asyncio.Future[TcpConnection] | None = None
         if direct:
             host, port = await self._listen()
-            waiter = asyncio.get_running_loop().create_future()
-            self._pending[address] = waiter
+            waiter = self._listener.waiter(address)
             hosts.append((us, host, port))
         proxies = await self.discover_proxies() if proxy else []
         hosts += proxies
@@ -371,12 +204,12 @@ class XferSocks5(BasePlugin):
         except IqTimeout:
             raise TransferTimeout(f"{peer} did not answer the SOCKS5 offer") from None
         except BaseException:
-            _drop(waiter)
+            abandon(waiter)
             raise
         finally:
             # The target connects before it answers, so whatever reached our
             # streamhost is in the waiter by now; no later connection counts.
-            self._pending.pop(address, None)
+            self._listener.forget(address)
         used_el = result.xml.find(f"{{{NS}}}query/{{{NS}}}streamhost-used")
         used = used_el.get("jid", "") if used_el is not None else ""
         if used == us and waiter is not None:
@@ -385,10 +218,10 @@ class XferSocks5(BasePlugin):
                     f"{peer} claims our streamhost but never connected"
                 )
             return self._stream(peer, sid, waiter.result(), used)
-        _drop(waiter)  # a connection to our streamhost the peer did not choose
+        abandon(waiter)  # a connection to our streamhost the peer did not choose
         for jid, host, port in proxies:
             if jid == used:
-                connection = await _connect(
+                connection = await connect_streamhost(
                     host, port, address, self.config["connect_timeout"]
                 )
                 try:
@@ -431,19 +264,7 @@ class XferSocks5(BasePlugin):
         Cancel the future (or let it finish) to stop accepting it; a later
         connection for the same address is refused.
         """
-        waiter: asyncio.Future[TcpConnection] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._pending[address] = waiter
-
-        def forget(_: object) -> None:
-            if self._pending.get(address) is waiter:
-                del self._pending[address]
-            if not waiter.cancelled():
-                waiter.exception()  # retrieved: nobody may be waiting any more
-
-        waiter.add_done_callback(forget)
-        return waiter
+        return self._listener.expect(address)
 
     async def connect(self, host: str, port: int, address: bytes) -> TcpConnection:
         """Connect to a streamhost (a peer's or a proxy) for ``address``.
@@ -451,7 +272,9 @@ class XferSocks5(BasePlugin):
         Raises:
             OSError, TimeoutError, TransportError, RemoteProtocolError.
         """
-        return await _connect(host, port, address, self.config["connect_timeout"])
+        return await connect_streamhost(
+            host, port, address, self.config["connect_timeout"]
+        )
 
     async def activate(self, proxy: str, sid: str, target: str) -> None:
         """Ask the proxy ``proxy`` to relay stream ``sid`` to ``target``.
@@ -502,8 +325,8 @@ class XferSocks5(BasePlugin):
         for host in query.iter(f"{{{NS}}}streamhost"):
             jid, name = host.get("jid", ""), host.get("host", "")
             try:
-                port = _port(host.get("port"))
-                connection = await _connect(
+                port = parse_port(host.get("port"))
+                connection = await connect_streamhost(
                     name, port, address, self.config["connect_timeout"]
                 )
             except (
