@@ -32,7 +32,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_tls_settings() -> None:
+async def test_tls_settings() -> None:
     plain = XferClient(JID, "pw", tls="none")
     assert (plain.enable_plaintext, plain.enable_starttls) == (True, False)
     direct = XferClient(JID, "pw", tls="direct", verify_tls=False)
