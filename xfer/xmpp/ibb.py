@@ -27,7 +27,7 @@ import collections
 import contextlib
 import itertools
 import secrets
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.plugins.xep_0047.stanza import Close, Data, Open
@@ -56,11 +56,17 @@ from xfer.framing.ibb import (
     data_message,
     negotiate_block_size,
 )
+from xfer.xmpp._slixmpp import (
+    DirectedPresence,
+    ack,
+    error_reply,
+    wait_for_room,
+    write_raw,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from slixmpp.basexmpp import BaseXMPP
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
 __all__ = ["IBBStream", "XferIBB"]
@@ -70,13 +76,6 @@ DEFAULT_WINDOW = 8
 #: In message mode, wait while the socket holds more than this unsent.
 _WRITE_HIGH_WATER = 1 << 20
 _ACK_TIMEOUT = 60.0
-#: XEP-0198 counts stanzas modulo 2^32.
-_SM_MAX_SEQ = 2**32
-
-
-def _ack(iq: Iq) -> None:
-    """Send the empty IQ result that acknowledges ``iq``."""
-    iq.reply().send()  # type: ignore[no-untyped-call]  # slixmpp leaves it untyped
 
 
 class _PendingIds(MatcherBase):
@@ -270,7 +269,7 @@ class IBBStream:
 
     def _release_acks(self) -> None:
         while self._deferred_acks and self._buffered <= self._max_buffer:
-            _ack(self._deferred_acks.popleft())
+            ack(self._deferred_acks.popleft())
 
     def _on_data(self, stanza: Iq | Message) -> None:
         element = stanza.xml.find(f"{{{NS}}}data")
@@ -300,7 +299,7 @@ class IBBStream:
             self._data_ready.set()
         if isinstance(stanza, Iq):
             if self._buffered <= self._max_buffer and not self._deferred_acks:
-                _ack(stanza)
+                ack(stanza)
             elif len(self._deferred_acks) >= 2 * self._window:
                 # More unacknowledged packets than any window allows (empty
                 # ones included): the peer ignores flow control.
@@ -326,7 +325,7 @@ class IBBStream:
 
     def _release_all_acks(self) -> None:
         while self._deferred_acks:
-            _ack(self._deferred_acks.popleft())
+            ack(self._deferred_acks.popleft())
 
     # -- closing ------------------------------------------------------------------
 
@@ -397,7 +396,7 @@ class XferIBB(BasePlugin):
         self._incoming: asyncio.Queue[IBBStream] = asyncio.Queue()
         #: (peer, sid) -> waiter, for streams another protocol (Jingle) agreed on.
         self._expected: dict[tuple[str, str], asyncio.Future[IBBStream]] = {}
-        self._announced: set[str] = set()
+        self._presence = DirectedPresence(self.xmpp)
         xmpp = self.xmpp
         xmpp.register_handler(
             Callback("xfer_ibb acks", _PendingIds(self._pending), self._on_ack)
@@ -484,30 +483,13 @@ class XferIBB(BasePlugin):
     # -- plumbing for streams ------------------------------------------------
 
     def _announce(self, peer: str) -> None:
-        """Directed presence: the server then tells the peer if we go offline
-        (RFC 6121 section 4.6), so its streams fail instead of waiting."""
-        if peer not in self._announced:
-            self._announced.add(peer)
-            self.xmpp.send_presence(pto=peer)
+        self._presence.announce(peer)  # its streams then fail if we go offline
 
     def _write(self, text: str) -> None:
-        """Write one stanza straight to the transport (slixmpp's send path
-        serialises and queues every stanza: too slow for data)."""
-        transport = self.xmpp.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionFailed("the XMPP connection is closed")
-        transport.write(text.encode("utf-8"))
-        _count_for_stream_management(self.xmpp, text)
+        write_raw(self.xmpp, text)
 
     async def _drain_transport(self) -> None:
-        transport = self.xmpp.transport
-        while (
-            transport is not None
-            and transport.get_write_buffer_size() > _WRITE_HIGH_WATER
-        ):
-            if transport.is_closing():
-                raise ConnectionFailed("the XMPP connection is closed")
-            await asyncio.sleep(0.001)
+        await wait_for_room(self.xmpp, _WRITE_HIGH_WATER)
 
     def _next_id(self, stream: IBBStream) -> str:
         iq_id = f"xibb-{self._id_prefix}-{next(self._id_counter)}"
@@ -536,11 +518,7 @@ class XferIBB(BasePlugin):
         stream._ids.clear()
 
     def _reply_error(self, iq: Iq, condition: str, etype: str, text: str) -> None:
-        reply = iq.reply(clear=False)  # type: ignore[no-untyped-call]
-        reply["error"]["condition"] = condition
-        reply["error"]["type"] = etype
-        reply["error"]["text"] = text
-        reply.send()
+        error_reply(iq, condition, etype, text=text, keep_payload=True)
 
     # -- handlers ------------------------------------------------------------
 
@@ -601,7 +579,7 @@ class XferIBB(BasePlugin):
         )
         self._streams[peer, sid] = stream
         self._announce(peer)
-        _ack(iq)
+        ack(iq)
         if expected is not None:
             expected.set_result(stream)
         else:
@@ -623,7 +601,7 @@ class XferIBB(BasePlugin):
             self._reply_error(iq, "item-not-found", "cancel", "no such stream")
             return
         stream._on_close()
-        _ack(iq)
+        ack(iq)
 
     def _on_peer_gone(self, presence: StanzaBase) -> None:
         """The peer's resource went offline: its streams can never finish."""
@@ -646,26 +624,3 @@ class XferIBB(BasePlugin):
 
 #: slixmpp's loader looks the plugin up by its name in this module.
 xfer_ibb = XferIBB
-
-
-def _count_for_stream_management(xmpp: BaseXMPP, text: str) -> None:
-    """Keep XEP-0198's books for a stanza written past slixmpp's send path.
-
-    The server counts every stanza it handles; slixmpp's ``xep_0198`` counts
-    only what went through ``send()``. Without this, its count falls behind
-    the server's acknowledgements, and a resumed stream would not resend
-    what the server never got. The text is queued as it is: slixmpp resends
-    unacknowledged stanzas with ``send()``, which takes a string.
-    """
-    plugins: Any = xmpp.plugin  # slixmpp types it as always holding every plugin
-    if "xep_0198" not in plugins:
-        return
-    sm = plugins["xep_0198"]
-    if not sm.enabled_out:
-        return
-    sm.seq = (sm.seq + 1) % _SM_MAX_SEQ
-    sm.unacked_queue.append((sm.seq, text))
-    sm.window_counter -= 1
-    if sm.window_counter <= 0:
-        sm.window_counter = sm.window
-        sm.request_ack()

@@ -38,6 +38,13 @@ from xfer.errors import (
 )
 from xfer.jingle import Action, JingleError, JingleSession, Reason, Role, SessionState
 from xfer.jingle.wire import NS_JINGLE, NS_JINGLE_ERRORS, Jingle, build, parse
+from xfer.xmpp._slixmpp import (
+    DirectedPresence,
+    ack,
+    error_reply,
+    is_connected,
+    send_iq,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -110,7 +117,7 @@ class JingleSessionIO:
         iq = self.plugin.xmpp.make_iq_set(ito=self.peer)
         iq.xml.append(build(jingle))
         try:
-            await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
+            await send_iq(iq, timeout)
         except IqError as exc:
             if self.terminated is not None:
                 # The peer ended the session while our request crossed its
@@ -142,7 +149,7 @@ class JingleSessionIO:
         """End the session with ``reason`` (quietly if it already ended)."""
         if self.ended:
             return
-        if self.plugin.xmpp.transport is None:  # offline: nobody to tell
+        if not is_connected(self.plugin.xmpp):  # offline: nobody to tell
             self.plugin.forget(self)
             return
         with contextlib.suppress(XferError):
@@ -194,7 +201,7 @@ class XferJingle(BasePlugin):
     def plugin_init(self) -> None:
         self._sessions: dict[tuple[str, str], JingleSessionIO] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        self._announced: set[str] = set()
+        self._presence = DirectedPresence(self.xmpp)
         #: Called with (session, session-initiate) for each new offer.
         self.on_initiate: Callable[[JingleSessionIO, Jingle], None] | None = None
         self.xmpp.register_handler(
@@ -228,9 +235,7 @@ class XferJingle(BasePlugin):
         Sent for the sessions we start, and for those the peer starts only
         once the application has vetted the offer: a stranger's
         session-initiate must not tell it that we are online."""
-        if peer not in self._announced:
-            self._announced.add(peer)
-            self.xmpp.send_presence(pto=peer)
+        self._presence.announce(peer)
 
     def forget(self, session: JingleSessionIO) -> None:
         if self._sessions.get((session.peer, session.sid)) is session:
@@ -276,7 +281,7 @@ class XferJingle(BasePlugin):
         except JingleError as exc:
             self._error(stanza, exc)
             return
-        stanza.reply().send()  # type: ignore[no-untyped-call]
+        ack(stanza)
         if jingle.action is Action.SESSION_INITIATE:
             if self.on_initiate is None:
                 task = asyncio.ensure_future(
@@ -329,17 +334,14 @@ class XferJingle(BasePlugin):
         return found
 
     def _error(self, iq: Iq, exc: JingleError) -> None:
-        reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
-        reply["error"]["condition"] = exc.condition
-        reply["error"]["type"] = {
+        etype = {
             "bad-request": "modify",
             "resource-constraint": "wait",
         }.get(exc.condition, "cancel")
+        detail = None
         if exc.jingle_condition is not None:
-            reply["error"].xml.append(
-                ET.Element(f"{{{NS_JINGLE_ERRORS}}}{exc.jingle_condition}")
-            )
-        reply.send()
+            detail = ET.Element(f"{{{NS_JINGLE_ERRORS}}}{exc.jingle_condition}")
+        error_reply(iq, exc.condition, etype, detail=detail)
 
     def _on_peer_gone(self, presence: StanzaBase) -> None:
         gone = presence["from"].full
@@ -348,7 +350,7 @@ class XferJingle(BasePlugin):
                 session._deliver(PeerGone(f"{gone} went offline"))
 
     def _on_new_session(self, _event: object) -> None:
-        self._announced.clear()
+        self._presence.clear()
 
     def _on_disconnected(self, _event: object) -> None:
         for session in list(self._sessions.values()):

@@ -47,6 +47,7 @@ from xfer.errors import (
     TransportError,
 )
 from xfer.framing.socks5 import dst_addr
+from xfer.xmpp._slixmpp import ack, error_reply, send_iq
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -158,8 +159,7 @@ class XferSocks5(BasePlugin):
     ) -> Iq:
         iq = self.xmpp.make_iq(ito=to, itype=kind)
         iq.xml.append(query)
-        result: Iq = await iq.send(timeout=timeout)  # type: ignore[no-untyped-call]
-        return result
+        return await send_iq(iq, timeout)
 
     async def open(
         self,
@@ -337,20 +337,15 @@ class XferSocks5(BasePlugin):
                 ValueError,
             ):
                 continue  # try the next streamhost
-            reply = iq.reply()  # type: ignore[no-untyped-call]
             used = _query_element(sid=sid)
             ET.SubElement(used, f"{{{NS}}}streamhost-used", jid=jid)
-            reply.xml.append(used)
-            reply.send()
+            ack(iq, used)
             self._incoming.put_nowait(self._stream(peer, sid, connection, jid))
             return
         self._error(iq, "item-not-found")
 
     def _error(self, iq: Iq, condition: str) -> None:
-        reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
-        reply["error"]["condition"] = condition
-        reply["error"]["type"] = "cancel"
-        reply.send()
+        error_reply(iq, condition, "cancel")
 
 
 #: slixmpp's loader looks the plugin up by its name in this module.
