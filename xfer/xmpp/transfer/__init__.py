@@ -1,7 +1,15 @@
 """Encrypted file transfer: the ``xfer_transfer`` slixmpp plugin.
 
 A package with the import path and the plugin name of the single module
-it was; :mod:`.plugin` holds the plugin.
+it was, split by responsibility (imports point down this list):
+
+- :mod:`.plugin`: lifecycle, liveness, the public facade; hands each part
+  what it needs;
+- :mod:`.sending`: the sender's resume loop, one offer, the verdict wait;
+- :mod:`.receiving`: incoming offers, vetting, receipts, the receive loop;
+- :mod:`.placement`: where a received file lands, which partial it continues;
+- :mod:`.negotiation`: XEP-0260 SOCKS5, XEP-0261 IBB, waiting on Jingle;
+- :mod:`.context`: typed settings, the sibling plugins, shared bits.
 
 Load it into any slixmpp client::
 

@@ -3,7 +3,11 @@ plugins it composes. The parts never import :mod:`.plugin`."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +22,11 @@ if TYPE_CHECKING:
     from xfer.xmpp.jingle import XferJingle
     from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.socks5 import XferSocks5
+
+#: The reason text with which a receiver that lost its OTR session (it
+#: restarted) refuses an offer it could not read; the sender then renews the
+#: OTR session and offers once more.
+RESTARTED = "the OTR session was restarted, offer again"
 
 #: ``accept_untrusted``: a flag, or a function of (peer, fingerprint).
 TrustPolicy = bool | Callable[[str, bytes], object]
@@ -153,6 +162,28 @@ class Settings:
         return self._float("resume_check")
 
 
+@dataclass(kw_only=True)
+class Liveness:
+    """Our connection, as the plugin sees it."""
+
+    #: Set while we are connected (a resumed XEP-0198 stream included).
+    online: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How often the connection dropped: a failure during which it did
+    #: may be the network's, not the peer's.
+    drops: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What the plugin hands each part."""
+
+    settings: Settings
+    siblings: Siblings
+    #: Whether a peer's fingerprint is one we send to and take files from.
+    trust_ok: Callable[[str, bytes], bool]
+    liveness: Liveness
+
+
 class Siblings:
     """The plugins ``xfer_transfer`` composes, looked up (typed) when used,
     and our own full JID as it is bound now."""
@@ -190,3 +221,18 @@ class Siblings:
     @property
     def trust(self) -> TrustStore:
         return self.otr.trust
+
+    def event(self, name: str, data: object) -> None:
+        """Raise a slixmpp event on the client (``xfer_offer``)."""
+        self._xmpp.event(name, data)
+
+
+def no_progress(done: int, total: int | None) -> None:
+    del done, total
+
+
+@functools.cache
+def crypto_executor() -> ThreadPoolExecutor:
+    """Threads that seal or open runs of chunks in parallel (shared, lazy):
+    with the calling thread, a transfer uses both cores of a small machine."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="xfer-crypto")

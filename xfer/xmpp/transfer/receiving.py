@@ -1,0 +1,671 @@
+"""The receiver: incoming offers, their vetting, receipts and the receive loop.
+
+An offer is vetted (one file, end-to-end encrypted, a matching offer inside
+OTR from a trusted fingerprint, within the size limit and the queue's
+quotas) before the application sees it as an :class:`IncomingOffer`. A
+receipt that breaks off keeps its verified prefix and goes on with the
+sender's next offer of the same file; one that finished lately confirms
+such an offer itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISREG
+from typing import TYPE_CHECKING
+
+from xfer.aio import partial as _partial
+from xfer.aio.pump import confirm_sealed, receive_sealed
+from xfer.envelope import EnvelopeHeader
+from xfer.errors import (
+    DestinationExists,
+    LocalProtocolError,
+    NotSecure,
+    NoUsableTransport,
+    TransferRejected,
+    TransportError,
+    XferError,
+)
+from xfer.jingle import Action, Reason
+from xfer.jingle.files import Range, Received
+from xfer.jingle.wire import (
+    NS_FILE_TRANSFER,
+    Content,
+    IBBTransport,
+    Jingle,
+    S5BTransport,
+)
+from xfer.transfer.offer import MAX_REASON_BYTES, TransferOffer, TransferVerdict
+from xfer.transfer.policy import (
+    broke_off,
+    clip,
+    private_text,
+    public_text,
+    reason_for,
+)
+from xfer.xmpp.jingle import rejection
+from xfer.xmpp.transfer.context import RESTARTED, crypto_executor, no_progress
+from xfer.xmpp.transfer.negotiation import S5B, watching
+from xfer.xmpp.transfer.placement import bare, find_partial, place, resume_point
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+
+    from xfer.aio.bytestream import ByteStream
+    from xfer.aio.files import ProgressCallback
+    from xfer.aio.partial import Partial
+    from xfer.xmpp.ibb import IBBStream
+    from xfer.xmpp.jingle import JingleSessionIO
+    from xfer.xmpp.otr import ReceivedOffer
+    from xfer.xmpp.transfer.context import Context
+    from xfer.xmpp.transfer.negotiation import Negotiator
+
+log = logging.getLogger(__name__)
+
+#: Finished receipts remembered for a sender that offers one again.
+MAX_FINISHED = 64
+
+
+@dataclass(kw_only=True)
+class IncomingOffer:
+    """A file offered to us, verified as far as it can be before accepting.
+
+    ``name``, ``size``, ``sha256``, ``media_type`` and ``mtime`` came inside
+    OTR (the servers never saw them); ``name`` is the sender's, unsanitised:
+    :meth:`accept` to a directory makes it safe.
+    """
+
+    peer: str
+    fingerprint: bytes
+    trusted: bool
+    offer: TransferOffer
+    sealed_size: int
+    _receiver: Receiver = field(repr=False)
+    _session: JingleSessionIO = field(repr=False)
+    _initiate: Jingle = field(repr=False)
+    _key: bytes = field(repr=False)
+    _header: EnvelopeHeader = field(repr=False)
+    _got: ReceivedOffer = field(repr=False)
+    _answered: bool = field(default=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.offer.name
+
+    @property
+    def size(self) -> int:
+        return self.offer.size
+
+    @property
+    def sha256(self) -> bytes:
+        return self.offer.sha256
+
+    @property
+    def media_type(self) -> str:
+        return self.offer.media_type
+
+    @property
+    def mtime(self) -> int:
+        return self.offer.mtime
+
+    @property
+    def transfer_id(self) -> bytes:
+        return self.offer.transfer_id
+
+    @property
+    def withdrawn(self) -> bool:
+        """Whether the sender ended the offer before it was answered."""
+        return self._session.ended
+
+    def _claim(self) -> None:
+        if self._answered:
+            raise LocalProtocolError("this offer was already answered")
+        self._answered = True
+
+    async def decline(self, text: str | None = None) -> None:
+        """Say no: the sender gets ``decline``."""
+        self._claim()
+        await self._session.terminate(Reason.DECLINE, text)
+
+    async def accept(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> Path:
+        """Receive the file into ``dest`` (a directory: under the sanitised
+        name, numbered if taken) and return its path once it is verified.
+
+        Raises:
+            IntegrityError, EnvelopeFormatError: the data was not authentic.
+            TransportError: no transport worked or it broke.
+            TransferRejected: the sender cancelled.
+            DestinationExists: ``dest`` is a file and ``overwrite`` is false.
+        Whatever fails, nothing is left at the destination.
+        """
+        self._claim()
+        path, partial = await asyncio.to_thread(
+            self._receiver.place, self, Path(dest), overwrite
+        )
+        if path is None:
+            await self._session.terminate(Reason.DECLINE, "destination exists")
+            raise DestinationExists(dest)
+        return await self._receiver.receive(self, path, overwrite, progress, partial)
+
+    def resumes_from(self, dest: str | os.PathLike[str]) -> int:
+        """How many bytes of this file an earlier, broken receipt into
+        ``dest`` kept (0 if none): :meth:`accept` to the same place goes on
+        from there. Blocking (it looks at the directory)."""
+        found = find_partial(self, Path(dest))
+        return found.state.verified if found is not None else 0
+
+
+class Receiver:
+    """Vets the offers made to us, queues them for the application, and
+    receives the accepted ones (going on after a break)."""
+
+    def __init__(self, context: Context, negotiator: Negotiator) -> None:
+        self._settings = context.settings
+        self._siblings = context.siblings
+        self._trust_ok = context.trust_ok
+        self._negotiator = negotiator
+        #: The vetted offers waiting for the application.
+        self.offers: asyncio.Queue[IncomingOffer] = asyncio.Queue(
+            maxsize=self._settings.max_pending_offers
+        )
+        self._tasks: set[asyncio.Future[None]] = set()
+        #: Receipts in progress, by :func:`_receipt_key`: a new offer of the
+        #: same file from the same sender continues one.
+        self.receipts: dict[tuple[str, bytes, int, str], _Receipt] = {}
+        #: Receipts finished lately, by the same key: the sender may not have
+        #: heard of the end (its connection dropped) and offer the rest again.
+        self._finished: dict[tuple[str, bytes, int, str], _Finished] = {}
+
+    def on_initiate(self, session: JingleSessionIO, jingle: Jingle) -> None:
+        task = asyncio.ensure_future(self._vet(session, jingle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _vet(self, session: JingleSessionIO, jingle: Jingle) -> None:
+        """Check an offer before the application sees it; end it if it fails."""
+        refusal = self._refusal(session, jingle)
+        if refusal is not None:
+            await session.terminate(*refusal)
+            return
+        content = jingle.content
+        assert content is not None
+        assert content.description is not None
+        assert content.encrypted is not None
+        got = await self._siblings.otr.claim_offer(
+            session.peer,
+            content.encrypted.transfer_id,
+            timeout=self._settings.otr_offer_wait,
+        )
+        if got is None:
+            text = "no matching offer inside OTR"
+            if self._siblings.otr.refused_offer(content.encrypted.transfer_id):
+                text = "fingerprint not trusted"
+            elif self._siblings.otr.lost_offers(session.peer):
+                text += f"; {RESTARTED}"
+            await session.terminate(Reason.SECURITY_ERROR, text)
+            return
+        try:
+            header = EnvelopeHeader(
+                suite=got.offer.suite,  # type: ignore[arg-type]
+                chunk_size=got.offer.chunk_size,
+                salt=got.offer.salt,
+                transfer_id=got.offer.transfer_id,
+            )
+        except XferError:  # an unknown suite or a chunk size out of range
+            await session.terminate(
+                Reason.SECURITY_ERROR, "the OTR offer names unusable parameters"
+            )
+            return
+        sealed = header.sealed_size(got.offer.size)
+        if content.description.size != sealed:
+            await session.terminate(
+                Reason.SECURITY_ERROR, "the Jingle size does not match the OTR offer"
+            )
+            return
+        if not self._trust_ok(got.peer, got.fingerprint):
+            await session.terminate(Reason.SECURITY_ERROR, "fingerprint not trusted")
+            return
+        limit = self._settings.max_size
+        if limit is not None and got.offer.size > limit:
+            await session.terminate(Reason.MEDIA_ERROR, "the file is too large")
+            return
+        incoming = self._incoming(session, jingle, got, header, sealed)
+        # Only now, the offer vetted, may the peer learn that we are online
+        # and when we go (directed presence).
+        self._siblings.jingle.announce(session.peer)
+        if self._continues(incoming) or self._confirms(incoming):
+            return
+        if self.offers.full() or not incoming.trusted:
+            self._drop_withdrawn()
+        if not incoming.trusted and (
+            sum(1 for o in self.queued() if not o.trusted)
+            >= self._settings.max_untrusted_offers
+        ):
+            # Untrusted senders (accept_untrusted) share a small part of the
+            # queue: throw-away accounts cannot crowd out trusted offers.
+            await session.terminate(Reason.BUSY, "too many offers waiting")
+            return
+        try:
+            self.offers.put_nowait(incoming)
+        except asyncio.QueueFull:
+            await session.terminate(Reason.BUSY, "too many offers waiting")
+            return
+        self._siblings.event("xfer_offer", incoming)
+
+    def queued(self) -> list[IncomingOffer]:
+        """The offers waiting for the application, in order."""
+        waiting = []
+        while not self.offers.empty():
+            waiting.append(self.offers.get_nowait())
+        for offer in waiting:
+            self.offers.put_nowait(offer)
+        return waiting
+
+    def _drop_withdrawn(self) -> None:
+        """Forget queued offers whose sender gave up, to make room."""
+        waiting = []
+        while not self.offers.empty():
+            waiting.append(self.offers.get_nowait())
+        for offer in waiting:
+            if not offer.withdrawn:
+                self.offers.put_nowait(offer)
+
+    def _refusal(
+        self, session: JingleSessionIO, jingle: Jingle
+    ) -> tuple[Reason, str | None] | None:
+        """Why an offer is refused before looking inside OTR, if it is."""
+        if (
+            self._siblings.jingle.offered_by(bare(session.peer))
+            > self._settings.max_per_peer
+        ):
+            return Reason.BUSY, "too many transfers at once"
+        content = jingle.content
+        if (
+            content is None
+            or content.description is None
+            or len(jingle.contents) != 1
+            or content.senders != "initiator"
+        ):
+            return Reason.UNSUPPORTED_APPLICATIONS, "xfer takes one file per session"
+        if content.transport is None:
+            return Reason.UNSUPPORTED_TRANSPORTS, None
+        if content.encrypted is None:
+            return Reason.SECURITY_ERROR, "xfer accepts only end-to-end encrypted files"
+        return None
+
+    def _continues(self, incoming: IncomingOffer) -> bool:
+        """Hand an offer of a file we are receiving (or waiting to go on
+        with) from the same sender to that receipt, instead of the queue."""
+        receipt = self.receipts.get(_receipt_key(incoming))
+        if receipt is None or receipt.fingerprint != incoming.fingerprint:
+            return False
+        if receipt.next.done():
+            return False
+        incoming._claim()
+        receipt.next.set_result(incoming)
+        if receipt.task is not None and not receipt.task.done():
+            receipt.task.cancel()  # its stream is dead; the sender went on
+        return True
+
+    def _confirms(self, incoming: IncomingOffer) -> bool:
+        """Answer an offer of a file we finished receiving from the same
+        sender a moment ago ourselves: ask for the (empty) rest, check it
+        and the file, and end with ``success``, instead of asking the user
+        about the same file again."""
+        now = time.monotonic()
+        for key, entry in list(self._finished.items()):
+            if entry.expires < now:
+                del self._finished[key]
+        finished = self._finished.get(_receipt_key(incoming))
+        if finished is None or finished.fingerprint != incoming.fingerprint:
+            return False
+        content = incoming._initiate.content
+        description = content.description if content is not None else None
+        if description is None or description.range is None:
+            return False  # it cannot send "nothing more": a plain new offer
+        try:
+            st = finished.path.lstat()
+        except OSError:
+            return False  # moved since: offer it to the user again
+        if not S_ISREG(st.st_mode) or st.st_size != incoming.size:
+            return False  # changed since: likewise
+        incoming._claim()
+        task = asyncio.ensure_future(self._confirm(incoming, finished.path))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _confirm(self, incoming: IncomingOffer, path: Path) -> None:
+        with contextlib.suppress(XferError, OSError):
+            await self._receive_once(
+                incoming, path, False, no_progress, None, finished=True
+            )
+            log.info("confirmed %s to %s again", path.name, incoming.peer)
+
+    def _incoming(
+        self,
+        session: JingleSessionIO,
+        jingle: Jingle,
+        got: ReceivedOffer,
+        header: EnvelopeHeader,
+        sealed: int,
+    ) -> IncomingOffer:
+        return IncomingOffer(
+            peer=got.peer,
+            fingerprint=got.fingerprint,
+            trusted=self._siblings.trust.is_trusted(got.peer, got.fingerprint),
+            offer=got.offer,
+            sealed_size=sealed,
+            _receiver=self,
+            _session=session,
+            _initiate=jingle,
+            _key=got.key,
+            _header=header,
+            _got=got,
+        )
+
+    def place(
+        self, incoming: IncomingOffer, dest: Path, overwrite: bool
+    ) -> tuple[Path | None, Partial | None]:
+        """Where ``incoming`` goes in ``dest`` (see :func:`.placement.place`)."""
+        return place(incoming, dest, overwrite, self._settings.partial_max_age)
+
+    async def receive(
+        self,
+        incoming: IncomingOffer,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+        partial: Partial | None,
+    ) -> Path:
+        """Receive into ``path``; when the transfer breaks off, keep the
+        verified prefix and go on with the sender's next offer of the file."""
+        if partial is None:
+            partial = _partial.new_partial(
+                path,
+                peer=bare(incoming.peer),
+                fingerprint=incoming.fingerprint,
+                sha256=incoming.sha256,
+                size=incoming.size,
+            )
+        key = _receipt_key(incoming)
+        loop = asyncio.get_running_loop()
+        receipt = _Receipt(fingerprint=incoming.fingerprint, next=loop.create_future())
+        self.receipts.setdefault(key, receipt)
+        breaks = 0
+        done = False
+        try:
+            while True:
+                receipt.task = asyncio.ensure_future(
+                    self._receive_once(
+                        incoming,
+                        path,
+                        overwrite,
+                        progress,
+                        partial,
+                        on_stored=receipt.mark_stored,
+                    )
+                )
+                try:
+                    await receipt.task
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not receipt.next.done() or (task and task.cancelling()):
+                        raise
+                    # The sender offered the rest while our stream still hung
+                    # (or just as the file went into place: confirm that offer).
+                    if receipt.stored:
+                        await self._confirm(receipt.next.result(), path)
+                except (TransportError, TransferRejected) as exc:
+                    # Stored already, the sender hears of it when it offers again.
+                    if not receipt.stored:
+                        breaks += 1
+                        await self._await_rest(receipt, incoming, exc, breaks)
+                else:
+                    receipt.mark_stored()  # it finished: the file is in place
+                if receipt.stored:
+                    done = True
+                    return self._remember(key, incoming, path)
+                incoming = receipt.next.result()
+                receipt.next = loop.create_future()
+        finally:
+            if self.receipts.get(key) is receipt:
+                del self.receipts[key]
+            if not done and not self._settings.keep_partial:
+                await asyncio.to_thread(partial.remove)
+
+    async def _await_rest(
+        self, receipt: _Receipt, incoming: IncomingOffer, exc: XferError, breaks: int
+    ) -> None:
+        """After a break, wait for the sender's offer of the rest; raise
+        ``exc`` if it was not a break, or no such offer comes in time."""
+        if not broke_off(exc) or breaks > self._settings.resume_attempts:
+            raise exc
+        log.info("receipt from %s broke off (%s)", incoming.peer, exc)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(receipt.next), self._settings.resume_wait
+            )
+        except TimeoutError:
+            raise exc from None
+
+    def _remember(
+        self, key: tuple[str, bytes, int, str], incoming: IncomingOffer, path: Path
+    ) -> Path:
+        """Note a finished receipt for :meth:`_confirms`; return its path."""
+        self._finished[key] = _Finished(
+            fingerprint=incoming.fingerprint,
+            path=path,
+            expires=time.monotonic() + self._settings.resume_wait,
+        )
+        while len(self._finished) > MAX_FINISHED:
+            del self._finished[next(iter(self._finished))]
+        return path
+
+    async def _receive_once(
+        self,
+        incoming: IncomingOffer,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+        partial: Partial | None,
+        *,
+        finished: bool = False,
+        on_stored: Callable[[], object] | None = None,
+    ) -> None:
+        """One Jingle session of a receipt (the first, or one that goes on),
+        or, when ``finished``, of one already stored at ``path``: then the
+        rest asked for is empty (see :meth:`_confirms`)."""
+        session = incoming._session
+        content = incoming._initiate.content
+        assert content is not None
+        assert content.transport is not None
+        assert content.description is not None
+        if finished:
+            start = incoming.size
+        else:
+            assert partial is not None
+            start = await resume_point(partial, content.description.range)
+        description = dataclasses.replace(
+            content.description, range=Range(offset=start) if start else None
+        )
+        s5b: S5B | None = None
+        waiter: asyncio.Future[IBBStream] | None = None
+        try:
+            if session.ended:
+                # The sender's reason says whether it will offer the rest.
+                raise (
+                    rejection(session.peer, session.terminated)
+                    if session.terminated is not None
+                    else TransferRejected(
+                        "the sender withdrew the offer", reason=Reason.CANCEL.value
+                    )
+                )
+            if isinstance(content.transport, IBBTransport):
+                if not self._settings.ibb:
+                    raise NoUsableTransport("the sender offers only IBB, which is off")
+                offered = content.transport
+                ours: S5BTransport | IBBTransport = IBBTransport(
+                    sid=offered.sid,
+                    block_size=self._negotiator.ibb_block(offered),
+                )
+                waiter = self._siblings.ibb.expect(session.peer, offered.sid)
+            else:
+                ours, s5b = await self._negotiator.local_transport(
+                    session, sid=content.transport.sid
+                )
+            await session.send(
+                session.jingle(
+                    Action.SESSION_ACCEPT,
+                    responder=self._siblings.jid,
+                    contents=(
+                        Content(
+                            name=content.name,
+                            creator=content.creator,
+                            senders="initiator",
+                            description=description,
+                            application=NS_FILE_TRANSFER,
+                            transport=ours,
+                            encrypted=content.encrypted,
+                        ),
+                    ),
+                )
+            )
+            if waiter is not None:
+                stream: ByteStream = await self._negotiator.await_stream(
+                    session, waiter
+                )
+            else:
+                stream, _ = await self._negotiator.negotiate(
+                    session,
+                    ours,
+                    s5b,
+                    incoming._initiate,
+                )
+            rest = incoming._header.sealed_size(incoming.size - start)
+            stall = self._settings.stall_timeout
+            await watching(
+                session,
+                confirm_sealed(
+                    stream,
+                    incoming._key,
+                    incoming.offer,
+                    path,
+                    sealed_size=rest,
+                    stall_timeout=stall,
+                )
+                if finished
+                else receive_sealed(
+                    stream,
+                    incoming._key,
+                    incoming.offer,
+                    path,
+                    sealed_size=rest,
+                    overwrite=overwrite,
+                    progress=progress,
+                    executor=crypto_executor(),
+                    partial=partial,
+                    keep=self._keep,
+                    stall_timeout=stall,
+                    on_stored=on_stored,
+                ),
+                stream,
+                drain=True,
+            )
+        except BaseException as exc:
+            await self._failed(incoming, exc)
+            raise
+        finally:
+            self._siblings.jingle.forget(session)
+            if s5b is not None:
+                s5b.close()
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
+        # The verdict the sender believes goes inside OTR; Jingle's end follows.
+        self._tell(incoming, stored=True)
+        with contextlib.suppress(XferError):
+            await session.send(
+                session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
+            )
+        await session.terminate(Reason.SUCCESS)
+
+    async def _failed(self, incoming: IncomingOffer, exc: BaseException) -> None:
+        """A receipt failed: say why to the sender inside OTR (unless it only
+        broke off, to go on), and end the Jingle session with a reason the
+        servers may read."""
+        if isinstance(exc, XferError | OSError) and not broke_off(exc):
+            self._tell(incoming, stored=False, why=private_text(exc))
+        await incoming._session.terminate(
+            reason_for(exc), public_text(exc, receiving=True)
+        )
+
+    def _tell(self, incoming: IncomingOffer, *, stored: bool, why: str = "") -> None:
+        """Send the sender our verdict on its offer, inside OTR."""
+        verdict = TransferVerdict(
+            transfer_id=incoming.transfer_id,
+            stored=stored,
+            sha256=incoming.sha256 if stored else bytes(32),
+            size=incoming.size if stored else 0,
+            reason=clip(why, MAX_REASON_BYTES),
+        )
+        try:
+            self._siblings.otr.send_verdict(incoming._got, verdict)
+        except NotSecure as exc:
+            log.warning("could not tell %s the verdict: %s", incoming.peer, exc)
+
+    def _keep(self, exc: BaseException | None) -> bool:
+        """Whether a receipt that ended with ``exc`` keeps its verified prefix:
+        when it broke off (to go on in a moment), or was stopped on either
+        side and may be offered again (``keep_partial``); never when the
+        data was not authentic."""
+        if broke_off(exc) or isinstance(exc, asyncio.CancelledError):
+            # (A cancelled receipt is either going on with a new offer, or
+            # ends here: then _receive removes what keep_partial does not keep.)
+            return True
+        stopped = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, TransferRejected) and exc.reason == Reason.CANCEL.value
+        )
+        return stopped and self._settings.keep_partial
+
+
+@dataclass(kw_only=True)
+class _Receipt:
+    """A receipt in progress, waiting for the sender's offers of the rest."""
+
+    fingerprint: bytes
+    next: asyncio.Future[IncomingOffer]
+    task: asyncio.Future[None] | None = None
+    #: Set once the verified file is in place.
+    stored: bool = False
+
+    def mark_stored(self) -> None:
+        self.stored = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Finished:
+    """A receipt that finished lately (see ``Receiver._confirms``)."""
+
+    fingerprint: bytes
+    path: Path
+    expires: float
+
+
+def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int, str]:
+    """The same file from the same account: a new offer of it goes on with
+    (or confirms) the receipt. The name counts: one content sent under two
+    names is two files."""
+    return bare(offer.peer), offer.sha256, offer.size, offer.name

@@ -1,0 +1,383 @@
+"""The sender: the resume loop of one file, one offer, the verdict wait.
+
+An offer goes out inside OTR (TLV 8) and as a Jingle session; the file
+counts as delivered only on the receiver's verdict inside OTR. A transfer
+that breaks off after the receiver accepted is offered again, for the rest,
+under a fresh key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISREG
+from typing import TYPE_CHECKING
+
+from xfer.aio.pump import file_sha256, send_sealed
+from xfer.envelope import Sealer
+from xfer.errors import (
+    ConnectionFailed,
+    NotSecure,
+    RemoteProtocolError,
+    TransferRejected,
+    TransportError,
+    UntrustedPeer,
+    XferError,
+)
+from xfer.jingle import Action, Reason, Role
+from xfer.jingle.files import FileDescription, Range
+from xfer.jingle.wire import NS_FILE_TRANSFER, Content, Encrypted
+from xfer.transfer.offer import TransferOffer
+from xfer.transfer.policy import RESUMABLE, public_text, range_offset, reason_for
+from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
+from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, watching
+
+if TYPE_CHECKING:
+    from xfer.aio.files import ProgressCallback
+    from xfer.otr.session import Session
+    from xfer.transfer.offer import TransferVerdict
+    from xfer.xmpp.transfer.context import Context
+    from xfer.xmpp.transfer.negotiation import Negotiator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendResult:
+    """What a finished :meth:`XferTransfer.send_file` did."""
+
+    peer: str
+    fingerprint: bytes
+    name: str
+    size: int
+    sealed_size: int
+    transport: str
+    seconds: float
+    setup_seconds: float
+    #: Bytes the receiver already had (a resumed transfer), and how many
+    #: times the transfer broke off and went on.
+    resumed_from: int = 0
+    breaks: int = 0
+
+
+@dataclass(kw_only=True)
+class _Attempt:
+    """How far one offer got."""
+
+    #: The receiver took the offer: a break after this is worth resuming.
+    accepted: bool = False
+    #: The last sealed byte is written.
+    written: bool = False
+
+    def mark_written(self) -> None:
+        self.written = True
+
+
+class Sender:
+    """Sends files: offers each, and offers the rest after a break."""
+
+    def __init__(self, context: Context, negotiator: Negotiator) -> None:
+        self._settings = context.settings
+        self._siblings = context.siblings
+        self._trust_ok = context.trust_ok
+        self._liveness = context.liveness
+        self._negotiator = negotiator
+
+    async def send(
+        self,
+        peer: str,
+        path: str | os.PathLike[str],
+        name: str | None,
+        media_type: str,
+        progress: ProgressCallback,
+    ) -> SendResult:
+        """See :meth:`XferTransfer.send_file`."""
+        source = Path(path)
+        started = time.perf_counter()
+        stat = await asyncio.to_thread(source.stat)
+        if not S_ISREG(stat.st_mode):
+            raise IsADirectoryError(f"{source} is not a regular file")
+        digest = await file_sha256(source)
+        drops = self._liveness.drops
+        breaks = 0
+        try:
+            full, otr_session = await self._siblings.otr.secure(
+                peer, timeout=self._settings.connect_timeout
+            )
+        except NotSecure as exc:
+            if self._liveness.drops == drops:
+                raise
+            breaks += 1  # our connection dropped during the AKE
+            full, otr_session = await self._after_break(peer, peer, breaks, exc)
+        renewed = False
+        while True:
+            drops = self._liveness.drops
+            # The AKE that made the keys this offer goes out under. (The
+            # session object stays the same when the peer re-keys it, so the
+            # id must be taken now, not after a refusal.)
+            offered_under = otr_session.ssid
+            fingerprint = otr_session.their_fingerprint
+            assert fingerprint is not None
+            if not self._trust_ok(full, fingerprint):
+                raise UntrustedPeer(full, fingerprint)
+            attempt = _Attempt()
+            try:
+                result = await self._offer(
+                    full,
+                    otr_session,
+                    fingerprint,
+                    source,
+                    stat,
+                    digest,
+                    name,
+                    media_type,
+                    progress,
+                    attempt,
+                )
+                return dataclasses.replace(
+                    result, seconds=time.perf_counter() - started, breaks=breaks
+                )
+            except TransferRejected as exc:
+                if RESTARTED in (exc.text or "") and not renewed:
+                    # The receiver restarted and could not read the offer.
+                    renewed = True
+                    otr_session = await self._siblings.otr.renewed(
+                        full, offered_under, timeout=self._settings.connect_timeout
+                    )
+                    continue
+                if not (attempt.accepted and exc.reason in RESUMABLE):
+                    raise
+                broken: XferError = exc
+            except TransportError as exc:
+                # Before the receiver took the offer, only our connection
+                # dropping (or the peer's) is worth another offer.
+                lost = (
+                    isinstance(exc, ConnectionFailed) or self._liveness.drops != drops
+                )
+                if not (attempt.accepted or lost):
+                    raise
+                broken = exc
+            breaks += 1
+            renewed = False
+            if breaks > self._settings.resume_attempts:
+                raise broken
+            log.info("transfer to %s broke off (%s); resuming", full, broken)
+            full, otr_session = await self._after_break(peer, full, breaks, broken)
+
+    async def _after_break(
+        self, peer: str, full: str, breaks: int, broken: XferError
+    ) -> tuple[str, Session]:
+        """Wait (1, 2, 4... s by default), be online again, and have a secure OTR
+        session with the peer, to offer the rest of a transfer.
+
+        Raises ``broken`` if that cannot happen in time."""
+        first = self._settings.resume_backoff
+        await asyncio.sleep(
+            min(first * 2 ** (breaks - 1), self._settings.resume_backoff_max)
+        )
+        timeout = self._settings.connect_timeout
+        try:
+            await asyncio.wait_for(
+                self._liveness.online.wait(), self._settings.resume_wait
+            )
+            # The same resource if it is still there, else any of the account.
+            return await self._siblings.otr.secure(full, timeout=timeout)
+        except (TimeoutError, XferError):
+            if full == peer:
+                raise broken from None
+        try:
+            return await self._siblings.otr.secure(peer, timeout=timeout)
+        except XferError:
+            raise broken from None
+
+    async def _offer(
+        self,
+        full: str,
+        otr_session: Session,
+        fingerprint: bytes,
+        source: Path,
+        stat: os.stat_result,
+        digest: bytes,
+        name: str | None,
+        media_type: str,
+        progress: ProgressCallback,
+        attempt: _Attempt,
+    ) -> SendResult:
+        """One offer of the file over ``otr_session`` with ``full``, whose
+        ``fingerprint`` the caller checked.
+
+        The sender reports the file delivered only on the receiver's verdict,
+        which comes inside OTR from that fingerprint: a Jingle ``success`` is
+        not authenticated, and a server could forge it.
+
+        The receiver may answer with ``<range offset/>``: it kept that much
+        of the file from an earlier, broken transfer; then only the rest is
+        sealed, under this offer's fresh key. ``attempt`` notes when the
+        receiver accepted (a break after that is worth resuming) and when
+        the last sealed byte went out.
+        """
+        offer = TransferOffer(
+            transfer_id=os.urandom(16),
+            salt=os.urandom(32),
+            suite=int(self._settings.suite),
+            chunk_size=self._settings.chunk_size,
+            size=stat.st_size,
+            sha256=digest,
+            name=name or source.name,
+            media_type=media_type,
+            mtime=max(0, int(stat.st_mtime)),
+        )
+        verdict = self._siblings.otr.expect_verdict(
+            full, offer.transfer_id, fingerprint
+        )
+        try:
+            key = self._siblings.otr.send_offer(
+                otr_session, offer, fingerprint=fingerprint
+            )
+        except BaseException:
+            self._siblings.otr.forget_verdict(offer.transfer_id)
+            raise
+        sealer = Sealer.announced(
+            key,
+            salt=offer.salt,
+            transfer_id=offer.transfer_id,
+            suite=self._settings.suite,
+            chunk_size=offer.chunk_size,
+            executor=crypto_executor(),
+            workers=self._settings.workers,
+        )
+        sealed_size = sealer.header.sealed_size(offer.size)
+        session = self._siblings.jingle.initiate(full)
+        setup, kind, start = 0.0, "", 0
+        s5b: S5B | None = None
+        try:
+            transport, s5b = await self._negotiator.local_transport(session)
+            # An empty range: we can send the rest of the file (XEP-0234).
+            description = FileDescription(
+                name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size, range=Range()
+            )
+            await session.send(
+                session.jingle(
+                    Action.SESSION_INITIATE,
+                    initiator=self._siblings.jid,
+                    contents=(
+                        Content(
+                            name=CONTENT,
+                            creator=Role.INITIATOR,
+                            senders="initiator",
+                            description=description,
+                            application=NS_FILE_TRANSFER,
+                            transport=transport,
+                            encrypted=Encrypted(transfer_id=offer.transfer_id),
+                        ),
+                    ),
+                )
+            )
+            accept = await expect(
+                session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
+            )
+            attempt.accepted = True
+            start = range_offset(accept, offer.size)
+            setup_start = time.perf_counter()
+            stream, kind = await self._negotiator.negotiate(
+                session, transport, s5b, accept
+            )
+            setup = time.perf_counter() - setup_start
+            await watching(
+                session,
+                send_sealed(
+                    source,
+                    stream,
+                    sealer,
+                    total=offer.size,
+                    start=start,
+                    progress=progress,
+                    on_written=attempt.mark_written,
+                    stall_timeout=self._settings.stall_timeout,
+                ),
+                stream,
+            )
+            # The receiver verifies, stores, then ends the session with its verdict.
+            await expect(session, set(), self._settings.offer_timeout)
+        except TransferRejected as exc:
+            # "success" counts only once the whole sealed stream went out,
+            # and only with the receiver's verdict inside OTR.
+            if exc.reason == Reason.SUCCESS.value and attempt.written:
+                await self._verified(verdict, full, offer)
+                return SendResult(
+                    peer=full,
+                    fingerprint=fingerprint,
+                    name=offer.name,
+                    size=offer.size,
+                    sealed_size=sealer.header.sealed_size(offer.size - start),
+                    transport=kind,
+                    seconds=0.0,
+                    setup_seconds=setup,
+                    resumed_from=start,
+                )
+            if exc.reason == Reason.SUCCESS.value:
+                raise RemoteProtocolError(
+                    f"{full} claimed success before the file was sent"
+                ) from None
+            said = _refusal(verdict)
+            if said is not None:  # the receiver's own words, from inside OTR
+                raise type(exc)(
+                    f"{full} refused the file: {said}", reason=exc.reason, text=said
+                ) from None
+            raise
+        except BaseException as exc:
+            await session.terminate(reason_for(exc), public_text(exc, receiving=False))
+            raise
+        finally:
+            self._siblings.otr.forget_verdict(offer.transfer_id)
+            self._siblings.jingle.forget(session)
+            if s5b is not None:
+                s5b.close()
+        raise RemoteProtocolError(
+            "the receiver never ended the session"
+        )  # pragma: no cover
+
+    async def _verified(
+        self,
+        verdict: asyncio.Future[TransferVerdict],
+        full: str,
+        offer: TransferOffer,
+    ) -> None:
+        """Wait for the receiver's verdict after its Jingle ``success``.
+
+        Raises:
+            RemoteProtocolError: no verdict in time (the ``success`` may
+            have been forged), or one that does not match the file.
+            TransferRejected: the receiver refused the file after all.
+        """
+        try:
+            got = await asyncio.wait_for(
+                asyncio.shield(verdict), self._settings.connect_timeout
+            )
+        except TimeoutError:
+            raise RemoteProtocolError(
+                f"{full} did not confirm inside OTR that it stored the file; "
+                "the Jingle success is not believed"
+            ) from None
+        if not got.stored:
+            raise TransferRejected(
+                f"{full} refused the file: {got.reason}",
+                reason=Reason.SECURITY_ERROR.value,
+                text=got.reason,
+            )
+        if got.sha256 != offer.sha256 or got.size != offer.size:
+            raise RemoteProtocolError(f"{full} stored a file that is not the one sent")
+
+
+def _refusal(verdict: asyncio.Future[TransferVerdict]) -> str | None:
+    """The receiver's reason, if its verdict came and refused the file."""
+    if verdict.done() and not verdict.cancelled():
+        got = verdict.result()
+        if not got.stored:
+            return got.reason
+    return None
