@@ -156,13 +156,20 @@ class UntrustedPeer(XferError):
     """
 
     def __init__(self, peer: str, fingerprint: bytes) -> None:
-        from xfer.otr.trust import format_fingerprint
-
         super().__init__(
-            f"{peer}'s OTR fingerprint {format_fingerprint(fingerprint)} is not trusted"
+            f"{peer}'s OTR fingerprint {_grouped(fingerprint)} is not trusted"
         )
         self.peer = peer
         self.fingerprint = fingerprint
+
+
+def _grouped(fingerprint: bytes) -> str:
+    # The form of xfer.otr.trust.format_fingerprint, written out here because
+    # the error tree is a leaf: it imports nothing from xfer.
+    if len(fingerprint) != 20:
+        raise LocalProtocolError("a fingerprint is 20 bytes")
+    text = fingerprint.hex().upper()
+    return " ".join(text[i : i + 8] for i in range(0, 40, 8))
 
 
 class TransferRejected(XferError):
