@@ -115,11 +115,13 @@ class XferClient(slixmpp.ClientXMPP):
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
+            self._stopping = True
             self.abort()
             raise ServerUnreachable(
                 f"the XMPP server did not answer within {timeout:g} s"
             ) from None
         except ConnectionFailed:
+            self._stopping = True
             self.abort()
             raise
 
@@ -132,10 +134,6 @@ class XferClient(slixmpp.ClientXMPP):
         """slixmpp's disconnect; a client that was told to go stays gone."""
         self._stopping = True
         return super().disconnect(wait, reason, ignore_send_queue)
-
-    def abort(self) -> None:
-        self._stopping = True
-        super().abort()
 
     async def stop(self) -> None:
         """Disconnect and wait for the stream to close."""
