@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING
 import xfer.xmpp.transfer as _transfer
 from xfer.otr.trust import Verification, format_fingerprint, parse_fingerprint
 from xfer.store import IdentityStore
+from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient
+from xfer.xmpp.otr import XferOTR
+from xfer.xmpp.transfer import XferTransfer
 
 if TYPE_CHECKING:
     import os
@@ -28,8 +31,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from xfer.aio.files import ProgressCallback
-    from xfer.xmpp.otr import XferOTR
-    from xfer.xmpp.transfer import IncomingOffer, SendResult, XferTransfer
+    from xfer.xmpp.transfer import IncomingOffer, SendResult
 
 __all__ = ["Client", "connect"]
 
@@ -46,13 +48,11 @@ class Client:
 
     @property
     def _transfer(self) -> XferTransfer:
-        plugin: XferTransfer = self.xmpp.plugin["xfer_transfer"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self.xmpp, "xfer_transfer", XferTransfer)
 
     @property
     def _otr(self) -> XferOTR:
-        plugin: XferOTR = self.xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self.xmpp, "xfer_otr", XferOTR)
 
     @property
     def jid(self) -> str:

@@ -10,6 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from xfer.xmpp._slixmpp import plugin
+from xfer.xmpp.ibb import XferIBB
+from xfer.xmpp.jingle import XferJingle
+from xfer.xmpp.otr import XferOTR
+from xfer.xmpp.socks5 import XferSocks5
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -18,10 +24,6 @@ if TYPE_CHECKING:
     from xfer.envelope import Suite
     from xfer.otr.trust import TrustStore
     from xfer.store import IdentityStore
-    from xfer.xmpp.ibb import XferIBB
-    from xfer.xmpp.jingle import XferJingle
-    from xfer.xmpp.otr import XferOTR
-    from xfer.xmpp.socks5 import XferSocks5
 
 #: The reason text with which a receiver that lost its OTR session (it
 #: restarted) refuses an offer it could not read; the sender then renews the
@@ -200,23 +202,19 @@ class Siblings:
 
     @property
     def otr(self) -> XferOTR:
-        plugin: XferOTR = self._xmpp.plugin["xfer_otr"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self._xmpp, "xfer_otr", XferOTR)
 
     @property
     def jingle(self) -> XferJingle:
-        plugin: XferJingle = self._xmpp.plugin["xfer_xep_0166"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self._xmpp, "xfer_xep_0166", XferJingle)
 
     @property
     def socks5(self) -> XferSocks5:
-        plugin: XferSocks5 = self._xmpp.plugin["xfer_socks5"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self._xmpp, "xfer_socks5", XferSocks5)
 
     @property
     def ibb(self) -> XferIBB:
-        plugin: XferIBB = self._xmpp.plugin["xfer_ibb"]  # type: ignore[typeddict-item]
-        return plugin
+        return plugin(self._xmpp, "xfer_ibb", XferIBB)
 
     @property
     def trust(self) -> TrustStore:

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.base import BasePlugin, register_plugin
+from slixmpp.plugins.xep_0030 import XEP_0030
+from slixmpp.plugins.xep_0199 import XEP_0199
 
 import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
@@ -52,6 +54,7 @@ from xfer.jingle.wire import (
     NS_S5B,
 )
 from xfer.store import IdentityStore
+from xfer.xmpp._slixmpp import drop_session, plugin
 from xfer.xmpp.transfer.context import (
     RESTARTED,
     Context,
@@ -206,7 +209,7 @@ class XferTransfer(BasePlugin):
             # not keep them at all.
             self.otr.config["untrusted_offers"] = 0
         self.jingle.on_initiate = self._receiver.on_initiate
-        disco = self.xmpp.plugin["xep_0030"]
+        disco = plugin(self.xmpp, "xep_0030", XEP_0030)
         for feature in FEATURES:
             disco.add_feature(feature)
 
@@ -227,18 +230,14 @@ class XferTransfer(BasePlugin):
         reconnection binds a fresh session instead.
         """
         try:
-            await self.xmpp.plugin["xep_0199"].ping(
+            await plugin(self.xmpp, "xep_0199", XEP_0199).ping(
                 JID(self.xmpp.boundjid.domain), timeout=self._settings.resume_check
             )
         except IqError:
             pass  # an answer, even an error, is a live stream
         except IqTimeout:
             log.warning("the resumed XMPP session is dead; starting a new one")
-            sm: Any = self.xmpp.plugin["xep_0198"]
-            sm.sm_id = None
-            transport = self.xmpp.transport
-            if transport is not None:
-                transport.abort()
+            drop_session(self.xmpp)
             return
         self.online.set()
 
