@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ByteStream"]
+__all__ = ["ByteStream", "ProgressCallback", "no_progress"]
+
+
+class ProgressCallback(Protocol):
+    """Called after each piece with the bytes done so far and the total if known."""
+
+    def __call__(self, done: int, total: int | None) -> None: ...
+
+
+def no_progress(done: int, total: int | None) -> None:
+    """The default progress callback: does nothing."""
 
 
 @runtime_checkable

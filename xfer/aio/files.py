@@ -29,12 +29,13 @@ import hmac
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import aiofiles
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 
+from xfer.aio.bytestream import ProgressCallback, no_progress
 from xfer.aio.partial import Partial, adoptable, create_private, temp_name
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE, Opener, Sealer, Suite
 from xfer.errors import DestinationExists, IntegrityError, XferError
@@ -69,16 +70,6 @@ SYNC_EVERY = 32 * 1024 * 1024
 #: A source or destination: a path, or an open file descriptor (0 or 1 for
 #: standard input and output).
 Target = str | os.PathLike[str] | int
-
-
-class ProgressCallback(Protocol):
-    """Called after each piece with the bytes done so far and the total if known."""
-
-    def __call__(self, done: int, total: int | None) -> None: ...
-
-
-def _no_progress(done: int, total: int | None) -> None:
-    """The default progress callback: does nothing."""
 
 
 _F = TypeVar("_F", bound=BinaryIO)
@@ -509,7 +500,7 @@ async def seal_file(
     executor: Executor | None = None,
     workers: int = 2,
     overwrite: bool = False,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
 ) -> EnvelopeHeader:
     """Seal ``source`` into ``dest`` (written atomically unless it is a descriptor).
 
@@ -558,7 +549,7 @@ async def open_stream_to_file(
     workers: int = 2,
     overwrite: bool = False,
     total: int | None = None,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
 ) -> EnvelopeHeader:
     """Verify and decrypt a sealed stream into ``dest``.
 
@@ -603,7 +594,7 @@ async def open_file(
     executor: Executor | None = None,
     workers: int = 2,
     overwrite: bool = False,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
 ) -> EnvelopeHeader:
     """Verify and decrypt the sealed file ``source`` into ``dest``.
 

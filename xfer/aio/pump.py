@@ -22,10 +22,10 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfer.aio.bytestream import no_progress
 from xfer.aio.files import (
     READ_SIZE,
     AtomicWriter,
-    ProgressCallback,
     hash_prefix,
     read_chunks,
 )
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
 
-    from xfer.aio.bytestream import ByteStream
+    from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.partial import Partial
     from xfer.envelope import Sealer
     from xfer.transfer.offer import TransferOffer
@@ -51,10 +51,6 @@ _INLINE = 64 * 1024
 GATHER = 2 * 1024 * 1024
 #: Gathered pieces waiting to be verified, at most (memory stays bounded).
 QUEUED = 3
-
-
-def _no_progress(done: int, total: int | None) -> None:
-    del done, total
 
 
 async def file_sha256(path: str | os.PathLike[str]) -> bytes:
@@ -75,7 +71,7 @@ async def send_sealed(
     *,
     total: int,
     start: int = 0,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
     on_written: Callable[[], object] | None = None,
     stall_timeout: float | None = None,
 ) -> int:
@@ -252,7 +248,7 @@ async def receive_sealed(
     *,
     sealed_size: int,
     overwrite: bool = False,
-    progress: ProgressCallback = _no_progress,
+    progress: ProgressCallback = no_progress,
     executor: Executor | None = None,
     partial: Partial | None = None,
     keep: Callable[[BaseException | None], bool] | None = None,

@@ -225,10 +225,6 @@ class Siblings:
         self._xmpp.event(name, data)
 
 
-def no_progress(done: int, total: int | None) -> None:
-    del done, total
-
-
 @functools.cache
 def crypto_executor() -> ThreadPoolExecutor:
     """Threads that seal or open runs of chunks in parallel (shared, lazy):

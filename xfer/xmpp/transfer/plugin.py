@@ -42,6 +42,7 @@ import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
+from xfer.aio.bytestream import no_progress
 from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE
 from xfer.errors import (
     TransferTimeout,
@@ -61,7 +62,6 @@ from xfer.xmpp.transfer.context import (
     Liveness,
     Settings,
     Siblings,
-    no_progress,
 )
 from xfer.xmpp.transfer.negotiation import (
     Negotiator,
@@ -72,7 +72,7 @@ from xfer.xmpp.transfer.sending import Sender, SendResult
 if TYPE_CHECKING:
     import os
 
-    from xfer.aio.files import ProgressCallback
+    from xfer.aio.bytestream import ProgressCallback
     from xfer.otr.trust import TrustStore
     from xfer.xmpp.jingle import XferJingle
     from xfer.xmpp.otr import XferOTR

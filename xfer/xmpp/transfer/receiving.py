@@ -21,6 +21,7 @@ from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from xfer.aio import partial as _partial
+from xfer.aio.bytestream import no_progress
 from xfer.aio.pump import confirm_sealed, receive_sealed
 from xfer.envelope import EnvelopeHeader
 from xfer.errors import (
@@ -50,7 +51,7 @@ from xfer.transfer.policy import (
     reason_for,
 )
 from xfer.xmpp.jingle import rejection
-from xfer.xmpp.transfer.context import RESTARTED, crypto_executor, no_progress
+from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
 from xfer.xmpp.transfer.negotiation import S5B, watching
 from xfer.xmpp.transfer.placement import bare, find_partial, place, resume_point
 
@@ -58,8 +59,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Callable
 
-    from xfer.aio.bytestream import ByteStream
-    from xfer.aio.files import ProgressCallback
+    from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.partial import Partial
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO

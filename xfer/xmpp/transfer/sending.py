@@ -38,7 +38,7 @@ from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
 from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, watching
 
 if TYPE_CHECKING:
-    from xfer.aio.files import ProgressCallback
+    from xfer.aio.bytestream import ProgressCallback
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
     from xfer.xmpp.transfer.context import Context
