@@ -18,7 +18,8 @@ import time
 from typing import TYPE_CHECKING
 
 import xfer.xmpp.transfer as _transfer
-from xfer.otr.trust import Verification, format_fingerprint, parse_fingerprint
+from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
+from xfer.otr.trust import Verification
 from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient

@@ -12,7 +12,8 @@ from xfer_cli.output import Output, json_option
 
 from xfer.display import shown
 from xfer.errors import XferError
-from xfer.otr.trust import bare_jid, format_fingerprint, parse_fingerprint
+from xfer.jid import bare_jid
+from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 
 __all__ = ["keys", "trust", "untrust"]
 

@@ -11,14 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
+from xfer.otr import trust
 from xfer.otr.crypto import PrivateKey
-from xfer.otr.trust import (
-    TrustStore,
-    Verification,
-    bare_jid,
-    format_fingerprint,
-    parse_fingerprint,
-)
+from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
+from xfer.otr.trust import TrustStore, Verification, bare_jid
 from xfer.store import IdentityStore
 from xfer.transfer.offer import XFER_USE, TransferOffer
 
@@ -33,6 +29,11 @@ def test_fingerprint_text_round_trip():
     for bad in ["", "00010203", "zz" * 20, FP.hex() + "00"]:
         with pytest.raises(LocalProtocolError):
             parse_fingerprint(bad)
+
+
+def test_trust_still_exports_the_fingerprint_text():
+    assert trust.format_fingerprint is format_fingerprint
+    assert trust.parse_fingerprint is parse_fingerprint
 
 
 def test_trust_store_round_trips_and_uses_bare_jids():

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
+from xfer.jid import bare_jid, strip_resource
 from xfer.otr import events as ev
 from xfer.otr.ake import AuthState
 from xfer.otr.fragments import FragmentBudget, parse_fragment
@@ -43,7 +44,6 @@ from xfer.otr.messages import (
     parse_encoded,
 )
 from xfer.otr.session import MessageState, Policy, Session
-from xfer.otr.trust import bare_jid
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -305,10 +305,13 @@ class Account:
 
 
 def _bare(peer: str) -> str:
+    """The peer whose sessions are counted together: the normalised bare JID,
+    or (an address that is not a JID, from the wire) its lower-cased text
+    without the resource, so that a bad address is bounded too."""
     try:
         return bare_jid(peer)
     except LocalProtocolError:
-        return peer.split("/", 1)[0].lower()
+        return strip_resource(peer).lower()
 
 
 #: An AKE message worth parsing twice (once here, once in its session) is

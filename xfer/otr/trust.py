@@ -1,62 +1,33 @@
-"""Fingerprints as people read them, and which ones we trust for whom.
-
-A fingerprint is the 20-byte SHA-1 of a long-term DSA public key (see
-:attr:`xfer.otr.crypto.PublicKey.fingerprint`). People compare it as 40
-upper-case hex digits in five groups of eight, as pidgin-otr shows it.
+"""Which fingerprints we trust for whom.
 
 :class:`TrustStore` maps a peer's bare JID to the fingerprints trusted for it
 and how each was verified (by hand, or by SMP). It is plain data with a JSON
 form; :mod:`xfer.store` keeps it in a file. The clock is a parameter.
+
+Fingerprint text lives in :mod:`xfer.otr.fingerprint`; ``format_fingerprint``
+and ``parse_fingerprint`` are re-exported here for code that imports them
+from this module, and so is :func:`xfer.jid.bare_jid`, the rule that makes
+the store's keys.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import re
 from dataclasses import dataclass
 
 from xfer.errors import LocalProtocolError
+from xfer.jid import bare_jid
+from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 
 __all__ = [
     "TrustEntry",
     "TrustStore",
     "Verification",
+    "bare_jid",
     "format_fingerprint",
     "parse_fingerprint",
 ]
-
-_HEX40 = re.compile(r"[0-9a-fA-F]{40}")
-
-
-def format_fingerprint(fingerprint: bytes) -> str:
-    """``'D8FBC9F1 B027D198 97840E68 F93D0CE3 B2DEFA52'``."""
-    if len(fingerprint) != 20:
-        raise LocalProtocolError("a fingerprint is 20 bytes")
-    text = fingerprint.hex().upper()
-    return " ".join(text[i : i + 8] for i in range(0, 40, 8))
-
-
-def parse_fingerprint(text: str) -> bytes:
-    """Accept 40 hex digits, in any case, with any spaces or colons.
-
-    Raises:
-        LocalProtocolError: it is not a fingerprint.
-    """
-    compact = re.sub(r"[\s:]", "", text)
-    if not _HEX40.fullmatch(compact):
-        msg = f"not a fingerprint (40 hex digits): {text!r}"
-        raise LocalProtocolError(msg)
-    return bytes.fromhex(compact)
-
-
-def bare_jid(jid: str) -> str:
-    """``'Alice@Example.org/phone'`` -> ``'alice@example.org'``."""
-    bare = jid.split("/", 1)[0].strip().lower()
-    if not bare or ("@" not in bare and "." not in bare):
-        msg = f"not a JID: {jid!r}"
-        raise LocalProtocolError(msg)
-    return bare
 
 
 class Verification(enum.Enum):

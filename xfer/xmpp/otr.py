@@ -55,12 +55,13 @@ from xfer.errors import (
     RemoteProtocolError,
     TransferTimeout,
 )
+from xfer.jid import bare_jid
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.smp import SMPDone, SMPJob, run_smp_job
-from xfer.otr.trust import TrustStore, Verification, bare_jid
+from xfer.otr.trust import TrustStore, Verification
 from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
 
 if TYPE_CHECKING:
