@@ -9,8 +9,7 @@ them to seal real data: a salt must not be reused with the same key material.
 from __future__ import annotations
 
 from xfer.envelope.chunker import DEFAULT_SUITE, Sealer
-from xfer.envelope.format import DEFAULT_CHUNK_SIZE, BytesLike, EnvelopeHeader, Suite
-from xfer.envelope.keys import derive_keys
+from xfer.envelope.format import DEFAULT_CHUNK_SIZE, BytesLike, Suite
 
 __all__ = ["seal_from_parts", "sealer_from_parts"]
 
@@ -23,11 +22,13 @@ def sealer_from_parts(
     suite: Suite = DEFAULT_SUITE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> Sealer:
-    """A Sealer with a given salt and transfer id (deterministic output)."""
-    header = EnvelopeHeader(
-        suite=suite, chunk_size=chunk_size, salt=salt, transfer_id=transfer_id
+    """A Sealer with a given salt and transfer id (deterministic output).
+
+    The same construction as :meth:`Sealer.announced`, on the calling thread.
+    """
+    return Sealer.announced(
+        key, salt=salt, transfer_id=transfer_id, suite=suite, chunk_size=chunk_size
     )
-    return Sealer._from_keys(derive_keys(key, header))
 
 
 def seal_from_parts(
