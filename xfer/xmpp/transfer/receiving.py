@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,46 +21,27 @@ from typing import TYPE_CHECKING
 
 from xfer.aio import partial as _partial
 from xfer.aio.bytestream import no_progress
-from xfer.aio.pump import confirm_sealed, receive_sealed
 from xfer.envelope import EnvelopeHeader
 from xfer.errors import (
     DestinationExists,
     LocalProtocolError,
-    NotSecure,
-    NoUsableTransport,
     TransferRejected,
     TransportError,
     XferError,
 )
-from xfer.jingle import Action, Reason
-from xfer.jingle.files import Range, Received
-from xfer.jingle.wire import (
-    NS_FILE_TRANSFER,
-    Content,
-    IBBTransport,
-    Jingle,
-    S5BTransport,
-)
-from xfer.transfer.offer import MAX_REASON_BYTES, TransferOffer, TransferVerdict
-from xfer.transfer.policy import (
-    broke_off,
-    clip,
-    private_text,
-    public_text,
-    reason_for,
-)
-from xfer.xmpp.jingle import rejection
-from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
-from xfer.xmpp.transfer.negotiation import S5B, watching
-from xfer.xmpp.transfer.placement import bare, find_partial, place, resume_point
+from xfer.jingle import Reason
+from xfer.transfer.policy import broke_off
+from xfer.xmpp.transfer.context import RESTARTED
+from xfer.xmpp.transfer.placement import bare, find_partial, place
+from xfer.xmpp.transfer.receipt import Negotiated, Receipts
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
 
-    from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.aio.bytestream import ProgressCallback
     from xfer.aio.partial import Partial
-    from xfer.xmpp.ibb import IBBStream
+    from xfer.jingle.wire import Jingle
+    from xfer.transfer.offer import TransferOffer
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.otr import ReceivedOffer
     from xfer.xmpp.transfer.context import Context
@@ -88,11 +68,7 @@ class IncomingOffer:
     offer: TransferOffer
     sealed_size: int
     _receiver: Receiver = field(repr=False)
-    _session: JingleSessionIO = field(repr=False)
-    _initiate: Jingle = field(repr=False)
-    _key: bytes = field(repr=False)
-    _header: EnvelopeHeader = field(repr=False)
-    _got: ReceivedOffer = field(repr=False)
+    _negotiated: Negotiated = field(repr=False)
     _answered: bool = field(default=False, repr=False)
 
     @property
@@ -122,7 +98,7 @@ class IncomingOffer:
     @property
     def withdrawn(self) -> bool:
         """Whether the sender ended the offer before it was answered."""
-        return self._session.ended
+        return self._negotiated.session.ended
 
     def _claim(self) -> None:
         if self._answered:
@@ -132,7 +108,7 @@ class IncomingOffer:
     async def decline(self, text: str | None = None) -> None:
         """Say no: the sender gets ``decline``."""
         self._claim()
-        await self._session.terminate(Reason.DECLINE, text)
+        await self._negotiated.session.terminate(Reason.DECLINE, text)
 
     async def accept(
         self,
@@ -156,7 +132,9 @@ class IncomingOffer:
             self._receiver.place, self, Path(dest), overwrite
         )
         if path is None:
-            await self._session.terminate(Reason.DECLINE, "destination exists")
+            await self._negotiated.session.terminate(
+                Reason.DECLINE, "destination exists"
+            )
             raise DestinationExists(dest)
         return await self._receiver.receive(self, path, overwrite, progress, partial)
 
@@ -176,7 +154,7 @@ class Receiver:
         self._settings = context.settings
         self._siblings = context.siblings
         self._trust_ok = context.trust_ok
-        self._negotiator = negotiator
+        self._receipts = Receipts(context.settings, context.siblings, negotiator)
         #: The vetted offers waiting for the application.
         self.offers: asyncio.Queue[IncomingOffer] = asyncio.Queue(
             maxsize=self._settings.max_pending_offers
@@ -332,7 +310,7 @@ class Receiver:
         finished = self._finished.get(_receipt_key(incoming))
         if finished is None or finished.fingerprint != incoming.fingerprint:
             return False
-        content = incoming._initiate.content
+        content = incoming._negotiated.initiate.content
         description = content.description if content is not None else None
         if description is None or description.range is None:
             return False  # it cannot send "nothing more": a plain new offer
@@ -350,8 +328,8 @@ class Receiver:
 
     async def _confirm(self, incoming: IncomingOffer, path: Path) -> None:
         with contextlib.suppress(XferError, OSError):
-            await self._receive_once(
-                incoming, path, False, no_progress, None, finished=True
+            await self._receipts.run(
+                incoming._negotiated, path, False, no_progress, None, finished=True
             )
             log.info("confirmed %s to %s again", path.name, incoming.peer)
 
@@ -370,11 +348,9 @@ class Receiver:
             offer=got.offer,
             sealed_size=sealed,
             _receiver=self,
-            _session=session,
-            _initiate=jingle,
-            _key=got.key,
-            _header=header,
-            _got=got,
+            _negotiated=Negotiated(
+                session=session, initiate=jingle, key=got.key, header=header, got=got
+            ),
         )
 
     def place(
@@ -410,8 +386,8 @@ class Receiver:
         try:
             while True:
                 receipt.task = asyncio.ensure_future(
-                    self._receive_once(
-                        incoming,
+                    self._receipts.run(
+                        incoming._negotiated,
                         path,
                         overwrite,
                         progress,
@@ -474,171 +450,6 @@ class Receiver:
         while len(self._finished) > MAX_FINISHED:
             del self._finished[next(iter(self._finished))]
         return path
-
-    async def _receive_once(
-        self,
-        incoming: IncomingOffer,
-        path: Path,
-        overwrite: bool,
-        progress: ProgressCallback,
-        partial: Partial | None,
-        *,
-        finished: bool = False,
-        on_stored: Callable[[], object] | None = None,
-    ) -> None:
-        """One Jingle session of a receipt (the first, or one that goes on),
-        or, when ``finished``, of one already stored at ``path``: then the
-        rest asked for is empty (see :meth:`_confirms`)."""
-        session = incoming._session
-        content = incoming._initiate.content
-        assert content is not None
-        assert content.transport is not None
-        assert content.description is not None
-        if finished:
-            start = incoming.size
-        else:
-            assert partial is not None
-            start = await resume_point(partial, content.description.range)
-        description = dataclasses.replace(
-            content.description, range=Range(offset=start) if start else None
-        )
-        s5b: S5B | None = None
-        waiter: asyncio.Future[IBBStream] | None = None
-        try:
-            if session.ended:
-                # The sender's reason says whether it will offer the rest.
-                raise (
-                    rejection(session.peer, session.terminated)
-                    if session.terminated is not None
-                    else TransferRejected(
-                        "the sender withdrew the offer", reason=Reason.CANCEL.value
-                    )
-                )
-            if isinstance(content.transport, IBBTransport):
-                if not self._settings.ibb:
-                    raise NoUsableTransport("the sender offers only IBB, which is off")
-                offered = content.transport
-                ours: S5BTransport | IBBTransport = IBBTransport(
-                    sid=offered.sid,
-                    block_size=self._negotiator.ibb_block(offered),
-                )
-                waiter = self._siblings.ibb.expect(session.peer, offered.sid)
-            else:
-                ours, s5b = await self._negotiator.local_transport(
-                    session, sid=content.transport.sid
-                )
-            await session.send(
-                session.jingle(
-                    Action.SESSION_ACCEPT,
-                    responder=self._siblings.jid,
-                    contents=(
-                        Content(
-                            name=content.name,
-                            creator=content.creator,
-                            senders="initiator",
-                            description=description,
-                            application=NS_FILE_TRANSFER,
-                            transport=ours,
-                            encrypted=content.encrypted,
-                        ),
-                    ),
-                )
-            )
-            if waiter is not None:
-                stream: ByteStream = await self._negotiator.await_stream(
-                    session, waiter
-                )
-            else:
-                stream, _ = await self._negotiator.negotiate(
-                    session,
-                    ours,
-                    s5b,
-                    incoming._initiate,
-                )
-            rest = incoming._header.sealed_size(incoming.size - start)
-            stall = self._settings.stall_timeout
-            await watching(
-                session,
-                confirm_sealed(
-                    stream,
-                    incoming._key,
-                    incoming.offer,
-                    path,
-                    sealed_size=rest,
-                    stall_timeout=stall,
-                )
-                if finished
-                else receive_sealed(
-                    stream,
-                    incoming._key,
-                    incoming.offer,
-                    path,
-                    sealed_size=rest,
-                    overwrite=overwrite,
-                    progress=progress,
-                    executor=crypto_executor(),
-                    partial=partial,
-                    keep=self._keep,
-                    stall_timeout=stall,
-                    on_stored=on_stored,
-                ),
-                stream,
-                drain=True,
-            )
-        except BaseException as exc:
-            await self._failed(incoming, exc)
-            raise
-        finally:
-            self._siblings.jingle.forget(session)
-            if s5b is not None:
-                s5b.close()
-            if waiter is not None and not waiter.done():
-                waiter.cancel()
-        # The verdict the sender believes goes inside OTR; Jingle's end follows.
-        self._tell(incoming, stored=True)
-        with contextlib.suppress(XferError):
-            await session.send(
-                session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
-            )
-        await session.terminate(Reason.SUCCESS)
-
-    async def _failed(self, incoming: IncomingOffer, exc: BaseException) -> None:
-        """A receipt failed: say why to the sender inside OTR (unless it only
-        broke off, to go on), and end the Jingle session with a reason the
-        servers may read."""
-        if isinstance(exc, XferError | OSError) and not broke_off(exc):
-            self._tell(incoming, stored=False, why=private_text(exc))
-        await incoming._session.terminate(
-            reason_for(exc), public_text(exc, receiving=True)
-        )
-
-    def _tell(self, incoming: IncomingOffer, *, stored: bool, why: str = "") -> None:
-        """Send the sender our verdict on its offer, inside OTR."""
-        verdict = TransferVerdict(
-            transfer_id=incoming.transfer_id,
-            stored=stored,
-            sha256=incoming.sha256 if stored else bytes(32),
-            size=incoming.size if stored else 0,
-            reason=clip(why, MAX_REASON_BYTES),
-        )
-        try:
-            self._siblings.otr.send_verdict(incoming._got, verdict)
-        except NotSecure as exc:
-            log.warning("could not tell %s the verdict: %s", incoming.peer, exc)
-
-    def _keep(self, exc: BaseException | None) -> bool:
-        """Whether a receipt that ended with ``exc`` keeps its verified prefix:
-        when it broke off (to go on in a moment), or was stopped on either
-        side and may be offered again (``keep_partial``); never when the
-        data was not authentic."""
-        if broke_off(exc) or isinstance(exc, asyncio.CancelledError):
-            # (A cancelled receipt is either going on with a new offer, or
-            # ends here: then _receive removes what keep_partial does not keep.)
-            return True
-        stopped = isinstance(exc, KeyboardInterrupt) or (
-            isinstance(exc, TransferRejected) and exc.reason == Reason.CANCEL.value
-        )
-        return stopped and self._settings.keep_partial
 
 
 @dataclass(kw_only=True)

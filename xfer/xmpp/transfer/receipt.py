@@ -1,0 +1,251 @@
+"""One Jingle session of a receipt: accept the offer with our transport,
+take the sealed stream into place (or, for a file stored already, check the
+empty rest), and tell the sender the verdict inside OTR.
+
+It works on a :class:`Negotiated` offer, the record an ``IncomingOffer``
+keeps of what was negotiated; the receive loop (:mod:`.receiving`) decides
+when a receipt goes on with the next offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from xfer.aio.pump import confirm_sealed, receive_sealed
+from xfer.errors import (
+    NotSecure,
+    NoUsableTransport,
+    TransferRejected,
+    XferError,
+)
+from xfer.jingle import Action, Reason
+from xfer.jingle.files import Range, Received
+from xfer.jingle.wire import (
+    NS_FILE_TRANSFER,
+    Content,
+    IBBTransport,
+    S5BTransport,
+)
+from xfer.transfer.offer import MAX_REASON_BYTES, TransferVerdict
+from xfer.transfer.policy import (
+    broke_off,
+    clip,
+    private_text,
+    public_text,
+    reason_for,
+)
+from xfer.xmpp.jingle import rejection
+from xfer.xmpp.transfer.context import crypto_executor
+from xfer.xmpp.transfer.negotiation import S5B, watching
+from xfer.xmpp.transfer.placement import resume_point
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.aio.partial import Partial
+    from xfer.envelope import EnvelopeHeader
+    from xfer.jingle.wire import Jingle
+    from xfer.xmpp.ibb import IBBStream
+    from xfer.xmpp.jingle import JingleSessionIO
+    from xfer.xmpp.otr import ReceivedOffer
+    from xfer.xmpp.transfer.context import Settings, Siblings
+    from xfer.xmpp.transfer.negotiation import Negotiator
+
+__all__ = ["Negotiated", "Receipts"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Negotiated:
+    """What was negotiated for one offer: its Jingle session and the
+    ``session-initiate``, the key and envelope header of the sealed stream,
+    and the offer that came inside OTR (the verdict goes back over it)."""
+
+    session: JingleSessionIO
+    initiate: Jingle
+    key: bytes
+    header: EnvelopeHeader
+    got: ReceivedOffer
+
+
+class Receipts:
+    """Runs the Jingle sessions of receipts, one :meth:`run` each."""
+
+    def __init__(
+        self, settings: Settings, siblings: Siblings, negotiator: Negotiator
+    ) -> None:
+        self._settings = settings
+        self._siblings = siblings
+        self._negotiator = negotiator
+
+    async def run(
+        self,
+        offer: Negotiated,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+        partial: Partial | None,
+        *,
+        finished: bool = False,
+        on_stored: Callable[[], object] | None = None,
+    ) -> None:
+        """One Jingle session of a receipt (the first, or one that goes on),
+        or, when ``finished``, of one already stored at ``path``: then the
+        rest asked for is empty (``Receiver._confirms``)."""
+        session = offer.session
+        content = offer.initiate.content
+        assert content is not None
+        assert content.transport is not None
+        assert content.description is not None
+        if finished:
+            start = offer.got.offer.size
+        else:
+            assert partial is not None
+            start = await resume_point(partial, content.description.range)
+        description = dataclasses.replace(
+            content.description, range=Range(offset=start) if start else None
+        )
+        s5b: S5B | None = None
+        waiter: asyncio.Future[IBBStream] | None = None
+        try:
+            if session.ended:
+                # The sender's reason says whether it will offer the rest.
+                raise (
+                    rejection(session.peer, session.terminated)
+                    if session.terminated is not None
+                    else TransferRejected(
+                        "the sender withdrew the offer", reason=Reason.CANCEL.value
+                    )
+                )
+            if isinstance(content.transport, IBBTransport):
+                if not self._settings.ibb:
+                    raise NoUsableTransport("the sender offers only IBB, which is off")
+                offered = content.transport
+                ours: S5BTransport | IBBTransport = IBBTransport(
+                    sid=offered.sid,
+                    block_size=self._negotiator.ibb_block(offered),
+                )
+                waiter = self._siblings.ibb.expect(session.peer, offered.sid)
+            else:
+                ours, s5b = await self._negotiator.local_transport(
+                    session, sid=content.transport.sid
+                )
+            await session.send(
+                session.jingle(
+                    Action.SESSION_ACCEPT,
+                    responder=self._siblings.jid,
+                    contents=(
+                        Content(
+                            name=content.name,
+                            creator=content.creator,
+                            senders="initiator",
+                            description=description,
+                            application=NS_FILE_TRANSFER,
+                            transport=ours,
+                            encrypted=content.encrypted,
+                        ),
+                    ),
+                )
+            )
+            if waiter is not None:
+                stream: ByteStream = await self._negotiator.await_stream(
+                    session, waiter
+                )
+            else:
+                stream, _ = await self._negotiator.negotiate(
+                    session,
+                    ours,
+                    s5b,
+                    offer.initiate,
+                )
+            rest = offer.header.sealed_size(offer.got.offer.size - start)
+            stall = self._settings.stall_timeout
+            await watching(
+                session,
+                confirm_sealed(
+                    stream,
+                    offer.key,
+                    offer.got.offer,
+                    path,
+                    sealed_size=rest,
+                    stall_timeout=stall,
+                )
+                if finished
+                else receive_sealed(
+                    stream,
+                    offer.key,
+                    offer.got.offer,
+                    path,
+                    sealed_size=rest,
+                    overwrite=overwrite,
+                    progress=progress,
+                    executor=crypto_executor(),
+                    partial=partial,
+                    keep=self._keep,
+                    stall_timeout=stall,
+                    on_stored=on_stored,
+                ),
+                stream,
+                drain=True,
+            )
+        except BaseException as exc:
+            await self._failed(offer, exc)
+            raise
+        finally:
+            self._siblings.jingle.forget(session)
+            if s5b is not None:
+                s5b.close()
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
+        # The verdict the sender believes goes inside OTR; Jingle's end follows.
+        self._tell(offer, stored=True)
+        with contextlib.suppress(XferError):
+            await session.send(
+                session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
+            )
+        await session.terminate(Reason.SUCCESS)
+
+    async def _failed(self, offer: Negotiated, exc: BaseException) -> None:
+        """A receipt failed: say why to the sender inside OTR (unless it only
+        broke off, to go on), and end the Jingle session with a reason the
+        servers may read."""
+        if isinstance(exc, XferError | OSError) and not broke_off(exc):
+            self._tell(offer, stored=False, why=private_text(exc))
+        await offer.session.terminate(reason_for(exc), public_text(exc, receiving=True))
+
+    def _tell(self, offer: Negotiated, *, stored: bool, why: str = "") -> None:
+        """Send the sender our verdict on its offer, inside OTR."""
+        offered = offer.got.offer
+        verdict = TransferVerdict(
+            transfer_id=offered.transfer_id,
+            stored=stored,
+            sha256=offered.sha256 if stored else bytes(32),
+            size=offered.size if stored else 0,
+            reason=clip(why, MAX_REASON_BYTES),
+        )
+        try:
+            self._siblings.otr.send_verdict(offer.got, verdict)
+        except NotSecure as exc:
+            log.warning("could not tell %s the verdict: %s", offer.got.peer, exc)
+
+    def _keep(self, exc: BaseException | None) -> bool:
+        """Whether a receipt that ended with ``exc`` keeps its verified prefix:
+        when it broke off (to go on in a moment), or was stopped on either
+        side and may be offered again (``keep_partial``); never when the
+        data was not authentic."""
+        if broke_off(exc) or isinstance(exc, asyncio.CancelledError):
+            # (A cancelled receipt is either going on with a new offer, or
+            # ends here: then the receive loop removes what keep_partial does not keep.)
+            return True
+        stopped = isinstance(exc, KeyboardInterrupt) or (
+            isinstance(exc, TransferRejected) and exc.reason == Reason.CANCEL.value
+        )
+        return stopped and self._settings.keep_partial
