@@ -32,7 +32,7 @@ from xfer.errors import (
     UntrustedPeer,
     XferError,
 )
-from xfer.otr.trust import bare_jid
+from xfer.jid import bare_jid
 
 #: Exit codes, documented in ``xfer --help`` and the README.
 EXIT_OK = 0

@@ -22,6 +22,7 @@ CORES = [
     "_buffer.py",
     "names.py",
     "display.py",
+    "jid.py",
 ]
 FORBIDDEN_IN_CORES = {
     "asyncio",

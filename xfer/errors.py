@@ -164,7 +164,7 @@ class UntrustedPeer(XferError):
 
 
 def _grouped(fingerprint: bytes) -> str:
-    # The form of xfer.otr.trust.format_fingerprint, written out here because
+    # The form of xfer.otr.fingerprint.format_fingerprint, written out here because
     # the error tree is a leaf: it imports nothing from xfer.
     if len(fingerprint) != 20:
         raise LocalProtocolError("a fingerprint is 20 bytes")

@@ -36,6 +36,7 @@ from xfer.errors import (
     TransferTimeout,
     XferError,
 )
+from xfer.jid import strip_resource
 from xfer.jingle import Action, JingleError, JingleSession, Reason, Role, SessionState
 from xfer.jingle.wire import NS_JINGLE, NS_JINGLE_ERRORS, Jingle, build, parse
 from xfer.xmpp._slixmpp import (
@@ -253,7 +254,7 @@ class XferJingle(BasePlugin):
             for (peer, _), session in self._sessions.items()
             if session.role is Role.RESPONDER
             and not session.ended
-            and peer.split("/", 1)[0] == bare
+            and strip_resource(peer) == bare
         )
 
     # -- incoming ----------------------------------------------------------------
