@@ -19,9 +19,10 @@ from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.params import DurationType, SizeType
 from xfer_cli.progress import format_bytes
 
+from xfer.aio.placement import free_name
 from xfer.display import shown
 from xfer.errors import XferError
-from xfer.names import numbered, safe_parts
+from xfer.names import safe_parts
 from xfer.otr.trust import bare_jid, format_fingerprint
 
 if TYPE_CHECKING:
@@ -42,11 +43,7 @@ def _destination(directory: Path, name: str, overwrite: bool) -> Path:
         if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
             raise CommandError(f"{parent} is in the way (not a plain directory)")
         parent.mkdir(mode=0o755, exist_ok=True)
-    target = parent / parts[-1]
-    n = 1
-    while not overwrite and (target.exists() or target.is_symlink()):
-        n += 1
-        target = parent / numbered(parts[-1], n)
+    target = free_name(parent, parts[-1], overwrite)
     if overwrite and target.is_dir():
         raise CommandError(f"{target} is a directory")
     assert target.resolve().is_relative_to(root)

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from xfer.aio.placement import resume_point
 from xfer.aio.pump import confirm_sealed, receive_sealed
 from xfer.errors import (
     NotSecure,
@@ -42,7 +43,6 @@ from xfer.transfer.policy import (
 from xfer.xmpp.jingle import rejection
 from xfer.xmpp.transfer.context import crypto_executor
 from xfer.xmpp.transfer.negotiation import S5B, watching
-from xfer.xmpp.transfer.placement import resume_point
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from xfer.aio import partial as _partial
 from xfer.aio.bytestream import no_progress
+from xfer.aio.placement import bare, find_partial, place
 from xfer.envelope import EnvelopeHeader
 from xfer.errors import (
     DestinationExists,
@@ -32,7 +33,6 @@ from xfer.errors import (
 from xfer.jingle import Reason
 from xfer.transfer.policy import broke_off
 from xfer.xmpp.transfer.context import RESTARTED
-from xfer.xmpp.transfer.placement import bare, find_partial, place
 from xfer.xmpp.transfer.receipt import Negotiated, Receipts
 
 if TYPE_CHECKING:
@@ -356,7 +356,7 @@ class Receiver:
     def place(
         self, incoming: IncomingOffer, dest: Path, overwrite: bool
     ) -> tuple[Path | None, Partial | None]:
-        """Where ``incoming`` goes in ``dest`` (see :func:`.placement.place`)."""
+        """Where ``incoming`` goes in ``dest`` (:func:`xfer.aio.placement.place`)."""
         return place(incoming, dest, overwrite, self._settings.partial_max_age)
 
     async def receive(

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 from xfer.aio import partial as _partial
 from xfer.names import numbered, safe_name
 
+__all__ = ["destination", "find_partial", "free_name", "place", "resume_point"]
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -54,7 +56,7 @@ def find_partial(incoming: Receivable, dest: Path) -> Partial | None:
 def place(
     incoming: Receivable, dest: Path, overwrite: bool, max_age: float
 ) -> tuple[Path | None, Partial | None]:
-    """Where to write (see :func:`_destination`), and the partial receipt
+    """Where to write (see :func:`destination`), and the partial receipt
     to go on with, if any (blocking). Old partial files go first."""
     directory = dest if dest.is_dir() else dest.parent
     if directory.is_dir():
@@ -77,12 +79,17 @@ def destination(dest: Path, name: str, overwrite: bool) -> Path | None:
     taken (unless ``overwrite``); a file path as given; None if it exists."""
     if not dest.is_dir():
         return None if dest.exists() and not overwrite else dest
-    clean = safe_name(name)
-    candidate = dest / clean
+    return free_name(dest, safe_name(name), overwrite)
+
+
+def free_name(directory: Path, name: str, overwrite: bool) -> Path:
+    """``name`` in ``directory``, numbered if it is taken (by anything, a
+    dangling symbolic link too), unless ``overwrite``."""
+    candidate = directory / name
     n = 1
     while not overwrite and (candidate.exists() or candidate.is_symlink()):
         n += 1
-        candidate = dest / numbered(clean, n)
+        candidate = directory / numbered(name, n)
     return candidate
 
 
