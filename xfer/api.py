@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 import xfer.xmpp.transfer as _transfer
+from xfer.aio.bytestream import no_progress
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 from xfer.otr.trust import Verification
 from xfer.store import IdentityStore
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
     from xfer.xmpp.transfer import IncomingOffer, SendResult
 
 __all__ = ["Client", "connect"]
-
-
-def _no_progress(done: int, total: int | None) -> None:
-    del done, total
 
 
 class Client:
@@ -127,7 +124,7 @@ class Client:
         path: str | os.PathLike[str],
         *,
         name: str | None = None,
-        progress: ProgressCallback = _no_progress,
+        progress: ProgressCallback = no_progress,
     ) -> SendResult:
         """Send a file; see :meth:`xfer.xmpp.transfer.XferTransfer.send_file`."""
         return await self._transfer.send_file(peer, path, name=name, progress=progress)
