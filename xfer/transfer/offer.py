@@ -15,6 +15,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from xfer.envelope import EnvelopeHeader
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "TransferOffer",
     "TransferVerdict",
     "decode_payload",
+    "envelope_header",
 ]
 
 #: The TLV 8 use value of xfer: the ASCII bytes "xfer".
@@ -205,6 +207,22 @@ class TransferVerdict:
             )
         except (UnicodeDecodeError, LocalProtocolError) as exc:
             raise RemoteProtocolError(f"invalid transfer verdict: {exc}") from exc
+
+
+def envelope_header(offer: TransferOffer) -> EnvelopeHeader:
+    """The envelope header that a stream sealed for ``offer`` carries: its
+    suite, chunk size, salt and transfer id.
+
+    Raises:
+        LocalProtocolError: the offer names a suite the envelope does not
+            know, or a chunk size out of its range.
+    """
+    return EnvelopeHeader(
+        suite=offer.suite,  # type: ignore[arg-type]  # (checked: an int is taken)
+        chunk_size=offer.chunk_size,
+        salt=offer.salt,
+        transfer_id=offer.transfer_id,
+    )
 
 
 def decode_payload(data: bytes) -> TransferOffer | TransferVerdict:

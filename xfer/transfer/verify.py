@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from xfer.envelope import Opener
 from xfer.errors import IntegrityError, StreamTruncated
+from xfer.transfer.offer import envelope_header
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -44,6 +45,8 @@ class Verifier:
             executor=executor,
         )
         self.offer = offer
+        #: The header the offer announced (suite, chunk size, salt, id).
+        self.expected = envelope_header(offer)
         self.budget = sealed_size
         self.start = start
         self.plain = start
@@ -57,11 +60,7 @@ class Verifier:
             raise IntegrityError
         n = self.opener.update_into(piece, buf)
         header = self.opener.header
-        if header is not None and (
-            header.salt != self.offer.salt
-            or int(header.suite) != self.offer.suite
-            or header.chunk_size != self.offer.chunk_size
-        ):
+        if header is not None and header != self.expected:
             raise IntegrityError
         self.plain += n
         return memoryview(buf)[:n]

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from xfer.aio import partial as _partial
 from xfer.aio.bytestream import no_progress
 from xfer.aio.placement import bare, find_partial, place
-from xfer.envelope import EnvelopeHeader
 from xfer.errors import (
     DestinationExists,
     LocalProtocolError,
@@ -31,6 +30,7 @@ from xfer.errors import (
     XferError,
 )
 from xfer.jingle import Reason
+from xfer.transfer.offer import envelope_header
 from xfer.transfer.policy import broke_off
 from xfer.xmpp.transfer.context import RESTARTED
 from xfer.xmpp.transfer.receipt import Negotiated, Receipts
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.aio.partial import Partial
+    from xfer.envelope import EnvelopeHeader
     from xfer.jingle.wire import Jingle
     from xfer.transfer.offer import TransferOffer
     from xfer.xmpp.jingle import JingleSessionIO
@@ -196,12 +197,7 @@ class Receiver:
             await session.terminate(Reason.SECURITY_ERROR, text)
             return
         try:
-            header = EnvelopeHeader(
-                suite=got.offer.suite,  # type: ignore[arg-type]
-                chunk_size=got.offer.chunk_size,
-                salt=got.offer.salt,
-                transfer_id=got.offer.transfer_id,
-            )
+            header = envelope_header(got.offer)
         except XferError:  # an unknown suite or a chunk size out of range
             await session.terminate(
                 Reason.SECURITY_ERROR, "the OTR offer names unusable parameters"
