@@ -19,7 +19,7 @@ can make us compute. ``receive`` runs with the adapter's policy
 The second table measures the event loop itself: an asyncio loop with a
 heartbeat (a 1 ms sleep, its lateness recorded) while one SMP message goes
 the adapter's way (``Account.receive`` on the loop, then the adapter's
-:class:`~xfer.xmpp.otr.SMPRunner` computes the step and applies it), for the
+:class:`~xfer.xmpp.smp.SMPRunner` computes the step and applies it), for the
 worker process the adapter uses, a worker thread (its fallback), and inline
 on the loop (the old way). "stall" is the heartbeat's worst lateness, in ms
 and in modexps; "step" the time from receive to the applied result. The
@@ -65,7 +65,7 @@ from xfer.otr.smp import (
     SMPInput,
 )
 from xfer.testing.otr_inputs import LAYOUTS, filler, smp_payload
-from xfer.xmpp.otr import SMPRunner
+from xfer.xmpp.smp import SMPRunner
 
 DEFERRED = Policy(defer_smp=True)
 ALICE, BOB, MALLORY = "alice@x/1", "bob@x/1", "mallory@x/1"

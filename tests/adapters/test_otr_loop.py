@@ -16,7 +16,7 @@ from xfer.otr import Policy, Session
 from xfer.otr import events as ev
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.smp import SMPInput, SMPJob
-from xfer.xmpp.otr import SMPRunner
+from xfer.xmpp.smp import SMPRunner
 
 if TYPE_CHECKING:
     from collections.abc import Callable
