@@ -58,22 +58,18 @@ import collections
 import enum
 import hmac
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.otr import events as ev
-from xfer.otr.ake import AKE, AKEInput, AKEResult
+from xfer.otr.ake import AKE, AKEInput
 from xfer.otr.crypto import (
-    DHKeyPair,
     PrivateKey,
     aes_ctr,
     check_group_element,
     hmac_sha1,
-    sha1,
-    sha256,
 )
-from xfer.otr.data import encode_mpi, encode_short
 from xfer.otr.fragments import (
     FRAGMENT_OVERHEAD,
     FragmentBudget,
@@ -81,6 +77,7 @@ from xfer.otr.fragments import (
     fragment,
     parse_fragment,
 )
+from xfer.otr.keys import Pair, SessionKeys
 from xfer.otr.messages import (
     DataMessage,
     DHCommit,
@@ -109,6 +106,13 @@ from xfer.otr.smp import (
     run_smp_job,
     smp_secret,
 )
+from xfer.otr.tlv import (
+    TLV_DISCONNECTED,
+    TLV_EXTRA_SYMMETRIC_KEY,
+    TLV_PADDING,
+    decode_tlvs,
+    encode_tlvs,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -125,9 +129,6 @@ __all__ = [
     "encode_tlvs",
 ]
 
-TLV_PADDING = 0
-TLV_DISCONNECTED = 1
-TLV_EXTRA_SYMMETRIC_KEY = 8
 _SMP_INPUTS = {
     TLV_SMP1: SMPInput.RECV_1,
     TLV_SMP1Q: SMPInput.RECV_1,
@@ -171,116 +172,6 @@ class Policy:
     answer_queries: bool = True
     max_message_size: int | None = None
     defer_smp: bool = False
-
-
-def encode_tlvs(tlvs: Iterable[tuple[int, bytes]]) -> bytes:
-    """``SHORT type || SHORT length || value`` for each TLV."""
-    return b"".join(encode_short(t) + encode_short(len(v)) + v for t, v in tlvs)
-
-
-def decode_tlvs(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse TLVs; a truncated trailing TLV ends the list (as libotr does)."""
-    out = []
-    pos = 0
-    while pos + 4 <= len(data):
-        kind = int.from_bytes(data[pos : pos + 2], "big")
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if pos + 4 + length > len(data):
-            break
-        out.append((kind, data[pos + 4 : pos + 4 + length]))
-        pos += 4 + length
-    return out
-
-
-@dataclass(slots=True)
-class _Pair:
-    """Keys and counters for one (our key, their key) pair."""
-
-    send_aes: bytes = field(repr=False)
-    send_mac: bytes = field(repr=False)
-    recv_aes: bytes = field(repr=False)
-    recv_mac: bytes = field(repr=False)
-    extra_key: bytes = field(repr=False)
-    send_ctr: int = 0
-    recv_ctr: int = 0
-    recv_used: bool = False
-
-
-def _pair_keys(ours: DHKeyPair, theirs: int) -> _Pair:
-    secbytes = encode_mpi(ours.shared(theirs))
-    send_byte, recv_byte = (
-        (b"\x01", b"\x02") if ours.public > theirs else (b"\x02", b"\x01")
-    )
-    send_aes = sha1(send_byte + secbytes)[:16]
-    recv_aes = sha1(recv_byte + secbytes)[:16]
-    return _Pair(
-        send_aes, sha1(send_aes), recv_aes, sha1(recv_aes), sha256(b"\xff" + secbytes)
-    )
-
-
-class _Keys:
-    """The rotating D-H keys of an encrypted session."""
-
-    def __init__(self, result: AKEResult, random: Callable[[int], bytes]) -> None:
-        self._random = random
-        self.our_keyid = result.our_keyid + 1
-        self.our_old: DHKeyPair | None = result.our_dh
-        self.our_dh = DHKeyPair.generate(random)
-        self.their_keyid = result.their_keyid
-        self.their_y = result.their_dh
-        self.their_old: int | None = None
-        self.pairs: dict[tuple[int, int], _Pair] = {}
-        self.reveal = b""
-
-    def pair(self, our_id: int, their_id: int) -> _Pair | None:
-        """The pair for these key ids, or None if we do not hold both keys."""
-        found = self.pairs.get((our_id, their_id))
-        if found is not None:
-            return found
-        if our_id == self.our_keyid:
-            ours = self.our_dh
-        elif our_id == self.our_keyid - 1 and self.our_old is not None:
-            ours = self.our_old
-        else:
-            return None
-        if their_id == self.their_keyid:
-            theirs = self.their_y
-        elif their_id == self.their_keyid - 1 and self.their_old is not None:
-            theirs = self.their_old
-        else:
-            return None
-        if our_id == 0 or their_id == 0:
-            return None
-        created = _pair_keys(ours, theirs)
-        self.pairs[our_id, their_id] = created
-        return created
-
-    def sending_pair(self) -> _Pair:
-        pair = self.pair(self.our_keyid - 1, self.their_keyid)
-        assert pair is not None
-        return pair
-
-    def _forget(self, keep: Callable[[tuple[int, int]], bool]) -> None:
-        for ids in [ids for ids in self.pairs if not keep(ids)]:
-            dropped = self.pairs.pop(ids)
-            if dropped.recv_used:
-                self.reveal += dropped.recv_mac
-
-    def rotate_ours(self) -> None:
-        """The peer used our latest key: forget the previous, make a new one."""
-        gone = self.our_keyid - 1
-        self._forget(lambda ids: ids[0] != gone)
-        self.our_old = self.our_dh
-        self.our_keyid += 1
-        self.our_dh = DHKeyPair.generate(self._random)
-
-    def rotate_theirs(self, next_dh: int) -> None:
-        """The peer sent from its latest key: its next_dh becomes the latest."""
-        gone = self.their_keyid - 1
-        self._forget(lambda ids: ids[1] != gone)
-        self.their_old = self.their_y
-        self.their_y = next_dh
-        self.their_keyid += 1
 
 
 class Session:
@@ -329,7 +220,7 @@ class Session:
         #: (ticket, fingerprint) of a step under way when the peer ended the
         #: conversation: only its verdict still counts.
         self._smp_verdict_only: tuple[int, bytes] | None = None
-        self._keys: _Keys | None = None
+        self._keys: SessionKeys | None = None
         self._reassembler = Reassembler(budget=fragment_budget)
         self._outbox: list[str] = []
         self.their_public_key: object = None
@@ -412,7 +303,7 @@ class Session:
         tlvs: list[tuple[int, bytes]],
         *,
         ignore_unreadable: bool = False,
-    ) -> _Pair:
+    ) -> Pair:
         keys = self._keys
         if keys is None or self.state is not MessageState.ENCRYPTED:
             raise LocalProtocolError("the conversation is not encrypted")
@@ -702,7 +593,7 @@ class Session:
         if result is None:
             return []
         refreshed = self.state is MessageState.ENCRYPTED
-        self._keys = _Keys(result, self._random)
+        self._keys = SessionKeys(result, self._random)
         self.state = MessageState.ENCRYPTED
         self._smp_reset()
         self.their_public_key = result.their_public_key
@@ -769,7 +660,7 @@ class Session:
             out.extend(self._tlv(kind, value, pair))
         return out
 
-    def _tlv(self, kind: int, value: bytes, pair: _Pair) -> list[ev.Event]:
+    def _tlv(self, kind: int, value: bytes, pair: Pair) -> list[ev.Event]:
         if kind == TLV_DISCONNECTED:
             held, fingerprint = self._smp_in_flight, self.their_fingerprint
             self._keys = None
