@@ -211,3 +211,9 @@ def drop_session(xmpp: BaseXMPP) -> None:
     transport = xmpp.transport
     if transport is not None:
         transport.abort()
+
+
+def server_ended_stream(xmpp: BaseXMPP) -> bool:
+    """Whether the connection is being closed because the server ended the
+    XML stream (slixmpp then aborts by itself), rather than by our user."""
+    return xmpp.disconnect_reason == "End of stream"

@@ -16,6 +16,7 @@ from typing import Any
 import slixmpp
 
 from xfer.errors import AuthenticationFailed, ConnectionFailed, ServerUnreachable
+from xfer.xmpp._slixmpp import server_ended_stream
 
 __all__ = ["AuthenticationFailed", "XferClient", "connect"]
 
@@ -115,13 +116,11 @@ class XferClient(slixmpp.ClientXMPP):
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
-            self._stopping = True
             self.abort()
             raise ServerUnreachable(
                 f"the XMPP server did not answer within {timeout:g} s"
             ) from None
         except ConnectionFailed:
-            self._stopping = True
             self.abort()
             raise
 
@@ -134,6 +133,14 @@ class XferClient(slixmpp.ClientXMPP):
         """slixmpp's disconnect; a client that was told to go stays gone."""
         self._stopping = True
         return super().disconnect(wait, reason, ignore_send_queue)
+
+    def abort(self) -> None:
+        """slixmpp's abort; a client that was told to go stays gone. slixmpp
+        aborts by itself when the server ends the stream (a stream error,
+        say): that is no reason to stay away, and it reconnects."""
+        if not server_ended_stream(self):
+            self._stopping = True
+        super().abort()
 
     async def stop(self) -> None:
         """Disconnect and wait for the stream to close."""

@@ -90,10 +90,12 @@ async def test_a_drop_after_the_start_reconnects_until_stopped(
     assert calls == [("127.0.0.1", 5999), ("127.0.0.1", 5999)]
     # slixmpp aborts by itself when the server ends the stream (a stream
     # error, say): that is no reason to stay away.
+    client.disconnect_reason = "End of stream"
     client.abort()
     client.event("disconnected")
     assert len(calls) == 3
-    # Told to go, it stays gone.
-    client.disconnect()
+    # Told to go (our own abort), it stays gone.
+    client.disconnect_reason = None
+    client.abort()
     client.event("disconnected")
     assert len(calls) == 3
