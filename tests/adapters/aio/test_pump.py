@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.sealed_streams import MemoryStream, offer_for, sealed_rest
+from tests.adapters.aio.sealed_streams import MemoryStream, offer_for, sealed_rest
 from xfer.aio.pump import confirm_sealed
 from xfer.envelope import EnvelopeHeader
 from xfer.errors import IntegrityError, StreamTruncated

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.sealed_streams import MemoryStream, offer_for, sealed_rest
-from tests.adapters.test_partial_adoption import (
+from tests.adapters.aio.sealed_streams import MemoryStream, offer_for, sealed_rest
+from tests.adapters.aio.test_partial_adoption import (
     CONTENT,
     OTHER_UID,
     PREFIX,
