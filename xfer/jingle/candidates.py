@@ -68,10 +68,6 @@ class Candidate:
     priority: int
     type: CandidateType = CandidateType.DIRECT
 
-    def dst_addr(self, transport_sid: str, offerer: str, other: str) -> bytes:
-        """The SOCKS5 address for this candidate: the offerer's JID comes first."""
-        return dst_addr(transport_sid, offerer, other)
-
 
 def connect_order(candidates: list[Candidate]) -> list[Candidate]:
     """The peer's candidates in the order to try them: highest priority first."""
@@ -88,8 +84,19 @@ class Nomination:
 
     @property
     def we_activate(self) -> bool:
-        """A proxy is activated by the side that offered it."""
+        """A proxy is activated by the side that offered it: us."""
         return self.ours and self.candidate.type is CandidateType.PROXY
+
+    @property
+    def peer_activates(self) -> bool:
+        """The peer offered the proxy: we wait for its ``activated``."""
+        return not self.ours and self.candidate.type is CandidateType.PROXY
+
+    def dst_addr(self, transport_sid: str, us: str, peer: str) -> bytes:
+        """The SOCKS5 address of the nominated candidate: its offerer first."""
+        if self.ours:
+            return dst_addr(transport_sid, us, peer)
+        return dst_addr(transport_sid, peer, us)
 
 
 def nominate(

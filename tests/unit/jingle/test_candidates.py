@@ -10,6 +10,7 @@ from xfer.errors import LocalProtocolError
 from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
+    Nomination,
     connect_order,
     nominate,
     priority,
@@ -47,11 +48,25 @@ def test_connect_order_is_highest_priority_first():
 
 
 def test_the_offerer_names_itself_first_in_the_socks5_address():
-    c = cand("d")
+    ours = Nomination(candidate=cand("d"), ours=True)
+    theirs = Nomination(candidate=cand("d"), ours=False)
     assert (
-        c.dst_addr("tsid", "ini@x/1", "res@x/2")
+        ours.dst_addr("tsid", "ini@x/1", "res@x/2")
         == hashlib.sha1(b"tsidini@x/1res@x/2").hexdigest().encode()
     )
+    assert (
+        theirs.dst_addr("tsid", "ini@x/1", "res@x/2")
+        == hashlib.sha1(b"tsidres@x/2ini@x/1").hexdigest().encode()
+    )
+
+
+def test_the_offerer_of_a_proxy_activates_it():
+    for kind in CandidateType:
+        for ours in (True, False):
+            n = Nomination(candidate=cand("c", kind), ours=ours)
+            proxy = kind is CandidateType.PROXY
+            assert n.we_activate == (proxy and ours)
+            assert n.peer_activates == (proxy and not ours)
 
 
 def test_both_failed_means_fall_back():

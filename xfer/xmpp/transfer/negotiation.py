@@ -25,6 +25,7 @@ from xfer.jingle import Action, Role
 from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
+    Nomination,
     connect_order,
     nominate,
     priority,
@@ -195,7 +196,7 @@ class Negotiator:
         if not choice.ours:
             assert connection is not None
             s5b.close()
-            if choice.candidate.type is CandidateType.PROXY:
+            if choice.peer_activates:
                 cid = choice.candidate.cid  # the activation must name it
                 await expect_transport(
                     session, lambda t: t.activated == cid or t.proxy_error, timeout
@@ -205,7 +206,7 @@ class Negotiator:
             ), label
         if connection is not None:
             connection.abort()  # we reached theirs, but ours won
-        return await self._take_ours(session, ours.sid, s5b, choice.candidate, timeout)
+        return await self._take_ours(session, ours.sid, s5b, choice, timeout)
 
     async def _reach(
         self, theirs: S5BTransport, address: bytes
@@ -226,19 +227,20 @@ class Negotiator:
         session: JingleSessionIO,
         sid: str,
         s5b: S5B,
-        candidate: Candidate,
+        choice: Nomination,
         timeout: float,
     ) -> tuple[ByteStream, str]:
         """The nominated candidate is one we offered: the peer's connection to
         our streamhost, or the proxy, which we connect to and activate."""
         socks5 = self._siblings.socks5
         us, peer = self._siblings.jid, session.peer
+        candidate = choice.candidate
         label = f"socks5-{candidate.type.label}"
-        if candidate.type is CandidateType.PROXY:
+        if choice.we_activate:
             own: TcpConnection | None = None
             try:
                 own = await socks5.connect(
-                    candidate.host, candidate.port, dst_addr(sid, us, peer)
+                    candidate.host, candidate.port, choice.dst_addr(sid, us, peer)
                 )
                 await socks5.activate(candidate.jid, sid, peer)
             except (OSError, TimeoutError, XferError):
