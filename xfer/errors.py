@@ -28,8 +28,10 @@ anything else escaping the library is a bug::
 
 The split between local and remote protocol errors follows h11: the local kind
 means "fix your code", the remote kind means "the other side sent something
-illegal" and carries a ``hint`` that an adapter can turn into a reply (a Jingle
-reason, an XMPP error condition).
+illegal". What we answer is decided in one place per protocol, not carried by
+the error: a transfer's Jingle reason by ``xfer.transfer.policy.reason_for``;
+a refused stanza's error condition by the errors made for that purpose
+(``IBBError.condition``, ``JingleError.condition``).
 
 :class:`IntegrityError` always carries the same message, whatever failed (a
 bad tag, a missing final chunk, a wrong key, a foreign transfer), so that it
@@ -93,24 +95,11 @@ class AlreadyFinalized(LocalProtocolError):
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer, or whoever produced the input, broke the protocol.
-
-    Attributes:
-        hint: a short machine-readable suggestion for the reply to the peer
-            (for example a Jingle reason such as ``"security-error"``), or
-            ``None`` when there is nobody to reply to.
-    """
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+    """The peer, or whoever produced the input, broke the protocol."""
 
 
 class EnvelopeFormatError(RemoteProtocolError):
     """A sealed stream does not start with a well-formed envelope header."""
-
-    def __init__(self, message: str, *, hint: str | None = "media-error") -> None:
-        super().__init__(message, hint=hint)
 
 
 class UnsupportedVersion(EnvelopeFormatError):

@@ -21,13 +21,6 @@ def test_protocol_error_is_abstract():
     assert isinstance(LocalProtocolError("x"), ProtocolError)
 
 
-def test_remote_protocol_error_carries_a_hint():
-    err = RemoteProtocolError("bad", hint="security-error")
-    assert err.hint == "security-error"
-    assert RemoteProtocolError("bad").hint is None
-    assert EnvelopeFormatError("bad").hint == "media-error"
-
-
 def test_integrity_error_is_opaque():
     assert str(IntegrityError()) == IntegrityError.MESSAGE
     assert not isinstance(IntegrityError(), ProtocolError)

@@ -57,7 +57,7 @@ class IBBError(RemoteProtocolError):
     """A packet broke XEP-0047; ``condition`` is the stanza error to reply with."""
 
     def __init__(self, message: str, *, condition: str, etype: str = "cancel") -> None:
-        super().__init__(message, hint=condition)
+        super().__init__(message)
         self.condition = condition
         self.etype = etype
 

@@ -34,7 +34,7 @@ class JingleError(RemoteProtocolError):
     def __init__(
         self, message: str, *, condition: str, jingle_condition: str | None
     ) -> None:
-        super().__init__(message, hint=condition)
+        super().__init__(message)
         self.condition = condition
         self.jingle_condition = jingle_condition
 

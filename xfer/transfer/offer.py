@@ -106,9 +106,7 @@ class TransferOffer:
     def decode(cls, data: bytes) -> TransferOffer:
         """Raises RemoteProtocolError for anything but a well-formed offer."""
         if len(data) < _FIXED.size + 3:
-            raise RemoteProtocolError(
-                "transfer offer is truncated", hint="security-error"
-            )
+            raise RemoteProtocolError("transfer offer is truncated")
         version, kind, tid, salt, suite, chunk, size, digest, mtime = (
             _FIXED.unpack_from(data)
         )

@@ -63,8 +63,7 @@ def range_offset(accept: Jingle, size: int) -> int:
         return 0
     if wanted.length is not None or not 0 <= wanted.offset <= size:
         raise RemoteProtocolError(
-            "the receiver asked for a range that xfer does not send",
-            hint="bad-request",
+            "the receiver asked for a range that xfer does not send"
         )
     return wanted.offset
 

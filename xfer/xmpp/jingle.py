@@ -134,8 +134,7 @@ class JingleSessionIO:
                 ) from None
             condition = exc.iq["error"]["condition"]
             raise RemoteProtocolError(
-                f"{self.peer} refused {jingle.action.value}: {condition}",
-                hint=condition,
+                f"{self.peer} refused {jingle.action.value}: {condition}"
             ) from None
         except IqTimeout:
             raise TransferTimeout(
