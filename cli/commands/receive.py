@@ -22,8 +22,9 @@ from xfer_cli.progress import format_bytes
 from xfer.aio.placement import free_name
 from xfer.display import shown
 from xfer.errors import XferError
+from xfer.jid import bare_jid
 from xfer.names import safe_parts
-from xfer.otr.trust import bare_jid, format_fingerprint
+from xfer.otr.fingerprint import format_fingerprint
 
 if TYPE_CHECKING:
     from xfer.xmpp.transfer import IncomingOffer

@@ -19,8 +19,7 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from xfer.errors import LocalProtocolError
-from xfer.jid import bare_jid
+from xfer.jid import strip_resource
 from xfer.otr import events as ev
 from xfer.otr.smp import SMPDone, SMPJob, run_smp_job
 
@@ -114,7 +113,7 @@ class SMPRunner:
         steps is under way already (that one's end takes the next)."""
         if id(session) in self._running or not session.smp_busy:
             return
-        bare = _bare_or_self(peer)
+        bare = strip_resource(peer).lower()  # never raises on a peer's JID
         exempt = self._priority is not None and self._priority(peer, session)
         if not exempt and (
             len(self._running) >= self._max
@@ -207,10 +206,3 @@ class SMPRunner:
 def _shutdown_when_started(pool: asyncio.Future[Executor]) -> None:
     if not pool.cancelled() and pool.exception() is None:
         pool.result().shutdown(wait=False, cancel_futures=True)
-
-
-def _bare_or_self(peer: str) -> str:
-    try:
-        return bare_jid(peer)
-    except LocalProtocolError:
-        return peer
