@@ -1,4 +1,4 @@
-"""Where an installation keeps its OTR identity: key, instance tag, trust store.
+"""Where an installation keeps its OTR identity: key and trust store.
 
 An adapter (it reads and writes files), kept synchronous: the files are tiny
 and read once. Everything goes in one directory (the command line uses the
@@ -13,9 +13,13 @@ cannot be fixed by us and is refused.
 
 =================  =========================================================
 ``otr.key``        the long-term DSA key, PKCS#8 PEM
-``instance-tag``   our OTR instance tag, 8 hex digits
 ``trust.json``     :class:`~xfer.otr.trust.TrustStore`
 =================  =========================================================
+
+The OTR instance tag is not stored: every running client draws its own, so
+that two processes of one installation (``xfer receive`` and ``xfer verify``,
+or two devices sharing a directory) are two OTR instances, as OTR v3 wants.
+Versions before that kept an ``instance-tag`` file here; it is not read.
 """
 
 from __future__ import annotations
@@ -72,7 +76,6 @@ class IdentityStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory).expanduser()
         self.key_path = self.directory / "otr.key"
-        self.tag_path = self.directory / "instance-tag"
         self.trust_path = self.directory / "trust.json"
 
     def _ensure_dir(self) -> None:
@@ -94,7 +97,7 @@ class IdentityStore:
         if not stat.S_ISDIR(st.st_mode):
             raise LocalProtocolError(f"{self.directory} is not a directory")
         _restrict(self.directory, st, 0o700)
-        for path in (self.key_path, self.tag_path, self.trust_path):
+        for path in (self.key_path, self.trust_path):
             try:
                 st = path.lstat()
             except FileNotFoundError:
@@ -126,22 +129,6 @@ class IdentityStore:
             return PrivateKey.from_pem(pem)
         except (ValueError, TypeError) as exc:
             raise LocalProtocolError(f"{self.key_path} is not a usable key") from exc
-
-    def instance_tag(self) -> int:
-        """Our instance tag, chosen at random (>= 0x100) on first use."""
-        self.tighten()
-        try:
-            tag = int(self.tag_path.read_text().strip(), 16)
-        except FileNotFoundError:
-            self._ensure_dir()
-            tag = 0x100 + secrets.randbelow(0xFFFFFFFF - 0x100)
-            write_private_file(self.tag_path, f"{tag:08x}\n".encode())
-            return tag
-        except ValueError as exc:
-            raise LocalProtocolError(f"{self.tag_path} is damaged") from exc
-        if not 0x100 <= tag <= 0xFFFFFFFF:
-            raise LocalProtocolError(f"{self.tag_path} holds an invalid tag")
-        return tag
 
     def trust_store(self) -> TrustStore:
         self.tighten()

@@ -21,10 +21,9 @@ def _mode(path: Path) -> int:
 def test_a_new_directory_and_files_are_private(tmp_path: Path) -> None:
     store = IdentityStore(tmp_path / "id")
     store.private_key()
-    store.instance_tag()
     store.save_trust_store(TrustStore())
     assert _mode(store.directory) == 0o700
-    for path in (store.key_path, store.tag_path, store.trust_path):
+    for path in (store.key_path, store.trust_path):
         assert _mode(path) == 0o600
 
 
@@ -33,11 +32,10 @@ def test_a_new_directory_and_files_are_private(tmp_path: Path) -> None:
     [
         lambda s: s.private_key(),
         lambda s: s.private_key(create=False),
-        lambda s: s.instance_tag(),
         lambda s: s.trust_store(),
         lambda s: s.save_trust_store(TrustStore()),
     ],
-    ids=["private_key", "existing_key", "instance_tag", "trust_store", "save_trust"],
+    ids=["private_key", "existing_key", "trust_store", "save_trust"],
 )
 def test_an_existing_loose_directory_is_tightened_on_every_use(
     tmp_path: Path, use: Callable[[IdentityStore], object]
@@ -45,17 +43,15 @@ def test_an_existing_loose_directory_is_tightened_on_every_use(
     directory = tmp_path / "id"
     IdentityStore(directory).private_key()
     first = IdentityStore(directory)
-    first.instance_tag()
     first.save_trust_store(TrustStore())
     # An old version, a restored backup, a careless chmod: all readable.
     directory.chmod(0o755)
-    for name in ("otr.key", "instance-tag", "trust.json"):
+    for name in ("otr.key", "trust.json"):
         (directory / name).chmod(0o644)
     store = IdentityStore(directory)
     use(store)
     assert _mode(directory) == 0o700
     assert _mode(store.key_path) == 0o600
-    assert _mode(store.tag_path) == 0o600
     assert _mode(store.trust_path) == 0o600
 
 

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from xfer.errors import AuthenticationFailed, ServerUnreachable
+from xfer.xmpp import transfer as transfer_module
 from xfer.xmpp.client import XferClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 JID = "me@localhost/test"
 
@@ -99,3 +101,24 @@ async def test_a_drop_after_the_start_reconnects_until_stopped(
     client.abort()
     client.event("disconnected")
     assert len(calls) == 3
+
+
+async def test_two_clients_of_one_installation_are_two_otr_instances(
+    tmp_path: Path,
+) -> None:
+    """``xfer receive`` and ``xfer verify`` of one account run at once: one
+    identity directory, one long-term key, but each its own instance tag, so
+    that a peer addressing the bare JID keeps their sessions apart."""
+    tags, keys = set(), set()
+    for resource in ("receive", "verify", "phone"):
+        made = XferClient(f"me@localhost/{resource}", "pw", tls="none")
+        made.register_plugin(
+            "xfer_transfer", {"identity": tmp_path / "id"}, module=transfer_module
+        )
+        account = made.plugin["xfer_otr"].account
+        tags.add(account.our_tag)
+        keys.add(account.private_key.public.fingerprint)
+        assert 0x100 <= account.our_tag <= 0xFFFFFFFF
+    assert len(tags) == 3
+    assert len(keys) == 1
+    assert not (tmp_path / "id" / "instance-tag").exists()

@@ -65,9 +65,6 @@ def test_identity_files_are_private_and_stable(tmp_path: Path):
     assert stat.S_IMODE(store.key_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
     assert store.private_key().public == key.public
-    tag = store.instance_tag()
-    assert 0x100 <= tag <= 0xFFFFFFFF
-    assert store.instance_tag() == tag
     trust = store.trust_store()
     trust.trust("bob@example.org", key.public.fingerprint, Verification.MANUAL, now=1)
     store.save_trust_store(trust)

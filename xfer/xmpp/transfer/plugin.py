@@ -196,11 +196,10 @@ class XferTransfer(BasePlugin):
                 else IdentityStore(identity)
             )
             self.identity: IdentityStore | None = store
-            self.otr.set_identity(
-                store.private_key(),
-                instance_tag=store.instance_tag(),
-                trust_store=store.trust_store(),
-            )
+            # No instance tag from the store: every running client of the
+            # account (process, resource) needs its own (spec/otr.md 2), so
+            # the OTR plugin draws a fresh one.
+            self.otr.set_identity(store.private_key(), trust_store=store.trust_store())
             self.otr.config["on_trust_change"] = store.save_trust_store
         else:
             self.identity = None
