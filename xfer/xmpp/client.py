@@ -56,6 +56,12 @@ class XferClient(slixmpp.ClientXMPP):
         config.update(plugin_config or {})
         super().__init__(jid, password, plugin_config=config)
         self.register_plugin("xep_0198")
+        # The roster and presence subscriptions are the user's, decided in
+        # their own client: slixmpp would authorize every request and ask
+        # back, telling any JID when the user is online. None leaves a
+        # request pending at the server.
+        self.auto_authorize = None
+        self.auto_subscribe = False
         self._reconnect = reconnect
         self._stopping = False
         self._address: tuple[str | None, int] = (None, 5222)
