@@ -127,7 +127,7 @@ async def test_untrusted_offers_cannot_fill_the_otr_offer_table(
             otr.send_offer(session, _offer(i), fingerprint=session.their_fingerprint)
     otr = bob.plugin["xfer_otr"]
     await asyncio.sleep(0.5)  # let them arrive
-    kept = [o for o in otr._offers.values() if not o.trusted]
+    kept = [o for o in otr._offers.unclaimed.values() if not o.trusted]
     assert len(kept) == (otr.config["untrusted_offers"] if accept_untrusted else 0)
     await _send_real_file(alice, bob, tmp_path)
 

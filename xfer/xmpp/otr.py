@@ -18,6 +18,10 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
   (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): only the
   peer the offer went to can say that a file was stored.
 
+Those offers and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTable`,
+which the plugin owns and hands every TLV 8 of ours; the plugin's methods
+above delegate to it.
+
 SMP never runs on the event loop: one step is up to about two dozen 1536-bit
 exponentiations (a quarter of a second in CPython, whose ``pow`` holds the
 GIL throughout), and anyone who finishes an AKE can send SMP messages. The
@@ -41,7 +45,6 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
@@ -59,7 +62,8 @@ from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.trust import TrustStore, Verification
-from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
+from xfer.transfer.offer import XFER_USE
+from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
 
 if TYPE_CHECKING:
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
 
     from xfer.otr.crypto import PrivateKey
     from xfer.otr.session import Session
+    from xfer.transfer.offer import TransferOffer, TransferVerdict
 
 __all__ = ["ReceivedOffer", "XferOTR"]
 
@@ -80,37 +85,12 @@ NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_DELAY = "urn:xmpp:delay"
 
-#: Offers received but not yet claimed by a Jingle session, per account.
-MAX_PENDING_OFFERS = 64
-#: Unclaimed offers from one account, at most.
-MAX_OFFERS_PER_PEER = 8
-#: Unclaimed offers from fingerprints that are not trusted, in all (by
-#: default; config ``untrusted_offers``, 0 refuses them).
-MAX_UNTRUSTED_OFFERS = 4
-#: Offers refused for an untrusted fingerprint, remembered to say so.
-MAX_REFUSED = 64
 #: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
 EXPIRE_EVERY = 60.0
 #: Verification questions kept until somebody takes them.
 MAX_QUESTIONS = 8
-#: How long an unclaimed offer is kept.
-OFFER_TTL = 120.0
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
 _DATA_PREFIX = "?OTR:AAMD"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceivedOffer:
-    """A transfer offer that arrived in TLV 8, with the key it came with."""
-
-    peer: str
-    fingerprint: bytes
-    offer: TransferOffer
-    key: bytes = field(repr=False)
-    received: float
-    trusted: bool = False
-    #: The session it came over (the verdict goes back over it).
-    session: Session | None = field(default=None, repr=False, compare=False)
 
 
 class XferOTR(BasePlugin):
@@ -142,14 +122,17 @@ class XferOTR(BasePlugin):
         self._account: Account | None = None
         self.trust: TrustStore = TrustStore()
         self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
-        self._offers: dict[bytes, ReceivedOffer] = {}
-        self._offer_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        #: Transfer ids of offers refused for an untrusted fingerprint.
-        self._refused: dict[bytes, None] = {}
-        #: Verdicts we wait for: transfer id -> (peer, fingerprint, future).
-        self._verdicts: dict[
-            bytes, tuple[str, bytes, asyncio.Future[TransferVerdict]]
-        ] = {}
+        # Looked up at each call, not bound now: set_identity sets the account
+        # and may replace the trust store, and the config may change (the
+        # transfer plugin sets untrusted_offers).
+        self._offers = OfferTable(
+            flush=self._flush,
+            sessions=lambda peer: self.account.sessions(peer),  # noqa: PLW0108
+            trusted=lambda peer, fp: self.trust.is_trusted(peer, fp),  # noqa: PLW0108
+            lost=self.lost_offers,
+            clock=lambda: self.config["clock"](),  # noqa: PLW0108
+            untrusted_quota=lambda: self.config["untrusted_offers"],
+        )
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
@@ -313,7 +296,7 @@ class XferOTR(BasePlugin):
             self.xmpp.event("xfer_otr_secure", (peer, event.fingerprint))
         elif isinstance(event, ev.SymmetricKeyReceived):
             if event.use == XFER_USE:
-                self._xfer_tlv(peer, session, event)
+                self._offers.received(peer, session, event)
         elif isinstance(event, ev.SMPPending):
             self._smp.kick(peer, session)
         elif isinstance(event, ev.SMPAsked):
@@ -341,85 +324,6 @@ class XferOTR(BasePlugin):
         hook: Callable[[TrustStore], None] | None = self.config["on_trust_change"]
         if hook is not None:
             hook(self.trust)
-
-    def _xfer_tlv(
-        self, peer: str, session: Session, event: ev.SymmetricKeyReceived
-    ) -> None:
-        try:
-            payload = decode_payload(event.data)
-        except RemoteProtocolError as exc:
-            log.info("malformed transfer offer or verdict from %s: %s", peer, exc)
-            return
-        if session.their_fingerprint is None:  # pragma: no cover (ENCRYPTED)
-            return
-        if isinstance(payload, TransferVerdict):
-            self._verdict_received(peer, session.their_fingerprint, payload)
-        else:
-            self._offer_received(peer, session, payload, event.key)
-
-    def _offer_received(
-        self, peer: str, session: Session, offer: TransferOffer, key: bytes
-    ) -> None:
-        fingerprint = session.their_fingerprint
-        assert fingerprint is not None
-        self._expire_offers()
-        if offer.transfer_id in self._offers or offer.transfer_id in self._refused:
-            return  # a transfer id is used once
-        trusted = self.trust.is_trusted(peer, fingerprint)
-        account = bare_jid(peer)
-        from_peer = sum(1 for o in self._offers.values() if bare_jid(o.peer) == account)
-        untrusted = sum(1 for o in self._offers.values() if not o.trusted)
-        if not trusted and untrusted >= self.config["untrusted_offers"]:
-            # Throw-away accounts cost nothing to make: their offers have a
-            # small quota of their own, so that they never crowd out the
-            # trusted ones (the Jingle offer is then refused as untrusted).
-            log.info("refusing an offer from %s: fingerprint not trusted", peer)
-            self._refused[offer.transfer_id] = None
-            while len(self._refused) > MAX_REFUSED:
-                del self._refused[next(iter(self._refused))]
-            self._wake_claims(offer.transfer_id)
-            return
-        if len(self._offers) >= MAX_PENDING_OFFERS or from_peer >= MAX_OFFERS_PER_PEER:
-            # (One account cannot fill the table and starve the others.)
-            log.info("dropping an offer from %s: too many pending", peer)
-            return
-        self._offers[offer.transfer_id] = ReceivedOffer(
-            peer=peer,
-            fingerprint=fingerprint,
-            offer=offer,
-            key=key,
-            received=self.config["clock"](),
-            trusted=trusted,
-            session=session,
-        )
-        self._wake_claims(offer.transfer_id)
-
-    def _wake_claims(self, transfer_id: bytes) -> None:
-        for waiter in self._offer_waiters.get(transfer_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _verdict_received(
-        self, peer: str, fingerprint: bytes, verdict: TransferVerdict
-    ) -> None:
-        """A receiver's verdict counts only from the account and the very
-        fingerprint the offer went to."""
-        expected = self._verdicts.get(verdict.transfer_id)
-        if expected is None:
-            log.info("ignoring a verdict from %s on no transfer of ours", peer)
-            return
-        want_peer, want_fingerprint, waiter = expected
-        if bare_jid(peer) != bare_jid(want_peer) or fingerprint != want_fingerprint:
-            log.warning("ignoring a verdict from %s: not the peer offered to", peer)
-            return
-        if not waiter.done():
-            waiter.set_result(verdict)
-
-    def _expire_offers(self) -> None:
-        now = self.config["clock"]()
-        for tid, got in list(self._offers.items()):
-            if now - got.received > OFFER_TTL:
-                del self._offers[tid]
 
     # -- API -------------------------------------------------------------------
 
@@ -538,25 +442,15 @@ class XferOTR(BasePlugin):
     def send_offer(
         self, session: Session, offer: TransferOffer, *, fingerprint: bytes
     ) -> bytes:
-        """Send ``offer`` in TLV 8 over ``session``; return its key.
-
-        ``session`` must be exactly the one whose ``fingerprint`` the caller
-        checked: it is checked again here, with nothing in between, so that
-        the key can go to no other session (another instance of the same
-        JID, made by whoever answered an AKE in the peer's name).
+        """Send ``offer`` in TLV 8 over exactly ``session``, checked again to
+        be with ``fingerprint``; return its key (see
+        :meth:`~xfer.xmpp.offers.OfferTable.send_offer`).
 
         Raises:
             NotSecure: ``session`` is not encrypted, or no longer with
             ``fingerprint``.
         """
-        if (
-            session.state is not MessageState.ENCRYPTED
-            or session.their_fingerprint != fingerprint
-        ):
-            raise NotSecure("the private conversation changed before the offer")
-        key = session.extra_symmetric_key(XFER_USE, offer.encode())
-        self._flush()
-        return key
+        return self._offers.send_offer(session, offer, fingerprint=fingerprint)
 
     def expect_verdict(
         self, peer: str, transfer_id: bytes, fingerprint: bytes
@@ -564,72 +458,33 @@ class XferOTR(BasePlugin):
         """The receiver's verdict on ``transfer_id``, once it comes from
         ``peer``'s account over a session with ``fingerprint`` (call before
         the offer goes out; :meth:`forget_verdict` after)."""
-        waiter: asyncio.Future[TransferVerdict] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._verdicts[transfer_id] = (peer, fingerprint, waiter)
-        return waiter
+        return self._offers.expect_verdict(peer, transfer_id, fingerprint)
 
     def forget_verdict(self, transfer_id: bytes) -> None:
-        entry = self._verdicts.pop(transfer_id, None)
-        if entry is not None and not entry[2].done():
-            entry[2].cancel()
+        self._offers.forget_verdict(transfer_id)
 
     def send_verdict(self, got: ReceivedOffer, verdict: TransferVerdict) -> None:
-        """Tell the sender of ``got`` what became of it, inside OTR: over the
-        session the offer came over, or another encrypted one with the same
-        peer and fingerprint (after a re-key).
+        """Tell the sender of ``got`` what became of it, inside OTR (see
+        :meth:`~xfer.xmpp.offers.OfferTable.send_verdict`).
 
         Raises:
-            NotSecure: no such session is left.
+            NotSecure: no encrypted session with that peer and fingerprint
+            is left.
         """
-        candidates = [got.session] if got.session is not None else []
-        candidates += self.account.sessions(got.peer)
-        for session in candidates:
-            if (
-                session is not None
-                and session.state is MessageState.ENCRYPTED
-                and session.their_fingerprint == got.fingerprint
-            ):
-                session.extra_symmetric_key(XFER_USE, verdict.encode())
-                self._flush()
-                return
-        raise NotSecure(f"no private conversation with {got.peer} to report to")
+        self._offers.send_verdict(got, verdict)
 
     def refused_offer(self, transfer_id: bytes) -> bool:
         """Whether the offer ``transfer_id`` came in OTR and was refused for
         an untrusted fingerprint."""
-        return transfer_id in self._refused
+        return self._offers.refused_offer(transfer_id)
 
     async def claim_offer(
         self, peer: str, transfer_id: bytes, *, timeout: float = 10
     ) -> ReceivedOffer | None:
-        """Take the OTR offer for ``transfer_id`` if ``peer`` sent it.
-
-        Waits up to ``timeout`` seconds for it (XMPP keeps one sender's
-        stanzas in order, so it normally came first). An offer is claimed
-        once; one from another JID is not given out.
-        """
-        if (
-            transfer_id not in self._offers
-            and transfer_id not in self._refused
-            and not self.lost_offers(peer)
-        ):
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            waiting = self._offer_waiters.setdefault(transfer_id, [])
-            waiting.append(waiter)  # each claim its own: none misses the offer
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, timeout)
-            finally:
-                waiting.remove(waiter)
-                if not waiting:
-                    del self._offer_waiters[transfer_id]
-        got = self._offers.get(transfer_id)
-        if got is None or got.peer != peer:
-            return None
-        del self._offers[transfer_id]
-        return got
+        """Take the OTR offer for ``transfer_id`` if ``peer`` sent it,
+        waiting up to ``timeout`` seconds for it; an offer is claimed once
+        (see :meth:`~xfer.xmpp.offers.OfferTable.claim_offer`)."""
+        return await self._offers.claim_offer(peer, transfer_id, timeout=timeout)
 
     async def verify(
         self,

@@ -299,7 +299,7 @@ class TestOffers(SecureCase):
 
     def test_a_malformed_payload_is_dropped(self) -> None:
         self.peer_sends(b"\x01junk")
-        assert self.otr._offers == {}
+        assert self.otr._offers.unclaimed == {}
 
     def test_send_offer_reaches_the_peer_with_the_same_key(self) -> None:
         key = self.otr.send_offer(
