@@ -31,20 +31,10 @@ message whose counter does not increase is a replay and is rejected.
 Receiving MAC keys of forgotten pairs are revealed in a later message, as
 the spec asks (deniability).
 
-SMP off the caller's thread (``Policy.defer_smp``): one SMP step costs up to
-about two dozen 1536-bit exponentiations, a quarter of a second, which an
-event loop cannot afford for every message any peer sends. With the policy,
-an SMP TLV (and ``smp_start``/``smp_answer``) only queues the step and
-``receive`` reports :class:`~xfer.otr.events.SMPPending`; the caller takes
-the job (``smp_next``), computes it where it likes with the pure
-:func:`~xfer.otr.smp.run_smp_job`, and applies the result here
-(``smp_finish``), which sends the reply and returns the SMP events, exactly
-those an inline step returns. Without the policy the step runs inline, as
-``smp_run`` does. Keys, counters and the outbox are only ever touched by the
-session's own calls. At most :data:`SMP_QUEUE_LIMIT` steps are in flight or
-waiting; one more is out of order (SMP runs one exchange at a time) and
-aborts the exchange. An abort, the end of the conversation or a new AKE
-makes the step in flight stale: ``smp_finish`` then ignores its result.
+SMP (starting, answering and aborting it, and its steps deferred off the
+caller's thread with ``Policy.defer_smp``) is in
+:mod:`xfer.otr.session_smp`, whose :class:`~xfer.otr.session_smp.SessionSMP`
+is a base of :class:`Session`.
 
 Hostile input never changes an established session: a message that fails to
 parse or verify raises :class:`~xfer.errors.RemoteProtocolError` (after
@@ -54,7 +44,6 @@ counter as it was.
 
 from __future__ import annotations
 
-import collections
 import enum
 import hmac
 import os
@@ -89,23 +78,7 @@ from xfer.otr.messages import (
     Signature,
     parse_text,
 )
-from xfer.otr.smp import (
-    SMP,
-    TLV_SMP1,
-    TLV_SMP1Q,
-    TLV_SMP2,
-    TLV_SMP3,
-    TLV_SMP4,
-    TLV_SMP_ABORT,
-    SMPDone,
-    SMPInput,
-    SMPJob,
-    SMPOutcome,
-    SMPState,
-    check_question,
-    run_smp_job,
-    smp_secret,
-)
+from xfer.otr.session_smp import SMP_INPUTS, SMP_QUEUE_LIMIT, SessionSMP
 from xfer.otr.tlv import (
     TLV_DISCONNECTED,
     TLV_EXTRA_SYMMETRIC_KEY,
@@ -129,19 +102,6 @@ __all__ = [
     "encode_tlvs",
 ]
 
-_SMP_INPUTS = {
-    TLV_SMP1: SMPInput.RECV_1,
-    TLV_SMP1Q: SMPInput.RECV_1,
-    TLV_SMP2: SMPInput.RECV_2,
-    TLV_SMP3: SMPInput.RECV_3,
-    TLV_SMP4: SMPInput.RECV_4,
-    TLV_SMP_ABORT: SMPInput.RECV_ABORT,
-}
-#: SMP steps a session holds at once, in flight and waiting: one being
-#: computed and one behind it (both users started at once; or the peer's
-#: step arrived while our own user's was computed). SMP runs one exchange at
-#: a time, so a step beyond these is out of order and aborts the exchange.
-SMP_QUEUE_LIMIT = 2
 _UNREADABLE = "You sent an encrypted message I cannot read"
 
 
@@ -174,8 +134,8 @@ class Policy:
     defer_smp: bool = False
 
 
-class Session:
-    """OTR v3 with one peer instance.
+class Session(SessionSMP):
+    """OTR v3 with one peer instance (its SMP: see :class:`SessionSMP`).
 
     Args:
         private_key: our long-term DSA key.
@@ -209,17 +169,7 @@ class Session:
         self.state = MessageState.PLAINTEXT
         self.ake = AKE(private_key, our_tag=our_tag, random=random)
         self.ake.their_tag = their_tag
-        self.smp = SMP(random)
-        #: SMP steps waiting to be computed, oldest first.
-        self._smp_queue: collections.deque[tuple[SMPInput, object]] = (
-            collections.deque()
-        )
-        self._smp_tickets = 0
-        #: The ticket of the step being computed, if one is.
-        self._smp_in_flight: int | None = None
-        #: (ticket, fingerprint) of a step under way when the peer ended the
-        #: conversation: only its verdict still counts.
-        self._smp_verdict_only: tuple[int, bytes] | None = None
+        self._smp_setup()
         self._keys: SessionKeys | None = None
         self._reassembler = Reassembler(budget=fragment_budget)
         self._outbox: list[str] = []
@@ -359,149 +309,19 @@ class Session:
         )
         return pair.extra_key
 
-    # -- SMP -------------------------------------------------------------------
+    # -- SMP (the rest is in session_smp.py) -----------------------------------
 
     def _smp_fingerprints(self) -> tuple[bytes, bytes, bytes]:
+        """(ours, theirs, ssid) of the encrypted conversation, for the secret."""
         if self.state is not MessageState.ENCRYPTED or self.their_fingerprint is None:
             raise LocalProtocolError("SMP needs an encrypted conversation")
         assert self.ssid is not None
         return self.private_key.public.fingerprint, self.their_fingerprint, self.ssid
 
-    def smp_start(self, secret: bytes, question: str | None = None) -> None:
-        """Start SMP with ``secret`` (and a question for the peer's user).
-
-        With ``Policy.defer_smp`` the step is only queued: run it with
-        ``smp_next``/``smp_finish`` (or ``smp_run``).
-
-        Raises:
-            LocalProtocolError: not ENCRYPTED; the question holds a NUL; an
-                SMP step is still being computed (wait for its events, or
-                ``smp_abort`` first).
-        """
-        ours, theirs, ssid = self._smp_fingerprints()
-        check_question(question)
-        self._smp_check_idle()
-        x = smp_secret(ours, theirs, ssid, secret)
-        self._smp_enqueue(SMPInput.START, (x, question))
-
-    def smp_answer(self, secret: bytes) -> None:
-        """Answer the peer's SMP (after :class:`~xfer.otr.events.SMPAsked`).
-
-        Raises:
-            LocalProtocolError: not ENCRYPTED; no question waits for an
-                answer; an SMP step is still being computed.
-        """
-        ours, theirs, ssid = self._smp_fingerprints()
-        self._smp_check_idle()
-        if self.smp.state is not SMPState.AWAITING_SECRET:
-            msg = f"no SMP secret is expected in state {self.smp.state.value}"
-            raise LocalProtocolError(msg)
-        x = smp_secret(theirs, ours, ssid, secret)
-        self._smp_enqueue(SMPInput.SECRET, x)
-
-    def smp_abort(self) -> list[ev.Event]:
-        """Give up the exchange: tell the peer (TLV 6); drop any step queued
-        or being computed (its result will be ignored)."""
-        self._smp_drop_work()
-        return self._smp_send(self.smp.handle(SMPInput.ABORT))
-
-    @property
-    def smp_busy(self) -> bool:
-        """Whether an SMP step is being computed or waits to be."""
-        return self._smp_in_flight is not None or bool(self._smp_queue)
-
-    def smp_next(self) -> SMPJob | None:
-        """Take the next SMP step to compute, or None (none waits, or one is
-        already being computed: steps run one at a time, in order).
-
-        The job holds a copy of the SMP machine; compute it with
-        :func:`~xfer.otr.smp.run_smp_job` on any thread or process and give
-        the result to :meth:`smp_finish`.
-        """
-        if self._smp_in_flight is not None or not self._smp_queue:
-            return None
-        kind, value = self._smp_queue.popleft()
-        self._smp_tickets += 1
-        self._smp_in_flight = self._smp_tickets
-        return SMPJob(
-            ticket=self._smp_tickets, machine=self.smp.copy(), kind=kind, value=value
-        )
-
-    def smp_finish(self, done: SMPDone) -> list[ev.Event]:
-        """Apply a computed step: send its reply, return its SMP events (plus
-        :class:`~xfer.otr.events.SMPPending` if another step waits).
-
-        A result that is not for the step in flight (it was aborted, or the
-        conversation ended or was re-keyed meanwhile) is ignored: ``[]``;
-        except that if the peer ended the conversation (TLV 1) while the step
-        was computed, its verdict (``SMPSucceeded``/``SMPFailed``, for the
-        fingerprint of that conversation) is still returned, with no reply.
-        """
-        orphan = self._smp_verdict_only
-        if orphan is not None and done.ticket == orphan[0]:
-            self._smp_verdict_only = None
-            if done.outcome.event == "succeeded":
-                return [ev.SMPSucceeded(fingerprint=orphan[1])]
-            if done.outcome.event in {"failed", "cheated"}:
-                return [ev.SMPFailed(cheated=done.outcome.event == "cheated")]
-            return []
-        if self._smp_in_flight is None or done.ticket != self._smp_in_flight:
-            return []
-        self._smp_in_flight = None
-        self.smp = done.machine
-        events = self._smp_send(done.outcome)
-        if self._smp_queue:
-            events.append(ev.SMPPending())
-        return events
-
-    def smp_run(self) -> list[ev.Event]:
-        """Compute every waiting SMP step here and now; return their events."""
-        events: list[ev.Event] = []
-        while (job := self.smp_next()) is not None:
-            done = self.smp_finish(run_smp_job(job))
-            events.extend(e for e in done if not isinstance(e, ev.SMPPending))
-        return events
-
-    def _smp_check_idle(self) -> None:
-        if self.smp_busy:
-            raise LocalProtocolError("an SMP step is still being computed")
-
-    def _smp_enqueue(self, kind: SMPInput, value: object) -> list[ev.Event]:
-        held = len(self._smp_queue) + (self._smp_in_flight is not None)
-        if held >= SMP_QUEUE_LIMIT:
-            # More steps than one exchange has room for: out of order.
-            self._smp_drop_work()
-            return self._smp_send(self.smp.handle(SMPInput.ABORT))
-        self._smp_queue.append((kind, value))
-        if not self.policy.defer_smp:
-            return self.smp_run()
-        return [ev.SMPPending()]
-
-    def _smp_drop_work(self) -> bool:
-        """Forget queued steps and the one in flight; whether there were any."""
-        had = self.smp_busy
-        self._smp_queue.clear()
-        self._smp_in_flight = None
-        return had
-
-    def _smp_reset(self) -> None:
-        self._smp_drop_work()
-        self._smp_verdict_only = None
-        self.smp = SMP(self._random)
-
-    def _smp_send(self, outcome: SMPOutcome) -> list[ev.Event]:
-        if outcome.tlvs and self.state is MessageState.ENCRYPTED:
-            self._send_data(b"", list(outcome.tlvs), ignore_unreadable=True)
-        if outcome.event == "asked":
-            return [ev.SMPAsked(question=outcome.question)]
-        if outcome.event == "succeeded":
-            assert self.their_fingerprint is not None
-            return [ev.SMPSucceeded(fingerprint=self.their_fingerprint)]
-        if outcome.event in {"failed", "cheated"}:
-            return [ev.SMPFailed(cheated=outcome.event == "cheated")]
-        if outcome.event == "aborted":
-            return [ev.SMPAborted()]
-        return []
+    def _smp_transmit(self, tlvs: list[tuple[int, bytes]]) -> None:
+        """Send SMP TLVs to the peer if the conversation is encrypted."""
+        if self.state is MessageState.ENCRYPTED:
+            self._send_data(b"", tlvs, ignore_unreadable=True)
 
     # -- receiving -------------------------------------------------------------
 
@@ -650,7 +470,7 @@ class Session:
             )
         smp_seen = False
         for kind, value in decode_tlvs(raw_tlvs):
-            if kind in _SMP_INPUTS:
+            if kind in SMP_INPUTS:
                 # One SMP step per message, as libotr takes (it looks each
                 # SMP type up once): a message packed with SMP TLVs would
                 # otherwise cost a proof check per TLV.
@@ -662,14 +482,9 @@ class Session:
 
     def _tlv(self, kind: int, value: bytes, pair: Pair) -> list[ev.Event]:
         if kind == TLV_DISCONNECTED:
-            held, fingerprint = self._smp_in_flight, self.their_fingerprint
             self._keys = None
             self.state = MessageState.FINISHED
-            self._smp_reset()
-            if held is not None and fingerprint is not None:
-                # The peer may send its last SMP message and end at once: the
-                # exchange is over, and its verdict is still ours to see.
-                self._smp_verdict_only = (held, fingerprint)
+            self._smp_peer_ended()
             return [ev.GoneInsecure()]
         if kind == TLV_EXTRA_SYMMETRIC_KEY:
             if len(value) < 4:
@@ -681,13 +496,6 @@ class Session:
                     key=pair.extra_key,
                 )
             ]
-        smp_input = _SMP_INPUTS.get(kind)
-        if smp_input is None:
-            return []  # padding and unknown TLVs are ignored, as the spec says
-        if smp_input is SMPInput.RECV_ABORT:
-            # Costs nothing, and supersedes whatever was queued or computed.
-            dropped = self._smp_drop_work()
-            events = self._smp_send(self.smp.handle(SMPInput.RECV_ABORT))
-            return events or ([ev.SMPAborted()] if dropped else [])
-        arg: object = (kind, value) if smp_input is SMPInput.RECV_1 else value
-        return self._smp_enqueue(smp_input, arg)
+        if kind in SMP_INPUTS:
+            return self._smp_tlv(kind, value)
+        return []  # padding and unknown TLVs are ignored, as the spec says
