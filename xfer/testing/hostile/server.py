@@ -1,5 +1,7 @@
 """The hostile server itself: a stanza-level man in the middle on loopback,
-with its rules (drop, delay, hold, rewrite) and the log of what it saw."""
+the methods that set its rules (drop, delay, hold, rewrite; the rules
+themselves are in :mod:`xfer.testing.hostile.rules`) and the log of what it
+saw."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfer.testing._listener import LoopbackListener
+from xfer.testing.hostile.rules import Hold, Rule, _Item
 from xfer.testing.hostile.stanzas import (
     _CHUNK,
     BIND_NS,
@@ -32,7 +35,7 @@ from xfer.testing.hostile.stanzas import (
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
 
 
 __all__ = [
@@ -78,14 +81,6 @@ class _Waiter:
     future: asyncio.Future[StanzaRecord] = field(repr=False)
 
 
-@dataclass(slots=True)
-class _Item:
-    """An element on its way out: ``raw`` is None once a rule changed it."""
-
-    element: ET.Element
-    raw: bytes | None
-
-
 class _Connection:
     """One accepted client and its upstream connection to the server."""
 
@@ -128,107 +123,6 @@ class _Connection:
 
 def _is_sasl_success(element: ET.Element) -> bool:
     return element.tag == f"{{{SASL_NS}}}success"
-
-
-class Rule:
-    """A registered rule. ``matched`` counts the stanzas it acted on;
-    :meth:`remove` unregisters it."""
-
-    def __init__(
-        self,
-        server: HostileServer,
-        direction: Directions,
-        act: Callable[[_Connection, Direction, _Item], list[_Item] | None],
-    ) -> None:
-        if direction not in ("to_client", "to_server", "both"):
-            raise ValueError(f"not a direction: {direction!r}")
-        self._server = server
-        self.direction: Directions = direction
-        self._act = act
-        self.matched = 0
-
-    def applies(self, direction: Direction) -> bool:
-        return self.direction in ("both", direction)
-
-    def apply(
-        self, conn: _Connection, direction: Direction, item: _Item
-    ) -> list[_Item] | None:
-        out = self._act(conn, direction, item)
-        if out is not None:
-            self.matched += 1
-        return out
-
-    def remove(self) -> None:
-        """Stop applying this rule (what it holds or delays is kept)."""
-        self._server._remove_rule(self)
-
-
-class Hold(Rule):
-    """Keeps matching stanzas back until :meth:`release` (in any order) or
-    :meth:`discard`."""
-
-    def __init__(
-        self,
-        server: HostileServer,
-        predicate: Predicate,
-        direction: Directions,
-    ) -> None:
-        super().__init__(server, direction, self._keep)
-        self._predicate = predicate
-        self._held: list[tuple[_Connection, Direction, _Item]] = []
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-
-    def _keep(
-        self, conn: _Connection, direction: Direction, item: _Item
-    ) -> list[_Item] | None:
-        if not self._predicate(item.element):
-            return None
-        self._held.append((conn, direction, item))
-        for count, waiter in self._waiters:
-            if len(self._held) >= count and not waiter.done():
-                waiter.set_result(None)
-        return []
-
-    @property
-    def held(self) -> list[ET.Element]:
-        """The stanzas held now, in arrival order."""
-        return [item.element for _, _, item in self._held]
-
-    async def wait(self, count: int = 1, *, timeout: float = 10.0) -> None:
-        """Wait until at least ``count`` stanzas are held.
-
-        Raises:
-            TimeoutError: not within ``timeout`` seconds.
-        """
-        if len(self._held) >= count:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (count, waiter)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiters.remove(entry)
-
-    def release(self, order: Sequence[int] | None = None) -> int:
-        """Stop holding and send what was held: in arrival order, or in
-        ``order`` (indexes into :attr:`held`; those left out are dropped).
-        Returns how many were sent (not those whose connection closed)."""
-        self.remove()
-        held, self._held = self._held, []
-        chosen = [held[i] for i in (range(len(held)) if order is None else order)]
-        sent = 0
-        for conn, direction, item in chosen:
-            if not conn.closed:
-                self._server._deliver(conn, direction, item)
-                sent += 1
-        return sent
-
-    def discard(self) -> int:
-        """Stop holding and drop what was held; returns how many."""
-        self.remove()
-        dropped, self._held = len(self._held), []
-        return dropped
 
 
 class HostileServer(LoopbackListener[_Connection]):
