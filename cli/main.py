@@ -25,6 +25,7 @@ from xfer.errors import (
     IntegrityError,
     LocalProtocolError,
     NotSecure,
+    PeerIncapable,
     ServerUnreachable,
     TransferDeclined,
     TransferRejected,
@@ -45,6 +46,7 @@ EXIT_REFUSED = 6
 EXIT_VERIFY = 7
 EXIT_CONNECT = 8
 EXIT_PEER = 9
+EXIT_INCAPABLE = 10
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
@@ -58,7 +60,8 @@ Exit codes:
   {EXIT_REFUSED}    the peer declined or stopped the transfer
   {EXIT_VERIFY}    the peer is not trusted, or its verification failed
   {EXIT_CONNECT}    cannot log in to the server (unreachable, wrong password)
-  {EXIT_PEER}    the peer is unreachable or the transfer broke off
+  {EXIT_PEER}    the peer is offline or unreachable, or the transfer broke off
+  {EXIT_INCAPABLE}   the peer is online, but its client cannot receive with xfer
   {EXIT_INTERRUPTED}  interrupted
 """
 
@@ -163,6 +166,11 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
         if exc.reason == "security-error":
             hint = " - does the receiver trust your fingerprint ('xfer keys')?"
         return f"{exc}{hint}", EXIT_REFUSED
+    if isinstance(exc, PeerIncapable):
+        return (
+            f"{exc} - it needs xfer running ('xfer receive') on one of its devices",
+            EXIT_INCAPABLE,
+        )
     if isinstance(exc, NotSecure):
         return f"{exc}", EXIT_PEER
     if isinstance(exc, ServerUnreachable):

@@ -110,8 +110,13 @@ class Client:
 
     async def secure(self, peer: str) -> tuple[str, str, bool]:
         """Set up OTR with ``peer``: (its full JID, its fingerprint as people
-        compare it, whether that fingerprint is trusted)."""
-        full, session = await self._otr.secure(peer)
+        compare it, whether that fingerprint is trusted).
+
+        Raises:
+            PeerOffline, PeerIncapable, NotSecure: see
+            :meth:`xfer.xmpp.transfer.XferTransfer.secure`.
+        """
+        full, session = await self._transfer.secure(peer)
         raw = session.their_fingerprint
         assert raw is not None
         return full, format_fingerprint(raw), self._otr.trust.is_trusted(full, raw)

@@ -14,6 +14,8 @@ anything else escaping the library is a bug::
     ├── IntegrityError                authentication failed; deliberately opaque
     ├── DestinationExists             refusing to replace an existing file
     ├── NotSecure                     no private (OTR) conversation with the peer
+    │   ├── PeerOffline               ... because it is not online
+    │   └── PeerIncapable             ... because its client cannot do xfer
     ├── UntrustedPeer                 the peer's OTR fingerprint is not trusted
     ├── TransferRejected              the peer ended the transfer (Jingle reason)
     │   └── TransferDeclined          ... because its user said no
@@ -135,6 +137,27 @@ class DestinationExists(XferError):
 
 class NotSecure(XferError):
     """No private (OTR) conversation with the peer could be set up."""
+
+
+class PeerOffline(NotSecure):
+    """The peer (or the resource named) is not online."""
+
+
+class PeerIncapable(NotSecure):
+    """The peer is online, but no client of it can receive files with xfer.
+
+    ``lacks`` maps each resource asked to what its client lacks (named for
+    people: "Jingle file transfer (XEP-0234)").
+    """
+
+    def __init__(self, peer: str, lacks: dict[str, tuple[str, ...]]) -> None:
+        missing = sorted({what for whats in lacks.values() for what in whats})
+        super().__init__(
+            f"{peer} is online, but its client cannot receive files with xfer: "
+            f"it lacks {', '.join(missing)}"
+        )
+        self.peer = peer
+        self.lacks = lacks
 
 
 class UntrustedPeer(XferError):

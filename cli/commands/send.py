@@ -78,8 +78,9 @@ def send(
     async def job() -> int:
         client = await connect(jid, host, port, tls)
         try:
-            full, fingerprint, _ = await client.secure(peer)
-            out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")
+            full, fingerprint, trusted = await client.secure(peer)
+            if trusted:  # else the first send_file says it is not
+                out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")
             total = 0
             started = time.perf_counter()
             for path, name in files:

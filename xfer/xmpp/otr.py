@@ -45,7 +45,7 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.stanza import Message
@@ -53,10 +53,11 @@ from slixmpp.stanza import Message
 from xfer.errors import (
     LocalProtocolError,
     NotSecure,
+    PeerOffline,
     RemoteProtocolError,
     TransferTimeout,
 )
-from xfer.jid import bare_jid
+from xfer.jid import bare_jid, strip_resource
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.ake import AuthState
@@ -93,6 +94,11 @@ MAX_QUESTIONS = 8
 _DATA_PREFIX = "?OTR:AAMD"
 
 
+#: Said when a bare JID gave no answer: without its presence nobody can tell
+#: offline from not running xfer.
+_UNSEEN = " (its presence is not shared with you; with it, xfer could tell which)"
+
+
 class XferOTR(BasePlugin):
     """``client.register_plugin("xfer_otr", {...}, module=xfer.xmpp.otr)``.
 
@@ -122,6 +128,9 @@ class XferOTR(BasePlugin):
         self._account: Account | None = None
         self.trust: TrustStore = TrustStore()
         self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
+        #: Callers of secure() waiting to hear anything from a peer: its
+        #: first OTR message, or a bounce (PeerOffline) of ours.
+        self._listeners: list[tuple[str, asyncio.Future[None]]] = []
         # Looked up at each call, not bound now: set_identity sets the account
         # and may replace the trust store, and the config may change (the
         # transfer plugin sets untrusted_offers).
@@ -208,6 +217,9 @@ class XferOTR(BasePlugin):
 
     def _on_message(self, msg: StanzaBase) -> None:
         assert isinstance(msg, Message)
+        if msg["type"] == "error":
+            self._bounced(msg)
+            return
         if msg["type"] not in ("chat", "normal"):
             return
         body = msg["body"]
@@ -227,6 +239,7 @@ class XferOTR(BasePlugin):
             # that waited while our connection was down, resent on resumption.)
             log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
             return
+        self._heard(peer, None)
         now = self.config["clock"]()
         if now - self._expired >= EXPIRE_EVERY:
             self._expired = now
@@ -247,6 +260,29 @@ class XferOTR(BasePlugin):
         self._flush()
         for event in events:
             self._event(peer, session, event)
+
+    def _bounced(self, msg: Message) -> None:
+        """A message of ours came back as an error: the server could not
+        deliver it (the peer is offline, or its domain unreachable)."""
+        peer = msg["from"].full
+        condition = msg["error"]["condition"] or "an error"
+        log.info("a message to %s bounced: %s", peer, condition)
+        self._heard(
+            peer,
+            PeerOffline(f"{peer} is offline (its server answered {condition})"),
+        )
+
+    def _heard(self, peer: str, error: PeerOffline | None) -> None:
+        """Tell the callers of secure() waiting for ``peer`` (a full JID or
+        its bare one) that it answered, or that our message bounced."""
+        bare = strip_resource(peer)
+        for wanted, heard in self._listeners:
+            if heard.done() or wanted not in (peer, bare):
+                continue
+            if error is None:
+                heard.set_result(None)
+            else:
+                heard.set_exception(error)
 
     def _smp_applied(self, peer: str, session: Session, events: list[ev.Event]) -> None:
         """An SMP step computed off the loop was applied (or refused)."""
@@ -340,32 +376,46 @@ class XferOTR(BasePlugin):
         fingerprint = self.fingerprint(peer)
         return fingerprint is not None and self.trust.is_trusted(peer, fingerprint)
 
-    async def secure(self, peer: str, *, timeout: float = 30) -> tuple[str, Session]:
+    async def secure(
+        self, peer: str, *, timeout: float = 30, answer_within: float | None = None
+    ) -> tuple[str, Session]:
         """An encrypted session with ``peer``: (its full JID, the session).
 
         A full JID gets a D-H Commit; a bare JID gets a query, which the
         server delivers to one of its clients, and that client's answer
-        names the full JID.
+        names the full JID. With ``answer_within``, the peer must send some
+        OTR message within that many seconds (the rest of the AKE then has
+        ``timeout``); a bounce of our message ends the wait at once.
 
         Raises:
-            NotSecure: no session within ``timeout`` seconds.
+            PeerOffline: our message bounced.
+            NotSecure: no answer within ``answer_within`` seconds, or no
+                session within ``timeout`` seconds.
         """
-        found = self._secured(peer)
+        found = self.secured(peer)
         if found is not None:
             return found
         # One AKE per peer at a time: concurrent callers share it (a second
         # D-H Commit would restart the first).
         pending = self._securing.get(peer)
         if pending is None:
-            pending = asyncio.ensure_future(self._start_secure(peer, timeout))
+            pending = asyncio.ensure_future(
+                self._start_secure(peer, timeout, answer_within)
+            )
             self._securing[peer] = pending
             pending.add_done_callback(lambda _: self._securing.pop(peer, None))
         return await asyncio.shield(pending)
 
-    async def _start_secure(self, peer: str, timeout: float) -> tuple[str, Session]:
-        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+    async def _start_secure(
+        self, peer: str, timeout: float, answer_within: float | None
+    ) -> tuple[str, Session]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Session] = loop.create_future()
+        heard: asyncio.Future[None] = loop.create_future()
         entry = (peer, waiter)
+        listener = (peer, heard)
         self._secure_waiters.append(entry)
+        self._listeners.append(listener)
         try:
             # If an AKE with the peer is under way, give it a chance first:
             # a commit of ours now would pull its other half away. (One that
@@ -379,20 +429,59 @@ class XferOTR(BasePlugin):
                 else:
                     self.account.session(peer).query()
                 self._flush()
-            session = await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise NotSecure(
-                f"{peer} did not set up a private (OTR) conversation within "
-                f"{timeout:g} s; is it online and running xfer?"
-            ) from None
+            session = await self._until_secure(
+                peer, waiter, heard, timeout, answer_within
+            )
         finally:
             self._secure_waiters.remove(entry)
+            self._listeners.remove(listener)
+            if heard.done() and not heard.cancelled():
+                heard.exception()  # retrieved: a late bounce is no news
         for full, s in self.account.secure_sessions():
             if s is session:
                 return full, session
         raise NotSecure(f"lost the OTR session with {peer}")  # pragma: no cover
 
-    def _secured(self, peer: str) -> tuple[str, Session] | None:
+    async def _until_secure(
+        self,
+        peer: str,
+        waiter: asyncio.Future[Session],
+        heard: asyncio.Future[None],
+        timeout: float,
+        answer_within: float | None,
+    ) -> Session:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        first = deadline if answer_within is None else loop.time() + answer_within
+        while not waiter.done():
+            limit = deadline if heard.done() else min(first, deadline)
+            watch: set[asyncio.Future[Any]] = {waiter}
+            if not heard.done():
+                watch.add(heard)
+            await asyncio.wait(
+                watch,
+                timeout=max(limit - loop.time(), 0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if waiter.done():
+                break
+            bounce = heard.exception() if heard.done() else None
+            if bounce is not None:
+                raise bounce
+            if loop.time() >= deadline:
+                raise NotSecure(
+                    f"{peer} did not set up a private (OTR) conversation "
+                    f"within {timeout:g} s"
+                )
+            if not heard.done() and loop.time() >= first:
+                raise NotSecure(
+                    f"no answer from {peer} within {answer_within:g} s: it is "
+                    "offline, or no client of it runs xfer"
+                    + ("" if "/" in peer else _UNSEEN)
+                )
+        return waiter.result()
+
+    def secured(self, peer: str) -> tuple[str, Session] | None:
         """The encrypted session with ``peer`` (a full JID, or any resource
         of a bare one) that went secure last, one with a trusted fingerprint
         first: an instance made in the peer's name by someone else (with
@@ -423,7 +512,7 @@ class XferOTR(BasePlugin):
         Raises:
             NotSecure: none within ``timeout``.
         """
-        current = self._secured(peer)
+        current = self.secured(peer)
         if current is not None and current[1].ssid != old_ssid:
             return current[1]
         if not self._ake_under_way(peer):

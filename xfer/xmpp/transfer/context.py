@@ -115,6 +115,13 @@ class Settings:
     def connect_timeout(self) -> float:
         return self._float("connect_timeout")
 
+    def probe_wait(self, peer: str, us: str) -> float:
+        """How long to wait for a sign of ``peer`` before the key exchange:
+        ``probe_timeout``, or ``probe_timeout_remote`` for a peer on another
+        domain (the servers may first have to connect to each other)."""
+        local = _domain(peer) == _domain(us)
+        return self._float("probe_timeout" if local else "probe_timeout_remote")
+
     @property
     def max_pending_offers(self) -> int:
         return self._int("max_pending_offers")
@@ -162,6 +169,10 @@ class Settings:
     @property
     def resume_check(self) -> float:
         return self._float("resume_check")
+
+
+def _domain(jid: str) -> str:
+    return jid.split("/", 1)[0].rpartition("@")[2].lower()
 
 
 @dataclass(kw_only=True)

@@ -56,6 +56,7 @@ from xfer.jingle.wire import (
 )
 from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import drop_session, plugin
+from xfer.xmpp.reach import Reach
 from xfer.xmpp.transfer.context import (
     RESTARTED,
     Context,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     import os
 
     from xfer.aio.bytestream import ProgressCallback
+    from xfer.otr.session import Session
     from xfer.otr.trust import TrustStore
     from xfer.xmpp.jingle import XferJingle
     from xfer.xmpp.otr import XferOTR
@@ -95,7 +97,7 @@ class XferTransfer(BasePlugin):
 
     Config:
         identity: an :class:`~xfer.store.IdentityStore` or its directory (the
-            OTR key, instance tag and trust store; created if missing).
+            OTR key and trust store; created if missing).
         accept_untrusted: also offer files from (and send files to) peers
             whose fingerprint is not trusted; default False.
         max_size: largest plaintext accepted, in bytes (None: no limit).
@@ -107,6 +109,11 @@ class XferTransfer(BasePlugin):
         chunk_size, suite, workers: envelope parameters for sending.
         offer_timeout: how long a sent offer waits for an answer (s).
         connect_timeout: for the OTR set-up and each transport step (s).
+        probe_timeout: before the OTR set-up, how long the sender waits for
+            a sign of the peer (its features, presence, a first OTR answer or
+            a bounce), so that an offline peer or one without xfer is told
+            apart at once (s); ``probe_timeout_remote`` for a peer on
+            another domain (the servers may have to connect first).
         stall_timeout: a data stream that moves nothing this long fails (s).
         resume_attempts: how often a sender offers the rest of a transfer
             that broke off (0: never), waiting ``resume_backoff`` seconds
@@ -149,6 +156,8 @@ class XferTransfer(BasePlugin):
         "workers": 2,
         "offer_timeout": 300.0,
         "connect_timeout": 30.0,
+        "probe_timeout": 2.0,
+        "probe_timeout_remote": 10.0,
         "max_pending_offers": 16,
         "max_untrusted_offers": 2,
         "otr_offer_wait": 10.0,
@@ -175,7 +184,10 @@ class XferTransfer(BasePlugin):
         )
         negotiator = Negotiator(settings, siblings)
         self._receiver = Receiver(context, negotiator)
-        self._sender = Sender(context, negotiator)
+        reach = Reach(
+            self.xmpp, timeout=lambda peer: settings.probe_wait(peer, siblings.jid)
+        )
+        self._sender = Sender(context, negotiator, reach)
         #: The vetted offers waiting for :meth:`next_offer`, the receipts
         #: in progress (tests look at both).
         self._offers = self._receiver.offers
@@ -269,6 +281,18 @@ class XferTransfer(BasePlugin):
         return bool(policy) or self.trust.is_trusted(peer, fingerprint)
 
     # -- sending -------------------------------------------------------------------
+
+    async def secure(self, peer: str) -> tuple[str, Session]:
+        """An OTR session with ``peer`` (a full or bare JID) to send over:
+        (its full JID, the session). Unless one is up, where ``peer`` can
+        receive is asked first (:mod:`xfer.xmpp.reach`).
+
+        Raises:
+            PeerOffline: it is not online. PeerIncapable: online, but its
+            client cannot receive with xfer. NotSecure: no answer, or no
+            OTR session in time.
+        """
+        return await self._sender.secure(peer)
 
     async def send_file(
         self,

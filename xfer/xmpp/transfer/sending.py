@@ -23,6 +23,8 @@ from xfer.envelope import Sealer
 from xfer.errors import (
     ConnectionFailed,
     NotSecure,
+    PeerIncapable,
+    PeerOffline,
     RemoteProtocolError,
     TransferRejected,
     TransportError,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from xfer.aio.bytestream import ProgressCallback
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
+    from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import Negotiator
 
@@ -81,12 +84,13 @@ class _Attempt:
 class Sender:
     """Sends files: offers each, and offers the rest after a break."""
 
-    def __init__(self, context: Context, negotiator: Negotiator) -> None:
+    def __init__(self, context: Context, negotiator: Negotiator, reach: Reach) -> None:
         self._settings = context.settings
         self._siblings = context.siblings
         self._trust_ok = context.trust_ok
         self._liveness = context.liveness
         self._negotiator = negotiator
+        self._reach = reach
 
     async def send(
         self,
@@ -106,9 +110,9 @@ class Sender:
         drops = self._liveness.drops
         breaks = 0
         try:
-            full, otr_session = await self._siblings.otr.secure(
-                peer, timeout=self._settings.connect_timeout
-            )
+            full, otr_session = await self.secure(peer)
+        except (PeerOffline, PeerIncapable):
+            raise
         except NotSecure as exc:
             if self._liveness.drops == drops:
                 raise
@@ -168,6 +172,22 @@ class Sender:
                 raise broken
             log.info("transfer to %s broke off (%s); resuming", full, broken)
             full, otr_session = await self._after_break(peer, full, breaks, broken)
+
+    async def secure(self, peer: str) -> tuple[str, Session]:
+        """The OTR session for a new transfer. Unless one is up, first ask
+        where ``peer`` can receive (:mod:`xfer.xmpp.reach`): an offline peer
+        or one whose client cannot do xfer is told apart in seconds; a bare
+        JID goes to a resource that announces xfer, not to whichever the
+        server picks."""
+        otr = self._siblings.otr
+        timeout = self._settings.connect_timeout
+        if otr.secured(peer) is not None:
+            return await otr.secure(peer, timeout=timeout)
+        found = await self._reach.check(peer)
+        if found is None:  # presence cannot tell: OTR's first answer will
+            wait = self._settings.probe_wait(peer, self._siblings.jid)
+            return await otr.secure(peer, timeout=timeout, answer_within=wait)
+        return await otr.secure(found[0], timeout=timeout)
 
     async def _after_break(
         self, peer: str, full: str, breaks: int, broken: XferError
