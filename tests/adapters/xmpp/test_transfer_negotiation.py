@@ -1,0 +1,303 @@
+"""The transport of a transfer (``negotiation.py``): XEP-0260 SOCKS5 with
+real connections on 127.0.0.1, the nomination, the proxy's activation, and
+XEP-0261 IBB through transport-replace; driven through ``xfer_transfer``
+as the receiver (the responder) of a scripted sender, whose candidates are
+real streamhosts of the test.
+
+The forged cases: a candidate-used naming a candidate we never offered, an
+activation of the wrong candidate or for a session that does not exist, a
+proxy the peer cannot activate, a peer that never reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.adapters.xmpp.slix import (
+    ME,
+    PEER,
+    TransferCase,
+    file_offer,
+    initiate,
+    seal,
+    transport_info,
+)
+from xfer.aio.socks5 import connect_streamhost
+from xfer.errors import (
+    NoUsableTransport,
+    RemoteProtocolError,
+    TransferTimeout,
+    TransportError,
+)
+from xfer.framing.socks5 import dst_addr
+from xfer.jingle import Action, Reason
+from xfer.jingle.candidates import Candidate, CandidateType, priority
+from xfer.jingle.wire import Content, IBBTransport, Jingle, S5BTransport
+
+if TYPE_CHECKING:
+    from xfer.aio.tcp import TcpConnection
+    from xfer.transfer.offer import TransferOffer
+
+CONTENT = os.urandom(20_000)
+TSID = "t1"
+PROXY = "proxy.example.org"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def candidate(
+    port: int,
+    *,
+    cid: str = "pc1",
+    jid: str = PEER,
+    kind: CandidateType = CandidateType.DIRECT,
+) -> Candidate:
+    return Candidate(
+        cid=cid,
+        host="127.0.0.1",
+        port=port,
+        jid=jid,
+        priority=priority(kind, 100),
+        type=kind,
+    )
+
+
+def s5b(*candidates: Candidate) -> S5BTransport:
+    return S5BTransport(
+        sid=TSID,
+        dstaddr=dst_addr(TSID, PEER, ME).decode(),
+        mode="tcp",
+        candidates=candidates,
+    )
+
+
+def info(**fields: Any) -> Jingle:
+    return transport_info(S5BTransport(sid=TSID, **fields))
+
+
+class ResponderCase(TransferCase):
+    """We receive; the peer offers SOCKS5 candidates."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.secure()
+
+    def offer_file(self, *candidates: Candidate) -> tuple[TransferOffer, bytes]:
+        offer = file_offer(CONTENT)
+        key = self.offer_inside_otr(offer)
+        reply = self.peer_says(initiate(offer, s5b(*candidates)), "init")
+        assert reply["type"] == "result"
+        incoming = self.run_coro(self.transfer.next_offer(timeout=5))
+        self.receipt = self.start(incoming.accept(self.dir))
+        return offer, key
+
+    def our_transport(self) -> S5BTransport:
+        """Our session-accept (acknowledged): its SOCKS5 transport."""
+        iq, accept = self.next_jingle(Action.SESSION_ACCEPT)
+        self.ack(iq)
+        content = accept.content
+        assert content is not None
+        transport = content.transport
+        assert isinstance(transport, S5BTransport)
+        assert transport.sid == TSID
+        assert transport.dstaddr == dst_addr(TSID, ME, PEER).decode()
+        assert transport.mode is None  # the initiator's to set
+        return transport
+
+    def our_report(self) -> S5BTransport:
+        """Our transport-info: the peer's candidate we reached, or an error."""
+        iq, jingle = self.next_jingle(Action.TRANSPORT_INFO)
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, S5BTransport)
+        return content.transport
+
+    def peer_reports(self, iq_id: str, **fields: Any) -> None:
+        assert self.peer_says(info(**fields), iq_id)["type"] == "result"
+
+    def send_data(self, connection: TcpConnection, data: bytes) -> None:
+        self.run_coro(connection.write(data))
+        connection.close()
+
+    def stored(self) -> None:
+        """The receipt ends well: the file is in place, verdict and success."""
+        iq, _ = self.next_jingle(Action.SESSION_INFO)
+        self.ack(iq)
+        iq, end = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(iq)
+        assert end.reason is Reason.SUCCESS
+        path = self.run_coro(self.receipt)
+        assert path.read_bytes() == CONTENT
+        assert [v.stored for v in self.verdicts()] == [True]
+
+    def failed(self, reason: Reason, error: type[BaseException]) -> Any:
+        iq, end = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(iq)
+        assert end.reason is reason, (end.reason, end.reason_text)
+        with pytest.raises(error) as caught:
+            self.run_coro(self.receipt)
+        assert list(self.dir.iterdir()) == []
+        return caught.value
+
+
+class TestDirect(ResponderCase):
+    def test_we_reach_the_peers_candidate_and_it_carries_the_file(self) -> None:
+        port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        offer, key = self.offer_file(candidate(port))
+        ours = self.our_transport()
+        assert [c.jid for c in ours.candidates] == [ME]
+        assert [c.type for c in ours.candidates] == [CandidateType.DIRECT]
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == ("pc1", False)
+        assert at_peer.done()
+        self.peer_reports("r1", candidate_error=True)
+        self.send_data(at_peer.result(), seal(offer, key, CONTENT))
+        self.stored()
+
+    def test_when_both_reach_a_candidate_the_higher_priority_wins(self) -> None:
+        # Ours (local preference 65535) beats the peer's (100): the peer's
+        # connection to our streamhost carries the file, ours to it is dropped.
+        port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        offer, key = self.offer_file(candidate(port))
+        ours = self.our_transport()
+        [mine] = ours.candidates
+        to_us = self.keep(
+            self.run_coro(
+                connect_streamhost(mine.host, mine.port, dst_addr(TSID, ME, PEER), 5)
+            )
+        )
+        assert self.our_report().candidate_used == "pc1"
+        self.peer_reports("r1", candidate_used=mine.cid)
+        assert self.run_coro(asyncio.wait_for(at_peer.result().read(), 5)) == b""
+        self.send_data(to_us, seal(offer, key, CONTENT))
+        self.stored()
+
+    def test_a_candidate_we_never_offered_is_a_protocol_error(self) -> None:
+        port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        self.offer_file(candidate(port))
+        self.our_transport()
+        self.our_report()
+        self.peer_reports("r1", candidate_used="not-ours")
+        error = self.failed(Reason.GENERAL_ERROR, RemoteProtocolError)
+        assert "never offered" in str(error)
+        # Our connection to its streamhost is dropped; the refusal goes
+        # inside OTR too.
+        assert self.run_coro(asyncio.wait_for(at_peer.result().read(), 5)) == b""
+        [verdict] = self.verdicts()
+        assert not verdict.stored
+
+    def test_other_transport_info_does_not_count_as_the_report(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.5
+        port, _, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        self.offer_file(candidate(port))
+        self.our_transport()
+        self.our_report()
+        # An activation is no report on our candidates: still waiting, and
+        # waiting ends in time.
+        self.peer_reports("r1", activated="pc1")
+        self.failed(Reason.TIMEOUT, TransferTimeout)
+
+    def test_a_transport_info_for_an_unknown_session_is_refused(self) -> None:
+        reply = self.peer_says(
+            Jingle(
+                action=Action.TRANSPORT_INFO,
+                sid="no-such-session",
+                contents=(
+                    Content(
+                        name="file",
+                        transport=S5BTransport(sid=TSID, activated="pc1"),
+                    ),
+                ),
+            ),
+            "x1",
+        )
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "item-not-found"
+
+
+class TestProxy(ResponderCase):
+    """The peer offers the server's proxy: it activates it, we wait for that."""
+
+    def proxied(self) -> tuple[TransferOffer, bytes, Any]:
+        port, at_proxy, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        offer, key = self.offer_file(
+            candidate(port, jid=PROXY, kind=CandidateType.PROXY)
+        )
+        self.our_transport()
+        assert self.our_report().candidate_used == "pc1"
+        self.peer_reports("r1", candidate_error=True)
+        return offer, key, at_proxy
+
+    def test_the_stream_starts_once_the_peer_activated_that_candidate(self) -> None:
+        offer, key, at_proxy = self.proxied()
+        # An activation naming another candidate does not count.
+        self.peer_reports("a0", activated="some-other")
+        self.peer_reports("a1", activated="pc1")
+        self.send_data(at_proxy.result(), seal(offer, key, CONTENT))
+        self.stored()
+
+    def test_a_proxy_error_from_the_peer_fails_the_transport(self) -> None:
+        _, _, _ = self.proxied()
+        self.peer_reports("a1", proxy_error=True)
+        error = self.failed(Reason.FAILED_TRANSPORT, TransportError)
+        assert "proxy" in str(error)
+
+
+class TestFallback(ResponderCase):
+    """No candidate works on either side: IBB through transport-replace."""
+
+    def nothing_reached(self) -> tuple[TransferOffer, bytes]:
+        offer, key = self.offer_file(candidate(closed_port()))
+        self.our_transport()
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        self.peer_reports("r1", candidate_error=True)
+        return offer, key
+
+    def replace(self, transport: IBBTransport | S5BTransport) -> Any:
+        return self.peer_says(
+            Jingle(
+                action=Action.TRANSPORT_REPLACE,
+                sid="j1",
+                contents=(Content(name="file", transport=transport),),
+            ),
+            "rep",
+        )
+
+    def test_the_peer_replaces_socks5_with_ibb(self) -> None:
+        offer, key = self.nothing_reached()
+        assert self.replace(IBBTransport(sid="ibb2", block_size=2048))["type"] == (
+            "result"
+        )
+        iq, accept = self.next_jingle(Action.TRANSPORT_ACCEPT)
+        self.ack(iq)
+        content = accept.content
+        assert content is not None
+        assert content.transport == IBBTransport(sid="ibb2", block_size=2048)
+        self.ibb_send("ibb2", seal(offer, key, CONTENT), 2048)
+        self.stored()
+
+    def test_a_replacement_that_is_not_ibb_is_rejected(self) -> None:
+        self.nothing_reached()
+        self.replace(S5BTransport(sid="again"))
+        iq, _ = self.next_jingle(Action.TRANSPORT_REJECT)
+        self.ack(iq)
+        self.failed(Reason.CONNECTIVITY_ERROR, NoUsableTransport)
+
+    def test_with_ibb_off_the_replacement_is_rejected(self) -> None:
+        self.transfer.config["ibb"] = False
+        self.nothing_reached()
+        self.replace(IBBTransport(sid="ibb2"))
+        iq, _ = self.next_jingle(Action.TRANSPORT_REJECT)
+        self.ack(iq)
+        self.failed(Reason.CONNECTIVITY_ERROR, NoUsableTransport)
