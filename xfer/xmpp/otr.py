@@ -6,7 +6,9 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
 
 * :meth:`XferOTR.secure` brings a session with a peer to ENCRYPTED (a D-H
   Commit to a full JID, a query to a bare one, whose answer names the
-  resource) and returns the peer's full JID and fingerprint;
+  resource) and returns the peer's full JID and fingerprint; the set-ups
+  under way and their waiters are kept by
+  :class:`~xfer.xmpp.securing.Securing`, which the plugin owns;
 * :meth:`XferOTR.send_offer` sends a transfer offer in TLV 8 over exactly
   the session whose fingerprint the caller checked, and returns the extra
   symmetric key of that very message;
@@ -40,12 +42,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.stanza import Message
@@ -53,18 +54,17 @@ from slixmpp.stanza import Message
 from xfer.errors import (
     LocalProtocolError,
     NotSecure,
-    PeerOffline,
     RemoteProtocolError,
     TransferTimeout,
 )
-from xfer.jid import bare_jid, strip_resource
+from xfer.jid import bare_jid
 from xfer.otr import events as ev
 from xfer.otr.account import Account
-from xfer.otr.ake import AuthState
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.trust import TrustStore, Verification
 from xfer.transfer.offer import XFER_USE
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
+from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
 
 if TYPE_CHECKING:
@@ -92,11 +92,6 @@ EXPIRE_EVERY = 60.0
 MAX_QUESTIONS = 8
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
 _DATA_PREFIX = "?OTR:AAMD"
-
-
-#: Said when a bare JID gave no answer: without its presence nobody can tell
-#: offline from not running xfer.
-_UNSEEN = " (its presence is not shared with you; with it, xfer could tell which)"
 
 
 class XferOTR(BasePlugin):
@@ -127,10 +122,11 @@ class XferOTR(BasePlugin):
     def plugin_init(self) -> None:
         self._account: Account | None = None
         self.trust: TrustStore = TrustStore()
-        self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
-        #: Callers of secure() waiting to hear anything from a peer: its
-        #: first OTR message, or a bounce (PeerOffline) of ours.
-        self._listeners: list[tuple[str, asyncio.Future[None]]] = []
+        self._set_up = Securing(
+            account=lambda: self.account,
+            trust=lambda: self.trust,
+            flush=self._flush,
+        )
         # Looked up at each call, not bound now: set_identity sets the account
         # and may replace the trust store, and the config may change (the
         # transfer plugin sets untrusted_offers).
@@ -143,7 +139,6 @@ class XferOTR(BasePlugin):
             untrusted_quota=lambda: self.config["untrusted_offers"],
         )
         self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
-        self._securing: dict[str, asyncio.Future[tuple[str, Session]]] = {}
         self._unreadable: dict[str, float] = {}
         #: Verifications peers started and nobody took yet (the latest few).
         self._smp_questions: collections.deque[tuple[str, str | None]] = (
@@ -218,7 +213,9 @@ class XferOTR(BasePlugin):
     def _on_message(self, msg: StanzaBase) -> None:
         assert isinstance(msg, Message)
         if msg["type"] == "error":
-            self._bounced(msg)
+            self._set_up.bounced(
+                msg["from"].full, msg["error"]["condition"] or "an error"
+            )
             return
         if msg["type"] not in ("chat", "normal"):
             return
@@ -239,7 +236,7 @@ class XferOTR(BasePlugin):
             # that waited while our connection was down, resent on resumption.)
             log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
             return
-        self._heard(peer, None)
+        self._set_up.heard(peer)
         now = self.config["clock"]()
         if now - self._expired >= EXPIRE_EVERY:
             self._expired = now
@@ -261,29 +258,6 @@ class XferOTR(BasePlugin):
         for event in events:
             self._event(peer, session, event)
 
-    def _bounced(self, msg: Message) -> None:
-        """A message of ours came back as an error: the server could not
-        deliver it (the peer is offline, or its domain unreachable)."""
-        peer = msg["from"].full
-        condition = msg["error"]["condition"] or "an error"
-        log.info("a message to %s bounced: %s", peer, condition)
-        self._heard(
-            peer,
-            PeerOffline(f"{peer} is offline (its server answered {condition})"),
-        )
-
-    def _heard(self, peer: str, error: PeerOffline | None) -> None:
-        """Tell the callers of secure() waiting for ``peer`` (a full JID or
-        its bare one) that it answered, or that our message bounced."""
-        bare = strip_resource(peer)
-        for wanted, heard in self._listeners:
-            if heard.done() or wanted not in (peer, bare):
-                continue
-            if error is None:
-                heard.set_result(None)
-            else:
-                heard.set_exception(error)
-
     def _smp_applied(self, peer: str, session: Session, events: list[ev.Event]) -> None:
         """An SMP step computed off the loop was applied (or refused)."""
         self._flush()
@@ -300,7 +274,7 @@ class XferOTR(BasePlugin):
         lost (we restarted). Note it (a transfer offer in it is gone: see
         :meth:`lost_offers`) and start a fresh AKE so the next one works."""
         self._unreadable[peer] = self.config["clock"]()
-        if not self._ake_under_way(peer):
+        if not self._set_up.ake_under_way(peer):
             # On the instance that got the message: the peer answers to it.
             session.start_ake()
 
@@ -326,9 +300,7 @@ class XferOTR(BasePlugin):
 
     def _event(self, peer: str, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.GoneSecure):
-            for want, waiter in list(self._secure_waiters):
-                if not waiter.done() and want in (peer, bare_jid(peer)):
-                    waiter.set_result(session)
+            self._set_up.went_secure(peer, session)
             self.xmpp.event("xfer_otr_secure", (peer, event.fingerprint))
         elif isinstance(event, ev.SymmetricKeyReceived):
             if event.use == XFER_USE:
@@ -379,154 +351,20 @@ class XferOTR(BasePlugin):
     async def secure(
         self, peer: str, *, timeout: float = 30, answer_within: float | None = None
     ) -> tuple[str, Session]:
-        """An encrypted session with ``peer``: (its full JID, the session).
-
-        A full JID gets a D-H Commit; a bare JID gets a query, which the
-        server delivers to one of its clients, and that client's answer
-        names the full JID. With ``answer_within``, the peer must send some
-        OTR message within that many seconds (the rest of the AKE then has
-        ``timeout``); a bounce of our message ends the wait at once.
-
-        Raises:
-            PeerOffline: our message bounced.
-            NotSecure: no answer within ``answer_within`` seconds, or no
-                session within ``timeout`` seconds.
-        """
-        found = self.secured(peer)
-        if found is not None:
-            return found
-        # One AKE per peer at a time: concurrent callers share it (a second
-        # D-H Commit would restart the first).
-        pending = self._securing.get(peer)
-        if pending is None:
-            pending = asyncio.ensure_future(
-                self._start_secure(peer, timeout, answer_within)
-            )
-            self._securing[peer] = pending
-            pending.add_done_callback(lambda _: self._securing.pop(peer, None))
-        return await asyncio.shield(pending)
-
-    async def _start_secure(
-        self, peer: str, timeout: float, answer_within: float | None
-    ) -> tuple[str, Session]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Session] = loop.create_future()
-        heard: asyncio.Future[None] = loop.create_future()
-        entry = (peer, waiter)
-        listener = (peer, heard)
-        self._secure_waiters.append(entry)
-        self._listeners.append(listener)
-        try:
-            # If an AKE with the peer is under way, give it a chance first:
-            # a commit of ours now would pull its other half away. (One that
-            # stalled, its peer gone, is then restarted.)
-            if self._ake_under_way(peer):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), timeout / 3)
-            if not waiter.done():
-                if "/" in peer:
-                    self.account.session(peer).start_ake()
-                else:
-                    self.account.session(peer).query()
-                self._flush()
-            session = await self._until_secure(
-                peer, waiter, heard, timeout, answer_within
-            )
-        finally:
-            self._secure_waiters.remove(entry)
-            self._listeners.remove(listener)
-            if heard.done() and not heard.cancelled():
-                heard.exception()  # retrieved: a late bounce is no news
-        for full, s in self.account.secure_sessions():
-            if s is session:
-                return full, session
-        raise NotSecure(f"lost the OTR session with {peer}")  # pragma: no cover
-
-    async def _until_secure(
-        self,
-        peer: str,
-        waiter: asyncio.Future[Session],
-        heard: asyncio.Future[None],
-        timeout: float,
-        answer_within: float | None,
-    ) -> Session:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        first = deadline if answer_within is None else loop.time() + answer_within
-        while not waiter.done():
-            limit = deadline if heard.done() else min(first, deadline)
-            watch: set[asyncio.Future[Any]] = {waiter}
-            if not heard.done():
-                watch.add(heard)
-            await asyncio.wait(
-                watch,
-                timeout=max(limit - loop.time(), 0),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if waiter.done():
-                break
-            bounce = heard.exception() if heard.done() else None
-            if bounce is not None:
-                raise bounce
-            if loop.time() >= deadline:
-                raise NotSecure(
-                    f"{peer} did not set up a private (OTR) conversation "
-                    f"within {timeout:g} s"
-                )
-            if not heard.done() and loop.time() >= first:
-                raise NotSecure(
-                    f"no answer from {peer} within {answer_within:g} s: it is "
-                    "offline, or no client of it runs xfer"
-                    + ("" if "/" in peer else _UNSEEN)
-                )
-        return waiter.result()
+        """See :meth:`xfer.xmpp.securing.Securing.secure`."""
+        return await self._set_up.secure(
+            peer, timeout=timeout, answer_within=answer_within
+        )
 
     def secured(self, peer: str) -> tuple[str, Session] | None:
-        """The encrypted session with ``peer`` (a full JID, or any resource
-        of a bare one) that went secure last, one with a trusted fingerprint
-        first: an instance made in the peer's name by someone else (with
-        another key) must not stand in the way of the real one."""
-        found = [
-            (full, s)
-            for full, s in self.account.secure_sessions()
-            if full == peer or ("/" not in peer and bare_jid(full) == peer)
-        ]
-        for full, s in found:
-            fingerprint = s.their_fingerprint
-            if fingerprint is not None and self.trust.is_trusted(full, fingerprint):
-                return full, s
-        return found[0] if found else None
-
-    def _ake_under_way(self, peer: str) -> bool:
-        return any(
-            s.ake.state is not AuthState.NONE for s in self.account.sessions(peer)
-        )
+        """See :meth:`xfer.xmpp.securing.Securing.secured`."""
+        return self._set_up.secured(peer)
 
     async def renewed(
         self, peer: str, old_ssid: bytes | None, *, timeout: float = 30
     ) -> Session:
-        """An encrypted session with the full JID ``peer`` whose AKE is newer
-        than the one that made ``old_ssid`` (the peer lost that one and
-        starts a new AKE; wait for it, or start one).
-
-        Raises:
-            NotSecure: none within ``timeout``.
-        """
-        current = self.secured(peer)
-        if current is not None and current[1].ssid != old_ssid:
-            return current[1]
-        if not self._ake_under_way(peer):
-            self.account.session(peer).start_ake()
-            self._flush()
-        waiter: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        entry = (peer, waiter)
-        self._secure_waiters.append(entry)
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise NotSecure(f"{peer} did not renew the OTR session") from None
-        finally:
-            self._secure_waiters.remove(entry)
+        """See :meth:`xfer.xmpp.securing.Securing.renewed`."""
+        return await self._set_up.renewed(peer, old_ssid, timeout=timeout)
 
     def send_offer(
         self, session: Session, offer: TransferOffer, *, fingerprint: bytes
