@@ -36,10 +36,25 @@ from xfer.otr.crypto import PrivateKey
 POLICY_ALLOW_V2 = 0x02
 POLICY_ALLOW_V3 = 0x04
 POLICY_REQUIRE_ENCRYPTION = 0x08
+POLICY_SEND_WHITESPACE_TAG = 0x10
 POLICY_WHITESPACE_START_AKE = 0x20
 POLICY_ERROR_START_AKE = 0x40
+#: libotr's OTRL_POLICY_DEFAULT (opportunistic), what Pidgin, mcabber and the
+#: other libotr clients start with: v2 and v3, whitespace tags sent and
+#: answered, an OTR error starts an AKE.
+POLICY_DEFAULT = (
+    POLICY_ALLOW_V2
+    | POLICY_ALLOW_V3
+    | POLICY_SEND_WHITESPACE_TAG
+    | POLICY_WHITESPACE_START_AKE
+    | POLICY_ERROR_START_AKE
+)
+#: The default policy of a client that only speaks OTR v2 (libotr 3.x).
+POLICY_V2_ONLY = POLICY_DEFAULT & ~POLICY_ALLOW_V3
 FRAGMENT_SEND_ALL_BUT_LAST = 3
+INSTAG_MASTER = 0
 INSTAG_BEST = 1
+INSTAG_RECENT_RECEIVED = 3
 MSGSTATE = {0: "plaintext", 1: "encrypted", 2: "finished"}
 SMP_EVENTS = [
     "none",
@@ -296,6 +311,19 @@ def load() -> Any:
         c_char_p,
         c_uint,
     ]
+    lib.otrl_message_abort_smp.argtypes = [c_void_p, POINTER(AppOps), c_void_p, CTX]
+    lib.otrl_context_find.argtypes = [
+        c_void_p,
+        c_char_p,
+        c_char_p,
+        c_char_p,
+        c_uint,
+        c_int,
+        c_void_p,
+        c_void_p,
+        c_void_p,
+    ]
+    lib.otrl_context_find.restype = CTX
     lib.otrl_proto_default_query_msg.argtypes = [c_char_p, c_uint]
     lib.otrl_proto_default_query_msg.restype = c_void_p
     _LIB = lib
@@ -351,13 +379,15 @@ class LibOTRPeer:
         self.outbox: list[tuple[str, str]] = []
         self.events: list[tuple[Any, ...]] = []
         self.secure_context: Any = None
+        #: Fingerprints libotr saw for the first time, per peer (username).
+        self.new_fingerprints: list[tuple[str, bytes]] = []
         self._ops = AppOps()
         self._callbacks = [
             ("policy", _policy_t(lambda _o, _c: self.policy)),
             ("is_logged_in", _is_logged_in_t(lambda *_: 1)),
             ("inject_message", _inject_t(self._inject)),
             ("update_context_list", _void_opdata_t(lambda _o: None)),
-            ("new_fingerprint", _new_fp_t(lambda *_: None)),
+            ("new_fingerprint", _new_fp_t(self._new_fingerprint)),
             ("write_fingerprints", _void_opdata_t(lambda _o: None)),
             ("gone_secure", _ctx_t(self._gone_secure)),
             (
@@ -383,6 +413,11 @@ class LibOTRPeer:
         self, _o: Any, _acct: bytes, _proto: bytes, to: bytes, msg: bytes
     ) -> None:
         self.outbox.append((to.decode(), msg.decode()))
+
+    def _new_fingerprint(
+        self, _o: Any, _us: Any, _acct: bytes, _proto: bytes, user: bytes, fp: int
+    ) -> None:
+        self.new_fingerprints.append((user.decode(), ctypes.string_at(fp, 20)))
 
     def _gone_secure(self, _o: Any, ctx: Any) -> None:
         self.secure_context = ctx
@@ -491,13 +526,33 @@ class LibOTRPeer:
         self.outbox.clear()
         return out
 
-    def symkey(self, use: int, data: bytes) -> bytes:
+    def context(self, peer: str, instance: int = INSTAG_BEST) -> Any:
+        """libotr's context with ``peer`` (its username) and ``instance``
+        (a tag, or INSTAG_MASTER/BEST/RECENT_RECEIVED); None if it has none."""
+        ctx = self.lib.otrl_context_find(
+            self.us,
+            peer.encode(),
+            self.account,
+            self.protocol,
+            instance,
+            0,
+            None,
+            None,
+            None,
+        )
+        return ctx if ctx else None
+
+    def _ctx(self, context: Any) -> Any:
+        return self.secure_context if context is None else context
+
+    def symkey(self, use: int, data: bytes, context: Any = None) -> bytes:
+        """Send TLV 8 over ``context`` (default: the one that went secure last)."""
         key = ctypes.create_string_buffer(32)
         err = self.lib.otrl_message_symkey(
             self.us,
             ctypes.byref(self._ops),
             None,
-            self.secure_context,
+            self._ctx(context),
             use,
             data,
             len(data),
@@ -507,13 +562,15 @@ class LibOTRPeer:
             raise OSError(f"otrl_message_symkey failed: {err}")
         return key.raw
 
-    def smp_start(self, secret: bytes, question: str | None = None) -> None:
+    def smp_start(
+        self, secret: bytes, question: str | None = None, context: Any = None
+    ) -> None:
         if question is None:
             self.lib.otrl_message_initiate_smp(
                 self.us,
                 ctypes.byref(self._ops),
                 None,
-                self.secure_context,
+                self._ctx(context),
                 secret,
                 len(secret),
             )
@@ -522,20 +579,26 @@ class LibOTRPeer:
                 self.us,
                 ctypes.byref(self._ops),
                 None,
-                self.secure_context,
+                self._ctx(context),
                 question.encode(),
                 secret,
                 len(secret),
             )
 
-    def smp_respond(self, secret: bytes) -> None:
+    def smp_respond(self, secret: bytes, context: Any = None) -> None:
         self.lib.otrl_message_respond_smp(
             self.us,
             ctypes.byref(self._ops),
             None,
-            self.secure_context,
+            self._ctx(context),
             secret,
             len(secret),
+        )
+
+    def smp_abort(self, context: Any = None) -> None:
+        """Abandon the SMP under way (TLV 6 to the peer)."""
+        self.lib.otrl_message_abort_smp(
+            self.us, ctypes.byref(self._ops), None, self._ctx(context)
         )
 
     def disconnect(self, peer: str, instag: int) -> None:
