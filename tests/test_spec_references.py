@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "spec").glob("*.md"))
 CODE = re.compile(r"`((?:[a-z_]+/)*[a-z_]+\.py):([A-Za-z_][A-Za-z0-9_.]*)`")
 TESTS = re.compile(r"`(tests/[a-z0-9_/]+\.py)`")
+PATHS = re.compile(r"`((?:xfer|cli|benchmarks|spec)/[a-z0-9_/.-]*)`")
 
 
 def _code_references() -> list[tuple[str, str, str]]:
@@ -45,6 +46,19 @@ def test_a_named_object_exists(spec: str, path: str, name: str) -> None:
     for part in name.split("."):
         assert hasattr(target, part), f"{spec} names {path}:{name}"
         target = getattr(target, part)
+
+
+def _path_references() -> list[tuple[str, str]]:
+    found = []
+    for spec in SPECS:
+        for path in PATHS.findall(spec.read_text(encoding="utf-8")):
+            found.append((spec.name, path))
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize(("spec", "path"), _path_references())
+def test_a_named_path_exists(spec: str, path: str) -> None:
+    assert (ROOT / path).exists(), f"{spec} names {path}"
 
 
 @pytest.mark.parametrize(("spec", "path"), _test_references())
