@@ -75,6 +75,7 @@ from xfer.transfer.offer import (
     XFER_USE,
     TransferOffer,
     TransferVerdict,
+    decode_payload,
     envelope_header,
 )
 
@@ -173,20 +174,27 @@ class StanzaCase(SlixTest):  # type: ignore[misc]
         that lets in one connection for ``address``: its port, the future
         of that connection, and the listener (closed after the test)."""
         listener = Socks5Listener(handshake_timeout=lambda: 5.0)
+        self.closing(lambda: listener.close(ConnectionFailed("the test is over")))
+        _, port = self.run_coro(listener.listen("127.0.0.1"))
+        return port, self.expect_at(listener, address), listener
 
-        async def start() -> tuple[int, asyncio.Future[TcpConnection]]:
-            _, port = await listener.listen("127.0.0.1")
-            return port, listener.expect(address)
+    def expect_at(
+        self, listener: Socks5Listener, address: bytes
+    ) -> asyncio.Future[TcpConnection]:
+        """The next connection to ``listener`` for ``address`` (aborted
+        after the test)."""
 
-        port, waiter = self.run_coro(start())
+        async def expect() -> asyncio.Future[TcpConnection]:
+            return listener.expect(address)
+
+        waiter = self.run_coro(expect())
 
         def close() -> None:
-            listener.close(ConnectionFailed("the test is over"))
             if waiter.done() and not waiter.cancelled() and not waiter.exception():
                 waiter.result().abort()
 
         self.closing(close)
-        return port, waiter, listener
+        return waiter
 
     def start(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` as a task and let it get as far as it can."""
@@ -458,8 +466,12 @@ class TransferCase(StanzaCase):
     def verdicts(self) -> list[TransferVerdict]:
         """The verdicts that reached the peer inside OTR."""
         self.pump()
+        return [got for got, _ in self._payloads() if isinstance(got, TransferVerdict)]
+
+    def _payloads(self) -> list[tuple[TransferOffer | TransferVerdict, bytes]]:
+        """xfer's TLV 8 payloads that reached the peer, with their keys."""
         return [
-            TransferVerdict.decode(e.data)
+            (decode_payload(e.data), e.key)
             for e in self.peer_events
             if isinstance(e, ev.SymmetricKeyReceived) and e.use == XFER_USE
         ]
@@ -539,3 +551,47 @@ class TransferCase(StanzaCase):
                 f'<close xmlns="{NS_IBB_STREAM}" sid="{sid}"/></iq>'
             )
             assert self.answered(f"{prefix}-close")["type"] == "result"
+
+    def ibb_receive(self, sid: str) -> tuple[int, bytes]:
+        """The IBB stream ``sid`` we open to the peer, acknowledged request
+        by request until we close it: its block size and the data."""
+
+        def ours(stanza: StanzaBase) -> bool:
+            if stanza.name != "iq" or stanza["type"] != "set":
+                return False
+            return any(
+                child.get("sid") == sid
+                for child in stanza.xml
+                if child.tag.startswith(f"{{{NS_IBB_STREAM}}}")
+            )
+
+        opened = self.take(ours)
+        el = opened.xml.find(f"{{{NS_IBB_STREAM}}}open")
+        assert el is not None, "the stream did not start with an open"
+        block = int(el.get("block-size", "0"))
+        self.ack(opened)
+        data = bytearray()
+        while True:
+            iq = self.take(ours)
+            self.ack(iq)
+            if iq.xml.find(f"{{{NS_IBB_STREAM}}}close") is not None:
+                return block, bytes(data)
+            piece = iq.xml.find(f"{{{NS_IBB_STREAM}}}data")
+            assert piece is not None
+            chunk = base64.b64decode(piece.text or "")
+            assert 0 < len(chunk) <= block
+            data += chunk
+
+    def offers_to_peer(self) -> list[tuple[TransferOffer, bytes]]:
+        """The offers that reached the peer inside OTR, with their keys."""
+        self.pump()
+        return [
+            (got, key)
+            for got, key in self._payloads()
+            if isinstance(got, TransferOffer)
+        ]
+
+    def peer_verdict(self, verdict: TransferVerdict) -> None:
+        """The peer sends its verdict inside OTR."""
+        self.peer_session().extra_symmetric_key(XFER_USE, verdict.encode())
+        self.from_peer()

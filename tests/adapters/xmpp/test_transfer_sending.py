@@ -1,0 +1,640 @@
+"""The sending side of ``xfer_transfer`` (``sending.py``, and
+``negotiation.py`` as the initiator) through stanzas, against a scripted
+receiver: its OTR is a real account, its Jingle, IBB and SOCKS5 are the
+test's.
+
+A file counts as delivered only on the receiver's verdict inside OTR; a
+Jingle ``success`` alone, one that comes before the data, or a verdict for
+another file is not believed. A transfer that breaks off after the
+receiver accepted is offered again for the rest, under a fresh key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pytest
+
+from tests.adapters.xmpp.slix import (
+    ME,
+    PEER,
+    TransferCase,
+    iq_error,
+    result,
+    transport_info,
+)
+from xfer.aio.socks5 import connect_streamhost
+from xfer.envelope import Opener
+from xfer.errors import (
+    NoUsableTransport,
+    RemoteProtocolError,
+    TransferDeclined,
+    TransferRejected,
+    TransportError,
+    UntrustedPeer,
+)
+from xfer.framing.socks5 import dst_addr
+from xfer.jingle import Action, Reason, Role
+from xfer.jingle.candidates import Candidate, CandidateType, priority
+from xfer.jingle.files import FileDescription, Range
+from xfer.jingle.wire import (
+    NS_FILE_TRANSFER,
+    Content,
+    IBBTransport,
+    Jingle,
+    S5BTransport,
+)
+from xfer.transfer.offer import TransferOffer, TransferVerdict
+from xfer.xmpp.socks5 import NS as NS_BYTESTREAMS
+from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from slixmpp.xmlstream.stanzabase import StanzaBase
+
+CONTENT = os.urandom(30_000)
+PROXY = "proxy.localhost"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def opened(key: bytes, offer: TransferOffer, sealed: bytes) -> bytes:
+    """What the receiver reads out of a sealed stream (verified)."""
+    opener = Opener(key, transfer_id=offer.transfer_id)
+    return opener.update(sealed) + opener.finalize()
+
+
+class SendingCase(TransferCase):
+    settings: ClassVar[dict[str, Any]] = {"socks5_direct": False}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.secure()
+        self.source = self.dir / "report.pdf"
+        self.source.write_bytes(CONTENT)
+
+    def send(self, path: Path | None = None) -> asyncio.Task[Any]:
+        return self.start(self.transfer.send_file(PEER, path or self.source))
+
+    def offered(self) -> tuple[StanzaBase, Jingle, TransferOffer, bytes]:
+        """Our session-initiate (acknowledged) and the offer inside OTR."""
+        iq, jingle = self.next_jingle(Action.SESSION_INITIATE)
+        self.ack(iq)
+        [(offer, key)] = self.offers_to_peer()[-1:]
+        assert (offer.name, offer.size) == ("report.pdf", len(CONTENT))
+        content = jingle.content
+        assert content is not None
+        assert content.encrypted is not None
+        assert content.encrypted.transfer_id == offer.transfer_id
+        assert content.description is not None
+        # What the servers see: an opaque name, the sealed size.
+        assert content.description.name == f"{offer.transfer_id.hex()}.xfer"
+        assert content.description.size > offer.size
+        assert content.description.range == Range()
+        assert jingle.initiator == ME
+        return iq, jingle, offer, key
+
+    def accept(
+        self,
+        jingle: Jingle,
+        transport: IBBTransport | S5BTransport,
+        *,
+        offset: int | None = None,
+    ) -> None:
+        content = jingle.content
+        assert content is not None
+        assert content.description is not None
+        description = FileDescription(
+            name=content.description.name,
+            size=content.description.size,
+            range=None if offset is None else Range(offset=offset),
+        )
+        answer = Jingle(
+            action=Action.SESSION_ACCEPT,
+            sid=jingle.sid,
+            responder=PEER,
+            contents=(
+                Content(
+                    name="file",
+                    creator=Role.INITIATOR,
+                    senders="initiator",
+                    description=description,
+                    application=NS_FILE_TRANSFER,
+                    transport=transport,
+                    encrypted=content.encrypted,
+                ),
+            ),
+        )
+        assert self.peer_says(answer, "acc")["type"] == "result"
+
+    def end(self, jingle: Jingle, reason: Reason, text: str | None = None) -> None:
+        """The receiver ends the session (acknowledged by us)."""
+        reply = self.peer_says(
+            Jingle(
+                action=Action.SESSION_TERMINATE,
+                sid=jingle.sid,
+                reason=reason,
+                reason_text=text,
+            ),
+            f"end-{reason.value}",
+        )
+        assert reply["type"] == "result"
+
+    def ended(self, reason: Reason) -> Jingle:
+        """Our session-terminate (acknowledged by the peer), with ``reason``."""
+        iq, end = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(iq)
+        assert end.reason is reason, (end.reason, end.reason_text)
+        return end
+
+    def stored(self, offer: TransferOffer, **changes: Any) -> None:
+        fields = {
+            "transfer_id": offer.transfer_id,
+            "stored": True,
+            "sha256": offer.sha256,
+            "size": offer.size,
+            **changes,
+        }
+        self.peer_verdict(TransferVerdict(**fields))
+
+    def over_ibb(self) -> tuple[Jingle, TransferOffer, bytes, bytes]:
+        """Offered over IBB, accepted, and the sealed stream taken in."""
+        _, jingle, offer, key = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        ibb_sid = content.transport.sid
+        self.accept(jingle, IBBTransport(sid=ibb_sid, block_size=1024))
+        block, sealed = self.ibb_receive(ibb_sid)
+        assert block == 1024  # the smaller of the two
+        return jingle, offer, key, sealed
+
+
+class TestOverIBB(SendingCase):
+    def test_a_file_goes_out_and_counts_once_the_verdict_came(self) -> None:
+        task = self.send()
+        jingle, offer, key, sealed = self.over_ibb()
+        assert opened(key, offer, sealed) == CONTENT
+        assert not task.done()  # not before the receiver's word
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        sent = self.run_coro(task)
+        assert (sent.peer, sent.name, sent.size, sent.transport) == (
+            PEER,
+            "report.pdf",
+            len(CONTENT),
+            "ibb",
+        )
+        assert sent.fingerprint == self.their_fingerprint
+        assert sent.sealed_size == len(sealed)
+        assert (sent.resumed_from, sent.breaks) == (0, 0)
+        assert self.plugin("xfer_xep_0166").live == 0
+
+    def test_a_jingle_success_without_the_otr_verdict_is_not_believed(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.2
+        task = self.send()
+        jingle, _, _, _ = self.over_ibb()
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(RemoteProtocolError, match="inside OTR"):
+            self.run_coro(task)
+
+    def test_a_verdict_for_another_file_is_a_protocol_error(self) -> None:
+        task = self.send()
+        jingle, offer, _, _ = self.over_ibb()
+        self.stored(offer, sha256=bytes(32))
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(RemoteProtocolError, match="not the one sent"):
+            self.run_coro(task)
+
+    def test_a_refusal_inside_otr_gives_the_receivers_words(self) -> None:
+        task = self.send()
+        jingle, offer, _, _ = self.over_ibb()
+        self.peer_verdict(
+            TransferVerdict(
+                transfer_id=offer.transfer_id, stored=False, reason="disk full"
+            )
+        )
+        self.end(jingle, Reason.MEDIA_ERROR, "the receiver could not store the file")
+        with pytest.raises(TransferRejected) as caught:
+            self.run_coro(task)
+        assert caught.value.reason == Reason.MEDIA_ERROR.value
+        assert caught.value.text == "disk full"
+
+    def test_a_success_verdict_followed_by_refusal_is_rejected(self) -> None:
+        task = self.send()
+        jingle, offer, _, _ = self.over_ibb()
+        self.peer_verdict(
+            TransferVerdict(
+                transfer_id=offer.transfer_id, stored=False, reason="changed my mind"
+            )
+        )
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(TransferRejected, match="changed my mind"):
+            self.run_coro(task)
+
+    def test_success_before_the_data_is_a_protocol_error(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(RemoteProtocolError, match="before the file was sent"):
+            self.run_coro(task)
+
+    def test_a_decline_is_transfer_declined(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        self.end(jingle, Reason.DECLINE, "no thanks")
+        with pytest.raises(TransferDeclined, match="no thanks"):
+            self.run_coro(task)
+
+    def test_an_answer_with_another_transport_is_a_protocol_error(self) -> None:
+        self.transfer.config["socks5_direct"] = True
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        self.accept(jingle, S5BTransport(sid="not-the-offered-one"))
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(RemoteProtocolError, match="another transport"):
+            self.run_coro(task)
+
+    def test_an_ibb_open_the_peer_refuses_fails_the_transport(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        opening = self.take(
+            lambda s: (
+                s.name == "iq"
+                and s.xml.find("{http://jabber.org/protocol/ibb}open") is not None
+            )
+        )
+        self.recv(iq_error(opening["id"], "not-acceptable"))
+        self.ended(Reason.FAILED_TRANSPORT)
+        with pytest.raises(TransportError, match="not-acceptable"):
+            self.run_coro(task)
+
+    def test_a_directory_is_not_sent(self) -> None:
+        with pytest.raises(IsADirectoryError):
+            self.run_coro(self.transfer.send_file(PEER, self.dir))
+        assert self.offers_to_peer() == []
+
+    def test_a_missing_file_is_an_os_error(self) -> None:
+        with pytest.raises(FileNotFoundError):
+            self.run_coro(self.transfer.send_file(PEER, self.dir / "missing"))
+
+
+class TestResume(SendingCase):
+    settings: ClassVar[dict[str, Any]] = {"socks5_direct": False, "resume_attempts": 1}
+
+    def test_a_break_after_the_accept_is_offered_again_for_the_rest(self) -> None:
+        self.transfer.online.set()
+        task = self.send()
+        _, jingle, first, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        # The stream opens, a first block comes, then the receiver's end breaks.
+        opening = self.take(
+            lambda s: (
+                s.name == "iq"
+                and s.xml.find("{http://jabber.org/protocol/ibb}open") is not None
+            )
+        )
+        self.ack(opening)
+        block = self.take(
+            lambda s: (
+                s.name == "iq"
+                and s.xml.find("{http://jabber.org/protocol/ibb}data") is not None
+            )
+        )
+        self.ack(block)
+        self.end(jingle, Reason.CONNECTIVITY_ERROR)
+        # The same file again, under a new transfer id and key; the
+        # receiver kept 8192 bytes and asks for the rest.
+        _, again, second, key = self.offered()
+        assert second.transfer_id != first.transfer_id
+        assert second.sha256 == first.sha256
+        content = again.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(again, content.transport, offset=8192)
+        _, sealed = self.ibb_receive(content.transport.sid)
+        assert opened(key, second, sealed) == CONTENT[8192:]
+        self.stored(second)
+        self.end(again, Reason.SUCCESS)
+        sent = self.run_coro(task)
+        assert (sent.resumed_from, sent.breaks) == (8192, 1)
+
+    def test_a_range_the_sender_cannot_serve_is_refused(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport, offset=len(CONTENT) + 1)
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(RemoteProtocolError, match="range"):
+            self.run_coro(task)
+
+    def test_a_failure_before_the_accept_is_not_resumed(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        self.end(jingle, Reason.CONNECTIVITY_ERROR)
+        with pytest.raises(TransferRejected):
+            self.run_coro(task)
+        assert len(self.offers_to_peer()) == 1
+
+
+class TestUntrusted(SendingCase):
+    trusted: ClassVar[bool] = False
+
+    def test_an_untrusted_fingerprint_gets_no_offer(self) -> None:
+        with pytest.raises(UntrustedPeer):
+            self.run_coro(self.transfer.send_file(PEER, self.source))
+        assert self.offers_to_peer() == []
+
+    def test_with_accept_untrusted_it_is_sent(self) -> None:
+        self.transfer.config["accept_untrusted"] = lambda peer, fp: (
+            peer == PEER and fp == self.their_fingerprint
+        )
+        task = self.send()
+        jingle, offer, _, _ = self.over_ibb()
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).size == len(CONTENT)
+
+
+class InitiatorS5BCase(SendingCase):
+    """We offer our own streamhost; the receiver offers its candidates."""
+
+    settings: ClassVar[dict[str, Any]] = {"socks5_direct": True}
+
+    def our_candidates(self, jingle: Jingle) -> S5BTransport:
+        content = jingle.content
+        assert content is not None
+        transport = content.transport
+        assert isinstance(transport, S5BTransport)
+        assert transport.mode == "tcp"
+        assert transport.dstaddr == dst_addr(transport.sid, ME, PEER).decode()
+        return transport
+
+    def report(self, jingle: Jingle, **fields: Any) -> None:
+        transport = self.our_candidates(jingle)
+        reply = self.peer_says(
+            transport_info(S5BTransport(sid=transport.sid, **fields), sid=jingle.sid),
+            f"r-{len(fields)}-{sorted(fields)}",
+        )
+        assert reply["type"] == "result"
+
+    def our_report(self) -> S5BTransport:
+        iq, info = self.next_jingle(Action.TRANSPORT_INFO)
+        self.ack(iq)
+        content = info.content
+        assert content is not None
+        assert isinstance(content.transport, S5BTransport)
+        return content.transport
+
+    def read_all(self, connection: Any) -> bytes:
+        data = bytearray()
+        while piece := self.run_coro(asyncio.wait_for(connection.read(), 5)):
+            data += piece
+        return bytes(data)
+
+
+class TestInitiatorSocks5(InitiatorS5BCase):
+    def test_the_receiver_connects_to_our_streamhost(self) -> None:
+        task = self.send()
+        _, jingle, offer, key = self.offered()
+        ours = self.our_candidates(jingle)
+        [mine] = ours.candidates
+        assert (mine.jid, mine.host, mine.type) == (
+            ME,
+            "127.0.0.1",
+            CandidateType.DIRECT,
+        )
+        to_us = self.keep(
+            self.run_coro(
+                connect_streamhost(
+                    mine.host, mine.port, dst_addr(ours.sid, ME, PEER), 5
+                )
+            )
+        )
+        # The receiver offers no candidate of its own.
+        self.accept(jingle, S5BTransport(sid=ours.sid))
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        self.report(jingle, candidate_used=mine.cid)
+        sealed = self.read_all(to_us)
+        assert opened(key, offer, sealed) == CONTENT
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).transport == "socks5-direct"
+
+    def test_we_reach_the_receivers_candidate(self) -> None:
+        task = self.send()
+        _, jingle, offer, key = self.offered()
+        ours = self.our_candidates(jingle)
+        port, at_peer, _ = self.streamhost(dst_addr(ours.sid, PEER, ME))
+        theirs = Candidate(
+            cid="rc1",
+            host="127.0.0.1",
+            port=port,
+            jid=PEER,
+            priority=priority(CandidateType.DIRECT, 7),
+        )
+        self.accept(jingle, S5BTransport(sid=ours.sid, candidates=(theirs,)))
+        assert self.our_report().candidate_used == "rc1"
+        self.report(jingle, candidate_error=True)
+        sealed = self.read_all(at_peer.result())
+        assert opened(key, offer, sealed) == CONTENT
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).transport == "socks5-direct"
+
+    def test_claiming_our_streamhost_without_connecting_times_out(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.3
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        ours = self.our_candidates(jingle)
+        [mine] = ours.candidates
+        self.accept(jingle, S5BTransport(sid=ours.sid))
+        self.our_report()
+        self.report(jingle, candidate_used=mine.cid)  # a lie: it never came
+        self.ended(Reason.TIMEOUT)
+        with pytest.raises(TransportError, match="never connected"):
+            self.run_coro(task)
+
+    def test_nothing_reached_falls_back_to_ibb(self) -> None:
+        task = self.send()
+        _, jingle, offer, key = self.offered()
+        ours = self.our_candidates(jingle)
+        dead = Candidate(
+            cid="rc1",
+            host="127.0.0.1",
+            port=closed_port(),
+            jid=PEER,
+            priority=priority(CandidateType.DIRECT),
+        )
+        self.accept(jingle, S5BTransport(sid=ours.sid, candidates=(dead,)))
+        assert self.our_report().candidate_error
+        self.report(jingle, candidate_error=True)
+        iq, replace = self.next_jingle(Action.TRANSPORT_REPLACE)
+        self.ack(iq)
+        content = replace.content
+        assert content is not None
+        ibb = content.transport
+        assert isinstance(ibb, IBBTransport)
+        self.peer_says(
+            Jingle(
+                action=Action.TRANSPORT_ACCEPT,
+                sid=jingle.sid,
+                contents=(Content(name="file", transport=ibb),),
+            ),
+            "tacc",
+        )
+        _, sealed = self.ibb_receive(ibb.sid)
+        assert opened(key, offer, sealed) == CONTENT
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).transport == "ibb"
+
+    def test_a_rejected_replacement_is_no_usable_transport(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        ours = self.our_candidates(jingle)
+        self.accept(jingle, S5BTransport(sid=ours.sid))
+        self.our_report()
+        self.report(jingle, candidate_error=True)
+        iq, replace = self.next_jingle(Action.TRANSPORT_REPLACE)
+        self.ack(iq)
+        self.peer_says(
+            Jingle(
+                action=Action.TRANSPORT_REJECT,
+                sid=jingle.sid,
+                contents=replace.contents,
+            ),
+            "trej",
+        )
+        self.ended(Reason.CONNECTIVITY_ERROR)
+        with pytest.raises(NoUsableTransport):
+            self.run_coro(task)
+
+    def test_with_ibb_off_a_failed_socks5_is_no_usable_transport(self) -> None:
+        self.transfer.config["ibb"] = False
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        ours = self.our_candidates(jingle)
+        self.accept(jingle, S5BTransport(sid=ours.sid))
+        self.our_report()
+        self.report(jingle, candidate_error=True)
+        self.ended(Reason.CONNECTIVITY_ERROR)
+        with pytest.raises(NoUsableTransport, match="IBB is off"):
+            self.run_coro(task)
+
+
+class TestOurProxy(InitiatorS5BCase):
+    """The server's proxy is one of our candidates: we activate it."""
+
+    settings: ClassVar[dict[str, Any]] = {"socks5_direct": False, "socks5_proxy": True}
+
+    def discovered(self, port: int) -> None:
+        """Answer the proxy discovery: one proxy on ``port``."""
+
+        def query(to: str, ns: str) -> StanzaBase:
+            return self.take(
+                lambda s: (
+                    s.name == "iq"
+                    and s["type"] == "get"
+                    and s["to"].full == to
+                    and s.xml.find(f"{{{ns}}}query") is not None
+                )
+            )
+
+        items = query("localhost", NS_DISCO_ITEMS)
+        self.recv(
+            result(
+                items["id"],
+                f'<query xmlns="{NS_DISCO_ITEMS}"><item jid="{PROXY}"/></query>',
+                frm="localhost",
+            )
+        )
+        info = query(PROXY, NS_DISCO_INFO)
+        self.recv(
+            result(
+                info["id"],
+                f'<query xmlns="{NS_DISCO_INFO}">'
+                '<identity category="proxy" type="bytestreams"/></query>',
+                frm=PROXY,
+            )
+        )
+        hosts = query(PROXY, NS_BYTESTREAMS)
+        self.recv(
+            result(
+                hosts["id"],
+                f'<query xmlns="{NS_BYTESTREAMS}"><streamhost jid="{PROXY}" '
+                f'host="127.0.0.1" port="{port}"/></query>',
+                frm=PROXY,
+            )
+        )
+
+    def proxied(self) -> tuple[asyncio.Task[Any], Jingle, Any, Any]:
+        port, _, listener = self.streamhost(b"x" * 40)
+        task = self.send()
+        self.discovered(port)
+        _, jingle, offer, key = self.offered()
+        ours = self.our_candidates(jingle)
+        [proxy] = ours.candidates
+        assert (proxy.jid, proxy.type) == (PROXY, CandidateType.PROXY)
+        at_proxy = self.expect_at(listener, dst_addr(ours.sid, ME, PEER))
+        self.accept(jingle, S5BTransport(sid=ours.sid))
+        self.our_report()
+        self.report(jingle, candidate_used=proxy.cid)
+        activate = self.take(
+            lambda s: s.name == "iq" and s["type"] == "set" and s["to"].full == PROXY
+        )
+        query = activate.xml.find(f"{{{NS_BYTESTREAMS}}}query")
+        assert query is not None
+        assert query.get("sid") == ours.sid
+        assert query.findtext(f"{{{NS_BYTESTREAMS}}}activate") == PEER
+        assert at_proxy.done()  # connected before asking to activate
+        return task, jingle, (offer, key, proxy), (activate, at_proxy)
+
+    def test_we_activate_the_proxy_and_send_through_it(self) -> None:
+        task, jingle, (offer, key, proxy), (activate, at_proxy) = self.proxied()
+        self.recv(result(activate["id"], frm=PROXY))
+        iq, activated = self.next_jingle(Action.TRANSPORT_INFO)
+        self.ack(iq)
+        content = activated.content
+        assert content is not None
+        assert isinstance(content.transport, S5BTransport)
+        assert content.transport.activated == proxy.cid
+        sealed = self.read_all(at_proxy.result())
+        assert opened(key, offer, sealed) == CONTENT
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).transport == "socks5-proxy"
+
+    def test_a_proxy_that_will_not_activate_is_reported_to_the_peer(self) -> None:
+        task, _, _, (activate, _) = self.proxied()
+        self.recv(iq_error(activate["id"], "forbidden", frm=PROXY))
+        iq, info = self.next_jingle(Action.TRANSPORT_INFO)
+        self.ack(iq)
+        content = info.content
+        assert content is not None
+        assert isinstance(content.transport, S5BTransport)
+        assert content.transport.proxy_error
+        self.ended(Reason.FAILED_TRANSPORT)
+        with pytest.raises(TransportError, match="activate"):
+            self.run_coro(task)
