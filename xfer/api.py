@@ -146,10 +146,11 @@ class Client:
     # -- lifetime -----------------------------------------------------------------
 
     async def close(self) -> None:
-        """End the OTR conversations and disconnect."""
+        """End the OTR conversations, disconnect, and stop the SMP worker."""
         for full, _ in self._otr.account.secure_sessions():
             self._otr.end(full)
         await self.xmpp.stop()
+        self._otr.plugin_end()
 
     async def __aenter__(self) -> Client:
         return self

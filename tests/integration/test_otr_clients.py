@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import multiprocessing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ async def make_client(
 ) -> AsyncIterator[MakeClient]:
     """Log xfer clients of the xfer user in; closed at the end."""
     made: list[Client] = []
+    before = set(multiprocessing.active_children())
 
     async def make(resource: str = "xfer", identity: str = "xfer-id") -> Client:
         client = await xfer.connect(
@@ -109,8 +111,12 @@ async def make_client(
     yield make
     for client in made:
         await client.close()
-        # close() leaves the SMP worker process to the garbage collector.
-        otr(client).plugin_end()
+    # close() stopped their SMP workers (the pool shuts down without waiting).
+    for _ in range(100):
+        if set(multiprocessing.active_children()) <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert set(multiprocessing.active_children()) <= before
 
 
 @pytest.fixture
