@@ -12,6 +12,7 @@ one fails with the typed error and leaves nothing at the destination.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,19 +30,24 @@ from xfer.errors import (
     DestinationExists,
     IntegrityError,
     LocalProtocolError,
+    StreamTruncated,
     TransferRejected,
     TransferTimeout,
 )
 from xfer.jingle import Action, Reason
+from xfer.jingle.files import Range
 from xfer.jingle.wire import IBBTransport, Jingle
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
     from xfer.transfer.offer import TransferOffer
     from xfer.xmpp.transfer import IncomingOffer
 
-CONTENT = os.urandom(10_000) + b"the end"
+CONTENT = os.urandom(40_000) + b"the end"
+NS_IBB = "http://jabber.org/protocol/ibb"
 
 
 def terminate(reason: Reason, *, sid: str = "j1", text: str | None = None) -> Jingle:
@@ -350,3 +356,180 @@ class TestUntrusted(ReceivingCase):
         incoming = self.incoming()
         assert not incoming.trusted
         assert incoming.fingerprint == self.their_fingerprint
+
+
+class TestResume(ReceivingCase):
+    """A receipt that breaks off keeps its verified prefix and goes on with
+    the sender's next offer of the same file."""
+
+    settings: ClassVar[dict[str, Any]] = {"resume_attempts": 2, "resume_wait": 5.0}
+
+    def broken(self, *, how: str = "truncated") -> tuple[asyncio.Task[Path], int]:
+        """A receipt of half the sealed stream that breaks off; the task."""
+        offer, key = self.offered(sid="j1")
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        sealed = seal(offer, key, CONTENT)
+        half = len(sealed) // 2
+        self.ibb_send("ibb1", sealed[:half], 4096, closing=False)
+        if how == "truncated":
+            # The stream ends early: the receiver ends the session itself.
+            self.ibb_send("ibb1", b"", 4096, opening=False, prefix="c")
+            self.ended(Reason.FAILED_TRANSPORT)
+        else:
+            # The sender reports the break, then its stream ends.
+            self.peer_says(terminate(Reason.CONNECTIVITY_ERROR), "t1")
+            self.recv(
+                f'<iq type="set" id="c1" from="{PEER}" to="{ME}">'
+                f'<close xmlns="{NS_IBB}" sid="ibb1"/></iq>'
+            )
+            self.answered("c1")
+        [receipt] = self.transfer._receipts.values()
+        session = receipt.task
+        assert session is not None
+        self.until(session.done)  # this session is over
+        assert not task.done()  # the receipt waits for the rest
+        return task, half
+
+    def the_rest(self, task: asyncio.Task[Path], *, sid: str = "j2") -> int:
+        """The sender offers the file again; we ask for the rest, it comes."""
+        offer, key = self.offered(
+            sid=sid, transport=IBBTransport(sid=f"ibb-{sid}", block_size=4096)
+        )
+        _, accept = self.accepted()
+        content = accept.content
+        assert content is not None
+        assert content.description is not None
+        assert content.description.range is not None
+        start = content.description.range.offset
+        assert 0 < start < len(CONTENT)
+        assert start % offer.chunk_size == 0  # whole verified chunks
+        self.ibb_send(
+            f"ibb-{sid}", seal(offer, key, CONTENT[start:]), 4096, prefix=f"r{sid}"
+        )
+        self.finish()
+        path = self.run_coro(task)
+        assert path.read_bytes() == CONTENT
+        assert [v.stored for v in self.verdicts()] == [True]  # nothing for the break
+        assert sorted(p.name for p in self.dir.iterdir()) == ["report.txt"]
+        return start
+
+    def test_a_truncated_stream_goes_on_with_the_next_offer(self) -> None:
+        task, _ = self.broken()
+        self.the_rest(task)
+
+    def test_a_break_the_sender_reports_goes_on_with_the_next_offer(self) -> None:
+        task, _ = self.broken(how="reported")
+        self.the_rest(task)
+
+    def test_a_new_offer_while_the_stream_hangs_takes_over(self) -> None:
+        offer, key = self.offered(sid="j1")
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        sealed = seal(offer, key, CONTENT)
+        self.ibb_send("ibb1", sealed[: len(sealed) // 2], 4096, closing=False)
+        # No end, no more data: the sender went on with a new offer. The
+        # stale receipt is stopped (its session cancelled) and the new
+        # offer continues it.
+        second, key2 = self.offered(
+            sid="j2", transport=IBBTransport(sid="ibb-j2", block_size=4096)
+        )
+        iq, stale = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(iq)
+        assert (stale.sid, stale.reason) == ("j1", Reason.CANCEL)
+        _, accept = self.accepted()
+        content = accept.content
+        assert content is not None
+        assert content.description is not None
+        # (Blocks still being gathered when the stream was given up were
+        # never verified: the rest may be all of it.)
+        wanted = content.description.range
+        start = wanted.offset if wanted is not None else 0
+        self.ibb_send("ibb-j2", seal(second, key2, CONTENT[start:]), 4096, prefix="n")
+        self.finish()
+        assert self.run_coro(task).read_bytes() == CONTENT
+
+    def test_without_an_offer_of_the_rest_the_break_is_raised(self) -> None:
+        self.transfer.config["resume_wait"] = 0.05
+        task, _ = self.broken()
+        with pytest.raises(StreamTruncated):
+            self.run_coro(task)
+        # The verified prefix stays for a later offer (keep_partial).
+        assert [p for p in self.dir.iterdir() if p.name != "report.txt"]
+
+    def test_a_later_offer_resumes_from_the_kept_prefix(self) -> None:
+        self.transfer.config["resume_wait"] = 0.05
+        task, _ = self.broken()
+        with pytest.raises(StreamTruncated):
+            self.run_coro(task)
+        offer, key = self.offered(
+            sid="j2", transport=IBBTransport(sid="ibb-j2", block_size=4096)
+        )
+        incoming = self.incoming()
+        kept = self.run_coro(asyncio.to_thread(incoming.resumes_from, self.dir))
+        assert 0 < kept < len(CONTENT)
+        task = self.start(incoming.accept(self.dir))
+        _, accept = self.accepted()
+        content = accept.content
+        assert content is not None
+        assert content.description is not None
+        assert content.description.range == Range(offset=kept)
+        self.ibb_send("ibb-j2", seal(offer, key, CONTENT[kept:]), 4096, prefix="n")
+        self.finish()
+        assert self.run_coro(task).read_bytes() == CONTENT
+
+    def test_without_keep_partial_nothing_stays(self) -> None:
+        self.transfer.config["resume_wait"] = 0.05
+        self.transfer.config["keep_partial"] = False
+        task, _ = self.broken()
+        with pytest.raises(StreamTruncated):
+            self.run_coro(task)
+        assert list(self.dir.iterdir()) == []
+
+    def test_a_file_received_lately_is_confirmed_without_asking(self) -> None:
+        offer, key = self.offered(sid="j1")
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.finish()
+        path = self.run_coro(task)
+        # The sender did not hear of the end and offers the file again: we
+        # ask for nothing more, check the empty rest and the file, and end
+        # with success ourselves; the application is not asked again.
+        again, key2 = self.offered(
+            sid="j2", transport=IBBTransport(sid="ibb-j2", block_size=4096)
+        )
+        _, accept = self.accepted()
+        content = accept.content
+        assert content is not None
+        assert content.description is not None
+        assert content.description.range == Range(offset=len(CONTENT))
+        self.ibb_send("ibb-j2", seal(again, key2, b""), 4096, prefix="n")
+        self.finish()
+        assert [v.stored for v in self.verdicts()] == [True, True]
+        assert path.read_bytes() == CONTENT
+        with pytest.raises(TransferTimeout):
+            self.run_coro(self.transfer.next_offer(timeout=0.01))
+
+    def test_a_file_changed_since_is_offered_to_the_application(self) -> None:
+        offer, key = self.offered(sid="j1")
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.finish()
+        self.run_coro(task).write_bytes(b"edited since")
+        self.offered(sid="j2", transport=IBBTransport(sid="ibb-j2"))
+        assert self.incoming().size == len(CONTENT)
+
+
+class TestWithdrawn(ReceivingCase):
+    settings: ClassVar[dict[str, Any]] = {"max_pending_offers": 1}
+
+    def test_a_withdrawn_offer_makes_room_in_a_full_queue(self) -> None:
+        self.offered(CONTENT, sid="j1")
+        self.until(lambda: self.transfer._offers.qsize() == 1)
+        self.peer_says(terminate(Reason.CANCEL), "t1")
+        self.offered(b"another file", sid="j2")
+        incoming = self.incoming()
+        assert incoming.size == len(b"another file")
+        assert not incoming.withdrawn
