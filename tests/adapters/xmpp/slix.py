@@ -122,6 +122,9 @@ class Transport(TestTransport):  # type: ignore[misc]
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def abort(self) -> None:
+        self.closing = True
+
 
 class StanzaCase(SlixTest):  # type: ignore[misc]
     """A SlixTest client with the plugins in :attr:`plugins` registered.

@@ -13,6 +13,7 @@ one fails with the typed error and leaves nothing at the destination.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +38,7 @@ from xfer.errors import (
 from xfer.jingle import Action, Reason
 from xfer.jingle.files import Range
 from xfer.jingle.wire import IBBTransport, Jingle
+from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -304,6 +306,28 @@ class TestVetting(ReceivingCase):
         jingle = self.refused(Reason.SECURITY_ERROR)
         assert jingle.reason_text == "no matching offer inside OTR"
 
+    def test_an_otr_offer_with_unusable_parameters_is_a_security_error(self) -> None:
+        self.secure()
+        offer = dataclasses.replace(file_offer(CONTENT), suite=99)
+        self.offer_inside_otr(offer)
+        self.peer_says(initiate(offer, IBBTransport(sid="a"), size=1000), "i1")
+        jingle = self.refused(Reason.SECURITY_ERROR)
+        assert jingle.reason_text == "the OTR offer names unusable parameters"
+
+    def test_an_offer_we_could_not_read_asks_for_it_again(self) -> None:
+        # We lost our OTR session (the server said the peer went offline);
+        # the peer kept its own and offers under it: we cannot read that
+        # offer, and say so, so that the sender renews and offers again.
+        self.secure()
+        self.recv(f'<presence type="unavailable" from="{PEER}" to="{ME}"/>')
+        assert self.otr.session(PEER) is None
+        offer = file_offer(CONTENT)
+        self.offer_inside_otr(offer)
+        assert self.otr.lost_offers(PEER)
+        self.peer_says(initiate(offer, IBBTransport(sid="a")), "i1")
+        jingle = self.refused(Reason.SECURITY_ERROR)
+        assert jingle.reason_text == f"no matching offer inside OTR; {RESTARTED}"
+
     def test_a_jingle_size_unlike_the_otr_offer_is_a_security_error(self) -> None:
         self.offered(size=1)
         jingle = self.refused(Reason.SECURITY_ERROR)
@@ -348,6 +372,35 @@ class TestUntrusted(ReceivingCase):
         self.offered()
         jingle = self.ended(Reason.SECURITY_ERROR)
         assert jingle.reason_text == "fingerprint not trusted"
+
+    def test_a_trust_policy_that_says_no_refuses_the_offer(self) -> None:
+        asked: list[tuple[str, bytes]] = []
+
+        def policy(peer: str, fingerprint: bytes) -> bool:
+            asked.append((peer, fingerprint))
+            return False
+
+        self.transfer.config["accept_untrusted"] = policy
+        self.otr.config["untrusted_offers"] = 2
+        self.offered()
+        jingle = self.ended(Reason.SECURITY_ERROR)
+        assert jingle.reason_text == "fingerprint not trusted"
+        assert asked == [(PEER, self.their_fingerprint)]
+
+    def test_untrusted_offers_have_a_small_share_of_the_queue(self) -> None:
+        self.transfer.config["accept_untrusted"] = True
+        self.transfer.config["max_untrusted_offers"] = 1
+        self.otr.config["untrusted_offers"] = 4
+        self.offered(CONTENT, sid="j1")
+        self.offered(b"another file", sid="j2")
+        iq, jingle = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(iq)
+        assert (jingle.sid, jingle.reason, jingle.reason_text) == (
+            "j2",
+            Reason.BUSY,
+            "too many offers waiting",
+        )
+        assert self.incoming().size == len(CONTENT)
 
     def test_with_accept_untrusted_the_offer_comes_marked_untrusted(self) -> None:
         self.transfer.config["accept_untrusted"] = True

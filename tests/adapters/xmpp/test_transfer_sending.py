@@ -50,6 +50,7 @@ from xfer.jingle.wire import (
 from xfer.transfer.offer import TransferOffer, TransferVerdict
 from xfer.xmpp.socks5 import NS as NS_BYTESTREAMS
 from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
+from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -282,6 +283,33 @@ class TestOverIBB(SendingCase):
         self.recv(iq_error(opening["id"], "not-acceptable"))
         self.ended(Reason.FAILED_TRANSPORT)
         with pytest.raises(TransportError, match="not-acceptable"):
+            self.run_coro(task)
+
+    def test_a_receiver_that_lost_the_otr_session_gets_the_offer_again(
+        self,
+    ) -> None:
+        task = self.send()
+        _, jingle, first, _ = self.offered()
+        # The receiver restarted: it could not read the offer and says so.
+        self.end(jingle, Reason.SECURITY_ERROR, f"no matching offer; {RESTARTED}")
+        before = self.otr.session(PEER).ssid
+        self.relay()  # we start a new AKE; the peer answers
+        assert self.otr.session(PEER).ssid != before
+        jingle, offer, key, sealed = self.over_ibb()
+        assert offer.transfer_id != first.transfer_id
+        assert opened(key, offer, sealed) == CONTENT
+        self.stored(offer)
+        self.end(jingle, Reason.SUCCESS)
+        assert self.run_coro(task).size == len(CONTENT)
+
+    def test_a_second_restart_is_not_renewed_again(self) -> None:
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        self.end(jingle, Reason.SECURITY_ERROR, RESTARTED)
+        self.relay()
+        _, jingle, _, _ = self.offered()
+        self.end(jingle, Reason.SECURITY_ERROR, RESTARTED)
+        with pytest.raises(TransferRejected, match="restarted"):
             self.run_coro(task)
 
     def test_a_directory_is_not_sent(self) -> None:
