@@ -312,6 +312,30 @@ class TestOverIBB(SendingCase):
         with pytest.raises(TransferRejected, match="restarted"):
             self.run_coro(task)
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="while the sender waits for the answer to its IBB open it does not "
+        "watch the Jingle session: the receiver's session-terminate goes "
+        "unnoticed until connect_timeout, and the send fails as TransferTimeout",
+    )
+    def test_the_receiver_ending_before_the_ibb_open_is_answered(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.3
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        self.take(
+            lambda s: (
+                s.name == "iq"
+                and s.xml.find("{http://jabber.org/protocol/ibb}open") is not None
+            )
+        )
+        self.end(jingle, Reason.DECLINE, "changed my mind")
+        with pytest.raises(TransferDeclined, match="changed my mind"):
+            self.run_coro(task)
+
     def test_a_directory_is_not_sent(self) -> None:
         with pytest.raises(IsADirectoryError):
             self.run_coro(self.transfer.send_file(PEER, self.dir))
