@@ -247,7 +247,7 @@ class TestProxy(ResponderCase):
         self.stored()
 
     def test_a_proxy_error_from_the_peer_fails_the_transport(self) -> None:
-        _, _, _ = self.proxied()
+        self.proxied()
         self.peer_reports("a1", proxy_error=True)
         error = self.failed(Reason.FAILED_TRANSPORT, TransportError)
         assert "proxy" in str(error)

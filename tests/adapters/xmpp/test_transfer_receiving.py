@@ -165,7 +165,7 @@ class TestReceivingOverIBB(ReceivingCase):
 
     def test_ibb_data_for_another_stream_is_refused(self) -> None:
         self.transfer.config["connect_timeout"] = 0.3
-        offer, key = self.offered()
+        self.offered()
         task = self.start(self.incoming().accept(self.dir))
         self.accepted()
         # The peer opens a stream nobody agreed on: refused, and the
@@ -191,7 +191,6 @@ class TestReceivingOverIBB(ReceivingCase):
         with pytest.raises(TransferTimeout):
             self.run_coro(task)
         assert list(self.dir.iterdir()) == []
-        del offer, key
 
     def test_the_sender_cancelling_during_the_data_fails_the_receipt(self) -> None:
         offer, key = self.offered()
