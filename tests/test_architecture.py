@@ -18,6 +18,7 @@ CORES = [
     "otr",
     "jingle",
     "framing",
+    "transfer",
     "errors.py",
     "_buffer.py",
     "names.py",
