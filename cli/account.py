@@ -200,7 +200,7 @@ async def connect(
     tls: str | None,
     *,
     accept_untrusted: bool = False,
-    **config: float,
+    **config: object,
 ) -> xfer.Client:
     """Log in; ``config`` goes to the ``xfer_transfer`` plugin."""
     settings = resolve(jid=jid, host=host, port=port, tls=tls)

@@ -14,6 +14,7 @@ from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
 from xfer.display import shown
+from xfer.envelope import Suite
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,12 +47,21 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     "paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True)
 )
 @click.option("--to", "peer", required=True, metavar="JID", help="Who gets the files.")
+@click.option(
+    "--suite",
+    type=click.Choice(["auto", *(s.label for s in Suite)]),
+    default="auto",
+    show_default=True,
+    help="Cipher suite; auto takes the one whose MAC is faster on this machine "
+    "(the receiver opens either).",
+)
 @account_options
 @quiet_option
 @json_option
 def send(
     paths: tuple[str, ...],
     peer: str,
+    suite: str,
     jid: str | None,
     host: str | None,
     port: int | None,
@@ -76,7 +86,7 @@ def send(
         raise CommandError("nothing to send: the directories are empty")
 
     async def job() -> int:
-        client = await connect(jid, host, port, tls)
+        client = await connect(jid, host, port, tls, suite=suite)
         try:
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not

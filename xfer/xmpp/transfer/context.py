@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from xfer.envelope import Suite
+from xfer.envelope.choice import fastest_suite
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.ibb import XferIBB
 from xfer.xmpp.jingle import XferJingle
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
 
     from slixmpp import BaseXMPP
 
-    from xfer.envelope import Suite
     from xfer.otr.trust import TrustStore
     from xfer.store import IdentityStore
 
@@ -100,8 +101,15 @@ class Settings:
 
     @property
     def suite(self) -> Suite:
-        value: Suite = self._config["suite"]
-        return value
+        """The suite to seal with: ``"auto"`` (the default) is the one whose
+        MAC is faster on this machine (:func:`~xfer.envelope.choice.fastest_suite`);
+        else a :class:`~xfer.envelope.Suite` or its label."""
+        value: Suite | str = self._config["suite"]
+        if value == "auto":
+            return fastest_suite()
+        if isinstance(value, str):
+            return Suite.from_label(value)
+        return Suite(value)
 
     @property
     def workers(self) -> int:

@@ -43,7 +43,7 @@ import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio.bytestream import no_progress
-from xfer.envelope import DEFAULT_CHUNK_SIZE, DEFAULT_SUITE
+from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import (
     TransferTimeout,
 )
@@ -106,7 +106,9 @@ class XferTransfer(BasePlugin):
         ibb: allow falling back to In-Band Bytestreams.
         advertise: [(host, port)] to announce as our direct SOCKS5 candidates
             instead of the listening address (a port forward, or tests).
-        chunk_size, suite, workers: envelope parameters for sending.
+        chunk_size, suite, workers: envelope parameters for sending; suite
+            ``"auto"`` (the default) seals with the suite whose MAC is faster
+            on this machine, measured once (``xfer.envelope.choice``).
         offer_timeout: how long a sent offer waits for an answer (s).
         connect_timeout: for the OTR set-up and each transport step (s).
         probe_timeout: before the OTR set-up, how long the sender waits for
@@ -152,7 +154,7 @@ class XferTransfer(BasePlugin):
         "ibb_block_size": IBB_BLOCK_SIZE,
         "advertise": None,
         "chunk_size": DEFAULT_CHUNK_SIZE,
-        "suite": DEFAULT_SUITE,
+        "suite": "auto",
         "workers": 2,
         "offer_timeout": 300.0,
         "connect_timeout": 30.0,
