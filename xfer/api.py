@@ -108,15 +108,26 @@ class Client:
         the secrets matched."""
         return await self._otr.answer(peer, secret.encode())
 
-    async def secure(self, peer: str) -> tuple[str, str, bool]:
+    async def secure(self, peer: str, *, wait: bool = False) -> tuple[str, str, bool]:
         """Set up OTR with ``peer``: (its full JID, its fingerprint as people
         compare it, whether that fingerprint is trusted).
 
+        By default, to send to it: where ``peer`` can receive is asked
+        first, and an offline peer or one without xfer fails within seconds.
+        With ``wait``, as a verification does (both users start one, not at
+        the same moment), the OTR query waits for the peer to come, up to
+        the connect timeout.
+
         Raises:
             PeerOffline, PeerIncapable, NotSecure: see
-            :meth:`xfer.xmpp.transfer.XferTransfer.secure`.
+            :meth:`xfer.xmpp.transfer.XferTransfer.secure` (with ``wait``:
+            NotSecure only).
         """
-        full, session = await self._transfer.secure(peer)
+        if wait:
+            timeout = float(self._transfer.config["connect_timeout"])
+            full, session = await self._otr.secure(peer, timeout=timeout)
+        else:
+            full, session = await self._transfer.secure(peer)
         raw = session.their_fingerprint
         assert raw is not None
         return full, format_fingerprint(raw), self._otr.trust.is_trusted(full, raw)

@@ -61,7 +61,7 @@ def verify(
     async def job() -> int:
         client = await connect(jid, host, port, tls, accept_untrusted=True)
         try:
-            full, fingerprint, trusted = await client.secure(peer)
+            full, fingerprint, trusted = await client.secure(peer, wait=True)
             click.echo(
                 f"{shown(full)} has fingerprint {fingerprint}"
                 + (" (already trusted)" if trusted else ""),
