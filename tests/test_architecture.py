@@ -23,6 +23,7 @@ CORES = [
     "names.py",
     "display.py",
     "jid.py",
+    "notices.py",
 ]
 FORBIDDEN_IN_CORES = {
     "asyncio",
