@@ -24,6 +24,7 @@ CORES = [
     "names.py",
     "display.py",
     "jid.py",
+    "notices.py",
 ]
 FORBIDDEN_IN_CORES = {
     "asyncio",

@@ -4,6 +4,7 @@
     result = await client.send_file("bob@example.org", "report.pdf")
     offer = await client.next_offer()
     path = await offer.accept("downloads/")
+    notice = await client.next_notice()   # text in OTR, a refused plain offer
     await client.close()
 
 Under it is a slixmpp client with the ``xfer_transfer`` plugin (and the
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from xfer.aio.files import ProgressCallback
+    from xfer.notices import Notice
     from xfer.xmpp.transfer import IncomingOffer, SendResult
 
 __all__ = ["Client", "connect"]
@@ -153,6 +155,33 @@ class Client:
         """Every file offered to us, as they come."""
         while True:
             yield await self._transfer.next_offer()
+
+    # -- what else peers send ----------------------------------------------------
+
+    async def next_notice(self, timeout: float | None = None) -> Notice:
+        """The next thing a peer sent that is not a file xfer takes: a
+        :class:`~xfer.notices.PeerMessage` (text inside OTR, with the
+        fingerprint it came under and whether it is trusted) or a
+        :class:`~xfer.notices.RefusedOffer` (a file offered without
+        end-to-end encryption, over Jingle or legacy stream initiation,
+        which was refused: who, the name and size it said).
+
+        Every field a peer chose is hostile: show it through
+        :func:`xfer.display.shown`. A flood is bounded: a few notices at
+        once and then one every few seconds per account, about one a second
+        in all; the next notice that gets through says how many of its
+        account's were held back (``suppressed``), and at most a few dozen
+        wait for you (the oldest go first).
+
+        Raises:
+            TransferTimeout: none within ``timeout`` seconds.
+        """
+        return await self._transfer.next_notice(timeout)
+
+    async def notices(self) -> AsyncIterator[Notice]:
+        """Every notice (see :meth:`next_notice`), as they come."""
+        while True:
+            yield await self._transfer.next_notice()
 
     # -- lifetime -----------------------------------------------------------------
 

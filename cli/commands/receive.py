@@ -24,12 +24,19 @@ from xfer.display import shown
 from xfer.errors import XferError
 from xfer.jid import bare_jid
 from xfer.names import safe_parts
+from xfer.notices import PeerMessage
 from xfer.otr.fingerprint import format_fingerprint
 
 if TYPE_CHECKING:
+    import xfer
+    from xfer.notices import Notice
     from xfer.xmpp.transfer import IncomingOffer
 
 __all__ = ["receive"]
+
+#: The most characters of a peer's OTR text shown on its line (escapes
+#: included); ``--json`` carries the text as the library kept it.
+TEXT_LIMIT = 500
 
 
 def _destination(directory: Path, name: str, overwrite: bool) -> Path:
@@ -149,6 +156,52 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     )
 
 
+def _show_notice(notice: Notice, out: Output) -> None:
+    """One line for what a peer sent that is not an offer xfer takes.
+
+    Each field a peer chose is escaped and capped. How many lines a flood
+    can print is bounded by the library's rate limit (``xfer.notices``): a
+    few at once and then one every few seconds per account, about one a
+    second in all; what it held back is counted on the next line.
+    """
+    peer = shown(notice.peer)
+    if notice.suppressed:
+        out.say(f"({notice.suppressed} more from {peer} not shown: too many)")
+    if isinstance(notice, PeerMessage):
+        how = "in OTR" if notice.trusted else "in OTR, fingerprint NOT TRUSTED"
+        out.say(f"{peer} says ({how}): {shown(notice.text, limit=TEXT_LIMIT)}")
+        out.event(
+            "message",
+            peer=notice.peer,
+            text=notice.text,
+            cut=notice.cut,
+            fingerprint=None
+            if notice.fingerprint is None
+            else format_fingerprint(notice.fingerprint),
+            trusted=notice.trusted,
+            suppressed=notice.suppressed,
+        )
+        return
+    what = "a file" if notice.name is None else quoted(notice.name)
+    size = "" if notice.size is None else f" ({format_bytes(notice.size)})"
+    out.say(f"{peer} offered {what}{size} unencrypted; refused: {notice.reason}")
+    out.event(
+        "refused",
+        peer=notice.peer,
+        name=notice.name,
+        size=notice.size,
+        via=notice.via,
+        why=notice.reason,
+        suppressed=notice.suppressed,
+    )
+
+
+async def _show_notices(client: xfer.Client, out: Output) -> None:
+    """Show notices as they come, until cancelled."""
+    while True:
+        _show_notice(await client.next_notice(), out)
+
+
 @click.command()
 @click.option("--from", "sender", metavar="JID", help="Accept offers only from JID.")
 @click.option(
@@ -204,6 +257,11 @@ def receive(
     Names are made safe (no path escapes, hidden files or device names;
     taken names get a number). A file appears only once it is verified.
 
+    Text a peer sends inside OTR is shown ("PEER says (in OTR): ..."), and
+    so are files offered without end-to-end encryption (plain Jingle, or
+    legacy stream initiation), which are refused ("PEER offered 'NAME'
+    (SIZE) unencrypted; refused: ..."); a flood of either is cut short.
+
     A transfer that breaks off (network, either side killed) goes on by
     itself when the sender comes back within a couple of minutes; later,
     sending the same file again continues where it stopped (--keep-partial).
@@ -233,12 +291,16 @@ def receive(
             keep_partial=keep_partial > 0,
             partial_max_age=keep_partial,
         )
+        notices: asyncio.Future[None] | None = None
         try:
             out.say(
                 f"waiting for files as {shown(client.jid)} "
                 f"(fingerprint {client.fingerprint}); Ctrl-C to stop"
             )
             out.event("ready", jid=client.jid, fingerprint=client.fingerprint)
+            # Alongside the offers: what else peers send (text inside OTR,
+            # refused unencrypted offers), one line each.
+            notices = asyncio.ensure_future(_show_notices(client, out))
             while True:
                 offer = await client.next_offer()
                 busy[0] = True
@@ -252,6 +314,8 @@ def receive(
                     report_only(exc)
                 busy[0] = False
         finally:
+            if notices is not None:
+                notices.cancel()
             with contextlib.suppress(Exception):
                 await client.close()
 

@@ -6,6 +6,7 @@ overrides. Nothing of it may reach the terminal raw.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import unicodedata
@@ -15,12 +16,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from xfer_cli.commands.receive import TEXT_LIMIT
 from xfer_cli.main import EXIT_REFUSED, EXIT_VERIFY, cli, describe, say_error
 from xfer_cli.output import Output
 from xfer_cli.progress import Progress
 
 import xfer
 from xfer.errors import TransferRejected, UntrustedPeer
+from xfer.notices import VIA_JINGLE, VIA_SI, Notice, PeerMessage, RefusedOffer
+from xfer.otr.fingerprint import format_fingerprint
+from xfer.transfer.policy import ENCRYPTED_ONLY
 
 #: A carriage return that rewrites the line, a fake verdict, an escape
 #: sequence that hides what follows, a line feed with a fake prompt, a bidi
@@ -110,6 +115,7 @@ class FakeClient:
         offers: list[FakeOffer] | None = None,
         questions: list[tuple[str, str | None]] | None = None,
         peer_full: str = "bob@example.org/phone",
+        notices: list[Notice] | None = None,
     ) -> None:
         self.jid = jid
         self.fingerprint = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
@@ -118,9 +124,19 @@ class FakeClient:
         self.xmpp = FakeXMPP(self.otr)
         self.peer_full = peer_full
         self.answered: list[tuple[str, str]] = []
+        self.notices = notices or []
+        self.notices_shown = asyncio.Event()
 
     async def next_offer(self, timeout: float | None = None) -> FakeOffer:
+        await self.notices_shown.wait()  # the notices first
         return self.offers.pop(0)
+
+    async def next_notice(self, timeout: float | None = None) -> Notice:
+        if not self.notices:
+            # Each notice was shown as it was taken; wait to be cancelled.
+            self.notices_shown.set()
+            await asyncio.Event().wait()
+        return self.notices.pop(0)
 
     async def secure(self, peer: str) -> tuple[str, str, bool]:
         return self.peer_full, self.fingerprint, False
@@ -201,6 +217,109 @@ def test_receive_json_events_carry_no_raw_control_characters(
     assert [e["event"] for e in events] == ["ready", "offer", "declined"]
     assert events[1]["name"] == offer.name  # exact, for scripts
     assert events[1]["peer"] == PEER
+
+
+BOB = "bob@example.org/phone"
+SHOWN_PEER = "mallory@example.org/\\u202eres\\x1b[2K\\x0d"
+SHOWN_HOSTILE = (
+    "x\\x0d  fingerprint 00000000: trusted\\x1b[8m\\x0aAccept this file? [y/N]: y"
+    "\\u202egpj.exe\\u2066\\x9b2J\\u200b\\x09\\x7f"
+)
+
+
+def _notices() -> list[Notice]:
+    """What else peers send: text inside OTR, refused unencrypted offers."""
+    return [
+        PeerMessage(peer=PEER, text=f"hi{HOSTILE}", fingerprint=FP, trusted=False),
+        PeerMessage(
+            peer=BOB, text="see you", fingerprint=FP, trusted=True, suppressed=3
+        ),
+        RefusedOffer(
+            peer=PEER,
+            name=f"x{HOSTILE}.pdf",
+            size=1_234_567,
+            via=VIA_JINGLE,
+            reason=ENCRYPTED_ONLY,
+        ),
+        RefusedOffer(peer=BOB, name=None, size=None, via=VIA_SI, reason=ENCRYPTED_ONLY),
+        PeerMessage(peer=BOB, text="Z" * 100_000, fingerprint=None, trusted=False),
+    ]
+
+
+def test_receive_shows_what_else_peers_send_escaped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use(monkeypatch, FakeClient(offers=[FakeOffer()], notices=_notices()))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--dir", str(env / "in")], input="n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert _raw(result.output) == []
+    lines = result.stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if " says " in line)
+    said, held, bob_said, plain, si, flood = lines[start : start + 6]
+    assert said == (
+        f"{SHOWN_PEER} says (in OTR, fingerprint NOT TRUSTED): hi{SHOWN_HOSTILE}"
+    )
+    assert held == f"(3 more from {BOB} not shown: too many)"
+    assert bob_said == f"{BOB} says (in OTR): see you"
+    assert plain == (
+        f"{SHOWN_PEER} offered 'x{SHOWN_HOSTILE}.pdf' (1.2 MiB) unencrypted; "
+        "refused: xfer accepts only end-to-end encrypted files"
+    )
+    assert si == (
+        f"{BOB} offered a file unencrypted; "
+        "refused: xfer accepts only end-to-end encrypted files"
+    )
+    prefix = f"{BOB} says (in OTR, fingerprint NOT TRUSTED): "
+    assert flood.startswith(prefix + "ZZZ")
+    assert len(flood) == len(prefix) + TEXT_LIMIT  # capped, the cut marked
+    assert flood.endswith("Z\u2026")
+    # Then the offer, as before.
+    assert lines[start + 6].startswith(f"{SHOWN_PEER} offers 'report")
+
+
+def test_receive_json_reports_what_else_peers_send(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use(monkeypatch, FakeClient(offers=[FakeOffer()], notices=_notices()))
+    result = CliRunner().invoke(
+        cli, ["receive", "--once", "--json", "--dir", str(env / "in")], input="n\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.isascii()
+    assert _raw(result.stdout) == []
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == [
+        "ready",
+        "message",
+        "message",
+        "refused",
+        "refused",
+        "message",
+        "offer",
+        "declined",
+    ]
+    said, bob_said, plain, si = events[1:5]
+    assert (said["peer"], said["text"], said["trusted"]) == (
+        PEER,
+        f"hi{HOSTILE}",
+        False,
+    )
+    assert said["fingerprint"] == format_fingerprint(FP)
+    assert (bob_said["trusted"], bob_said["suppressed"]) == (True, 3)
+    assert plain == {
+        "event": "refused",
+        "time": plain["time"],
+        "peer": PEER,
+        "name": f"x{HOSTILE}.pdf",  # exact, for scripts
+        "size": 1_234_567,
+        "via": "jingle",
+        "why": ENCRYPTED_ONLY,
+        "suppressed": 0,
+    }
+    assert (si["name"], si["size"], si["via"]) == (None, None, "si")
 
 
 def test_a_hostile_reason_in_an_error_is_escaped(

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import ACCOUNTS
+from tests.integration.conftest import ACCOUNTS, login
+from tests.integration.test_notices import PlainPeer
 from xfer.testing.prosody import LocalProsody
 
 pytestmark = pytest.mark.integration
@@ -419,3 +420,52 @@ def test_verify_ignores_another_peers_question(
     assert "PIN" not in b_err
     listed = json.loads(bob.run("keys", "--json").stdout)["trusted"]
     assert [entry["jid"] for entry in listed] == [alice.jid]
+
+
+def test_receive_shows_what_else_peers_send(
+    prosody: LocalProsody, people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """Another XMPP client (plain slixmpp, its OTR driven by the test) offers
+    a file by legacy stream initiation and by plain Jingle, and says
+    something inside OTR: 'xfer receive' refuses both offers and shows each
+    of the three on one escaped line."""
+    _, bob = people
+    receiver = bob.start("receive", "--dir", str(tmp_path / "inbox"))
+    assert receiver.stderr is not None
+    assert receiver.stderr.readline().startswith("waiting for files as ")
+
+    async def carol_sends() -> str:
+        peer = PlainPeer(await login(prosody, "carol", "plain"))
+        try:
+            to = f"{bob.jid}/cli"
+            error = await peer.si_offer(to, "x\u202efdp.exe", 1_234_567)
+            assert (
+                error.iq["error"]["text"]
+                == "xfer accepts only end-to-end encrypted files"
+            )
+            await peer.jingle_offer(to, "y.pdf", 2_000_000)
+            await peer.say(to, "hi\x1b[2J\r\nfake line")
+            return peer.jid
+        finally:
+            await peer.xmpp.stop()
+
+    lines: list[str] = []
+    try:
+        carol = asyncio.run(carol_sends())
+        deadline = time.monotonic() + 30
+        while len(lines) < 3 and time.monotonic() < deadline:
+            line = receiver.stderr.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+    finally:
+        _, err = finish(receiver)
+    assert lines == [
+        f"{carol} offered 'x\\u202efdp.exe' (1.2 MiB) unencrypted; "
+        "refused: xfer accepts only end-to-end encrypted files",
+        f"{carol} offered 'y.pdf' (1.9 MiB) unencrypted; "
+        "refused: xfer accepts only end-to-end encrypted files",
+        f"{carol} says (in OTR, fingerprint NOT TRUSTED): "
+        "hi\\x1b[2J\\x0d\\x0afake line",
+    ], err
+    assert receiver.returncode == 0

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from xfer.jingle.wire import Jingle
 
 __all__ = [
+    "ENCRYPTED_ONLY",
     "RESUMABLE",
     "broke_off",
     "clip",
@@ -33,6 +34,12 @@ __all__ = [
     "range_offset",
     "reason_for",
 ]
+
+#: Why a file offered without xfer's end-to-end encryption is refused: the
+#: text of the Jingle ``security-error`` (``spec/jingle.md`` 5.2, check 3)
+#: and of the ``forbidden`` stanza error that answers a legacy
+#: stream-initiation offer (5.7).
+ENCRYPTED_ONLY = "xfer accepts only end-to-end encrypted files"
 
 #: The reasons with which a transfer ends that broke rather than failed: the
 #: sender offers the rest again, and the receiver waits for that offer.

@@ -18,7 +18,10 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
   own, so that they cannot crowd out trusted ones;
 * the receiver's verdict on a transfer comes back in TLV 8 too
   (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): only the
-  peer the offer went to can say that a file was stored.
+  peer the offer went to can say that a file was stored;
+* text a peer sends inside OTR is raised as the event ``xfer_otr_message``
+  and handed to :attr:`XferOTR.on_text` (``xfer_transfer`` makes it a
+  rate-limited notice, :mod:`xfer.notices`).
 
 Those offers and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTable`,
 which the plugin owns and hands every TLV 8 of ours; the plugin's methods
@@ -155,6 +158,11 @@ class XferOTR(BasePlugin):
         #: Peers (bare or full JIDs; None: anyone) whose question a caller of
         #: next_question waits for.
         self._awaiting_questions: list[str | None] = []
+        #: Called with (peer, text, fingerprint of the session) for each text
+        #: a peer sent inside OTR, as the event ``xfer_otr_message`` (peer,
+        #: text) is raised; neither is rate-limited here (``xfer_transfer``
+        #: sets it to its notices board, which is).
+        self.on_text: Callable[[str, str, bytes | None], object] | None = None
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -327,6 +335,8 @@ class XferOTR(BasePlugin):
             self.xmpp.event("xfer_otr_smp_done", (peer, ok))
         elif isinstance(event, ev.MessageReceived):
             self.xmpp.event("xfer_otr_message", (peer, event.text))
+            if self.on_text is not None:
+                self.on_text(peer, event.text, session.their_fingerprint)
 
     def _trust_changed(self) -> None:
         hook: Callable[[TrustStore], None] | None = self.config["on_trust_change"]

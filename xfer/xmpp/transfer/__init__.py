@@ -9,6 +9,8 @@ it was, split by responsibility (imports point down this list):
 - :mod:`.receiving`: incoming offers, vetting, receipts, the receive loop;
 - :mod:`.placement`: where a received file lands, which partial it continues;
 - :mod:`.negotiation`: XEP-0260 SOCKS5, XEP-0261 IBB, waiting on Jingle;
+- :mod:`.notices`: what else peers send (text inside OTR, refused
+  unencrypted offers), rate-limited, for the application;
 - :mod:`.context`: typed settings, the sibling plugins, shared bits.
 
 Load it into any slixmpp client::

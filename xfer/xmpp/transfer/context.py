@@ -15,6 +15,7 @@ from xfer.envelope.choice import fastest_suite
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.ibb import XferIBB
 from xfer.xmpp.jingle import XferJingle
+from xfer.xmpp.legacy import XferSI
 from xfer.xmpp.otr import XferOTR
 from xfer.xmpp.socks5 import XferSocks5
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from slixmpp import BaseXMPP
 
+    from xfer.notices import Notice
     from xfer.otr.trust import TrustStore
     from xfer.store import IdentityStore
 
@@ -203,6 +205,9 @@ class Context:
     #: Whether a peer's fingerprint is one we send to and take files from.
     trust_ok: Callable[[str, bytes], bool]
     liveness: Liveness
+    #: Tell the application what a peer sent that xfer does not take (a
+    #: refused unencrypted offer); rate-limited (``.notices``).
+    notice: Callable[[Notice], object]
 
 
 class Siblings:
@@ -232,6 +237,10 @@ class Siblings:
         return plugin(self._xmpp, "xfer_socks5", XferSocks5)
 
     @property
+    def si(self) -> XferSI:
+        return plugin(self._xmpp, "xfer_xep_0096", XferSI)
+
+    @property
     def ibb(self) -> XferIBB:
         return plugin(self._xmpp, "xfer_ibb", XferIBB)
 
@@ -240,7 +249,8 @@ class Siblings:
         return self.otr.trust
 
     def event(self, name: str, data: object) -> None:
-        """Raise a slixmpp event on the client (``xfer_offer``)."""
+        """Raise a slixmpp event on the client (``xfer_offer``,
+        ``xfer_notice``)."""
         self._xmpp.event(name, data)
 
 

@@ -16,6 +16,11 @@ It composes the other plugins into the flow of one transfer:
    one, the size and the SHA-256, renames the file into place and ends the
    session with ``success`` (or the reason it failed, the file removed).
 
+Whatever else peers send is handed to the application as rate-limited
+notices (:meth:`XferTransfer.next_notice`, the event ``xfer_notice``): text
+inside OTR, and files offered without xfer's encryption, by plain Jingle or
+by legacy stream initiation (``xfer_xep_0096``), which are refused.
+
 Load it into any slixmpp client::
 
     import xfer.xmpp.transfer
@@ -40,11 +45,13 @@ from slixmpp.plugins.xep_0199 import XEP_0199
 
 import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
+import xfer.xmpp.legacy as _legacy
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio.bytestream import no_progress
 from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import (
+    LocalProtocolError,
     TransferTimeout,
 )
 from xfer.jingle.wire import (
@@ -54,6 +61,7 @@ from xfer.jingle.wire import (
     NS_JINGLE,
     NS_S5B,
 )
+from xfer.notices import PeerMessage, cut_text
 from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import drop_session, plugin
 from xfer.xmpp.reach import Reach
@@ -67,6 +75,7 @@ from xfer.xmpp.transfer.context import (
 from xfer.xmpp.transfer.negotiation import (
     Negotiator,
 )
+from xfer.xmpp.transfer.notices import NoticeBoard
 from xfer.xmpp.transfer.receiving import IncomingOffer, Receiver
 from xfer.xmpp.transfer.sending import Sender, SendResult
 
@@ -74,6 +83,7 @@ if TYPE_CHECKING:
     import os
 
     from xfer.aio.bytestream import ProgressCallback
+    from xfer.notices import Notice
     from xfer.otr.session import Session
     from xfer.otr.trust import TrustStore
     from xfer.xmpp.jingle import XferJingle
@@ -88,7 +98,13 @@ log = logging.getLogger(__name__)
 FEATURES = (NS_JINGLE, NS_FILE_TRANSFER, NS_S5B, NS_IBB, NS_ENCRYPTED)
 #: XEP-0261 types block-size as xs:short: at most 32767 in a Jingle transport.
 IBB_BLOCK_SIZE = 32767
-for _plugin in (_ibb.XferIBB, _socks5.XferSocks5, _jingle.XferJingle, _otr.XferOTR):
+for _plugin in (
+    _ibb.XferIBB,
+    _socks5.XferSocks5,
+    _jingle.XferJingle,
+    _otr.XferOTR,
+    _legacy.XferSI,
+):
     register_plugin(_plugin)
 
 
@@ -143,6 +159,7 @@ class XferTransfer(BasePlugin):
         "xfer_otr",
         "xfer_ibb",
         "xfer_socks5",
+        "xfer_xep_0096",
     }
     default_config: ClassVar[dict[str, object]] = {
         "identity": None,
@@ -178,11 +195,15 @@ class XferTransfer(BasePlugin):
         settings, siblings = Settings(self.config), Siblings(self.xmpp)
         self._settings, self._siblings = settings, siblings
         self._liveness = Liveness()
+        #: What peers sent that xfer does not take (text inside OTR, refused
+        #: unencrypted offers), rate-limited, for :meth:`next_notice`.
+        self.notices = NoticeBoard(siblings.event)
         context = Context(
             settings=settings,
             siblings=siblings,
             trust_ok=self._trust_ok,
             liveness=self._liveness,
+            notice=self.notices.post,
         )
         negotiator = Negotiator(settings, siblings)
         self._receiver = Receiver(context, negotiator)
@@ -222,9 +243,25 @@ class XferTransfer(BasePlugin):
             # not keep them at all.
             self.otr.config["untrusted_offers"] = 0
         self.jingle.on_initiate = self._receiver.on_initiate
+        self.otr.on_text = self._on_otr_text
+        siblings.si.on_offer = self.notices.post
         disco = plugin(self.xmpp, "xep_0030", XEP_0030)
         for feature in FEATURES:
             disco.add_feature(feature)
+
+    def _on_otr_text(self, peer: str, text: str, fingerprint: bytes | None) -> None:
+        kept, cut = cut_text(text)
+        try:
+            trusted = fingerprint is not None and self.trust.is_trusted(
+                peer, fingerprint
+            )
+        except LocalProtocolError:  # a server's address that names no account
+            trusted = False
+        self.notices.post(
+            PeerMessage(
+                peer=peer, text=kept, fingerprint=fingerprint, trusted=trusted, cut=cut
+            )
+        )
 
     def _on_online(self, _event: object) -> None:
         self.online.set()
@@ -333,6 +370,19 @@ class XferTransfer(BasePlugin):
                 raise TransferTimeout("no file was offered") from None
             if not offer.withdrawn:  # withdrawn offers are skipped
                 return offer
+
+    async def next_notice(self, timeout: float | None = None) -> Notice:
+        """The next thing a peer sent that is not an offer xfer takes: a
+        :class:`~xfer.notices.PeerMessage` (text inside OTR) or a
+        :class:`~xfer.notices.RefusedOffer` (a file offered unencrypted,
+        over Jingle or legacy stream initiation, and refused). Each is also
+        raised as the event ``xfer_notice``. Rate-limited per account and in
+        all, and at most a few dozen wait (:mod:`xfer.notices`).
+
+        Raises:
+            TransferTimeout: none within ``timeout`` seconds.
+        """
+        return await self.notices.next(timeout)
 
 
 #: slixmpp's loader looks the plugin up by its name in this module.

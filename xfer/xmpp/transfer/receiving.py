@@ -30,8 +30,9 @@ from xfer.errors import (
     XferError,
 )
 from xfer.jingle import Reason
+from xfer.notices import VIA_JINGLE, RefusedOffer
 from xfer.transfer.offer import envelope_header
-from xfer.transfer.policy import broke_off
+from xfer.transfer.policy import ENCRYPTED_ONLY, broke_off
 from xfer.xmpp.transfer.context import RESTARTED
 from xfer.xmpp.transfer.receipt import Negotiated, Receipts
 
@@ -155,6 +156,7 @@ class Receiver:
         self._settings = context.settings
         self._siblings = context.siblings
         self._trust_ok = context.trust_ok
+        self._notice = context.notice
         self._receipts = Receipts(context.settings, context.siblings, negotiator)
         #: The vetted offers waiting for the application.
         self.offers: asyncio.Queue[IncomingOffer] = asyncio.Queue(
@@ -260,7 +262,8 @@ class Receiver:
     def _refusal(
         self, session: JingleSessionIO, jingle: Jingle
     ) -> tuple[Reason, str | None] | None:
-        """Why an offer is refused before looking inside OTR, if it is."""
+        """Why an offer is refused before looking inside OTR, if it is (an
+        unencrypted one is also reported to the application)."""
         if (
             self._siblings.jingle.offered_by(bare(session.peer))
             > self._settings.max_per_peer
@@ -277,8 +280,26 @@ class Receiver:
         if content.transport is None:
             return Reason.UNSUPPORTED_TRANSPORTS, None
         if content.encrypted is None:
-            return Reason.SECURITY_ERROR, "xfer accepts only end-to-end encrypted files"
+            self._refused_plain(session, jingle)
+            return Reason.SECURITY_ERROR, ENCRYPTED_ONLY
         return None
+
+    def _refused_plain(self, session: JingleSessionIO, jingle: Jingle) -> None:
+        """Tell the application who offered which file unencrypted (a plain
+        XEP-0234 offer): its name and size are the description's, which the
+        wire parser bounds (``spec/jingle.md`` 8)."""
+        content = jingle.content
+        assert content is not None
+        assert content.description is not None
+        self._notice(
+            RefusedOffer(
+                peer=session.peer,
+                name=content.description.name,
+                size=content.description.size,
+                via=VIA_JINGLE,
+                reason=ENCRYPTED_ONLY,
+            )
+        )
 
     def _continues(self, incoming: IncomingOffer) -> bool:
         """Hand an offer of a file we are receiving (or waiting to go on
