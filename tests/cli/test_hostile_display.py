@@ -138,7 +138,7 @@ class FakeClient:
             await asyncio.Event().wait()
         return self.notices.pop(0)
 
-    async def secure(self, peer: str) -> tuple[str, str, bool]:
+    async def secure(self, peer: str, *, wait: bool = False) -> tuple[str, str, bool]:
         return self.peer_full, self.fingerprint, False
 
     async def next_verification(
