@@ -33,11 +33,25 @@ from typing import Any
 
 from xfer.otr.crypto import PrivateKey
 
+POLICY_ALLOW_V1 = 0x01
 POLICY_ALLOW_V2 = 0x02
 POLICY_ALLOW_V3 = 0x04
 POLICY_REQUIRE_ENCRYPTION = 0x08
+POLICY_SEND_WHITESPACE_TAG = 0x10
 POLICY_WHITESPACE_START_AKE = 0x20
 POLICY_ERROR_START_AKE = 0x40
+#: libotr's OTRL_POLICY_DEFAULT (OPPORTUNISTIC): versions 2 and 3, a
+#: whitespace tag on plain messages, and an AKE when one (or an error) comes.
+POLICY_DEFAULT = (
+    POLICY_ALLOW_V2
+    | POLICY_ALLOW_V3
+    | POLICY_SEND_WHITESPACE_TAG
+    | POLICY_WHITESPACE_START_AKE
+    | POLICY_ERROR_START_AKE
+)
+#: The same for a client that speaks version 2 only (libotr 3.x, or one
+#: that disabled version 3).
+POLICY_V2_ONLY = POLICY_DEFAULT & ~POLICY_ALLOW_V3
 FRAGMENT_SEND_ALL_BUT_LAST = 3
 INSTAG_BEST = 1
 MSGSTATE = {0: "plaintext", 1: "encrypted", 2: "finished"}
@@ -421,6 +435,9 @@ class LibOTRPeer:
         self.lib.otrl_message_free(ptr)
 
     def send(self, to: str, text: str, instag: int = INSTAG_BEST) -> None:
+        """What the user types: encrypted in a private conversation, else
+        plain (with the whitespace tag, if the policy sends it and the peer
+        has not answered plain text yet)."""
         out = c_void_p()
         ctx = CTX()
         err = self.lib.otrl_message_sending(
