@@ -25,8 +25,10 @@ from xfer.errors import XferError
 from xfer.jid import bare_jid
 from xfer.names import safe_parts
 from xfer.otr.fingerprint import format_fingerprint
+from xfer.xmpp.versions import named_versions
 
 if TYPE_CHECKING:
+    import xfer
     from xfer.xmpp.transfer import IncomingOffer
 
 __all__ = ["receive"]
@@ -57,6 +59,24 @@ def _ask(question: str) -> bool:
         click.echo(f"{question} [y/N]: {answer}", err=True)
         return answer in ("y", "yes")
     return bool(click.confirm(question, default=False, err=True))
+
+
+def _unsupported_line(peer: str, versions: frozenset[int]) -> str:
+    """What 'xfer receive' says of a peer whose client offered OTR only in
+    versions xfer does not speak."""
+    return (
+        f"{shown(peer)} cannot exchange files with you: its client offers only "
+        f"OTR {named_versions(versions)}, and xfer needs version 3 (it was told so)"
+    )
+
+
+async def _report_unsupported(client: xfer.Client, out: Output) -> None:
+    """Say so of every peer whose OTR is too old, as they come (each account
+    once an hour at most: the library keeps that bound)."""
+    while True:
+        peer, versions = await client.next_unsupported_peer()
+        out.say(_unsupported_line(peer, versions))
+        out.event("unsupported", peer=peer, versions=sorted(versions))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +229,10 @@ def receive(
     sending the same file again continues where it stopped (--keep-partial).
     Ctrl-C stops.
 
+    A contact whose chat client speaks only OTR version 2 cannot send files
+    with xfer (they need version 3): a line says who, and their client is
+    told so in a plain message.
+
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
     config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
     or a prompt.
@@ -233,12 +257,14 @@ def receive(
             keep_partial=keep_partial > 0,
             partial_max_age=keep_partial,
         )
+        watcher: asyncio.Task[None] | None = None
         try:
             out.say(
                 f"waiting for files as {shown(client.jid)} "
                 f"(fingerprint {client.fingerprint}); Ctrl-C to stop"
             )
             out.event("ready", jid=client.jid, fingerprint=client.fingerprint)
+            watcher = asyncio.create_task(_report_unsupported(client, out))
             while True:
                 offer = await client.next_offer()
                 busy[0] = True
@@ -252,6 +278,10 @@ def receive(
                     report_only(exc)
                 busy[0] = False
         finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             with contextlib.suppress(Exception):
                 await client.close()
 
