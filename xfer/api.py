@@ -105,6 +105,20 @@ class Client:
         stay queued)."""
         return await self._otr.next_question(timeout, peer=peer)
 
+    async def next_unsupported_peer(
+        self, timeout: float | None = None
+    ) -> tuple[str, frozenset[int]]:
+        """The next peer whose client offered OTR only in versions xfer does
+        not speak (version 2, say), so that no file can go either way: (its
+        full JID, the versions it offered). It was told in a plain message
+        that xfer needs version 3. Each account is reported once an hour at
+        most; the report is as unauthenticated as any plain message.
+
+        Raises:
+            TransferTimeout: none within ``timeout`` seconds.
+        """
+        return await self._otr.next_unsupported(timeout)
+
     async def answer_verification(self, peer: str, secret: str) -> bool:
         """Answer a peer's verification: True (and its fingerprint trusted) if
         the secrets matched."""

@@ -26,6 +26,7 @@ from xfer.jid import bare_jid
 from xfer.names import safe_parts
 from xfer.notices import PeerMessage
 from xfer.otr.fingerprint import format_fingerprint
+from xfer.xmpp.versions import named_versions
 
 if TYPE_CHECKING:
     import xfer
@@ -64,6 +65,24 @@ def _ask(question: str) -> bool:
         click.echo(f"{question} [y/N]: {answer}", err=True)
         return answer in ("y", "yes")
     return bool(click.confirm(question, default=False, err=True))
+
+
+def _unsupported_line(peer: str, versions: frozenset[int]) -> str:
+    """What 'xfer receive' says of a peer whose client offered OTR only in
+    versions xfer does not speak."""
+    return (
+        f"{shown(peer)} cannot exchange files with you: its client offers only "
+        f"OTR {named_versions(versions)}, and xfer needs version 3 (it was told so)"
+    )
+
+
+async def _report_unsupported(client: xfer.Client, out: Output) -> None:
+    """Say so of every peer whose OTR is too old, as they come (each account
+    once an hour at most: the library keeps that bound)."""
+    while True:
+        peer, versions = await client.next_unsupported_peer()
+        out.say(_unsupported_line(peer, versions))
+        out.event("unsupported", peer=peer, versions=sorted(versions))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,6 +286,10 @@ def receive(
     sending the same file again continues where it stopped (--keep-partial).
     Ctrl-C stops.
 
+    A contact whose chat client speaks only OTR version 2 cannot send files
+    with xfer (they need version 3): a line says who, and their client is
+    told so in a plain message.
+
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
     config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
     or a prompt.
@@ -292,6 +315,7 @@ def receive(
             partial_max_age=keep_partial,
         )
         notices: asyncio.Future[None] | None = None
+        watcher: asyncio.Task[None] | None = None
         try:
             out.say(
                 f"waiting for files as {shown(client.jid)} "
@@ -301,6 +325,7 @@ def receive(
             # Alongside the offers: what else peers send (text inside OTR,
             # refused unencrypted offers), one line each.
             notices = asyncio.ensure_future(_show_notices(client, out))
+            watcher = asyncio.create_task(_report_unsupported(client, out))
             while True:
                 offer = await client.next_offer()
                 busy[0] = True
@@ -316,6 +341,10 @@ def receive(
         finally:
             if notices is not None:
                 notices.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             with contextlib.suppress(Exception):
                 await client.close()
 

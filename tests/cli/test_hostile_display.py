@@ -7,6 +7,7 @@ overrides. Nothing of it may reach the terminal raw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import unicodedata
@@ -116,6 +117,7 @@ class FakeClient:
         questions: list[tuple[str, str | None]] | None = None,
         peer_full: str = "bob@example.org/phone",
         notices: list[Notice] | None = None,
+        unsupported: list[tuple[str, frozenset[int]]] | None = None,
     ) -> None:
         self.jid = jid
         self.fingerprint = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
@@ -126,9 +128,17 @@ class FakeClient:
         self.answered: list[tuple[str, str]] = []
         self.notices = notices or []
         self.notices_shown = asyncio.Event()
+        self.unsupported = unsupported or []
+        #: Set once every report of an old client was taken and shown.
+        self.reported = asyncio.Event()
+        if not self.unsupported:
+            self.reported.set()
 
     async def next_offer(self, timeout: float | None = None) -> FakeOffer:
         await self.notices_shown.wait()  # the notices first
+        # The reports of old clients too (if the command takes them).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reported.wait(), 5)
         return self.offers.pop(0)
 
     async def next_notice(self, timeout: float | None = None) -> Notice:
@@ -137,6 +147,14 @@ class FakeClient:
             self.notices_shown.set()
             await asyncio.Event().wait()
         return self.notices.pop(0)
+
+    async def next_unsupported_peer(
+        self, timeout: float | None = None
+    ) -> tuple[str, frozenset[int]]:
+        if not self.unsupported:
+            self.reported.set()
+            await asyncio.Event().wait()  # nothing more: until cancelled
+        return self.unsupported.pop(0)
 
     async def secure(self, peer: str, *, wait: bool = False) -> tuple[str, str, bool]:
         return self.peer_full, self.fingerprint, False
@@ -418,3 +436,34 @@ def test_verify_shows_a_hostile_peer_jid_escaped(
     assert "mallory@example.org/\\u202eres\\x1b[2K\\x0d asks to verify" in (
         result.stderr
     )
+
+
+def test_receive_names_a_peer_with_old_otr_escaped(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that offered OTR version 2 only (or a server forging that in
+    # a hostile JID's name): one escaped line, and an event for scripts.
+    _use(
+        monkeypatch,
+        FakeClient(offers=[FakeOffer()], unsupported=[(PEER, frozenset({2}))]),
+    )
+    args = ["receive", "--once", "--dir", str(env / "in")]
+    result = CliRunner().invoke(cli, args, input="n\n")
+    assert result.exit_code == 0, result.output
+    assert _raw(result.output) == []
+    lines = [line for line in result.stderr.splitlines() if "OTR" in line]
+    assert lines == [
+        "mallory@example.org/\\u202eres\\x1b[2K\\x0d cannot exchange files with "
+        "you: its client offers only OTR version 2, and xfer needs version 3 "
+        "(it was told so)"
+    ]
+    _use(
+        monkeypatch,
+        FakeClient(offers=[FakeOffer()], unsupported=[(PEER, frozenset({1, 2}))]),
+    )
+    result = CliRunner().invoke(cli, [*args, "--json"], input="n\n")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["ready", "unsupported", "offer", "declined"]
+    assert (events[1]["peer"], events[1]["versions"]) == (PEER, [1, 2])
+    assert result.stdout.isascii()

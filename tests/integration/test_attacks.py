@@ -23,6 +23,7 @@ from tests.helpers import make_offer
 from tests.integration.conftest import bob_direct, introduce, through, transfer_client
 from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
 from xfer.jingle.wire import NS_ENCRYPTED
+from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
 from xfer.testing.hostile import (
     Direction,
     ForgedOTRPeer,
@@ -36,6 +37,7 @@ from xfer.testing.transports import forcing
 from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import RESTARTED
+from xfer.xmpp.versions import MAX_REPLIES, reply_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
@@ -560,6 +562,58 @@ async def test_an_offer_reflected_to_its_sender_is_refused(
     await _refused(hostile, "to_server")
     with pytest.raises(TransferTimeout):
         await alice.plugin["xfer_transfer"].next_offer(timeout=1)
+
+
+async def test_forged_old_otr_offers_cost_a_few_replies_and_no_session(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """After a transfer, alice's server forges in bob's name every way a
+    client offers OTR version 2 only (queries, a whitespace tag, a version 2
+    D-H Commit), and a version 3 whitespace tag; then the same version 2
+    query from many made-up accounts. alice's private conversation with bob
+    is untouched (nothing goes to bob, no new AKE, the same keys, the next
+    transfer goes through it), and the made-up accounts get a few plain
+    replies in all."""
+    alice, bob = await _after_a_transfer(prosody, hostile, clients, tmp_path, 1000)
+    bob_full, alice_full = bob.boundjid.full, alice.boundjid.full
+    otr = alice.plugin["xfer_otr"]
+    found = otr.secured(bob_full)
+    assert found is not None
+    session, ssid = found[1], found[1].ssid
+    v2_commit = "?OTR:" + base64.b64encode(b"\x00\x02\x02" + bytes(40)).decode() + "."
+    base = WHITESPACE_BASE
+    before = len(hostile.seen("to_server"))
+    for text in (
+        "?OTRv2?",
+        "?OTR?v2?",
+        "hello" + base + WHITESPACE_V2,
+        "hello" + base + WHITESPACE_V2 + WHITESPACE_V3,
+        v2_commit,
+    ):
+        hostile.inject_to_client(chat_message(bob_full, alice_full, text, otr=False))
+    strangers = [f"stranger{n}@{prosody.domain}/x" for n in range(3 * MAX_REPLIES)]
+    for stranger in strangers:
+        hostile.inject_to_client(
+            chat_message(stranger, alice_full, "?OTRv2?", otr=False)
+        )
+    await asyncio.sleep(1)
+    said = [
+        (r.element.get("to"), body(r.element))
+        for r in hostile.seen("to_server")[before:]
+        if body(r.element) is not None
+    ]
+    assert [to for to, _ in said if to == bob_full] == []
+    assert len(said) == MAX_REPLIES
+    assert all(to in strangers and text == reply_text({2}) for to, text in said)
+    assert otr.secured(bob_full) == (bob_full, session)
+    assert session.ssid == ssid
+    error, got = await _sent_and_received(alice, bob, tmp_path, 2000)
+    assert error is None
+    assert got is not None
+    assert session.ssid == ssid
 
 
 # -- strangers' sessions ------------------------------------------------------------

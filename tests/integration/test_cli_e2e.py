@@ -15,12 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import ACCOUNTS, login
 from tests.integration.test_notices import PlainPeer
+from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2
 from xfer.testing.prosody import LocalProsody
+from xfer.xmpp.versions import reply_text
 
 pytestmark = pytest.mark.integration
 
@@ -469,3 +472,44 @@ def test_receive_shows_what_else_peers_send(
         "hi\\x1b[2J\\x0d\\x0afake line",
     ], err
     assert receiver.returncode == 0
+
+
+def test_receive_tells_a_client_with_old_otr(
+    prosody: LocalProsody, people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """Carol's chat client speaks OTR version 2 only. Her first message
+    carries its whitespace tag, then she asks for a private conversation:
+    Bob's 'xfer receive' reports her once, and she gets one plain answer
+    that says why nothing happens."""
+    _, bob = people
+    receiver = bob.start("receive", "--json", "--dir", str(tmp_path / "in"))
+    wait_ready(receiver)
+
+    async def carol_writes() -> list[str]:
+        carol = await login(prosody, "carol", "pidgin")
+        got: list[str] = []
+        answered = asyncio.Event()
+
+        def on_message(msg: Any) -> None:
+            got.append(str(msg["body"]))
+            answered.set()
+
+        carol.add_event_handler("message", on_message)
+        try:
+            for text in ("hello" + WHITESPACE_BASE + WHITESPACE_V2, "?OTRv2?"):
+                carol.send_message(mto=f"{bob.jid}/cli", mbody=text, mtype="chat")
+            await asyncio.wait_for(answered.wait(), 30)
+            await asyncio.sleep(1)  # a second answer would be here by now
+            return got
+        finally:
+            await carol.stop()
+
+    try:
+        answers = asyncio.run(carol_writes())
+    finally:
+        out, err = finish(receiver)
+    assert answers == [reply_text({2})]
+    reports = [e for e in events(out) if e["event"] == "unsupported"]
+    assert [(e["peer"], e["versions"]) for e in reports] == [
+        (f"carol@{prosody.domain}/pidgin", [2])
+    ], err

@@ -406,11 +406,6 @@ async def test_extra_symmetric_key_both_ways(lo: OTRClientPeer, xf: Client) -> N
 # -- known broken (issue 15) -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 3: xfer drops message bodies that do not start with "
-    "?OTR, so a plain message with a v3 whitespace tag starts no AKE",
-)
 async def test_whitespace_tag_starts_the_ake(lo: OTRClientPeer, xf: Client) -> None:
     got: list[tuple[str, str]] = []
     xf.xmpp.add_event_handler("xfer_otr_message", got.append)
@@ -427,12 +422,6 @@ async def test_whitespace_tag_starts_the_ake(lo: OTRClientPeer, xf: Client) -> N
     assert got == [(lo.jid, "now in private")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 4: xfer ignores a query that offers only OTR v2; it "
-    "must answer with a plain message saying that it needs OTR v3, and tell "
-    "its user (an xfer_* event naming the peer)",
-)
 async def test_v2_only_client_is_told_v3_is_needed(
     make_peer: MakePeer, xf: Client
 ) -> None:

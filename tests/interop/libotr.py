@@ -33,6 +33,7 @@ from typing import Any
 
 from xfer.otr.crypto import PrivateKey
 
+POLICY_ALLOW_V1 = 0x01
 POLICY_ALLOW_V2 = 0x02
 POLICY_ALLOW_V3 = 0x04
 POLICY_REQUIRE_ENCRYPTION = 0x08
@@ -456,6 +457,9 @@ class LibOTRPeer:
         self.lib.otrl_message_free(ptr)
 
     def send(self, to: str, text: str, instag: int = INSTAG_BEST) -> None:
+        """What the user types: encrypted in a private conversation, else
+        plain (with the whitespace tag, if the policy sends it and the peer
+        has not answered plain text yet)."""
         out = c_void_p()
         ctx = CTX()
         err = self.lib.otrl_message_sending(

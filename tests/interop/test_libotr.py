@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.interop.libotr import LibOTRPeer
+from tests.interop.libotr import POLICY_DEFAULT, POLICY_V2_ONLY, LibOTRPeer
 from xfer.errors import RemoteProtocolError
 from xfer.otr import MessageState, Policy, Session
 from xfer.otr import events as ev
+from xfer.otr.ake import AuthState
+from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
+from xfer.xmpp.versions import reply_text
 
 pytestmark = pytest.mark.libotr
 
@@ -88,6 +91,62 @@ def test_libotr_query_makes_xfer_commit(link):
     assert events[0].answered
     assert link.me.state is MessageState.ENCRYPTED
     assert link.lo.msgstate == "encrypted"
+
+
+def test_libotr_whitespace_tag_makes_xfer_commit(link):
+    """libotr's default policy appends the whitespace tag to the first plain
+    message: xfer strips it, shows the text, and starts the AKE."""
+    link.lo.policy = POLICY_DEFAULT
+    link.lo.send(US, "hello from libotr")
+    ((_, tagged),) = link.lo.outbox
+    assert (
+        tagged == "hello from libotr" + WHITESPACE_BASE + WHITESPACE_V2 + WHITESPACE_V3
+    )
+    events = link.pump()
+    assert events[0] == ev.PlaintextReceived(text="hello from libotr", offered_otr=True)
+    assert link.me.state is MessageState.ENCRYPTED
+    assert link.lo.msgstate == "encrypted"
+    assert ("gone_secure", 0x00000123) in link.lo.events
+    link.me.send("private now")
+    link.pump()
+    assert link.lo_texts() == ["private now"]
+
+
+def test_a_v2_only_libotr_is_reported_and_no_ake_starts(link):
+    link.lo.policy = POLICY_V2_ONLY
+    link.lo.send(US, "hello")  # tagged for version 2 only
+    link.lo.query(US)  # "?OTRv2?" and libotr's explanation
+    v2 = frozenset({2})
+    assert link.pump() == [
+        ev.PlaintextReceived(text="hello", offered_otr=False),
+        ev.VersionUnsupported(peer_versions=v2),
+        ev.QueryReceived(versions=v2, answered=False),
+        ev.VersionUnsupported(peer_versions=v2),
+    ]
+    assert link.lo_received == []  # xfer's engine sent nothing
+    assert link.me.state is MessageState.PLAINTEXT
+    assert link.lo.msgstate == "plaintext"
+    # The adapter's plain reply reaches libotr's user as it is, and libotr
+    # stops tagging its messages (Protocol-v3: the peer answered in plain).
+    ignore, text, _ = link.lo.receive(US, reply_text(v2))
+    assert not ignore
+    assert text is None  # libotr: show the message unchanged
+    link.lo.send(US, "and now?")
+    assert link.lo.take() == ["and now?"]
+
+
+def test_a_v2_commit_from_libotr_is_reported(link):
+    """A v2-only libotr starts a version 2 AKE when asked for version 2 (xfer
+    never asks: the test writes that query)."""
+    link.lo.policy = POLICY_V2_ONLY
+    link.lo.receive(US, "?OTRv2?")
+    (commit,) = link.lo.take()
+    assert commit.startswith("?OTR:AAIC")
+    assert link.me.receive(commit) == [
+        ev.VersionUnsupported(peer_versions=frozenset({2}))
+    ]
+    assert link.me.data_to_send() == []
+    assert link.me.ake.state is AuthState.NONE
 
 
 def test_simultaneous_commits_resolve(link):

@@ -38,6 +38,7 @@ from xfer.otr.fragments import FragmentBudget, parse_fragment
 from xfer.otr.messages import (
     ENCODED_PREFIX,
     MIN_INSTANCE_TAG,
+    WHITESPACE_BASE,
     DHCommit,
     DHKey,
     Encoded,
@@ -250,7 +251,9 @@ class Account:
             self._take_over_master_ake(peer, target, message)
         self._active[peer, target.their_tag] = self._now
         before = target.state
-        events = target.receive(text)
+        events = target.receive(
+            text, peer_encrypted=self._tagged_while_secure(peer, text)
+        )
         if target.state is MessageState.ENCRYPTED and (
             before is not MessageState.ENCRYPTED
             or any(isinstance(e, ev.GoneSecure) for e in events)
@@ -260,6 +263,13 @@ class Account:
                 self._secured_order.remove(key)
             self._secured_order.append(key)
         return target, events
+
+    def _tagged_while_secure(self, peer: str, text: str) -> bool:
+        """Whether ``text`` is plain text with a whitespace tag, and a
+        session with ``peer`` is ENCRYPTED (the tag then starts no AKE)."""
+        if text.startswith("?OTR") or WHITESPACE_BASE not in text:
+            return False
+        return any(s.state is MessageState.ENCRYPTED for s in self.sessions(peer))
 
     def _take_over_master_ake(
         self, peer: str, target: Session, message: Encoded | None

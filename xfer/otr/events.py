@@ -18,6 +18,7 @@ __all__ = [
     "SMPPending",
     "SMPSucceeded",
     "SymmetricKeyReceived",
+    "VersionUnsupported",
 ]
 
 
@@ -50,7 +51,12 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlaintextReceived:
-    """An unencrypted message. ``offered_otr`` if it carried a whitespace tag."""
+    """An unencrypted message (never empty), without its whitespace tag if it
+    had one; ``offered_otr`` if that tag offered version 3.
+
+    Nothing about it is authenticated: anyone on the way (the servers) can
+    write it, in anyone's name.
+    """
 
     text: str
     offered_otr: bool = False
@@ -62,6 +68,20 @@ class QueryReceived:
 
     versions: frozenset[int]
     answered: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VersionUnsupported:
+    """The peer offered OTR, but only in versions other than 3, the one xfer
+    speaks: a query message or whitespace tag without version 3, or the
+    first message of an older AKE (a version 2 D-H Commit, a version 1 Key
+    Exchange). No AKE was started, and nothing changed in any session.
+
+    ``peer_versions`` are the versions it offered. Like any plain text, this
+    is not authenticated: the servers can send it in anyone's name.
+    """
+
+    peer_versions: frozenset[int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +146,7 @@ Event = (
     | MessageReceived
     | PlaintextReceived
     | QueryReceived
+    | VersionUnsupported
     | OTRErrorReceived
     | SymmetricKeyReceived
     | SMPPending

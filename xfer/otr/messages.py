@@ -9,6 +9,10 @@ A message body (XMPP ``<body>``) is one of (Protocol-v3, "OTR messages"):
 * a query message: ``?OTRv3?`` and so on, anywhere in the body;
 * plain text, possibly carrying a whitespace tag that offers OTR.
 
+An encoded message of an older protocol version (1 or 2) is not parsed: its
+header says which version and type it is (:class:`OldEncoded`), enough to
+tell a peer that starts an AKE xfer cannot finish.
+
 Every v3 binary message starts with ``SHORT 3, BYTE type, INT sender
 instance tag, INT receiver instance tag``. :func:`parse` returns a frozen
 dataclass per kind, or raises :class:`~xfer.errors.RemoteProtocolError`.
@@ -43,6 +47,7 @@ __all__ = [
     "DataMessage",
     "EncodedMessage",
     "ErrorMessage",
+    "OldEncoded",
     "PlainText",
     "QueryMessage",
     "RevealSignature",
@@ -81,7 +86,11 @@ _MAX_COMMIT_GX = 4 + DH_MODULUS_BYTES
 _MAX_REVEALED_KEY = 16
 _MAX_SIGNED_PART = 2048
 
-_QUERY = re.compile(r"\?OTR(\?)?(?:v([0-9]*)\?)?")
+#: ``?OTR``, then ``?`` for version 1, then ``v``, the other versions (one
+#: character each; libotr reads only 2 and 3, and so skips the rest, as in
+#: Protocol-v3's ``?OTRv24x?``) and ``?``.
+_QUERY = re.compile(r"\?OTR(\?)?(?:v([^?]*)\?)?")
+_TAG_CHARS = frozenset(" \t")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +100,26 @@ class PlainText:
     text: str
     #: Versions offered by a whitespace tag (empty when there was none).
     tag_versions: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OldEncoded:
+    """An encoded message of protocol version 1 or 2, which xfer does not
+    speak: only its header is read (version 2 messages carry no instance
+    tags)."""
+
+    #: A version 2 D-H Commit (the same type in version 3).
+    V2_COMMIT: ClassVar[tuple[int, int]] = (2, 0x02)
+    #: A version 1 Key Exchange, with which version 1 starts its AKE.
+    V1_KEY_EXCHANGE: ClassVar[tuple[int, int]] = (1, 0x0A)
+
+    version: int
+    kind: int
+
+    @property
+    def starts_ake(self) -> bool:
+        """Whether the peer starts an AKE of its version with this message."""
+        return (self.version, self.kind) in (self.V2_COMMIT, self.V1_KEY_EXCHANGE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -314,6 +343,9 @@ def parse_encoded(text: str) -> Encoded:
 
 
 def _query_versions(text: str) -> frozenset[int] | None:
+    """The versions the first ``?OTR`` of ``text`` asks for, if it is a query
+    (``?OTR?`` or ``?OTRv...?``); digits name versions, other characters
+    (future versions with other names) are skipped."""
     match = _QUERY.search(text)
     if match is None or match.group(0) == "?OTR":
         return None
@@ -321,11 +353,43 @@ def _query_versions(text: str) -> frozenset[int] | None:
     if match.group(1):
         versions.add(1)
     if match.group(2):
-        versions.update(int(d) for d in match.group(2))
+        versions.update(int(c) for c in set(match.group(2)) if c in "123456789")
     return frozenset(versions)
 
 
-def parse_text(text: str) -> PlainText | QueryMessage | ErrorMessage | Encoded:
+def _old_encoded(text: str) -> OldEncoded | None:
+    """The header of an encoded message of version 1 or 2, if ``text`` is one:
+    the first four base64 characters hold the version (SHORT) and type."""
+    try:
+        head = base64.b64decode(text[len(ENCODED_PREFIX) :][:4], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(head) != 3 or head[:2] not in (b"\x00\x01", b"\x00\x02"):
+        return None
+    return OldEncoded(version=head[1], kind=head[2])
+
+
+def _whitespace_tag(text: str) -> PlainText | None:
+    """The plain text without its whitespace tag, and the versions the tag
+    offers, if ``text`` carries one (the first). As libotr reads it, every
+    group of 8 spaces and tabs after the base is part of the tag, and only
+    the groups of versions 1, 2 and 3 are known."""
+    base = text.find(WHITESPACE_BASE)
+    if base < 0:
+        return None
+    i = base + len(WHITESPACE_BASE)
+    offered: set[int] = set()
+    while len(group := text[i : i + 8]) == 8 and _TAG_CHARS.issuperset(group):
+        version = _WHITESPACE_VERSIONS.get(group)
+        if version is not None:
+            offered.add(version)
+        i += 8
+    return PlainText(text=text[:base] + text[i:], tag_versions=frozenset(offered))
+
+
+def parse_text(
+    text: str,
+) -> PlainText | QueryMessage | ErrorMessage | OldEncoded | Encoded:
     """Classify a message body. Fragments must be handled before this.
 
     Raises:
@@ -334,18 +398,12 @@ def parse_text(text: str) -> PlainText | QueryMessage | ErrorMessage | Encoded:
     if len(text) > MAX_BODY:
         raise RemoteProtocolError("message body is too long")
     if text.startswith(ENCODED_PREFIX):
-        return parse_encoded(text)
+        old = _old_encoded(text)
+        return parse_encoded(text) if old is None else old
     if ERROR_PREFIX in text:
         return ErrorMessage(text=text.split(ERROR_PREFIX, 1)[1].strip())
     versions = _query_versions(text)
     if versions is not None:
         return QueryMessage(versions=versions)
-    base = text.find(WHITESPACE_BASE)
-    if base >= 0:
-        i = base + len(WHITESPACE_BASE)
-        offered: set[int] = set()
-        while text[i : i + 8] in _WHITESPACE_VERSIONS:
-            offered.add(_WHITESPACE_VERSIONS[text[i : i + 8]])
-            i += 8
-        return PlainText(text=text[:base] + text[i:], tag_versions=frozenset(offered))
-    return PlainText(text=text)
+    tagged = _whitespace_tag(text)
+    return PlainText(text=text) if tagged is None else tagged

@@ -31,6 +31,13 @@ message whose counter does not increase is a replay and is rejected.
 Receiving MAC keys of forgotten pairs are revealed in a later message, as
 the spec asks (deniability).
 
+Offers in the clear (Protocol-v3, "Query Messages" and "Tagged plaintext
+messages"): a query message or whitespace tag that offers version 3 starts
+the AKE (a whitespace tag, per ``Policy.whitespace_start_ake``, only outside
+an ENCRYPTED conversation); one that offers other versions only, or the
+first message of an older AKE (a version 2 D-H Commit), is reported as
+:class:`~xfer.otr.events.VersionUnsupported` and changes nothing.
+
 SMP (starting, answering and aborting it, and its steps deferred off the
 caller's thread with ``Policy.defer_smp``) is in
 :mod:`xfer.otr.session_smp`, whose :class:`~xfer.otr.session_smp.SessionSMP`
@@ -72,6 +79,7 @@ from xfer.otr.messages import (
     DHCommit,
     DHKey,
     ErrorMessage,
+    OldEncoded,
     PlainText,
     QueryMessage,
     RevealSignature,
@@ -117,8 +125,11 @@ class Policy:
 
     Attributes:
         require_encryption: refuse to send plaintext (``send`` raises).
-        answer_queries: start the AKE when the peer offers v3 (a query
-            message or a whitespace tag).
+        answer_queries: start the AKE when a query message offers v3.
+        whitespace_start_ake: start the AKE when a plain message carries a
+            whitespace tag that offers v3 (Protocol-v3's
+            WHITESPACE_START_AKE), unless the conversation with the peer is
+            ENCRYPTED already.
         max_message_size: split longer outgoing messages into fragments
             (None: never; XMPP needs none, but some networks do).
         defer_smp: do not compute SMP steps inside ``receive``,
@@ -130,6 +141,7 @@ class Policy:
 
     require_encryption: bool = True
     answer_queries: bool = True
+    whitespace_start_ake: bool = True
     max_message_size: int | None = None
     defer_smp: bool = False
 
@@ -325,8 +337,14 @@ class Session(SessionSMP):
 
     # -- receiving -------------------------------------------------------------
 
-    def receive(self, text: str) -> list[ev.Event]:
+    def receive(self, text: str, *, peer_encrypted: bool = False) -> list[ev.Event]:
         """Take one message body from the peer; return what happened.
+
+        ``peer_encrypted``: a conversation with this peer is ENCRYPTED in
+        another session (another of its instances; :class:`Account` knows).
+        A whitespace tag then starts no AKE, as in this session's own
+        ENCRYPTED state: the tag is plain text that anyone can write, and
+        must not re-key a conversation that works.
 
         Raises:
             RemoteProtocolError: the message is malformed, not for this
@@ -342,7 +360,7 @@ class Session(SessionSMP):
             return []  # a version 2 fragment: we speak only v3
         else:
             self._reassembler.reset()
-        return self._whole(text)
+        return self._whole(text, peer_encrypted)
 
     def _fragment(self, text: str) -> str | None:
         frag = parse_fragment(text)
@@ -352,17 +370,22 @@ class Session(SessionSMP):
             return None
         return self._reassembler.add(frag)
 
-    def _whole(self, text: str) -> list[ev.Event]:
+    def _whole(self, text: str, peer_encrypted: bool) -> list[ev.Event]:
         message = parse_text(text)
         if isinstance(message, PlainText):
-            return self._plaintext(message)
+            return self._plaintext(message, peer_encrypted)
         if isinstance(message, QueryMessage):
-            answered = 3 in message.versions and self.policy.answer_queries
-            if answered:
-                self.start_ake()
-            return [ev.QueryReceived(versions=message.versions, answered=answered)]
+            return self._query(message)
         if isinstance(message, ErrorMessage):
             return [ev.OTRErrorReceived(text=message.text)]
+        if isinstance(message, OldEncoded):
+            if message.starts_ake:
+                return [
+                    ev.VersionUnsupported(peer_versions=frozenset({message.version}))
+                ]
+            raise RemoteProtocolError(
+                f"unsupported OTR protocol version {message.version}"
+            )
         if message.receiver_tag not in (0, self.our_tag):
             return []  # addressed to another instance of our account
         if message.receiver_tag == 0 and not isinstance(message, DHCommit):
@@ -373,17 +396,35 @@ class Session(SessionSMP):
             return self._data(message)
         return self._ake_message(message)
 
-    def _plaintext(self, message: PlainText) -> list[ev.Event]:
+    def _query(self, message: QueryMessage) -> list[ev.Event]:
+        """A query: answered with a D-H Commit if it offers v3 (even while
+        ENCRYPTED: the peer asks for a new AKE, as Protocol-v3 says)."""
+        answered = 3 in message.versions and self.policy.answer_queries
+        if answered:
+            self.start_ake()
+        out: list[ev.Event] = [
+            ev.QueryReceived(versions=message.versions, answered=answered)
+        ]
+        if message.versions and 3 not in message.versions:
+            out.append(ev.VersionUnsupported(peer_versions=message.versions))
+        return out
+
+    def _plaintext(self, message: PlainText, peer_encrypted: bool) -> list[ev.Event]:
+        """Plain text, and what its whitespace tag (if any) offers."""
         out: list[ev.Event] = []
-        offered = 3 in message.tag_versions
+        versions = message.tag_versions
+        offered = 3 in versions
         if (
             offered
-            and self.policy.answer_queries
+            and self.policy.whitespace_start_ake
             and self.state is not MessageState.ENCRYPTED
+            and not peer_encrypted
         ):
             self.start_ake()
-        if message.text or not offered:
+        if message.text:
             out.append(ev.PlaintextReceived(text=message.text, offered_otr=offered))
+        if versions and not offered:
+            out.append(ev.VersionUnsupported(peer_versions=versions))
         return out
 
     def _ake_message(

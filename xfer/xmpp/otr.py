@@ -27,6 +27,15 @@ Those offers and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTable`,
 which the plugin owns and hands every TLV 8 of ours; the plugin's methods
 above delegate to it.
 
+Besides OTR messages (bodies that start with ``?OTR``), plain messages that
+carry a whitespace tag reach the engine, which starts the AKE when the tag
+offers version 3 (``spec/otr.md`` section 1); every other plain message is
+dropped unread. A peer that offers only older versions (a query, a tag, a
+version 2 D-H Commit) is told in one plain message why nothing happens, and
+so is our user (event ``xfer_otr_unsupported``, :meth:`XferOTR.next_unsupported`);
+a set-up waiting for it fails at once. :class:`~xfer.xmpp.versions.OldClients`
+keeps that bounded and rate-limited.
+
 SMP never runs on the event loop: one step is up to about two dozen 1536-bit
 exponentiations (a quarter of a second in CPython, whose ``pow`` holds the
 GIL throughout), and anyone who finishes an AKE can send SMP messages. The
@@ -63,12 +72,14 @@ from xfer.errors import (
 from xfer.jid import bare_jid
 from xfer.otr import events as ev
 from xfer.otr.account import Account
+from xfer.otr.messages import WHITESPACE_BASE
 from xfer.otr.session import MessageState, Policy
 from xfer.otr.trust import TrustStore, Verification
 from xfer.transfer.offer import XFER_USE
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
+from xfer.xmpp.versions import OldClients, reply_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -125,10 +136,12 @@ class XferOTR(BasePlugin):
     def plugin_init(self) -> None:
         self._account: Account | None = None
         self.trust: TrustStore = TrustStore()
+        self._old = OldClients(clock=lambda: self.config["clock"]())  # noqa: PLW0108
         self._set_up = Securing(
             account=lambda: self.account,
             trust=lambda: self.trust,
             flush=self._flush,
+            old_otr=self._old.known,
         )
         # Looked up at each call, not bound now: set_identity sets the account
         # and may replace the trust store, and the config may change (the
@@ -230,10 +243,10 @@ class XferOTR(BasePlugin):
         body = msg["body"]
         if (
             not isinstance(body, str)
-            or not body.startswith("?OTR")
+            or not (body.startswith("?OTR") or WHITESPACE_BASE in body)
             or self._account is None
         ):
-            return
+            return  # plain text without a whitespace tag: not for us
         peer = msg["from"].full
         delay = msg.xml.find(f"{{{NS_DELAY}}}delay")
         if delay is not None and delay.get("from") != self.xmpp.boundjid.bare:
@@ -305,6 +318,7 @@ class XferOTR(BasePlugin):
         peer = presence["from"].full
         if self._account is not None and "/" in peer:
             self._account.forget(peer)
+            self._old.forget(peer)
 
     def _event(self, peer: str, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.GoneSecure):
@@ -337,6 +351,24 @@ class XferOTR(BasePlugin):
             self.xmpp.event("xfer_otr_message", (peer, event.text))
             if self.on_text is not None:
                 self.on_text(peer, event.text, session.their_fingerprint)
+        elif isinstance(event, ev.VersionUnsupported):
+            self._unsupported(peer, event.peer_versions)
+
+    def _unsupported(self, peer: str, versions: frozenset[int]) -> None:
+        """``peer`` offered OTR in versions other than 3 only (plain text:
+        anyone can send it in its name)."""
+        if self.account.best(peer) is not None:
+            # That client does speak version 3: the offer is forged or stale.
+            log.info("%s offered OTR %s beside a private conversation", peer, versions)
+            return
+        self._set_up.incapable(peer)
+        if not self._old.offered(peer, versions):
+            return  # told already, or too many told of late
+        log.info("%s offers only OTR %s: told it that xfer needs 3", peer, versions)
+        self.xmpp.make_message(
+            mto=peer, mbody=reply_text(versions), mtype="chat"
+        ).send()
+        self.xmpp.event("xfer_otr_unsupported", (peer, versions))
 
     def _trust_changed(self) -> None:
         hook: Callable[[TrustStore], None] | None = self.config["on_trust_change"]
@@ -492,6 +524,18 @@ class XferOTR(BasePlugin):
                 raise TransferTimeout("nobody asked to verify") from None
             finally:
                 self._awaiting_questions.remove(peer)
+
+    async def next_unsupported(
+        self, timeout: float | None = None
+    ) -> tuple[str, frozenset[int]]:
+        """The next peer that offered only OTR versions other than 3 and was
+        told that xfer needs 3: (its full JID, the versions it offered). Not
+        authenticated (see :mod:`xfer.xmpp.versions`).
+
+        Raises:
+            TransferTimeout: none within ``timeout`` seconds.
+        """
+        return await self._old.next(timeout)
 
     async def answer(self, peer: str, secret: bytes, *, timeout: float = 120) -> bool:
         """Answer the peer's verification with ``secret``: True if it matched

@@ -6,7 +6,9 @@ message), a message of ours that bounced.
 * :meth:`Securing.secure`: a D-H Commit to a full JID, a query to a bare
   one (whose answer names the resource); one key exchange per peer at a
   time, shared by concurrent callers; optionally, the peer must answer at
-  all within a short wait, and a bounce ends the wait at once;
+  all within a short wait, and a bounce ends the wait at once, as does an
+  offer of OTR versions other than 3 only (:meth:`Securing.incapable`: its
+  client can never go secure with us);
 * :meth:`Securing.secured`: the encrypted session to use, a trusted one
   first;
 * :meth:`Securing.renewed`: a session newer than one the peer lost.
@@ -19,9 +21,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from xfer.errors import NotSecure, PeerOffline
+from xfer.errors import NotSecure, PeerIncapable, PeerOffline
 from xfer.jid import bare_jid, strip_resource
 from xfer.otr.ake import AuthState
+from xfer.xmpp.versions import LACKS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,11 +51,15 @@ class Securing:
         account: Callable[[], Account],
         trust: Callable[[], TrustStore],
         flush: Callable[[], None],
+        old_otr: Callable[[str], frozenset[int] | None] = lambda _: None,
     ) -> None:
         # Looked up at each use: the plugin may set a new identity.
         self._account = account
         self._trust = trust
         self._flush = flush
+        #: The versions a full JID offered, if it recently offered only
+        #: versions other than 3 (:meth:`xfer.xmpp.versions.OldClients.known`).
+        self._old_otr = old_otr
         #: Callers waiting for a session with a peer (full or bare JID).
         self._secure_waiters: list[tuple[str, asyncio.Future[Session]]] = []
         #: Callers waiting to hear anything from a peer: its first OTR
@@ -81,6 +88,14 @@ class Securing:
             peer, PeerOffline(f"{peer} is offline (its server answered {condition})")
         )
 
+    def incapable(self, peer: str) -> None:
+        """The full JID ``peer`` offered OTR in versions other than 3 only:
+        whoever waits for a session with it (or with its bare JID) fails now,
+        instead of at the timeout."""
+        for want, waiter in list(self._secure_waiters):
+            if not waiter.done() and want in (peer, strip_resource(peer)):
+                waiter.set_exception(_incapable(want, peer))
+
     def _tell(self, peer: str, error: PeerOffline | None) -> None:
         bare = strip_resource(peer)
         for wanted, heard in self._listeners:
@@ -106,12 +121,16 @@ class Securing:
 
         Raises:
             PeerOffline: our message bounced.
+            PeerIncapable: the peer offered only OTR versions other than 3,
+                recently (a full JID) or while we wait.
             NotSecure: no answer within ``answer_within`` seconds, or no
                 session within ``timeout`` seconds.
         """
         found = self.secured(peer)
         if found is not None:
             return found
+        if self._old_otr(peer) is not None:
+            raise _incapable(peer, peer)
         # One AKE per peer at a time: concurrent callers share it (a second
         # D-H Commit would restart the first).
         pending = self._securing.get(peer)
@@ -245,3 +264,7 @@ class Securing:
             raise NotSecure(f"{peer} did not renew the OTR session") from None
         finally:
             self._secure_waiters.remove(entry)
+
+
+def _incapable(wanted: str, peer: str) -> PeerIncapable:
+    return PeerIncapable(wanted, {peer: (LACKS,)})

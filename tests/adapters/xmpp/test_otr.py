@@ -1,10 +1,13 @@
 """The ``xfer_otr`` plugin through ``<message/>`` stanzas, against a peer
-that is a bare :class:`xfer.otr.account.Account`: the AKE, offers and
-verdicts in TLV 8, and what the plugin refuses to act on."""
+that is a bare :class:`xfer.otr.account.Account`: the AKE (also started by a
+whitespace tag), offers and verdicts in TLV 8, what the plugin refuses to act
+on, and peers that offer only OTR versions other than 3 (told once, in plain
+text, and a set-up with them fails at once)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,13 +17,16 @@ import pytest
 
 import xfer.xmpp.otr as otr_plugin
 from tests.adapters.xmpp.slix import ME, PEER, StanzaCase
-from xfer.errors import NotSecure, TransferTimeout
+from xfer.errors import NotSecure, PeerIncapable, TransferTimeout
 from xfer.otr import Policy
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
+from xfer.otr.data import encode_data
+from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
 from xfer.otr.trust import TrustStore, Verification
 from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
+from xfer.xmpp import versions
 
 if TYPE_CHECKING:
     from xfer.otr.session import Session
@@ -73,7 +79,13 @@ class OTRCase(StanzaCase):
         self.peer = Account(theirs, our_tag=0x2222_2222, policy=Policy())
         self.their_fingerprint = theirs.public.fingerprint
         self.events: list[tuple[str, Any]] = []
-        for name in ("xfer_otr_secure", "xfer_otr_smp_asked", "xfer_otr_smp_done"):
+        for name in (
+            "xfer_otr_secure",
+            "xfer_otr_smp_asked",
+            "xfer_otr_smp_done",
+            "xfer_otr_unsupported",
+            "xfer_otr_message",
+        ):
             self.xmpp.add_event_handler(
                 name, lambda data, name=name: self.events.append((name, data))
             )
@@ -442,3 +454,176 @@ class TestQuestions(SecureCase):
         self.until(asked)
         self.peer_session().smp_answer(secret)
         return events + self.run_smp(task)
+
+
+# -- whitespace tags and peers without OTR version 3 ------------------------------
+
+TAG_V2 = WHITESPACE_BASE + WHITESPACE_V2
+TAG_V3 = WHITESPACE_BASE + WHITESPACE_V2 + WHITESPACE_V3
+REPLY = "xfer needs OTR version 3 to exchange files; your client offers only version 2."
+
+
+def v2_commit() -> str:
+    """A version 2 D-H Commit (what a v2-only libotr starts its AKE with)."""
+    raw = b"\x00\x02\x02" + encode_data(b"g" * 192) + encode_data(b"h" * 32)
+    return "?OTR:" + base64.b64encode(raw).decode() + "."
+
+
+class TestWhitespaceTags(OTRCase):
+    def test_a_tagged_plain_message_starts_the_ake(self) -> None:
+        self.deliver("hello" + TAG_V3)
+        commit = self.sent()
+        assert commit["to"].full == PEER
+        assert commit["body"].startswith("?OTR:AAMC")  # our D-H Commit
+        self.peer.receive(ME, commit["body"])
+        self.from_peer()
+        self.relay()
+        assert self.otr.fingerprint(PEER) == self.their_fingerprint
+        assert ("xfer_otr_secure", (PEER, self.their_fingerprint)) in self.events
+
+    def test_a_tag_does_not_restart_an_encrypted_conversation(self) -> None:
+        session = self.secured()
+        ssid = session.ssid
+        self.deliver("forged" + TAG_V3)
+        self.nothing_sent()
+        assert self.otr.session(PEER) is session
+        assert session.ssid == ssid
+
+    def test_the_text_around_a_tag_is_not_shown_as_a_message(self) -> None:
+        # Plain text is never a message of the private conversation.
+        self.deliver("hello" + TAG_V3)
+        assert not [e for e in self.events if e[0] == "xfer_otr_message"]
+
+
+class TestOldVersions(OTRCase):
+    config: ClassVar[dict[str, Any]] = {"clock": lambda: TestOldVersions.now}
+    now = 1000.0
+
+    def setUp(self) -> None:
+        TestOldVersions.now = 1000.0
+        super().setUp()
+
+    def unsupported(self) -> list[Any]:
+        return [data for name, data in self.events if name == "xfer_otr_unsupported"]
+
+    def test_a_v2_query_is_answered_once_in_plain_text(self) -> None:
+        self.deliver("?OTRv2?")
+        (reply,) = self.all_sent()
+        assert reply["to"].full == PEER
+        assert reply["type"] == "chat"
+        assert reply["body"] == REPLY
+        assert reply.xml.find(f"{{{otr_plugin.NS_EME}}}encryption") is None
+        assert self.unsupported() == [(PEER, frozenset({2}))]
+        got = self.run_coro(self.otr.next_unsupported(1))
+        assert got == (PEER, frozenset({2}))
+        # Once per account: the same client, another of its clients, other forms.
+        for body in ("?OTRv2?", "hi" + TAG_V2, v2_commit()):
+            self.deliver(body)
+            self.deliver(body, frm=OTHER)
+        self.nothing_sent()
+        assert len(self.unsupported()) == 1
+        with pytest.raises(TransferTimeout):
+            self.run_coro(self.otr.next_unsupported(0.05))
+
+    def test_every_form_of_an_offer_without_v3_is_answered(self) -> None:
+        offers = [
+            ("?OTRv2?", {2}),
+            ("?OTR?v2?", {1, 2}),
+            ("?OTRv2?\nAlice has requested a private conversation", {2}),
+            ("hi" + TAG_V2, {2}),
+            (TAG_V2, {2}),
+            (v2_commit(), {2}),
+        ]
+        for n, (body, offered) in enumerate(offers):
+            frm = f"user{n}@example.org/x"
+            self.deliver(body, frm=frm)
+            (reply,) = self.all_sent()
+            assert reply["to"].full == frm
+            assert reply["body"] == versions.reply_text(offered)
+            assert self.unsupported()[-1] == (frm, frozenset(offered))
+        assert versions.reply_text({2}) == REPLY
+
+    def test_a_tag_offering_v1_and_v2_names_both(self) -> None:
+        v1 = "\x20\x09\x20\x09\x20\x20\x09\x20"
+        self.deliver("hi" + WHITESPACE_BASE + v1 + WHITESPACE_V2)
+        (reply,) = self.all_sent()
+        assert reply["body"].endswith("offers only versions 1 and 2.")
+
+    def test_the_account_is_told_again_after_a_while(self) -> None:
+        self.deliver("?OTRv2?")
+        assert len(self.all_sent()) == 1
+        TestOldVersions.now += versions.REMEMBER + 1
+        self.deliver("?OTRv2?")
+        assert len(self.all_sent()) == 1
+        assert len(self.unsupported()) == 2
+
+    def test_a_flood_from_many_accounts_is_bounded(self) -> None:
+        """A server forging v2 queries from ever new accounts gets a few
+        replies a minute, and makes us remember a bounded number."""
+        for n in range(200):
+            self.deliver("?OTRv2?", frm=f"forged{n}@example.org/x")
+        assert len(self.all_sent()) == versions.MAX_REPLIES
+        assert len(self.unsupported()) == versions.MAX_REPLIES
+        assert len(self.otr._old._seen) == versions.MAX_REMEMBERED
+        TestOldVersions.now += versions.REPLY_WINDOW
+        self.deliver("?OTRv2?", frm="late@example.org/x")
+        assert len(self.all_sent()) == 1
+
+    def test_a_waiting_secure_fails_at_once(self) -> None:
+        task = self.start(self.otr.secure(PEER, timeout=30))
+        assert self.sent()["body"].startswith("?OTR:AAMC")
+        self.deliver("?OTRv2?")
+        with pytest.raises(PeerIncapable) as caught:
+            self.run_coro(asyncio.wait_for(task, 1))
+        assert caught.value.lacks == {PEER: ("OTR version 3",)}
+        assert "OTR version 3" in str(caught.value)
+
+    def test_a_secure_with_the_bare_jid_fails_when_a_client_says_v2(self) -> None:
+        task = self.start(self.otr.secure(BARE_PEER, timeout=30))
+        assert self.sent()["body"] == "?OTRv3?"
+        self.deliver("hi" + TAG_V2, frm=OTHER)
+        with pytest.raises(PeerIncapable) as caught:
+            self.run_coro(asyncio.wait_for(task, 1))
+        assert caught.value.lacks == {OTHER: ("OTR version 3",)}
+
+    def test_secure_fails_at_once_with_a_known_v2_client(self) -> None:
+        self.deliver("?OTRv2?")
+        self.all_sent()
+        with pytest.raises(PeerIncapable):
+            self.run_coro(self.otr.secure(PEER, timeout=30))
+        self.nothing_sent()
+        # Its other clients may speak version 3: they are asked.
+        with pytest.raises(NotSecure) as caught:
+            self.run_coro(self.otr.secure(OTHER, timeout=0.05))
+        assert not isinstance(caught.value, PeerIncapable)
+
+    def test_a_client_gone_offline_is_forgotten(self) -> None:
+        self.deliver("?OTRv2?")
+        self.all_sent()
+        self.recv(f'<presence type="unavailable" from="{PEER}" to="{ME}"/>')
+        with pytest.raises(NotSecure) as caught:
+            self.run_coro(self.otr.secure(PEER, timeout=0.05))
+        assert not isinstance(caught.value, PeerIncapable)
+
+    def test_v2_offers_leave_an_encrypted_session_alone(self) -> None:
+        session = self.secured()
+        ssid = session.ssid
+        for body in ("?OTRv2?", "?OTR?v2?", "forged" + TAG_V2, v2_commit()):
+            self.deliver(body)
+        self.nothing_sent()
+        assert self.unsupported() == []
+        assert self.otr.session(PEER) is session
+        assert session.ssid == ssid
+        assert self.run_coro(self.otr.secure(PEER)) == (PEER, session)
+        self.peer_session().send("still private")
+        self.from_peer()
+        assert ("xfer_otr_message", (PEER, "still private")) in self.events
+
+    def test_an_offline_stored_v2_query_is_ignored(self) -> None:
+        self.deliver(
+            "?OTRv2?",
+            extra='<delay xmlns="urn:xmpp:delay" from="example.org" '
+            'stamp="2024-01-01T00:00:00Z"/>',
+        )
+        self.nothing_sent()
+        assert self.unsupported() == []

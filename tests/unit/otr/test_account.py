@@ -7,7 +7,7 @@ from xfer.otr import Account, MessageState, PrivateKey
 from xfer.otr import events as ev
 from xfer.otr.account import MAX_INSTANCES_PER_PEER
 from xfer.otr.ake import AuthState
-from xfer.otr.messages import DHKey
+from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3, DHKey
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +142,39 @@ def test_simultaneous_commits_still_go_secure(keys):
     bob.best("alice@x/1").send("both started")
     got = relay(alice, bob, "alice@x/1", "bob@x/1")
     assert got == [ev.MessageReceived(text="both started")]
+
+
+TAGGED = "hello" + WHITESPACE_BASE + WHITESPACE_V2 + WHITESPACE_V3
+
+
+def test_a_whitespace_tag_starts_the_ake_with_its_sender(keys):
+    """libotr's first plain message carries the tag: it goes to the master
+    session, whose D-H Commit the peer's instance continues."""
+    bob = Account(keys[1], our_tag=0x2222)
+    alice = Account(keys[0], our_tag=0x1111)
+    _, events = bob.receive("alice@x/1", TAGGED)
+    assert events == [ev.PlaintextReceived(text="hello", offered_otr=True)]
+    events = relay(alice, bob, "alice@x/1", "bob@x/1")
+    assert secured(events) == [0x2222, 0x1111]
+    assert bob.best("alice@x/1") is not None
+
+
+def test_a_whitespace_tag_does_not_rekey_an_encrypted_conversation(keys):
+    """The tag carries no instance tag, so it reaches the master session,
+    which is never ENCRYPTED itself; the conversation with that full JID is,
+    and a forged tag must not start a new AKE in it."""
+    bob = Account(keys[1], our_tag=0x2222)
+    alice = Account(keys[0], our_tag=0x1111)
+    alice.session("bob@x/1").start_ake()
+    relay(alice, bob, "alice@x/1", "bob@x/1")
+    session = bob.best("alice@x/1")
+    assert session is not None
+    ssid = session.ssid
+    _, events = bob.receive("alice@x/1", TAGGED)
+    assert events == [ev.PlaintextReceived(text="hello", offered_otr=True)]
+    assert bob.data_to_send() == []
+    assert bob.best("alice@x/1") is session
+    assert session.ssid == ssid
+    # Another full JID of the same account has no conversation: it may start.
+    bob.receive("alice@x/2", TAGGED)
+    assert [peer for peer, _ in bob.data_to_send()] == ["alice@x/2"]

@@ -17,6 +17,7 @@ from xfer.otr.messages import (
     DHCommit,
     DHKey,
     ErrorMessage,
+    OldEncoded,
     PlainText,
     QueryMessage,
     RevealSignature,
@@ -62,7 +63,12 @@ def test_reader_reads_in_order_and_checks_bounds():
         ("hello ?OTRv32? there", {2, 3}),
         ("?OTR?", {1}),
         ("?OTR?v2?", {1, 2}),
+        ("?OTRv2?", {2}),
         ("?OTRv?", set()),
+        ("?OTR?v?", {1}),
+        # Versions named by other characters are skipped (Protocol-v3).
+        ("?OTRv24x?", {2, 4}),
+        ("?OTR?v24x? Alice has requested...", {1, 2, 4}),
     ],
 )
 def test_query_messages(text, versions):
@@ -80,6 +86,47 @@ def test_whitespace_tags_are_detected_and_stripped():
     )
     assert message == PlainText(text="hi there", tag_versions=frozenset({2, 3}))
     assert parse_text("plain") == PlainText(text="plain")
+
+
+UNKNOWN_VERSION = "\t\t\t\t \t \t"  # 8 spaces and tabs, no version xfer knows
+
+
+@pytest.mark.parametrize(
+    ("text", "plain", "versions"),
+    [
+        ("hi" + WHITESPACE_BASE + WHITESPACE_V3, "hi", {3}),
+        (WHITESPACE_BASE + WHITESPACE_V2 + "hello", "hello", {2}),
+        # As libotr reads it: every group of 8 spaces and tabs is part of
+        # the tag, known or not.
+        ("a" + WHITESPACE_BASE + UNKNOWN_VERSION + WHITESPACE_V3 + "b", "ab", {3}),
+        ("a" + WHITESPACE_BASE + WHITESPACE_V2 + "   ", "a   ", {2}),
+        ("a" + WHITESPACE_BASE + "b", "ab", set()),
+    ],
+)
+def test_whitespace_tags_as_libotr_reads_them(text, plain, versions):
+    assert parse_text(text) == PlainText(text=plain, tag_versions=frozenset(versions))
+
+
+def _old(version: int, kind: int, body: bytes = b"") -> str:
+    raw = version.to_bytes(2, "big") + bytes([kind]) + body
+    return "?OTR:" + base64.b64encode(raw).decode() + "."
+
+
+def test_encoded_messages_of_older_versions_are_named_not_parsed():
+    commit = _old(2, 0x02, encode_data(b"g" * 192) + encode_data(b"h" * 32))
+    assert commit.startswith("?OTR:AAIC")  # as libotr recognises it
+    assert parse_text(commit) == OldEncoded(version=2, kind=0x02)
+    assert parse_text(commit).starts_ake
+    assert not parse_text(_old(2, 0x03, b"junk")).starts_ake  # v2 data
+    assert parse_text(_old(1, 0x0A)) == OldEncoded(version=1, kind=0x0A)
+    assert parse_text(_old(1, 0x0A)).starts_ake
+    assert parse_text("?OTR:AAIC") == OldEncoded(version=2, kind=0x02)
+    with pytest.raises(RemoteProtocolError, match="version 2"):
+        parse_encoded(commit)  # only parse_text tells old versions apart
+    with pytest.raises(RemoteProtocolError, match="version 4"):
+        parse_text(_old(4, 0x02))
+    with pytest.raises(RemoteProtocolError):
+        parse_text("?OTR:A!")
 
 
 def test_error_messages():
@@ -127,7 +174,7 @@ def _encoded(raw: bytes) -> str:
     [
         ("?OTR:not base64!.", "base64"),
         ("?OTR:AAMC", "final"),
-        (_encoded(b"\x00\x02\x02" + b"\x00\x00\x01\x00" * 2), "version"),
+        (_encoded(b"\x00\x04\x02" + b"\x00\x00\x01\x00" * 2), "version"),
         (_encoded(b"\x00\x03\x77" + b"\x00\x00\x01\x00" * 2), "type"),
         (
             _encoded(b"\x00\x03\x0a" + b"\x00\x00\x00\xff" + b"\x00\x00\x01\x00"),
