@@ -178,6 +178,8 @@ async def confirm_sealed(
     """
     size = offer.size
     verifier = Verifier(key, offer, sealed_size, executor=None, start=size)
+    if offer.sha256 is None:  # a version 2 offer: the digest is not read yet
+        raise IntegrityError
     await asyncio.to_thread(_hash_file, Path(path), size, verifier.digest)
     buf = bytearray(verifier.opener.output_bound(READ_SIZE))
     while piece := await _read(stream, stall_timeout):
@@ -322,6 +324,8 @@ async def receive_sealed(
                 await write
                 write = None
             tail = verifier.finish()
+            if offer.sha256 is None:  # a version 2 offer: the digest is not read yet
+                raise IntegrityError
             if tail:
                 await writer.write(tail)
             await writer.commit()

@@ -227,7 +227,7 @@ class Receipts:
         verdict = TransferVerdict(
             transfer_id=offered.transfer_id,
             stored=stored,
-            sha256=offered.sha256 if stored else bytes(32),
+            sha256=offered.identity if stored else bytes(32),
             size=offered.size if stored else 0,
             reason=clip(why, MAX_REASON_BYTES),
         )

@@ -83,7 +83,7 @@ class IncomingOffer:
 
     @property
     def sha256(self) -> bytes:
-        return self.offer.sha256
+        return self.offer.identity
 
     @property
     def media_type(self) -> str:
