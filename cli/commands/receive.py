@@ -100,9 +100,11 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
     """Show one offer, decide (rules, or ask), and receive or decline it."""
     peer_bare = bare_jid(offer.peer)
     fingerprint = format_fingerprint(offer.fingerprint)
+    # The SHA-256 comes after the data (an older sender's offer carries it).
+    known = "" if offer.sha256 is None else f", SHA-256 {offer.sha256.hex()[:16]}..."
     out.say(
         f"{shown(offer.peer)} offers {quoted(offer.name)}: {format_bytes(offer.size)}, "
-        f"{shown(offer.media_type)}, SHA-256 {offer.sha256.hex()[:16]}..."
+        f"{shown(offer.media_type)}{known}"
     )
     out.say(
         f"  fingerprint {fingerprint}: "
@@ -118,7 +120,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         peer=offer.peer,
         name=offer.name,
         size=offer.size,
-        sha256=offer.sha256.hex(),
+        sha256=None if offer.sha256 is None else offer.sha256.hex(),
         fingerprint=fingerprint,
         trusted=offer.trusted,
     )
@@ -170,7 +172,7 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         name=offer.name,
         path=str(dest),
         size=offer.size,
-        sha256=offer.sha256.hex(),
+        sha256=None if offer.sha256 is None else offer.sha256.hex(),
         seconds=round(seconds, 3),
     )
 
@@ -270,11 +272,13 @@ def receive(
 ) -> None:
     """Wait for files and save them in --dir.
 
-    Each offer shows what the sender's OTR message says (name, size,
-    SHA-256) and whether the sender's fingerprint is trusted, and asks
+    Each offer shows what the sender's OTR message says (name, size, type)
+    and whether the sender's fingerprint is trusted, and asks
     before accepting, unless --yes (which never accepts an untrusted peer).
     Names are made safe (no path escapes, hidden files or device names;
-    taken names get a number). A file appears only once it is verified.
+    taken names get a number). A file appears only once it is verified:
+    every chunk, and its SHA-256 against the one the sender computed as it
+    sent it.
 
     Text a peer sends inside OTR is shown ("PEER says (in OTR): ..."), and
     so are files offered without end-to-end encryption (plain Jingle, or

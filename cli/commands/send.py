@@ -128,6 +128,7 @@ def send(
                     seconds=round(result.seconds, 3),
                     breaks=result.breaks,
                     resumed_from=result.resumed_from,
+                    sha256=result.sha256.hex(),
                 )
             if len(files) > 1:
                 seconds = time.perf_counter() - started

@@ -21,7 +21,12 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.helpers import make_offer
 from tests.integration.conftest import bob_direct, introduce, through, transfer_client
-from xfer.errors import RemoteProtocolError, TransferTimeout, XferError
+from xfer.errors import (
+    RemoteProtocolError,
+    TransferRejected,
+    TransferTimeout,
+    XferError,
+)
 from xfer.jingle.wire import NS_ENCRYPTED
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
 from xfer.testing.hostile import (
@@ -34,7 +39,12 @@ from xfer.testing.hostile import (
 )
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
-from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
+from xfer.transfer.offer import (
+    XFER_USE,
+    TransferDigest,
+    TransferOffer,
+    TransferVerdict,
+)
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import RESTARTED
 from xfer.xmpp.versions import MAX_REPLIES, reply_text
@@ -441,6 +451,99 @@ async def test_a_verdict_from_another_key_is_ignored(
     assert error is None, error
     assert got is not None
     assert forger.offers() == []
+
+
+# -- the hostile server: the sender's digest --------------------------------------
+
+
+async def test_a_dropped_digest_only_makes_the_transfer_fail(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """The server drops what alice says in OTR once bob accepted: her digest
+    of the file, which follows the sealed stream. bob verified every chunk
+    but cannot check the whole file against her SHA-256: after his connect
+    timeout he refuses it (his verdict reaches alice) and stores nothing."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id", connect_timeout=2.0)
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    await alice.plugin["xfer_otr"].secure(bob_full, timeout=10)
+    state: dict[str, int] = {"accepted": 0, "dropped": 0}
+
+    def accepted(_d: str, element: ET.Element) -> None:
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is not None and jingle.get("action") == "session-accept":
+            state["accepted"] += 1
+
+    def drop_digest(_d: str, element: ET.Element) -> list[ET.Element] | None:
+        if (
+            state["accepted"]
+            and element.get("to") == bob_full
+            and otr_type(element) == 0x03
+        ):
+            state["dropped"] += 1
+            return []
+        return None
+
+    hostile.on_stanza(accepted, "to_client")
+    hostile.on_stanza(drop_digest, "to_server")
+    alice.plugin["xfer_transfer"].config["resume_attempts"] = 0
+    error, got = await _sent_and_received(alice, bob, tmp_path)
+    assert state["dropped"]
+    assert got is None
+    assert list((tmp_path / "in").iterdir()) == []  # no part file either
+    assert isinstance(error, TransferRejected), error
+    assert "refused the file" in str(error)
+
+
+async def test_a_digest_from_another_key_is_ignored(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Now bob, the receiver, is behind the server, which holds an OTR
+    session with him in alice's name (its own key, another instance tag).
+    When bob accepts, it sends him a digest for that transfer (of other
+    data, at the right size). It does not count: bob waits for alice's,
+    and stores the file."""
+    bob = await transfer_client(prosody, "bob", "b", tmp_path / "bob-id", via=hostile)
+    alice = await transfer_client(prosody, "alice", "a", tmp_path / "alice-id")
+    clients += [bob, alice]
+    introduce(alice, bob)
+    alice_full = alice.boundjid.full
+    await alice.plugin["xfer_otr"].secure(bob.boundjid.full, timeout=10)
+    forger = ForgedOTRPeer(hostile, alice_full, swallow=False)
+    forger.start_ake()
+    await forger.secure()
+    forged: list[TransferDigest] = []
+
+    def forge_digest(_d: str, element: ET.Element) -> None:
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if jingle is None or jingle.get("action") != "session-accept":
+            return None
+        tid = jingle.find(f".//{{{NS_ENCRYPTED}}}encrypted")
+        assert tid is not None
+        digest = TransferDigest(
+            transfer_id=bytes.fromhex(tid.get("transfer-id") or ""),
+            sha256=hashlib.sha256(b"other data").digest(),
+            size=300_000,
+        )
+        forger.send_symmetric_key(XFER_USE, digest.encode())
+        forged.append(digest)
+        return None
+
+    hostile.on_stanza(forge_digest, "to_server")
+    with caplog.at_level("WARNING", logger="xfer.xmpp.offers"):
+        error, got = await _sent_and_received(alice, bob, tmp_path)
+    assert forged
+    assert error is None, error
+    assert got is not None
+    assert "ignoring a digest" in caplog.text  # it came, and did not count
 
 
 # -- replay and reflection ---------------------------------------------------------

@@ -25,7 +25,12 @@ from xfer.framing.ibb import IBBReceiver
 from xfer.framing.socks5 import Socks5Client, Socks5Server, dst_addr
 from xfer.otr.fragments import Reassembler, fragment, parse_fragment
 from xfer.otr.messages import parse_encoded, parse_text
-from xfer.transfer.offer import TransferOffer, TransferVerdict, decode_payload
+from xfer.transfer.offer import (
+    TransferDigest,
+    TransferOffer,
+    TransferVerdict,
+    decode_payload,
+)
 
 CASES: collections.Counter[str] = collections.Counter()
 
@@ -81,9 +86,12 @@ def test_sealed_stream_in_pieces(data: bytes, step: int) -> None:
 
 
 OFFER = make_offer(zeroed=True, size=123, name="report.pdf").encode()
+OFFER_V1 = make_offer(
+    zeroed=True, size=123, name="report.pdf", sha256=bytes(32)
+).encode()
 
 
-@given(mutated(OFFER))
+@given(st.one_of(mutated(OFFER), mutated(OFFER_V1)))
 def test_transfer_offer(data: bytes) -> None:
     typed("TLV 8 transfer offer", lambda: TransferOffer.decode(data))
 
@@ -91,11 +99,53 @@ def test_transfer_offer(data: bytes) -> None:
 VERDICT = TransferVerdict(
     transfer_id=bytes(16), stored=False, reason="the data did not verify"
 ).encode()
+DIGEST = TransferDigest(transfer_id=bytes(16), sha256=bytes(32), size=123).encode()
 
 
 @given(st.one_of(mutated(VERDICT), mutated(OFFER)))
 def test_transfer_verdict(data: bytes) -> None:
     typed("TLV 8 transfer verdict", lambda: decode_payload(data))
+
+
+@given(st.one_of(mutated(DIGEST), mutated(VERDICT), mutated(OFFER)))
+def test_transfer_digest(data: bytes) -> None:
+    typed("TLV 8 transfer digest", lambda: decode_payload(data))
+
+
+_names = st.text(min_size=1, max_size=40).filter(
+    lambda t: "\x00" not in t and len(t.encode("utf-8")) <= 1024
+)
+
+
+@given(
+    st.builds(
+        TransferOffer,
+        transfer_id=st.binary(min_size=16, max_size=16),
+        salt=st.binary(min_size=32, max_size=32),
+        suite=st.integers(0, 255),
+        chunk_size=st.integers(1, 2**32 - 1),
+        size=st.integers(0, 2**64 - 1),
+        name=_names,
+        media_type=st.sampled_from(["", "a/b", "application/pdf"]),
+        mtime=st.integers(0, 2**64 - 1),
+        file_id=st.binary(min_size=32, max_size=32),
+    )
+)
+def test_a_version_2_offer_round_trips(offer: TransferOffer) -> None:
+    assert offer.version == 2
+    assert decode_payload(offer.encode()) == offer
+
+
+@given(
+    st.builds(
+        TransferDigest,
+        transfer_id=st.binary(min_size=16, max_size=16),
+        sha256=st.binary(min_size=32, max_size=32),
+        size=st.integers(0, 2**64 - 1),
+    )
+)
+def test_a_digest_round_trips(digest: TransferDigest) -> None:
+    assert decode_payload(digest.encode()) == digest
 
 
 def _otr_bodies() -> st.SearchStrategy[str]:

@@ -10,10 +10,11 @@ and a small state file next to it::
 The state says how many bytes of the temporary file are on the disk for sure
 (``fdatasync`` came back before it was written), so after a crash the file is
 cut back to that length. The next offer of the same file (same sender, same
-fingerprint, same size and SHA-256) continues from there: the sender seals
+fingerprint, same size and file id: the id the sender's offer names the file
+by, or a version 1 offer's SHA-256) continues from there: the sender seals
 only the rest, under a fresh key. Nothing here is trusted for integrity:
-the whole file's SHA-256 is checked again before it is renamed into place,
-the prefix included.
+the whole file's SHA-256 is checked against the sender's before it is
+renamed into place, the prefix included.
 
 Someone else who can write into the directory could plant files under these
 names, or links to files elsewhere. A file is taken up again only if it is a
@@ -59,7 +60,9 @@ _TEMP_SUFFIX = ".new"
 _TEMP_TRIES = 8
 #: A state file is a few hundred bytes; anything larger is not ours.
 _MAX_STATE_BYTES = 8192
-STATE_VERSION = 1
+#: Version 2 names the file by ``file_id``; version 1 (``sha256``, a version
+#: 1 offer's SHA-256, which is what such an offer is found by) is still read.
+STATE_VERSION = 2
 #: The only mode of a file made here, and of one taken up again.
 PRIVATE_MODE = 0o600
 
@@ -116,17 +119,17 @@ class PartialState:
 
     peer: str  # the sender's bare JID
     fingerprint: str  # hex, the sender's OTR fingerprint
-    sha256: str  # hex, of the whole file
+    file_id: str  # hex, what the offer names the file by
     size: int  # of the whole file
     dest: str  # the destination's file name (in the same directory)
     verified: int  # bytes of the temporary file known to be on the disk
     updated: float  # time.time() of the last update
 
-    def matches(self, peer: str, fingerprint: bytes, sha256: bytes, size: int) -> bool:
+    def matches(self, peer: str, fingerprint: bytes, file_id: bytes, size: int) -> bool:
         return (
             self.peer == peer
             and self.fingerprint == fingerprint.hex()
-            and self.sha256 == sha256.hex()
+            and self.file_id == file_id.hex()
             and self.size == size
         )
 
@@ -200,7 +203,7 @@ def temp_name(dest: Path) -> Path:
 
 
 def new_partial(
-    dest: Path, *, peer: str, fingerprint: bytes, sha256: bytes, size: int
+    dest: Path, *, peer: str, fingerprint: bytes, file_id: bytes, size: int
 ) -> Partial:
     """The record of a receipt into ``dest`` that has not started yet
     (nothing is written until :meth:`Partial.save`)."""
@@ -209,7 +212,7 @@ def new_partial(
         state=PartialState(
             peer=peer,
             fingerprint=fingerprint.hex(),
-            sha256=sha256.hex(),
+            file_id=file_id.hex(),
             size=size,
             dest=dest.name,
             verified=0,
@@ -238,13 +241,18 @@ def _load(state_path: Path) -> PartialState | None:
         if raw is None or len(raw) > _MAX_STATE_BYTES:
             return None
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.pop("version", None) != STATE_VERSION:
+        if not isinstance(data, dict):
+            return None
+        version = data.pop("version", None)
+        if version == 1 and "sha256" in data:
+            data["file_id"] = data.pop("sha256")
+        elif version != STATE_VERSION:
             return None
         state = PartialState(**data)
     except (OSError, ValueError, TypeError):
         return None
     ints = (state.size, state.verified)
-    strs = (state.peer, state.fingerprint, state.sha256, state.dest)
+    strs = (state.peer, state.fingerprint, state.file_id, state.dest)
     if (
         not all(isinstance(v, int) and v >= 0 for v in ints)
         or not all(isinstance(v, str) for v in strs)
@@ -258,7 +266,7 @@ def _load(state_path: Path) -> PartialState | None:
 
 
 def find(
-    directory: Path, *, peer: str, fingerprint: bytes, sha256: bytes, size: int
+    directory: Path, *, peer: str, fingerprint: bytes, file_id: bytes, size: int
 ) -> Partial | None:
     """The partial receipt of this very file from this sender in
     ``directory``, if there is one (blocking). When several match, the one
@@ -271,7 +279,7 @@ def find(
         return None
     for state_path in entries:
         state = _load(state_path)
-        if state is None or not state.matches(peer, fingerprint, sha256, size):
+        if state is None or not state.matches(peer, fingerprint, file_id, size):
             continue
         part = state_path.with_name(state_path.name[: -len(STATE_SUFFIX)] + PART_SUFFIX)
         try:

@@ -35,7 +35,7 @@ class Receivable(Protocol):
     @property
     def size(self) -> int: ...
     @property
-    def sha256(self) -> bytes: ...
+    def file_id(self) -> bytes: ...
 
 
 def find_partial(incoming: Receivable, dest: Path) -> Partial | None:
@@ -45,7 +45,7 @@ def find_partial(incoming: Receivable, dest: Path) -> Partial | None:
         directory,
         peer=bare(incoming.peer),
         fingerprint=incoming.fingerprint,
-        sha256=incoming.sha256,
+        file_id=incoming.file_id,
         size=incoming.size,
     )
     if found is None or (not dest.is_dir() and found.state.dest != dest.name):

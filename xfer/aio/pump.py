@@ -1,12 +1,13 @@
 """Files through a bytestream, sealed: the data phase of one transfer.
 
 :func:`send_sealed` reads a file, seals it and writes the sealed stream to a
-:class:`~xfer.aio.bytestream.ByteStream`; :func:`receive_sealed` reads one,
-verifies and decrypts it chunk by chunk into an
-:class:`~xfer.aio.files.AtomicWriter`, and renames the file into place only
-after the final chunk verified *and* the plaintext matches the size and
-SHA-256 that the OTR offer promised. Anything else raises, and the
-temporary file is gone.
+:class:`~xfer.aio.bytestream.ByteStream`, hashing the plaintext in the same
+pass; :func:`receive_sealed` reads one, verifies and decrypts it chunk by
+chunk into an :class:`~xfer.aio.files.AtomicWriter`, and renames the file
+into place only after the final chunk verified *and* the plaintext matches
+the size and the SHA-256 of the sender: the OTR offer's (version 1), or the
+digest that follows the data inside OTR (version 2). Anything else raises,
+and the temporary file is gone.
 
 Sealing and opening run in worker threads; while one piece is sealed the
 previous one is being written, so the CPU and the network overlap.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import stat
 from pathlib import Path
@@ -29,19 +29,24 @@ from xfer.aio.files import (
     hash_prefix,
     read_chunks,
 )
-from xfer.errors import IntegrityError, TransferTimeout
+from xfer.errors import IntegrityError, LocalProtocolError, TransferTimeout
 from xfer.transfer.verify import Verifier
 
 if TYPE_CHECKING:
+    import hashlib
     from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.partial import Partial
     from xfer.envelope import Sealer
-    from xfer.transfer.offer import TransferOffer
+    from xfer.transfer.offer import TransferDigest, TransferOffer
 
-__all__ = ["confirm_sealed", "file_sha256", "receive_sealed", "send_sealed"]
+    #: Waits for the sender's digest of a version 2 offer (and raises
+    #: IntegrityError if it does not come in time).
+    DigestWait = Callable[[], Awaitable[TransferDigest]]
+
+__all__ = ["confirm_sealed", "receive_sealed", "send_sealed"]
 
 #: Pieces smaller than this are opened on the event loop thread: a thread hop
 #: costs more than the work.
@@ -51,17 +56,6 @@ _INLINE = 64 * 1024
 GATHER = 2 * 1024 * 1024
 #: Gathered pieces waiting to be verified, at most (memory stays bounded).
 QUEUED = 3
-
-
-async def file_sha256(path: str | os.PathLike[str]) -> bytes:
-    """SHA-256 of a file, read in pieces in a worker thread."""
-    digest = hashlib.sha256()
-    # aclosing: a generator left mid-way (cancelled) closes its file now,
-    # not whenever it is collected.
-    async with contextlib.aclosing(read_chunks(path)) as pieces:
-        async for piece in pieces:
-            await asyncio.to_thread(digest.update, piece)
-    return digest.digest()
 
 
 async def send_sealed(
@@ -74,6 +68,7 @@ async def send_sealed(
     progress: ProgressCallback = no_progress,
     on_written: Callable[[], object] | None = None,
     stall_timeout: float | None = None,
+    digest: hashlib._Hash | None = None,
 ) -> int:
     """Seal ``source`` (from byte ``start`` on) onto ``stream`` and close it;
     return the sealed bytes sent.
@@ -83,6 +78,12 @@ async def send_sealed(
     written, before closing. Two output buffers alternate, so piece n+1 is
     sealed while piece n is written. A write that cannot go on for
     ``stall_timeout`` seconds (the peer stopped reading) fails.
+
+    Each piece read is also fed to ``digest`` (in order, on a worker thread
+    beside the one that seals it): the file is read once for both. For a
+    whole-file hash, ``digest`` has seen bytes ``[0, start)`` already
+    (:func:`xfer.aio.source.sha256_prefix`); by the time ``on_written``
+    runs it has seen the whole file.
 
     Raises:
         TransportError (TransferTimeout): the stream failed or stalled.
@@ -99,7 +100,7 @@ async def send_sealed(
                 need = sealer.output_bound(len(piece))
                 if len(buf) < need:
                     buf = buffers[0] = bytearray(need)
-                n = await asyncio.to_thread(sealer.update_into, piece, buf)
+                n = await _seal_and_hash(sealer, piece, buf, digest)
                 if write is not None:
                     await write
                 write = asyncio.ensure_future(
@@ -123,6 +124,21 @@ async def send_sealed(
             write.cancel()
     progress(done, total)
     return sent
+
+
+async def _seal_and_hash(
+    sealer: Sealer, piece: bytes, buf: bytearray, digest: hashlib._Hash | None
+) -> int:
+    """Seal ``piece`` into ``buf`` and feed it to ``digest``, on two worker
+    threads at once (both release the GIL); the sealed bytes."""
+    sealed = asyncio.ensure_future(asyncio.to_thread(sealer.update_into, piece, buf))
+    if digest is not None:
+        try:
+            await asyncio.to_thread(digest.update, piece)
+        finally:
+            if not sealed.done():
+                await asyncio.wait({sealed})  # it writes into buf: let it end
+    return await sealed
 
 
 async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
@@ -162,18 +178,21 @@ async def confirm_sealed(
     *,
     sealed_size: int,
     stall_timeout: float | None = None,
-) -> None:
+    digest: DigestWait | None = None,
+) -> bytes:
     """Check that ``path``, a file received earlier, is the one ``offer``
     announces, against a stream that holds none of it: the sender was asked
     for the range after the end of the file (it did not learn that the
     earlier receipt finished), so the stream carries only the envelope's
     header and empty final chunk, sealed under this offer's key. The file
-    is hashed against the offer's SHA-256; nothing is written. ``sealed_size``
-    is that of an empty rest (the header and one empty chunk).
+    is hashed against the offer's SHA-256 (version 1) or the sender's
+    digest (version 2, awaited with ``digest`` after the stream); nothing is
+    written. ``sealed_size`` is that of an empty rest (the header and one
+    empty chunk). Returns the file's SHA-256.
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream or the file is not
-            the one the offer announced.
+            the one the offer announced (or the digest did not come).
         StreamTruncated, TransportError: the stream broke or stalled.
     """
     size = offer.size
@@ -185,6 +204,21 @@ async def confirm_sealed(
             raise IntegrityError
     if verifier.finish():
         raise IntegrityError
+    return await _checked(verifier, offer, digest)
+
+
+async def _checked(
+    verifier: Verifier, offer: TransferOffer, digest: DigestWait | None
+) -> bytes:
+    """After :meth:`Verifier.finish`: the plaintext's SHA-256, once it is
+    the sender's (the offer's, which ``finish`` checked, or the digest that
+    follows the data of a version 2 offer)."""
+    if offer.sha256 is not None:
+        return verifier.check(offer.sha256, offer.size)
+    if digest is None:
+        raise LocalProtocolError("a version 2 offer is checked against its digest")
+    said = await digest()
+    return verifier.check(said.sha256, said.size)
 
 
 async def _read(stream: ByteStream, stall_timeout: float | None) -> bytes:
@@ -253,9 +287,11 @@ async def receive_sealed(
     partial: Partial | None = None,
     keep: Callable[[BaseException | None], bool] | None = None,
     stall_timeout: float | None = None,
-    on_stored: Callable[[], object] | None = None,
-) -> None:
-    """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``.
+    on_stored: Callable[[bytes], object] | None = None,
+    digest: DigestWait | None = None,
+) -> bytes:
+    """Verify ``stream`` against ``offer`` and write its plaintext to ``dest``;
+    return the SHA-256 of the file stored (prefix included).
 
     With ``partial`` (see :mod:`xfer.aio.partial`), the temporary file is
     that record's: a receipt that already has ``partial.state.verified``
@@ -264,8 +300,13 @@ async def receive_sealed(
     ``keep(exc)`` decides whether the verified prefix stays for a later
     resume. A stream that brings nothing for ``stall_timeout`` seconds fails.
 
-    ``on_stored`` is called once the verified file is in place, also when
-    the call ends with a cancellation that came during the final rename.
+    For a version 2 offer, ``digest`` waits for the sender's digest once the
+    final chunk verified; the file goes into place only if the plaintext's
+    SHA-256 and size equal it. (A version 1 offer carries its SHA-256.)
+
+    ``on_stored`` is called with the file's SHA-256 once the verified file
+    is in place, also when the call ends with a cancellation that came
+    during the final rename.
 
     ``progress`` counts plaintext bytes against the offer's size. Reading,
     verifying and writing overlap: a reader task gathers the stream into
@@ -274,9 +315,10 @@ async def receive_sealed(
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
-            offer announced (tampered, truncated, too long, wrong hash), or
-            the kept prefix is not a file made here or changed while it was
-            continued (see :class:`~xfer.aio.files.AtomicWriter`).
+            offer announced (tampered, truncated, too long, wrong hash, no
+            digest in time), or the kept prefix is not a file made here or
+            changed while it was continued (see
+            :class:`~xfer.aio.files.AtomicWriter`).
         StreamTruncated: the stream ended early (a resumable break).
         TransportError: the stream failed or stalled. DestinationExists, OSError.
     In every case nothing is left at ``dest``.
@@ -289,6 +331,7 @@ async def receive_sealed(
     buffers = [bytearray(), bytearray()]
     write: asyncio.Future[None] | None = None
     writer = AtomicWriter(dest, overwrite=overwrite, partial=partial, keep=keep)
+    sha256 = b""
     try:
         async with writer:
             # The prefix as read through the descriptor that appends the rest
@@ -324,9 +367,11 @@ async def receive_sealed(
             tail = verifier.finish()
             if tail:
                 await writer.write(tail)
+            sha256 = await _checked(verifier, offer, digest)
             await writer.commit()
     finally:
         await _stop(reader, write)
         if writer.committed and on_stored is not None:
-            on_stored()  # even when cancelled as the file went into place
+            on_stored(sha256)  # even when cancelled as the file went into place
     progress(verifier.plain, offer.size)
+    return sha256

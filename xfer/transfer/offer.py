@@ -1,5 +1,5 @@
-"""xfer's use of the OTR extra symmetric key: the TLV 8 offer and verdict
-(spec/otr.md §5).
+"""xfer's use of the OTR extra symmetric key: the TLV 8 offer, digest and
+verdict (spec/otr.md §5).
 
 Inside OTR, the sender of a file sends one TLV 8 whose 4-byte use value is
 :data:`XFER_USE` (the ASCII bytes ``xfer``) and whose use-specific data is a
@@ -7,10 +7,17 @@ Inside OTR, the sender of a file sends one TLV 8 whose 4-byte use value is
 and parameters, and the file's private metadata. The servers see none of it.
 Both sides take the extra symmetric key of that very data message as the
 envelope's input key material.
+
+A version 2 offer names the file by a :func:`file_id` that costs no read of
+the whole file; the SHA-256 of the plaintext, computed while sealing, follows
+the sealed stream as a :class:`TransferDigest`. A version 1 offer carried the
+SHA-256 up front (still accepted from older senders). The receiver answers
+with a :class:`TransferVerdict`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from dataclasses import dataclass
@@ -19,25 +26,45 @@ from xfer.envelope import EnvelopeHeader
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "FILE_ID_SAMPLE",
     "OFFER_VERSION",
     "XFER_USE",
+    "TransferDigest",
     "TransferOffer",
     "TransferVerdict",
     "decode_payload",
     "envelope_header",
+    "file_id",
 ]
 
 #: The TLV 8 use value of xfer: the ASCII bytes "xfer".
 XFER_USE = 0x78666572
-OFFER_VERSION = 1
+#: The offer version we send: 2 (a file id up front, the digest after the
+#: data). Version 1 (the SHA-256 up front) is still read.
+OFFER_VERSION = 2
+OFFER_VERSIONS = (1, 2)
+#: The version of the verdict and of the digest payloads.
+PAYLOAD_VERSION = 1
 KIND_OFFER = 1
 KIND_VERDICT = 2
+KIND_DIGEST = 3
 MAX_NAME_BYTES = 1024
 #: A verdict's reason text, at most (UTF-8 bytes).
 MAX_REASON_BYTES = 512
+#: The flags a version 2 offer may set: none defined yet.
+KNOWN_FLAGS = 0x00
 
-_FIXED = struct.Struct(">BB16s32sBIQ32sQ")
+#: Version 1: version, kind, transfer id, salt, suite, chunk size, size,
+#: SHA-256, mtime.
+_FIXED_V1 = struct.Struct(">BB16s32sBIQ32sQ")
+#: Version 2: version, kind, flags, transfer id, salt, suite, chunk size,
+#: size, file id, mtime.
+_FIXED_V2 = struct.Struct(">BBB16s32sBIQ32sQ")
 _VERDICT = struct.Struct(">BB16sB32sQ")
+_DIGEST = struct.Struct(">BB16s32sQ")
+#: Bytes of the start and of the end of a file that its id covers.
+FILE_ID_SAMPLE = 64 * 1024
+_FILE_ID_LABEL = b"xfer file id 1\x00"
 #: RFC 6838 section 4.2: ``type "/" subtype``, each a restricted name (a
 #: letter or digit, then up to 126 of these characters). Nothing else, so a
 #: media type can never carry a control character, a space or an escape.
@@ -46,27 +73,60 @@ _MEDIA_TYPE = re.compile(
 )
 
 
+def file_id(size: int, mtime_ns: int, head: bytes, tail: bytes) -> bytes:
+    """The id a version 2 offer names a file by (spec/otr.md §5.1): SHA-256
+    over a fixed label, the size and the modification time in nanoseconds
+    (8 bytes each, big-endian) and the file's first and last
+    :data:`FILE_ID_SAMPLE` bytes (``head``, ``tail``; they overlap in a
+    small file). The same for an unchanged file at every offer, so that the
+    receiver finds what it kept of an earlier try; it proves nothing (the
+    digest after the data does)."""
+    if len(head) != min(size, FILE_ID_SAMPLE) or len(tail) != len(head):
+        raise LocalProtocolError("a file id covers the first and last 64 KiB")
+    digest = hashlib.sha256(_FILE_ID_LABEL)
+    digest.update(struct.pack(">QQ", size, mtime_ns & (2**64 - 1)))
+    digest.update(head)
+    digest.update(tail)
+    return digest.digest()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferOffer:
-    """The private half of a file offer, carried in TLV 8."""
+    """The private half of a file offer, carried in TLV 8.
+
+    Exactly one of ``file_id`` (version 2, what xfer sends: the SHA-256
+    comes after the data, in a :class:`TransferDigest`) and ``sha256``
+    (version 1: the SHA-256 of the whole plaintext, up front) is given.
+    """
 
     transfer_id: bytes
     salt: bytes
     suite: int
     chunk_size: int
     size: int
-    sha256: bytes
     name: str
     media_type: str = "application/octet-stream"
     mtime: int = 0
+    #: Version 2: the sender's id of the file (:func:`file_id`).
+    file_id: bytes | None = None
+    #: Version 1: the SHA-256 of the whole plaintext.
+    sha256: bytes | None = None
+    #: Version 2: no flag is defined yet, so this is 0.
+    flags: int = 0
 
     def __post_init__(self) -> None:
+        if (self.file_id is None) == (self.sha256 is None):
+            raise LocalProtocolError("an offer has a file id or a hash, not both")
         if (
             len(self.transfer_id) != 16
             or len(self.salt) != 32
-            or len(self.sha256) != 32
+            or len(self.identity) != 32
         ):
-            raise LocalProtocolError("transfer id, salt or hash has the wrong size")
+            raise LocalProtocolError(
+                "transfer id, salt, file id or hash has the wrong size"
+            )
+        if self.flags & ~KNOWN_FLAGS or (self.flags and self.version == 1):
+            raise LocalProtocolError("unknown offer flags")
         if not 0 <= self.size < 2**64 or not 0 <= self.mtime < 2**64:
             raise LocalProtocolError("size or time out of range")
         if not 0 < self.chunk_size < 2**32 or not 0 <= self.suite < 256:
@@ -81,12 +141,26 @@ class TransferOffer:
                 "a media type is type/subtype in RFC 6838 characters, at most 255"
             )
 
+    @property
+    def version(self) -> int:
+        """1 (the SHA-256 up front) or 2 (a file id; the digest follows)."""
+        return 1 if self.sha256 is not None else 2
+
+    @property
+    def identity(self) -> bytes:
+        """What finds an earlier, unfinished receipt of the same file: the
+        file id (version 2) or the SHA-256 (version 1). Nothing is trusted
+        because of it: the whole file's SHA-256 is checked at the end."""
+        found = self.file_id if self.file_id is not None else self.sha256
+        assert found is not None
+        return found
+
     def encode(self) -> bytes:
         name = self.name.encode("utf-8")
         media = self.media_type.encode("ascii")
-        return (
-            _FIXED.pack(
-                OFFER_VERSION,
+        if self.sha256 is not None:
+            fixed = _FIXED_V1.pack(
+                1,
                 KIND_OFFER,
                 self.transfer_id,
                 self.salt,
@@ -96,23 +170,42 @@ class TransferOffer:
                 self.sha256,
                 self.mtime,
             )
-            + len(name).to_bytes(2, "big")
-            + name
-            + bytes([len(media)])
-            + media
-        )
+        else:
+            fixed = _FIXED_V2.pack(
+                2,
+                KIND_OFFER,
+                self.flags,
+                self.transfer_id,
+                self.salt,
+                self.suite,
+                self.chunk_size,
+                self.size,
+                self.identity,
+                self.mtime,
+            )
+        return fixed + len(name).to_bytes(2, "big") + name + bytes([len(media)]) + media
 
     @classmethod
     def decode(cls, data: bytes) -> TransferOffer:
-        """Raises RemoteProtocolError for anything but a well-formed offer."""
-        if len(data) < _FIXED.size + 3:
-            raise RemoteProtocolError("transfer offer is truncated")
-        version, kind, tid, salt, suite, chunk, size, digest, mtime = (
-            _FIXED.unpack_from(data)
-        )
-        if version != OFFER_VERSION or kind != KIND_OFFER:
+        """Raises RemoteProtocolError for anything but a well-formed offer
+        (version 1 or 2)."""
+        if len(data) < 2 or data[0] not in OFFER_VERSIONS or data[1] != KIND_OFFER:
             raise RemoteProtocolError("unknown transfer offer version or kind")
-        pos = _FIXED.size
+        fixed = _FIXED_V1 if data[0] == 1 else _FIXED_V2
+        if len(data) < fixed.size + 3:
+            raise RemoteProtocolError("transfer offer is truncated")
+        flags = 0
+        if data[0] == 1:
+            _, _, tid, salt, suite, chunk, size, digest, mtime = fixed.unpack_from(data)
+            ids = {"sha256": digest}
+        else:
+            _, _, flags, tid, salt, suite, chunk, size, ident, mtime = (
+                fixed.unpack_from(data)
+            )
+            ids = {"file_id": ident}
+            if flags & ~KNOWN_FLAGS:
+                raise RemoteProtocolError("transfer offer has unknown flags")
+        pos = fixed.size
         name_len = int.from_bytes(data[pos : pos + 2], "big")
         name_raw = data[pos + 2 : pos + 2 + name_len]
         pos += 2 + name_len
@@ -129,13 +222,48 @@ class TransferOffer:
                 suite=suite,
                 chunk_size=chunk,
                 size=size,
-                sha256=digest,
                 name=name_raw.decode("utf-8"),
                 media_type=media_raw.decode("ascii"),
                 mtime=mtime,
+                flags=flags,
+                **ids,
             )
         except (UnicodeDecodeError, LocalProtocolError) as exc:
             raise RemoteProtocolError(f"invalid transfer offer: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferDigest:
+    """The sender's SHA-256 of the whole plaintext of a version 2 offer
+    (spec/otr.md §5.3), prefix included on a resume, and the size it
+    hashed: computed while sealing, sent inside OTR after the last byte of
+    the sealed stream. The receiver stores the file only if its own hash
+    and size agree."""
+
+    transfer_id: bytes
+    sha256: bytes
+    size: int
+
+    def __post_init__(self) -> None:
+        if len(self.transfer_id) != 16 or len(self.sha256) != 32:
+            raise LocalProtocolError("transfer id or hash has the wrong size")
+        if not 0 <= self.size < 2**64:
+            raise LocalProtocolError("size out of range")
+
+    def encode(self) -> bytes:
+        return _DIGEST.pack(
+            PAYLOAD_VERSION, KIND_DIGEST, self.transfer_id, self.sha256, self.size
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> TransferDigest:
+        """Raises RemoteProtocolError for anything but a well-formed digest."""
+        if len(data) != _DIGEST.size:
+            raise RemoteProtocolError("transfer digest has the wrong length")
+        version, kind, tid, digest, size = _DIGEST.unpack(data)
+        if version != PAYLOAD_VERSION or kind != KIND_DIGEST:
+            raise RemoteProtocolError("unknown transfer digest version or kind")
+        return cls(transfer_id=tid, sha256=digest, size=size)
 
 
 #: What a receiver says of a transfer: it stored the file, or refused it.
@@ -170,7 +298,7 @@ class TransferVerdict:
         reason = self.reason.encode("utf-8")
         return (
             _VERDICT.pack(
-                OFFER_VERSION,
+                PAYLOAD_VERSION,
                 KIND_VERDICT,
                 self.transfer_id,
                 STORED if self.stored else REFUSED,
@@ -187,7 +315,7 @@ class TransferVerdict:
         if len(data) < _VERDICT.size + 2:
             raise RemoteProtocolError("transfer verdict is truncated")
         version, kind, tid, status, digest, size = _VERDICT.unpack_from(data)
-        if version != OFFER_VERSION or kind != KIND_VERDICT:
+        if version != PAYLOAD_VERSION or kind != KIND_VERDICT:
             raise RemoteProtocolError("unknown transfer verdict version or kind")
         if status not in (STORED, REFUSED):
             raise RemoteProtocolError("unknown transfer verdict status")
@@ -223,12 +351,18 @@ def envelope_header(offer: TransferOffer) -> EnvelopeHeader:
     )
 
 
-def decode_payload(data: bytes) -> TransferOffer | TransferVerdict:
-    """The use-specific data of an xfer TLV 8: an offer or a verdict.
+def decode_payload(data: bytes) -> TransferOffer | TransferVerdict | TransferDigest:
+    """The use-specific data of an xfer TLV 8: an offer, a verdict or a
+    digest, told apart by its second byte (the kind).
 
     Raises:
-        RemoteProtocolError: neither, well-formed.
+        RemoteProtocolError: none of them, well-formed.
     """
-    if len(data) >= 2 and data[0] == OFFER_VERSION and data[1] == KIND_VERDICT:
+    kind = data[1] if len(data) >= 2 else None
+    if kind == KIND_VERDICT:
         return TransferVerdict.decode(data)
-    return TransferOffer.decode(data)
+    if kind == KIND_DIGEST:
+        return TransferDigest.decode(data)
+    if kind == KIND_OFFER:
+        return TransferOffer.decode(data)
+    raise RemoteProtocolError("unknown transfer payload kind")

@@ -22,8 +22,10 @@ class Verifier:
     """Verifies a sealed stream against the offer it was announced by:
     the envelope's :class:`~xfer.envelope.Opener`, the offer's salt, suite
     and chunk size in the header, a byte budget (the sealed size), and a
-    running SHA-256 of the plaintext, compared with the offer's at the end.
-    ``feed`` may run on a worker thread; one caller at a time.
+    running SHA-256 of the plaintext (the caller feeds :attr:`digest` the
+    released plaintext), compared at the end with the offer's (version 1)
+    or, by :meth:`check`, with the sender's digest that follows the data
+    (version 2). ``feed`` may run on a worker thread; one caller at a time.
 
     A resumed receipt verifies the rest of the file, from ``start``: the
     digest already holds the prefix, and the stream holds ``size - start``
@@ -67,7 +69,8 @@ class Verifier:
 
     def finish(self) -> bytes:
         """At the end of the stream: the held-back final plaintext, once the
-        final chunk, the size and the SHA-256 check out."""
+        final chunk and the size check out, and for a version 1 offer the
+        SHA-256 too (a version 2 offer's comes later: :meth:`check`)."""
         if self.budget > 0:  # cut off: what came is verified, the rest is due
             raise StreamTruncated(
                 f"the stream ended after {self.plain} of {self.offer.size} bytes"
@@ -77,6 +80,19 @@ class Verifier:
         self.plain += len(tail)
         if self.budget != 0 or self.plain != self.offer.size:
             raise IntegrityError
-        if not hmac.compare_digest(self.digest.digest(), self.offer.sha256):
-            raise IntegrityError
+        if self.offer.sha256 is not None:
+            self.check(self.offer.sha256, self.offer.size)
         return tail
+
+    def check(self, sha256: bytes, size: int) -> bytes:
+        """After :meth:`finish`: the plaintext's SHA-256 (prefix included),
+        once it equals ``sha256`` and ``size`` is the plaintext's size.
+
+        Raises:
+            IntegrityError: it does not (the file is not the one the sender
+            hashed: nothing may be stored).
+        """
+        ours = self.digest.digest()
+        if size != self.plain or not hmac.compare_digest(ours, sha256):
+            raise IntegrityError
+        return ours

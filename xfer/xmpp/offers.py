@@ -1,20 +1,23 @@
-"""Transfer offers and verdicts in OTR TLV 8: the table the ``xfer_otr``
-plugin keeps of them.
+"""Transfer offers, digests and verdicts in OTR TLV 8: the table the
+``xfer_otr`` plugin keeps of them.
 
 A transfer offer goes to the peer in TLV 8 (extra symmetric key, use
 ``XFER_USE``) over exactly the session whose fingerprint the sender checked,
 and the key of that very message keys the transfer (``spec/otr.md`` section
-3). On the receiving side, offers wait in a bounded table until the Jingle
+5). On the receiving side, offers wait in a bounded table until the Jingle
 session that names their transfer id claims them; offers from fingerprints
 that are not trusted have a small quota of their own, so that they cannot
-crowd out trusted ones. The receiver's verdict on a transfer comes back in
-TLV 8 too, and counts only from the account and the fingerprint the offer
-went to.
+crowd out trusted ones. After the sealed stream, the sender's digest (the
+file's SHA-256) follows in TLV 8 to the same fingerprint; the receiver's
+verdict on a transfer comes back in TLV 8 too. Each counts only from the
+account and the fingerprint of its offer, and only for a transfer id that
+is waited for.
 
 :class:`OfferTable` holds that bookkeeping; the plugin
 (:class:`~xfer.xmpp.otr.XferOTR`) owns one, hands it the TLV 8 payloads it
-receives, and its public ``send_offer``, ``claim_offer``, ``expect_verdict``,
-``send_verdict``, ``forget_verdict`` and ``refused_offer`` delegate to it.
+receives, and its public ``send_offer``, ``claim_offer``, ``send_digest``,
+``expect_digest``, ``forget_digest``, ``expect_verdict``, ``send_verdict``,
+``forget_verdict`` and ``refused_offer`` delegate to it.
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from xfer.errors import NotSecure, RemoteProtocolError
 from xfer.jid import bare_jid
 from xfer.otr.session import MessageState
-from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict, decode_payload
+from xfer.transfer.offer import (
+    XFER_USE,
+    TransferDigest,
+    TransferOffer,
+    TransferVerdict,
+    decode_payload,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,6 +69,8 @@ MAX_REFUSED = 64
 #: How long an unclaimed offer is kept.
 OFFER_TTL = 120.0
 
+_Payload = TypeVar("_Payload", TransferVerdict, TransferDigest)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedOffer:
@@ -73,6 +84,44 @@ class ReceivedOffer:
     trusted: bool = False
     #: The session it came over (the verdict goes back over it).
     session: Session | None = field(default=None, repr=False, compare=False)
+
+
+class _Awaited(Generic[_Payload]):
+    """Payloads of one kind that we wait for, by transfer id: each counts
+    only from the account (any resource) and the fingerprint given."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._waiting: dict[bytes, tuple[str, bytes, asyncio.Future[_Payload]]] = {}
+
+    def expect(
+        self, peer: str, transfer_id: bytes, fingerprint: bytes
+    ) -> asyncio.Future[_Payload]:
+        waiter: asyncio.Future[_Payload] = asyncio.get_running_loop().create_future()
+        self.forget(transfer_id)
+        self._waiting[transfer_id] = (peer, fingerprint, waiter)
+        return waiter
+
+    def forget(self, transfer_id: bytes) -> None:
+        entry = self._waiting.pop(transfer_id, None)
+        if entry is not None and not entry[2].done():
+            entry[2].cancel()
+
+    def received(
+        self, peer: str, fingerprint: bytes, transfer_id: bytes, payload: _Payload
+    ) -> None:
+        expected = self._waiting.get(transfer_id)
+        if expected is None:
+            log.info("ignoring a %s from %s on no transfer of ours", self._what, peer)
+            return
+        want_peer, want_fingerprint, waiter = expected
+        if bare_jid(peer) != bare_jid(want_peer) or fingerprint != want_fingerprint:
+            log.warning(
+                "ignoring a %s from %s: not the peer of the offer", self._what, peer
+            )
+            return
+        if not waiter.done():
+            waiter.set_result(payload)
 
 
 class OfferTable:
@@ -111,10 +160,9 @@ class OfferTable:
         self._offer_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         #: Transfer ids of offers refused for an untrusted fingerprint.
         self._refused: dict[bytes, None] = {}
-        #: Verdicts we wait for: transfer id -> (peer, fingerprint, future).
-        self._verdicts: dict[
-            bytes, tuple[str, bytes, asyncio.Future[TransferVerdict]]
-        ] = {}
+        #: Verdicts we wait for (as the sender), digests (as the receiver).
+        self._verdicts: _Awaited[TransferVerdict] = _Awaited("verdict")
+        self._digests: _Awaited[TransferDigest] = _Awaited("digest")
 
     # -- sending ---------------------------------------------------------------
 
@@ -147,16 +195,23 @@ class OfferTable:
         """The receiver's verdict on ``transfer_id``, once it comes from
         ``peer``'s account over a session with ``fingerprint`` (call before
         the offer goes out; :meth:`forget_verdict` after)."""
-        waiter: asyncio.Future[TransferVerdict] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._verdicts[transfer_id] = (peer, fingerprint, waiter)
-        return waiter
+        return self._verdicts.expect(peer, transfer_id, fingerprint)
 
     def forget_verdict(self, transfer_id: bytes) -> None:
-        entry = self._verdicts.pop(transfer_id, None)
-        if entry is not None and not entry[2].done():
-            entry[2].cancel()
+        self._verdicts.forget(transfer_id)
+
+    def send_digest(
+        self, session: Session, digest: TransferDigest, *, peer: str, fingerprint: bytes
+    ) -> None:
+        """Send the sender's ``digest`` of a transfer inside OTR to the very
+        fingerprint its offer went to: over ``session`` (the offer's), or,
+        if that one is no longer encrypted with ``fingerprint``, another
+        session with the full JID ``peer`` that is.
+
+        Raises:
+            NotSecure: no such session is left.
+        """
+        self._send_to(peer, fingerprint, session, digest.encode())
 
     def send_verdict(self, got: ReceivedOffer, verdict: TransferVerdict) -> None:
         """Tell the sender of ``got`` what became of it, inside OTR: over the
@@ -166,20 +221,36 @@ class OfferTable:
         Raises:
             NotSecure: no such session is left.
         """
-        candidates = [got.session] if got.session is not None else []
-        candidates += self._sessions(got.peer)
+        self._send_to(got.peer, got.fingerprint, got.session, verdict.encode())
+
+    def _send_to(
+        self, peer: str, fingerprint: bytes, first: Session | None, payload: bytes
+    ) -> None:
+        candidates = [first] if first is not None else []
+        candidates += self._sessions(peer)
         for session in candidates:
             if (
                 session is not None
                 and session.state is MessageState.ENCRYPTED
-                and session.their_fingerprint == got.fingerprint
+                and session.their_fingerprint == fingerprint
             ):
-                session.extra_symmetric_key(XFER_USE, verdict.encode())
+                session.extra_symmetric_key(XFER_USE, payload)
                 self._flush()
                 return
-        raise NotSecure(f"no private conversation with {got.peer} to report to")
+        raise NotSecure(f"no private conversation with {peer} to report to")
 
     # -- receiving -------------------------------------------------------------
+
+    def expect_digest(
+        self, peer: str, transfer_id: bytes, fingerprint: bytes
+    ) -> asyncio.Future[TransferDigest]:
+        """The sender's digest of ``transfer_id``, once it comes from
+        ``peer``'s account over a session with ``fingerprint`` (call before
+        accepting the offer; :meth:`forget_digest` after)."""
+        return self._digests.expect(peer, transfer_id, fingerprint)
+
+    def forget_digest(self, transfer_id: bytes) -> None:
+        self._digests.forget(transfer_id)
 
     def refused_offer(self, transfer_id: bytes) -> bool:
         """Whether the offer ``transfer_id`` came in OTR and was refused for
@@ -219,16 +290,24 @@ class OfferTable:
     def received(
         self, peer: str, session: Session, event: ev.SymmetricKeyReceived
     ) -> None:
-        """A TLV 8 with our use came over ``session``: an offer or a verdict."""
+        """A TLV 8 with our use came over ``session``: an offer, a digest or
+        a verdict."""
         try:
             payload = decode_payload(event.data)
         except RemoteProtocolError as exc:
-            log.info("malformed transfer offer or verdict from %s: %s", peer, exc)
+            log.info(
+                "malformed transfer offer, digest or verdict from %s: %s", peer, exc
+            )
             return
-        if session.their_fingerprint is None:  # pragma: no cover (ENCRYPTED)
+        fingerprint = session.their_fingerprint
+        if fingerprint is None:  # pragma: no cover (ENCRYPTED)
             return
         if isinstance(payload, TransferVerdict):
-            self._verdict_received(peer, session.their_fingerprint, payload)
+            # A receiver's verdict counts only from the account and the very
+            # fingerprint the offer went to; so does a sender's digest.
+            self._verdicts.received(peer, fingerprint, payload.transfer_id, payload)
+        elif isinstance(payload, TransferDigest):
+            self._digests.received(peer, fingerprint, payload.transfer_id, payload)
         else:
             self._offer_received(peer, session, payload, event.key)
 
@@ -278,22 +357,6 @@ class OfferTable:
         for waiter in self._offer_waiters.get(transfer_id, []):
             if not waiter.done():
                 waiter.set_result(None)
-
-    def _verdict_received(
-        self, peer: str, fingerprint: bytes, verdict: TransferVerdict
-    ) -> None:
-        """A receiver's verdict counts only from the account and the very
-        fingerprint the offer went to."""
-        expected = self._verdicts.get(verdict.transfer_id)
-        if expected is None:
-            log.info("ignoring a verdict from %s on no transfer of ours", peer)
-            return
-        want_peer, want_fingerprint, waiter = expected
-        if bare_jid(peer) != bare_jid(want_peer) or fingerprint != want_fingerprint:
-            log.warning("ignoring a verdict from %s: not the peer offered to", peer)
-            return
-        if not waiter.done():
-            waiter.set_result(verdict)
 
     def _expire_offers(self) -> None:
         now = self._clock()

@@ -16,14 +16,16 @@ its message bodies in and out of ``<message type='chat'/>`` stanzas
   that names their transfer id claims them (:meth:`XferOTR.claim_offer`);
   offers from fingerprints that are not trusted have a small quota of their
   own, so that they cannot crowd out trusted ones;
-* the receiver's verdict on a transfer comes back in TLV 8 too
-  (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): only the
-  peer the offer went to can say that a file was stored;
+* after the sealed stream, the sender's digest of the file follows in TLV 8
+  (:meth:`XferOTR.send_digest`, :meth:`XferOTR.expect_digest`), and the
+  receiver's verdict on a transfer comes back in TLV 8 too
+  (:meth:`XferOTR.send_verdict`, :meth:`XferOTR.expect_verdict`): each
+  counts only from the account and the fingerprint of the offer;
 * text a peer sends inside OTR is raised as the event ``xfer_otr_message``
   and handed to :attr:`XferOTR.on_text` (``xfer_transfer`` makes it a
   rate-limited notice, :mod:`xfer.notices`).
 
-Those offers and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTable`,
+Those offers, digests and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTable`,
 which the plugin owns and hands every TLV 8 of ours; the plugin's methods
 above delegate to it.
 
@@ -88,7 +90,7 @@ if TYPE_CHECKING:
 
     from xfer.otr.crypto import PrivateKey
     from xfer.otr.session import Session
-    from xfer.transfer.offer import TransferOffer, TransferVerdict
+    from xfer.transfer.offer import TransferDigest, TransferOffer, TransferVerdict
 
 __all__ = ["ReceivedOffer", "XferOTR"]
 
@@ -431,6 +433,29 @@ class XferOTR(BasePlugin):
 
     def forget_verdict(self, transfer_id: bytes) -> None:
         self._offers.forget_verdict(transfer_id)
+
+    def send_digest(
+        self, session: Session, digest: TransferDigest, *, peer: str, fingerprint: bytes
+    ) -> None:
+        """Send our ``digest`` of a transfer inside OTR to the fingerprint its
+        offer went to (see :meth:`~xfer.xmpp.offers.OfferTable.send_digest`).
+
+        Raises:
+            NotSecure: no encrypted session with ``peer`` and ``fingerprint``
+            is left.
+        """
+        self._offers.send_digest(session, digest, peer=peer, fingerprint=fingerprint)
+
+    def expect_digest(
+        self, peer: str, transfer_id: bytes, fingerprint: bytes
+    ) -> asyncio.Future[TransferDigest]:
+        """The sender's digest of ``transfer_id``, once it comes from
+        ``peer``'s account over a session with ``fingerprint`` (call before
+        accepting; :meth:`forget_digest` after)."""
+        return self._offers.expect_digest(peer, transfer_id, fingerprint)
+
+    def forget_digest(self, transfer_id: bytes) -> None:
+        self._offers.forget_digest(transfer_id)
 
     def send_verdict(self, got: ReceivedOffer, verdict: TransferVerdict) -> None:
         """Tell the sender of ``got`` what became of it, inside OTR (see

@@ -21,12 +21,12 @@ DIGEST = bytes(range(32))
 
 def record(dest: Path, size: int = 100) -> partial.Partial:
     return partial.new_partial(
-        dest, peer=PEER, fingerprint=FP, sha256=DIGEST, size=size
+        dest, peer=PEER, fingerprint=FP, file_id=DIGEST, size=size
     )
 
 
 def lookup(directory: Path, size: int = 100) -> partial.Partial | None:
-    return partial.find(directory, peer=PEER, fingerprint=FP, sha256=DIGEST, size=size)
+    return partial.find(directory, peer=PEER, fingerprint=FP, file_id=DIGEST, size=size)
 
 
 def private(path: Path, data: bytes) -> None:
@@ -51,12 +51,12 @@ def test_a_saved_partial_is_found_by_sender_and_file_only(tmp_path: Path) -> Non
     # Another size, sender or fingerprint is another file.
     assert lookup(tmp_path, size=101) is None
     assert (
-        partial.find(tmp_path, peer="eve@x", fingerprint=FP, sha256=DIGEST, size=100)
+        partial.find(tmp_path, peer="eve@x", fingerprint=FP, file_id=DIGEST, size=100)
         is None
     )
     assert (
         partial.find(
-            tmp_path, peer=PEER, fingerprint=bytes(20), sha256=DIGEST, size=100
+            tmp_path, peer=PEER, fingerprint=bytes(20), file_id=DIGEST, size=100
         )
         is None
     )
@@ -78,6 +78,7 @@ def test_a_state_that_promises_more_than_the_file_holds_is_ignored(
         b"[]",
         json.dumps({"version": 99}).encode(),
         json.dumps({"version": 1, "peer": PEER}).encode(),
+        json.dumps({"version": 2, "peer": PEER}).encode(),
         b"{" + b" " * 9000 + b"}",
     ],
 )
@@ -86,6 +87,34 @@ def test_malformed_state_files_are_ignored(tmp_path: Path, content: bytes) -> No
     private(p.part, b"x" * 40)
     private(p.state_path, content)
     assert lookup(tmp_path) is None
+
+
+def test_a_state_file_names_the_file_by_its_id(tmp_path: Path) -> None:
+    p = record(tmp_path / "a.bin")
+    private(p.part, b"x" * 40)
+    p.save(40)
+    data = json.loads(p.state_path.read_text())
+    assert (data["version"], data["file_id"]) == (2, DIGEST.hex())
+    assert "sha256" not in data
+    assert (
+        partial.find(tmp_path, peer=PEER, fingerprint=FP, file_id=bytes(32), size=100)
+        is None
+    )
+
+
+def test_a_version_1_state_file_is_still_found_by_its_sha256(tmp_path: Path) -> None:
+    # Written before offers named files by an id: it holds the SHA-256 of a
+    # version 1 offer, which is what such an offer is found by.
+    p = record(tmp_path / "a.bin")
+    private(p.part, b"x" * 40)
+    p.save(40)
+    data = json.loads(p.state_path.read_text())
+    data["version"] = 1
+    data["sha256"] = data.pop("file_id")
+    p.state_path.write_text(json.dumps(data))
+    found = lookup(tmp_path)
+    assert found is not None
+    assert found.state.verified == 40
 
 
 def test_a_state_naming_a_path_elsewhere_is_ignored(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def _receipt(content: bytes) -> dict[str, Any]:
     return {
         "peer": PEER,
         "fingerprint": FP,
-        "sha256": hashlib.sha256(content).digest(),
+        "file_id": hashlib.sha256(content).digest(),  # a version 1 offer's id
         "size": len(content),
     }
 

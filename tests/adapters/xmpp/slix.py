@@ -73,6 +73,7 @@ from xfer.otr.crypto import PrivateKey
 from xfer.otr.trust import TrustStore, Verification
 from xfer.transfer.offer import (
     XFER_USE,
+    TransferDigest,
     TransferOffer,
     TransferVerdict,
     decode_payload,
@@ -264,13 +265,34 @@ def jingle_iq(jingle: Jingle, iq_id: str, *, frm: str = PEER) -> str:
     return f'<iq type="set" id="{iq_id}" from="{frm}" to="{ME}">{payload}</iq>'
 
 
-def file_offer(content: bytes, name: str = "report.txt") -> TransferOffer:
-    """The private half of an offer of ``content`` (4 KiB chunks)."""
+def file_offer(
+    content: bytes, name: str = "report.txt", *, version: int = 2
+) -> TransferOffer:
+    """The private half of an offer of ``content`` (4 KiB chunks): version 2
+    (a file id; the digest follows the data, :meth:`TransferCase.peer_digest`)
+    or version 1 (the SHA-256 up front). The file id is one per content and
+    name, as a sender's is one per unchanged file."""
+    if version == 1:
+        return make_offer(
+            chunk_size=4096,
+            size=len(content),
+            sha256=hashlib.sha256(content).digest(),
+            name=name,
+        )
     return make_offer(
         chunk_size=4096,
         size=len(content),
-        sha256=hashlib.sha256(content).digest(),
+        file_id=hashlib.sha256(b"id:" + name.encode() + content).digest(),
         name=name,
+    )
+
+
+def digest_of(offer: TransferOffer, content: bytes) -> TransferDigest:
+    """The sender's digest of ``offer``: the SHA-256 of the whole ``content``."""
+    return TransferDigest(
+        transfer_id=offer.transfer_id,
+        sha256=hashlib.sha256(content).digest(),
+        size=len(content),
     )
 
 
@@ -390,6 +412,9 @@ class TransferCase(StanzaCase):
         self.peer = Account(theirs, our_tag=0x2222_2222, policy=Policy())
         #: What the peer's account made of our OTR messages.
         self.peer_events: list[ev.Event] = []
+        #: Other OTR accounts under the peer's JID (another key, another
+        #: instance tag) that get our OTR messages too.
+        self.others: list[Account] = []
         #: Our other stanzas, not yet taken by the test.
         self.outbox: list[StanzaBase] = []
         self.dir = Path(tempfile.mkdtemp(prefix="xfer-test-"))
@@ -408,6 +433,8 @@ class TransferCase(StanzaCase):
             if body.startswith("?OTR"):
                 assert stanza["to"].full == PEER
                 self.peer_events += self.peer.receive(ME, body)[1]
+                for other in self.others:
+                    other.receive(ME, body)
             else:
                 self.outbox.append(stanza)
 
@@ -471,7 +498,14 @@ class TransferCase(StanzaCase):
         self.pump()
         return [got for got, _ in self._payloads() if isinstance(got, TransferVerdict)]
 
-    def _payloads(self) -> list[tuple[TransferOffer | TransferVerdict, bytes]]:
+    def digests(self) -> list[TransferDigest]:
+        """The digests that reached the peer inside OTR."""
+        self.pump()
+        return [got for got, _ in self._payloads() if isinstance(got, TransferDigest)]
+
+    def _payloads(
+        self,
+    ) -> list[tuple[TransferOffer | TransferVerdict | TransferDigest, bytes]]:
         """xfer's TLV 8 payloads that reached the peer, with their keys."""
         return [
             (decode_payload(e.data), e.key)
@@ -597,4 +631,11 @@ class TransferCase(StanzaCase):
     def peer_verdict(self, verdict: TransferVerdict) -> None:
         """The peer sends its verdict inside OTR."""
         self.peer_session().extra_symmetric_key(XFER_USE, verdict.encode())
+        self.from_peer()
+
+    def peer_digest(self, offer: TransferOffer, content: bytes) -> None:
+        """The peer, as the sender, sends its digest of ``content`` (the
+        whole file) for ``offer`` inside OTR, after the data."""
+        digest = digest_of(offer, content)
+        self.peer_session().extra_symmetric_key(XFER_USE, digest.encode())
         self.from_peer()

@@ -1,8 +1,8 @@
 """The ``xfer_otr`` plugin through ``<message/>`` stanzas, against a peer
 that is a bare :class:`xfer.otr.account.Account`: the AKE (also started by a
-whitespace tag), offers and verdicts in TLV 8, what the plugin refuses to act
-on, and peers that offer only OTR versions other than 3 (told once, in plain
-text, and a set-up with them fails at once)."""
+whitespace tag), offers, digests and verdicts in TLV 8, what the plugin
+refuses to act on, and peers that offer only OTR versions other than 3 (told
+once, in plain text, and a set-up with them fails at once)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ from xfer.otr.crypto import PrivateKey
 from xfer.otr.data import encode_data
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
 from xfer.otr.trust import TrustStore, Verification
-from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
+from xfer.transfer.offer import (
+    XFER_USE,
+    TransferDigest,
+    TransferOffer,
+    TransferVerdict,
+)
 from xfer.xmpp import versions
 
 if TYPE_CHECKING:
@@ -44,15 +49,16 @@ def keys() -> list[PrivateKey]:
     return KEYS
 
 
-def offer(n: int = 1) -> TransferOffer:
+def offer(n: int = 1, *, version: int = 2) -> TransferOffer:
+    ident = {"file_id": bytes(32)} if version == 2 else {"sha256": bytes(32)}
     return TransferOffer(
         transfer_id=bytes([n]) * 16,
         salt=bytes(32),
         suite=1,
         chunk_size=65536,
         size=10,
-        sha256=bytes(32),
         name="a.txt",
+        **ident,
     )
 
 
@@ -277,6 +283,14 @@ class TestOffers(SecureCase):
         assert not got.trusted
         assert self.claim(PEER) is None
 
+    def test_a_version_1_offer_is_still_taken(self) -> None:
+        old = offer(version=1)
+        key = self.peer_sends(old.encode())
+        got = self.claim(PEER)
+        assert got is not None
+        assert (got.offer, got.key) == (old, key)
+        assert got.offer.sha256 == bytes(32)
+
     def test_a_claim_waits_for_the_offer(self) -> None:
         task = self.start(self.otr.claim_offer(PEER, offer().transfer_id, timeout=5))
         assert not task.done()
@@ -381,6 +395,78 @@ class TestVerdicts(SecureCase):
         self.otr.end(PEER)
         with pytest.raises(NotSecure):
             self.otr.send_verdict(got, self.verdict())
+
+
+class TestDigests(SecureCase):
+    """The sender's digest after the sealed stream: it counts only from the
+    account and fingerprint of the offer, for a transfer waited for."""
+
+    def expect(self, peer: str, fingerprint: bytes) -> asyncio.Future[TransferDigest]:
+        async def expect() -> asyncio.Future[TransferDigest]:
+            return self.otr.expect_digest(peer, offer().transfer_id, fingerprint)
+
+        return self.run_coro(expect())
+
+    def digest(self, n: int = 1) -> TransferDigest:
+        return TransferDigest(
+            transfer_id=offer(n).transfer_id, sha256=b"\x05" * 32, size=10
+        )
+
+    def test_the_digest_of_the_peer_of_the_offer_counts(self) -> None:
+        waiter = self.expect(BARE_PEER, self.their_fingerprint)
+        self.peer_sends(self.digest().encode())
+        assert waiter.done()
+        assert waiter.result() == self.digest()
+        # A digest is no offer: nothing waits to be claimed.
+        assert self.otr._offers.unclaimed == {}
+
+    def test_a_digest_from_another_key_is_ignored(self) -> None:
+        waiter = self.expect(PEER, bytes(20))
+        self.peer_sends(self.digest().encode())
+        assert not waiter.done()
+
+    def test_a_digest_from_another_account_is_ignored(self) -> None:
+        waiter = self.expect("else@example.org/x", self.their_fingerprint)
+        self.peer_sends(self.digest().encode())
+        assert not waiter.done()
+
+    def test_a_digest_for_another_transfer_is_ignored(self) -> None:
+        waiter = self.expect(PEER, self.their_fingerprint)
+        self.peer_sends(self.digest(2).encode())
+        assert not waiter.done()
+        self.peer_sends(self.digest(1).encode())
+        assert waiter.result() == self.digest(1)
+
+    def test_a_forgotten_digest_is_cancelled(self) -> None:
+        waiter = self.expect(PEER, self.their_fingerprint)
+        self.otr.forget_digest(offer().transfer_id)
+        assert waiter.cancelled()
+        self.peer_sends(self.digest().encode())  # nobody waits: no harm
+
+    def test_send_digest_reaches_the_fingerprint_of_the_offer(self) -> None:
+        self.otr.send_digest(
+            self.session, self.digest(), peer=PEER, fingerprint=self.their_fingerprint
+        )
+        [sent] = [e for e in self.to_peer() if isinstance(e, ev.SymmetricKeyReceived)]
+        assert (sent.use, TransferDigest.decode(sent.data)) == (XFER_USE, self.digest())
+
+    def test_send_digest_to_another_fingerprint_is_not_secure(self) -> None:
+        with pytest.raises(NotSecure):
+            self.otr.send_digest(
+                self.session, self.digest(), peer=PEER, fingerprint=bytes(20)
+            )
+        self.nothing_sent()
+
+    def test_send_digest_without_a_session_is_not_secure(self) -> None:
+        self.otr.end(PEER)
+        self.all_sent()
+        with pytest.raises(NotSecure):
+            self.otr.send_digest(
+                self.session,
+                self.digest(),
+                peer=PEER,
+                fingerprint=self.their_fingerprint,
+            )
 
 
 class TestQuestions(SecureCase):

@@ -92,7 +92,7 @@ class ResponderCase(TransferCase):
         self.secure()
 
     def offer_file(self, *candidates: Candidate) -> tuple[TransferOffer, bytes]:
-        offer = file_offer(CONTENT)
+        offer = self.offer = file_offer(CONTENT)
         key = self.offer_inside_otr(offer)
         reply = self.peer_says(initiate(offer, s5b(*candidates)), "init")
         assert reply["type"] == "result"
@@ -131,6 +131,7 @@ class ResponderCase(TransferCase):
 
     def stored(self) -> None:
         """The receipt ends well: the file is in place, verdict and success."""
+        self.peer_digest(self.offer, CONTENT)  # after the data, inside OTR
         iq, _ = self.next_jingle(Action.SESSION_INFO)
         self.ack(iq)
         iq, end = self.next_jingle(Action.SESSION_TERMINATE)

@@ -5,17 +5,21 @@ Jingle, IBB and SOCKS5 are written by the test.
 An offer is vetted before the application sees it (one encrypted file, a
 matching offer inside OTR, sizes that agree, a trusted fingerprint, the
 size limit, the quotas); a refused one is terminated with the reason the
-code names. An accepted one is received over IBB or SOCKS5, verified,
-stored, confirmed inside OTR and ended with ``success``; a broken or forged
-one fails with the typed error and leaves nothing at the destination.
+code names. An accepted one is received over IBB or SOCKS5, verified, and
+stored once the sender's digest inside OTR (after the data) agrees;
+confirmed inside OTR and ended with ``success``. A broken or forged one, or
+one whose digest disagrees or never comes, fails with the typed error and
+leaves nothing at the destination.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
+from xml.sax.saxutils import escape
 
 import pytest
 
@@ -23,6 +27,7 @@ from tests.adapters.xmpp.slix import (
     ME,
     PEER,
     TransferCase,
+    digest_of,
     file_offer,
     initiate,
     seal,
@@ -38,6 +43,10 @@ from xfer.errors import (
 from xfer.jingle import Action, Reason
 from xfer.jingle.files import Range
 from xfer.jingle.wire import IBBTransport, Jingle
+from xfer.otr import Policy
+from xfer.otr.account import Account
+from xfer.otr.crypto import PrivateKey
+from xfer.transfer.offer import XFER_USE
 from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
@@ -49,7 +58,16 @@ if TYPE_CHECKING:
     from xfer.xmpp.transfer import IncomingOffer
 
 CONTENT = os.urandom(40_000) + b"the end"
+SHA = hashlib.sha256(CONTENT).digest()
 NS_IBB = "http://jabber.org/protocol/ibb"
+_IMPOSTOR: list[PrivateKey] = []
+
+
+def impostor_key() -> PrivateKey:
+    """A third OTR key: what a server answering in the peer's name holds."""
+    if not _IMPOSTOR:
+        _IMPOSTOR.append(PrivateKey.generate())
+    return _IMPOSTOR[0]
 
 
 def terminate(reason: Reason, *, sid: str = "j1", text: str | None = None) -> Jingle:
@@ -65,13 +83,14 @@ class ReceivingCase(TransferCase):
         *,
         transport: Any = None,
         sid: str = "j1",
+        version: int = 2,
         **changes: Any,
     ) -> tuple[TransferOffer, bytes]:
         """The peer offers ``content``: inside OTR, then as a Jingle session
         (acknowledged by us). Its offer and key."""
         if self.otr.session(PEER) is None:
             self.secure()
-        offer = file_offer(content)
+        offer = file_offer(content, version=version)
         key = self.offer_inside_otr(offer)
         jingle = initiate(
             offer,
@@ -117,10 +136,11 @@ class TestReceivingOverIBB(ReceivingCase):
             offer.name,
             len(CONTENT),
         )
-        assert (incoming.sha256, incoming.transfer_id) == (
-            offer.sha256,
+        assert (incoming.file_id, incoming.transfer_id) == (
+            offer.file_id,
             offer.transfer_id,
         )
+        assert incoming.sha256 is None  # it comes after the data
         assert incoming.trusted
         assert incoming.fingerprint == self.their_fingerprint
         assert not incoming.withdrawn
@@ -136,16 +156,130 @@ class TestReceivingOverIBB(ReceivingCase):
         assert content.encrypted is not None
         assert content.encrypted.transfer_id == offer.transfer_id
         self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        # Every chunk verified, but nothing goes into place before the
+        # sender's SHA-256 of the file came inside OTR.
+        self.wait_(0.2)
+        assert not task.done()
+        assert not (self.dir / offer.name).exists()
+        assert self.verdicts() == []
+        self.peer_digest(offer, CONTENT)
         self.finish()
         path = self.run_coro(task)
         assert path == self.dir / offer.name
         assert path.read_bytes() == CONTENT
+        assert incoming.sha256 == SHA
         [verdict] = self.verdicts()
         assert verdict.stored
-        assert (verdict.sha256, verdict.size) == (offer.sha256, offer.size)
+        assert (verdict.sha256, verdict.size) == (SHA, offer.size)
         # The receipt is over and forgotten; the Jingle session too.
         assert self.transfer._receipts == {}
         assert self.plugin("xfer_xep_0166").live == 0
+        assert self.otr._offers._digests._waiting == {}
+
+    def test_a_version_1_offer_is_checked_against_its_own_hash(self) -> None:
+        offer, key = self.offered(version=1)
+        incoming = self.incoming()
+        assert incoming.sha256 == offer.sha256 == SHA
+        task = self.start(incoming.accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.finish()  # no digest is waited for
+        assert self.run_coro(task).read_bytes() == CONTENT
+        [verdict] = self.verdicts()
+        assert (verdict.stored, verdict.sha256) == (True, SHA)
+
+    def test_a_digest_that_disagrees_is_refused_and_nothing_is_kept(self) -> None:
+        offer, key = self.offered()
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.peer_digest(offer, CONTENT + b"!")  # not what came
+        ended = self.ended(Reason.SECURITY_ERROR)
+        assert ended.reason_text == "the data did not verify"
+        with pytest.raises(IntegrityError):
+            self.run_coro(task)
+        [verdict] = self.verdicts()
+        assert (verdict.stored, verdict.sha256) == (False, bytes(32))
+        assert verdict.reason
+        assert list(self.dir.iterdir()) == []
+
+    def test_without_the_digest_the_file_is_refused_after_the_timeout(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.3
+        offer, key = self.offered()
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        # (A server that drops the digest only makes the transfer fail.)
+        self.ended(Reason.SECURITY_ERROR)
+        with pytest.raises(IntegrityError):
+            self.run_coro(task)
+        [verdict] = self.verdicts()
+        assert not verdict.stored
+        assert list(self.dir.iterdir()) == []
+
+    def impostor(self) -> Account:
+        """An OTR session of another key under the peer's full JID (the
+        servers can answer in the peer's name), secured with us."""
+        evil = Account(impostor_key(), our_tag=0x3333_3333, policy=Policy())
+        self.others.append(evil)
+        evil.session(ME).start_ake()
+        for _ in range(10):
+            self.pump()
+            out = evil.data_to_send()
+            if not out:
+                break
+            for _, body in out:
+                self.recv(
+                    f'<message type="chat" from="{PEER}" to="{ME}">'
+                    f"<body>{escape(body)}</body></message>"
+                )
+        session = evil.best(ME)
+        assert session is not None
+        assert session.their_fingerprint is not None
+        return evil
+
+    def test_a_digest_from_another_key_is_ignored(self) -> None:
+        offer, key = self.offered()
+        evil = self.impostor()
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        # The impostor's digest (of other data) is not the sender's word...
+        forged = dataclasses.replace(
+            digest_of(offer, CONTENT), sha256=hashlib.sha256(b"forged").digest()
+        )
+        session = evil.best(ME)
+        assert session is not None
+        session.extra_symmetric_key(XFER_USE, forged.encode())
+        with self.assertLogs("xfer.xmpp.offers", "WARNING") as logs:
+            for _, body in evil.data_to_send():
+                self.recv(
+                    f'<message type="chat" from="{PEER}" to="{ME}">'
+                    f"<body>{escape(body)}</body></message>"
+                )
+            self.wait_(0.1)
+        assert "not the peer of the offer" in logs.output[0]
+        assert not task.done()
+        # ... the sender's is.
+        self.peer_digest(offer, CONTENT)
+        self.finish()
+        assert self.run_coro(task).read_bytes() == CONTENT
+        assert [v.stored for v in self.verdicts()] == [True]
+
+    def test_a_digest_for_another_transfer_does_not_count(self) -> None:
+        self.transfer.config["connect_timeout"] = 0.3
+        offer, key = self.offered()
+        task = self.start(self.incoming().accept(self.dir))
+        self.accepted()
+        self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        other = dataclasses.replace(offer, transfer_id=os.urandom(16))
+        with self.assertLogs("xfer.xmpp.offers", "INFO") as logs:
+            self.peer_digest(other, CONTENT)
+        assert "on no transfer of ours" in logs.output[0]
+        self.ended(Reason.SECURITY_ERROR)
+        with pytest.raises(IntegrityError):
+            self.run_coro(task)
+        assert list(self.dir.iterdir()) == []
 
     def test_data_that_does_not_verify_is_refused_and_nothing_is_kept(self) -> None:
         offer, _ = self.offered()
@@ -459,6 +593,7 @@ class TestResume(ReceivingCase):
         self.ibb_send(
             f"ibb-{sid}", seal(offer, key, CONTENT[start:]), 4096, prefix=f"r{sid}"
         )
+        self.peer_digest(offer, CONTENT)  # of the whole file, prefix included
         self.finish()
         path = self.run_coro(task)
         assert path.read_bytes() == CONTENT
@@ -473,6 +608,32 @@ class TestResume(ReceivingCase):
     def test_a_break_the_sender_reports_goes_on_with_the_next_offer(self) -> None:
         task, _ = self.broken(how="reported")
         self.the_rest(task)
+
+    def test_a_sender_whose_file_changed_in_the_kept_prefix_is_refused(self) -> None:
+        # The next offer names the same file (same id, size and name), but
+        # the file changed in the part we kept: the rest verifies chunk by
+        # chunk, the whole file's SHA-256 does not. Nothing is stored.
+        task, _ = self.broken()
+        changed = bytearray(CONTENT)
+        changed[100:104] = b"EDIT"
+        offer, key = self.offered(
+            sid="j2", transport=IBBTransport(sid="ibb-j2", block_size=4096)
+        )
+        _, accept = self.accepted()
+        content = accept.content
+        assert content is not None
+        assert content.description is not None
+        assert content.description.range is not None
+        start = content.description.range.offset
+        assert start > 100
+        self.ibb_send("ibb-j2", seal(offer, key, changed[start:]), 4096, prefix="n")
+        self.peer_digest(offer, bytes(changed))
+        self.ended(Reason.SECURITY_ERROR)
+        with pytest.raises(IntegrityError):
+            self.run_coro(task)
+        [verdict] = self.verdicts()
+        assert not verdict.stored
+        assert list(self.dir.iterdir()) == []  # the kept prefix is gone too
 
     def test_a_new_offer_while_the_stream_hangs_takes_over(self) -> None:
         offer, key = self.offered(sid="j1")
@@ -498,6 +659,7 @@ class TestResume(ReceivingCase):
         wanted = content.description.range
         start = wanted.offset if wanted is not None else 0
         self.ibb_send("ibb-j2", seal(second, key2, CONTENT[start:]), 4096, prefix="n")
+        self.peer_digest(second, CONTENT)
         self.finish()
         assert self.run_coro(task).read_bytes() == CONTENT
 
@@ -527,6 +689,7 @@ class TestResume(ReceivingCase):
         assert content.description is not None
         assert content.description.range == Range(offset=kept)
         self.ibb_send("ibb-j2", seal(offer, key, CONTENT[kept:]), 4096, prefix="n")
+        self.peer_digest(offer, CONTENT)
         self.finish()
         assert self.run_coro(task).read_bytes() == CONTENT
 
@@ -543,6 +706,7 @@ class TestResume(ReceivingCase):
         task = self.start(self.incoming().accept(self.dir))
         self.accepted()
         self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.peer_digest(offer, CONTENT)
         self.finish()
         path = self.run_coro(task)
         # The sender did not hear of the end and offers the file again: we
@@ -557,8 +721,9 @@ class TestResume(ReceivingCase):
         assert content.description is not None
         assert content.description.range == Range(offset=len(CONTENT))
         self.ibb_send("ibb-j2", seal(again, key2, b""), 4096, prefix="n")
+        self.peer_digest(again, CONTENT)  # it hashed the whole file once more
         self.finish()
-        assert [v.stored for v in self.verdicts()] == [True, True]
+        assert [(v.stored, v.sha256) for v in self.verdicts()] == [(True, SHA)] * 2
         assert path.read_bytes() == CONTENT
         with pytest.raises(TransferTimeout):
             self.run_coro(self.transfer.next_offer(timeout=0.01))
@@ -568,6 +733,7 @@ class TestResume(ReceivingCase):
         task = self.start(self.incoming().accept(self.dir))
         self.accepted()
         self.ibb_send("ibb1", seal(offer, key, CONTENT), 4096)
+        self.peer_digest(offer, CONTENT)
         self.finish()
         self.run_coro(task).write_bytes(b"edited since")
         self.offered(sid="j2", transport=IBBTransport(sid="ibb-j2"))

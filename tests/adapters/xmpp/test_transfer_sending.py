@@ -3,21 +3,28 @@
 receiver: its OTR is a real account, its Jingle, IBB and SOCKS5 are the
 test's.
 
-A file counts as delivered only on the receiver's verdict inside OTR; a
-Jingle ``success`` alone, one that comes before the data, or a verdict for
-another file is not believed. A transfer that breaks off after the
-receiver accepted is offered again for the rest, under a fresh key.
+The offer names the file by an id; the file is read once, sealed and
+hashed in the same pass, and the digest follows the data inside OTR. A file
+counts as delivered only on the receiver's verdict inside OTR; a Jingle
+``success`` alone, one that comes before the data, or a verdict for another
+file is not believed. A transfer that breaks off after the receiver
+accepted is offered again for the rest, under a fresh key; the prefix the
+receiver kept is read again for the digest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 from typing import TYPE_CHECKING, Any, ClassVar
+from unittest import mock
 
 import pytest
 
+import xfer.aio.pump as pump_module
+import xfer.aio.source as source_module
 from tests.adapters.xmpp.slix import (
     ME,
     PEER,
@@ -47,7 +54,7 @@ from xfer.jingle.wire import (
     Jingle,
     S5BTransport,
 )
-from xfer.transfer.offer import TransferOffer, TransferVerdict
+from xfer.transfer.offer import TransferDigest, TransferOffer, TransferVerdict
 from xfer.xmpp.socks5 import NS as NS_BYTESTREAMS
 from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
 from xfer.xmpp.transfer import RESTARTED
@@ -58,6 +65,7 @@ if TYPE_CHECKING:
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
 CONTENT = os.urandom(30_000)
+SHA = hashlib.sha256(CONTENT).digest()
 PROXY = "proxy.localhost"
 
 
@@ -81,6 +89,30 @@ class SendingCase(TransferCase):
         self.secure()
         self.source = self.dir / "report.pdf"
         self.source.write_bytes(CONTENT)
+        #: Every read of a file in pieces: (where it started, how many
+        #: offers had gone out by then).
+        self.reads: list[tuple[int, int]] = []
+        self.offers_sent = 0
+        for module in (pump_module, source_module):
+            patcher = mock.patch.object(module, "read_chunks", self._reading(module))
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        send_offer = self.otr._offers.send_offer
+
+        def counted(*args: Any, **kwargs: Any) -> bytes:
+            self.offers_sent += 1
+            return send_offer(*args, **kwargs)
+
+        self.otr._offers.send_offer = counted
+
+    def _reading(self, module: Any) -> Any:
+        real = module.read_chunks
+
+        def read_chunks(source: Any, **options: Any) -> Any:
+            self.reads.append((options.get("start", 0), self.offers_sent))
+            return real(source, **options)
+
+        return read_chunks
 
     def send(self, path: Path | None = None) -> asyncio.Task[Any]:
         return self.start(self.transfer.send_file(PEER, path or self.source))
@@ -160,11 +192,23 @@ class SendingCase(TransferCase):
         fields = {
             "transfer_id": offer.transfer_id,
             "stored": True,
-            "sha256": offer.sha256,
+            "sha256": SHA,
             "size": offer.size,
             **changes,
         }
         self.peer_verdict(TransferVerdict(**fields))
+
+    def digest(self, offer: TransferOffer) -> TransferDigest:
+        """The sender's digest of ``offer`` that reached us (waiting for it)."""
+        found: list[TransferDigest] = []
+
+        def came() -> bool:
+            found[:] = [d for d in self.digests() if d.transfer_id == offer.transfer_id]
+            return bool(found)
+
+        self.until(came)
+        [digest] = found
+        return digest
 
     def over_ibb(self) -> tuple[Jingle, TransferOffer, bytes, bytes]:
         """Offered over IBB, accepted, and the sealed stream taken in."""
@@ -184,6 +228,12 @@ class TestOverIBB(SendingCase):
         task = self.send()
         jingle, offer, key, sealed = self.over_ibb()
         assert opened(key, offer, sealed) == CONTENT
+        # The offer named the file by its id; the SHA-256 followed the data.
+        assert (offer.version, offer.sha256, offer.flags) == (2, None, 0)
+        assert offer.file_id is not None
+        assert self.digest(offer) == TransferDigest(
+            transfer_id=offer.transfer_id, sha256=SHA, size=len(CONTENT)
+        )
         assert not task.done()  # not before the receiver's word
         self.stored(offer)
         self.end(jingle, Reason.SUCCESS)
@@ -197,7 +247,37 @@ class TestOverIBB(SendingCase):
         assert sent.fingerprint == self.their_fingerprint
         assert sent.sealed_size == len(sealed)
         assert (sent.resumed_from, sent.breaks) == (0, 0)
+        assert sent.sha256 == SHA
         assert self.plugin("xfer_xep_0166").live == 0
+        # One pass over the file, after the offer: the one that sealed it.
+        assert self.reads == [(0, 1)]
+
+    def test_nothing_reads_the_whole_file_before_the_offer(self) -> None:
+        task = self.send()
+        _, jingle, offer, _ = self.offered()
+        assert self.reads == []
+        assert offer.size == len(CONTENT)
+        self.end(jingle, Reason.DECLINE)
+        with pytest.raises(TransferDeclined):
+            self.run_coro(task)
+
+    def test_a_file_id_is_the_same_for_the_unchanged_file(self) -> None:
+        ids = []
+        for _ in range(2):
+            task = self.send()
+            _, jingle, offer, _ = self.offered()
+            ids.append(offer.file_id)
+            self.end(jingle, Reason.DECLINE)
+            with pytest.raises(TransferDeclined):
+                self.run_coro(task)
+        assert ids[0] == ids[1]
+        self.source.write_bytes(CONTENT[:-1] + b"!")
+        task = self.send()
+        _, jingle, offer, _ = self.offered()
+        assert offer.file_id != ids[0]
+        self.end(jingle, Reason.DECLINE)
+        with pytest.raises(TransferDeclined):
+            self.run_coro(task)
 
     def test_a_jingle_success_without_the_otr_verdict_is_not_believed(self) -> None:
         self.transfer.config["connect_timeout"] = 0.2
@@ -377,17 +457,54 @@ class TestResume(SendingCase):
         # receiver kept 8192 bytes and asks for the rest.
         _, again, second, key = self.offered()
         assert second.transfer_id != first.transfer_id
-        assert second.sha256 == first.sha256
+        assert second.file_id == first.file_id
         content = again.content
         assert content is not None
         assert isinstance(content.transport, IBBTransport)
         self.accept(again, content.transport, offset=8192)
         _, sealed = self.ibb_receive(content.transport.sid)
         assert opened(key, second, sealed) == CONTENT[8192:]
+        # The digest covers the whole file: the kept prefix was read again.
+        assert self.digest(second).sha256 == SHA
         self.stored(second)
         self.end(again, Reason.SUCCESS)
         sent = self.run_coro(task)
-        assert (sent.resumed_from, sent.breaks) == (8192, 1)
+        assert (sent.resumed_from, sent.breaks, sent.sha256) == (8192, 1, SHA)
+        # The first pass (cut off), then the prefix and the rest.
+        assert sorted(start for start, _ in self.reads) == [0, 0, 8192]
+
+    def test_a_resume_hashes_the_prefix_as_the_file_is_now(self) -> None:
+        self.transfer.online.set()
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        self.end(jingle, Reason.CONNECTIVITY_ERROR)
+        # The file changes in the part the receiver kept (same size).
+        changed = bytearray(CONTENT)
+        changed[100:104] = b"EDIT"
+        self.source.write_bytes(changed)
+        _, again, second, key = self.offered()
+        content = again.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(again, content.transport, offset=8192)
+        _, sealed = self.ibb_receive(content.transport.sid)
+        assert opened(key, second, sealed) == CONTENT[8192:]
+        # Not the hash of what the receiver holds: it will refuse the file.
+        assert self.digest(second).sha256 == hashlib.sha256(changed).digest()
+        self.peer_verdict(
+            TransferVerdict(
+                transfer_id=second.transfer_id,
+                stored=False,
+                reason="integrity check failed",
+            )
+        )
+        self.end(again, Reason.SECURITY_ERROR, "the data did not verify")
+        with pytest.raises(TransferRejected, match="integrity"):
+            self.run_coro(task)
 
     def test_a_range_the_sender_cannot_serve_is_refused(self) -> None:
         task = self.send()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xfer.errors import (
     NoUsableTransport,
@@ -386,14 +386,18 @@ async def expect_transport(
             return t
 
 
+_T = TypeVar("_T")
+
+
 async def watching(
     session: JingleSessionIO,
-    work: Awaitable[object],
+    work: Awaitable[_T],
     stream: ByteStream,
     *,
     drain: bool = False,
-) -> None:
-    """Run the data phase while listening for the peer ending the session.
+) -> _T:
+    """Run the data phase while listening for the peer ending the session;
+    the work's result.
 
     The stream is closed when the work is done, aborted if it failed.
     With ``drain`` (the receiver), a session the peer ends because the
@@ -409,10 +413,10 @@ async def watching(
             {task, watcher}, return_when=asyncio.FIRST_COMPLETED
         )
         if task in done:
-            task.result()
+            result = task.result()
             with contextlib.suppress(XferError, OSError):
                 await stream.close()
-            return
+            return result
         if drain and broke_off(rejection(session.peer, session.terminated)):
             # What is still in flight ends soon: at the stream's end.
             await asyncio.wait({task}, timeout=DRAIN_GRACE)
@@ -421,9 +425,10 @@ async def watching(
                 # before the sender, cut off, heard so: that counts.
                 with contextlib.suppress(XferError, OSError):
                     await stream.close()
-                return
+                return task.result()
         # Ended (or failed) while data flowed: raise what ended it.
         await expect(session, set(), 5.0)
+        raise AssertionError("expect() returned for no action")  # pragma: no cover
     except BaseException:
         stream.abort("the transfer failed")
         raise

@@ -12,9 +12,12 @@ It composes the other plugins into the flow of one transfer:
 4. the transport: XEP-0260 SOCKS5 (both sides' direct candidates, then the
    server's proxy), or XEP-0261 IBB through transport-replace when no
    candidate works;
-5. the sealed stream flows; the receiver verifies every chunk, the final
-   one, the size and the SHA-256, renames the file into place and ends the
-   session with ``success`` (or the reason it failed, the file removed).
+5. the sealed stream flows, the sender hashing the file as it seals it;
+   after the last byte its SHA-256 follows inside OTR (the digest). The
+   receiver verifies every chunk, the final one, the size, and the
+   SHA-256 against that digest, renames the file into place, says so
+   inside OTR (the verdict) and ends the session with ``success`` (or the
+   reason it failed, the file removed).
 
 Whatever else peers send is handed to the application as rate-limited
 notices (:meth:`XferTransfer.next_notice`, the event ``xfer_notice``): text

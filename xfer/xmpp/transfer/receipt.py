@@ -1,6 +1,7 @@
 """One Jingle session of a receipt: accept the offer with our transport,
 take the sealed stream into place (or, for a file stored already, check the
-empty rest), and tell the sender the verdict inside OTR.
+empty rest) once the sender's digest inside OTR agrees, and tell the sender
+the verdict inside OTR.
 
 It works on a :class:`Negotiated` offer, the record an ``IncomingOffer``
 keeps of what was negotiated; the receive loop (:mod:`.receiving`) decides
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from xfer.aio.placement import resume_point
 from xfer.aio.pump import confirm_sealed, receive_sealed
 from xfer.errors import (
+    IntegrityError,
     NotSecure,
     NoUsableTransport,
     TransferRejected,
@@ -45,13 +47,14 @@ from xfer.xmpp.transfer.context import crypto_executor
 from xfer.xmpp.transfer.negotiation import S5B, watching
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.partial import Partial
     from xfer.envelope import EnvelopeHeader
     from xfer.jingle.wire import Jingle
+    from xfer.transfer.offer import TransferDigest
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.otr import ReceivedOffer
@@ -95,11 +98,17 @@ class Receipts:
         partial: Partial | None,
         *,
         finished: bool = False,
-        on_stored: Callable[[], object] | None = None,
-    ) -> None:
+        on_stored: Callable[[bytes], object] | None = None,
+    ) -> bytes:
         """One Jingle session of a receipt (the first, or one that goes on),
         or, when ``finished``, of one already stored at ``path``: then the
-        rest asked for is empty (``Receiver._confirms``)."""
+        rest asked for is empty (``Receiver._confirms``). Returns the SHA-256
+        of the file in place.
+
+        The file of a version 2 offer goes into place only once the sender's
+        digest came inside OTR, from the account and fingerprint of the
+        offer, and agrees (waited for up to ``connect_timeout`` after the
+        stream ended); without it, the file is refused."""
         session = offer.session
         content = offer.initiate.content
         assert content is not None
@@ -115,6 +124,13 @@ class Receipts:
         )
         s5b: S5B | None = None
         waiter: asyncio.Future[IBBStream] | None = None
+        tid = offer.got.offer.transfer_id
+        # Waited for before we accept: the sender sends it after the data.
+        digest = (
+            self._siblings.otr.expect_digest(offer.got.peer, tid, offer.got.fingerprint)
+            if offer.got.offer.sha256 is None
+            else None
+        )
         try:
             if session.ended:
                 # The sender's reason says whether it will offer the rest.
@@ -128,12 +144,12 @@ class Receipts:
             if isinstance(content.transport, IBBTransport):
                 if not self._settings.ibb:
                     raise NoUsableTransport("the sender offers only IBB, which is off")
-                offered = content.transport
+                theirs = content.transport
                 ours: S5BTransport | IBBTransport = IBBTransport(
-                    sid=offered.sid,
-                    block_size=self._negotiator.ibb_block(offered),
+                    sid=theirs.sid,
+                    block_size=self._negotiator.ibb_block(theirs),
                 )
-                waiter = self._siblings.ibb.expect(session.peer, offered.sid)
+                waiter = self._siblings.ibb.expect(session.peer, theirs.sid)
             else:
                 ours, s5b = await self._negotiator.local_transport(
                     session, sid=content.transport.sid
@@ -166,32 +182,21 @@ class Receipts:
                     s5b,
                     offer.initiate,
                 )
-            rest = offer.header.sealed_size(offer.got.offer.size - start)
-            stall = self._settings.stall_timeout
-            await watching(
+            said = None if digest is None else self._waiting(offer, digest)
+            sha256 = await watching(
                 session,
                 confirm_sealed(
                     stream,
                     offer.key,
                     offer.got.offer,
                     path,
-                    sealed_size=rest,
-                    stall_timeout=stall,
+                    sealed_size=offer.header.sealed_size(0),
+                    stall_timeout=self._settings.stall_timeout,
+                    digest=said,
                 )
                 if finished
-                else receive_sealed(
-                    stream,
-                    offer.key,
-                    offer.got.offer,
-                    path,
-                    sealed_size=rest,
-                    overwrite=overwrite,
-                    progress=progress,
-                    executor=crypto_executor(),
-                    partial=partial,
-                    keep=self._keep,
-                    stall_timeout=stall,
-                    on_stored=on_stored,
+                else self._receive(
+                    offer, stream, path, overwrite, progress, partial, on_stored, said
                 ),
                 stream,
                 drain=True,
@@ -200,18 +205,71 @@ class Receipts:
             await self._failed(offer, exc)
             raise
         finally:
+            self._siblings.otr.forget_digest(tid)
             self._siblings.jingle.forget(session)
             if s5b is not None:
                 s5b.close()
             if waiter is not None and not waiter.done():
                 waiter.cancel()
         # The verdict the sender believes goes inside OTR; Jingle's end follows.
-        self._tell(offer, stored=True)
+        self._tell(offer, stored=True, sha256=sha256)
         with contextlib.suppress(XferError):
             await session.send(
                 session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
             )
         await session.terminate(Reason.SUCCESS)
+        return sha256
+
+    async def _receive(
+        self,
+        offer: Negotiated,
+        stream: ByteStream,
+        path: Path,
+        overwrite: bool,
+        progress: ProgressCallback,
+        partial: Partial | None,
+        on_stored: Callable[[bytes], object] | None,
+        digest: Callable[[], Awaitable[TransferDigest]] | None,
+    ) -> bytes:
+        """The data phase: the rest of the file after what ``partial`` kept."""
+        assert partial is not None
+        rest = offer.got.offer.size - partial.state.verified
+        return await receive_sealed(
+            stream,
+            offer.key,
+            offer.got.offer,
+            path,
+            sealed_size=offer.header.sealed_size(rest),
+            overwrite=overwrite,
+            progress=progress,
+            executor=crypto_executor(),
+            partial=partial,
+            keep=self._keep,
+            stall_timeout=self._settings.stall_timeout,
+            on_stored=on_stored,
+            digest=digest,
+        )
+
+    def _waiting(
+        self, offer: Negotiated, digest: asyncio.Future[TransferDigest]
+    ) -> Callable[[], Awaitable[TransferDigest]]:
+        """What waits for the sender's digest once the data verified: up to
+        ``connect_timeout`` (the sender sends it right after the last byte;
+        a server that drops it only makes the transfer fail)."""
+
+        async def wait() -> TransferDigest:
+            try:
+                return await asyncio.wait_for(
+                    asyncio.shield(digest), self._settings.connect_timeout
+                )
+            except TimeoutError:
+                log.warning(
+                    "no digest of the file from %s inside OTR: not stored",
+                    offer.got.peer,
+                )
+                raise IntegrityError from None
+
+        return wait
 
     async def _failed(self, offer: Negotiated, exc: BaseException) -> None:
         """A receipt failed: say why to the sender inside OTR (unless it only
@@ -221,13 +279,21 @@ class Receipts:
             self._tell(offer, stored=False, why=private_text(exc))
         await offer.session.terminate(reason_for(exc), public_text(exc, receiving=True))
 
-    def _tell(self, offer: Negotiated, *, stored: bool, why: str = "") -> None:
-        """Send the sender our verdict on its offer, inside OTR."""
+    def _tell(
+        self,
+        offer: Negotiated,
+        *,
+        stored: bool,
+        sha256: bytes = bytes(32),
+        why: str = "",
+    ) -> None:
+        """Send the sender our verdict on its offer, inside OTR: for a file
+        stored, its SHA-256 and size."""
         offered = offer.got.offer
         verdict = TransferVerdict(
             transfer_id=offered.transfer_id,
             stored=stored,
-            sha256=offered.sha256 if stored else bytes(32),
+            sha256=sha256 if stored else bytes(32),
             size=offered.size if stored else 0,
             reason=clip(why, MAX_REASON_BYTES),
         )

@@ -59,9 +59,12 @@ MAX_FINISHED = 64
 class IncomingOffer:
     """A file offered to us, verified as far as it can be before accepting.
 
-    ``name``, ``size``, ``sha256``, ``media_type`` and ``mtime`` came inside
+    ``name``, ``size``, ``file_id``, ``media_type`` and ``mtime`` came inside
     OTR (the servers never saw them); ``name`` is the sender's, unsanitised:
-    :meth:`accept` to a directory makes it safe.
+    :meth:`accept` to a directory makes it safe. ``sha256`` is known up
+    front only from older senders (a version 1 offer); otherwise once the
+    file is stored: then it is the SHA-256 the sender computed as it sealed
+    the file, which the stored file matched.
     """
 
     peer: str
@@ -72,6 +75,7 @@ class IncomingOffer:
     _receiver: Receiver = field(repr=False)
     _negotiated: Negotiated = field(repr=False)
     _answered: bool = field(default=False, repr=False)
+    _stored_sha256: bytes | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -82,8 +86,18 @@ class IncomingOffer:
         return self.offer.size
 
     @property
-    def sha256(self) -> bytes:
+    def sha256(self) -> bytes | None:
+        """The SHA-256 of the file: of the stored file once :meth:`accept`
+        returned; before, only a version 1 offer's (None otherwise)."""
+        if self._stored_sha256 is not None:
+            return self._stored_sha256
         return self.offer.sha256
+
+    @property
+    def file_id(self) -> bytes:
+        """What names this file to find an earlier, unfinished receipt of it
+        (the sender's file id; a version 1 offer's SHA-256)."""
+        return self.offer.identity
 
     @property
     def media_type(self) -> str:
@@ -391,9 +405,10 @@ class Receiver:
                 path,
                 peer=bare(incoming.peer),
                 fingerprint=incoming.fingerprint,
-                sha256=incoming.sha256,
+                file_id=incoming.file_id,
                 size=incoming.size,
             )
+        accepted = incoming
         key = _receipt_key(incoming)
         loop = asyncio.get_running_loop()
         receipt = _Receipt(fingerprint=incoming.fingerprint, next=loop.create_future())
@@ -413,7 +428,7 @@ class Receiver:
                     )
                 )
                 try:
-                    await receipt.task
+                    sha256 = await receipt.task
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     if not receipt.next.done() or (task and task.cancelling()):
@@ -428,9 +443,10 @@ class Receiver:
                         breaks += 1
                         await self._await_rest(receipt, incoming, exc, breaks)
                 else:
-                    receipt.mark_stored()  # it finished: the file is in place
+                    receipt.mark_stored(sha256)  # it finished: the file is in place
                 if receipt.stored:
                     done = True
+                    accepted._stored_sha256 = receipt.sha256
                     return self._remember(key, incoming, path)
                 incoming = receipt.next.result()
                 receipt.next = loop.create_future()
@@ -475,12 +491,17 @@ class _Receipt:
 
     fingerprint: bytes
     next: asyncio.Future[IncomingOffer]
-    task: asyncio.Future[None] | None = None
-    #: Set once the verified file is in place.
+    task: asyncio.Future[bytes] | None = None
+    #: Set once the verified file is in place, with its SHA-256 (unless it
+    #: went into place as its session was cancelled and a later offer of
+    #: it was confirmed).
     stored: bool = False
+    sha256: bytes | None = None
 
-    def mark_stored(self) -> None:
+    def mark_stored(self, sha256: bytes | None = None) -> None:
         self.stored = True
+        if sha256 is not None:
+            self.sha256 = sha256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -495,5 +516,6 @@ class _Finished:
 def _receipt_key(offer: IncomingOffer) -> tuple[str, bytes, int, str]:
     """The same file from the same account: a new offer of it goes on with
     (or confirms) the receipt. The name counts: one content sent under two
-    names is two files."""
-    return bare(offer.peer), offer.sha256, offer.size, offer.name
+    names is two files. (The file id only finds the receipt: the whole
+    file's SHA-256 decides whether it is stored.)"""
+    return bare(offer.peer), offer.file_id, offer.size, offer.name

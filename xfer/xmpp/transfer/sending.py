@@ -1,9 +1,12 @@
 """The sender: the resume loop of one file, one offer, the verdict wait.
 
-An offer goes out inside OTR (TLV 8) and as a Jingle session; the file
-counts as delivered only on the receiver's verdict inside OTR. A transfer
-that breaks off after the receiver accepted is offered again, for the rest,
-under a fresh key.
+An offer goes out inside OTR (TLV 8) and as a Jingle session; it names the
+file by an id that costs no read of the whole file. The file is read once,
+sealed and hashed in the same pass, and the SHA-256 follows the sealed
+stream inside OTR (the digest). The file counts as delivered only on the
+receiver's verdict inside OTR. A transfer that breaks off after the
+receiver accepted is offered again, for the rest, under a fresh key; then
+the prefix the receiver kept is read once more, for the digest.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
 from typing import TYPE_CHECKING
 
-from xfer.aio.pump import file_sha256, send_sealed
+from xfer.aio.pump import send_sealed
+from xfer.aio.source import identify, sha256_prefix
 from xfer.envelope import Sealer
 from xfer.errors import (
     ConnectionFailed,
@@ -34,15 +37,21 @@ from xfer.errors import (
 from xfer.jingle import Action, Reason, Role
 from xfer.jingle.files import FileDescription, Range
 from xfer.jingle.wire import NS_FILE_TRANSFER, Content, Encrypted
-from xfer.transfer.offer import TransferOffer
+from xfer.transfer.offer import TransferDigest, TransferOffer
 from xfer.transfer.policy import RESUMABLE, public_text, range_offset, reason_for
 from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
-from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, watching
+from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, settle, watching
 
 if TYPE_CHECKING:
-    from xfer.aio.bytestream import ProgressCallback
+    import hashlib
+    from collections.abc import Callable
+
+    from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.aio.source import Identified
+    from xfer.jingle.wire import IBBTransport, Jingle, S5BTransport
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
+    from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import Negotiator
@@ -66,6 +75,8 @@ class SendResult:
     #: times the transfer broke off and went on.
     resumed_from: int = 0
     breaks: int = 0
+    #: The SHA-256 of the whole file, as the receiver stored it.
+    sha256: bytes = b""
 
 
 @dataclass(kw_only=True)
@@ -74,11 +85,10 @@ class _Attempt:
 
     #: The receiver took the offer: a break after this is worth resuming.
     accepted: bool = False
-    #: The last sealed byte is written.
+    #: The last sealed byte is written (and the digest sent).
     written: bool = False
-
-    def mark_written(self) -> None:
-        self.written = True
+    #: The SHA-256 of the whole file, once it is read.
+    sha256: bytes = b""
 
 
 class Sender:
@@ -103,10 +113,8 @@ class Sender:
         """See :meth:`XferTransfer.send_file`."""
         source = Path(path)
         started = time.perf_counter()
-        stat = await asyncio.to_thread(source.stat)
-        if not S_ISREG(stat.st_mode):
-            raise IsADirectoryError(f"{source} is not a regular file")
-        digest = await file_sha256(source)
+        # Its size and id, not its hash: that comes in the pass that seals it.
+        identified = await identify(source)
         drops = self._liveness.drops
         breaks = 0
         try:
@@ -136,8 +144,7 @@ class Sender:
                     otr_session,
                     fingerprint,
                     source,
-                    stat,
-                    digest,
+                    identified,
                     name,
                     media_type,
                     progress,
@@ -221,8 +228,7 @@ class Sender:
         otr_session: Session,
         fingerprint: bytes,
         source: Path,
-        stat: os.stat_result,
-        digest: bytes,
+        identified: Identified,
         name: str | None,
         media_type: str,
         progress: ProgressCallback,
@@ -240,17 +246,22 @@ class Sender:
         sealed, under this offer's fresh key. ``attempt`` notes when the
         receiver accepted (a break after that is worth resuming) and when
         the last sealed byte went out.
+
+        The file is hashed as it is sealed (a resume first reads the prefix
+        the receiver kept), and the digest goes inside OTR to the same
+        fingerprint right after the last sealed byte: the receiver stores
+        the file only if its SHA-256 agrees.
         """
         offer = TransferOffer(
             transfer_id=os.urandom(16),
             salt=os.urandom(32),
             suite=int(self._settings.suite),
             chunk_size=self._settings.chunk_size,
-            size=stat.st_size,
-            sha256=digest,
+            size=identified.stat.st_size,
+            file_id=identified.file_id,
             name=name or source.name,
             media_type=media_type,
-            mtime=max(0, int(stat.st_mtime)),
+            mtime=max(0, int(identified.stat.st_mtime)),
         )
         verdict = self._siblings.otr.expect_verdict(
             full, offer.transfer_id, fingerprint
@@ -304,8 +315,8 @@ class Sender:
             attempt.accepted = True
             start = range_offset(accept, offer.size)
             setup_start = time.perf_counter()
-            stream, kind = await self._negotiator.negotiate(
-                session, transport, s5b, accept
+            stream, kind, digest = await self._connect(
+                session, transport, s5b, accept, source, start
             )
             setup = time.perf_counter() - setup_start
             await watching(
@@ -317,8 +328,11 @@ class Sender:
                     total=offer.size,
                     start=start,
                     progress=progress,
-                    on_written=attempt.mark_written,
+                    on_written=self._then_digest(
+                        attempt, digest, offer, (otr_session, full, fingerprint)
+                    ),
                     stall_timeout=self._settings.stall_timeout,
+                    digest=digest,
                 ),
                 stream,
             )
@@ -328,7 +342,7 @@ class Sender:
             # "success" counts only once the whole sealed stream went out,
             # and only with the receiver's verdict inside OTR.
             if exc.reason == Reason.SUCCESS.value and attempt.written:
-                await self._verified(verdict, full, offer)
+                await self._verified(verdict, full, offer, attempt.sha256)
                 return SendResult(
                     peer=full,
                     fingerprint=fingerprint,
@@ -339,6 +353,7 @@ class Sender:
                     seconds=0.0,
                     setup_seconds=setup,
                     resumed_from=start,
+                    sha256=attempt.sha256,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
@@ -362,13 +377,73 @@ class Sender:
             "the receiver never ended the session"
         )  # pragma: no cover
 
+    async def _connect(
+        self,
+        session: JingleSessionIO,
+        transport: S5BTransport | IBBTransport,
+        s5b: S5B | None,
+        accept: Jingle,
+        source: Path,
+        start: int,
+    ) -> tuple[ByteStream, str, hashlib._Hash]:
+        """The bytestream the receiver's answer leads to, and its kind; and,
+        read meanwhile, the SHA-256 context of the prefix it kept (nothing
+        unless resuming from ``start``)."""
+        prefix = asyncio.ensure_future(sha256_prefix(source, start))
+        try:
+            stream, kind = await self._negotiator.negotiate(
+                session, transport, s5b, accept
+            )
+            try:
+                return stream, kind, await prefix
+            except BaseException:
+                stream.abort("the sender could not read the file")
+                raise
+        finally:
+            await settle(prefix)
+
+    def _then_digest(
+        self,
+        attempt: _Attempt,
+        digest: hashlib._Hash,
+        offer: TransferOffer,
+        to: tuple[Session, str, bytes],
+    ) -> Callable[[], None]:
+        """What runs once the last sealed byte is out: the digest of the
+        whole file, which ``digest`` has seen by then, follows it inside
+        OTR to the fingerprint of the offer (``to``: its session, the peer's
+        full JID, the fingerprint).
+
+        Raises (when called):
+            NotSecure: no session with that fingerprint is left.
+        """
+        otr_session, full, fingerprint = to
+
+        def written() -> None:
+            attempt.written = True
+            attempt.sha256 = digest.digest()
+            self._siblings.otr.send_digest(
+                otr_session,
+                TransferDigest(
+                    transfer_id=offer.transfer_id,
+                    sha256=attempt.sha256,
+                    size=offer.size,
+                ),
+                peer=full,
+                fingerprint=fingerprint,
+            )
+
+        return written
+
     async def _verified(
         self,
         verdict: asyncio.Future[TransferVerdict],
         full: str,
         offer: TransferOffer,
+        sha256: bytes,
     ) -> None:
-        """Wait for the receiver's verdict after its Jingle ``success``.
+        """Wait for the receiver's verdict after its Jingle ``success``: it
+        must have stored the file we hashed (``sha256``) at its size.
 
         Raises:
             RemoteProtocolError: no verdict in time (the ``success`` may
@@ -390,7 +465,7 @@ class Sender:
                 reason=Reason.SECURITY_ERROR.value,
                 text=got.reason,
             )
-        if got.sha256 != offer.sha256 or got.size != offer.size:
+        if got.sha256 != sha256 or got.size != offer.size:
             raise RemoteProtocolError(f"{full} stored a file that is not the one sent")
 
 
