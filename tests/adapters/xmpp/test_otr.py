@@ -19,7 +19,7 @@ from xfer.otr import Policy
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
-from xfer.otr.trust import TrustStore, Verification
+from xfer.otr.trust import SMPResult, TrustStore, Verification
 from xfer.transfer.offer import XFER_USE, TransferOffer, TransferVerdict
 
 if TYPE_CHECKING:
@@ -420,15 +420,15 @@ class TestQuestions(SecureCase):
         who, _ = self.run_coro(self.otr.next_question(1))
         task = self.start(self.otr.answer(who, b"secret", timeout=10))
         self.run_smp(task)
-        assert self.run_coro(task) is True
+        assert self.run_coro(task) is SMPResult.SUCCEEDED
         assert self.otr.is_trusted(PEER)
         assert saved == [self.trust]
-        assert ("xfer_otr_smp_done", (PEER, True)) in self.events
+        assert ("xfer_otr_smp_done", (PEER, SMPResult.SUCCEEDED)) in self.events
 
     def test_verify_with_another_secret_fails_and_trusts_nothing(self) -> None:
         task = self.start(self.otr.verify(PEER, b"mine", question="q", timeout=10))
         events = self.run_smp_peer(b"theirs", task)
-        assert self.run_coro(task) is False
+        assert self.run_coro(task) is SMPResult.FAILED
         assert not self.otr.is_trusted(PEER)
         assert any(isinstance(e, ev.SMPFailed) for e in events)
 
