@@ -31,6 +31,7 @@ from xfer.errors import (
     TransferRejected,
     TransportError,
     UntrustedPeer,
+    VerificationTimeout,
     XferError,
 )
 from xfer.jid import bare_jid
@@ -47,6 +48,8 @@ EXIT_VERIFY = 7
 EXIT_CONNECT = 8
 EXIT_PEER = 9
 EXIT_INCAPABLE = 10
+EXIT_ABORTED = 11
+EXIT_TIMEOUT = 12
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
@@ -62,6 +65,8 @@ Exit codes:
   {EXIT_CONNECT}    cannot log in to the server (unreachable, wrong password)
   {EXIT_PEER}    the peer is offline or unreachable, or the transfer broke off
   {EXIT_INCAPABLE}   the peer is online, but its client cannot receive with xfer
+  {EXIT_ABORTED}   the verification was aborted before the end; trust is unchanged
+  {EXIT_TIMEOUT}   no answer from the peer within --timeout; trust is unchanged
   {EXIT_INTERRUPTED}  interrupted
 """
 
@@ -177,6 +182,11 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
         return (
             f"{exc} - check --host/--port (XFER_HOST/XFER_PORT) and the network",
             EXIT_CONNECT,
+        )
+    if isinstance(exc, VerificationTimeout):
+        return (
+            f"{exc}: the verification was given up, and trust is unchanged",
+            EXIT_TIMEOUT,
         )
     if isinstance(exc, TransportError):
         return f"the transfer broke off: {exc}", EXIT_PEER

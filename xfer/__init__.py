@@ -29,8 +29,10 @@ from xfer.errors import (
     UnsupportedSuite,
     UnsupportedVersion,
     UntrustedPeer,
+    VerificationTimeout,
     XferError,
 )
+from xfer.otr.trust import SMPResult
 
 if typing.TYPE_CHECKING:
     from xfer.api import Client, connect
@@ -53,6 +55,7 @@ __all__ = [
     "PeerOffline",
     "ProtocolError",
     "RemoteProtocolError",
+    "SMPResult",
     "Sealer",
     "Suite",
     "TransferDeclined",
@@ -62,6 +65,7 @@ __all__ = [
     "UnsupportedSuite",
     "UnsupportedVersion",
     "UntrustedPeer",
+    "VerificationTimeout",
     "XferError",
     "__version__",
     "connect",

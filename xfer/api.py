@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.bytestream import no_progress
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
-from xfer.otr.trust import Verification
+from xfer.otr.trust import SMPResult, Verification
 from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient
@@ -89,20 +89,52 @@ class Client:
         if identity is not None:
             identity.save_trust_store(self._otr.trust)
 
+    def is_trusted(self, peer: str, fingerprint: str | bytes) -> bool:
+        """Whether ``fingerprint`` is trusted for ``peer`` now (as stored)."""
+        raw = (
+            parse_fingerprint(fingerprint)
+            if isinstance(fingerprint, str)
+            else fingerprint
+        )
+        return self._otr.trust.is_trusted(peer, raw)
+
     async def verify(
-        self, peer: str, secret: str, *, question: str | None = None
-    ) -> bool:
-        """Verify ``peer`` with the Socialist Millionaires' Protocol: True
-        (and the fingerprint trusted) if both typed the same secret."""
+        self,
+        peer: str,
+        secret: str,
+        *,
+        question: str | None = None,
+        timeout: float = 120,
+    ) -> SMPResult:
+        """Verify ``peer`` with the Socialist Millionaires' Protocol, waiting
+        up to ``timeout`` seconds for its answer.
+
+        Returns ``SMPResult.SUCCEEDED`` (both typed the same secret: the
+        fingerprint is trusted), ``FAILED`` (the secrets differ, or someone
+        is in the middle: the fingerprint is no longer trusted, however it
+        was before) or ``ABORTED`` (either side gave up: trust unchanged).
+        The result is true only for a success.
+
+        Raises:
+            VerificationTimeout: no outcome within ``timeout`` seconds (the
+            exchange was given up); PeerOffline, NotSecure: see
+            :meth:`secure`.
+        """
         full, _ = await self._otr.secure(peer)
-        return await self._otr.verify(full, secret.encode(), question=question)
+        return await self._otr.verify(
+            full, secret.encode(), question=question, timeout=timeout
+        )
 
     async def next_verification(
         self, timeout: float | None = None, *, peer: str | None = None
     ) -> tuple[str, str | None]:
         """The next SMP verification a peer started: (its JID, its question);
         with ``peer`` (a bare or full JID), only one from that peer (others
-        stay queued)."""
+        stay queued).
+
+        Raises:
+            VerificationTimeout: none within ``timeout`` seconds.
+        """
         return await self._otr.next_question(timeout, peer=peer)
 
     async def next_unsupported_peer(
@@ -119,10 +151,18 @@ class Client:
         """
         return await self._otr.next_unsupported(timeout)
 
-    async def answer_verification(self, peer: str, secret: str) -> bool:
-        """Answer a peer's verification: True (and its fingerprint trusted) if
-        the secrets matched."""
-        return await self._otr.answer(peer, secret.encode())
+    async def answer_verification(
+        self, peer: str, secret: str, *, timeout: float = 120
+    ) -> SMPResult:
+        """Answer a peer's verification (from :meth:`next_verification`),
+        waiting up to ``timeout`` seconds for the outcome; the result and
+        what it does to trust are those of :meth:`verify` (``ABORTED`` at
+        once if the peer gave the verification up meanwhile).
+
+        Raises:
+            VerificationTimeout: no outcome within ``timeout`` seconds.
+        """
+        return await self._otr.answer(peer, secret.encode(), timeout=timeout)
 
     async def secure(self, peer: str, *, wait: bool = False) -> tuple[str, str, bool]:
         """Set up OTR with ``peer``: (its full JID, its fingerprint as people

@@ -26,6 +26,7 @@ anything else escaping the library is a bug::
         │   └── PeerGone              the peer went offline mid-session
         ├── NoUsableTransport
         ├── TransferTimeout
+        │   └── VerificationTimeout   no answer to an SMP verification in time
         └── StreamTruncated          the stream ended early (resumable)
 
 The split between local and remote protocol errors follows h11: the local kind
@@ -66,6 +67,7 @@ __all__ = [
     "UnsupportedSuite",
     "UnsupportedVersion",
     "UntrustedPeer",
+    "VerificationTimeout",
     "XferError",
 ]
 
@@ -223,6 +225,17 @@ class NoUsableTransport(TransportError):
 
 class TransferTimeout(TransportError):
     """A wait (for the peer, for data, for an acknowledgement) ran out."""
+
+
+class VerificationTimeout(TransferTimeout):
+    """A verification (SMP) waited ``timeout`` seconds for ``peer`` in vain:
+    for its question, or for its answer. Our side gave the exchange up (an
+    SMP abort went to the peer); trust is unchanged."""
+
+    def __init__(self, message: str, *, peer: str | None, timeout: float) -> None:
+        super().__init__(message)
+        self.peer = peer
+        self.timeout = timeout
 
 
 class StreamTruncated(TransportError):

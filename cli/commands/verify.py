@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import click
 from xfer_cli.account import account_options, connect, run
-from xfer_cli.main import EXIT_USAGE, EXIT_VERIFY, CommandError
+from xfer_cli.main import EXIT_ABORTED, EXIT_USAGE, EXIT_VERIFY, CommandError
 from xfer_cli.output import quoted
 
 from xfer.display import shown
+from xfer.otr.trust import SMPResult
 
 if TYPE_CHECKING:
     import xfer
@@ -37,7 +38,7 @@ def _read_secret(prompt: str) -> str:
     type=click.FloatRange(1, 3600),
     default=120,
     show_default=True,
-    help="Seconds to wait for the other side.",
+    help="Seconds to wait for the other side: for its question, or its answer.",
 )
 @account_options
 def verify(
@@ -55,7 +56,10 @@ def verify(
     and type the same secret (agreed in person, or the answer to --question).
     The secret never crosses the network; if it matches on both sides, each
     fingerprint is trusted. A wrong secret, or someone in the middle, fails
-    (exit code 7). The secret is asked for, never given as an argument.
+    (exit code 7), and the fingerprint is then not trusted, even if it was
+    before. A verification either side gave up (exit code 11) or that got no
+    answer within --timeout (exit code 12) leaves trust as it was. The secret
+    is asked for, never given as an argument.
     """
 
     async def job() -> int:
@@ -73,7 +77,9 @@ def verify(
                     f"secret{' (answer to: ' + question + ')' if question else ''}"
                 )
                 click.echo(f"waiting for {shown(full)} to answer...", err=True)
-                ok = await client.verify(full, secret, question=question)
+                result = await client.verify(
+                    full, secret, question=question, timeout=timeout
+                )
             else:
                 click.echo(f"waiting for {shown(full)} to ask...", err=True)
                 # Only this peer's question: another's (anyone can start one)
@@ -86,22 +92,50 @@ def verify(
                     err=True,
                 )
                 secret = _read_secret("secret")
-                ok = await client.answer_verification(who, secret)
+                result = await client.answer_verification(who, secret, timeout=timeout)
+            # What is said below is what is stored now.
+            trusted_now = client.is_trusted(full, fingerprint)
         finally:
             await client.close()
-        if not ok:
-            raise CommandError(
-                f"verification of {shown(full)} FAILED: the secrets differ, or someone "
-                "is in the middle; its fingerprint is not trusted",
-                exit_code=EXIT_VERIFY,
-            )
-        click.echo(
-            f"verified: {shown(full)} is trusted with fingerprint {fingerprint}",
-            err=True,
+        return _report(
+            result, shown(full), fingerprint, before=trusted, now=trusted_now
         )
-        return 0
 
     run(job())
+
+
+def _report(
+    result: SMPResult, peer: str, fingerprint: str, *, before: bool, now: bool
+) -> int:
+    """Say how the verification of ``peer`` ended and whether its
+    fingerprint is trusted ``now`` (as stored); it was ``before``."""
+    if now:
+        state = f"its fingerprint {fingerprint} is {'still ' if before else ''}trusted"
+    else:
+        state = (
+            f"its fingerprint {fingerprint} is "
+            f"{'no longer' if before else 'not'} trusted"
+        )
+    if result is SMPResult.ABORTED:
+        raise CommandError(
+            f"the verification of {peer} was aborted before the end ({peer} "
+            f"gave it up, or a message came out of order): nothing was learnt, "
+            f"and {state}",
+            exit_code=EXIT_ABORTED,
+        )
+    if result is SMPResult.FAILED:
+        raise CommandError(
+            f"verification of {peer} FAILED: the secrets differ, or someone "
+            f"is in the middle; {state}",
+            exit_code=EXIT_VERIFY,
+        )
+    if not now:  # pragma: no cover (a success is stored before this)
+        raise CommandError(
+            f"the verification of {peer} succeeded, but {state}",
+            exit_code=EXIT_VERIFY,
+        )
+    click.echo(f"verified: {peer} is trusted with fingerprint {fingerprint}", err=True)
+    return 0
 
 
 async def _next_question(

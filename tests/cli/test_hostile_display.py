@@ -133,6 +133,7 @@ class FakeClient:
         self.reported = asyncio.Event()
         if not self.unsupported:
             self.reported.set()
+        self.trusted = False
 
     async def next_offer(self, timeout: float | None = None) -> FakeOffer:
         await self.notices_shown.wait()  # the notices first
@@ -164,9 +165,15 @@ class FakeClient:
     ) -> tuple[str, str | None]:
         return await self.otr.next_question(timeout, peer=peer)
 
-    async def answer_verification(self, peer: str, secret: str) -> bool:
+    async def answer_verification(
+        self, peer: str, secret: str, *, timeout: float = 120
+    ) -> xfer.SMPResult:
         self.answered.append((peer, secret))
-        return True
+        self.trusted = True
+        return xfer.SMPResult.SUCCEEDED
+
+    def is_trusted(self, peer: str, fingerprint: str | bytes) -> bool:
+        return self.trusted
 
     async def close(self) -> None:
         pass
@@ -422,8 +429,8 @@ def test_verify_shows_a_hostile_peer_jid_escaped(
 ) -> None:
     client = FakeClient(peer_full=PEER, questions=[(PEER, None)])
 
-    async def refuse(peer: str, secret: str) -> bool:
-        return False
+    async def refuse(peer: str, secret: str, *, timeout: float = 120) -> xfer.SMPResult:
+        return xfer.SMPResult.FAILED
 
     monkeypatch.setattr(client, "answer_verification", refuse)
     _use(monkeypatch, client)

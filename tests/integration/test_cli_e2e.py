@@ -241,6 +241,122 @@ def test_verify_with_smp(
         assert "FAILED" in a_err
 
 
+def verify_both(
+    alice: Person, bob: Person, secret_b: str
+) -> tuple[subprocess.Popen[str], str, subprocess.Popen[str], str]:
+    """alice asks, bob answers with ``secret_b``: both processes, stderrs."""
+    a = alice.start(
+        "verify", bob.jid, "--question", "our colour?", stdin="blue whale\n"
+    )
+    b = bob.start("verify", alice.jid, stdin=f"{secret_b}\n")
+    _, a_err = a.communicate(timeout=90)
+    _, b_err = b.communicate(timeout=90)
+    return a, a_err, b, b_err
+
+
+def trusted(person: Person) -> list[dict[str, str]]:
+    listed: list[dict[str, str]] = json.loads(person.run("keys", "--json").stdout)[
+        "trusted"
+    ]
+    return listed
+
+
+def test_a_failed_verify_takes_back_an_earlier_trust_and_send_stops(
+    people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    alice, bob = people
+    a, a_err, b, b_err = verify_both(alice, bob, "blue whale")
+    assert (a.returncode, b.returncode) == (0, 0), (a_err, b_err)
+    assert [e["how"] for e in trusted(alice)] == ["smp"]
+    a, a_err, b, b_err = verify_both(alice, bob, "red fox")
+    assert (a.returncode, b.returncode) == (7, 7), (a_err, b_err)
+    for err, other in ((a_err, bob), (b_err, alice)):
+        assert "FAILED" in err
+        assert f"its fingerprint {other.fingerprint()} is no longer trusted" in err
+    # What was printed is what is stored, and alice no longer sends to bob.
+    assert trusted(alice) == trusted(bob) == []
+    (tmp_path / "f.txt").write_text("hello")
+    receiver = bob.start("receive", "--dir", str(tmp_path / "in"), "--json")
+    try:
+        wait_ready(receiver)
+        sent = alice.run("send", str(tmp_path / "f.txt"), "--to", bob.jid)
+    finally:
+        finish(receiver)
+    assert sent.returncode == 7, sent.stderr
+    assert "is not trusted" in sent.stderr
+
+
+def test_verify_honours_its_timeout_on_both_sides(
+    friends: tuple[Person, Person], tmp_path: Path
+) -> None:
+    alice, bob = friends
+    # bob is online but not verifying: alice (who asks) gets no answer.
+    receiver = bob.start("receive", "--dir", str(tmp_path / "in"), "--json")
+    try:
+        wait_ready(receiver)
+        started = time.monotonic()
+        asked = alice.run("verify", bob.jid, "--timeout", "3", stdin="blue whale\n")
+        took = time.monotonic() - started
+    finally:
+        finish(receiver)
+    assert asked.returncode == 12, asked.stderr
+    assert f"no answer from {bob.jid}/cli within 3 s" in asked.stderr
+    assert "broke off" not in asked.stderr
+    assert took < 30
+    # alice is online but not verifying: bob (who answers) gets no question.
+    receiver = alice.start("receive", "--dir", str(tmp_path / "in"), "--json")
+    try:
+        wait_ready(receiver)
+        waited = bob.run("verify", alice.jid, "--timeout", "3", stdin="blue whale\n")
+    finally:
+        finish(receiver)
+    assert waited.returncode == 12, waited.stderr
+    assert f"{alice.jid}/cli did not ask to verify within 3 s" in waited.stderr
+    # Trust is as it was.
+    assert [e["how"] for e in trusted(alice)] == ["manual"]
+    assert [e["how"] for e in trusted(bob)] == ["manual"]
+
+
+def test_verify_given_up_by_the_peer_is_an_abort(
+    friends: tuple[Person, Person],
+) -> None:
+    alice, bob = friends
+    # bob shows alice's question and waits for his secret, which comes only
+    # after alice gave up waiting (her --timeout): his verification was
+    # aborted by her, which is no failure, and trust stays as it was.
+    b = subprocess.Popen(
+        [sys.executable, "-m", "xfer_cli", "verify", alice.jid],
+        env=bob.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert b.stderr is not None
+        a = alice.start(
+            "verify", bob.jid, "--timeout", "3", "--question", "q?", stdin="s\n"
+        )
+        seen = ""
+        while " asks: " not in seen:
+            line = b.stderr.readline()
+            assert line, seen
+            seen += line
+        _, a_err = a.communicate(timeout=60)
+        assert a.returncode == 12, a_err
+        _, b_err = b.communicate("blue whale\n", timeout=60)
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.communicate()
+    assert b.returncode == 11, seen + b_err
+    assert f"the verification of {alice.jid}/cli was aborted before the end" in b_err
+    assert f"its fingerprint {alice.fingerprint()} is still trusted" in b_err
+    assert "FAILED" not in b_err
+    assert [e["how"] for e in trusted(alice)] == ["manual"]
+    assert [e["how"] for e in trusted(bob)] == ["manual"]
+
+
 def test_wrong_password_and_unreachable_server(
     people: tuple[Person, Person], tmp_path: Path
 ) -> None:

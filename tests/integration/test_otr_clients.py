@@ -486,11 +486,6 @@ async def _two_instances(
     assert lo.errors() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 2: an SMP that fails after one that succeeded leaves "
-    "the fingerprint trusted on xfer's side",
-)
 async def test_failed_smp_after_a_successful_one_untrusts(
     lo: OTRClientPeer, xf: Client
 ) -> None:
@@ -509,11 +504,6 @@ async def test_failed_smp_after_a_successful_one_untrusts(
         assert trusted(xf, lo) is same
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 2: an SMP abort by the peer is reported as a failed "
-    "verification (verify returns False, as for different secrets)",
-)
 async def test_smp_abort_is_reported_as_an_abort(lo: OTRClientPeer, xf: Client) -> None:
     outcome = await _verify_aborted_by_libotr(lo, xf)
     assert outcome is not True

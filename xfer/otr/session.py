@@ -454,19 +454,21 @@ class Session(SessionSMP):
         if result is None:
             return []
         refreshed = self.state is MessageState.ENCRYPTED
+        before = self.their_fingerprint
         self._keys = SessionKeys(result, self._random)
         self.state = MessageState.ENCRYPTED
-        self._smp_reset()
         self.their_public_key = result.their_public_key
         self.their_fingerprint = result.their_public_key.fingerprint
         self.ssid = result.ssid
+        smp = self._smp_rekeyed(same_peer=before == self.their_fingerprint)
         return [
             ev.GoneSecure(
                 fingerprint=self.their_fingerprint,
                 ssid=result.ssid,
                 their_tag=self.their_tag,
                 refreshed=refreshed,
-            )
+            ),
+            *smp,
         ]
 
     def _unreadable(self, message: DataMessage, why: str) -> list[ev.Event]:

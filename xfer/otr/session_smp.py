@@ -20,7 +20,9 @@ those an inline step returns. Without the policy the step runs inline, as
 session's own calls. At most :data:`SMP_QUEUE_LIMIT` steps are in flight or
 waiting; one more is out of order (SMP runs one exchange at a time) and
 aborts the exchange. An abort, the end of the conversation or a new AKE
-makes the step in flight stale: ``smp_finish`` then ignores its result.
+makes the step in flight stale: ``smp_finish`` then ignores its result. A
+new AKE reports an exchange under way as aborted, but starts our user's own
+SMP again if its SMP 1 has not gone out yet (``spec/otr.md`` section 3.1).
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ class SessionSMP:
         #: (ticket, fingerprint) of a step under way when the peer ended the
         #: conversation: only its verdict still counts.
         self._smp_verdict_only: tuple[int, bytes] | None = None
+        #: (secret, question) of our user's smp_start whose SMP 1 has not
+        #: gone out yet: a re-key starts it again on the new keys.
+        self._smp_unsent: tuple[bytes, str | None] | None = None
 
     def _smp_fingerprints(self) -> tuple[bytes, bytes, bytes]:
         """(ours, theirs, ssid) of the encrypted conversation, for the secret.
@@ -126,6 +131,8 @@ class SessionSMP:
         self._smp_check_idle()
         x = smp_secret(ours, theirs, ssid, secret)
         self._smp_enqueue(SMPInput.START, (x, question))
+        if self.smp_busy:  # (not already run inline, nor refused)
+            self._smp_unsent = (secret, question)
 
     def smp_answer(self, secret: bytes) -> None:
         """Answer the peer's SMP (after :class:`~xfer.otr.events.SMPAsked`).
@@ -193,6 +200,7 @@ class SessionSMP:
         if self._smp_in_flight is None or done.ticket != self._smp_in_flight:
             return []
         self._smp_in_flight = None
+        self._smp_unsent = None  # (the first step after smp_start is its own)
         self.smp = done.machine
         events = self._smp_send(done.outcome)
         if self._smp_queue:
@@ -227,6 +235,7 @@ class SessionSMP:
         had = self.smp_busy
         self._smp_queue.clear()
         self._smp_in_flight = None
+        self._smp_unsent = None
         return had
 
     def _smp_reset(self) -> None:
@@ -260,6 +269,26 @@ class SessionSMP:
             return events or ([ev.SMPAborted()] if dropped else [])
         arg: object = (kind, value) if smp_input is SMPInput.RECV_1 else value
         return self._smp_enqueue(smp_input, arg)
+
+    def _smp_rekeyed(self, *, same_peer: bool) -> list[ev.Event]:
+        """A new AKE finished (the conversation has new keys and ssid): SMP
+        starts over, for its secret is bound to the ssid. If our user
+        started SMP and its SMP 1 has not gone out yet, it is started again
+        on the new keys (the peer saw nothing of it), unless the peer now
+        proves another key; an exchange that was under way is over, and is
+        reported as aborted (the peer's side, re-keyed too, starts over)."""
+        unsent = self._smp_unsent if same_peer else None
+        under_way = (
+            self.smp_busy
+            or self.smp.state is not SMPState.EXPECT1
+            or self._smp_verdict_only is not None
+        )
+        self._smp_reset()
+        if unsent is not None:
+            secret, question = unsent
+            self.smp_start(secret, question)
+            return [ev.SMPPending()] if self.smp_busy else []
+        return [ev.SMPAborted()] if under_way else []
 
     def _smp_peer_ended(self) -> None:
         """The peer ended the conversation (TLV 1): SMP starts over."""

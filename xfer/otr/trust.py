@@ -4,6 +4,11 @@
 and how each was verified (by hand, or by SMP). It is plain data with a JSON
 form; :mod:`xfer.store` keeps it in a file. The clock is a parameter.
 
+What an SMP exchange does to the store is decided here, in one place
+(:meth:`TrustStore.record_smp`, ``spec/otr.md`` section 3.1): a success
+trusts the conversation's fingerprint (by SMP), a failure removes its trust
+however it was given, an abort changes nothing.
+
 Fingerprint text lives in :mod:`xfer.otr.fingerprint`; ``format_fingerprint``
 and ``parse_fingerprint`` are re-exported here for code that imports them
 from this module, and so is :func:`xfer.jid.bare_jid`, the rule that makes
@@ -21,6 +26,7 @@ from xfer.jid import bare_jid
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 
 __all__ = [
+    "SMPResult",
     "TrustEntry",
     "TrustStore",
     "Verification",
@@ -33,6 +39,29 @@ __all__ = [
 class Verification(enum.Enum):
     MANUAL = "manual"  # compared by the user, or given on the command line
     SMP = "smp"  # a successful Socialist Millionaires' exchange
+
+
+class SMPResult(enum.Enum):
+    """How an SMP exchange (a verification) ended.
+
+    True only for :attr:`SUCCEEDED` (``if await client.verify(...)`` reads
+    as it did when the result was a bool); compare with the members to tell
+    a failure from an abort.
+    """
+
+    #: Both sides had the same secret: the fingerprint is trusted (by SMP).
+    SUCCEEDED = "succeeded"
+    #: The secrets differ, or a proof did not verify (someone is in the
+    #: middle, or cheats): the fingerprint is no longer trusted, however it
+    #: was trusted before.
+    FAILED = "failed"
+    #: Abandoned before the end, by either side (the peer sent an SMP abort,
+    #: or ours was sent: a step out of order, too much SMP work): nothing was
+    #: learnt, and trust is unchanged.
+    ABORTED = "aborted"
+
+    def __bool__(self) -> bool:
+        return self is SMPResult.SUCCEEDED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +98,26 @@ class TrustStore:
         if not peer:
             self._peers.pop(bare_jid(jid), None)
         return gone
+
+    def record_smp(
+        self, jid: str, fingerprint: bytes, result: SMPResult, *, now: int
+    ) -> bool:
+        """Apply the outcome of an SMP exchange with ``jid`` over a
+        conversation whose peer proved ``fingerprint``; whether the store
+        changed (and must be saved).
+
+        A success trusts the fingerprint by SMP; a failure forgets it, also
+        if it was trusted by hand: the exchange just said that the peer's
+        user does not know the secret, or that someone is in the middle, and
+        what is shown afterwards must be what is stored. An abort proves
+        nothing either way and changes nothing.
+        """
+        if result is SMPResult.SUCCEEDED:
+            self.trust(jid, fingerprint, Verification.SMP, now=now)
+            return True
+        if result is SMPResult.FAILED:
+            return self.untrust(jid, fingerprint) > 0
+        return False
 
     def entry(self, jid: str, fingerprint: bytes) -> TrustEntry | None:
         return self._peers.get(bare_jid(jid), {}).get(fingerprint)

@@ -38,6 +38,12 @@ so is our user (event ``xfer_otr_unsupported``, :meth:`XferOTR.next_unsupported`
 a set-up waiting for it fails at once. :class:`~xfer.xmpp.versions.OldClients`
 keeps that bounded and rate-limited.
 
+The verifications our user takes part in (SMP: :meth:`XferOTR.verify`,
+:meth:`XferOTR.next_question`, :meth:`XferOTR.answer`) and what their
+outcomes do to the trust store are kept by
+:class:`~xfer.xmpp.verification.Verifier`, which the plugin owns and hands
+every SMP event; those methods delegate to it.
+
 SMP never runs on the event loop: one step is up to about two dozen 1536-bit
 exponentiations (a quarter of a second in CPython, whose ``pow`` holds the
 GIL throughout), and anyone who finishes an AKE can send SMP messages. The
@@ -54,8 +60,6 @@ client that holds the session, and archived ciphertext helps nobody.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import logging
 import secrets
 import time
@@ -65,34 +69,32 @@ from typing import TYPE_CHECKING, ClassVar
 from slixmpp.plugins.base import BasePlugin
 from slixmpp.stanza import Message
 
-from xfer.errors import (
-    LocalProtocolError,
-    NotSecure,
-    RemoteProtocolError,
-    TransferTimeout,
-)
-from xfer.jid import bare_jid
+from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.otr import events as ev
 from xfer.otr.account import Account
 from xfer.otr.messages import WHITESPACE_BASE
 from xfer.otr.session import MessageState, Policy
-from xfer.otr.trust import TrustStore, Verification
+from xfer.otr.smp import SMPState
+from xfer.otr.trust import TrustStore
 from xfer.transfer.offer import XFER_USE
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
+from xfer.xmpp.verification import MAX_QUESTIONS, Verifier
 from xfer.xmpp.versions import OldClients, reply_text
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
     from xfer.otr.crypto import PrivateKey
     from xfer.otr.session import Session
+    from xfer.otr.trust import SMPResult
     from xfer.transfer.offer import TransferDigest, TransferOffer, TransferVerdict
 
-__all__ = ["ReceivedOffer", "XferOTR"]
+__all__ = ["MAX_QUESTIONS", "ReceivedOffer", "XferOTR"]
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,6 @@ NS_DELAY = "urn:xmpp:delay"
 
 #: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
 EXPIRE_EVERY = 60.0
-#: Verification questions kept until somebody takes them.
-MAX_QUESTIONS = 8
 #: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
 _DATA_PREFIX = "?OTR:AAMD"
 
@@ -115,7 +115,8 @@ class XferOTR(BasePlugin):
 
     Config: ``private_key`` (our long-term DSA key; required),
     ``instance_tag`` (ours, persistent), ``trust_store`` (a
-    :class:`~xfer.otr.trust.TrustStore`; SMP successes are recorded in it),
+    :class:`~xfer.otr.trust.TrustStore`; SMP outcomes are recorded in it:
+    see :meth:`~xfer.otr.trust.TrustStore.record_smp`),
     ``on_trust_change`` (called after the store changed, to save it),
     ``untrusted_offers`` (unclaimed offers from untrusted fingerprints kept
     at most, in all; 0 refuses them at once).
@@ -156,23 +157,23 @@ class XferOTR(BasePlugin):
             clock=lambda: self.config["clock"](),  # noqa: PLW0108
             untrusted_quota=lambda: self.config["untrusted_offers"],
         )
-        self._smp_waiters: dict[int, asyncio.Future[bool]] = {}
         self._unreadable: dict[str, float] = {}
-        #: Verifications peers started and nobody took yet (the latest few).
-        self._smp_questions: collections.deque[tuple[str, str | None]] = (
-            collections.deque(maxlen=MAX_QUESTIONS)
-        )
-        self._smp_asked = asyncio.Event()
         self._smp = SMPRunner(
             apply=self._smp_applied,
             alive=self._holds,
             executor=self.config["smp_executor"],
             max_in_flight=self.config["smp_in_flight"],
-            priority=self._smp_matters,
+            priority=lambda peer, s: self._verifier.matters(peer, s),  # noqa: PLW0108
         )
-        #: Peers (bare or full JIDs; None: anyone) whose question a caller of
-        #: next_question waits for.
-        self._awaiting_questions: list[str | None] = []
+        self._verifier = Verifier(
+            account=lambda: self.account,
+            trust=lambda: self.trust,
+            flush=self._flush,
+            kick=self._smp.kick,
+            computing=self._smp.computing,
+            trust_changed=self._trust_changed,
+            announce=self.xmpp.event,
+        )
         #: Called with (peer, text, fingerprint of the session) for each text
         #: a peer sent inside OTR, as the event ``xfer_otr_message`` (peer,
         #: text) is raised; neither is rate-limited here (``xfer_transfer``
@@ -286,6 +287,7 @@ class XferOTR(BasePlugin):
         self._flush()
         for event in events:
             self._event(peer, session, event)
+        self._verifier.ended(peer, session)  # (if the session is over)
 
     def _holds(self, peer: str, session: Session) -> bool:
         return self._account is not None and any(
@@ -313,14 +315,21 @@ class XferOTR(BasePlugin):
         self._sessions_started += 1
         if self._sessions_started > 1 and self._account is not None:
             for peer in self._account.peers():
-                self._account.forget(peer)
+                self._forget(peer)
 
     def _on_peer_gone(self, presence: StanzaBase) -> None:
         """The peer's client went offline: its OTR state went with it."""
         peer = presence["from"].full
         if self._account is not None and "/" in peer:
-            self._account.forget(peer)
+            self._forget(peer)
             self._old.forget(peer)
+
+    def _forget(self, peer: str) -> None:
+        """Drop the sessions with ``peer``; a verification over one is over."""
+        gone = self.account.sessions(peer)
+        self.account.forget(peer)
+        for session in gone:
+            self._verifier.ended(peer, session)
 
     def _event(self, peer: str, session: Session, event: ev.Event) -> None:
         if isinstance(event, ev.GoneSecure):
@@ -332,23 +341,11 @@ class XferOTR(BasePlugin):
         elif isinstance(event, ev.SMPPending):
             self._smp.kick(peer, session)
         elif isinstance(event, ev.SMPAsked):
-            self._smp_questions.append((peer, event.question))  # the latest few
-            self._smp_asked.set()
-            self.xmpp.event("xfer_otr_smp_asked", (peer, event.question))
+            self._verifier.asked(peer, event.question)
         elif isinstance(event, (ev.SMPSucceeded, ev.SMPFailed, ev.SMPAborted)):
-            ok = isinstance(event, ev.SMPSucceeded)
-            if ok and session.their_fingerprint is not None:
-                self.trust.trust(
-                    peer,
-                    session.their_fingerprint,
-                    Verification.SMP,
-                    now=int(time.time()),
-                )
-                self._trust_changed()
-            smp_waiter = self._smp_waiters.pop(id(session), None)
-            if smp_waiter is not None and not smp_waiter.done():
-                smp_waiter.set_result(ok)
-            self.xmpp.event("xfer_otr_smp_done", (peer, ok))
+            self._verifier.finished(peer, session, event)
+        elif isinstance(event, ev.GoneInsecure):
+            self._verifier.ended(peer, session)
         elif isinstance(event, ev.MessageReceived):
             self.xmpp.event("xfer_otr_message", (peer, event.text))
             if self.on_text is not None:
@@ -487,40 +484,20 @@ class XferOTR(BasePlugin):
         *,
         question: str | None = None,
         timeout: float = 120,
-    ) -> bool:
-        """Run SMP with the full JID ``peer``: True if both secrets matched
-        (the fingerprint is then trusted and saved).
+    ) -> SMPResult:
+        """Run SMP with the full JID ``peer`` and wait up to ``timeout``
+        seconds for its outcome: ``SMPResult.SUCCEEDED`` (the fingerprint is
+        then trusted, by SMP, and saved), ``FAILED`` (it is then not trusted,
+        however it was before) or ``ABORTED`` (trust unchanged). The result
+        is true only for a success.
 
         Raises:
-            NotSecure: no encrypted session. TransferTimeout: no answer.
+            NotSecure: no encrypted session. VerificationTimeout: no outcome
+            in time (the exchange is given up: an SMP abort to the peer).
         """
-        session = self.account.best(peer)
-        if session is None:
-            raise NotSecure(f"no private conversation with {peer}")
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        session.smp_start(secret, question)  # raises before the waiter is kept
-        self._smp_waiters[id(session)] = waiter
-        self._smp.kick(peer, session)
-        self._flush()
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            session.smp_abort()
-            self._flush()
-            raise TransferTimeout(f"{peer} did not answer the verification") from None
-        finally:
-            self._smp_waiters.pop(id(session), None)
-
-    def _smp_matters(self, peer: str, session: Session) -> bool:
-        """Whether an SMP with ``peer`` is one our user takes part in (or
-        waits for), or with a trusted fingerprint: it is never refused for
-        others' SMP work (see :class:`~xfer.xmpp.smp.SMPRunner`)."""
-        if id(session) in self._smp_waiters:
-            return True
-        if any(w in (peer, bare_jid(peer)) for w in self._awaiting_questions):
-            return True
-        fingerprint = session.their_fingerprint
-        return fingerprint is not None and self.trust.is_trusted(peer, fingerprint)
+        return await self._verifier.verify(
+            peer, secret, question=question, timeout=timeout
+        )
 
     async def next_question(
         self, timeout: float | None = None, *, peer: str | None = None
@@ -528,27 +505,14 @@ class XferOTR(BasePlugin):
         """The next verification a peer started: (its full JID, question).
 
         With ``peer`` (a bare or full JID), only a question from that peer is
-        taken; questions from others stay queued for their own callers.
+        taken; questions from others stay queued for their own callers. A
+        question whose exchange is over (aborted, the conversation ended) is
+        never given.
 
         Raises:
-            TransferTimeout: none within ``timeout`` seconds.
+            VerificationTimeout: none within ``timeout`` seconds.
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            for i, (who, question) in enumerate(self._smp_questions):
-                if peer is None or peer in (who, bare_jid(who)):
-                    del self._smp_questions[i]
-                    return who, question
-            self._smp_asked.clear()
-            left = None if deadline is None else max(deadline - loop.time(), 0)
-            self._awaiting_questions.append(peer)
-            try:
-                await asyncio.wait_for(self._smp_asked.wait(), left)
-            except TimeoutError:
-                raise TransferTimeout("nobody asked to verify") from None
-            finally:
-                self._awaiting_questions.remove(peer)
+        return await self._verifier.next_question(timeout, peer=peer)
 
     async def next_unsupported(
         self, timeout: float | None = None
@@ -562,37 +526,35 @@ class XferOTR(BasePlugin):
         """
         return await self._old.next(timeout)
 
-    async def answer(self, peer: str, secret: bytes, *, timeout: float = 120) -> bool:
-        """Answer the peer's verification with ``secret``: True if it matched
-        (the fingerprint is then trusted and saved)."""
-        session = self.account.best(peer)
-        if session is None:
-            raise NotSecure(f"no private conversation with {peer}")
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        session.smp_answer(secret)  # raises before the waiter is kept
-        self._smp_waiters[id(session)] = waiter
-        self._smp.kick(peer, session)
-        self._flush()
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise TransferTimeout(f"{peer} did not finish the verification") from None
-        finally:
-            self._smp_waiters.pop(id(session), None)
+    async def answer(
+        self, peer: str, secret: bytes, *, timeout: float = 120
+    ) -> SMPResult:
+        """Answer the verification ``peer`` started (taken with
+        :meth:`next_question`) with ``secret`` and wait up to ``timeout``
+        seconds for the outcome, as :meth:`verify` does; ``ABORTED`` at once
+        if the peer gave it up meanwhile.
+
+        Raises:
+            NotSecure: no encrypted session. VerificationTimeout: no outcome
+            in time (the exchange is given up: an SMP abort to the peer).
+        """
+        return await self._verifier.answer(peer, secret, timeout=timeout)
 
     def answer_smp(self, peer: str, secret: bytes) -> None:
-        """Answer the peer's verification question (event ``xfer_otr_smp_asked``)."""
-        session = self.account.best(peer)
-        if session is None:
-            raise NotSecure(f"no private conversation with {peer}")
-        session.smp_answer(secret)
-        self._smp.kick(peer, session)
-        self._flush()
+        """Answer the peer's verification question (event
+        ``xfer_otr_smp_asked``); the outcome comes as ``xfer_otr_smp_done``
+        with ``(peer, SMPResult)``."""
+        self._verifier.answer_smp(peer, secret)
 
     def end(self, peer: str) -> None:
-        """End the private conversation with the full JID ``peer``."""
+        """End the private conversation with the full JID ``peer`` (giving
+        up a verification under way first: an SMP abort, then TLV 1)."""
         for s in self.account.sessions(peer):
+            if s.smp.state is not SMPState.EXPECT1 or s.smp_busy:
+                for event in s.smp_abort():
+                    self._event(peer, s, event)
             s.end()
+            self._verifier.ended(peer, s)
         self._flush()
 
 

@@ -107,6 +107,11 @@ class SMPRunner:
         """Sessions with a step being computed or waiting for the worker."""
         return len(self._running)
 
+    def computing(self, session: Session) -> bool:
+        """Whether a step of ``session`` is under way here (its result, maybe
+        a verdict, is still to be applied)."""
+        return id(session) in self._running
+
     def kick(self, peer: str, session: Session) -> None:
         """``session`` may have SMP work (it reported ``SMPPending``, or our
         user started or answered): compute its next step, unless one of its

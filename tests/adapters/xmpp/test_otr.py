@@ -24,7 +24,7 @@ from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.data import encode_data
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
-from xfer.otr.trust import TrustStore, Verification
+from xfer.otr.trust import SMPResult, TrustStore, Verification
 from xfer.transfer.offer import (
     XFER_USE,
     TransferDigest,
@@ -518,15 +518,15 @@ class TestQuestions(SecureCase):
         who, _ = self.run_coro(self.otr.next_question(1))
         task = self.start(self.otr.answer(who, b"secret", timeout=10))
         self.run_smp(task)
-        assert self.run_coro(task) is True
+        assert self.run_coro(task) is SMPResult.SUCCEEDED
         assert self.otr.is_trusted(PEER)
         assert saved == [self.trust]
-        assert ("xfer_otr_smp_done", (PEER, True)) in self.events
+        assert ("xfer_otr_smp_done", (PEER, SMPResult.SUCCEEDED)) in self.events
 
     def test_verify_with_another_secret_fails_and_trusts_nothing(self) -> None:
         task = self.start(self.otr.verify(PEER, b"mine", question="q", timeout=10))
         events = self.run_smp_peer(b"theirs", task)
-        assert self.run_coro(task) is False
+        assert self.run_coro(task) is SMPResult.FAILED
         assert not self.otr.is_trusted(PEER)
         assert any(isinstance(e, ev.SMPFailed) for e in events)
 

@@ -197,6 +197,80 @@ def test_a_result_after_a_rekey_or_the_end_is_ignored(keys, how: str) -> None:
     assert bob.smp.state is SMPState.EXPECT1
 
 
+def rekey(alice: Session, bob: Session) -> tuple[list[ev.Event], list[ev.Event]]:
+    """Alice starts a new AKE; every AKE message goes across: the events of
+    each side (no data message is sent meanwhile)."""
+    seen: tuple[list[ev.Event], list[ev.Event]] = ([], [])
+    alice.start_ake()
+    for _ in range(6):
+        moved = False
+        for me, other, mine in ((alice, bob, seen[1]), (bob, alice, seen[0])):
+            for text in me.data_to_send():
+                moved = True
+                mine.extend(other.receive(text))
+        if not moved:
+            break
+    return seen
+
+
+def test_a_rekey_before_our_smp_1_went_out_starts_it_again(keys) -> None:
+    """Both users ran 'xfer verify' at once and their AKEs crossed: the
+    second one finished while our SMP 1 was still being computed. The peer
+    saw nothing of it, so it starts again on the new keys (the secret is
+    bound to the ssid), and the whole exchange then succeeds."""
+    alice, bob = secure_pair(keys)
+    alice.smp_start(b"our secret", "what?")
+    stale = alice.smp_next()
+    assert stale is not None
+    old_ssid = alice.ssid
+    alice_seen, bob_seen = rekey(bob, alice)
+    assert alice.ssid != old_ssid
+    assert [type(e) for e in bob_seen] == [ev.GoneSecure, ev.SMPPending]
+    assert alice.smp_finish(run_smp_job(stale)) == []  # for the old keys
+    assert alice.data_to_send() == []
+    alice_seen, bob_seen = pump(alice, bob)
+    assert ev.SMPAsked(question="what?") in bob_seen
+    bob.smp_answer(b"our secret")
+    alice_seen, bob_seen = pump(alice, bob)
+    assert ev.SMPSucceeded(fingerprint=keys[1].public.fingerprint) in alice_seen
+    assert ev.SMPSucceeded(fingerprint=keys[0].public.fingerprint) in bob_seen
+
+
+def test_a_rekey_during_an_exchange_aborts_it_on_both_sides(keys) -> None:
+    """Once SMP 1 went out the exchange cannot start over unseen: both sides
+    are told it ended (before, both waited for a step that never came)."""
+    alice, bob = secure_pair(keys)
+    alice.smp_start(b"our secret", "what?")
+    _, bob_seen = pump(alice, bob)
+    assert ev.SMPAsked(question="what?") in bob_seen
+    alice_seen, bob_seen = rekey(alice, bob)
+    assert ev.SMPAborted() in alice_seen
+    assert ev.SMPAborted() in bob_seen
+    assert alice.smp.state is bob.smp.state is SMPState.EXPECT1
+    with pytest.raises(LocalProtocolError):
+        bob.smp_answer(b"our secret")  # the question is gone
+
+
+def test_a_rekey_to_another_key_does_not_carry_our_secret_over(keys) -> None:
+    """The SMP our user started was meant for the key shown to them: if the
+    peer instance now proves another key, it is not started again."""
+    alice, bob = secure_pair(keys)
+    alice.smp_start(b"our secret")
+    assert alice.smp_next() is not None
+    mallory = Session(
+        PrivateKey.generate(),
+        our_tag=bob.our_tag,
+        their_tag=alice.our_tag,
+        policy=DEFERRED,
+    )
+    _, alice_seen = rekey(mallory, alice)
+    assert alice.their_fingerprint == mallory.private_key.public.fingerprint
+    assert alice_seen[-1] == ev.SMPAborted()
+    assert alice.smp.state is SMPState.EXPECT1
+    assert not alice.smp_busy
+    assert mallory.data_to_send() == []
+
+
 def test_start_or_answer_while_a_step_is_computed_is_refused(keys) -> None:
     alice, bob = secure_pair(keys)
     bob.receive(smp1_text(alice))

@@ -14,7 +14,7 @@ from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.otr import trust
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
-from xfer.otr.trust import TrustStore, Verification, bare_jid
+from xfer.otr.trust import SMPResult, TrustStore, Verification, bare_jid
 from xfer.store import IdentityStore
 from xfer.transfer.offer import XFER_USE, TransferOffer
 
@@ -49,6 +49,42 @@ def test_trust_store_round_trips_and_uses_bare_jids():
     assert again.untrust("alice@example.org") == 1
     assert again.entries() == []
     assert bare_jid("a@b/c") == "a@b"
+
+
+@pytest.mark.parametrize("how", [None, Verification.MANUAL, Verification.SMP])
+def test_smp_outcomes_and_trust(how: Verification | None):
+    """spec/otr.md section 3: a success trusts by SMP, a failure untrusts
+    however the fingerprint was trusted, an abort changes nothing."""
+    other = b"\x01" * 20
+
+    def store() -> TrustStore:
+        s = TrustStore()
+        s.trust("carol@example.org", FP, Verification.MANUAL, now=5)
+        s.trust("alice@example.org", other, Verification.MANUAL, now=5)
+        if how is not None:
+            s.trust("alice@example.org", FP, how, now=10)
+        return s
+
+    before = store().to_json()
+    aborted = store()
+    assert not aborted.record_smp("alice@example.org/x", FP, SMPResult.ABORTED, now=20)
+    assert aborted.to_json() == before
+    failed = store()
+    changed = failed.record_smp("alice@example.org/x", FP, SMPResult.FAILED, now=20)
+    assert changed is (how is not None)
+    assert not failed.is_trusted("alice@example.org", FP)
+    # Only that fingerprint of that peer.
+    assert failed.is_trusted("alice@example.org", other)
+    assert failed.is_trusted("carol@example.org", FP)
+    won = store()
+    assert won.record_smp("alice@example.org/x", FP, SMPResult.SUCCEEDED, now=20)
+    entry = won.entry("alice@example.org", FP)
+    assert entry is not None
+    assert (entry.how, entry.since) == (Verification.SMP, 20)
+
+
+def test_an_smp_result_is_true_only_for_a_success():
+    assert [bool(r) for r in SMPResult] == [True, False, False]
 
 
 @pytest.mark.parametrize(
