@@ -29,6 +29,7 @@ from xfer.api import Client
 from xfer.errors import TransferTimeout
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.fingerprint import format_fingerprint
+from xfer.otr.trust import SMPResult
 from xfer.testing.prosody import LocalProsody
 from xfer.transfer.offer import XFER_USE, TransferOffer
 from xfer.xmpp.otr import XferOTR
@@ -267,7 +268,7 @@ async def test_smp_started_by_libotr(
     ok = await asyncio.wait_for(
         xf.answer_verification(who, SECRET if same else "battery staple"), 20
     )
-    assert ok is same
+    assert ok is (SMPResult.SUCCEEDED if same else SMPResult.FAILED)
     await lo.wait_for(lambda: len(lo.smp_events()) >= 2, 10, "libotr's verdict")
     assert lo.smp_events() == [
         ("in_progress", None),
@@ -295,7 +296,7 @@ async def test_smp_started_by_xfer(
         ok = await asyncio.wait_for(verifying, 20)
     finally:
         verifying.cancel()
-    assert ok is same
+    assert ok is (SMPResult.SUCCEEDED if same else SMPResult.FAILED)
     await lo.wait_for(lambda: len(lo.smp_events()) >= 2, 10, "libotr's verdict")
     assert lo.smp_events()[-1] == ("success" if same else "failure", None)
     assert trusted(xf, lo) is same
@@ -320,8 +321,7 @@ async def _verify_aborted_by_libotr(lo: OTRClientPeer, xf: Client) -> object:
 
 async def test_smp_aborted_by_libotr(lo: OTRClientPeer, xf: Client) -> None:
     outcome = await _verify_aborted_by_libotr(lo, xf)
-    assert outcome is not True
-    assert not isinstance(outcome, TransferTimeout)  # it was not left waiting
+    assert outcome is SMPResult.ABORTED  # not left waiting, not a failure
     assert not trusted(xf, lo)
     # The conversation goes on, and a new SMP works.
     lo.smp_start(xf.jid, SECRET.encode())
@@ -345,7 +345,7 @@ async def test_answering_a_verification_libotr_aborted(
         asyncio.gather(xf.answer_verification(who, SECRET), return_exceptions=True),
         10,
     )
-    assert outcome is not True
+    assert outcome is not SMPResult.SUCCEEDED
     assert not trusted(xf, lo)
     lo.smp_start(xf.jid, SECRET.encode())
     who, _ = await xf.next_verification(10, peer=bare(lo.jid))
@@ -498,7 +498,9 @@ async def test_failed_smp_after_a_successful_one_untrusts(
             )
             lo.events.clear()
             lo.smp_respond(xf.jid, secret.encode())
-            assert await asyncio.wait_for(verifying, 20) is same
+            assert await asyncio.wait_for(verifying, 20) is (
+                SMPResult.SUCCEEDED if same else SMPResult.FAILED
+            )
         finally:
             verifying.cancel()
         assert trusted(xf, lo) is same
@@ -506,6 +508,4 @@ async def test_failed_smp_after_a_successful_one_untrusts(
 
 async def test_smp_abort_is_reported_as_an_abort(lo: OTRClientPeer, xf: Client) -> None:
     outcome = await _verify_aborted_by_libotr(lo, xf)
-    assert outcome is not True
-    assert outcome is not False
-    assert not isinstance(outcome, TransferTimeout)
+    assert outcome is SMPResult.ABORTED
