@@ -55,6 +55,9 @@ _INLINE = 64 * 1024
 #: The receiver gathers the stream into pieces of this size (a SOCKS5 read
 #: returns up to 256 KiB, IBB a block at a time) before verifying them.
 GATHER = 1024 * 1024
+#: The sender reads, seals and hashes the file in pieces of this size (two
+#: threads seal one: small pieces keep the pipeline to the receiver full).
+SEND_PIECE = 1024 * 1024
 #: The sender writes sealed pieces to the stream in slices of this size.
 WRITE_SLICE = 256 * 1024
 #: Gathered pieces waiting to be verified, at most. The receive ring holds
@@ -98,13 +101,13 @@ async def send_sealed(
     # The sealed output of a piece is at most the piece, a pending partial
     # chunk, a tag per chunk and the header: sized once, for every piece.
     chunk = sealer.header.chunk_size
-    bound = sealer.output_bound(READ_SIZE + chunk)
+    bound = sealer.output_bound(SEND_PIECE + chunk)
     buffers = [bytearray(bound), bytearray(bound)]
     sent = 0
     done = start
     write: asyncio.Future[None] | None = None
     # One read buffer: a piece is sealed (and hashed) before the next read.
-    reading = read_chunks(source, start=start, into=bytearray(READ_SIZE))
+    reading = read_chunks(source, start=start, into=bytearray(SEND_PIECE))
     try:
         async with contextlib.aclosing(reading) as pieces:
             async for piece in pieces:
@@ -369,7 +372,10 @@ async def receive_sealed(
     ``progress`` counts plaintext bytes against the offer's size. Reading,
     verifying and writing overlap: a reader task gathers the stream into
     pieces (at most a few queued), each is verified on a worker thread
-    while the previous one is being written.
+    while the previous one is being written. The pieces are a ring of
+    buffers allocated once (and the plaintext two more): memory does not
+    grow with the file, and a buffer is reused only once the opener is
+    done with it (it keeps a partial chunk in its own buffer).
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
