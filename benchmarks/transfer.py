@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 MiB = 1 << 20
-PIECE = 4 * MiB  # what the transfer reads, seals and writes at a time (READ_SIZE)
+PIECE = 4 * MiB  # the pieces of the crypto reference (the sender seals 1 MiB ones)
 IBB_BLOCK = 32767  # the block size a Jingle IBB transport uses
 ACCOUNTS = {"sender": "sender-pw", "receiver": "receiver-pw"}
 KINDS = ("socks5-direct", "socks5-proxy", "ibb")

@@ -23,6 +23,7 @@ responsive while a file is sealed or opened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from typing import TYPE_CHECKING
@@ -73,35 +74,43 @@ async def _open_reader(source: Target) -> io.BufferedReader:
 
 
 async def read_chunks(
-    source: Target, *, size: int = READ_SIZE, start: int = 0
-) -> AsyncGenerator[bytes, None]:
+    source: Target,
+    *,
+    size: int = READ_SIZE,
+    start: int = 0,
+    into: bytearray | None = None,
+) -> AsyncGenerator[bytes | memoryview, None]:
     """Yield the contents of a file (or file descriptor) in pieces of
     ``size``, from byte ``start`` on. A caller that may stop early closes it
-    (``contextlib.aclosing``), so the file is closed at once."""
+    (``contextlib.aclosing``), so the file is closed at once.
+
+    With ``into``, each piece is read into that buffer (``readinto``, up to
+    its length; ``size`` is ignored) and yielded as a view of it, valid only
+    until the next piece is requested: one buffer for the whole file, no
+    allocation per piece."""
     reader = await _open_reader(source)
     try:
         if start:
             await asyncio.to_thread(reader.seek, start)
+        if into is not None:
+            view = memoryview(into)
+            while n := await asyncio.to_thread(reader.readinto, into):
+                yield view[:n]
+            return
         while piece := await asyncio.to_thread(reader.read, size):
             yield piece
     finally:
         reader.close()
 
 
-async def _pieces(source: Target) -> AsyncIterator[memoryview]:
-    """Read ``source`` into one reused buffer; yield views of what was read.
-
-    Each view is valid only until the next one is requested, which keeps the
-    memory of a whole file transfer at one buffer (no allocation per read).
-    """
-    buf = bytearray(READ_SIZE)
-    view = memoryview(buf)
-    reader = await _open_reader(source)
-    try:
-        while n := await asyncio.to_thread(reader.readinto, buf):
-            yield view[:n]
-    finally:
-        reader.close()
+async def _pieces(source: Target) -> AsyncIterator[bytes | memoryview]:
+    """Read ``source`` into one reused buffer; yield views of what was read
+    (each valid only until the next one is requested)."""
+    async with contextlib.aclosing(
+        read_chunks(source, into=bytearray(READ_SIZE))
+    ) as pieces:
+        async for piece in pieces:
+            yield piece
 
 
 def _size_of(source: Target) -> int | None:

@@ -29,6 +29,7 @@ from xfer.aio.files import (
     hash_prefix,
     read_chunks,
 )
+from xfer.envelope.format import TAG_SIZE
 from xfer.errors import IntegrityError, LocalProtocolError, TransferTimeout
 from xfer.transfer.verify import Verifier
 
@@ -51,11 +52,19 @@ __all__ = ["confirm_sealed", "receive_sealed", "send_sealed"]
 #: Pieces smaller than this are opened on the event loop thread: a thread hop
 #: costs more than the work.
 _INLINE = 64 * 1024
-#: The receiver gathers the stream into pieces of about this size (a SOCKS5
-#: read returns some 256 KiB, IBB a block at a time) before verifying them.
-GATHER = 2 * 1024 * 1024
-#: Gathered pieces waiting to be verified, at most (memory stays bounded).
-QUEUED = 3
+#: The receiver gathers the stream into pieces of this size (a SOCKS5 read
+#: returns up to 256 KiB, IBB a block at a time) before verifying them.
+GATHER = 1024 * 1024
+#: The sender reads, seals and hashes the file in pieces of this size (two
+#: threads seal one: small pieces keep the pipeline to the receiver full).
+SEND_PIECE = 1024 * 1024
+#: The sender writes sealed pieces to the stream in slices of this size.
+WRITE_SLICE = 256 * 1024
+#: Gathered pieces waiting to be verified, at most. The receive ring holds
+#: this many buffers of :data:`GATHER` bytes and two more (the one being
+#: filled, the one being verified), allocated once: memory does not grow
+#: with the file.
+QUEUED = 2
 
 
 async def send_sealed(
@@ -89,22 +98,28 @@ async def send_sealed(
         TransportError (TransferTimeout): the stream failed or stalled.
         OSError: reading failed.
     """
-    buffers = [bytearray(sealer.output_bound(READ_SIZE)) for _ in range(2)]
+    # The sealed output of a piece is at most the piece, a pending partial
+    # chunk, a tag per chunk and the header: sized once, for every piece.
+    chunk = sealer.header.chunk_size
+    bound = sealer.output_bound(SEND_PIECE + chunk)
+    buffers = [bytearray(bound), bytearray(bound)]
     sent = 0
     done = start
     write: asyncio.Future[None] | None = None
+    # One read buffer: a piece is sealed (and hashed) before the next read.
+    reading = read_chunks(source, start=start, into=bytearray(SEND_PIECE))
     try:
-        async with contextlib.aclosing(read_chunks(source, start=start)) as pieces:
+        async with contextlib.aclosing(reading) as pieces:
             async for piece in pieces:
                 buf = buffers[0]
                 need = sealer.output_bound(len(piece))
-                if len(buf) < need:
+                if len(buf) < need:  # pragma: no cover - see bound
                     buf = buffers[0] = bytearray(need)
                 n = await _seal_and_hash(sealer, piece, buf, digest)
                 if write is not None:
                     await write
                 write = asyncio.ensure_future(
-                    _stalling(stream.write(memoryview(buf)[:n]), stall_timeout)
+                    _write_out(stream, memoryview(buf)[:n], stall_timeout)
                 )
                 buffers.reverse()
                 sent += n
@@ -126,8 +141,21 @@ async def send_sealed(
     return sent
 
 
+async def _write_out(
+    stream: ByteStream, data: memoryview, stall_timeout: float | None
+) -> None:
+    """Write ``data`` in slices of :data:`WRITE_SLICE`, each within
+    ``stall_timeout``: the transport copies what the socket does not take at
+    once, so a slice at a time keeps that copy (and its buffer) small."""
+    for i in range(0, len(data), WRITE_SLICE):
+        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout)
+
+
 async def _seal_and_hash(
-    sealer: Sealer, piece: bytes, buf: bytearray, digest: hashlib._Hash | None
+    sealer: Sealer,
+    piece: bytes | memoryview,
+    buf: bytearray,
+    digest: hashlib._Hash | None,
 ) -> int:
     """Seal ``piece`` into ``buf`` and feed it to ``digest``, on two worker
     threads at once (both release the GIL); the sealed bytes."""
@@ -143,31 +171,64 @@ async def _seal_and_hash(
 
 async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
     try:
-        await asyncio.wait_for(work, timeout)
+        # asyncio.timeout, not wait_for: no task per write.
+        async with asyncio.timeout(timeout):
+            await work
     except TimeoutError:
         raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
 
 
-#: A gathered piece, the end of the stream (None), or why reading failed.
-_Item = bytes | BaseException | None
+#: A gathered piece (a buffer of the ring, and how many of its bytes hold
+#: data), the end of the stream (None), or why reading failed.
+_Item = tuple[bytearray, int] | BaseException | None
 
 
 async def _gather(
-    stream: ByteStream, queue: asyncio.Queue[_Item], stall_timeout: float | None
+    stream: ByteStream,
+    free: asyncio.Queue[bytearray],
+    queue: asyncio.Queue[_Item],
+    stall_timeout: float | None,
 ) -> None:
-    """Read the stream into pieces of about :data:`GATHER` bytes."""
-    pending = bytearray()
+    """Read the stream into the buffers of the ring, :data:`GATHER` bytes
+    each (less at the end): take a free one, fill it, queue it. The buffers
+    are the receiver's, reused for the whole stream: no piece is a new
+    object, nothing is joined or copied but into them."""
     try:
-        while piece := await _read(stream, stall_timeout):
-            pending += piece
-            if len(pending) >= GATHER:
-                await queue.put(bytes(pending))
-                pending.clear()
-        if pending:
-            await queue.put(bytes(pending))
-        await queue.put(None)
+        while True:
+            buf = await free.get()
+            view = memoryview(buf)
+            n = 0
+            while n < GATHER and (got := await _fill(stream, view[n:], stall_timeout)):
+                n += got
+            if n:
+                await queue.put((buf, n))
+            if n < GATHER:  # the stream ended
+                await queue.put(None)
+                return
     except Exception as exc:  # handed to the consumer, which raises it
         await queue.put(exc)
+
+
+async def _fill(
+    stream: ByteStream, view: memoryview, stall_timeout: float | None
+) -> int:
+    """The stream's next bytes, copied into ``view``: how many (0 at the
+    end). A stream with ``readinto`` (SOCKS5) copies straight from its
+    receive buffer; any other is read and copied."""
+    readinto = getattr(stream, "readinto", None)
+    try:
+        async with asyncio.timeout(stall_timeout):
+            if readinto is not None:
+                n: int = await readinto(view)
+                return n
+            piece = await stream.read(len(view))
+    except TimeoutError:
+        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+    n = len(piece)
+    if n > len(view):
+        raise LocalProtocolError("the stream returned more than was asked for")
+    view[:n] = piece
+    return n
 
 
 async def confirm_sealed(
@@ -311,7 +372,10 @@ async def receive_sealed(
     ``progress`` counts plaintext bytes against the offer's size. Reading,
     verifying and writing overlap: a reader task gathers the stream into
     pieces (at most a few queued), each is verified on a worker thread
-    while the previous one is being written.
+    while the previous one is being written. The pieces are a ring of
+    buffers allocated once (and the plaintext two more): memory does not
+    grow with the file, and a buffer is reused only once the opener is
+    done with it (it keeps a partial chunk in its own buffer).
 
     Raises:
         IntegrityError, EnvelopeFormatError: the stream is not the one the
@@ -327,8 +391,15 @@ async def receive_sealed(
     verifier = Verifier(key, offer, sealed_size, executor, start)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUED)
+    free: asyncio.Queue[bytearray] = asyncio.Queue()
+    for _ in range(QUEUED + 2):
+        free.put_nowait(bytearray(GATHER))
     reader: asyncio.Future[None] | None = None
-    buffers = [bytearray(), bytearray()]
+    # Plaintext: two buffers alternate (one is written while the next piece
+    # is verified into the other); a piece's plaintext is at most the piece
+    # and the partial chunk the opener held back.
+    bound = GATHER + offer.chunk_size + TAG_SIZE
+    buffers = [bytearray(bound), bytearray(bound)]
     write: asyncio.Future[None] | None = None
     writer = AtomicWriter(dest, overwrite=overwrite, partial=partial, keep=keep)
     sha256 = b""
@@ -337,19 +408,24 @@ async def receive_sealed(
             # The prefix as read through the descriptor that appends the rest
             # (the writer checks before the rename that it did not change).
             verifier.digest = writer.prefix_digest()
-            reader = asyncio.ensure_future(_gather(stream, queue, stall_timeout))
+            reader = asyncio.ensure_future(_gather(stream, free, queue, stall_timeout))
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                need = verifier.opener.output_bound(len(item))
-                if len(buffers[0]) < need:
+                buf, n = item
+                piece = memoryview(buf)[:n]
+                need = verifier.opener.output_bound(n)
+                if len(buffers[0]) < need:  # pragma: no cover - see bound
                     buffers[0] = bytearray(need)  # new, never resized while lent
-                if len(item) < _INLINE:
-                    out = verifier.feed(item, buffers[0])
+                if n < _INLINE:
+                    out = verifier.feed(piece, buffers[0])
                 else:
                     out = await loop.run_in_executor(
-                        None, verifier.feed, item, buffers[0]
+                        None, verifier.feed, piece, buffers[0]
                     )
+                # The opener copied what it holds back (a partial chunk):
+                # the piece's buffer can take the stream's next bytes.
+                free.put_nowait(buf)
                 if write is not None:
                     await write
                 # The hash (in a thread) and the write overlap the next piece's

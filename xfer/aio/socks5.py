@@ -72,6 +72,19 @@ class Socks5Stream:
         except OSError as exc:
             raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
 
+    async def readinto(self, buf: memoryview) -> int:
+        """Like :meth:`read`, into ``buf`` (no ``bytes`` made); 0 at the end."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                return await self._connection.readinto(buf)
+        except TimeoutError:
+            self.abort()
+            raise TransferTimeout(
+                f"SOCKS5 stream {self.sid}: no data for {self.idle_timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
+
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._connection.is_closing():
             raise ConnectionFailed(

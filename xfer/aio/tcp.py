@@ -162,11 +162,39 @@ class TcpConnection(asyncio.BufferedProtocol):
         """
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        await self._readable()
+        n = min(max_bytes, READ_PIECE, self._end - self._start)
+        if not n:
+            return b""
+        data = bytes(self._view[self._start : self._start + n])
+        self._consumed(n)
+        return data
+
+    async def readinto(self, buf: memoryview) -> int:
+        """Like :meth:`read`, but into ``buf`` (any size: no ``bytes`` is
+        made, so there is no :data:`READ_PIECE` limit); the bytes copied, 0
+        at the end (or for an empty ``buf``).
+
+        Raises:
+            OSError: the connection broke (after the data that came before).
+        """
+        if not buf:
+            return 0
+        await self._readable()
+        n = min(len(buf), self._end - self._start)
+        if n:
+            buf[:n] = self._view[self._start : self._start + n]
+            self._consumed(n)
+        return n
+
+    async def _readable(self) -> None:
+        """Wait for unread data, or the end (raising a broken connection's
+        error once the data before it is read)."""
         while self._start == self._end:
             if self._eof:
                 if self._error is not None:
                     raise self._error
-                return b""
+                return
             if self._read_waiter is not None:
                 raise RuntimeError("another task is already reading")
             self._read_waiter = asyncio.get_running_loop().create_future()
@@ -174,13 +202,12 @@ class TcpConnection(asyncio.BufferedProtocol):
                 await self._read_waiter
             finally:
                 self._read_waiter = None
-        n = min(max_bytes, READ_PIECE, self._end - self._start)
-        data = bytes(self._view[self._start : self._start + n])
+
+    def _consumed(self, n: int) -> None:
         self._start += n
         if self._start == self._end:
             self._start = self._end = 0
         self._maybe_resume()
-        return data
 
     def enlarge(self, size: int = BUFFER_SIZE) -> None:
         """Grow the receive buffer to ``size`` (unread data kept in order)."""

@@ -13,6 +13,7 @@ from xfer.transfer.offer import envelope_header
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
+    from xfer.envelope.format import BytesLike
     from xfer.transfer.offer import TransferOffer
 
 __all__ = ["Verifier"]
@@ -54,10 +55,10 @@ class Verifier:
         self.plain = start
         self.digest = hashlib.sha256()
 
-    def feed(self, piece: bytes, buf: bytearray) -> memoryview:
+    def feed(self, piece: BytesLike, buf: bytearray) -> memoryview:
         """Verify and decrypt ``piece`` into ``buf`` (big enough: see
         ``opener.output_bound``); the plaintext released so far."""
-        self.budget -= len(piece)
+        self.budget -= memoryview(piece).nbytes
         if self.budget < 0:  # more than the offer said: not this transfer
             raise IntegrityError
         n = self.opener.update_into(piece, buf)

@@ -235,3 +235,56 @@ async def read_exactly(connection: TcpConnection, size: int) -> bytes:
 def test_the_buffer_must_hold_a_handshake():
     with pytest.raises(ValueError, match="at least 1024"):
         TcpConnection(buffer_size=100)
+
+
+@pytest.mark.parametrize("into_size", [1, 1000, BUFFER_SIZE + 1, 4 * MiB])
+async def test_readinto_copies_the_data_whole_and_in_order(into_size):
+    client, far, server = await pair()
+    async with server:
+        payload = os.urandom(MiB + 12345 if into_size > 1 else 50_000)
+
+        async def send() -> None:
+            view = memoryview(payload)
+            for i in range(0, len(payload), 70_001):
+                await client.write(view[i : i + 70_001])
+            client.close()
+
+        sending = asyncio.ensure_future(send())
+        buf = bytearray(into_size)
+        received = bytearray()
+        while n := await far.readinto(memoryview(buf)):
+            assert 0 < n <= into_size
+            received += buf[:n]
+        assert await far.readinto(memoryview(buf)) == 0  # the end, again
+        await sending
+        far.close()
+        await far.wait_closed()
+    assert received == payload
+
+
+async def test_readinto_an_empty_buffer_reads_nothing():
+    client, far, server = await pair()
+    async with server:
+        await client.write(b"abc")
+        assert await far.readinto(memoryview(bytearray())) == 0
+        buf = bytearray(10)
+        assert await far.readinto(memoryview(buf)) == 3
+        assert buf[:3] == b"abc"
+        client.close()
+        far.close()
+
+
+async def test_readinto_raises_after_the_data_that_came_first():
+    client, far, server = await pair()
+    async with server:
+        await client.write(b"x" * 5000)
+        await asyncio.sleep(0.1)
+        client.reset()
+        buf = bytearray(8000)
+        got = 0
+        while got < 5000:
+            got += await far.readinto(memoryview(buf)[got:])
+        assert buf[:5000] == b"x" * 5000
+        with pytest.raises(ConnectionResetError):
+            await far.readinto(memoryview(buf))
+        far.close()
