@@ -27,7 +27,7 @@ from xfer.errors import ConnectionFailed, RemoteProtocolError, TransferTimeout
 from xfer.framing.socks5 import Socks5Client, Socks5Server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
 __all__ = [
     "Socks5Listener",
@@ -59,24 +59,23 @@ class Socks5Stream:
         self._closed = False
 
     async def read(self, max_bytes: int = 1 << 20) -> bytes:
-        try:
-            # asyncio.timeout, not wait_for: no task per read (reads through a
-            # relay come 4 KiB at a time, and a task each cost half a core).
-            async with asyncio.timeout(self.idle_timeout):
-                return await self._connection.read(max_bytes)
-        except TimeoutError:
-            self.abort()
-            raise TransferTimeout(
-                f"SOCKS5 stream {self.sid}: no data for {self.idle_timeout:g} s"
-            ) from None
-        except OSError as exc:
-            raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
+        async with self._reading():
+            return await self._connection.read(max_bytes)
 
     async def readinto(self, buf: memoryview) -> int:
         """Like :meth:`read`, into ``buf`` (no ``bytes`` made); 0 at the end."""
+        async with self._reading():
+            return await self._connection.readinto(buf)
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[None]:
+        """One read: no data within the idle timeout aborts the stream
+        (TransferTimeout), a socket error is ConnectionFailed. asyncio.timeout,
+        not wait_for: no task per read (reads through a relay come 4 KiB at a
+        time, and a task each cost half a core)."""
         try:
             async with asyncio.timeout(self.idle_timeout):
-                return await self._connection.readinto(buf)
+                yield
         except TimeoutError:
             self.abort()
             raise TransferTimeout(
