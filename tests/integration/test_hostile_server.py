@@ -399,3 +399,28 @@ async def test_stream_management_is_stripped_unless_kept(
         )
         assert keep.sm_stripped == 0
         await carol.stop()
+
+
+async def test_a_dropped_reachability_answer_stops_the_sender_early(
+    hostile: HostileServer,
+    alice: XferClient,
+    bob: XferClient,
+) -> None:
+    """The server swallows bob's answer to alice's service discovery (the
+    check before the OTR set-up, xfer/xmpp/reach.py): alice stops within the
+    probe's wait with "did not answer", having sent bob no OTR message; a
+    server gains a refusal to send, which it could cause anyway."""
+    disco = "{http://jabber.org/protocol/disco#info}query"
+    rule = hostile.drop(
+        matching("iq", from_=bob.boundjid.full, child=disco), "to_client"
+    )
+    alice.plugin["xfer_transfer"].config["probe_timeout"] = 1.0
+    with pytest.raises(NotSecure, match="did not answer within 1 s"):
+        await asyncio.wait_for(
+            alice.plugin["xfer_transfer"].secure(bob.boundjid.full), 10
+        )
+    assert rule.matched == 1
+    assert not any(
+        matching("message", to=bob.boundjid.bare)(r.element)
+        for r in hostile.delivered("to_server")
+    )
