@@ -44,7 +44,7 @@ def test_header_layout_is_as_specified():
     [
         (0, ord("x"), EnvelopeFormatError),
         (4, 0, UnsupportedVersion),
-        (4, 2, UnsupportedVersion),
+        (4, 3, UnsupportedVersion),
         (5, 0, UnsupportedSuite),
         (5, 255, UnsupportedSuite),
     ],
@@ -82,7 +82,8 @@ def test_parse_rejects_wrong_lengths(n):
         {"chunk_size": MAX_CHUNK_SIZE + 1},
         {"salt": bytes(31)},
         {"transfer_id": bytes(17)},
-        {"version": 2},
+        {"version": 0},
+        {"version": 3},
     ],
 )
 def test_building_a_bad_header_is_a_local_error(fields):
