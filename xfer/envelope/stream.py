@@ -278,6 +278,9 @@ class _ChunkStream:
         assert keys is not None
         word = int.from_bytes(chunk[:WORD_SIZE], "big")
         n, final = parse_word(word, keys.chunk_size)
+        if n == keys.chunk_size and not final:  # a full chunk, split across calls
+            self._run(_open_run_framed, chunk, len(chunk), dst, n, 1)
+            return n
         body = WORD_SIZE + n
         _open_one(keys, self._index, final, chunk[:body], chunk[body:], dst[:n])
         self._index += 1
