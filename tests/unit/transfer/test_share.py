@@ -191,9 +191,7 @@ def test_request_id_of_needs_the_head():
 
 
 def test_a_listing_with_a_bad_path_or_out_of_order_is_malformed():
-    good = encode_reply(
-        ShareListing(request_id=RID, entries=(entry("a"), entry("b")))
-    )
+    good = encode_reply(ShareListing(request_id=RID, entries=(entry("a"), entry("b"))))
     swapped = good.replace(b"\x00\x01a", b"\x00\x01c")
     with pytest.raises(RemoteProtocolError, match="order"):
         decode_reply(swapped)
