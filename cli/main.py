@@ -27,6 +27,7 @@ from xfer.errors import (
     NotSecure,
     PeerIncapable,
     ServerUnreachable,
+    SharingRefused,
     TransferDeclined,
     TransferRejected,
     TransportError,
@@ -105,6 +106,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "verify",
         "Check a JID's fingerprint with a shared secret (SMP).",
     ),
+    "share": (
+        "xfer_cli.commands.share",
+        "share",
+        "Share a folder with JIDs (encrypted), until Ctrl-C.",
+    ),
+    "ls": ("xfer_cli.commands.share", "ls", "List what a JID shares with you."),
+    "get": (
+        "xfer_cli.commands.share",
+        "get",
+        "Fetch files or folders a JID shares with you.",
+    ),
     "demo": (
         "xfer_cli.commands.demo",
         "demo",
@@ -164,7 +176,7 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
             "FINGERPRINT', or check it with 'xfer verify'",
             EXIT_VERIFY,
         )
-    if isinstance(exc, TransferDeclined):
+    if isinstance(exc, TransferDeclined | SharingRefused):
         return str(exc), EXIT_REFUSED
     if isinstance(exc, TransferRejected):
         hint = ""
