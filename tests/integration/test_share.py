@@ -19,10 +19,15 @@ from xfer.testing.prosody import LocalProsody
 from xfer.transfer.share import (
     KIND_SHARE_REQUEST,
     EntryType,
+    FileComing,
+    GetAccepted,
+    GetDone,
     Operation,
     ShareRefused,
+    ShareReply,
     ShareRequest,
     decode_reply,
+    encode_reply,
 )
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.share import ShareEvent, XferShare
@@ -317,3 +322,71 @@ async def test_a_file_changed_while_shared_arrives_old_or_new_never_mixed(
     assert got == new
     assert len(sending) == 2
     assert not [p for p in dest.iterdir() if p.name != "big.bin"]
+
+
+async def test_only_the_asked_fingerprint_can_answer_a_get(
+    people: tuple[XferClient, XferClient, XferClient], tmp_path: Path
+):
+    """alice plays a sharer by hand; carol (whom bob trusts too) tries to
+    slip files and replies into bob's get. Nothing of hers is taken."""
+    alice, bob, carol = people
+    introduce(bob, carol)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "real.pdf").write_bytes(b"alice's")
+    (files / "fake.pdf").write_bytes(b"carol's")
+    requests: asyncio.Queue[tuple[str, object, bytes]] = asyncio.Queue()
+    alice.plugin["xfer_otr"].on_share = lambda p, s, d: requests.put_nowait((p, s, d))
+    dest = tmp_path / "got"
+    dest.mkdir()
+    fetch = asyncio.ensure_future(shares(bob).fetch(full(alice), ["top.pdf"], dest))
+    peer, _session, data = await asyncio.wait_for(requests.get(), 10)
+    request = ShareRequest.decode(data)
+    assert (request.op, request.path) == (Operation.GET, "top.pdf")
+    rid = request.request_id
+
+    def answer(reply_: ShareReply, by: XferClient = alice, to: str = peer) -> None:
+        otr = by.plugin["xfer_otr"]
+        s = otr.session(to)
+        otr.send_private(to, s.their_fingerprint, encode_reply(reply_), s)
+
+    answer(GetAccepted(request_id=rid, files=1, size=7))
+    answer(FileComing(request_id=rid, path="top.pdf", size=7))
+    answer(FileComing(request_id=rid, path="2024/b.txt", size=3))  # not asked for
+    # carol offers a file under the announced name: bob's user is asked.
+    await carol.plugin["xfer_transfer"].secure(full(bob))
+    sending = asyncio.ensure_future(
+        carol.plugin["xfer_transfer"].send_file(
+            full(bob), files / "fake.pdf", name="top.pdf"
+        )
+    )
+    offer = await bob.plugin["xfer_transfer"].next_offer(10)
+    assert (offer.peer, offer.name) == (full(carol), "top.pdf")
+    await offer.decline()
+    with pytest.raises(Exception, match="declined"):
+        await sending
+    # carol learns the request id somehow and says the get is done: ignored.
+    answer(GetDone(request_id=rid, sent=1, failed=0), by=carol, to=full(bob))
+    # alice offers a file she did not announce within the request: asked.
+    unasked = asyncio.ensure_future(
+        alice.plugin["xfer_transfer"].send_file(
+            full(bob), files / "fake.pdf", name="2024/b.txt"
+        )
+    )
+    offer = await bob.plugin["xfer_transfer"].next_offer(10)
+    assert (offer.peer, offer.name) == (full(alice), "2024/b.txt")
+    await offer.decline()
+    with pytest.raises(Exception, match="declined"):
+        await unasked
+    assert not fetch.done()
+    # The real file, under the announced name, is taken without asking.
+    sent = await alice.plugin["xfer_transfer"].send_file(
+        full(bob), files / "real.pdf", name="top.pdf"
+    )
+    assert sent.size == 7
+    answer(GetDone(request_id=rid, sent=1, failed=0))
+    result = await asyncio.wait_for(fetch, 20)
+    assert result.ok
+    assert [f.path for f in result.stored] == ["top.pdf"]
+    assert (dest / "top.pdf").read_bytes() == b"alice's"
+    assert sorted(p.name for p in dest.iterdir()) == ["top.pdf"]
