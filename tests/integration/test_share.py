@@ -38,10 +38,14 @@ MiB = 1 << 20
 
 
 async def sharing_client(
-    prosody: LocalProsody, user: str, tmp_path: Path, clients: list[XferClient]
+    prosody: LocalProsody,
+    user: str,
+    tmp_path: Path,
+    clients: list[XferClient],
+    resource: str = "share",
 ) -> XferClient:
     c = await transfer_client(
-        prosody, user, "share", tmp_path / f"{user}-id", offer_timeout=20.0
+        prosody, user, resource, tmp_path / f"{user}-id", offer_timeout=20.0
     )
     c.register_plugin("xfer_share", module=share_module)
     clients.append(c)
@@ -390,3 +394,48 @@ async def test_only_the_asked_fingerprint_can_answer_a_get(
     assert [f.path for f in result.stored] == ["top.pdf"]
     assert (dest / "top.pdf").read_bytes() == b"alice's"
     assert sorted(p.name for p in dest.iterdir()) == ["top.pdf"]
+
+
+async def test_an_interrupted_fetch_goes_on_where_it_stopped(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+):
+    alice = await sharing_client(prosody, "alice", tmp_path, clients)
+    bob = await sharing_client(prosody, "bob", tmp_path, clients, "first")
+    introduce(alice, bob)
+    root = tmp_path / "big"
+    root.mkdir()
+    data = os.urandom(48 * MiB)
+    (root / "film.bin").write_bytes(data)
+    events: list[ShareEvent] = []
+    sharer = shares(alice).share(root, [jid(bob)], report=events.append)
+    dest = tmp_path / "got"
+    dest.mkdir()
+    halfway = asyncio.Event()
+
+    def watch(done: int, total: int | None) -> None:
+        if done >= 8 * MiB:
+            halfway.set()
+
+    try:
+        first = asyncio.ensure_future(
+            shares(bob).fetch(full(alice), ["film.bin"], dest, progress=lambda _: watch)
+        )
+        await asyncio.wait_for(halfway.wait(), 60)
+        first.cancel()  # bob gives up and goes away
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await bob.stop()
+        assert not (dest / "film.bin").exists()
+        kept = [p for p in dest.iterdir()]
+        assert kept, "the verified part is kept (hidden) beside the destination"
+        # bob comes back (another device of his, the same key) and asks again.
+        again = await sharing_client(prosody, "bob", tmp_path, clients, "second")
+        result = await shares(again).fetch(full(alice), ["film.bin"], dest)
+        assert result.ok, result.failed
+        assert (dest / "film.bin").read_bytes() == data
+        sent = [e for e in events if e.kind == "sent"]
+        assert sent
+        assert "had" in sent[-1].detail  # it went on from what bob kept
+        assert sorted(p.name for p in dest.iterdir()) == ["film.bin"]
+    finally:
+        await sharer.close()

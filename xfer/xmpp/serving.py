@@ -320,7 +320,12 @@ class Sharer:
                         self.folder.cache.put(path, opened.seen(), result.sha256)
                 finally:
                     opened_again.close()
-            self._event("sent", peer, path, result.sha256.hex())
+            resumed = (
+                f"; the fetcher had {result.resumed_from} bytes of it already"
+                if result.resumed_from
+                else ""
+            )
+            self._event("sent", peer, path, f"SHA-256 {result.sha256.hex()}{resumed}")
             return True
         self._event("failed", peer, path, why)
         reply(
