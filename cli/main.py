@@ -61,7 +61,7 @@ Exit codes:
   {EXIT_INTEGRITY}    integrity check failed: tampered, truncated, or wrong key
   {EXIT_FORMAT}    input is not an xfer envelope, or of an unknown version
   {EXIT_EXISTS}    the output file exists (use --force / --overwrite)
-  {EXIT_REFUSED}    the peer declined or stopped the transfer
+  {EXIT_REFUSED}    the peer declined or stopped the transfer, or refused to share
   {EXIT_VERIFY}    the peer is not trusted, or its verification failed
   {EXIT_CONNECT}    cannot log in to the server (unreachable, wrong password)
   {EXIT_PEER}    the peer is offline or unreachable, or the transfer broke off

@@ -85,11 +85,11 @@ def test_share_ls_get_on_the_command_line(prosody: LocalProsody, tmp_path: Path)
         assert (dest / "2024" / "notes.txt").read_text() == "hello\n"
         assert not (dest / "2024" / "link").exists()
 
-        # A path that is not shared: refused, exit 6, nothing written.
+        # A path that is not shared: refused, exit 1, nothing written.
         missing = bob.run("get", alice.jid, ".secret", "--dir", str(dest))
         assert missing.returncode == 2  # not even asked: not a share path
         gone = bob.run("get", alice.jid, "nothing-here", "--dir", str(dest))
-        assert gone.returncode == 6, gone.stderr
+        assert gone.returncode == 1, gone.stderr
         assert "no such file" in gone.stderr
         # carol is trusted, but not on the list: one clear refusal.
         refused = carol.run("ls", alice.jid)

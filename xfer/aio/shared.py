@@ -40,6 +40,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xfer.aio.placement import free_name
 from xfer.errors import DestinationExists, LocalProtocolError
@@ -47,6 +48,9 @@ from xfer.names import safe_parts
 from xfer.transfer.offer import _MEDIA_TYPE as MEDIA_TYPE_RULE
 from xfer.transfer.share import EntryType, ShareEntry
 from xfer.transfer.share_paths import check_path, within
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "MAX_GET_FILES",
@@ -311,9 +315,9 @@ class SharedFolder:
             key=lambda f: f[0].encode("utf-8"),
         )
 
-    def hash(self, path: str) -> bytes | None:
+    def hash(self, path: str, stop: Callable[[], bool] = lambda: False) -> bytes | None:
         """Hash the file ``path`` into the cache (None if it changed while
-        it was read, or is gone)."""
+        it was read, is gone, or ``stop()`` said so between two pieces)."""
         try:
             opened = self.open(path)
         except OSError:
@@ -322,6 +326,8 @@ class SharedFolder:
             digest = hashlib.sha256()
             offset = 0
             while piece := os.pread(opened.fd, 1 << 20, offset):
+                if stop():
+                    return None
                 digest.update(piece)
                 offset += len(piece)
             opened.check_unchanged()

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 #: Replies waiting to be read for one request, at most (more are dropped).
 MAX_QUEUED_REPLIES = 1024
+#: Refusals of one path of a fetch (the others are still asked for); the
+#: others end the fetch (SharingRefused).
+PER_PATH = frozenset({"not-found", "too-large"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +118,9 @@ class _Expected:
     progress: ProgressCallback
     on_file: Callable[[FetchedFile], object] | None
     task: asyncio.Task[None] | None = None
+    #: An offer of the file that came while a receipt of it was under way
+    #: (the sharer's new try after a failed one): taken when that ends.
+    waiting: IncomingOffer | None = None
     stored: FetchedFile | None = None
     error: str | None = None
 
@@ -184,11 +190,27 @@ class Fetcher:
         if expected is None or expected.stored is not None:
             return False
         if expected.task is not None and not expected.task.done():
-            return False
+            # The sharer tries again while our receipt of its failed try has
+            # not ended yet (it waits for a digest that will not come).
+            if expected.waiting is not None:
+                return False
+            expected.waiting = incoming
+            return True
         expected.task = asyncio.ensure_future(self._receive(expected, incoming))
         return True
 
     async def _receive(self, expected: _Expected, incoming: IncomingOffer) -> None:
+        """Receive ``incoming``, then an offer that came meanwhile."""
+        offer: IncomingOffer | None = incoming
+        while offer is not None:
+            await self._receive_one(expected, offer)
+            offer, expected.waiting = expected.waiting, None
+            if offer is not None and expected.stored is not None:
+                with contextlib.suppress(XferError):
+                    await offer.decline("received already")
+                offer = None
+
+    async def _receive_one(self, expected: _Expected, incoming: IncomingOffer) -> None:
         try:
             target = await asyncio.to_thread(
                 fetch_destination, expected.dest, expected.path, expected.overwrite
@@ -318,11 +340,9 @@ class Fetcher:
                 top: str = top,
                 announced: dict[str, _Expected] = announced,
             ) -> None:
-                if (
-                    not within(answer.path, top)
-                    or answer.path in announced
-                    or len(announced) >= MAX_GET_FILES
-                ):
+                if answer.path in announced:
+                    return  # announced again: the sharer tries once more
+                if not within(answer.path, top) or len(announced) >= MAX_GET_FILES:
                     log.warning("ignoring a file announced out of turn")
                     return
                 expected = _Expected(
@@ -340,6 +360,11 @@ class Fetcher:
             asked = pending.peer
             try:
                 files = await self._get(pending, announced)
+            except SharingRefused as exc:
+                if exc.code not in PER_PATH:
+                    raise
+                failed.append((top, exc.reason or exc.code))  # the next path may be
+                continue
             finally:
                 del self._requests[request.request_id]
             for expected in files:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,13 @@ MAX_FETCHES = 2
 MAX_REQUESTS = 8
 #: Listed files waiting to be hashed in the background, at most.
 MAX_HASH_QUEUE = 10_000
+#: How long the sharer waits before it sends a file again that changed
+#: while it was sent (s).
+RETRY_DELAY = 1.0
+#: How long the next pages of a listing reuse the first page's reading (s),
+#: and how many such readings are kept.
+LISTING_REUSE = 30.0
+MAX_LISTINGS = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +128,7 @@ class Sharer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._hash_queue: asyncio.Queue[str] = asyncio.Queue(MAX_HASH_QUEUE)
         self._queued: set[str] = set()
+        self._listings: dict[tuple[str, str, bool], tuple[float, list[ShareEntry]]] = {}
         self._hasher = asyncio.ensure_future(self._hash_in_background())
         self.closed = False
 
@@ -216,9 +225,22 @@ class Sharer:
             )
 
     async def _list(self, peer: str, session: Session, request: ShareRequest) -> None:
-        entries = await asyncio.to_thread(
-            self.folder.listing, request.path, recursive=request.recursive
-        )
+        # A first page reads the folder afresh; the next pages of the same
+        # listing (asked "after" a path) reuse that reading for a little
+        # while: a big tree is walked once, not once per page.
+        key = (bare_jid(peer), request.path, request.recursive)
+        now = time.monotonic()
+        cached = self._listings.get(key)
+        if request.after and cached is not None and now - cached[0] < LISTING_REUSE:
+            entries = cached[1]
+        else:
+            entries = await asyncio.to_thread(
+                self.folder.listing, request.path, recursive=request.recursive
+            )
+            self._listings.pop(key, None)
+            self._listings[key] = (now, entries)
+            while len(self._listings) > MAX_LISTINGS:
+                del self._listings[next(iter(self._listings))]
         page = listing_page(request.request_id, entries, request.after)
         reply(self._otr, peer, session, page)
         self._event("listed", peer, request.path, f"{len(page.entries)} entries")
@@ -301,6 +323,9 @@ class Sharer:
             except SourceChanged:
                 why = "the file kept changing while it was sent"
                 log.info("%s changed while it was sent (try %d)", path, attempt)
+                # A file being written is likely written some more: give the
+                # writer (and the fetcher's end of the failed try) a moment.
+                await asyncio.sleep(RETRY_DELAY)
                 continue
             except (NotSecure, UntrustedPeer) as exc:
                 broken.append(exc)
@@ -354,7 +379,7 @@ class Sharer:
         while True:
             path = await self._hash_queue.get()
             self._queued.discard(path)
-            await asyncio.to_thread(self.folder.hash, path)
+            await asyncio.to_thread(self.folder.hash, path, lambda: self.closed)
             if self._hash_queue.empty():
                 await asyncio.to_thread(self._save_cache)
 

@@ -208,12 +208,14 @@ class XferShare(BasePlugin):
         broke off goes on from what was kept. ``progress(path)`` gives each
         file's progress callback; ``on_file`` hears of each file stored.
 
-        Returns what arrived and what did not (``FetchResult.ok``).
+        Returns what arrived and what did not (``FetchResult.ok``); a path
+        the share does not hold (or one with too many files) is one of
+        those that did not, with the sharer's reason.
 
         Raises:
-            SharingRefused: the peer refused a request (a path not found
-            included). UntrustedPeer, TransferTimeout, NotSecure: as for
-            :meth:`list_shared`.
+            SharingRefused: the peer refused the fetch (not-allowed,
+            not-sharing, busy, bad-request). UntrustedPeer, TransferTimeout,
+            NotSecure: as for :meth:`list_shared`.
         """
         return await self._fetcher.fetch(
             peer,
