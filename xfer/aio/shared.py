@@ -109,19 +109,30 @@ class OpenedFile:
     """A shared file opened safely; read it through :attr:`source` (its
     descriptor's entry in ``/proc/self/fd``), close it when done."""
 
-    def __init__(self, path: str, fd: int, st: os.stat_result) -> None:
+    def __init__(self, path: str, fd: int, st: os.stat_result, real: Path) -> None:
         self.path = path
         self.fd = fd
         self.stat = st
         self._seen = _Seen.of(st)
         proc = _PROC_FD / str(fd)
-        #: What the sender reads: the descriptor's own entry, never the path.
-        self.source = proc if proc.exists() else None
+        #: What the sender reads: the descriptor's own entry, never the path
+        #: (without /proc: the path, and the check below makes sure that it
+        #: still names the file opened).
+        self.source = proc if proc.exists() else real
+        self._by_path = not proc.exists()
 
     def check_unchanged(self) -> None:
-        """Raises SourceChanged if the file changed since it was opened."""
+        """Raises SourceChanged if the file changed since it was opened (or,
+        read by its path, that path names another file now)."""
         if _Seen.of(os.fstat(self.fd)) != self._seen:
             raise SourceChanged(self.path)
+        if self._by_path:
+            try:
+                now = os.stat(self.source, follow_symlinks=False)
+            except OSError:
+                raise SourceChanged(self.path) from None
+            if _Seen.of(now) != self._seen:
+                raise SourceChanged(self.path)
 
     def seen(self) -> _Seen:
         return self._seen
@@ -211,7 +222,7 @@ class SharedFolder:
         if not stat.S_ISREG(st.st_mode) or not self._inside(fd):
             os.close(fd)
             raise _not_found(path)
-        return OpenedFile(path, fd, st)
+        return OpenedFile(path, fd, st, self.root.joinpath(*parts))
 
     # -- listing ---------------------------------------------------------------
 

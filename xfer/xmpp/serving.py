@@ -312,10 +312,9 @@ class Sharer:
                     why = "the private conversation ended"
                     break
                 self._event("sending", peer, path, f"{opened.stat.st_size} bytes")
-                source = opened.source or self.folder.root / path
                 result = await self._transfer.send_file(
                     peer,
-                    source,
+                    opened.source,
                     name=path,
                     media_type=media_type(path) or "application/octet-stream",
                     check_source=opened.check_unchanged,

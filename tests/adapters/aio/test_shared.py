@@ -152,3 +152,21 @@ def test_fetch_destination_is_safe(tmp_path: Path):
     (dest / "evil").symlink_to(tmp_path)
     with pytest.raises(DestinationExists):
         fetch_destination(dest, "evil/x", False)
+
+
+def test_without_proc_a_path_swapped_after_the_open_is_seen(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import xfer.aio.shared as shared
+
+    monkeypatch.setattr(shared, "_PROC_FD", tmp_path / "no-proc")
+    opened = SharedFolder(tree).open("2024/b.txt")
+    try:
+        assert opened.source == tree / "2024" / "b.txt"
+        opened.check_unchanged()
+        (tmp_path / "other").write_text("text")
+        (tmp_path / "other").replace(tree / "2024" / "b.txt")
+        with pytest.raises(SourceChanged):
+            opened.check_unchanged()
+    finally:
+        opened.close()
