@@ -117,7 +117,11 @@ def share(
             "failed": "did not get",
             "refused": "was refused",
         }.get(event.kind, event.kind)
-        where = f" {quoted(event.path)}" if event.path or event.kind == "listed" else ""
+        where = (
+            f" {quoted(event.path or '/')}"
+            if event.path or event.kind == "listed"
+            else ""
+        )
         detail = f" ({shown(event.detail)})" if event.detail else ""
         out.say(f"{shown(event.peer)} {what}{where}{detail}")
         out.event(event.kind, peer=event.peer, path=event.path, detail=event.detail)

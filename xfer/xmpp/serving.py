@@ -243,7 +243,8 @@ class Sharer:
                 del self._listings[next(iter(self._listings))]
         page = listing_page(request.request_id, entries, request.after)
         reply(self._otr, peer, session, page)
-        self._event("listed", peer, request.path, f"{len(page.entries)} entries")
+        n = len(page.entries)
+        self._event("listed", peer, request.path, f"{n} entr{'y' if n == 1 else 'ies'}")
         self._hash_later(page.entries)
 
     async def _get(self, peer: str, session: Session, request: ShareRequest) -> None:
