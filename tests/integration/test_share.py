@@ -481,3 +481,34 @@ async def test_a_big_listing_comes_in_pages(
     assert len(asked) >= 3  # about 64 KiB of entries: three pages at least
     assert asked[0] == ""
     assert all(a in names for a in asked[1:])
+
+
+async def test_at_most_two_files_go_to_one_account_at_once(
+    people: tuple[XferClient, XferClient, XferClient], tmp_path: Path
+):
+    alice, bob, _ = people
+    root = tmp_path / "five"
+    root.mkdir()
+    for i in range(5):
+        (root / f"{i}.bin").write_bytes(os.urandom(4 * MiB))
+    now = 0
+    most = 0
+
+    def report(event: ShareEvent) -> None:
+        nonlocal now, most
+        if event.kind == "sending":
+            now += 1
+            most = max(most, now)
+        elif event.kind in ("sent", "failed"):
+            now -= 1
+
+    sharer = shares(alice).share(root, [jid(bob)], report=report)
+    dest = tmp_path / "got"
+    dest.mkdir()
+    try:
+        result = await shares(bob).fetch(full(alice), [""], dest)
+    finally:
+        await sharer.close()
+    assert result.ok, result.failed
+    assert sorted(p.name for p in dest.iterdir()) == [f"{i}.bin" for i in range(5)]
+    assert most == 2  # two at once, the rest waited
