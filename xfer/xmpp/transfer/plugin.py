@@ -84,6 +84,7 @@ from xfer.xmpp.transfer.sending import Sender, SendResult
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.notices import Notice
@@ -344,10 +345,14 @@ class XferTransfer(BasePlugin):
         name: str | None = None,
         media_type: str = "application/octet-stream",
         progress: ProgressCallback = no_progress,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """Send the file at ``path`` to ``peer`` (a full or bare JID).
 
-        Returns once the receiver verified and stored it.
+        Returns once the receiver verified and stored it. ``check_source``,
+        if given, is called once the last byte is read and sealed, before
+        the digest goes out: it raises (an OSError) if the file changed
+        meanwhile, and the transfer fails with the receiver keeping nothing.
 
         Raises:
             NotSecure: no OTR session could be set up. UntrustedPeer: the
@@ -356,9 +361,18 @@ class XferTransfer(BasePlugin):
             TransportError (NoUsableTransport, TransferTimeout...).
             OSError: the file could not be read.
         """
-        return await self._sender.send(peer, path, name, media_type, progress)
+        return await self._sender.send(
+            peer, path, name, media_type, progress, check_source
+        )
 
     # -- receiving ------------------------------------------------------------------
+
+    def add_offer_taker(self, take: Callable[[IncomingOffer], bool]) -> None:
+        """Let ``take`` see each vetted offer before it is queued for
+        :meth:`next_offer`; if it returns True, it took the offer (and must
+        accept or decline it). Offers that go on with a receipt under way
+        never reach it."""
+        self._receiver.takers.append(take)
 
     async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
         """The next file offered to us (already checked: OTR offer, trust,

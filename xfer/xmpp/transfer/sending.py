@@ -109,6 +109,7 @@ class Sender:
         name: str | None,
         media_type: str,
         progress: ProgressCallback,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """See :meth:`XferTransfer.send_file`."""
         source = Path(path)
@@ -149,6 +150,7 @@ class Sender:
                     media_type,
                     progress,
                     attempt,
+                    check_source,
                 )
                 return dataclasses.replace(
                     result, seconds=time.perf_counter() - started, breaks=breaks
@@ -233,6 +235,7 @@ class Sender:
         media_type: str,
         progress: ProgressCallback,
         attempt: _Attempt,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """One offer of the file over ``otr_session`` with ``full``, whose
         ``fingerprint`` the caller checked.
@@ -329,7 +332,11 @@ class Sender:
                     start=start,
                     progress=progress,
                     on_written=self._then_digest(
-                        attempt, digest, offer, (otr_session, full, fingerprint)
+                        attempt,
+                        digest,
+                        offer,
+                        (otr_session, full, fingerprint),
+                        check_source,
                     ),
                     stall_timeout=self._settings.stall_timeout,
                     digest=digest,
@@ -408,11 +415,15 @@ class Sender:
         digest: hashlib._Hash,
         offer: TransferOffer,
         to: tuple[Session, str, bytes],
+        check_source: Callable[[], None] | None = None,
     ) -> Callable[[], None]:
         """What runs once the last sealed byte is out: the digest of the
         whole file, which ``digest`` has seen by then, follows it inside
         OTR to the fingerprint of the offer (``to``: its session, the peer's
-        full JID, the fingerprint).
+        full JID, the fingerprint). ``check_source``, if given, runs
+        first: it raises if the file changed while it was read (a mix of
+        old and new bytes would verify), and then no digest goes out and
+        the receiver keeps nothing.
 
         Raises (when called):
             NotSecure: no session with that fingerprint is left.
@@ -420,6 +431,8 @@ class Sender:
         otr_session, full, fingerprint = to
 
         def written() -> None:
+            if check_source is not None:
+                check_source()
             attempt.written = True
             attempt.sha256 = digest.digest()
             self._siblings.otr.send_digest(
