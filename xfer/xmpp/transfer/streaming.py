@@ -156,7 +156,7 @@ class ReceivedStream:
 def _why(exc: BaseException) -> str:
     """An error's words for a StreamCut line (no local path in an OSError)."""
     if isinstance(exc, OSError):
-        return f"the output failed ({exc.strerror or type(exc).__name__})"
+        return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
@@ -325,7 +325,7 @@ class StreamSender:
             raise await self._cut(verdict, state, exc) from None
         except BaseException as exc:
             await session.terminate(reason_for(exc), public_text(exc, receiving=False))
-            if accepted and isinstance(exc, XferError):
+            if accepted and isinstance(exc, XferError | OSError):
                 raise await self._cut(verdict, state, exc) from exc
             raise
         finally:
@@ -340,7 +340,7 @@ class StreamSender:
         self,
         verdict: asyncio.Future[TransferVerdict],
         state: StreamProgress,
-        exc: XferError,
+        exc: XferError | OSError,
     ) -> StreamCut:
         """The error of a stream that ended early: with the receiver's count
         of verified bytes and its reason if its verdict came (it is sent
@@ -350,7 +350,7 @@ class StreamSender:
         got = verdict.result() if verdict.done() and not verdict.cancelled() else None
         if got is not None and not got.stored:
             return StreamCut(got.size, sent=state.plain, why=got.reason)
-        text = exc.text if isinstance(exc, TransferRejected) and exc.text else str(exc)
+        text = exc.text if isinstance(exc, TransferRejected) and exc.text else _why(exc)
         return StreamCut(None, sent=state.plain, why=text)
 
     async def _confirmed(
