@@ -189,9 +189,22 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
         writer.write(data)
         await writer.drain()
 
+    async def flush() -> None:
+        # drain() returns below the high-water mark: wait for all of it
+        # (only if some is left: the reader may be gone once it has all).
+        if transport.get_write_buffer_size():
+            transport.set_write_buffer_limits(high=0)
+            await writer.drain()
+
     try:
         yield write_pipe
-        await writer.drain()
+    except BaseException:
+        # What the sink took was verified: it reaches the output, if it can.
+        with contextlib.suppress(Exception):
+            await flush()
+        raise
+    else:
+        await flush()
     finally:
         transport.close()
 

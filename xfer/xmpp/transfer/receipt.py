@@ -71,6 +71,12 @@ __all__ = ["Negotiated", "Receipts"]
 
 log = logging.getLogger(__name__)
 
+#: How long a failed stream's receipt waits for the answer to its
+#: session-terminate before it reports the cut (the rest goes on behind).
+TERMINATE_WAIT = 0.5
+#: Those session-terminates still waiting for their answer.
+_ENDING: set[asyncio.Future[None]] = set()
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Negotiated:
@@ -360,7 +366,18 @@ class Receipts:
                 )
         elif isinstance(exc, XferError | OSError) and not broke_off(exc):
             self._tell(offer, stored=False, why=private_text(exc))
-        await offer.session.terminate(reason_for(exc), public_text(exc, receiving=True))
+        ending = offer.session.terminate(
+            reason_for(exc), public_text(exc, receiving=True)
+        )
+        if state is None:
+            await ending
+            return
+        # A stream's consumer hears of the cut at once, not only when the
+        # server answered (a peer that was killed answers nothing for a while).
+        task = asyncio.ensure_future(ending)
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+        await asyncio.wait({task}, timeout=TERMINATE_WAIT)
 
     def _tell(
         self,
