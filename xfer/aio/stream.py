@@ -250,6 +250,8 @@ async def send_stream(
                 out: bytes = sealer.flush()  # type: ignore[attr-defined]
                 deadline = None
             elif isinstance(item, BaseException):
+                if write is not None:  # what was read before goes out
+                    await write
                 raise item
             else:
                 out = await _seal(sealer, item, state)
