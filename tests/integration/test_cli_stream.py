@@ -23,21 +23,20 @@ pytestmark = pytest.mark.integration
 XFER = f"{shlex.quote(sys.executable)} -m xfer_cli"
 
 
-def pipeline(person: Person, script: str, **kw: object) -> subprocess.Popen[bytes]:
+def pipeline(person: Person, script: str) -> subprocess.Popen[bytes]:
     """``script`` in bash with pipefail (a pipeline fails if any part does)."""
     return subprocess.Popen(
         ["bash", "-o", "pipefail", "-c", script],
         env=person.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **kw,  # type: ignore[arg-type]
     )
 
 
 def wait_waiting(proc: subprocess.Popen[bytes]) -> list[bytes]:
     """The receiver's stderr lines up to the one saying it waits."""
     assert proc.stderr is not None
-    seen = []
+    seen: list[bytes] = []
     while b"waiting for files" not in (line := proc.stderr.readline()):
         assert line, b"".join(seen).decode(errors="replace")
         seen.append(line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,10 @@ class QueueStream:
         self.closed = True
 
 
+def fresh() -> tuple[QueueStream, list[bytes], StreamProgress]:
+    return QueueStream(), [], StreamProgress()
+
+
 def digest_of(data: bytes) -> TransferDigest:
     return TransferDigest(
         transfer_id=b"\x01" * 16, sha256=hashlib.sha256(data).digest(), size=len(data)
@@ -87,7 +92,7 @@ async def receiving(
 async def test_each_chunk_is_released_once_it_verified_and_not_before() -> None:
     data = os.urandom(3 * CHUNK + 10)
     wire = sealed(data)
-    stream, out, state = QueueStream(), [], StreamProgress()
+    stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
     first_chunk_end = 58 + CHUNK + 32
     stream.pieces.put_nowait(wire[: first_chunk_end - 1])
@@ -108,7 +113,7 @@ async def test_a_cut_stream_ends_in_stream_cut_with_the_verified_count(
     cut: int,
 ) -> None:
     data = os.urandom(3 * CHUNK + 10)
-    stream, out, state = QueueStream(), [], StreamProgress()
+    stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
     stream.pieces.put_nowait(sealed(data)[:cut])
     stream.pieces.put_nowait(b"")
@@ -122,7 +127,7 @@ async def test_a_changed_byte_stops_before_its_chunk() -> None:
     data = os.urandom(3 * CHUNK + 10)
     wire = bytearray(sealed(data))
     wire[58 + (CHUNK + 32) + 5] ^= 1  # in the second chunk
-    stream, out, state = QueueStream(), [], StreamProgress()
+    stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
     stream.pieces.put_nowait(bytes(wire[: 58 + CHUNK + 40]))
     stream.pieces.put_nowait(bytes(wire[58 + CHUNK + 40 :]))
@@ -134,7 +139,7 @@ async def test_a_changed_byte_stops_before_its_chunk() -> None:
 
 async def test_another_offers_stream_is_refused_at_its_first_chunk() -> None:
     data = os.urandom(CHUNK + 1)
-    stream, out, state = QueueStream(), [], StreamProgress()
+    stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
     stream.pieces.put_nowait(sealed(data, offer(salt=b"\x08" * 32)))
     stream.pieces.put_nowait(b"")
@@ -157,7 +162,7 @@ async def test_another_offers_stream_is_refused_at_its_first_chunk() -> None:
 )
 async def test_a_digest_that_disagrees_fails_the_end(said: TransferDigest) -> None:
     data = b"x" * (CHUNK + 1)
-    stream, out, state = QueueStream(), [], StreamProgress()
+    stream, out, state = fresh()
     task = await receiving(stream, said, out, state)
     stream.pieces.put_nowait(sealed(data))
     stream.pieces.put_nowait(b"")
@@ -168,7 +173,7 @@ async def test_a_digest_that_disagrees_fails_the_end(said: TransferDigest) -> No
 async def test_the_sender_seals_and_hashes_what_it_reads() -> None:
     data = os.urandom(5 * CHUNK + 123)
 
-    async def source() -> asyncio.AsyncIterator[bytes]:  # type: ignore[name-defined]
+    async def source() -> AsyncIterator[bytes]:
         yield data[:100]
         yield data[100:]  # larger than a piece: cut
 
@@ -190,7 +195,7 @@ async def test_the_sender_seals_and_hashes_what_it_reads() -> None:
 
 
 async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None:
-    async def source() -> asyncio.AsyncIterator[bytes]:  # type: ignore[name-defined]
+    async def source() -> AsyncIterator[bytes]:
         yield b"a" * (CHUNK + 5)
         raise OSError("gone")
 
