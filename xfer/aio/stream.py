@@ -31,7 +31,7 @@ import os
 import stat
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 from xfer.aio.bytestream import no_progress
 from xfer.envelope import Opener, Sealer, Suite
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     Sink = Callable[[bytes], Awaitable[None]]
 
 __all__ = [
+    "LIVE",
     "STREAM_PIECE",
     "StreamProgress",
     "can_flush",
@@ -77,6 +78,11 @@ READ_AHEAD = 2
 _INLINE = 64 * 1024
 #: The default flush interval of a live stream (s).
 FLUSH_INTERVAL = 0.015
+#: The envelope format version of streams (:func:`stream_sealer`): 1 until
+#: this build has format version 2 (flushed short chunks), then 2.
+STREAM_VERSION = 1
+#: Whether a live stream's short chunks can be flushed (format version 2).
+LIVE = STREAM_VERSION >= 2
 
 
 def stream_sealer(
@@ -100,10 +106,20 @@ def stream_sealer(
     )
 
 
+class _Flushing(Protocol):
+    """What a sealer of envelope format version 2 adds: it seals what it
+    holds (``buffered`` bytes) as a short chunk before the end."""
+
+    @property
+    def buffered(self) -> int: ...
+
+    def flush(self) -> bytes: ...
+
+
 def can_flush(sealer: Sealer) -> bool:
     """Whether ``sealer`` can seal a short chunk before the end (envelope
     format version 2): what a live stream needs."""
-    return callable(getattr(sealer, "flush", None))
+    return sealer.header.version >= 2 and callable(getattr(sealer, "flush", None))
 
 
 @dataclass(kw_only=True)
@@ -239,6 +255,7 @@ async def send_stream(
         OSError: reading the source failed.
     """
     flushing = flush_interval is not None and can_flush(sealer)
+    flusher = cast("_Flushing", sealer)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.ensure_future(_read_ahead(pieces, queue))
     write: asyncio.Future[None] | None = None
@@ -247,7 +264,7 @@ async def send_stream(
     try:
         while (item := await _next(queue, deadline)) is not None:
             if isinstance(item, _Flush):
-                out: bytes = sealer.flush()  # type: ignore[attr-defined]
+                out = flusher.flush()
                 deadline = None
             elif isinstance(item, BaseException):
                 if write is not None:  # what was read before goes out
@@ -256,7 +273,7 @@ async def send_stream(
             else:
                 out = await _seal(sealer, item, state)
                 progress(state.plain, None)
-                if flushing and deadline is None and sealer.buffered:  # type: ignore[attr-defined]
+                if flushing and deadline is None and flusher.buffered:
                     assert flush_interval is not None
                     deadline = loop.time() + flush_interval
             if out:
