@@ -44,10 +44,11 @@ from xfer.xmpp.transfer.negotiation import CONTENT, expect, watching
 from xfer.xmpp.transfer.sending import SendResult
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable
+    from collections.abc import AsyncIterable, Awaitable, Callable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.aio.stream import Sink
+    from xfer.jingle.wire import Jingle
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
     from xfer.xmpp.transfer.context import Context
@@ -246,7 +247,9 @@ class StreamSender:
             description = FileDescription(
                 name=f"{offer.transfer_id.hex()}.xfer", size=None
             )
-            await session.send(
+            await self._initiate(
+                session.send,
+                full,
                 session.jingle(
                     Action.SESSION_INITIATE,
                     initiator=self._siblings.jid,
@@ -261,7 +264,7 @@ class StreamSender:
                             encrypted=Encrypted(transfer_id=offer.transfer_id),
                         ),
                     ),
-                )
+                ),
             )
             accept = await expect(
                 session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
@@ -335,6 +338,21 @@ class StreamSender:
         raise RemoteProtocolError(
             "the receiver never ended the session"
         )  # pragma: no cover
+
+    @staticmethod
+    async def _initiate(
+        send: Callable[[Jingle], Awaitable[None]], full: str, jingle: Jingle
+    ) -> None:
+        """Send the session-initiate of a stream. A receiver from before
+        streams finds its ``<file/>`` malformed (no ``<size/>``) and answers
+        with an error at once (``spec/jingle.md`` 3.2): say so."""
+        try:
+            await send(jingle)
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(
+                f"{full} refused the offer of a stream ({exc}); its xfer may "
+                "predate streams"
+            ) from exc
 
     async def _cut(
         self,
