@@ -107,9 +107,8 @@ def send(
     exit non-zero with "stream cut after N verified bytes" (it does not
     resume: standard input cannot be read again).
 
-    The receiver runs 'xfer receive'. Everything is end-to-end encrypted and
-    authenticated with OTR: the servers see neither the contents nor the
-    names. JID's fingerprint must be trusted first ('xfer trust' or 'xfer
+    Everything is end-to-end encrypted and authenticated with OTR: the
+    servers see neither the contents nor the names. JID's fingerprint must be trusted first ('xfer trust' or 'xfer
     verify'). Each file counts only once the receiver has verified it.
 
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
