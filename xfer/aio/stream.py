@@ -165,6 +165,9 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
         return
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=size, loop=loop)
+    # The event loop makes the descriptor non-blocking, which is a property
+    # of the open file that the shell shares (a terminal): put it back.
+    blocking = os.get_blocking(fd)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
         os.fdopen(os.dup(fd), "rb", buffering=0),
@@ -174,6 +177,7 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
             yield piece
     finally:
         transport.close()
+        os.set_blocking(fd, blocking)
 
 
 @contextlib.asynccontextmanager
@@ -194,6 +198,7 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
         yield write_file
         return
     loop = asyncio.get_running_loop()
+    blocking = os.get_blocking(fd)  # put back at the end, as for input
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(os.dup(fd), "wb", buffering=0)
     )
@@ -223,6 +228,7 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
         await flush()
     finally:
         transport.close()
+        os.set_blocking(fd, blocking)
 
 
 # -- the sender ----------------------------------------------------------------------

@@ -222,6 +222,9 @@ async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
     feeding = loop.run_in_executor(None, feed)
     got = b"".join([p async for p in input_pieces(read_end, 65536)])
     await feeding
+    # The loop's non-blocking mode does not outlive the reading (standard
+    # input's open file is the shell's too).
+    assert os.get_blocking(read_end)
     os.close(read_end)
     assert got == data
     path = tmp_path / "in.bin"
@@ -244,6 +247,7 @@ async def test_output_to_a_pipe_waits_for_its_reader() -> None:
             )
             await blocked
             await sink(b"y")
+        assert os.get_blocking(write_end)
         os.close(write_end)
         write_end = -1
         assert await reading == b"x" * (4 << 20)
