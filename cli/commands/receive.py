@@ -337,6 +337,8 @@ def receive(
             accept_untrusted=True,
             keep_partial=keep_partial > 0,
             partial_max_age=keep_partial,
+            # A stream's size comes at its end: the library holds it to this.
+            max_size=max_size if to_stdout else None,
         )
         notices: asyncio.Future[None] | None = None
         watcher: asyncio.Task[None] | None = None

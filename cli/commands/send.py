@@ -108,8 +108,9 @@ def send(
     resume: standard input cannot be read again).
 
     Everything is end-to-end encrypted and authenticated with OTR: the
-    servers see neither the contents nor the names. JID's fingerprint must be trusted first ('xfer trust' or 'xfer
-    verify'). Each file counts only once the receiver has verified it.
+    servers see neither the contents nor the names. JID's fingerprint must
+    be trusted first ('xfer trust' or 'xfer verify'). Each file counts only
+    once the receiver has verified it.
 
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
     config file (~/.config/xfer/config.toml: jid, password, host, port, tls)

@@ -38,6 +38,7 @@ from xfer.envelope import Opener, Sealer, Suite
 from xfer.errors import (
     EnvelopeFormatError,
     IntegrityError,
+    RemoteProtocolError,
     StreamCut,
     TransferTimeout,
     TransportError,
@@ -405,6 +406,7 @@ async def receive_stream(
     progress: ProgressCallback = no_progress,
     stall_timeout: float | None = None,
     executor: Executor | None = None,
+    limit: int | None = None,
 ) -> bytes:
     """Verify the sealed stream of the stream ``offer`` and hand each
     chunk's plaintext to ``sink`` as soon as it verified; return the
@@ -412,7 +414,8 @@ async def receive_stream(
     sender's digest (awaited with ``digest``) agrees with what was
     delivered. ``state`` counts and hashes the plaintext delivered (read it
     after a failure too). A live stream may be silent for long: without
-    ``stall_timeout``, the read waits as long as the bytestream lives.
+    ``stall_timeout``, the read waits as long as the bytestream lives. No
+    more than ``limit`` bytes of plaintext are handed on, if given.
 
     Raises:
         StreamCut: the bytestream ended (or broke) before the final chunk;
@@ -420,6 +423,7 @@ async def receive_stream(
         IntegrityError, EnvelopeFormatError: a chunk did not verify, the
             header is not the offer's, or the digest disagrees (or did not
             come).
+        RemoteProtocolError: the stream is longer than ``limit``.
         OSError: the sink failed.
     """
     opener = Opener(
@@ -451,7 +455,7 @@ async def receive_stream(
                 raise IntegrityError
             checked = True
         if plain:
-            await _deliver(plain, sink, state)
+            await _deliver(plain, sink, state, limit)
             progress(state.plain, None)
     try:
         tail = opener.finalize()
@@ -461,7 +465,7 @@ async def receive_stream(
             state.plain, why="the stream ended before its final chunk"
         ) from None
     if tail:
-        await _deliver(tail, sink, state)
+        await _deliver(tail, sink, state, limit)
     progress(state.plain, None)
     said = await digest()
     ours = state.digest.digest()
@@ -470,9 +474,15 @@ async def receive_stream(
     return ours
 
 
-async def _deliver(plain: bytes, sink: Sink, state: StreamProgress) -> None:
+async def _deliver(
+    plain: bytes, sink: Sink, state: StreamProgress, limit: int | None
+) -> None:
     """Hand verified plaintext to the sink; count and hash it once the sink
     took it."""
+    if limit is not None and state.plain + len(plain) > limit:
+        # What fits is verified: it goes, and nothing after it.
+        await _deliver(plain[: limit - state.plain], sink, state, None)
+        raise RemoteProtocolError(f"the stream is longer than {limit} bytes")
     await sink(plain)
     state.digest.update(plain)
     state.plain += len(plain)

@@ -23,7 +23,7 @@ from xfer.aio.stream import (
     stream_sealer,
 )
 from xfer.envelope import Opener
-from xfer.errors import IntegrityError, StreamCut
+from xfer.errors import IntegrityError, RemoteProtocolError, StreamCut
 from xfer.transfer.offer import TransferDigest, TransferOffer
 
 CHUNK = 4096
@@ -168,6 +168,27 @@ async def test_a_digest_that_disagrees_fails_the_end(said: TransferDigest) -> No
     stream.pieces.put_nowait(b"")
     with pytest.raises(IntegrityError):
         await task
+
+
+async def test_a_stream_over_the_limit_stops_at_the_limit() -> None:
+    data = os.urandom(3 * CHUNK)
+    out: list[bytes] = []
+
+    async def sink(piece: bytes) -> None:
+        out.append(piece)
+
+    async def digest() -> TransferDigest:
+        return digest_of(data)
+
+    stream, state = QueueStream(), StreamProgress()
+    stream.pieces.put_nowait(sealed(data))
+    stream.pieces.put_nowait(b"")
+    with pytest.raises(RemoteProtocolError, match="longer than"):
+        await receive_stream(
+            stream, KEY, offer(), sink, state=state, digest=digest, limit=CHUNK + 5
+        )
+    assert b"".join(out) == data[: CHUNK + 5]
+    assert state.plain == CHUNK + 5
 
 
 async def test_the_sender_seals_and_hashes_what_it_reads() -> None:

@@ -189,6 +189,7 @@ class Receipts:
                 digest=said,
                 progress=progress,
                 executor=crypto_executor(),
+                limit=self._settings.max_size,
             )
 
         sha256 = await self._exchange(offer, description, phase, state=state)
