@@ -14,7 +14,7 @@ from xfer_cli.main import CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
-from xfer.aio.stream import LIVE, input_pieces, stdin_is_live
+from xfer.aio.stream import input_pieces, stdin_is_live
 from xfer.display import shown
 from xfer.envelope import Suite
 
@@ -201,11 +201,6 @@ async def _send_stdin(
     account: tuple[str | None, str | None, int | None, str | None, str],
 ) -> int:
     """Send standard input as one stream; report what the receiver verified."""
-    if live and not LIVE:
-        out.say(
-            "--live needs envelope format version 2, which this build lacks: "
-            "data goes out in full chunks and at the end"
-        )
     live = live or stdin_is_live()
     jid, host, port, tls, suite = account
     client = await connect(jid, host, port, tls, suite=suite)

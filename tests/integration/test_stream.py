@@ -159,3 +159,36 @@ async def test_a_slow_consumer_slows_the_sender(
     # Socket buffers on loopback, the pieces in flight and the receive queue:
     # some MiB; without backpressure the sender would have read all 48.
     assert ahead < 16 << 20, ahead
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_live_stream_delivers_each_message_before_the_next_is_written(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient], kind: str
+) -> None:
+    # Ping-pong: the source writes its next message only once the receiver
+    # had the last one. Without flushing, the first 200 bytes would wait for
+    # a full chunk that never comes.
+    a, b = await peers_forcing(kind, prosody, tmp_path, clients)
+    messages = [os.urandom(200) for _ in range(5)]
+    arrived: list[asyncio.Event] = [asyncio.Event() for _ in messages]
+
+    async def source() -> AsyncIterator[bytes]:
+        for message, came in zip(messages, arrived, strict=True):
+            yield message
+            await asyncio.wait_for(came.wait(), 10)
+
+    async def receive() -> bytes:
+        offer = await plugin(b).next_offer(timeout=30)
+        got = bytearray()
+        async for piece in await offer.accept_stream():
+            got.extend(piece)
+            for i in range(len(got) // 200):
+                arrived[i].set()
+        return bytes(got)
+
+    got, result = await asyncio.gather(
+        receive(),
+        plugin(a).send_stream(b.boundjid.full, source(), live=True),
+    )
+    assert got == b"".join(messages)
+    assert result.size == len(got)

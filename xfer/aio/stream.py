@@ -15,11 +15,12 @@ for the whole stream, and nothing holds more than a few pieces:
   :class:`~xfer.errors.StreamCut` with the count of verified bytes
   delivered. It does not resume (standard input cannot be read again).
 
-The envelope of a stream is chosen in one place, :func:`stream_sealer` (the
-seam for format version 2, whose ``Sealer.flush`` seals a short non-final
-chunk: then :func:`send_stream` flushes what waits after at most
-``flush_interval``; with version 1 only full chunks and the final one go
-out, which is all a pipe needs).
+A stream is sealed in envelope format version 2 (:func:`stream_sealer`),
+whose ``Sealer.flush`` seals a short chunk before the end: with a
+``flush_interval`` (a live stream), :func:`send_stream` flushes what waits
+after at most that long, and the receiver's opener releases each such chunk
+as soon as it verified. Without one, only full chunks and the final one go
+out, which is all a pipe needs. The receiver opens version 1 too.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import os
 import stat
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
 from xfer.envelope import Opener, Sealer, Suite
@@ -56,7 +57,6 @@ if TYPE_CHECKING:
     Sink = Callable[[bytes], Awaitable[None]]
 
 __all__ = [
-    "LIVE",
     "STREAM_PIECE",
     "StreamProgress",
     "can_flush",
@@ -79,11 +79,10 @@ READ_AHEAD = 2
 _INLINE = 64 * 1024
 #: The default flush interval of a live stream (s).
 FLUSH_INTERVAL = 0.015
-#: The envelope format version of streams (:func:`stream_sealer`): 1 until
-#: this build has format version 2 (flushed short chunks), then 2.
-STREAM_VERSION = 1
-#: Whether a live stream's short chunks can be flushed (format version 2).
-LIVE = STREAM_VERSION >= 2
+#: The envelope format version of streams (:func:`stream_sealer`): 2, whose
+#: chunks may be short before the end (flushed), so a live stream's data
+#: need not wait for a full chunk (``spec/envelope.md``).
+STREAM_VERSION = 2
 
 
 def stream_sealer(
@@ -93,9 +92,8 @@ def stream_sealer(
     executor: Executor | None = None,
     workers: int = 2,
 ) -> Sealer:
-    """The sealer of a stream offered by ``offer``: the seam where the
-    envelope format of streams is chosen (version 1 until version 2, with
-    flushed short chunks, is available to this build)."""
+    """The sealer of a stream offered by ``offer``, in envelope format
+    version :data:`STREAM_VERSION` (2: it can :meth:`~Sealer.flush`)."""
     return Sealer.announced(
         key,
         salt=offer.salt,
@@ -104,23 +102,14 @@ def stream_sealer(
         chunk_size=offer.chunk_size,
         executor=executor,
         workers=workers,
+        version=STREAM_VERSION,
     )
-
-
-class _Flushing(Protocol):
-    """What a sealer of envelope format version 2 adds: it seals what it
-    holds (``buffered`` bytes) as a short chunk before the end."""
-
-    @property
-    def buffered(self) -> int: ...
-
-    def flush(self) -> bytes: ...
 
 
 def can_flush(sealer: Sealer) -> bool:
     """Whether ``sealer`` can seal a short chunk before the end (envelope
     format version 2): what a live stream needs."""
-    return sealer.header.version >= 2 and callable(getattr(sealer, "flush", None))
+    return sealer.header.version >= 2
 
 
 @dataclass(kw_only=True)
@@ -262,7 +251,6 @@ async def send_stream(
         OSError: reading the source failed.
     """
     flushing = flush_interval is not None and can_flush(sealer)
-    flusher = cast("_Flushing", sealer)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.ensure_future(_read_ahead(pieces, queue))
     write: asyncio.Future[None] | None = None
@@ -271,7 +259,7 @@ async def send_stream(
     try:
         while (item := await _next(queue, deadline)) is not None:
             if isinstance(item, _Flush):
-                out = flusher.flush()
+                out = sealer.flush()
                 deadline = None
             elif isinstance(item, BaseException):
                 if write is not None:  # what was read before goes out
@@ -280,7 +268,7 @@ async def send_stream(
             else:
                 out = await _seal(sealer, item, state)
                 progress(state.plain, None)
-                if flushing and deadline is None and flusher.buffered:
+                if flushing and deadline is None and sealer.buffered:
                     assert flush_interval is not None
                     deadline = loop.time() + flush_interval
             if out:

@@ -28,6 +28,8 @@ from xfer.transfer.offer import TransferDigest, TransferOffer
 
 CHUNK = 4096
 KEY = bytes(range(32))
+#: A full chunk on the wire (envelope format version 2: word, data, tag).
+WIRE = 4 + CHUNK + 32
 
 
 def offer(salt: bytes = b"\x07" * 32) -> TransferOffer:
@@ -94,7 +96,7 @@ async def test_each_chunk_is_released_once_it_verified_and_not_before() -> None:
     wire = sealed(data)
     stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
-    first_chunk_end = 58 + CHUNK + 32
+    first_chunk_end = 58 + WIRE
     stream.pieces.put_nowait(wire[: first_chunk_end - 1])
     await asyncio.sleep(0.05)
     assert out == []  # one byte of its tag is missing: nothing yet
@@ -108,7 +110,7 @@ async def test_each_chunk_is_released_once_it_verified_and_not_before() -> None:
     assert state.plain == len(data)
 
 
-@pytest.mark.parametrize("cut", [58 + 2 * (CHUNK + 32), 58 + 2 * (CHUNK + 32) + 9])
+@pytest.mark.parametrize("cut", [58 + 2 * WIRE, 58 + 2 * WIRE + 9])
 async def test_a_cut_stream_ends_in_stream_cut_with_the_verified_count(
     cut: int,
 ) -> None:
@@ -126,11 +128,11 @@ async def test_a_cut_stream_ends_in_stream_cut_with_the_verified_count(
 async def test_a_changed_byte_stops_before_its_chunk() -> None:
     data = os.urandom(3 * CHUNK + 10)
     wire = bytearray(sealed(data))
-    wire[58 + (CHUNK + 32) + 5] ^= 1  # in the second chunk
+    wire[58 + WIRE + 5] ^= 1  # in the second chunk
     stream, out, state = fresh()
     task = await receiving(stream, digest_of(data), out, state)
-    stream.pieces.put_nowait(bytes(wire[: 58 + CHUNK + 40]))
-    stream.pieces.put_nowait(bytes(wire[58 + CHUNK + 40 :]))
+    stream.pieces.put_nowait(bytes(wire[: 58 + WIRE + 8]))
+    stream.pieces.put_nowait(bytes(wire[58 + WIRE + 8 :]))
     stream.pieces.put_nowait(b"")
     with pytest.raises(IntegrityError):
         await task
@@ -213,6 +215,56 @@ async def test_the_sender_seals_and_hashes_what_it_reads() -> None:
     assert state.digest.digest() == hashlib.sha256(data).digest()
     opener = Opener(KEY, transfer_id=b"\x01" * 16)
     assert opener.update(bytes(stream.written)) + opener.finalize() == data
+
+
+async def test_a_live_stream_flushes_what_waits_and_the_opener_releases_it() -> None:
+    sealer = stream_sealer(KEY, offer())
+    assert (sealer.header.version, sealer.header.wire_chunk_size) == (2, WIRE)
+    went = asyncio.Event()
+    stream, state = QueueStream(), StreamProgress()
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"hello"
+        # The source says nothing more until the first message went out:
+        # without a flush this would wait for ever.
+        await asyncio.wait_for(went.wait(), 5)
+        yield b" world"
+
+    async def watch() -> None:
+        opener = Opener(KEY, transfer_id=b"\x01" * 16)
+        while opener.update(bytes(stream.written)) != b"hello":
+            opener = Opener(KEY, transfer_id=b"\x01" * 16)
+            await asyncio.sleep(0.005)
+        went.set()
+
+    watching = asyncio.ensure_future(watch())
+    await send_stream(
+        source_pieces(source()), stream, sealer, state=state, flush_interval=0.01
+    )
+    await watching
+    opener = Opener(KEY, transfer_id=b"\x01" * 16)
+    assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello world"
+
+
+async def test_without_a_flush_interval_a_short_chunk_waits() -> None:
+    stream, state = QueueStream(), StreamProgress()
+    gate = asyncio.Event()
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"hello"
+        await gate.wait()
+
+    sending = asyncio.ensure_future(
+        send_stream(
+            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
+        )
+    )
+    await asyncio.sleep(0.1)
+    assert len(stream.written) == 58  # the header: no chunk yet, as for a pipe
+    gate.set()
+    await sending
+    opener = Opener(KEY)
+    assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello"
 
 
 async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None:

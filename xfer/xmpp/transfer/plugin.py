@@ -384,9 +384,9 @@ class XferTransfer(BasePlugin):
         ends; its size need not be known (``spec/otr.md`` 5.4). ``source``
         is read only as fast as the receiver takes the data.
 
-        With ``live``, data that waits for a full chunk is sent at most
-        ``flush_interval`` seconds after it came (this needs envelope
-        format version 2; with version 1 chunks go out when full).
+        With ``live``, data that waits for a full chunk is sealed as a short
+        chunk and sent at most ``flush_interval`` seconds after it came
+        (envelope format version 2); without, chunks go out when full.
 
         Returns once the receiver verified the whole stream and said so
         inside OTR: ``size`` and ``sha256`` are what we read, which are
