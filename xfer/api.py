@@ -4,6 +4,9 @@
     result = await client.send_file("bob@example.org", "report.pdf")
     offer = await client.next_offer()
     path = await offer.accept("downloads/")
+    result = await client.send_stream("bob@example.org", reader)  # no size up front
+    async for piece in await offer.accept_stream():   # offer.is_stream: verified bytes
+        ...
     notice = await client.next_notice()   # text in OTR, a refused plain offer
     await client.close()
 
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING
 import xfer.xmpp.share as _share
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.bytestream import no_progress
+from xfer.aio.stream import FLUSH_INTERVAL
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 from xfer.otr.trust import SMPResult, Verification
 from xfer.store import IdentityStore
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from xfer.transfer.share import ShareEntry
     from xfer.xmpp.share import FetchedFile, FetchResult, ShareEvent, Sharer
     from xfer.xmpp.transfer import IncomingOffer, SendResult
+    from xfer.xmpp.transfer.streaming import Source
 
 __all__ = ["Client", "connect"]
 
@@ -209,8 +214,37 @@ class Client:
         """Send a file; see :meth:`xfer.xmpp.transfer.XferTransfer.send_file`."""
         return await self._transfer.send_file(peer, path, name=name, progress=progress)
 
+    async def send_stream(
+        self,
+        peer: str,
+        source: Source,
+        *,
+        name: str = "stream",
+        live: bool = False,
+        flush_interval: float = FLUSH_INTERVAL,
+        progress: ProgressCallback = no_progress,
+    ) -> SendResult:
+        """Send the bytes of ``source`` (an async iterable of bytes, or an
+        :class:`asyncio.StreamReader`) until it ends, with no size known up
+        front; see :meth:`xfer.xmpp.transfer.XferTransfer.send_stream`. The
+        result's ``size`` and ``sha256`` are what the receiver verified.
+
+        Raises:
+            StreamCut: the stream broke off ("stream cut after N verified
+            bytes"); it is not offered again.
+        """
+        return await self._transfer.send_stream(
+            peer,
+            source,
+            name=name,
+            live=live,
+            flush_interval=flush_interval,
+            progress=progress,
+        )
+
     async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
-        """The next file offered to us; ``accept`` or ``decline`` it."""
+        """The next file or stream offered to us; ``accept`` (a file),
+        ``accept_stream`` (``offer.is_stream``) or ``decline`` it."""
         return await self._transfer.next_offer(timeout)
 
     async def offers(self) -> AsyncIterator[IncomingOffer]:

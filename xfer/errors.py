@@ -28,7 +28,9 @@ anything else escaping the library is a bug::
         ├── NoUsableTransport
         ├── TransferTimeout
         │   └── VerificationTimeout   no answer to an SMP verification in time
-        └── StreamTruncated          the stream ended early (resumable)
+        ├── StreamTruncated          the stream ended early (resumable)
+        └── StreamCut                a stream (no size up front) ended early;
+                                     it never resumes
 
 The split between local and remote protocol errors follows h11: the local kind
 means "fix your code", the remote kind means "the other side sent something
@@ -61,6 +63,7 @@ __all__ = [
     "RemoteProtocolError",
     "ServerUnreachable",
     "SharingRefused",
+    "StreamCut",
     "StreamTruncated",
     "TransferDeclined",
     "TransferRejected",
@@ -258,3 +261,30 @@ class StreamTruncated(TransportError):
     Everything that came was verified, and only verified plaintext was kept:
     the transfer can resume from there (see ``spec/jingle.md``).
     """
+
+
+class StreamCut(TransportError):
+    """A stream (a transfer with no size up front, ``spec/otr.md`` 5.4)
+    ended before its end was verified: the connection broke, the sender
+    or receiver stopped, or the data did not verify.
+
+    ``verified`` plaintext bytes were verified and delivered (the
+    receiver's count: on the sending side, the one its verdict stated, or
+    None when it did not say); ``sent`` is the sender's count of plaintext
+    bytes sealed and written (None on the receiving side). A stream never
+    resumes: standard input cannot be read again.
+    """
+
+    def __init__(
+        self, verified: int | None, *, sent: int | None = None, why: str = ""
+    ) -> None:
+        if verified is not None:
+            message = f"stream cut after {verified} verified bytes"
+        else:
+            message = (
+                f"stream cut after {sent} bytes sent (the receiver's count is unknown)"
+            )
+        super().__init__(message + (f": {why}" if why else ""))
+        self.verified = verified
+        self.sent = sent
+        self.why = why

@@ -15,6 +15,7 @@ receiver kept is read again for the digest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
@@ -38,6 +39,7 @@ from xfer.envelope import Opener
 from xfer.errors import (
     NoUsableTransport,
     RemoteProtocolError,
+    StreamCut,
     TransferDeclined,
     TransferRejected,
     TransportError,
@@ -60,6 +62,7 @@ from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
 from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
@@ -424,6 +427,91 @@ class TestOverIBB(SendingCase):
     def test_a_missing_file_is_an_os_error(self) -> None:
         with pytest.raises(FileNotFoundError):
             self.run_coro(self.transfer.send_file(PEER, self.dir / "missing"))
+
+
+class TestStream(SendingCase):
+    """The sender of a stream (spec/otr.md 5.4, spec/jingle.md 3.2)."""
+
+    def send_stream(self, data: bytes = CONTENT) -> asyncio.Task[Any]:
+        async def source() -> AsyncIterator[bytes]:
+            yield data
+
+        return self.start(self.transfer.send_stream(PEER, source(), name="pipe"))
+
+    def stream_offered(self) -> tuple[StanzaBase, Jingle, TransferOffer]:
+        iq, jingle = self.next_jingle(Action.SESSION_INITIATE)
+        [(offer, _)] = self.offers_to_peer()[-1:]
+        assert offer.is_stream
+        assert (offer.name, offer.size, offer.file_id) == ("pipe", 0, bytes(32))
+        content = jingle.content
+        assert content is not None
+        assert content.description is not None
+        # What the servers see of a stream: an opaque name, no size, no range.
+        assert content.description.name == f"{offer.transfer_id.hex()}.xfer"
+        assert (content.description.size, content.description.range) == (None, None)
+        return iq, jingle, offer
+
+    def test_a_stream_goes_out_and_counts_once_the_verdict_agrees(self) -> None:
+        task = self.send_stream()
+        iq, jingle, offer = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, IBBTransport(sid=content.transport.sid, block_size=1024))
+        _, sealed = self.ibb_receive(content.transport.sid)
+        digest = self.digest(offer)
+        assert (digest.sha256, digest.size) == (SHA, len(CONTENT))
+        self.stored(offer, size=len(CONTENT))
+        self.end(jingle, Reason.SUCCESS)
+        result = self.run_coro(task)
+        assert (result.size, result.sha256) == (len(CONTENT), SHA)
+        assert len(sealed) == result.sealed_size
+
+    def test_a_verdict_of_another_size_is_a_protocol_error(self) -> None:
+        task = self.send_stream()
+        iq, jingle, offer = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, IBBTransport(sid=content.transport.sid, block_size=1024))
+        self.ibb_receive(content.transport.sid)
+        self.digest(offer)
+        self.stored(offer, size=len(CONTENT) - 1)
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(RemoteProtocolError, match="not the one sent"):
+            self.run_coro(task)
+
+    def test_a_receiver_from_before_streams_refuses_at_once(self) -> None:
+        task = self.send_stream()
+        iq, _, _ = self.stream_offered()
+        self.recv(iq_error(iq["id"], "bad-request", etype="modify"))
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(RemoteProtocolError, match="predate streams"):
+            self.run_coro(task)
+
+    def test_a_range_asked_of_a_stream_is_refused(self) -> None:
+        task = self.send_stream()
+        iq, jingle, _ = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        # A range needs a size: the receiver (or its server) gives one.
+        accept = dataclasses.replace(
+            content.description, size=1000, range=Range(offset=100)
+        )
+        self.accept(
+            dataclasses.replace(
+                jingle, contents=(dataclasses.replace(content, description=accept),)
+            ),
+            IBBTransport(sid=content.transport.sid, block_size=1024),
+            offset=100,
+        )
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(StreamCut, match="range"):
+            self.run_coro(task)
 
 
 class TestResume(SendingCase):

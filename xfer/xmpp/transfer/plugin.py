@@ -52,6 +52,7 @@ import xfer.xmpp.legacy as _legacy
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio.bytestream import no_progress
+from xfer.aio.stream import FLUSH_INTERVAL
 from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import (
     LocalProtocolError,
@@ -81,6 +82,7 @@ from xfer.xmpp.transfer.negotiation import (
 from xfer.xmpp.transfer.notices import NoticeBoard
 from xfer.xmpp.transfer.receiving import IncomingOffer, Receiver
 from xfer.xmpp.transfer.sending import Sender, SendResult
+from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 
 if TYPE_CHECKING:
     import os
@@ -93,8 +95,15 @@ if TYPE_CHECKING:
     from xfer.xmpp.jingle import XferJingle
     from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.socks5 import XferSocks5
+    from xfer.xmpp.transfer.streaming import Source
 
-__all__ = ["RESTARTED", "IncomingOffer", "SendResult", "XferTransfer"]
+__all__ = [
+    "RESTARTED",
+    "IncomingOffer",
+    "ReceivedStream",
+    "SendResult",
+    "XferTransfer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +224,7 @@ class XferTransfer(BasePlugin):
             self.xmpp, timeout=lambda peer: settings.probe_wait(peer, siblings.jid)
         )
         self._sender = Sender(context, negotiator, reach)
+        self._streamer = StreamSender(context, negotiator, self._sender)
         #: The vetted offers waiting for :meth:`next_offer`, the receipts
         #: in progress (tests look at both).
         self._offers = self._receiver.offers
@@ -363,6 +373,46 @@ class XferTransfer(BasePlugin):
         """
         return await self._sender.send(
             peer, path, name, media_type, progress, check_source
+        )
+
+    async def send_stream(
+        self,
+        peer: str,
+        source: Source,
+        *,
+        name: str = "stream",
+        media_type: str = "application/octet-stream",
+        live: bool = False,
+        flush_interval: float = FLUSH_INTERVAL,
+        progress: ProgressCallback = no_progress,
+    ) -> SendResult:
+        """Send a stream to ``peer``: the bytes of ``source`` (an async
+        iterable of bytes, or an :class:`asyncio.StreamReader`) until it
+        ends; its size need not be known (``spec/otr.md`` 5.4). ``source``
+        is read only as fast as the receiver takes the data.
+
+        With ``live``, data that waits for a full chunk is sealed as a short
+        chunk and sent at most ``flush_interval`` seconds after it came
+        (envelope format version 2); without, chunks go out when full.
+
+        Returns once the receiver verified the whole stream and said so
+        inside OTR: ``size`` and ``sha256`` are what we read, which are
+        what it delivered.
+
+        Raises:
+            StreamCut: the stream broke off or was refused after it started
+            ("stream cut after N verified bytes", the receiver's count when
+            it said; it is not offered again). NotSecure, UntrustedPeer,
+            TransferDeclined, TransferRejected, TransportError: as for
+            :meth:`send_file`, before any data went.
+        """
+        return await self._streamer.send(
+            peer,
+            source,
+            name=name,
+            media_type=media_type,
+            flush_interval=flush_interval if live else None,
+            progress=progress,
         )
 
     # -- receiving ------------------------------------------------------------------
