@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from xfer.aio.addresses import interface_addresses
+from xfer.aio.eyeballs import race
 from xfer.errors import (
+    ConnectionFailed,
     NoUsableTransport,
     RemoteProtocolError,
     TransferTimeout,
@@ -23,11 +27,17 @@ from xfer.errors import (
 from xfer.framing.socks5 import dst_addr
 from xfer.jingle import Action, Role
 from xfer.jingle.candidates import (
+    MAX_DIRECT,
+    MAX_LOCAL_PREFERENCE,
+    MAX_PROXIES,
     Candidate,
     CandidateType,
     Nomination,
     connect_order,
+    may_connect,
     nominate,
+    offer_order,
+    parse_ip,
     priority,
 )
 from xfer.jingle.wire import Content, IBBTransport, Jingle, S5BTransport
@@ -41,6 +51,7 @@ if TYPE_CHECKING:
     from xfer.aio.tcp import TcpConnection
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
+    from xfer.xmpp.socks5 import Streamhost
     from xfer.xmpp.transfer.context import Settings, Siblings
 
 #: The name of the one content of an xfer session.
@@ -60,41 +71,51 @@ class Negotiator:
     async def local_transport(
         self, session: JingleSessionIO, *, sid: str | None = None
     ) -> tuple[S5BTransport | IBBTransport, S5B | None]:
-        """Our transport offer: SOCKS5 candidates if we have any, else IBB."""
-        settings, socks5 = self._settings, self._siblings.socks5
+        """Our transport offer: SOCKS5 candidates if we have any, else IBB.
+
+        The candidates, in XEP-0260's priority order: this host's interface
+        addresses (``direct``), the addresses the user added (``assisted``),
+        our server's proxies, then those of the peer's server (``proxy``);
+        see ``spec/jingle.md`` section 6.2.
+        """
+        settings = self._settings
         sid = sid or secrets.token_urlsafe(12)
         us = self._siblings.jid
         address = dst_addr(sid, us, session.peer)
+        # Proxy discovery (disco IQs, perhaps across servers) runs while we
+        # listen and look at our interfaces.
+        proxies = asyncio.ensure_future(
+            self._proxies(session.peer)
+            if settings.socks5_proxy
+            else asyncio.sleep(0, [])
+        )
         candidates: list[Candidate] = []
         waiter: asyncio.Future[TcpConnection] | None = None
-        if settings.socks5_direct:
-            host, port = await socks5.listen()
-            waiter = socks5.expect(address)
-            hosts = settings.advertise or [(host, port)]
-            for i, (h, p) in enumerate(hosts):
-                candidates.append(
-                    Candidate(
-                        cid=secrets.token_urlsafe(8),
-                        host=h,
-                        port=p,
-                        jid=us,
-                        priority=priority(CandidateType.DIRECT, 65535 - i),
-                    )
+        try:
+            if settings.socks5_direct:
+                _, port = await self._siblings.socks5.listen()
+                waiter = self._siblings.socks5.expect(address)
+                candidates += self._direct(us, port)
+            candidates += [
+                Candidate(
+                    cid=secrets.token_urlsafe(8),
+                    host=h,
+                    port=p,
+                    jid=jid,
+                    priority=priority(CandidateType.PROXY, preference),
+                    type=CandidateType.PROXY,
                 )
-        if settings.socks5_proxy:
-            with contextlib.suppress(XferError, Exception):
-                for jid, h, p in await socks5.discover_proxies():
-                    candidates.append(
-                        Candidate(
-                            cid=secrets.token_urlsafe(8),
-                            host=h,
-                            port=p,
-                            jid=jid,
-                            priority=priority(CandidateType.PROXY),
-                            type=CandidateType.PROXY,
-                        )
-                    )
+                for jid, h, p, preference in await proxies
+            ]
+        except BaseException:
+            if waiter is not None:
+                waiter.cancel()
+            raise
+        finally:
+            await settle(proxies)
         if not candidates and session.role is Role.INITIATOR:
+            if waiter is not None:
+                waiter.cancel()
             if not settings.ibb:
                 raise NoUsableTransport("every transport is turned off")
             return IBBTransport(sid=sid, block_size=settings.ibb_block_size), None
@@ -108,6 +129,74 @@ class Negotiator:
             ),
             s5b,
         )
+
+    def _same_host(self) -> bool:
+        """Whether the peer may be on this host: our server is (the XMPP
+        connection is over loopback). Only then do we offer, or connect
+        to, loopback candidates."""
+        if self._settings.loopback is not None:
+            return self._settings.loopback
+        ip = parse_ip(self._siblings.stream_addresses()[1] or "")
+        return ip is not None and ip.is_loopback
+
+    def _direct(self, us: str, port: int) -> list[Candidate]:
+        """Our own streamhost's candidates (it listens on ``port``)."""
+        settings = self._settings
+        hosts: list[tuple[str, int, CandidateType]] = []
+        if settings.advertise:
+            hosts = [(h, p, CandidateType.DIRECT) for h, p in settings.advertise]
+        else:
+            if settings.local_addresses:
+                near = self._siblings.stream_addresses()[0]
+                found = interface_addresses()
+                ordered = offer_order(
+                    found, toward_server=near, loopback=self._same_host()
+                ) or offer_order(found, toward_server=near, loopback=True)
+                hosts += [(h, port, CandidateType.DIRECT) for h in ordered]
+            hosts += [
+                (h, p or port, CandidateType.ASSISTED) for h, p in settings.addresses
+            ]
+        candidates: list[Candidate] = []
+        rank: dict[CandidateType, int] = {}
+        for host, p, kind in hosts[:MAX_DIRECT]:
+            i = rank[kind] = rank.get(kind, -1) + 1
+            candidates.append(
+                Candidate(
+                    cid=secrets.token_urlsafe(8),
+                    host=host,
+                    port=p,
+                    jid=us,
+                    priority=priority(kind, MAX_LOCAL_PREFERENCE - i),
+                    type=kind,
+                )
+            )
+        return candidates
+
+    async def _proxies(self, peer: str) -> list[tuple[str, str, int, int]]:
+        """The proxies to offer, with their local preference: our server's
+        (1), then the peer's server's (0), each list cached by the plugin.
+
+        Our server's answer is waited for (up to its IQ timeout); the peer's
+        server's, across servers, for ``candidate_timeout`` only: a slower
+        answer is kept for the next offer and this one goes without it.
+        """
+        socks5 = self._siblings.socks5
+        ours, theirs = self._siblings.domain, _domain(peer)
+        lists: list[tuple[int, asyncio.Future[list[Streamhost]]]] = [
+            (1, asyncio.ensure_future(socks5.discover_proxies(ours)))
+        ]
+        if theirs and theirs != ours:
+            lists.append((0, asyncio.ensure_future(socks5.discover_proxies(theirs))))
+        found: dict[tuple[str, str, int], int] = {}
+        try:
+            for preference, waiting in lists:
+                limit = None if preference else self._settings.candidate_timeout
+                with contextlib.suppress(XferError, Exception):
+                    for proxy in await asyncio.wait_for(waiting, limit):
+                        found.setdefault(proxy, preference)
+        finally:
+            await settle(*(w for _, w in lists))
+        return [(j, h, p, pref) for (j, h, p), pref in found.items()][:MAX_PROXIES]
 
     async def negotiate(
         self,
@@ -211,16 +300,55 @@ class Negotiator:
     async def _reach(
         self, theirs: S5BTransport, address: bytes
     ) -> tuple[Candidate | None, TcpConnection | None]:
-        """Connect to the peer's first reachable candidate, best first."""
-        for candidate in connect_order(list(theirs.candidates)):
-            try:
-                connection = await self._siblings.socks5.connect(
-                    candidate.host, candidate.port, address
+        """Connect to one of the peer's candidates: best first, staggered
+        (happy eyeballs, :func:`xfer.aio.eyeballs.race`), each within
+        ``candidate_timeout``; the first to complete its SOCKS5 handshake
+        wins and the others are closed."""
+        order = connect_order(list(theirs.candidates))
+        loopback = self._same_host()
+        timeout = self._settings.candidate_timeout
+
+        def attempt(c: Candidate) -> Callable[[], Awaitable[TcpConnection]]:
+            return lambda: self._connect(c, address, loopback, timeout)
+
+        outcome = await race(
+            [attempt(c) for c in order],
+            discard=lambda connection: connection.abort(),
+            errors=(OSError, TimeoutError, XferError, ValueError),
+        )
+        if outcome.winner is None:
+            return None, None
+        return order[outcome.winner], outcome.result
+
+    async def _connect(
+        self, candidate: Candidate, address: bytes, loopback: bool, timeout: float
+    ) -> TcpConnection:
+        """One candidate: its host resolved, every address checked
+        (:func:`~xfer.jingle.candidates.may_connect`), the SOCKS5 handshake
+        for ``address`` on the first that answers."""
+        async with asyncio.timeout(timeout):
+            if parse_ip(candidate.host) is not None:
+                hosts = [candidate.host]
+            else:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    candidate.host, candidate.port, type=socket.SOCK_STREAM
                 )
-            except (OSError, TimeoutError, XferError):
-                continue
-            return candidate, connection
-        return None, None
+                hosts = list(dict.fromkeys(str(info[4][0]) for info in infos))
+            allowed = [h for h in hosts if may_connect(h, loopback=loopback)]
+            if not allowed:
+                raise ConnectionFailed(
+                    f"candidate {candidate.cid}: no address we may connect to"
+                )
+            failure: BaseException | None = None
+            for host in allowed:
+                try:
+                    return await self._siblings.socks5.connect(
+                        host, candidate.port, address, timeout
+                    )
+                except (OSError, XferError) as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
 
     async def _take_ours(
         self,
@@ -327,6 +455,11 @@ class Negotiator:
             raise TransferTimeout(
                 f"{session.peer} never opened the IBB stream"
             ) from None
+
+
+def _domain(jid: str) -> str:
+    """The domain of a JID (``user@domain/resource``)."""
+    return jid.split("/", 1)[0].rpartition("@")[2]
 
 
 def carrier(transport: S5BTransport | IBBTransport | None) -> Content:
