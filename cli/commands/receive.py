@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
 from xfer_cli.main import CommandError, report_only
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.params import DurationType, SizeType
@@ -253,6 +259,7 @@ async def _show_notices(client: xfer.Client, out: Output) -> None:
     "on from there; 0 keeps nothing.",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def receive(
@@ -267,6 +274,8 @@ def receive(
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -317,6 +326,7 @@ def receive(
             accept_untrusted=True,
             keep_partial=keep_partial > 0,
             partial_max_age=keep_partial,
+            **candidate_config(addresses, no_local_addresses),
         )
         notices: asyncio.Future[None] | None = None
         watcher: asyncio.Task[None] | None = None

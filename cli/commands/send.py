@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
 from xfer_cli.main import CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
@@ -21,6 +27,17 @@ if TYPE_CHECKING:
 
 
 __all__ = ["send"]
+
+
+def path_taken(transport: str, via: str) -> str:
+    """Which path the data took, for the user: "direct to HOST:PORT",
+    "through the proxy JID" or "in-band (IBB, through the servers)"."""
+    if transport == "ibb":
+        return "in-band (IBB, through the servers)"
+    if transport == "socks5-proxy":
+        return f"through the proxy {shown(via)}"
+    kind = "direct" if transport == "socks5-direct" else shown(transport)
+    return f"{kind} to {shown(via)}" if via else kind
 
 
 def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
@@ -56,6 +73,7 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     "(the receiver opens either).",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def send(
@@ -66,6 +84,8 @@ def send(
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -86,7 +106,14 @@ def send(
         raise CommandError("nothing to send: the directories are empty")
 
     async def job() -> int:
-        client = await connect(jid, host, port, tls, suite=suite)
+        client = await connect(
+            jid,
+            host,
+            port,
+            tls,
+            suite=suite,
+            **candidate_config(addresses, no_local_addresses),
+        )
         try:
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not
@@ -116,7 +143,7 @@ def send(
                     )
                 out.say(
                     f"sent {quoted(name)} ({format_bytes(result.size)}, "
-                    f"{shown(result.transport)}, "
+                    f"{path_taken(result.transport, result.via)}, "
                     f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
                 out.event(
@@ -125,7 +152,9 @@ def send(
                     size=result.size,
                     peer=result.peer,
                     transport=result.transport,
+                    via=result.via,
                     seconds=round(result.seconds, 3),
+                    setup_seconds=round(result.setup_seconds, 3),
                     breaks=result.breaks,
                     resumed_from=result.resumed_from,
                     sha256=result.sha256.hex(),

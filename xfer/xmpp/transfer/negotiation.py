@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
-import socket
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from xfer.aio.addresses import interface_addresses
-from xfer.aio.eyeballs import race
 from xfer.errors import (
-    ConnectionFailed,
     NoUsableTransport,
     RemoteProtocolError,
     TransferTimeout,
@@ -27,22 +25,15 @@ from xfer.errors import (
 from xfer.framing.socks5 import dst_addr
 from xfer.jingle import Action, Role
 from xfer.jingle.candidates import (
-    MAX_DIRECT,
-    MAX_LOCAL_PREFERENCE,
-    MAX_PROXIES,
     Candidate,
     CandidateType,
     Nomination,
-    connect_order,
-    may_connect,
     nominate,
-    offer_order,
-    parse_ip,
-    priority,
 )
 from xfer.jingle.wire import Content, IBBTransport, Jingle, S5BTransport
 from xfer.transfer.policy import broke_off
 from xfer.xmpp.jingle import rejection
+from xfer.xmpp.transfer.candidates import Gatherer, Route, hostport
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -51,8 +42,9 @@ if TYPE_CHECKING:
     from xfer.aio.tcp import TcpConnection
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
-    from xfer.xmpp.socks5 import Streamhost
     from xfer.xmpp.transfer.context import Settings, Siblings
+
+log = logging.getLogger(__name__)
 
 #: The name of the one content of an xfer session.
 CONTENT = "file"
@@ -67,6 +59,15 @@ class Negotiator:
     def __init__(self, settings: Settings, siblings: Siblings) -> None:
         self._settings = settings
         self._siblings = siblings
+        self._gatherer = Gatherer(settings, siblings)
+        #: The route each session's data took (forgotten with the session).
+        self._routes: weakref.WeakKeyDictionary[JingleSessionIO, Route] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def route(self, session: JingleSessionIO) -> Route | None:
+        """The path the data of ``session`` takes (once negotiated)."""
+        return self._routes.get(session)
 
     async def local_transport(
         self, session: JingleSessionIO, *, sid: str | None = None
@@ -85,7 +86,7 @@ class Negotiator:
         # Proxy discovery (disco IQs, perhaps across servers) runs while we
         # listen and look at our interfaces.
         proxies = asyncio.ensure_future(
-            self._proxies(session.peer)
+            self._gatherer.proxies(session.peer)
             if settings.socks5_proxy
             else asyncio.sleep(0, [])
         )
@@ -95,18 +96,8 @@ class Negotiator:
             if settings.socks5_direct:
                 _, port = await self._siblings.socks5.listen()
                 waiter = self._siblings.socks5.expect(address)
-                candidates += self._direct(us, port)
-            candidates += [
-                Candidate(
-                    cid=secrets.token_urlsafe(8),
-                    host=h,
-                    port=p,
-                    jid=jid,
-                    priority=priority(CandidateType.PROXY, preference),
-                    type=CandidateType.PROXY,
-                )
-                for jid, h, p, preference in await proxies
-            ]
+                candidates += self._gatherer.direct(us, port)
+            candidates += await proxies
         except BaseException:
             if waiter is not None:
                 waiter.cancel()
@@ -130,74 +121,6 @@ class Negotiator:
             s5b,
         )
 
-    def _same_host(self) -> bool:
-        """Whether the peer may be on this host: our server is (the XMPP
-        connection is over loopback). Only then do we offer, or connect
-        to, loopback candidates."""
-        if self._settings.loopback is not None:
-            return self._settings.loopback
-        ip = parse_ip(self._siblings.stream_addresses()[1] or "")
-        return ip is not None and ip.is_loopback
-
-    def _direct(self, us: str, port: int) -> list[Candidate]:
-        """Our own streamhost's candidates (it listens on ``port``)."""
-        settings = self._settings
-        hosts: list[tuple[str, int, CandidateType]] = []
-        if settings.advertise:
-            hosts = [(h, p, CandidateType.DIRECT) for h, p in settings.advertise]
-        else:
-            if settings.local_addresses:
-                near = self._siblings.stream_addresses()[0]
-                found = interface_addresses()
-                ordered = offer_order(
-                    found, toward_server=near, loopback=self._same_host()
-                ) or offer_order(found, toward_server=near, loopback=True)
-                hosts += [(h, port, CandidateType.DIRECT) for h in ordered]
-            hosts += [
-                (h, p or port, CandidateType.ASSISTED) for h, p in settings.addresses
-            ]
-        candidates: list[Candidate] = []
-        rank: dict[CandidateType, int] = {}
-        for host, p, kind in hosts[:MAX_DIRECT]:
-            i = rank[kind] = rank.get(kind, -1) + 1
-            candidates.append(
-                Candidate(
-                    cid=secrets.token_urlsafe(8),
-                    host=host,
-                    port=p,
-                    jid=us,
-                    priority=priority(kind, MAX_LOCAL_PREFERENCE - i),
-                    type=kind,
-                )
-            )
-        return candidates
-
-    async def _proxies(self, peer: str) -> list[tuple[str, str, int, int]]:
-        """The proxies to offer, with their local preference: our server's
-        (1), then the peer's server's (0), each list cached by the plugin.
-
-        Our server's answer is waited for (up to its IQ timeout); the peer's
-        server's, across servers, for ``candidate_timeout`` only: a slower
-        answer is kept for the next offer and this one goes without it.
-        """
-        socks5 = self._siblings.socks5
-        ours, theirs = self._siblings.domain, _domain(peer)
-        lists: list[tuple[int, asyncio.Future[list[Streamhost]]]] = [
-            (1, asyncio.ensure_future(socks5.discover_proxies(ours)))
-        ]
-        if theirs and theirs != ours:
-            lists.append((0, asyncio.ensure_future(socks5.discover_proxies(theirs))))
-        found: dict[tuple[str, str, int], int] = {}
-        try:
-            for preference, waiting in lists:
-                limit = None if preference else self._settings.candidate_timeout
-                with contextlib.suppress(XferError, Exception):
-                    for proxy in await asyncio.wait_for(waiting, limit):
-                        found.setdefault(proxy, preference)
-        finally:
-            await settle(*(w for _, w in lists))
-        return [(j, h, p, pref) for (j, h, p), pref in found.items()][:MAX_PROXIES]
-
     async def negotiate(
         self,
         session: JingleSessionIO,
@@ -212,37 +135,43 @@ class Negotiator:
         if isinstance(ours, IBBTransport):
             if session.role is Role.INITIATOR:
                 block = theirs.block_size if isinstance(theirs, IBBTransport) else 0
-                return await self._open_ibb(session, ours, block), "ibb"
+                stream = await self._open_ibb(session, ours, block)
+                self._routes[session] = Route(kind="ibb", via="")
+                return stream, "ibb"
             raise NoUsableTransport("IBB is not ours to open")  # pragma: no cover
         assert s5b is not None
         if not isinstance(theirs, S5BTransport) or theirs.sid != ours.sid:
             raise RemoteProtocolError("the peer answered with another transport")
+        us, peer = self._siblings.jid, session.peer
         try:
-            stream = await self._socks5(session, ours, s5b, theirs, timeout)
+            reached = await self._gatherer.reach(theirs, dst_addr(ours.sid, peer, us))
+            try:
+                got = await self._report_and_nominate(
+                    session, ours, s5b, reached.candidate, reached.connection, timeout
+                )
+            except BaseException:
+                if reached.connection is not None:
+                    reached.connection.abort()
+                raise
         finally:
             s5b.close()
-        if stream is not None:
-            return stream
-        return await self._fallback(session)
-
-    async def _socks5(
-        self,
-        session: JingleSessionIO,
-        ours: S5BTransport,
-        s5b: S5B,
-        theirs: S5BTransport,
-        timeout: float,
-    ) -> tuple[ByteStream, str] | None:
-        us, peer = self._siblings.jid, session.peer
-        reached, connection = await self._reach(theirs, dst_addr(ours.sid, peer, us))
-        try:
-            return await self._report_and_nominate(
-                session, ours, s5b, reached, connection, timeout
+        if got is not None:
+            stream, used = got
+            kind = f"socks5-{used.type.label}"
+            via = (
+                used.jid
+                if used.type is CandidateType.PROXY
+                else hostport(used.host, used.port)
             )
-        except BaseException:
-            if connection is not None:
-                connection.abort()
-            raise
+        else:
+            stream, kind = await self._fallback(session)
+            via = ""
+        after = None
+        if reached.failed_at is not None:
+            after = asyncio.get_running_loop().time() - reached.failed_at
+        self._routes[session] = Route(kind=kind, via=via, after_failure=after)
+        log.info("%s: the data goes %s %s", session.peer, kind, via)
+        return stream, kind
 
     async def _report_and_nominate(
         self,
@@ -252,7 +181,7 @@ class Negotiator:
         reached: Candidate | None,
         connection: TcpConnection | None,
         timeout: float,
-    ) -> tuple[ByteStream, str] | None:
+    ) -> tuple[ByteStream, Candidate] | None:
         """Tell the peer which of its candidates we reached, learn which of
         ours it reached, and take the nominated connection (XEP-0260)."""
         peer = session.peer
@@ -281,7 +210,6 @@ class Negotiator:
         )
         if choice is None:
             return None
-        label = f"socks5-{choice.candidate.type.label}"
         if not choice.ours:
             assert connection is not None
             s5b.close()
@@ -292,63 +220,10 @@ class Negotiator:
                 )
             return self._siblings.socks5.stream(
                 peer, ours.sid, connection, choice.candidate.jid
-            ), label
+            ), choice.candidate
         if connection is not None:
             connection.abort()  # we reached theirs, but ours won
         return await self._take_ours(session, ours.sid, s5b, choice, timeout)
-
-    async def _reach(
-        self, theirs: S5BTransport, address: bytes
-    ) -> tuple[Candidate | None, TcpConnection | None]:
-        """Connect to one of the peer's candidates: best first, staggered
-        (happy eyeballs, :func:`xfer.aio.eyeballs.race`), each within
-        ``candidate_timeout``; the first to complete its SOCKS5 handshake
-        wins and the others are closed."""
-        order = connect_order(list(theirs.candidates))
-        loopback = self._same_host()
-        timeout = self._settings.candidate_timeout
-
-        def attempt(c: Candidate) -> Callable[[], Awaitable[TcpConnection]]:
-            return lambda: self._connect(c, address, loopback, timeout)
-
-        outcome = await race(
-            [attempt(c) for c in order],
-            discard=lambda connection: connection.abort(),
-            errors=(OSError, TimeoutError, XferError, ValueError),
-        )
-        if outcome.winner is None:
-            return None, None
-        return order[outcome.winner], outcome.result
-
-    async def _connect(
-        self, candidate: Candidate, address: bytes, loopback: bool, timeout: float
-    ) -> TcpConnection:
-        """One candidate: its host resolved, every address checked
-        (:func:`~xfer.jingle.candidates.may_connect`), the SOCKS5 handshake
-        for ``address`` on the first that answers."""
-        async with asyncio.timeout(timeout):
-            if parse_ip(candidate.host) is not None:
-                hosts = [candidate.host]
-            else:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    candidate.host, candidate.port, type=socket.SOCK_STREAM
-                )
-                hosts = list(dict.fromkeys(str(info[4][0]) for info in infos))
-            allowed = [h for h in hosts if may_connect(h, loopback=loopback)]
-            if not allowed:
-                raise ConnectionFailed(
-                    f"candidate {candidate.cid}: no address we may connect to"
-                )
-            failure: BaseException | None = None
-            for host in allowed:
-                try:
-                    return await self._siblings.socks5.connect(
-                        host, candidate.port, address, timeout
-                    )
-                except (OSError, XferError) as exc:
-                    failure = exc
-            assert failure is not None
-            raise failure
 
     async def _take_ours(
         self,
@@ -357,13 +232,12 @@ class Negotiator:
         s5b: S5B,
         choice: Nomination,
         timeout: float,
-    ) -> tuple[ByteStream, str]:
+    ) -> tuple[ByteStream, Candidate]:
         """The nominated candidate is one we offered: the peer's connection to
         our streamhost, or the proxy, which we connect to and activate."""
         socks5 = self._siblings.socks5
         us, peer = self._siblings.jid, session.peer
         candidate = choice.candidate
-        label = f"socks5-{candidate.type.label}"
         if choice.we_activate:
             own: TcpConnection | None = None
             try:
@@ -381,14 +255,14 @@ class Negotiator:
                 ) from None
             info = S5BTransport(sid=sid, activated=candidate.cid)
             await session.send(transport_info(session, info))
-            return socks5.stream(peer, sid, own, candidate.jid), label
+            return socks5.stream(peer, sid, own, candidate.jid), candidate
         if s5b.incoming is None:
             raise RemoteProtocolError("the peer used a direct candidate we never had")
         try:
             incoming = await asyncio.wait_for(s5b.take(), timeout)
         except TimeoutError:
             raise TransferTimeout("the peer never connected to our candidate") from None
-        return socks5.stream(peer, sid, incoming, us), label
+        return socks5.stream(peer, sid, incoming, us), candidate
 
     async def _fallback(self, session: JingleSessionIO) -> tuple[ByteStream, str]:
         """No SOCKS5 candidate worked: transport-replace to IBB (XEP-0261)."""
@@ -455,11 +329,6 @@ class Negotiator:
             raise TransferTimeout(
                 f"{session.peer} never opened the IBB stream"
             ) from None
-
-
-def _domain(jid: str) -> str:
-    """The domain of a JID (``user@domain/resource``)."""
-    return jid.split("/", 1)[0].rpartition("@")[2]
 
 
 def carrier(transport: S5BTransport | IBBTransport | None) -> Content:

@@ -77,6 +77,9 @@ class SendResult:
     breaks: int = 0
     #: The SHA-256 of the whole file, as the receiver stored it.
     sha256: bytes = b""
+    #: Where the data went: a streamhost's ``host:port``, a proxy's JID, or
+    #: "" (IBB); see :class:`~xfer.xmpp.transfer.candidates.Route`.
+    via: str = ""
 
 
 @dataclass(kw_only=True)
@@ -284,7 +287,7 @@ class Sender:
         )
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self._siblings.jingle.initiate(full)
-        setup, kind, start = 0.0, "", 0
+        setup, kind, start, via = 0.0, "", 0, ""
         s5b: S5B | None = None
         try:
             transport, s5b = await self._negotiator.local_transport(session)
@@ -319,6 +322,8 @@ class Sender:
                 session, transport, s5b, accept, source, start
             )
             setup = time.perf_counter() - setup_start
+            route = self._negotiator.route(session)
+            via = route.via if route is not None else ""
             await watching(
                 session,
                 send_sealed(
@@ -354,6 +359,7 @@ class Sender:
                     setup_seconds=setup,
                     resumed_from=start,
                     sha256=attempt.sha256,
+                    via=via,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
