@@ -155,6 +155,9 @@ def send(
                     via=result.via,
                     seconds=round(result.seconds, 3),
                     setup_seconds=round(result.setup_seconds, 3),
+                    after_failure=None
+                    if result.after_failure is None
+                    else round(result.after_failure, 3),
                     breaks=result.breaks,
                     resumed_from=result.resumed_from,
                     sha256=result.sha256.hex(),

@@ -80,6 +80,9 @@ class SendResult:
     #: Where the data went: a streamhost's ``host:port``, a proxy's JID, or
     #: "" (IBB); see :class:`~xfer.xmpp.transfer.candidates.Route`.
     via: str = ""
+    #: Seconds from the last of the peer's candidates failing to the stream
+    #: being ready (proxy or IBB after all failed), or None.
+    after_failure: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -287,7 +290,7 @@ class Sender:
         )
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self._siblings.jingle.initiate(full)
-        setup, kind, start, via = 0.0, "", 0, ""
+        setup, kind, start, route = 0.0, "", 0, None
         s5b: S5B | None = None
         try:
             transport, s5b = await self._negotiator.local_transport(session)
@@ -323,7 +326,6 @@ class Sender:
             )
             setup = time.perf_counter() - setup_start
             route = self._negotiator.route(session)
-            via = route.via if route is not None else ""
             await watching(
                 session,
                 send_sealed(
@@ -359,7 +361,8 @@ class Sender:
                     setup_seconds=setup,
                     resumed_from=start,
                     sha256=attempt.sha256,
-                    via=via,
+                    via=route.via if route else "",
+                    after_failure=route.after_failure if route else None,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
