@@ -63,6 +63,8 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 Streamhost = tuple[str, str, int]  # (jid, host, port)
+#: How long a failed proxy discovery is remembered (seconds).
+FAILED_FOR = 300.0
 
 
 def _query_element(**attributes: str) -> ET.Element:
@@ -134,7 +136,9 @@ class XferSocks5(BasePlugin):
 
         The answer is kept per domain; concurrent callers share one
         discovery, which goes on (and is kept) even if a caller stops
-        waiting. A failed discovery is forgotten, to be tried again.
+        waiting. A failed discovery is remembered for ``FAILED_FOR``
+        seconds (the error is raised again meanwhile, at once), then tried
+        again: a server that never answers costs one wait, not one per offer.
 
         Raises:
             IqError, IqTimeout: the domain did not list its items.
@@ -147,12 +151,16 @@ class XferSocks5(BasePlugin):
             )
 
             def forget(done: asyncio.Future[list[Streamhost]]) -> None:
-                failed = done.cancelled() or done.exception() is not None
-                if failed and self._proxies.get(domain) is done:
-                    del self._proxies[domain]
+                if done.cancelled() or done.exception() is not None:
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(FAILED_FOR, self._forget, domain, done)
 
             found.add_done_callback(forget)
         return await asyncio.shield(found)
+
+    def _forget(self, domain: str, done: asyncio.Future[list[Streamhost]]) -> None:
+        if self._proxies.get(domain) is done:
+            del self._proxies[domain]
 
     async def _discover(self, domain: str) -> list[Streamhost]:
         found: list[Streamhost] = []
