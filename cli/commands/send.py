@@ -36,7 +36,7 @@ def path_taken(transport: str, via: str) -> str:
         return "in-band (IBB, through the servers)"
     if transport == "socks5-proxy":
         return f"through the proxy {shown(via)}"
-    kind = "direct" if transport == "socks5-direct" else shown(transport)
+    kind = shown(transport.removeprefix("socks5-"))  # direct, assisted
     return f"{kind} to {shown(via)}" if via else kind
 
 
