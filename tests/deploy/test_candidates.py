@@ -7,6 +7,7 @@ command line (``ip netns exec NS python -m xfer_cli ...``), as a user would
 run it. Three cases:
 
 * the hosts reach each other: the direct path (LAN candidates), not the proxy;
+* only a reaches b (a firewall in front of a): direct, to b's candidate;
 * they do not (dropped silently, as by a firewall): the proxy, quickly;
 * the proxy is dropped too: IBB, within a couple of seconds of the last
   candidate failing.
@@ -186,6 +187,18 @@ def test_hosts_that_reach_each_other_go_direct(
         f"[{v6}]:" for (_, v6), _ in HOSTS.values()
     }
     assert any(event["via"].startswith(prefix) for prefix in lan), event["via"]
+
+
+def test_a_peer_that_cannot_reach_us_goes_direct_to_its_own_candidates(
+    net: Topology, people: tuple[Person, Person], tmp_path: Path
+) -> None:
+    # bob (host b) cannot open connections to alice (host a); she can to him.
+    net.block(into_a=True)
+    event = transfer(net, people, tmp_path, 32 << 20, "b cannot reach a")
+    assert event["transport"] == "socks5-direct"
+    (b4, b6), _ = HOSTS["b"]
+    assert event["via"].startswith((f"{b4}:", f"[{b6}]:")), event["via"]
+    assert event["setup_seconds"] < MARGIN, event
 
 
 def test_hosts_that_cannot_reach_each_other_use_the_proxy_quickly(

@@ -153,13 +153,20 @@ class Topology:
     def _ip(self, name: str, *argv: str) -> None:
         _run("ip", "-n", self.ns(name), *argv)
 
-    def block(self, *, between_hosts: bool = False, proxy: bool = False) -> None:
-        """Drop (silently) traffic between the two hosts, and/or to the
-        server's proxy; replaces earlier rules."""
+    def block(
+        self, *, between_hosts: bool = False, into_a: bool = False, proxy: bool = False
+    ) -> None:
+        """Drop (silently) traffic between the two hosts (``into_a``: only
+        connections that b opens to a, as a firewall in front of a would),
+        and/or to the server's proxy; replaces earlier rules."""
         drops = []
         if between_hosts:
             drops.append("chain forward { type filter hook forward priority 0; "
                          "policy drop; }")  # fmt: skip
+        elif into_a:
+            drops.append("chain forward { type filter hook forward priority 0; "
+                         'iifname "*bs" oifname "*as" ct state new drop; }'
+                         .replace("*", self.prefix))  # fmt: skip
         if proxy:
             assert self.server is not None
             drops.append("chain input { type filter hook input priority 0; "
