@@ -33,7 +33,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_or_skip
-from xfer.testing.netns import HOSTS, SERVER_ADDRESS, Topology, netns_available
+from xfer.testing.netns import (
+    HOSTS,
+    SERVER_ADDRESS,
+    NetnsUnavailable,
+    Topology,
+    netns_available,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -115,8 +121,15 @@ class Person:
 def net(tmp_path_factory: pytest.TempPathFactory) -> Any:
     why = netns_available()
     require_or_skip(why is None, f"network namespaces ({why})")
-    with Topology(accounts=dict(ACCOUNTS)) as topology:
+    topology = Topology(accounts=dict(ACCOUNTS))
+    try:
+        topology.start()
+    except NetnsUnavailable as exc:  # no CAP_SYS_ADMIN, say: skip, or fail in CI
+        require_or_skip(False, f"network namespaces ({exc})")
+    try:
         yield topology
+    finally:
+        topology.close()
     _write_table()
 
 
@@ -253,3 +266,32 @@ def _write_table() -> None:
             f"{r.size >> 20} MiB | {r.rate:.1f} | {r.setup_seconds:.2f} | {after} |"
         )
     Path(target).write_text("\n".join(lines) + "\n")
+
+
+def _namespaces() -> set[str]:
+    listed = subprocess.run(
+        ["ip", "netns", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split()[0] for line in listed.splitlines() if line.strip()}
+
+
+def test_the_topology_leaves_nothing_behind_even_when_its_user_fails(
+    net: Topology,  # only for the same requirements (root, ip, nft)
+) -> None:
+    topology = Topology(accounts={"carol": "c"})
+    names = {topology.ns(n) for n in ("server", *HOSTS)}
+    seen: set[str] = set()
+
+    def broken() -> None:
+        with topology:
+            seen.update(_namespaces())
+            raise RuntimeError("the test broke")
+
+    with pytest.raises(RuntimeError, match="the test broke"):
+        broken()
+    assert names <= seen
+    assert not names & _namespaces()
+    assert topology.server is None
