@@ -255,8 +255,8 @@ def _write_table() -> None:
         "stream being ready; after failure: from the last of the peer's",
         "candidates failing to the stream being ready. MB/s: the file's size",
         "over the sender's whole send (offer to the receiver's verdict), on a",
-        "shared machine: noisy. Before issue 19 the same topology waited",
-        "10.6 s before the proxy and 12-22 s before IBB, and never went direct.",
+        "shared machine: noisy. Issue 19 reported, from a similar topology set up",
+        "by hand, 10.6 s before the proxy, 12-22 s before IBB, and no direct path.",
         "",
         "| scenario | transport | via | size | MB/s | first byte (s) "
         "| after failure (s) |",
