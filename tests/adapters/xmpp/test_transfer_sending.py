@@ -847,3 +847,29 @@ class TestPeersServersProxy(InitiatorS5BCase):
         _, jingle, _, _ = self.offered()
         [ours] = self.our_candidates(jingle).candidates
         assert ours.jid == PROXY
+
+
+class TestAddedAddresses(InitiatorS5BCase):
+    """--address: offered as assisted candidates (after direct ones), on our
+    streamhost's port unless given; --no-local-addresses: nothing else."""
+
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": True,
+        "local_addresses": False,
+        "addresses": [("198.51.100.7", 4000), ("home.example", None)],
+    }
+
+    def test_only_the_added_addresses_are_offered_as_assisted(self) -> None:
+        self.send()
+        _, jingle, _, _ = self.offered()
+        forwarded, named = self.our_candidates(jingle).candidates
+        _, port = self.run_coro(self.plugin("xfer_socks5").listen())
+        assert (forwarded.host, forwarded.port, forwarded.jid) == (
+            "198.51.100.7",
+            4000,
+            ME,
+        )
+        assert (named.host, named.port) == ("home.example", port)
+        assert {forwarded.type, named.type} == {CandidateType.ASSISTED}
+        assert forwarded.priority == priority(CandidateType.ASSISTED, 65535)
+        assert named.priority == priority(CandidateType.ASSISTED, 65534)
