@@ -1,8 +1,9 @@
 """The transport of one transfer, and waiting on the peer's Jingle actions.
 
-XEP-0260 (Jingle SOCKS5): our candidates (our streamhost, the server's
-proxy), the peer's we reach, the nomination and the proxy's activation;
-XEP-0261 (Jingle IBB) through transport-replace when no candidate works.
+XEP-0260 (Jingle SOCKS5): our candidates and the peer's we reach (gathered
+and tried by :mod:`.candidates`), the reports, the nomination and the
+proxy's activation; XEP-0261 (Jingle IBB) through transport-replace when no
+candidate works; the :class:`~.candidates.Route` the data took.
 """
 
 from __future__ import annotations
