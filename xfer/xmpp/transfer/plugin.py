@@ -133,8 +133,20 @@ class XferTransfer(BasePlugin):
         socks5_direct / socks5_proxy: offer our own SOCKS5 streamhost / the
             server's proxy as candidates (we always try the peer's).
         ibb: allow falling back to In-Band Bytestreams.
+        local_addresses: offer this host's own interface addresses as
+            direct SOCKS5 candidates (``xfer.jingle.candidates.offer_order``:
+            loopback only with ``loopback``).
+        loopback: offer loopback candidates and connect to the peer's: True,
+            False, or None (the default) when our server is on this host
+            (the XMPP connection is over loopback), so the peer may be too.
+        addresses: [(host, port or None)] to offer besides, as ``assisted``
+            candidates (a port-forwarded public address; None: the port our
+            streamhost listens on).
         advertise: [(host, port)] to announce as our direct SOCKS5 candidates
-            instead of the listening address (a port forward, or tests).
+            instead of all of the above (tests).
+        candidate_timeout: how long connecting to one of the peer's
+            candidates (TCP and the SOCKS5 handshake) may take (s); they are
+            tried staggered, a quarter second apart (``xfer.aio.eyeballs``).
         chunk_size, suite, workers: envelope parameters for sending; suite
             ``"auto"`` (the default) seals with the suite whose MAC is faster
             on this machine, measured once (``xfer.envelope.choice``).
@@ -183,6 +195,10 @@ class XferTransfer(BasePlugin):
         "ibb": True,
         "ibb_block_size": IBB_BLOCK_SIZE,
         "advertise": None,
+        "local_addresses": True,
+        "loopback": None,
+        "addresses": None,
+        "candidate_timeout": 2.0,
         "chunk_size": DEFAULT_CHUNK_SIZE,
         "suite": "auto",
         "workers": 2,

@@ -77,6 +77,12 @@ class SendResult:
     breaks: int = 0
     #: The SHA-256 of the whole file, as the receiver stored it.
     sha256: bytes = b""
+    #: Where the data went: a streamhost's ``host:port``, a proxy's JID, or
+    #: "" (IBB); see :class:`~xfer.xmpp.transfer.candidates.Route`.
+    via: str = ""
+    #: Seconds from the last of the peer's candidates failing to the stream
+    #: being ready (proxy or IBB after all failed), or None.
+    after_failure: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -287,7 +293,7 @@ class Sender:
         )
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self._siblings.jingle.initiate(full)
-        setup, kind, start = 0.0, "", 0
+        setup, kind, start, route = 0.0, "", 0, None
         s5b: S5B | None = None
         try:
             transport, s5b = await self._negotiator.local_transport(session)
@@ -322,6 +328,7 @@ class Sender:
                 session, transport, s5b, accept, source, start
             )
             setup = time.perf_counter() - setup_start
+            route = self._negotiator.route(session)
             await watching(
                 session,
                 send_sealed(
@@ -361,6 +368,8 @@ class Sender:
                     setup_seconds=setup,
                     resumed_from=start,
                     sha256=attempt.sha256,
+                    via=route.via if route else "",
+                    after_failure=route.after_failure if route else None,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
