@@ -1,7 +1,8 @@
 """The data phase alone: send_sealed to receive_sealed over loopback TCP.
 
     python benchmarks/pump.py [--mib 256 1/1024] [--rounds 3] [--profile DIR]
-                              [--perf DIR | --py-spy DIR] [--suite auto|1|2] [--module MODULE]
+                              [--perf DIR | --py-spy DIR] [--suite auto|1|2] [--chunk-kib 64]
+                              [--module MODULE]
                               [--dir DIR] [--json PATH]
 
 No XMPP, no OTR: two processes (this script with ``--side``), a sender and a
@@ -73,7 +74,7 @@ async def _side(args: argparse.Namespace) -> dict[str, Any]:
         transfer_id=bytes.fromhex(spec["tid"]),
         salt=bytes.fromhex(spec["salt"]),
         suite=suite,
-        chunk_size=CHUNK,
+        chunk_size=spec["chunk"],
         size=spec["size"],
         name="f.bin",
         sha256=bytes.fromhex(spec["sha256"]),
@@ -83,7 +84,7 @@ async def _side(args: argparse.Namespace) -> dict[str, Any]:
         salt=offer.salt,
         transfer_id=offer.transfer_id,
         suite=offer.suite,
-        chunk_size=CHUNK,
+        chunk_size=offer.chunk_size,
         executor=crypto_executor(),
     )
     sealed_size = sealer.header.sealed_size(offer.size)
@@ -163,6 +164,7 @@ def _round(folder: Path, source: Path, size: int, args: argparse.Namespace) -> d
     profile = args.profile
     spec = {
         "suite": args.suite,
+        "chunk": args.chunk_kib * 1024,
         "key": os.urandom(32).hex(),
         "tid": os.urandom(16).hex(),
         "salt": os.urandom(32).hex(),
@@ -219,6 +221,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--suite", default="auto", help="1, 2 or auto (the CLI's default)"
+    )
+    parser.add_argument(
+        "--chunk-kib", type=int, default=CHUNK // 1024, help="the envelope's chunks"
     )
     parser.add_argument(
         "--module",
