@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import types
+from pathlib import Path
 from typing import Any
 
 from xfer.transfer.offer import TransferOffer
@@ -39,3 +43,29 @@ def make_offer(
         **ids,
         **extra,
     )
+
+
+#: The last commit before streams (issue 16): what an older xfer peer runs.
+BEFORE_STREAMS = "665f97d002962b848f12d853ae66e452bca8513a"
+
+
+def old_module(path: str, commit: str = BEFORE_STREAMS) -> types.ModuleType:
+    """The module at ``path`` as it was at ``commit`` (read from git),
+    loaded under a private name: to test what an older peer does with a
+    newer peer's message. Its imports resolve to today's modules."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{commit}:{path}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    name = "_old_" + path.replace("/", "_").removesuffix(".py")
+    module = types.ModuleType(name)
+    module.__file__ = f"{commit}:{path}"
+    sys.modules[name] = module  # dataclasses look their module up
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    finally:
+        del sys.modules[name]
+    return module

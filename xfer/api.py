@@ -4,6 +4,9 @@
     result = await client.send_file("bob@example.org", "report.pdf")
     offer = await client.next_offer()
     path = await offer.accept("downloads/")
+    result = await client.send_stream("bob@example.org", reader)  # no size up front
+    async for piece in await offer.accept_stream():   # offer.is_stream: verified bytes
+        ...
     notice = await client.next_notice()   # text in OTR, a refused plain offer
     await client.close()
 
@@ -18,24 +21,30 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import xfer.xmpp.share as _share
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.bytestream import no_progress
+from xfer.aio.stream import FLUSH_INTERVAL
 from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
 from xfer.otr.trust import SMPResult, Verification
 from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.otr import XferOTR
+from xfer.xmpp.share import XferShare
 from xfer.xmpp.transfer import XferTransfer
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from xfer.aio.files import ProgressCallback
     from xfer.notices import Notice
+    from xfer.transfer.share import ShareEntry
+    from xfer.xmpp.share import FetchedFile, FetchResult, ShareEvent, Sharer
     from xfer.xmpp.transfer import IncomingOffer, SendResult
+    from xfer.xmpp.transfer.streaming import Source
 
 __all__ = ["Client", "connect"]
 
@@ -49,6 +58,10 @@ class Client:
     @property
     def _transfer(self) -> XferTransfer:
         return plugin(self.xmpp, "xfer_transfer", XferTransfer)
+
+    @property
+    def _share(self) -> XferShare:
+        return plugin(self.xmpp, "xfer_share", XferShare)
 
     @property
     def _otr(self) -> XferOTR:
@@ -201,14 +214,80 @@ class Client:
         """Send a file; see :meth:`xfer.xmpp.transfer.XferTransfer.send_file`."""
         return await self._transfer.send_file(peer, path, name=name, progress=progress)
 
+    async def send_stream(
+        self,
+        peer: str,
+        source: Source,
+        *,
+        name: str = "stream",
+        live: bool = False,
+        flush_interval: float = FLUSH_INTERVAL,
+        progress: ProgressCallback = no_progress,
+    ) -> SendResult:
+        """Send the bytes of ``source`` (an async iterable of bytes, or an
+        :class:`asyncio.StreamReader`) until it ends, with no size known up
+        front; see :meth:`xfer.xmpp.transfer.XferTransfer.send_stream`. The
+        result's ``size`` and ``sha256`` are what the receiver verified.
+
+        Raises:
+            StreamCut: the stream broke off ("stream cut after N verified
+            bytes"); it is not offered again.
+        """
+        return await self._transfer.send_stream(
+            peer,
+            source,
+            name=name,
+            live=live,
+            flush_interval=flush_interval,
+            progress=progress,
+        )
+
     async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
-        """The next file offered to us; ``accept`` or ``decline`` it."""
+        """The next file or stream offered to us; ``accept`` (a file),
+        ``accept_stream`` (``offer.is_stream``) or ``decline`` it."""
         return await self._transfer.next_offer(timeout)
 
     async def offers(self) -> AsyncIterator[IncomingOffer]:
         """Every file offered to us, as they come."""
         while True:
             yield await self._transfer.next_offer()
+
+    # -- shared folders (spec/share.md) -------------------------------------------
+
+    def share(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        with_: Iterable[str],
+        report: Callable[[ShareEvent], object] | None = None,
+    ) -> Sharer:
+        """Serve ``directory`` to the accounts ``with_`` (their fingerprints
+        trusted) until ``await sharer.close()``; see
+        :meth:`xfer.xmpp.share.XferShare.share`."""
+        return self._share.share(directory, with_, report=report)
+
+    async def list_shared(
+        self, peer: str, path: str = "", *, recursive: bool = False
+    ) -> list[ShareEntry]:
+        """What ``peer`` shares with us at ``path``; see
+        :meth:`xfer.xmpp.share.XferShare.list_shared`."""
+        return await self._share.list_shared(peer, path, recursive=recursive)
+
+    async def fetch(
+        self,
+        peer: str,
+        paths: Iterable[str],
+        dest: str | os.PathLike[str] = ".",
+        *,
+        overwrite: bool = False,
+        progress: Callable[[str], ProgressCallback] | None = None,
+        on_file: Callable[[FetchedFile], object] | None = None,
+    ) -> FetchResult:
+        """Fetch files or subtrees of ``peer``'s share into ``dest``; see
+        :meth:`xfer.xmpp.share.XferShare.fetch`."""
+        return await self._share.fetch(
+            peer, paths, dest, overwrite=overwrite, progress=progress, on_file=on_file
+        )
 
     # -- what else peers send ----------------------------------------------------
 
@@ -290,5 +369,6 @@ async def connect(
     xmpp.register_plugin(
         "xfer_transfer", {"identity": store, **config}, module=_transfer
     )
+    xmpp.register_plugin("xfer_share", module=_share)
     await xmpp.start(host, port)
     return Client(xmpp)

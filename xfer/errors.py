@@ -19,6 +19,7 @@ anything else escaping the library is a bug::
     ├── UntrustedPeer                 the peer's OTR fingerprint is not trusted
     ├── TransferRejected              the peer ended the transfer (Jingle reason)
     │   └── TransferDeclined          ... because its user said no
+    ├── SharingRefused                a peer refused a shared-folder request
     └── TransportError                moving bytes failed
         ├── ConnectionFailed
         │   ├── ServerUnreachable     no connection to the XMPP server
@@ -27,7 +28,9 @@ anything else escaping the library is a bug::
         ├── NoUsableTransport
         ├── TransferTimeout
         │   └── VerificationTimeout   no answer to an SMP verification in time
-        └── StreamTruncated          the stream ended early (resumable)
+        ├── StreamTruncated          the stream ended early (resumable)
+        └── StreamCut                a stream (no size up front) ended early;
+                                     it never resumes
 
 The split between local and remote protocol errors follows h11: the local kind
 means "fix your code", the remote kind means "the other side sent something
@@ -59,6 +62,8 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "ServerUnreachable",
+    "SharingRefused",
+    "StreamCut",
     "StreamTruncated",
     "TransferDeclined",
     "TransferRejected",
@@ -199,6 +204,18 @@ class TransferDeclined(TransferRejected):
     """The peer (or its user) declined the offer."""
 
 
+class SharingRefused(XferError):
+    """A peer refused a request for its shared folder (spec/share.md):
+    ``code`` names why (``not-allowed``, ``not-found``, ``bad-request``,
+    ``busy``, ``not-sharing``, ``too-large``, ``failed``), ``reason`` is the
+    peer's own words."""
+
+    def __init__(self, message: str, *, code: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
 class TransportError(XferError):
     """Moving bytes between the peers failed."""
 
@@ -244,3 +261,30 @@ class StreamTruncated(TransportError):
     Everything that came was verified, and only verified plaintext was kept:
     the transfer can resume from there (see ``spec/jingle.md``).
     """
+
+
+class StreamCut(TransportError):
+    """A stream (a transfer with no size up front, ``spec/otr.md`` 5.4)
+    ended before its end was verified: the connection broke, the sender
+    or receiver stopped, or the data did not verify.
+
+    ``verified`` plaintext bytes were verified and delivered (the
+    receiver's count: on the sending side, the one its verdict stated, or
+    None when it did not say); ``sent`` is the sender's count of plaintext
+    bytes sealed and written (None on the receiving side). A stream never
+    resumes: standard input cannot be read again.
+    """
+
+    def __init__(
+        self, verified: int | None, *, sent: int | None = None, why: str = ""
+    ) -> None:
+        if verified is not None:
+            message = f"stream cut after {verified} verified bytes"
+        else:
+            message = (
+                f"stream cut after {sent} bytes sent (the receiver's count is unknown)"
+            )
+        super().__init__(message + (f": {why}" if why else ""))
+        self.verified = verified
+        self.sent = sent
+        self.why = why

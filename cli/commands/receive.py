@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
+from xfer_cli.commands.piping import to_output
 from xfer_cli.main import CommandError, report_only
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.params import DurationType, SizeType
@@ -239,6 +246,13 @@ async def _show_notices(client: xfer.Client, out: Output) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace files with the same name.")
 @click.option("--once", is_flag=True, help="Exit after one offer.")
 @click.option(
+    "--stdout",
+    "to_stdout",
+    is_flag=True,
+    help="Take one offer (a stream from 'xfer send -', or a file), write its "
+    "plaintext to standard output, and exit.",
+)
+@click.option(
     "--max-size",
     type=SizeType(),
     help="Decline files larger than this (e.g. 500M, 2G).",
@@ -253,6 +267,7 @@ async def _show_notices(client: xfer.Client, out: Output) -> None:
     "on from there; 0 keeps nothing.",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def receive(
@@ -261,12 +276,15 @@ def receive(
     yes: bool,
     overwrite: bool,
     once: bool,
+    to_stdout: bool,
     max_size: int | None,
     keep_partial: float,
     jid: str | None,
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -290,6 +308,15 @@ def receive(
     sending the same file again continues where it stopped (--keep-partial).
     Ctrl-C stops.
 
+    With --stdout, one offer is taken and its plaintext goes to standard
+    output (everything else goes to stderr), then xfer exits: a stream
+    ('xfer send -') chunk by chunk, each written only once it verified; a
+    file once all of it verified. A stream that breaks off or does not
+    verify ends with a non-zero exit and "stream cut after N verified
+    bytes": exactly N bytes were written, and they are not the whole
+    stream ('xfer receive --stdout | tar x' then fails visibly with
+    'set -o pipefail').
+
     A contact whose chat client speaks only OTR version 2 cannot send files
     with xfer (they need version 3): a line says who, and their client is
     told so in a plain message.
@@ -298,6 +325,8 @@ def receive(
     config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
     or a prompt.
     """
+    if to_stdout and as_json:
+        raise click.UsageError("--json writes to standard output: not with --stdout")
     out = Output(quiet=quiet, as_json=as_json)
     rules = _Rules(
         sender=sender,
@@ -317,6 +346,9 @@ def receive(
             accept_untrusted=True,
             keep_partial=keep_partial > 0,
             partial_max_age=keep_partial,
+            # A stream's size comes at its end: the library holds it to this.
+            max_size=max_size if to_stdout else None,
+            **candidate_config(addresses, no_local_addresses),
         )
         notices: asyncio.Future[None] | None = None
         watcher: asyncio.Task[None] | None = None
@@ -333,6 +365,11 @@ def receive(
             while True:
                 offer = await client.next_offer()
                 busy[0] = True
+                if to_stdout:
+                    await to_output(
+                        offer, sender=rules.sender, yes=rules.yes, ask=_ask, out=out
+                    )
+                    return 0
                 if once:
                     await _handle(offer, rules, out)
                     return 0

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
 from xfer_cli.main import CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
+from xfer.aio.stream import input_pieces, stdin_is_live
 from xfer.display import shown
 from xfer.envelope import Suite
 
@@ -21,6 +29,17 @@ if TYPE_CHECKING:
 
 
 __all__ = ["send"]
+
+
+def path_taken(transport: str, via: str) -> str:
+    """Which path the data took, for the user: "direct to HOST:PORT",
+    "through the proxy JID" or "in-band (IBB, through the servers)"."""
+    if transport == "ibb":
+        return "in-band (IBB, through the servers)"
+    if transport == "socks5-proxy":
+        return f"through the proxy {shown(via)}"
+    kind = shown(transport.removeprefix("socks5-"))  # direct, assisted
+    return f"{kind} to {shown(via)}" if via else kind
 
 
 def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
@@ -44,9 +63,31 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
 
 @click.command()
 @click.argument(
-    "paths", metavar="PATH...", nargs=-1, required=True, type=click.Path(exists=True)
+    "paths",
+    metavar="PATH...",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, allow_dash=True),
 )
 @click.option("--to", "peer", required=True, metavar="JID", help="Who gets the files.")
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="With '-': the name the receiver is told (default: stdin).",
+)
+@click.option(
+    "--live",
+    is_flag=True,
+    help="With '-': send what waits after at most --flush-ms, for interactive "
+    "and live data (automatic when standard input is a terminal, FIFO or socket).",
+)
+@click.option(
+    "--flush-ms",
+    type=click.IntRange(1, 10_000),
+    default=15,
+    show_default=True,
+    help="With --live: how long data may wait before it is sent.",
+)
 @click.option(
     "--suite",
     type=click.Choice(["auto", *(s.label for s in Suite)]),
@@ -56,48 +97,87 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     "(the receiver opens either).",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def send(
     paths: tuple[str, ...],
     peer: str,
+    name: str | None,
+    live: bool,
+    flush_ms: int,
     suite: str,
     jid: str | None,
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Send files (and directories, with their structure) to JID.
+    """Send files (and directories, with their structure) to JID; or, with
+    PATH '-', standard input as a stream until it ends.
 
-    The receiver runs 'xfer receive'. Everything is end-to-end encrypted and
-    authenticated with OTR: the servers see neither the contents nor the
-    names. JID's fingerprint must be trusted first ('xfer trust' or 'xfer
-    verify'). Each file counts only once the receiver has verified it.
+    The receiver runs 'xfer receive' ('xfer receive --stdout' for a stream:
+    'tar c dir | xfer send - --to JID' on one side, 'xfer receive --stdout
+    | tar x' on the other). A stream has no size up front; the receiver
+    writes each chunk only once it verified, and at the end both sides
+    print the SHA-256 of what went through. If the stream breaks off, both
+    exit non-zero with "stream cut after N verified bytes" (it does not
+    resume: standard input cannot be read again).
+
+    Everything is end-to-end encrypted and authenticated with OTR: the
+    servers see neither the contents nor the names. JID's fingerprint must
+    be trusted first ('xfer trust' or 'xfer verify'). Each file counts only
+    once the receiver has verified it.
 
     Your account: --jid or XFER_JID; the password from XFER_PASSWORD, the
     config file (~/.config/xfer/config.toml: jid, password, host, port, tls)
     or a prompt.
     """
     out = Output(quiet=quiet, as_json=as_json)
+    if "-" in paths:
+        if len(paths) > 1:
+            raise click.UsageError("'-' (standard input) is sent alone")
+        run(
+            _send_stdin(
+                out,
+                peer,
+                name or "stdin",
+                live,
+                flush_ms / 1000,
+                (jid, host, port, tls, suite),
+                candidate_config(addresses, no_local_addresses),
+            )
+        )
+        return
+    if name is not None or live:
+        raise click.UsageError("--name and --live go with '-' (standard input)")
     files = list(_files(paths))
     if not files:
         raise CommandError("nothing to send: the directories are empty")
 
     async def job() -> int:
-        client = await connect(jid, host, port, tls, suite=suite)
+        client = await connect(
+            jid,
+            host,
+            port,
+            tls,
+            suite=suite,
+            **candidate_config(addresses, no_local_addresses),
+        )
         try:
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not
                 out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")
             total = 0
             started = time.perf_counter()
-            for path, name in files:
-                progress = out.progress(name)
+            for path, as_name in files:
+                progress = out.progress(as_name)
                 try:
                     result = await client.send_file(
-                        full, path, name=name, progress=progress
+                        full, path, name=as_name, progress=progress
                     )
                 finally:
                     progress.close()
@@ -115,17 +195,22 @@ def send(
                         else ""
                     )
                 out.say(
-                    f"sent {quoted(name)} ({format_bytes(result.size)}, "
-                    f"{shown(result.transport)}, "
+                    f"sent {quoted(as_name)} ({format_bytes(result.size)}, "
+                    f"{path_taken(result.transport, result.via)}, "
                     f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
                 out.event(
                     "sent",
-                    name=name,
+                    name=as_name,
                     size=result.size,
                     peer=result.peer,
                     transport=result.transport,
+                    via=result.via,
                     seconds=round(result.seconds, 3),
+                    setup_seconds=round(result.setup_seconds, 3),
+                    after_failure=None
+                    if result.after_failure is None
+                    else round(result.after_failure, 3),
                     breaks=result.breaks,
                     resumed_from=result.resumed_from,
                     sha256=result.sha256.hex(),
@@ -138,3 +223,56 @@ def send(
         return 0
 
     run(job())
+
+
+async def _send_stdin(
+    out: Output,
+    peer: str,
+    name: str,
+    live: bool,
+    flush: float,
+    account: tuple[str | None, str | None, int | None, str | None, str],
+    candidates: dict[str, Any],
+) -> int:
+    """Send standard input as one stream; report what the receiver verified."""
+    live = live or stdin_is_live()
+    jid, host, port, tls, suite = account
+    client = await connect(jid, host, port, tls, suite=suite, **candidates)
+    try:
+        full, fingerprint, trusted = await client.secure(peer)
+        if trusted:
+            out.say(
+                f"sending standard input to {shown(full)} (fingerprint {fingerprint})"
+            )
+        progress = out.progress(name)
+        try:
+            result = await client.send_stream(
+                full,
+                input_pieces(sys.stdin.fileno()),
+                name=name,
+                live=live,
+                flush_interval=flush,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        rate = result.size / max(result.seconds, 1e-9) / 1e6
+        out.say(
+            f"sent stream {quoted(name)} ({format_bytes(result.size)}, "
+            f"{path_taken(result.transport, result.via)}, {rate:.1f} MB/s): "
+            f"the receiver verified "
+            f"{result.size} bytes, SHA-256 {result.sha256.hex()}"
+        )
+        out.event(
+            "sent",
+            name=name,
+            stream=True,
+            size=result.size,
+            peer=result.peer,
+            transport=result.transport,
+            seconds=round(result.seconds, 3),
+            sha256=result.sha256.hex(),
+        )
+    finally:
+        await client.close()
+    return 0

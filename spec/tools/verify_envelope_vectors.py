@@ -1,10 +1,11 @@
 """Check spec/vectors/envelope/*.json against spec/envelope.md, without xfer.
 
-This is a second, deliberately plain implementation of the format (whole
-buffers, no streaming), written from the spec with the standard library and
-``cryptography``'s primitives only. For each valid vector it seals the
-plaintext and must get the sealed bytes exactly, then opens them; for each
-invalid vector it must reject the input with the named kind of error.
+This is a second, deliberately plain implementation of the format, both
+versions (whole buffers, no streaming), written from the spec with the
+standard library and ``cryptography``'s primitives only. For each valid
+vector it seals the plaintext (a version 2 vector lists its chunk lengths)
+and must get the sealed bytes exactly, then opens them; for each invalid
+vector it must reject the input with the named kind of error.
 
     python spec/tools/verify_envelope_vectors.py [VECTOR_DIR]
 
@@ -31,6 +32,8 @@ SUITES = {
 }
 LABEL = b"xfer envelope keys\x00"
 TAG = 32
+WORD = 4  # section 2.4: the chunk word of version 2
+TOP = 2**31
 
 
 class FormatError(Exception):
@@ -53,10 +56,16 @@ def keys(
 
 
 def tag(
-    mac_key: bytes, hash_cls: type, header: bytes, index: int, final: bool, ct: bytes
+    mac_key: bytes,
+    hash_cls: type,
+    header: bytes,
+    index: int,
+    final: bool,
+    ct: bytes,
+    word: bytes = b"",
 ) -> bytes:
     m = hmac.HMAC(mac_key, hash_cls())
-    m.update(header + index.to_bytes(8, "big") + bytes([final]) + ct)
+    m.update(header + index.to_bytes(8, "big") + bytes([final]) + word + ct)
     return m.finalize()[:TAG]
 
 
@@ -74,7 +83,7 @@ def parse_header(data: bytes) -> tuple[bytes, int, int, int, bytes, bytes]:
     magic, version, suite, chunk_size, salt, tid = HEADER.unpack(data[: HEADER.size])
     if magic != b"XFER":
         raise FormatError("magic")
-    if version != 1:
+    if version not in (1, 2):
         raise FormatError("version")
     if suite not in SUITES:
         raise FormatError("suite")
@@ -89,6 +98,8 @@ def open_sealed(ikm: bytes, sealed: bytes, expected_tid: bytes | None = None) ->
         raise IntegrityFailure("transfer id")
     enc_key, mac_key, nonce, hash_cls = keys(ikm, version, suite, salt, tid)
     body = sealed[HEADER.size :]
+    if version == 2:
+        return open_v2(header, chunk_size, enc_key, mac_key, nonce, hash_cls, body)
     full = chunk_size + TAG
     # Every chunk of exactly `full` bytes is not final; what remains after them
     # (fewer than `full` bytes, at least a tag) is the final chunk.
@@ -106,6 +117,72 @@ def open_sealed(ikm: bytes, sealed: bytes, expected_tid: bytes | None = None) ->
         ):
             raise IntegrityFailure(f"chunk {index}")
         out.append(ctr(enc_key, nonce, chunk_size, index, ct))
+    return b"".join(out)
+
+
+def open_v2(
+    header: bytes,
+    chunk_size: int,
+    enc_key: bytes,
+    mac_key: bytes,
+    nonce: bytes,
+    hash_cls: type,
+    body: bytes,
+) -> bytes:
+    """Section 5, steps 8 and 9: chunk by chunk, by the chunk words."""
+    out = []
+    at = 0
+    index = 0
+    while True:
+        if len(body) - at < WORD:
+            raise IntegrityFailure("cut before a chunk word, or inside one")
+        word = body[at : at + WORD]
+        value = int.from_bytes(word, "big")
+        final, n = value >= TOP, value % TOP
+        if n > chunk_size or (n == 0 and not final):
+            raise FormatError("chunk word")
+        if index >= 2**32 or (not final and index == 2**32 - 1):
+            raise IntegrityFailure("too many chunks")
+        if len(body) - at < WORD + n + TAG:
+            raise IntegrityFailure("cut inside a chunk")
+        ct = body[at + WORD : at + WORD + n]
+        t = body[at + WORD + n : at + WORD + n + TAG]
+        if not std_hmac.compare_digest(
+            tag(mac_key, hash_cls, header, index, final, ct, word), t
+        ):
+            raise IntegrityFailure(f"chunk {index}")
+        out.append(ctr(enc_key, nonce, chunk_size, index, ct))
+        at += WORD + n + TAG
+        index += 1
+        if final:
+            if at != len(body):
+                raise IntegrityFailure("bytes after the final chunk")
+            return b"".join(out)
+
+
+def seal_v2(
+    ikm: bytes,
+    suite: int,
+    chunk_size: int,
+    salt: bytes,
+    tid: bytes,
+    plaintext: bytes,
+    lengths: list[int],
+) -> bytes:
+    """Section 4 for version 2, cutting the plaintext at the given lengths."""
+    header = HEADER.pack(b"XFER", 2, suite, chunk_size, salt, tid)
+    enc_key, mac_key, nonce, hash_cls = keys(ikm, 2, suite, salt, tid)
+    out = [header]
+    at = 0
+    for index, n in enumerate(lengths):
+        final = index == len(lengths) - 1
+        assert n <= chunk_size
+        assert final or n > 0
+        word = (TOP * final + n).to_bytes(WORD, "big")
+        ct = ctr(enc_key, nonce, chunk_size, index, plaintext[at : at + n])
+        out.append(word + ct + tag(mac_key, hash_cls, header, index, final, ct, word))
+        at += n
+    assert at == len(plaintext)
     return b"".join(out)
 
 
@@ -134,47 +211,65 @@ def main() -> int:
         if len(sys.argv) > 1
         else Path(__file__).resolve().parent.parent / "vectors" / "envelope"
     )
-    failures = 0
-    valid = json.loads((folder / "seal.json").read_text())
-    for i, v in enumerate(valid):
-        suite = next(k for k, (name, _) in SUITES.items() if name == v["suite"])
-        key, pt = bytes.fromhex(v["key"]), bytes.fromhex(v["plaintext"])
-        sealed = seal(
-            key,
-            suite,
-            v["chunk_size"],
-            bytes.fromhex(v["salt"]),
-            bytes.fromhex(v["transfer_id"]),
-            pt,
-        )
-        if sealed.hex() != v["sealed"]:
-            print(f"seal.json[{i}] ({v['desc']}): sealing gives different bytes")
-            failures += 1
-        elif open_sealed(key, sealed) != pt:
-            print(f"seal.json[{i}] ({v['desc']}): opening gives different plaintext")
-            failures += 1
-    invalid = json.loads((folder / "invalid.json").read_text())
-    for i, v in enumerate(invalid):
-        expected = {"integrity": IntegrityFailure, "format": FormatError}[v["error"]]
-        tid = (
-            bytes.fromhex(v["expected_transfer_id"])
-            if "expected_transfer_id" in v
-            else None
-        )
-        try:
-            open_sealed(bytes.fromhex(v["key"]), bytes.fromhex(v["sealed"]), tid)
-        except expected:
-            continue
-        except (IntegrityFailure, FormatError) as exc:
-            print(f"invalid.json[{i}] ({v['desc']}): wrong error {type(exc).__name__}")
-        else:
-            print(f"invalid.json[{i}] ({v['desc']}): accepted")
-        failures += 1
+    failures = n_valid = n_invalid = 0
+    for name in ("seal.json", "seal_v2.json"):
+        valid = json.loads((folder / name).read_text())
+        n_valid += len(valid)
+        for i, v in enumerate(valid):
+            failures += check_valid(f"{name}[{i}]", v)
+    for name in ("invalid.json", "invalid_v2.json"):
+        invalid = json.loads((folder / name).read_text())
+        n_invalid += len(invalid)
+        for i, v in enumerate(invalid):
+            failures += check_invalid(f"{name}[{i}]", v)
     print(
-        f"{len(valid)} valid and {len(invalid)} invalid vectors checked, "
-        f"{failures} failures"
+        f"{n_valid} valid and {n_invalid} invalid vectors checked, {failures} failures"
     )
     return 1 if failures else 0
+
+
+def check_valid(where: str, v: dict) -> int:
+    """1 if a valid vector does not seal to its bytes and open to its plaintext."""
+    suite = next(k for k, (name, _) in SUITES.items() if name == v["suite"])
+    key, pt = bytes.fromhex(v["key"]), bytes.fromhex(v["plaintext"])
+    params = (
+        key,
+        suite,
+        v["chunk_size"],
+        bytes.fromhex(v["salt"]),
+        bytes.fromhex(v["transfer_id"]),
+        pt,
+    )
+    if v.get("version", 1) == 2:
+        sealed = seal_v2(*params, v["chunks"])
+    else:
+        sealed = seal(*params)
+    if sealed.hex() != v["sealed"]:
+        print(f"{where} ({v['desc']}): sealing gives different bytes")
+        return 1
+    if open_sealed(key, sealed) != pt:
+        print(f"{where} ({v['desc']}): opening gives different plaintext")
+        return 1
+    return 0
+
+
+def check_invalid(where: str, v: dict) -> int:
+    """1 unless opening an invalid vector fails with the error it names."""
+    expected = {"integrity": IntegrityFailure, "format": FormatError}[v["error"]]
+    tid = (
+        bytes.fromhex(v["expected_transfer_id"])
+        if "expected_transfer_id" in v
+        else None
+    )
+    try:
+        open_sealed(bytes.fromhex(v["key"]), bytes.fromhex(v["sealed"]), tid)
+    except expected:
+        return 0
+    except (IntegrityFailure, FormatError) as exc:
+        print(f"{where} ({v['desc']}): wrong error {type(exc).__name__}")
+    else:
+        print(f"{where} ({v['desc']}): accepted")
+    return 1
 
 
 if __name__ == "__main__":

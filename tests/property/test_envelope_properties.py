@@ -179,3 +179,166 @@ def test_arbitrary_bytes_never_open(garbage):
     except (IntegrityError, EnvelopeFormatError):
         return
     raise AssertionError(f"garbage opened to {released!r}")
+
+
+# Format version 2: flushed short chunks. The same invariant, with release
+# points at every chunk end (flushed ones included), not only at multiples of
+# the chunk size.
+
+V2_CHUNK = 1024
+
+
+@st.composite
+def v2_streams(draw: st.DrawFn, suite: Suite | None = None, salt: bytes = SALT):
+    """A plaintext written in random pieces with random flushes, sealed in
+    version 2; returns (plaintext, sealed, chunk ends in the plaintext)."""
+    suite = draw(suites) if suite is None else suite
+    pieces = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, 2 * V2_CHUNK + 50) | st.integers(0, 20), st.booleans()
+            ),
+            max_size=8,
+        )
+    )
+    sealer = sealer_from_parts(
+        KEY, salt=salt, transfer_id=TID, suite=suite, chunk_size=V2_CHUNK, version=2
+    )
+    plaintext = b""
+    sealed = b""
+    lengths = []  # of the chunks, as the sealer should cut them
+    for n, flush in pieces:
+        lengths += [V2_CHUNK] * ((sealer.buffered + n) // V2_CHUNK)
+        data = os.urandom(n)
+        sealed += sealer.update(data)
+        plaintext += data
+        if flush and sealer.buffered:
+            lengths.append(sealer.buffered)
+            sealed += sealer.flush()
+    lengths.append(sealer.buffered)
+    sealed += sealer.finalize()
+    _, chunks = v2_chunks(sealed)
+    assert [len(c) - 4 - TAG_SIZE for c in chunks] == lengths
+    return plaintext, sealed, list(itertools.accumulate([0, *lengths]))
+
+
+def v2_chunks(sealed: bytes) -> tuple[bytes, list[bytes]]:
+    body = sealed[HEADER_SIZE:]
+    out = []
+    while body:
+        n = int.from_bytes(body[:4], "big") & 0x7FFFFFFF
+        out.append(body[: 4 + n + TAG_SIZE])
+        body = body[4 + n + TAG_SIZE :]
+    return sealed[:HEADER_SIZE], out
+
+
+def open_v2_guarded(sealed: bytes, original: bytes, ends: list[int], cuts) -> bool:
+    """Open in pieces; on rejection, check that what came out is the
+    original up to a chunk end. True if it opened (to the original)."""
+    opener = Opener(KEY)
+    released = b""
+    try:
+        for piece in splits(sealed, cuts):
+            released += opener.update(piece)
+        released += opener.finalize()
+    except (IntegrityError, EnvelopeFormatError):
+        assert original.startswith(released)
+        assert len(released) in ends
+        assert opener.released == len(released)
+        return False
+    assert released == original
+    assert opener.finished
+    return True
+
+
+@given(stream=v2_streams(), cuts=st.lists(st.integers(0, 10**6), max_size=6))
+def test_v2_round_trip_with_random_flushes_and_splits(stream, cuts):
+    plaintext, sealed, ends = stream
+    assert open_v2_guarded(sealed, plaintext, ends, cuts)
+
+
+@given(stream=v2_streams(), at=st.integers(0, 10**9), xor=st.integers(1, 255))
+def test_v2_any_byte_change_is_rejected(stream, at, xor):
+    plaintext, sealed, ends = stream
+    tampered = bytearray(sealed)
+    tampered[at % len(sealed)] ^= xor
+    assert not open_v2_guarded(bytes(tampered), plaintext, ends, [at])
+
+
+@given(stream=v2_streams(), cut=st.integers(0, 10**9), split=st.integers(0, 10**9))
+def test_v2_truncation_at_any_byte_is_rejected(stream, cut, split):
+    plaintext, sealed, ends = stream
+    assert not open_v2_guarded(sealed[: cut % len(sealed)], plaintext, ends, [split])
+
+
+@given(stream=v2_streams(), extra=st.binary(min_size=1, max_size=60))
+def test_v2_bytes_after_the_final_chunk_are_rejected(stream, extra):
+    plaintext, sealed, ends = stream
+    assert not open_v2_guarded(sealed + extra, plaintext, ends, [len(sealed)])
+
+
+@given(stream=v2_streams(), data=st.data())
+def test_v2_reordering_duplicating_or_dropping_chunks_is_rejected(stream, data):
+    plaintext, sealed, ends = stream
+    header, chunks = v2_chunks(sealed)
+    indices = list(range(len(chunks)))
+    new = data.draw(st.lists(st.sampled_from(indices), max_size=len(chunks) + 2))
+    rebuilt = header + b"".join(chunks[i] for i in new)
+    assume(rebuilt != sealed)
+    assert not open_v2_guarded(rebuilt, plaintext, ends, [])
+
+
+@given(
+    stream=v2_streams(suite=Suite(1)),
+    other=v2_streams(Suite(1), bytes(32)),
+    data=st.data(),
+)
+def test_v2_a_chunk_from_another_stream_is_rejected(stream, other, data):
+    plaintext, sealed, ends = stream
+    header, chunks = v2_chunks(sealed)
+    _, foreign = v2_chunks(other[1])
+    i = data.draw(st.integers(0, len(chunks) - 1))
+    j = data.draw(st.integers(0, len(foreign) - 1))
+    chunks[i] = foreign[j]
+    assert not open_v2_guarded(header + b"".join(chunks), plaintext, ends, [])
+
+
+@given(n=st.integers(0, 5000), data=st.data())
+def test_chunks_never_cross_between_versions(n, data):
+    """The same plaintext under the same key, salt and transfer id in both
+    versions: a v1 chunk (with a word in front) in the v2 stream, a v2 chunk
+    (without its word) in the v1 stream, or one stream's header on the
+    other's chunks never opens."""
+    plaintext = os.urandom(n)
+    v1 = seal_from_parts(KEY, plaintext, salt=SALT, transfer_id=TID, chunk_size=1024)
+    v2 = seal_from_parts(
+        KEY, plaintext, salt=SALT, transfer_id=TID, chunk_size=1024, version=2
+    )
+    header1, chunks1 = _chunks(v1)
+    header2, chunks2 = v2_chunks(v2)
+    assert len(chunks1) == len(chunks2)
+    i = data.draw(st.integers(0, len(chunks1) - 1))
+    ends = [*range(0, n + 1, 1024), n]
+    framed = len(chunks1[i]) - TAG_SIZE | (0 if i < len(chunks1) - 1 else 1 << 31)
+    into_v2 = [*chunks2]
+    into_v2[i] = framed.to_bytes(4, "big") + chunks1[i]
+    assert not open_v2_guarded(header2 + b"".join(into_v2), plaintext, ends, [])
+    into_v1 = [*chunks1]
+    into_v1[i] = chunks2[i][4:]
+    assert open_guarded(KEY, header1 + b"".join(into_v1), plaintext) is None
+    assert open_guarded(KEY, header1 + v2[HEADER_SIZE:], plaintext) is None
+    assert not open_v2_guarded(header2 + v1[HEADER_SIZE:], plaintext, ends, [])
+
+
+@given(garbage=st.binary(max_size=3000))
+def test_arbitrary_bytes_after_a_v2_header_never_open(garbage):
+    header = seal_from_parts(
+        KEY, b"", salt=SALT, transfer_id=TID, chunk_size=1024, version=2
+    )[:HEADER_SIZE]
+    opener = Opener(KEY)
+    try:
+        released = opener.update(header + garbage)
+        opener.finalize()
+    except (IntegrityError, EnvelopeFormatError):
+        return
+    raise AssertionError(f"garbage opened to {released!r}")

@@ -10,6 +10,16 @@ The wire format is specified in ``spec/envelope.md``.
     >>> opener = Opener(key)
     >>> opener.update(sealed) + opener.finalize()
     b'hello'
+
+Format version 2 adds flushed short chunks for live data:
+
+    >>> sealer = Sealer(key, version=2)
+    >>> first = sealer.update(b"tail -f ") + sealer.flush()
+    >>> opener = Opener(key)
+    >>> opener.update(first)  # released at once, verified
+    b'tail -f '
+    >>> opener.update(sealer.update(b"says hi") + sealer.finalize()), opener.finished
+    (b'says hi', True)
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from xfer.envelope.format import (
     MIN_CHUNK_SIZE,
     TAG_SIZE,
     TRANSFER_ID_SIZE,
+    VERSIONS,
     EnvelopeHeader,
     Suite,
 )
@@ -37,6 +48,7 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "TAG_SIZE",
     "TRANSFER_ID_SIZE",
+    "VERSIONS",
     "ChunkKeys",
     "EnvelopeHeader",
     "Opener",

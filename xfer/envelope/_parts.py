@@ -9,7 +9,7 @@ them to seal real data: a salt must not be reused with the same key material.
 from __future__ import annotations
 
 from xfer.envelope.chunker import DEFAULT_SUITE, Sealer
-from xfer.envelope.format import DEFAULT_CHUNK_SIZE, BytesLike, Suite
+from xfer.envelope.format import DEFAULT_CHUNK_SIZE, VERSION, BytesLike, Suite
 
 __all__ = ["seal_from_parts", "sealer_from_parts"]
 
@@ -21,13 +21,19 @@ def sealer_from_parts(
     transfer_id: bytes,
     suite: Suite = DEFAULT_SUITE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    version: int = VERSION,
 ) -> Sealer:
     """A Sealer with a given salt and transfer id (deterministic output).
 
     The same construction as :meth:`Sealer.announced`, on the calling thread.
     """
     return Sealer.announced(
-        key, salt=salt, transfer_id=transfer_id, suite=suite, chunk_size=chunk_size
+        key,
+        salt=salt,
+        transfer_id=transfer_id,
+        suite=suite,
+        chunk_size=chunk_size,
+        version=version,
     )
 
 
@@ -39,9 +45,16 @@ def seal_from_parts(
     transfer_id: bytes,
     suite: Suite = DEFAULT_SUITE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    version: int = VERSION,
 ) -> bytes:
-    """Seal a whole plaintext in one call with a given salt and transfer id."""
+    """Seal a whole plaintext in one call with a given salt and transfer id
+    (in version 2 without a flush: full chunks, then the final one)."""
     sealer = sealer_from_parts(
-        key, salt=salt, transfer_id=transfer_id, suite=suite, chunk_size=chunk_size
+        key,
+        salt=salt,
+        transfer_id=transfer_id,
+        suite=suite,
+        chunk_size=chunk_size,
+        version=version,
     )
     return sealer.update(plaintext) + sealer.finalize()

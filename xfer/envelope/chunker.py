@@ -13,36 +13,46 @@ Chunk ``i`` is sealed as (spec section 4; :mod:`xfer.envelope.chunk` seals
 and opens one chunk, or a run of full ones)::
 
     C_i = AES-256-CTR(enc_key, counter = nonce || i * ceil(chunk_size / 16), P_i)
-    T_i = HMAC(mac_key, header || uint64(i) || uint8(final) || C_i)[:32]
+    T_i = HMAC(mac_key, header || uint64(i) || uint8(final) || W_i || C_i)[:32]
 
 Encrypt-then-MAC: the opener checks ``T_i`` in constant time *before* it
 decrypts ``C_i``, so no plaintext of an unauthenticated chunk ever leaves it.
-The tag binds the header (and through it the salt and transfer id), the
-position and the final flag, which is what detects reordering, duplication,
-dropping, truncation and splicing from another stream.
+The tag binds the header (and through it the version, salt and transfer id),
+the position and the final flag, which is what detects reordering,
+duplication, dropping, truncation and splicing from another stream.
 
-Every full chunk carries exactly ``chunk_size`` plaintext bytes and is never
-final; the final chunk is shorter (possibly empty). An opener therefore knows
-a chunk is complete and not final as soon as it holds ``chunk_size + 32``
-bytes of it, and knows which bytes form the final chunk only in
-``finalize()``, when the stream has ended. A stream that ends without a final
-chunk, or whose final chunk fails, fails ``finalize()``.
+Format version 1 (the default, and what file transfers seal) has no chunk
+word ``W_i``: every full chunk carries exactly ``chunk_size`` plaintext bytes
+and is never final; the final chunk is shorter (possibly empty). An opener
+knows a chunk is complete and not final as soon as it holds ``chunk_size +
+32`` bytes of it, and knows which bytes form the final chunk only in
+``finalize()``, when the stream has ended.
 
-Because chunk ``i``'s counter depends on ``i`` alone, runs of chunks can be
-sealed or opened independently. With an ``executor``, each ``update`` call
-splits its complete chunks into ``workers`` contiguous runs and processes them
-on threads (``cryptography`` releases the GIL for inputs of 2 KiB and more);
-the output stays in order, and memory is bounded by the call's own input.
+Format version 2 is for live data. Each chunk starts with a 4-byte word (the
+final flag and the plaintext length), so :meth:`Sealer.flush` can seal what
+is buffered as a short chunk in the middle of the stream. The opener reads
+each word first, releases every chunk as soon as all of it arrived and
+verified (the final one included, which sets :attr:`Opener.finished`), and
+fails on any byte after the final chunk.
+
+In both versions a stream that ends without a verified final chunk fails
+``finalize()``. The cutting of streams into chunks and the thread fan-out
+live in :mod:`xfer.envelope.stream`.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from hmac import compare_digest
 from typing import TYPE_CHECKING
 
-from xfer.envelope.chunk import _open_run, _seal_run, open_chunk, seal_chunk
+from xfer.envelope.chunk import (
+    _open_run,
+    _seal_run,
+    _seal_run_framed,
+    open_chunk,
+    seal_chunk,
+)
 from xfer.envelope.format import (
     DEFAULT_CHUNK_SIZE,
     HEADER_SIZE,
@@ -52,18 +62,17 @@ from xfer.envelope.format import (
     SALT_SIZE,
     TAG_SIZE,
     TRANSFER_ID_SIZE,
+    VERSION,
     BytesLike,
     EnvelopeHeader,
     Suite,
 )
 from xfer.envelope.keys import ChunkKeys, derive_keys
-from xfer.errors import AlreadyFinalized, IntegrityError, LocalProtocolError
+from xfer.envelope.stream import _ChunkStream
+from xfer.errors import IntegrityError, LocalProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from concurrent.futures import Executor
-
-    from cryptography.hazmat.primitives.ciphers import CipherContext
 
     from xfer.envelope.chunk import _RunFn
 
@@ -71,154 +80,6 @@ __all__ = ["DEFAULT_SUITE", "Opener", "Sealer", "open_chunk", "seal_chunk"]
 
 #: The suite a Sealer uses unless told otherwise.
 DEFAULT_SUITE = Suite.AES256_CTR_HMAC_SHA512
-
-#: Below this many chunks per worker, threads cost more than they save.
-_MIN_CHUNKS_PER_WORKER = 2
-#: The work one thread claims at a time in a parallel update.
-_TASK_BYTES = 512 * 1024
-
-
-class _ChunkStream:
-    """What Sealer and Opener share: the chunk counter, the pending partial
-    chunk, the sequential CTR context, the thread fan-out and finalisation."""
-
-    _keys: ChunkKeys | None
-
-    def __init__(self, executor: Executor | None, workers: int) -> None:
-        if workers < 1:
-            msg = "workers must be at least 1"
-            raise LocalProtocolError(msg)
-        self._executor = executor
-        self._workers = workers if executor is not None else 1
-        self._index = 0
-        self._pending = bytearray()
-        self._cipher: CipherContext | None = None
-        self._done = False
-
-    def _check_open(self) -> None:
-        if self._done:
-            msg = "this context is finished; create a new one"
-            raise AlreadyFinalized(msg)
-
-    def _run(
-        self,
-        fn: _RunFn,
-        src: memoryview,
-        src_stride: int,
-        dst: memoryview,
-        dst_stride: int,
-        count: int,
-    ) -> None:
-        """Process ``count`` full chunks, on threads when worthwhile."""
-        keys = self._keys
-        assert keys is not None
-        if self._index + count > MAX_CHUNKS:
-            self._fail_too_long()
-        workers = min(self._workers, count // _MIN_CHUNKS_PER_WORKER)
-        if workers <= 1:
-            if self._cipher is None:
-                self._cipher = keys.cipher_at(self._index)
-            fn(keys, self._cipher, self._index, src, dst, count)
-        else:
-            assert self._executor is not None
-            self._cipher = None  # repositioned lazily after the fan-out
-            self._fan_out(fn, src, src_stride, dst, dst_stride, count, workers)
-        self._index += count
-
-    def _fan_out(
-        self,
-        fn: _RunFn,
-        src: memoryview,
-        src_stride: int,
-        dst: memoryview,
-        dst_stride: int,
-        count: int,
-        workers: int,
-    ) -> None:
-        """Process ``count`` chunks as small tasks drained by ``workers`` threads.
-
-        The calling thread drains too. Tasks are small (about 512 KiB), so a
-        thread that gets less CPU (a busy core) simply takes fewer of them,
-        and the join at the end waits for one task at most.
-        """
-        keys = self._keys
-        assert keys is not None
-        assert self._executor is not None
-        per_task = max(_MIN_CHUNKS_PER_WORKER, _TASK_BYTES // keys.chunk_size)
-        first = self._index
-        tasks = [(k, min(per_task, count - k)) for k in range(0, count, per_task)]
-        claim = itertools.count()  # next() on it is atomic under the GIL
-        failed: list[BaseException] = []
-
-        def drain() -> None:
-            while not failed and (i := next(claim)) < len(tasks):
-                off, n = tasks[i]
-                try:
-                    fn(
-                        keys,
-                        keys.cipher_at(first + off),
-                        first + off,
-                        src[off * src_stride : (off + n) * src_stride],
-                        dst[off * dst_stride : (off + n) * dst_stride],
-                        n,
-                    )
-                except BaseException as exc:
-                    failed.append(exc)
-
-        futures = [self._executor.submit(drain) for _ in range(workers - 1)]
-        drain()
-        for future in futures:
-            future.result()
-        if failed:
-            raise failed[0]
-
-    def _fail_too_long(self) -> None:
-        raise LocalProtocolError("stream exceeds the maximum number of chunks")
-
-    def _feed(
-        self,
-        data: BytesLike,
-        buf: BytesLike,
-        out_start: int,
-        in_chunk: int,
-        out_chunk: int,
-        fn: _RunFn,
-    ) -> int:
-        """Process every complete chunk in pending + data; keep the rest pending.
-
-        Returns the number of bytes written to ``buf`` from ``out_start`` on.
-        """
-        src = memoryview(data).cast("B")
-        dst = memoryview(buf).cast("B")
-        written = out_start
-        pending = self._pending
-        if pending:
-            take = min(in_chunk - len(pending), len(src))
-            pending += src[:take]
-            src = src[take:]
-            if len(pending) < in_chunk:
-                return written - out_start
-            self._run(fn, memoryview(pending), in_chunk, dst[written:], out_chunk, 1)
-            written += out_chunk
-            pending.clear()
-        count = len(src) // in_chunk
-        if count:
-            self._run(
-                fn, src[: count * in_chunk], in_chunk, dst[written:], out_chunk, count
-            )
-            written += count * out_chunk
-        pending += src[count * in_chunk :]
-        return written - out_start
-
-    def _update_via_into(
-        self, data: BytesLike, update_into: Callable[[BytesLike, bytearray], int]
-    ) -> bytes:
-        buf = bytearray(self._bound(len(memoryview(data))))
-        n = update_into(data, buf)
-        return bytes(memoryview(buf)[:n])
-
-    def _bound(self, n: int) -> int:
-        raise NotImplementedError
 
 
 class Sealer(_ChunkStream):
@@ -234,13 +95,17 @@ class Sealer(_ChunkStream):
             on the calling thread.
         workers: how many runs to split each update into when an executor is
             given (the calling thread does one of them).
+        version: the format version: 1 (the default; what file transfers
+            seal) or 2, whose chunks carry their length so that
+            :meth:`flush` can seal a short chunk mid-stream (live data).
 
     The salt is drawn from ``os.urandom`` here, so a given key material and
     salt never seal twice; tests and vectors use the deterministic seam in
     :mod:`xfer.envelope._parts` instead.
 
     Raises:
-        LocalProtocolError: bad key size, transfer id size or chunk size.
+        LocalProtocolError: bad key size, transfer id size, chunk size or
+            version.
     """
 
     def __init__(
@@ -252,6 +117,7 @@ class Sealer(_ChunkStream):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         executor: Executor | None = None,
         workers: int = 2,
+        version: int = VERSION,
     ) -> None:
         header = EnvelopeHeader(
             suite=suite,
@@ -260,6 +126,7 @@ class Sealer(_ChunkStream):
             transfer_id=(
                 os.urandom(TRANSFER_ID_SIZE) if transfer_id is None else transfer_id
             ),
+            version=version,
         )
         self._setup(derive_keys(key, header), executor, workers)
 
@@ -274,6 +141,7 @@ class Sealer(_ChunkStream):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         executor: Executor | None = None,
         workers: int = 2,
+        version: int = VERSION,
     ) -> Sealer:
         """A sealer for a salt that was announced before sealing began.
 
@@ -283,7 +151,11 @@ class Sealer(_ChunkStream):
         under it here. Everyone else should let :class:`Sealer` draw it.
         """
         header = EnvelopeHeader(
-            suite=suite, chunk_size=chunk_size, salt=salt, transfer_id=transfer_id
+            suite=suite,
+            chunk_size=chunk_size,
+            salt=salt,
+            transfer_id=transfer_id,
+            version=version,
         )
         return cls._from_keys(
             derive_keys(key, header), executor=executor, workers=workers
@@ -301,17 +173,22 @@ class Sealer(_ChunkStream):
         super().__init__(executor, workers)
         self._keys: ChunkKeys = keys
         self._header_sent = False
+        self._run_fn: _RunFn = _seal_run if keys.version == 1 else _seal_run_framed
 
     @property
     def header(self) -> EnvelopeHeader:
         """The header this sealer writes (its salt, transfer id, suite...)."""
         return self._keys.header
 
+    @property
+    def buffered(self) -> int:
+        """Plaintext bytes waiting for a chunk: fewer than ``chunk_size``."""
+        return len(self._pending)
+
     def _bound(self, n: int) -> int:
         total = len(self._pending) + n
         head = 0 if self._header_sent else HEADER_SIZE
-        size = self._keys.chunk_size
-        return head + (total // size) * (size + TAG_SIZE)
+        return head + (total // self._keys.chunk_size) * self.header.wire_chunk_size
 
     def output_bound(self, n: int) -> int:
         """Exactly how many bytes ``update`` of ``n`` more bytes returns."""
@@ -350,13 +227,42 @@ class Sealer(_ChunkStream):
             self._header_sent = True
             written = HEADER_SIZE
         size = self._keys.chunk_size
+        wire = self.header.wire_chunk_size
         try:
-            return written + self._feed(
-                data, dst, written, size, size + TAG_SIZE, _seal_run
-            )
+            return written + self._feed(data, dst, written, size, wire, self._run_fn)
         except BaseException:
             self._done = True
             raise
+
+    def flush(self) -> bytes:
+        """Seal what is buffered now, as one short chunk that is not final.
+
+        Format version 2 only: for live data, a sender calls this when its
+        flush interval expires, so that a partly filled chunk does not wait
+        for more input. Returns the chunk's wire bytes (after the header if
+        nothing was returned before), or ``b""`` when nothing is buffered.
+
+        Raises:
+            AlreadyFinalized: after ``finalize``.
+            LocalProtocolError: the sealer writes format version 1, whose
+                chunks cannot be short mid-stream; or the stream has no chunk
+                index left but the final chunk's (2**32 - 1), which
+                ``finalize`` can still use.
+        """
+        self._check_open()
+        if self._keys.version == 1:
+            msg = "flush needs envelope format version 2; this sealer writes 1"
+            raise LocalProtocolError(msg)
+        if not self._pending:
+            return b""
+        chunk = seal_chunk(self._keys, self._index, self._pending, final=False)
+        self._index += 1
+        self._cipher = None  # the next run starts at a new chunk index
+        self._pending.clear()
+        if self._header_sent:
+            return chunk
+        self._header_sent = True
+        return self._keys.header_bytes + chunk
 
     def finalize(self) -> bytes:
         """Seal the final chunk (what is pending, possibly nothing).
@@ -375,12 +281,19 @@ class Sealer(_ChunkStream):
 
 
 class Opener(_ChunkStream):
-    """Verify and decrypt a sealed stream.
+    """Verify and decrypt a sealed stream of either format version.
 
     Plaintext is released chunk by chunk, each only after its tag verified.
     The stream is known to be complete and authentic only when
     :meth:`finalize` returns: a caller writing plaintext somewhere must treat
     it as provisional until then (see :mod:`xfer.aio.files`).
+
+    The version comes from the header. In version 1 ``update`` releases full
+    chunks and ``finalize`` the final one; in version 2 ``update`` releases
+    every chunk, short and final ones included, as soon as all of it has
+    arrived and verified (:attr:`finished` turns true with the final one),
+    and ``finalize`` returns ``b""`` or raises. A caller that needs one
+    version checks :attr:`header` (a transfer compares it with its offer).
 
     Args:
         key: the 32-byte input key material.
@@ -411,11 +324,26 @@ class Opener(_ChunkStream):
         self._max_chunk_size = max_chunk_size
         self._keys = None
         self._head = bytearray()
+        self._released = 0
 
     @property
     def header(self) -> EnvelopeHeader | None:
         """The stream's header once its first 58 bytes have arrived."""
         return None if self._keys is None else self._keys.header
+
+    @property
+    def released(self) -> int:
+        """Plaintext bytes released so far, every one of them verified."""
+        return self._released
+
+    @property
+    def finished(self) -> bool:
+        """Whether the final chunk has verified: the plaintext is complete.
+
+        Version 2 sets it in the ``update`` that completes the final chunk,
+        version 1 in ``finalize``.
+        """
+        return self._finished
 
     def _bound(self, n: int) -> int:
         return len(self._pending) + n
@@ -429,8 +357,11 @@ class Opener(_ChunkStream):
 
         Raises:
             AlreadyFinalized: after ``finalize`` or after an earlier error.
-            EnvelopeFormatError: the header is malformed or unsupported.
-            IntegrityError: a chunk failed to verify.
+            EnvelopeFormatError: the header is malformed or unsupported, or
+                (version 2) a chunk word announces more than ``chunk_size``
+                bytes or an empty chunk that is not final.
+            IntegrityError: a chunk failed to verify, or (version 2) a byte
+                came after the final chunk.
         """
         self._check_open()
         return self._update_via_into(data, self.update_into)
@@ -458,10 +389,15 @@ class Opener(_ChunkStream):
                 self._start(bytes(self._head))
             assert self._keys is not None
             size = self._keys.chunk_size
-            return self._feed(src, dst, 0, size + TAG_SIZE, size, _open_run)
+            if self._keys.version == 1:
+                n = self._feed(src, dst, 0, size + TAG_SIZE, size, _open_run)
+            else:
+                n = self._feed_framed(src, dst)
         except BaseException:
             self._done = True
             raise
+        self._released += n
+        return n
 
     def _start(self, head: bytes) -> None:
         header = EnvelopeHeader.parse(head, max_chunk_size=self._max_chunk_size)
@@ -475,20 +411,28 @@ class Opener(_ChunkStream):
         raise IntegrityError
 
     def finalize(self) -> bytes:
-        """Verify the final chunk; return its plaintext.
+        """End the stream: verify the final chunk and return its plaintext
+        (version 1), or check that it came (version 2: ``b""``).
 
         Raises:
             AlreadyFinalized: called twice, or after an earlier error.
             EnvelopeFormatError: the stream ended inside the header.
-            IntegrityError: no final chunk, or it failed to verify.
+            IntegrityError: no final chunk (the stream was cut), or it failed
+                to verify.
         """
         self._check_open()
         self._done = True
         if self._keys is None:
             EnvelopeHeader.parse(bytes(self._head))  # raises: the header is short
         assert self._keys is not None
+        if self._keys.version != 1:
+            if not self._finished:
+                raise IntegrityError
+            return b""
         if self._index >= MAX_CHUNKS:
             raise IntegrityError
         plaintext = open_chunk(self._keys, self._index, self._pending, final=True)
         self._pending.clear()
+        self._finished = True
+        self._released += len(plaintext)
         return plaintext

@@ -5,12 +5,18 @@ to it. A sealed stream is::
 
     header (58 bytes) || chunk_0 || chunk_1 || ... || chunk_n
 
-and every chunk is ``ciphertext || tag`` with a 32-byte tag. All chunks but the
-last carry exactly ``chunk_size`` bytes of plaintext; the last (the *final*
-chunk) carries from 0 to ``chunk_size - 1`` bytes. A stream whose plaintext is
-an exact multiple of ``chunk_size`` therefore ends with an empty final chunk,
-which makes the end of the stream self-evident: a reader never needs to look
-ahead to know whether a full chunk is the last one.
+In format version 1 every chunk is ``ciphertext || tag`` with a 32-byte tag.
+All chunks but the last carry exactly ``chunk_size`` bytes of plaintext; the
+last (the *final* chunk) carries from 0 to ``chunk_size - 1`` bytes. A stream
+whose plaintext is an exact multiple of ``chunk_size`` therefore ends with an
+empty final chunk, which makes the end of the stream self-evident: a reader
+never needs to look ahead to know whether a full chunk is the last one.
+
+Format version 2 (spec section 2.4) puts a 4-byte *chunk word* in front of
+every chunk: the final flag in its top bit and the chunk's plaintext length in
+the rest. That lets a sealer flush a short chunk in the middle of a stream
+(live data), and still tells a reader where each chunk ends, and whether it is
+the last, before any MAC work.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from xfer.errors import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "FINAL_BIT",
     "HEADER_SIZE",
     "KEY_SIZE",
     "MAGIC",
@@ -38,9 +45,12 @@ __all__ = [
     "TAG_SIZE",
     "TRANSFER_ID_SIZE",
     "VERSION",
+    "VERSIONS",
+    "WORD_SIZE",
     "BytesLike",
     "EnvelopeHeader",
     "Suite",
+    "parse_word",
 ]
 
 #: What the contexts accept as input and write into.
@@ -48,8 +58,15 @@ BytesLike = bytes | bytearray | memoryview
 
 #: The first four bytes of every sealed stream (spec section 2.1).
 MAGIC = b"XFER"
-#: The only format version this build writes and reads.
+#: The format version a sealer writes unless told otherwise: version 1, what
+#: every file transfer seals.
 VERSION = 1
+#: The format versions this build writes and reads (spec sections 2.3, 2.4).
+VERSIONS = (1, 2)
+#: Size of the chunk word in front of every version 2 chunk.
+WORD_SIZE = 4
+#: The chunk word's top bit: set on the final chunk of a version 2 stream.
+FINAL_BIT = 1 << 31
 #: Size of the input key material: the OTR extra symmetric key is 32 bytes.
 KEY_SIZE = 32
 #: Size of the per-transfer random salt.
@@ -141,7 +158,7 @@ class EnvelopeHeader:
         except ValueError:
             msg = f"unknown suite {self.suite!r}"
             raise LocalProtocolError(msg) from None
-        if self.version != VERSION:
+        if self.version not in VERSIONS:
             msg = f"cannot build a header of version {self.version}"
             raise LocalProtocolError(msg)
         check_chunk_size(self.chunk_size)
@@ -180,7 +197,7 @@ class EnvelopeHeader:
         Raises:
             EnvelopeFormatError: wrong size, wrong magic, or a chunk size out
                 of bounds.
-            UnsupportedVersion: a version other than :data:`VERSION`.
+            UnsupportedVersion: a version not in :data:`VERSIONS`.
             UnsupportedSuite: a suite id this build does not know.
         """
         if len(data) != HEADER_SIZE:
@@ -190,8 +207,11 @@ class EnvelopeHeader:
         if magic != MAGIC:
             msg = "not an xfer envelope (bad magic bytes)"
             raise EnvelopeFormatError(msg)
-        if version != VERSION:
-            msg = f"unsupported envelope version {version} (this build reads {VERSION})"
+        if version not in VERSIONS:
+            msg = (
+                f"unsupported envelope version {version} "
+                f"(this build reads {', '.join(map(str, VERSIONS))})"
+            )
             raise UnsupportedVersion(msg)
         try:
             suite = Suite(suite_id)
@@ -205,18 +225,51 @@ class EnvelopeHeader:
             )
             raise EnvelopeFormatError(msg)
         return cls(
-            suite=suite, chunk_size=chunk_size, salt=salt, transfer_id=transfer_id
+            suite=suite,
+            chunk_size=chunk_size,
+            salt=salt,
+            transfer_id=transfer_id,
+            version=version,
         )
 
     @property
+    def chunk_overhead(self) -> int:
+        """Wire bytes of a chunk beyond its plaintext: the tag, and in
+        version 2 the chunk word."""
+        return TAG_SIZE if self.version == 1 else WORD_SIZE + TAG_SIZE
+
+    @property
     def wire_chunk_size(self) -> int:
-        """Bytes on the wire of one full chunk: ciphertext plus tag."""
-        return self.chunk_size + TAG_SIZE
+        """Bytes on the wire of one full chunk: (word,) ciphertext and tag."""
+        return self.chunk_size + self.chunk_overhead
 
     def sealed_size(self, plaintext_size: int) -> int:
-        """Total sealed size, header included, of a plaintext of this size."""
+        """Total sealed size, header included, of a plaintext of this size.
+
+        In version 2 this is the size when no chunk was flushed; every flush
+        adds one chunk's overhead.
+        """
         if plaintext_size < 0:
             msg = "plaintext size cannot be negative"
             raise LocalProtocolError(msg)
         chunks = plaintext_size // self.chunk_size + 1
-        return HEADER_SIZE + plaintext_size + chunks * TAG_SIZE
+        return HEADER_SIZE + plaintext_size + chunks * self.chunk_overhead
+
+
+def parse_word(word: int, chunk_size: int) -> tuple[int, bool]:
+    """A version 2 chunk word: (plaintext length, final flag).
+
+    Raises:
+        EnvelopeFormatError: the length is above ``chunk_size``, or zero on a
+            chunk that is not final (spec section 2.4); both are known from
+            the word alone, before any MAC work.
+    """
+    final = word >= FINAL_BIT
+    size = word & (FINAL_BIT - 1)
+    if size > chunk_size:
+        msg = f"a chunk of {size} bytes is longer than the chunk size {chunk_size}"
+        raise EnvelopeFormatError(msg)
+    if size == 0 and not final:
+        msg = "an empty chunk that is not the final one"
+        raise EnvelopeFormatError(msg)
+    return size, final

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers import (
 )
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from xfer.envelope.format import KEY_SIZE, VERSION, EnvelopeHeader, Suite
+from xfer.envelope.format import KEY_SIZE, EnvelopeHeader, Suite
 from xfer.errors import LocalProtocolError
 
 __all__ = ["HKDF_LABEL", "NONCE_SIZE", "ChunkKeys", "derive_keys"]
@@ -64,6 +64,10 @@ class ChunkKeys:
     @property
     def chunk_size(self) -> int:
         return self.header.chunk_size
+
+    @property
+    def version(self) -> int:
+        return self.header.version
 
     @property
     def blocks_per_chunk(self) -> int:
@@ -106,7 +110,7 @@ def derive_keys(key_material: bytes, header: EnvelopeHeader) -> ChunkKeys:
         raise LocalProtocolError(msg)
     algorithm = _hash_for(header.suite)
     mac_size = algorithm.digest_size
-    info = HKDF_LABEL + bytes([VERSION, header.suite]) + header.transfer_id
+    info = HKDF_LABEL + bytes([header.version, header.suite]) + header.transfer_id
     okm = HKDF(
         algorithm=algorithm,
         length=KEY_SIZE + mac_size + NONCE_SIZE,

@@ -78,7 +78,9 @@ class FileDescription:
     """
 
     name: str
-    size: int
+    #: The sealed size; None for a stream, whose size is known only at its
+    #: end (XEP-0234 makes ``<size/>`` optional; spec/jingle.md 3.2).
+    size: int | None
     media_type: str = "application/octet-stream"
     date: str | None = None
     desc: str | None = None
@@ -90,12 +92,14 @@ class FileDescription:
             raise RemoteProtocolError(
                 "a file name is 1 to 1024 UTF-8 bytes without NUL"
             )
-        if not 0 <= self.size <= MAX_SIZE:
+        if self.size is not None and not 0 <= self.size <= MAX_SIZE:
             raise RemoteProtocolError("file size out of bounds")
         if len(self.media_type) > 255:
             raise RemoteProtocolError("media type too long")
         _check_hashes(self.hashes, RemoteProtocolError)
-        if self.range is not None and not self.range.within(self.size):
+        if self.range is not None and (
+            self.size is None or not self.range.within(self.size)
+        ):
             raise RemoteProtocolError("the range lies outside the file")
 
 

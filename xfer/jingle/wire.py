@@ -216,6 +216,9 @@ def _file(el: ET.Element) -> FileDescription:
     def child(name: str) -> str | None:
         return _text(el.find(f"{{{NS_FILE_TRANSFER}}}{name}"))
 
+    # No <size/>: a stream (spec/jingle.md 3.2); an empty one is malformed.
+    size_el = el.find(f"{{{NS_FILE_TRANSFER}}}size")
+    size = None if size_el is None else (_text(size_el) or "")
     range_el = el.find(f"{{{NS_FILE_TRANSFER}}}range")
     rng = None
     if range_el is not None:
@@ -228,7 +231,7 @@ def _file(el: ET.Element) -> FileDescription:
     try:
         return FileDescription(
             name=child("name") or "",
-            size=_int(child("size"), "file size", 0, 1 << 62),
+            size=None if size is None else _int(size, "file size", 0, 1 << 62),
             media_type=child("media-type") or "application/octet-stream",
             date=child("date"),
             desc=child("desc"),
@@ -421,7 +424,8 @@ def _build_file(parent: ET.Element, desc: FileDescription) -> None:
         _sub(f, NS_FILE_TRANSFER, "desc").text = desc.desc
     _sub(f, NS_FILE_TRANSFER, "media-type").text = desc.media_type
     _sub(f, NS_FILE_TRANSFER, "name").text = desc.name
-    _sub(f, NS_FILE_TRANSFER, "size").text = str(desc.size)
+    if desc.size is not None:
+        _sub(f, NS_FILE_TRANSFER, "size").text = str(desc.size)
     if desc.range is not None:
         attrs = {"offset": str(desc.range.offset)}
         if desc.range.length is not None:

@@ -13,6 +13,11 @@ the whole file; the SHA-256 of the plaintext, computed while sealing, follows
 the sealed stream as a :class:`TransferDigest`. A version 1 offer carried the
 SHA-256 up front (still accepted from older senders). The receiver answers
 with a :class:`TransferVerdict`.
+
+A version 2 offer with the flag :data:`FLAG_STREAM` offers a *stream*: data
+whose size is known only at its end (a pipe). It has no size and no file id
+up front (both zero); the digest after the data carries the SHA-256 and the
+size, and a stream is never resumed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from xfer.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "FILE_ID_SAMPLE",
+    "FLAG_STREAM",
     "OFFER_VERSION",
     "XFER_USE",
     "TransferDigest",
@@ -51,8 +57,11 @@ KIND_DIGEST = 3
 MAX_NAME_BYTES = 1024
 #: A verdict's reason text, at most (UTF-8 bytes).
 MAX_REASON_BYTES = 512
-#: The flags a version 2 offer may set: none defined yet.
-KNOWN_FLAGS = 0x00
+#: Offer flag: a stream of unknown size (spec/otr.md §5.4): ``size`` and
+#: ``file_id`` are zero; the digest after the data says both.
+FLAG_STREAM = 0x01
+#: The flags a version 2 offer may set.
+KNOWN_FLAGS = FLAG_STREAM
 
 #: Version 1: version, kind, transfer id, salt, suite, chunk size, size,
 #: SHA-256, mtime.
@@ -111,8 +120,34 @@ class TransferOffer:
     file_id: bytes | None = None
     #: Version 1: the SHA-256 of the whole plaintext.
     sha256: bytes | None = None
-    #: Version 2: no flag is defined yet, so this is 0.
+    #: Version 2: :data:`FLAG_STREAM` or 0.
     flags: int = 0
+
+    @classmethod
+    def stream(
+        cls,
+        *,
+        transfer_id: bytes,
+        salt: bytes,
+        suite: int,
+        chunk_size: int,
+        name: str,
+        media_type: str = "application/octet-stream",
+        mtime: int = 0,
+    ) -> TransferOffer:
+        """An offer of a stream (:data:`FLAG_STREAM`): no size and no file id."""
+        return cls(
+            transfer_id=transfer_id,
+            salt=salt,
+            suite=suite,
+            chunk_size=chunk_size,
+            size=0,
+            file_id=bytes(32),
+            name=name,
+            media_type=media_type,
+            mtime=mtime,
+            flags=FLAG_STREAM,
+        )
 
     def __post_init__(self) -> None:
         if (self.file_id is None) == (self.sha256 is None):
@@ -129,6 +164,8 @@ class TransferOffer:
             raise LocalProtocolError("unknown offer flags")
         if not 0 <= self.size < 2**64 or not 0 <= self.mtime < 2**64:
             raise LocalProtocolError("size or time out of range")
+        if self.is_stream and (self.size or any(self.identity)):
+            raise LocalProtocolError("a stream offer has no size and no file id")
         if not 0 < self.chunk_size < 2**32 or not 0 <= self.suite < 256:
             raise LocalProtocolError("suite or chunk size out of range")
         raw = self.name.encode("utf-8")
@@ -140,6 +177,12 @@ class TransferOffer:
             raise LocalProtocolError(
                 "a media type is type/subtype in RFC 6838 characters, at most 255"
             )
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether this offers a stream (:data:`FLAG_STREAM`): no size and
+        no file id up front, never resumed."""
+        return bool(self.flags & FLAG_STREAM)
 
     @property
     def version(self) -> int:

@@ -21,7 +21,7 @@ from xfer.aio.files import (
     read_chunks,
     seal_file,
 )
-from xfer.envelope import HEADER_SIZE, TAG_SIZE, Suite
+from xfer.envelope import HEADER_SIZE, TAG_SIZE, Sealer, Suite
 from xfer.errors import DestinationExists, EnvelopeFormatError, IntegrityError
 
 KEY = os.urandom(32)
@@ -271,3 +271,24 @@ except OSError as exc:
     )
     assert "OSError" in result.stdout, result.stdout + result.stderr
     assert list(dest_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("cut", [0, 1, 40])
+async def test_a_version_2_file_opens_and_a_cut_one_leaves_nothing(
+    tmp_path: Path, cut: int
+):
+    """``xfer decrypt`` reads format version 2 (flushed chunks) as well."""
+    sealer = Sealer(KEY, chunk_size=1024, version=2)
+    pieces = [os.urandom(n) for n in (10, 3000, 1, 700)]
+    data = b"".join(sealer.update(p) + sealer.flush() for p in pieces)
+    sealed, dest = tmp_path / "live.xfer", tmp_path / "live.out"
+    sealed.write_bytes(data + sealer.finalize())
+    header = await open_file(KEY, sealed, dest)
+    assert header.version == 2
+    assert dest.read_bytes() == b"".join(pieces)
+    dest.unlink()
+    sealed.write_bytes(data[: len(data) - cut])  # no final chunk
+    with pytest.raises(IntegrityError):
+        await open_file(KEY, sealed, dest)
+    assert not dest.exists()
+    assert leftovers(tmp_path) == []

@@ -46,7 +46,7 @@ from xfer.jingle.wire import IBBTransport, Jingle
 from xfer.otr import Policy
 from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
-from xfer.transfer.offer import XFER_USE
+from xfer.transfer.offer import XFER_USE, TransferOffer
 from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
@@ -480,6 +480,64 @@ class TestVetting(ReceivingCase):
         self.ack(iq)
         assert (jingle.sid, jingle.reason) == ("j2", Reason.BUSY)
         assert self.incoming().size == len(CONTENT)
+
+
+def stream_offer() -> TransferOffer:
+    return TransferOffer.stream(
+        transfer_id=os.urandom(16),
+        salt=os.urandom(32),
+        suite=1,
+        chunk_size=4096,
+        name="pipe",
+    )
+
+
+class TestStreamVetting(ReceivingCase):
+    """A stream's offer (spec/otr.md 5.4): no size in Jingle either."""
+
+    def offer_described(self, offer: TransferOffer, size: int | None) -> None:
+        self.secure()
+        self.offer_inside_otr(offer)
+        jingle = initiate(offer, IBBTransport(sid="a"), resumable=False)
+        content = jingle.contents[0]
+        assert content.description is not None
+        description = dataclasses.replace(content.description, size=size)
+        jingle = dataclasses.replace(
+            jingle, contents=(dataclasses.replace(content, description=description),)
+        )
+        assert self.peer_says(jingle, "i1")["type"] == "result"
+
+    def refused(self) -> None:
+        jingle = self.ended(Reason.SECURITY_ERROR)
+        assert jingle.reason_text == "the Jingle size does not match the OTR offer"
+        with pytest.raises(TransferTimeout):
+            self.run_coro(self.transfer.next_offer(timeout=0.01))
+
+    def test_a_stream_is_offered_without_a_size_and_taken_as_one(self) -> None:
+        self.offer_described(stream_offer(), None)
+        incoming = self.incoming()
+        assert incoming.is_stream
+        assert (incoming.size, incoming.sealed_size) == (0, None)
+        with pytest.raises(LocalProtocolError, match="accept_stream"):
+            self.run_coro(incoming.accept("."))
+
+    def test_a_file_is_not_taken_as_a_stream(self) -> None:
+        self.offered()
+        incoming = self.incoming()
+        assert not incoming.is_stream
+        with pytest.raises(LocalProtocolError, match="accept"):
+            self.run_coro(incoming.accept_stream())
+
+    def test_a_stream_with_a_jingle_size_is_refused(self) -> None:
+        # 90: the sealed size of an empty file with this offer's parameters.
+        self.offer_described(stream_offer(), 90)
+        self.refused()
+
+    def test_a_file_without_a_jingle_size_is_refused(self) -> None:
+        # The servers strip the size of a file's offer: it is not a stream
+        # inside OTR, so it is not taken as one.
+        self.offer_described(file_offer(CONTENT), None)
+        self.refused()
 
 
 class TestQueueFull(ReceivingCase):

@@ -15,6 +15,7 @@ receiver kept is read again for the digest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import socket
@@ -38,6 +39,7 @@ from xfer.envelope import Opener
 from xfer.errors import (
     NoUsableTransport,
     RemoteProtocolError,
+    StreamCut,
     TransferDeclined,
     TransferRejected,
     TransportError,
@@ -60,6 +62,7 @@ from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
 from xfer.xmpp.transfer import RESTARTED
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from slixmpp.xmlstream.stanzabase import StanzaBase
@@ -426,6 +429,91 @@ class TestOverIBB(SendingCase):
             self.run_coro(self.transfer.send_file(PEER, self.dir / "missing"))
 
 
+class TestStream(SendingCase):
+    """The sender of a stream (spec/otr.md 5.4, spec/jingle.md 3.2)."""
+
+    def send_stream(self, data: bytes = CONTENT) -> asyncio.Task[Any]:
+        async def source() -> AsyncIterator[bytes]:
+            yield data
+
+        return self.start(self.transfer.send_stream(PEER, source(), name="pipe"))
+
+    def stream_offered(self) -> tuple[StanzaBase, Jingle, TransferOffer]:
+        iq, jingle = self.next_jingle(Action.SESSION_INITIATE)
+        [(offer, _)] = self.offers_to_peer()[-1:]
+        assert offer.is_stream
+        assert (offer.name, offer.size, offer.file_id) == ("pipe", 0, bytes(32))
+        content = jingle.content
+        assert content is not None
+        assert content.description is not None
+        # What the servers see of a stream: an opaque name, no size, no range.
+        assert content.description.name == f"{offer.transfer_id.hex()}.xfer"
+        assert (content.description.size, content.description.range) == (None, None)
+        return iq, jingle, offer
+
+    def test_a_stream_goes_out_and_counts_once_the_verdict_agrees(self) -> None:
+        task = self.send_stream()
+        iq, jingle, offer = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, IBBTransport(sid=content.transport.sid, block_size=1024))
+        _, sealed = self.ibb_receive(content.transport.sid)
+        digest = self.digest(offer)
+        assert (digest.sha256, digest.size) == (SHA, len(CONTENT))
+        self.stored(offer, size=len(CONTENT))
+        self.end(jingle, Reason.SUCCESS)
+        result = self.run_coro(task)
+        assert (result.size, result.sha256) == (len(CONTENT), SHA)
+        assert len(sealed) == result.sealed_size
+
+    def test_a_verdict_of_another_size_is_a_protocol_error(self) -> None:
+        task = self.send_stream()
+        iq, jingle, offer = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, IBBTransport(sid=content.transport.sid, block_size=1024))
+        self.ibb_receive(content.transport.sid)
+        self.digest(offer)
+        self.stored(offer, size=len(CONTENT) - 1)
+        self.end(jingle, Reason.SUCCESS)
+        with pytest.raises(RemoteProtocolError, match="not the one sent"):
+            self.run_coro(task)
+
+    def test_a_receiver_from_before_streams_refuses_at_once(self) -> None:
+        task = self.send_stream()
+        iq, _, _ = self.stream_offered()
+        self.recv(iq_error(iq["id"], "bad-request", etype="modify"))
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(RemoteProtocolError, match="predate streams"):
+            self.run_coro(task)
+
+    def test_a_range_asked_of_a_stream_is_refused(self) -> None:
+        task = self.send_stream()
+        iq, jingle, _ = self.stream_offered()
+        self.ack(iq)
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        # A range needs a size: the receiver (or its server) gives one.
+        accept = dataclasses.replace(
+            content.description, size=1000, range=Range(offset=100)
+        )
+        self.accept(
+            dataclasses.replace(
+                jingle, contents=(dataclasses.replace(content, description=accept),)
+            ),
+            IBBTransport(sid=content.transport.sid, block_size=1024),
+            offset=100,
+        )
+        self.ended(Reason.GENERAL_ERROR)
+        with pytest.raises(StreamCut, match="range"):
+            self.run_coro(task)
+
+
 class TestResume(SendingCase):
     settings: ClassVar[dict[str, Any]] = {"socks5_direct": False, "resume_attempts": 1}
 
@@ -575,6 +663,48 @@ class InitiatorS5BCase(SendingCase):
         assert isinstance(content.transport, S5BTransport)
         return content.transport
 
+    def discovered(
+        self, port: int, domain: str = "localhost", proxy: str = PROXY
+    ) -> None:
+        """Answer the proxy discovery of ``domain``: one proxy on ``port``."""
+
+        def query(to: str, ns: str) -> StanzaBase:
+            return self.take(
+                lambda s: (
+                    s.name == "iq"
+                    and s["type"] == "get"
+                    and s["to"].full == to
+                    and s.xml.find(f"{{{ns}}}query") is not None
+                )
+            )
+
+        items = query(domain, NS_DISCO_ITEMS)
+        self.recv(
+            result(
+                items["id"],
+                f'<query xmlns="{NS_DISCO_ITEMS}"><item jid="{proxy}"/></query>',
+                frm=domain,
+            )
+        )
+        info = query(proxy, NS_DISCO_INFO)
+        self.recv(
+            result(
+                info["id"],
+                f'<query xmlns="{NS_DISCO_INFO}">'
+                '<identity category="proxy" type="bytestreams"/></query>',
+                frm=proxy,
+            )
+        )
+        hosts = query(proxy, NS_BYTESTREAMS)
+        self.recv(
+            result(
+                hosts["id"],
+                f'<query xmlns="{NS_BYTESTREAMS}"><streamhost jid="{proxy}" '
+                f'host="127.0.0.1" port="{port}"/></query>',
+                frm=proxy,
+            )
+        )
+
     def read_all(self, connection: Any) -> bytes:
         data = bytearray()
         while piece := self.run_coro(asyncio.wait_for(connection.read(), 5)):
@@ -587,7 +717,7 @@ class TestInitiatorSocks5(InitiatorS5BCase):
         task = self.send()
         _, jingle, offer, key = self.offered()
         ours = self.our_candidates(jingle)
-        [mine] = ours.candidates
+        [mine] = [c for c in ours.candidates if c.host == "127.0.0.1"]
         assert (mine.jid, mine.host, mine.type) == (
             ME,
             "127.0.0.1",
@@ -637,7 +767,7 @@ class TestInitiatorSocks5(InitiatorS5BCase):
         task = self.send()
         _, jingle, _, _ = self.offered()
         ours = self.our_candidates(jingle)
-        [mine] = ours.candidates
+        [mine] = [c for c in ours.candidates if c.host == "127.0.0.1"]
         self.accept(jingle, S5BTransport(sid=ours.sid))
         self.our_report()
         self.report(jingle, candidate_used=mine.cid)  # a lie: it never came
@@ -718,46 +848,6 @@ class TestOurProxy(InitiatorS5BCase):
 
     settings: ClassVar[dict[str, Any]] = {"socks5_direct": False, "socks5_proxy": True}
 
-    def discovered(self, port: int) -> None:
-        """Answer the proxy discovery: one proxy on ``port``."""
-
-        def query(to: str, ns: str) -> StanzaBase:
-            return self.take(
-                lambda s: (
-                    s.name == "iq"
-                    and s["type"] == "get"
-                    and s["to"].full == to
-                    and s.xml.find(f"{{{ns}}}query") is not None
-                )
-            )
-
-        items = query("localhost", NS_DISCO_ITEMS)
-        self.recv(
-            result(
-                items["id"],
-                f'<query xmlns="{NS_DISCO_ITEMS}"><item jid="{PROXY}"/></query>',
-                frm="localhost",
-            )
-        )
-        info = query(PROXY, NS_DISCO_INFO)
-        self.recv(
-            result(
-                info["id"],
-                f'<query xmlns="{NS_DISCO_INFO}">'
-                '<identity category="proxy" type="bytestreams"/></query>',
-                frm=PROXY,
-            )
-        )
-        hosts = query(PROXY, NS_BYTESTREAMS)
-        self.recv(
-            result(
-                hosts["id"],
-                f'<query xmlns="{NS_BYTESTREAMS}"><streamhost jid="{PROXY}" '
-                f'host="127.0.0.1" port="{port}"/></query>',
-                frm=PROXY,
-            )
-        )
-
     def proxied(self) -> tuple[asyncio.Task[Any], Jingle, Any, Any]:
         port, _, listener = self.streamhost(b"x" * 40)
         task = self.send()
@@ -807,3 +897,67 @@ class TestOurProxy(InitiatorS5BCase):
         self.ended(Reason.FAILED_TRANSPORT)
         with pytest.raises(TransportError, match="activate"):
             self.run_coro(task)
+
+
+class TestPeersServersProxy(InitiatorS5BCase):
+    """The peer's server's proxies are offered too, after ours; a peer's
+    server that is slow to answer does not hold up the offer."""
+
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": False,
+        "socks5_proxy": True,
+        "candidate_timeout": 1.0,
+    }
+
+    def test_both_servers_proxies_are_offered_ours_first(self) -> None:
+        self.send()
+        self.discovered(1111)
+        self.discovered(2222, domain="example.org", proxy="proxy.example.org")
+        _, jingle, _, _ = self.offered()
+        ours, theirs = self.our_candidates(jingle).candidates
+        assert (ours.jid, ours.port, ours.priority) == (
+            PROXY,
+            1111,
+            priority(CandidateType.PROXY, 1),
+        )
+        assert (theirs.jid, theirs.port, theirs.priority) == (
+            "proxy.example.org",
+            2222,
+            priority(CandidateType.PROXY, 0),
+        )
+        assert {ours.type, theirs.type} == {CandidateType.PROXY}
+
+    def test_a_peers_server_that_does_not_answer_is_left_out(self) -> None:
+        self.send()
+        self.discovered(1111)
+        # example.org never answers its disco items: after candidate_timeout
+        # the offer goes out with our server's proxy alone.
+        _, jingle, _, _ = self.offered()
+        [ours] = self.our_candidates(jingle).candidates
+        assert ours.jid == PROXY
+
+
+class TestAddedAddresses(InitiatorS5BCase):
+    """--address: offered as assisted candidates (after direct ones), on our
+    streamhost's port unless given; --no-local-addresses: nothing else."""
+
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": True,
+        "local_addresses": False,
+        "addresses": [("198.51.100.7", 4000), ("home.example", None)],
+    }
+
+    def test_only_the_added_addresses_are_offered_as_assisted(self) -> None:
+        self.send()
+        _, jingle, _, _ = self.offered()
+        forwarded, named = self.our_candidates(jingle).candidates
+        _, port = self.run_coro(self.plugin("xfer_socks5").listen())
+        assert (forwarded.host, forwarded.port, forwarded.jid) == (
+            "198.51.100.7",
+            4000,
+            ME,
+        )
+        assert (named.host, named.port) == ("home.example", port)
+        assert {forwarded.type, named.type} == {CandidateType.ASSISTED}
+        assert forwarded.priority == priority(CandidateType.ASSISTED, 65535)
+        assert named.priority == priority(CandidateType.ASSISTED, 65534)

@@ -12,6 +12,7 @@ from xfer.envelope import (
     EnvelopeHeader,
     Suite,
 )
+from xfer.envelope.format import FINAL_BIT, WORD_SIZE, parse_word
 from xfer.errors import (
     EnvelopeFormatError,
     LocalProtocolError,
@@ -44,7 +45,7 @@ def test_header_layout_is_as_specified():
     [
         (0, ord("x"), EnvelopeFormatError),
         (4, 0, UnsupportedVersion),
-        (4, 2, UnsupportedVersion),
+        (4, 3, UnsupportedVersion),
         (5, 0, UnsupportedSuite),
         (5, 255, UnsupportedSuite),
     ],
@@ -82,7 +83,8 @@ def test_parse_rejects_wrong_lengths(n):
         {"chunk_size": MAX_CHUNK_SIZE + 1},
         {"salt": bytes(31)},
         {"transfer_id": bytes(17)},
-        {"version": 2},
+        {"version": 0},
+        {"version": 3},
     ],
 )
 def test_building_a_bad_header_is_a_local_error(fields):
@@ -120,3 +122,72 @@ def test_a_plain_suite_id_means_the_same_suite():
     assert h.suite is Suite.AES256_CTR_HMAC_SHA512
     with pytest.raises(LocalProtocolError, match="unknown suite"):
         EnvelopeHeader(suite=3, chunk_size=1024, salt=bytes(32), transfer_id=bytes(16))
+
+
+def test_a_version_2_header_differs_in_the_version_byte_only():
+    v2 = EnvelopeHeader(
+        suite=HEADER.suite,
+        chunk_size=HEADER.chunk_size,
+        salt=HEADER.salt,
+        transfer_id=HEADER.transfer_id,
+        version=2,
+    )
+    raw = v2.pack()
+    assert raw[4] == 2
+    assert raw[:4] + raw[5:] == HEADER.pack()[:4] + HEADER.pack()[5:]
+    assert EnvelopeHeader.parse(raw) == v2
+    assert EnvelopeHeader.parse(raw) != HEADER
+
+
+def test_version_2_chunks_carry_a_word_each():
+    h = EnvelopeHeader(
+        suite=Suite(1),
+        chunk_size=1024,
+        salt=bytes(32),
+        transfer_id=bytes(16),
+        version=2,
+    )
+    assert h.chunk_overhead == WORD_SIZE + TAG_SIZE == 36
+    assert h.wire_chunk_size == 1024 + 36
+    # Without a flush: full chunks and a final one, 36 bytes each over the data.
+    assert h.sealed_size(0) == HEADER_SIZE + 36
+    assert h.sealed_size(1024) == HEADER_SIZE + 1024 + 2 * 36
+    assert h.sealed_size(2500) == HEADER_SIZE + 2500 + 3 * 36
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        (1, (1, False)),
+        (1024, (1024, False)),
+        (FINAL_BIT, (0, True)),
+        (FINAL_BIT | 1024, (1024, True)),
+        (FINAL_BIT | 7, (7, True)),
+    ],
+)
+def test_parse_word_reads_the_length_and_the_final_bit(word, expected):
+    assert parse_word(word, 1024) == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "match"),
+    [
+        (0, "empty chunk"),
+        (1025, "longer than the chunk size"),
+        (FINAL_BIT | 1025, "longer than the chunk size"),
+        (1 << 24 | 5, "longer than the chunk size"),  # a reserved bit set
+        (FINAL_BIT - 1, "longer than the chunk size"),
+        (2**32 - 1, "longer than the chunk size"),
+    ],
+)
+def test_parse_word_rejects_what_no_valid_chunk_has(word, match):
+    with pytest.raises(EnvelopeFormatError, match=match):
+        parse_word(word, 1024)
+
+
+def test_the_largest_chunk_size_fits_the_word():
+    assert parse_word(MAX_CHUNK_SIZE, MAX_CHUNK_SIZE) == (MAX_CHUNK_SIZE, False)
+    assert parse_word(FINAL_BIT | MAX_CHUNK_SIZE, MAX_CHUNK_SIZE) == (
+        MAX_CHUNK_SIZE,
+        True,
+    )

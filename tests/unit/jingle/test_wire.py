@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests.helpers import old_module
 from xfer.jingle import Action, JingleError, Reason, Role
 from xfer.jingle.candidates import Candidate, CandidateType
 from xfer.jingle.files import Checksum, FileDescription, Range, Received
@@ -124,6 +126,36 @@ def test_the_offer_hides_nothing_it_should_not_show() -> None:
     assert "urn:xfer:jingle:otr:1" in text
 
 
+def stream_offer() -> Jingle:
+    content = offer().content
+    assert content is not None
+    assert content.description is not None
+    description = FileDescription(name=content.description.name, size=None)
+    return dataclasses.replace(
+        offer(), contents=(dataclasses.replace(content, description=description),)
+    )
+
+
+def test_a_stream_offer_has_no_size_and_no_range() -> None:
+    # What the servers see of a stream (spec/jingle.md 3.2): no <size/>.
+    built = build(stream_offer())
+    text = ET.tostring(built).decode()
+    assert "size>" not in text
+    assert "range" not in text
+    assert f"{TID.hex()}.xfer" in text
+    assert roundtrip(stream_offer()) == stream_offer()
+
+
+def test_a_receiver_from_before_streams_answers_a_stream_bad_request() -> None:
+    # The parser of the last release without streams (from the history):
+    # a <file/> without <size/> is malformed to it, and it says so at once.
+    old = old_module("xfer/jingle/wire.py")
+    with pytest.raises(JingleError) as caught:
+        old.parse(build(stream_offer()))
+    assert caught.value.condition == "bad-request"
+    assert old.parse(build(offer())).content.description.size == 1234
+
+
 def jingle_xml(inner: str = "", **attrs: str) -> ET.Element:
     a = {"action": "session-initiate", "sid": "s1", **attrs}
     attr_text = " ".join(f'{k}="{v}"' for k, v in a.items())
@@ -152,6 +184,18 @@ S5 = 'xmlns="urn:xmpp:jingle:transports:s5b:1"'
         (
             f'<content name="f"><description {FT}><file><name>x</name>'
             "<size>+12</size></file></description></content>",
+            {},
+            "bad-request",
+        ),
+        (
+            f'<content name="f"><description {FT}><file><name>x</name>'
+            "<size/></file></description></content>",
+            {},
+            "bad-request",
+        ),
+        (
+            f'<content name="f"><description {FT}><file><name>x</name>'
+            '<range offset="0"/></file></description></content>',
             {},
             "bad-request",
         ),

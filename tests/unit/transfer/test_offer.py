@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.helpers import make_offer
+from tests.helpers import make_offer, old_module
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.transfer.offer import (
     FILE_ID_SAMPLE,
+    FLAG_STREAM,
     TransferDigest,
     TransferOffer,
     TransferVerdict,
@@ -161,7 +162,7 @@ def test_an_offer_has_a_file_id_or_a_hash() -> None:
         TransferOffer(**{**fields, "file_id": bytes(31)})
 
 
-@pytest.mark.parametrize("flags", [1, 0x80, 0xFF])
+@pytest.mark.parametrize("flags", [0x02, 0x03, 0x80, 0xFF])
 def test_unknown_flags_are_refused(flags: int) -> None:
     raw = bytearray(make_offer().encode())
     raw[2] = flags
@@ -169,6 +170,69 @@ def test_unknown_flags_are_refused(flags: int) -> None:
         TransferOffer.decode(bytes(raw))
     with pytest.raises(LocalProtocolError):
         make_offer(flags=flags)
+
+
+# -- stream offers (FLAG_STREAM) -------------------------------------------------
+
+
+def stream_offer(**extra: object) -> TransferOffer:
+    return TransferOffer.stream(
+        transfer_id=bytes(range(16)),
+        salt=b"\x05" * 32,
+        suite=1,
+        chunk_size=65536,
+        name="backup.tar",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_a_stream_offer_sets_flag_1_and_has_no_size_and_no_file_id() -> None:
+    offer = stream_offer()
+    raw = offer.encode()
+    assert FLAG_STREAM == 0x01
+    assert raw[:3] == b"\x02\x01\x01"  # version 2, an offer, FLAG_STREAM
+    fixed = 3 + 16 + 32 + 1 + 4
+    assert raw[fixed : fixed + 8 + 32] == bytes(40)  # size and file id: zero
+    got = decode_payload(raw)
+    assert got == offer
+    assert isinstance(got, TransferOffer)
+    assert got.is_stream
+    assert (got.size, got.flags) == (0, FLAG_STREAM)
+    assert not make_offer().is_stream
+
+
+@pytest.mark.parametrize(
+    ("offset", "what"), [(3 + 16 + 32 + 1 + 4, "size"), (3 + 16 + 32 + 1 + 4 + 8, "id")]
+)
+def test_a_stream_offer_with_a_size_or_a_file_id_is_refused(
+    offset: int, what: str
+) -> None:
+    # A forged stream flag on a file offer, or a stream that claims a size:
+    # one of the two readings would be wrong, so neither is taken.
+    raw = bytearray(stream_offer().encode())
+    raw[offset + 7 if what == "size" else offset] = 1
+    with pytest.raises(RemoteProtocolError, match="stream"):
+        TransferOffer.decode(bytes(raw))
+    file_offer = bytearray(make_offer(size=5).encode())
+    file_offer[2] = FLAG_STREAM
+    with pytest.raises(RemoteProtocolError, match="stream"):
+        TransferOffer.decode(bytes(file_offer))
+    with pytest.raises(LocalProtocolError):
+        make_offer(size=5, flags=FLAG_STREAM)
+
+
+def test_a_version_1_offer_has_no_flags_so_no_stream() -> None:
+    with pytest.raises(LocalProtocolError):
+        make_offer(sha256=bytes(32), size=0, flags=FLAG_STREAM)
+
+
+def test_a_receiver_from_before_streams_refuses_a_stream_offer() -> None:
+    # The decoder of the last release without streams (KNOWN_FLAGS = 0), as
+    # it is in the history: it must refuse the offer, not misread it.
+    old = old_module("xfer/transfer/offer.py")
+    with pytest.raises(RemoteProtocolError, match="unknown flags"):
+        old.decode_payload(stream_offer().encode())
+    assert old.decode_payload(make_offer(size=5).encode()).size == 5
 
 
 @pytest.mark.parametrize(

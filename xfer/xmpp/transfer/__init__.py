@@ -25,9 +25,17 @@ from __future__ import annotations
 from xfer.xmpp.transfer.plugin import (
     RESTARTED,
     IncomingOffer,
+    ReceivedStream,
     SendResult,
     XferTransfer,
     xfer_transfer,
 )
 
-__all__ = ["RESTARTED", "IncomingOffer", "SendResult", "XferTransfer", "xfer_transfer"]
+__all__ = [
+    "RESTARTED",
+    "IncomingOffer",
+    "ReceivedStream",
+    "SendResult",
+    "XferTransfer",
+    "xfer_transfer",
+]

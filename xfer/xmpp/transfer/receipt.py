@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from xfer.aio.placement import resume_point
 from xfer.aio.pump import confirm_sealed, receive_sealed
+from xfer.aio.stream import receive_stream
 from xfer.errors import (
     IntegrityError,
     NotSecure,
@@ -52,7 +53,9 @@ if TYPE_CHECKING:
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.partial import Partial
+    from xfer.aio.stream import Sink, StreamProgress
     from xfer.envelope import EnvelopeHeader
+    from xfer.jingle.files import FileDescription
     from xfer.jingle.wire import Jingle
     from xfer.transfer.offer import TransferDigest
     from xfer.xmpp.ibb import IBBStream
@@ -61,9 +64,18 @@ if TYPE_CHECKING:
     from xfer.xmpp.transfer.context import Settings, Siblings
     from xfer.xmpp.transfer.negotiation import Negotiator
 
+    #: Waits for the sender's digest inside OTR.
+    DigestWait = Callable[[], Awaitable[TransferDigest]]
+
 __all__ = ["Negotiated", "Receipts"]
 
 log = logging.getLogger(__name__)
+
+#: How long a failed stream's receipt waits for the answer to its
+#: session-terminate before it reports the cut (the rest goes on behind).
+TERMINATE_WAIT = 0.5
+#: Those session-terminates still waiting for their answer.
+_ENDING: set[asyncio.Future[None]] = set()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,10 +121,8 @@ class Receipts:
         digest came inside OTR, from the account and fingerprint of the
         offer, and agrees (waited for up to ``connect_timeout`` after the
         stream ended); without it, the file is refused."""
-        session = offer.session
         content = offer.initiate.content
         assert content is not None
-        assert content.transport is not None
         assert content.description is not None
         if finished:
             start = offer.got.offer.size
@@ -122,6 +132,86 @@ class Receipts:
         description = dataclasses.replace(
             content.description, range=Range(offset=start) if start else None
         )
+
+        def phase(stream: ByteStream, said: DigestWait | None) -> Awaitable[bytes]:
+            if finished:
+                return confirm_sealed(
+                    stream,
+                    offer.key,
+                    offer.got.offer,
+                    path,
+                    sealed_size=offer.header.sealed_size(0),
+                    stall_timeout=self._settings.stall_timeout,
+                    digest=said,
+                )
+            return self._receive(
+                offer, stream, path, overwrite, progress, partial, on_stored, said
+            )
+
+        sha256 = await self._exchange(offer, description, phase)
+        await self._succeeded(offer, sha256, offer.got.offer.size)
+        return sha256
+
+    async def run_stream(
+        self,
+        offer: Negotiated,
+        sink: Sink,
+        state: StreamProgress,
+        progress: ProgressCallback,
+    ) -> bytes:
+        """The Jingle session of a stream (``spec/otr.md`` 5.4): accept
+        without a range, hand each verified chunk's plaintext to ``sink``,
+        and once the final chunk verified and the sender's digest agrees,
+        tell the sender (verdict ``stored`` with the SHA-256 and size of
+        what was delivered). Returns that SHA-256; ``state`` counts what was
+        delivered, also after a failure (then the verdict ``refused`` says
+        how much).
+
+        Raises:
+            StreamCut: the stream ended or broke before its final chunk.
+            IntegrityError, EnvelopeFormatError: it did not verify.
+            TransferRejected: the sender ended the session. OSError: the
+            sink failed.
+        """
+        content = offer.initiate.content
+        assert content is not None
+        assert content.description is not None
+        description = dataclasses.replace(content.description, range=None)
+
+        def phase(stream: ByteStream, said: DigestWait | None) -> Awaitable[bytes]:
+            assert said is not None  # a stream's offer is version 2
+            return receive_stream(
+                stream,
+                offer.key,
+                offer.got.offer,
+                sink,
+                state=state,
+                digest=said,
+                progress=progress,
+                executor=crypto_executor(),
+                limit=self._settings.max_size,
+            )
+
+        sha256 = await self._exchange(offer, description, phase, state=state)
+        await self._succeeded(offer, sha256, state.plain)
+        return sha256
+
+    async def _exchange(
+        self,
+        offer: Negotiated,
+        description: FileDescription,
+        phase: Callable[[ByteStream, DigestWait | None], Awaitable[bytes]],
+        *,
+        state: StreamProgress | None = None,
+    ) -> bytes:
+        """Accept ``offer`` with ``description``, negotiate the transport,
+        and run the data ``phase`` on the bytestream; the SHA-256 it
+        returns. On failure the sender hears why (:meth:`_failed`; for a
+        stream, with the count ``state`` holds)."""
+        session = offer.session
+        content = offer.initiate.content
+        assert content is not None
+        assert content.transport is not None
         s5b: S5B | None = None
         waiter: asyncio.Future[IBBStream] | None = None
         tid = offer.got.offer.transfer_id
@@ -183,26 +273,9 @@ class Receipts:
                     offer.initiate,
                 )
             said = None if digest is None else self._waiting(offer, digest)
-            sha256 = await watching(
-                session,
-                confirm_sealed(
-                    stream,
-                    offer.key,
-                    offer.got.offer,
-                    path,
-                    sealed_size=offer.header.sealed_size(0),
-                    stall_timeout=self._settings.stall_timeout,
-                    digest=said,
-                )
-                if finished
-                else self._receive(
-                    offer, stream, path, overwrite, progress, partial, on_stored, said
-                ),
-                stream,
-                drain=True,
-            )
+            return await watching(session, phase(stream, said), stream, drain=True)
         except BaseException as exc:
-            await self._failed(offer, exc)
+            await self._failed(offer, exc, state)
             raise
         finally:
             self._siblings.otr.forget_digest(tid)
@@ -211,14 +284,19 @@ class Receipts:
                 s5b.close()
             if waiter is not None and not waiter.done():
                 waiter.cancel()
-        # The verdict the sender believes goes inside OTR; Jingle's end follows.
-        self._tell(offer, stored=True, sha256=sha256)
+
+    async def _succeeded(self, offer: Negotiated, sha256: bytes, size: int) -> None:
+        """The verdict the sender believes goes inside OTR; Jingle's end
+        follows."""
+        session = offer.session
+        content = offer.initiate.content
+        assert content is not None
+        self._tell(offer, stored=True, sha256=sha256, size=size)
         with contextlib.suppress(XferError):
             await session.send(
                 session.jingle(Action.SESSION_INFO, info=Received(content=content.name))
             )
         await session.terminate(Reason.SUCCESS)
-        return sha256
 
     async def _receive(
         self,
@@ -271,13 +349,36 @@ class Receipts:
 
         return wait
 
-    async def _failed(self, offer: Negotiated, exc: BaseException) -> None:
+    async def _failed(
+        self, offer: Negotiated, exc: BaseException, state: StreamProgress | None
+    ) -> None:
         """A receipt failed: say why to the sender inside OTR (unless it only
         broke off, to go on), and end the Jingle session with a reason the
-        servers may read."""
-        if isinstance(exc, XferError | OSError) and not broke_off(exc):
+        servers may read. A stream never goes on: its sender always hears
+        why, and how much was verified and delivered (``state``)."""
+        if state is not None:
+            if isinstance(exc, XferError | OSError):
+                self._tell(
+                    offer,
+                    stored=False,
+                    why=private_text(exc),
+                    sha256=state.digest.digest(),
+                    size=state.plain,
+                )
+        elif isinstance(exc, XferError | OSError) and not broke_off(exc):
             self._tell(offer, stored=False, why=private_text(exc))
-        await offer.session.terminate(reason_for(exc), public_text(exc, receiving=True))
+        ending = offer.session.terminate(
+            reason_for(exc), public_text(exc, receiving=True)
+        )
+        if state is None:
+            await ending
+            return
+        # A stream's consumer hears of the cut at once, not only when the
+        # server answered (a peer that was killed answers nothing for a while).
+        task = asyncio.ensure_future(ending)
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
+        await asyncio.wait({task}, timeout=TERMINATE_WAIT)
 
     def _tell(
         self,
@@ -285,16 +386,17 @@ class Receipts:
         *,
         stored: bool,
         sha256: bytes = bytes(32),
+        size: int = 0,
         why: str = "",
     ) -> None:
         """Send the sender our verdict on its offer, inside OTR: for a file
-        stored, its SHA-256 and size."""
-        offered = offer.got.offer
+        stored, its SHA-256 and size; for a stream, those of the plaintext
+        verified and delivered (also when refused)."""
         verdict = TransferVerdict(
-            transfer_id=offered.transfer_id,
+            transfer_id=offer.got.offer.transfer_id,
             stored=stored,
-            sha256=sha256 if stored else bytes(32),
-            size=offered.size if stored else 0,
+            sha256=sha256,
+            size=size,
             reason=clip(why, MAX_REASON_BYTES),
         )
         try:

@@ -35,9 +35,11 @@ from xfer.transfer.offer import envelope_header
 from xfer.transfer.policy import ENCRYPTED_ONLY, broke_off
 from xfer.xmpp.transfer.context import RESTARTED
 from xfer.xmpp.transfer.receipt import Negotiated, Receipts
+from xfer.xmpp.transfer.streaming import ReceivedStream
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.aio.partial import Partial
@@ -71,7 +73,8 @@ class IncomingOffer:
     fingerprint: bytes
     trusted: bool
     offer: TransferOffer
-    sealed_size: int
+    #: The size of the sealed stream; None for a stream (not known up front).
+    sealed_size: int | None
     _receiver: Receiver = field(repr=False)
     _negotiated: Negotiated = field(repr=False)
     _answered: bool = field(default=False, repr=False)
@@ -83,7 +86,15 @@ class IncomingOffer:
 
     @property
     def size(self) -> int:
+        """The file's size in bytes (0 for a stream: see :attr:`is_stream`)."""
         return self.offer.size
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether this offers a stream (a pipe, say), whose size is known
+        only at its end: take it with :meth:`accept_stream`, not
+        :meth:`accept`."""
+        return self.offer.is_stream
 
     @property
     def sha256(self) -> bytes | None:
@@ -143,6 +154,8 @@ class IncomingOffer:
             DestinationExists: ``dest`` is a file and ``overwrite`` is false.
         Whatever fails, nothing is left at the destination.
         """
+        if self.is_stream:
+            raise LocalProtocolError("this offers a stream: use accept_stream()")
         self._claim()
         path, partial = await asyncio.to_thread(
             self._receiver.place, self, Path(dest), overwrite
@@ -153,6 +166,32 @@ class IncomingOffer:
             )
             raise DestinationExists(dest)
         return await self._receiver.receive(self, path, overwrite, progress, partial)
+
+    async def accept_stream(
+        self, *, progress: ProgressCallback = no_progress
+    ) -> ReceivedStream:
+        """Take a stream (:attr:`is_stream`): an async iterator of its
+        plaintext, each piece released only once its chunk verified. It
+        ends when the final chunk verified and the sender's digest agreed
+        with what was delivered; then ``sha256`` and ``verified`` say what
+        that was, and the sender has been told (verdict inside OTR).
+
+        Iterating raises :class:`~xfer.errors.StreamCut` ("stream cut after
+        N verified bytes") if the stream broke off or did not verify;
+        everything yielded before was verified, but the stream is
+        incomplete. Leaving the iteration early (``aclose``) ends the
+        transfer (the sender hears ``cancel``).
+
+        Raises:
+            LocalProtocolError: this offers a file (use :meth:`accept`), or
+            it was answered already.
+        """
+        if not self.is_stream:
+            raise LocalProtocolError("this offers a file: use accept()")
+        self._claim()
+        return ReceivedStream(
+            self._receiver.receipts_runner, self._negotiated, progress=progress
+        )
 
     def resumes_from(self, dest: str | os.PathLike[str]) -> int:
         """How many bytes of this file an earlier, broken receipt into
@@ -172,11 +211,17 @@ class Receiver:
         self._trust_ok = context.trust_ok
         self._notice = context.notice
         self._receipts = Receipts(context.settings, context.siblings, negotiator)
+        #: Runs the Jingle session of a receipt (a stream's, too).
+        self.receipts_runner = self._receipts
         #: The vetted offers waiting for the application.
         self.offers: asyncio.Queue[IncomingOffer] = asyncio.Queue(
             maxsize=self._settings.max_pending_offers
         )
         self._tasks: set[asyncio.Future[None]] = set()
+        #: Called with each vetted offer before it is queued; one that
+        #: returns True took it (``xfer_share``'s fetcher takes the offers
+        #: that answer its own requests).
+        self.takers: list[Callable[[IncomingOffer], bool]] = []
         #: Receipts in progress, by :func:`_receipt_key`: a new offer of the
         #: same file from the same sender continues one.
         self.receipts: dict[tuple[str, bytes, int, str], _Receipt] = {}
@@ -219,8 +264,11 @@ class Receiver:
                 Reason.SECURITY_ERROR, "the OTR offer names unusable parameters"
             )
             return
-        sealed = header.sealed_size(got.offer.size)
-        if content.description.size != sealed:
+        # A stream has no size up front, in Jingle either (spec/jingle.md 3.2).
+        sealed = None if got.offer.is_stream else header.sealed_size(got.offer.size)
+        if content.description.size != sealed or (
+            sealed is None and content.description.range is not None
+        ):
             await session.terminate(
                 Reason.SECURITY_ERROR, "the Jingle size does not match the OTR offer"
             )
@@ -236,7 +284,11 @@ class Receiver:
         # Only now, the offer vetted, may the peer learn that we are online
         # and when we go (directed presence).
         self._siblings.jingle.announce(session.peer)
-        if self._continues(incoming) or self._confirms(incoming):
+        if not incoming.is_stream and (
+            self._continues(incoming)
+            or self._confirms(incoming)
+            or any(take(incoming) for take in self.takers)
+        ):
             return
         if self.offers.full() or not incoming.trusted:
             self._drop_withdrawn()
@@ -370,7 +422,7 @@ class Receiver:
         jingle: Jingle,
         got: ReceivedOffer,
         header: EnvelopeHeader,
-        sealed: int,
+        sealed: int | None,
     ) -> IncomingOffer:
         return IncomingOffer(
             peer=got.peer,

@@ -1,0 +1,145 @@
+"""Pipes on the command line end to end: ``tar c | xfer send -`` and
+``xfer receive --stdout | tar x`` with real processes and a real Prosody, and
+a sender killed mid-stream making the receiving pipeline fail."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli_e2e import Person, friends, people  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+XFER = f"{shlex.quote(sys.executable)} -m xfer_cli"
+
+
+def pipeline(person: Person, script: str) -> subprocess.Popen[bytes]:
+    """``script`` in bash with pipefail (a pipeline fails if any part does)."""
+    return subprocess.Popen(
+        ["bash", "-o", "pipefail", "-c", script],
+        env=person.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def wait_waiting(proc: subprocess.Popen[bytes]) -> list[bytes]:
+    """The receiver's stderr lines up to the one saying it waits."""
+    assert proc.stderr is not None
+    seen: list[bytes] = []
+    while b"waiting for files" not in (line := proc.stderr.readline()):
+        assert line, b"".join(seen).decode(errors="replace")
+        seen.append(line)
+    return seen
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_tar_through_a_pipe_reproduces_the_tree(
+    friends: tuple[Person, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice, bob = friends
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "big.bin").write_bytes(os.urandom(700_000))
+    (src / "a" / "small.txt").write_bytes(b"hello\n")
+    (src / "empty").write_bytes(b"")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    receiver = pipeline(
+        bob, f"{XFER} receive --stdout --yes | tar x -C {shlex.quote(str(dest))}"
+    )
+    try:
+        wait_waiting(receiver)
+        sender = subprocess.run(
+            [
+                "bash",
+                "-o",
+                "pipefail",
+                "-c",
+                f"tar c -C {shlex.quote(str(src))} . | {XFER} send - --to {bob.jid}"
+                " --name src.tar",
+            ],
+            env=alice.env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        _, err = receiver.communicate(timeout=30)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    assert sender.returncode == 0, sender.stderr.decode()
+    assert receiver.returncode == 0, err.decode()
+    assert tree(dest) == tree(src)
+    # Both sides print the SHA-256 of the same bytes.
+    said = re.findall(rb"SHA-256 ([0-9a-f]{64})", sender.stderr + err)
+    assert len(said) == 2
+    assert said[0] == said[1]
+
+
+def test_a_killed_sender_fails_the_receiving_pipeline(
+    friends: tuple[Person, Person],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    alice, bob = friends
+    out = tmp_path / "out.bin"
+    receiver = pipeline(
+        bob, f"{XFER} receive --stdout --yes -q | cat > {shlex.quote(str(out))}"
+    )
+    sender: subprocess.Popen[bytes] | None = None
+    try:
+        # -q: no status on stderr; the receiver is ready once it is logged
+        # in, which the sender's own OTR set-up waits for anyway.
+        time.sleep(1.0)
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "xfer_cli", "send", "-", "--to", bob.jid],
+            env=alice.env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert sender.stdin is not None
+        data = os.urandom(300_000)
+        sender.stdin.write(data)
+        sender.stdin.flush()
+        deadline = time.monotonic() + 30
+        # Standard input is a pipe: live, so all of it goes out (four full
+        # chunks and a flushed short one) while the sender waits for more.
+        while not out.exists() or out.stat().st_size < len(data):
+            assert time.monotonic() < deadline, "no data reached the receiver"
+            time.sleep(0.05)
+        sender.send_signal(signal.SIGKILL)
+        sender.wait(timeout=10)
+        killed = time.monotonic()
+        _, err = receiver.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        for proc in (sender, receiver):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+    assert receiver.returncode != 0
+    # It tells of the cut at once (the killed peer's server answers nothing
+    # for a while; that is not waited for).
+    assert took < 10, took
+    written = out.read_bytes()
+    assert written == data[: len(written)]
+    assert len(written) == len(data)
+    assert f"stream cut after {len(written)} verified bytes".encode() in err, err

@@ -1,0 +1,484 @@
+"""Streams through a bytestream, sealed: the data phase of a transfer whose
+size is known only at its end (a pipe, ``spec/otr.md`` 5.4).
+
+:func:`send_stream` reads an async source, seals each piece, hashes it and
+writes it; :func:`receive_stream` reads the sealed stream, and hands each
+chunk's plaintext to a sink as soon as that chunk verified. Nothing waits
+for the whole stream, and nothing holds more than a few pieces:
+
+- backpressure runs end to end: the sender reads its source only as fast as
+  the bytestream takes the sealed pieces (``ByteStream.write`` waits for
+  room), and the receiver reads the bytestream only as fast as its sink
+  takes the plaintext (each ``await sink(...)`` returns before the next
+  read). A slow consumer at the far end slows the producer at this end.
+- a stream that ends before its final chunk verified never looks complete:
+  :class:`~xfer.errors.StreamCut` with the count of verified bytes
+  delivered. It does not resume (standard input cannot be read again).
+
+A stream is sealed in envelope format version 2 (:func:`stream_sealer`),
+whose ``Sealer.flush`` seals a short chunk before the end: with a
+``flush_interval`` (a live stream), :func:`send_stream` flushes what waits
+after at most that long, and the receiver's opener releases each such chunk
+as soon as it verified. Without one, only full chunks and the final one go
+out, which is all a pipe needs. The receiver opens version 1 too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from xfer.aio.bytestream import no_progress
+from xfer.envelope import Opener, Sealer, Suite
+from xfer.errors import (
+    EnvelopeFormatError,
+    IntegrityError,
+    RemoteProtocolError,
+    StreamCut,
+    TransferTimeout,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+    from concurrent.futures import Executor
+
+    from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.envelope import EnvelopeHeader
+    from xfer.transfer.offer import TransferDigest, TransferOffer
+
+    #: Takes verified plaintext; returns when it has room for more.
+    Sink = Callable[[bytes], Awaitable[None]]
+
+__all__ = [
+    "STREAM_PIECE",
+    "StreamProgress",
+    "can_flush",
+    "input_pieces",
+    "output_sink",
+    "receive_stream",
+    "send_stream",
+    "source_pieces",
+    "stream_sealer",
+]
+
+#: The sender reads its source in pieces of at most this size.
+STREAM_PIECE = 256 * 1024
+#: The receiver reads the bytestream in pieces of at most this size.
+READ_PIECE = 256 * 1024
+#: Pieces read ahead of the sealer, at most (with the one being sealed and
+#: the one being written, the sender holds four pieces).
+READ_AHEAD = 2
+#: Pieces smaller than this are sealed or opened on the event loop thread.
+_INLINE = 64 * 1024
+#: The default flush interval of a live stream (s).
+FLUSH_INTERVAL = 0.015
+#: The envelope format version of streams (:func:`stream_sealer`): 2, whose
+#: chunks may be short before the end (flushed), so a live stream's data
+#: need not wait for a full chunk (``spec/envelope.md``).
+STREAM_VERSION = 2
+
+
+def stream_sealer(
+    key: bytes,
+    offer: TransferOffer,
+    *,
+    executor: Executor | None = None,
+    workers: int = 2,
+) -> Sealer:
+    """The sealer of a stream offered by ``offer``, in envelope format
+    version :data:`STREAM_VERSION` (2: it can :meth:`~Sealer.flush`)."""
+    return Sealer.announced(
+        key,
+        salt=offer.salt,
+        transfer_id=offer.transfer_id,
+        suite=Suite(offer.suite),
+        chunk_size=offer.chunk_size,
+        executor=executor,
+        workers=workers,
+        version=STREAM_VERSION,
+    )
+
+
+def can_flush(sealer: Sealer) -> bool:
+    """Whether ``sealer`` can seal a short chunk before the end (envelope
+    format version 2): what a live stream needs."""
+    return sealer.header.version >= 2
+
+
+@dataclass(kw_only=True)
+class StreamProgress:
+    """How far a stream got, readable after it failed: plaintext bytes
+    sealed and written (the sender) or verified and delivered (the
+    receiver), and their running SHA-256."""
+
+    plain: int = 0
+    sealed: int = 0
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+
+# -- sources and sinks -----------------------------------------------------------
+
+
+async def source_pieces(
+    source: AsyncIterable[bytes | bytearray | memoryview] | asyncio.StreamReader,
+    size: int = STREAM_PIECE,
+) -> AsyncIterator[bytes]:
+    """The bytes of ``source`` in pieces of at most ``size`` (an iterable's
+    larger pieces are cut, empty ones skipped)."""
+    if isinstance(source, asyncio.StreamReader):
+        while piece := await source.read(size):
+            yield piece
+        return
+    async for data in source:
+        view = memoryview(data).cast("B")
+        for i in range(0, len(view), size):
+            yield bytes(view[i : i + size])
+
+
+async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes]:
+    """The bytes read from descriptor ``fd`` (standard input) until its end.
+
+    A pipe, socket or terminal is read by the event loop (nothing waits in
+    a thread, so a source that stays silent costs nothing and cancels at
+    once); a regular file in a worker thread."""
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+        while piece := await asyncio.to_thread(os.read, fd, size):
+            yield piece
+        return
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=size, loop=loop)
+    # The event loop makes the descriptor non-blocking, which is a property
+    # of the open file that the shell shares (a terminal): put it back.
+    blocking = os.get_blocking(fd)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+        os.fdopen(os.dup(fd), "rb", buffering=0),
+    )
+    try:
+        async for piece in source_pieces(reader, size):
+            yield piece
+    finally:
+        transport.close()
+        os.set_blocking(fd, blocking)
+
+
+@contextlib.asynccontextmanager
+async def output_sink(fd: int) -> AsyncIterator[Sink]:
+    """A sink that writes to descriptor ``fd`` (standard output): through
+    the event loop for a pipe or socket (each write returns once the
+    reader took enough: backpressure), in a worker thread otherwise. The
+    writes are flushed when the context ends."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+
+        async def write_file(data: bytes) -> None:
+            view = memoryview(data)
+            while view:
+                n = await asyncio.to_thread(os.write, fd, view)
+                view = view[n:]
+
+        yield write_file
+        return
+    loop = asyncio.get_running_loop()
+    blocking = os.get_blocking(fd)  # put back at the end, as for input
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(fd), "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def write_pipe(data: bytes) -> None:
+        if transport.is_closing():
+            raise BrokenPipeError("the output was closed")
+        writer.write(data)
+        await writer.drain()
+
+    async def flush() -> None:
+        # drain() returns below the high-water mark: wait for all of it
+        # (only if some is left: the reader may be gone once it has all).
+        if transport.get_write_buffer_size():
+            transport.set_write_buffer_limits(high=0)
+            await writer.drain()
+
+    try:
+        yield write_pipe
+    except BaseException:
+        # What the sink took was verified: it reaches the output, if it can.
+        with contextlib.suppress(Exception):
+            await flush()
+        raise
+    else:
+        await flush()
+    finally:
+        transport.close()
+        os.set_blocking(fd, blocking)
+
+
+# -- the sender ----------------------------------------------------------------------
+
+
+async def send_stream(
+    pieces: AsyncIterable[bytes],
+    stream: ByteStream,
+    sealer: Sealer,
+    *,
+    state: StreamProgress,
+    progress: ProgressCallback = no_progress,
+    on_written: Callable[[], object] | None = None,
+    stall_timeout: float | None = None,
+    flush_interval: float | None = None,
+) -> None:
+    """Seal ``pieces`` onto ``stream`` until they end, then the final chunk,
+    and close it. ``state`` counts the plaintext and sealed bytes written
+    and hashes the plaintext (read it after a failure too).
+
+    With ``flush_interval`` and a sealer that can flush (:func:`can_flush`),
+    plaintext that waits for a full chunk is sealed as a short chunk and
+    sent at most that many seconds after it came. ``on_written`` is called
+    once the last sealed byte is written, before closing. A write that
+    cannot go on for ``stall_timeout`` seconds (the receiver stopped
+    reading) fails.
+
+    Raises:
+        TransportError (TransferTimeout): the stream failed or stalled.
+        OSError: reading the source failed.
+    """
+    flushing = flush_interval is not None and can_flush(sealer)
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
+    reader = asyncio.ensure_future(_read_ahead(pieces, queue))
+    write: asyncio.Future[None] | None = None
+    loop = asyncio.get_running_loop()
+    deadline: float | None = None  # when the buffered plaintext must go
+    try:
+        while (item := await _next(queue, deadline)) is not None:
+            if isinstance(item, _Flush):
+                out = sealer.flush()
+                deadline = None
+            elif isinstance(item, BaseException):
+                if write is not None:  # what was read before goes out
+                    await write
+                raise item
+            else:
+                out = await _seal(sealer, item, state)
+                progress(state.plain, None)
+                if flushing and deadline is None and sealer.buffered:
+                    assert flush_interval is not None
+                    deadline = loop.time() + flush_interval
+            if out:
+                write = await _then_write(write, stream, out, stall_timeout)
+                state.sealed += len(out)
+        if write is not None:
+            await write
+            write = None
+        tail = sealer.finalize()
+        await _stalling(stream.write(tail), stall_timeout)
+        state.sealed += len(tail)
+        if on_written is not None:
+            on_written()
+        await stream.close()
+    finally:
+        for task in (reader, write):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+class _Flush:
+    """What :func:`_next` returns when the buffered plaintext is due."""
+
+
+_FLUSH = _Flush()
+
+
+async def _next(
+    queue: asyncio.Queue[bytes | BaseException | None], deadline: float | None
+) -> bytes | BaseException | _Flush | None:
+    """The next piece of the source (None at its end, or why reading
+    failed); :data:`_FLUSH` if ``deadline`` passes first."""
+    if deadline is None:
+        return await queue.get()
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await queue.get()
+    except TimeoutError:
+        return _FLUSH
+
+
+async def _seal(sealer: Sealer, piece: bytes, state: StreamProgress) -> bytes:
+    """Seal and hash ``piece`` (on worker threads if it is large); count it."""
+    if len(piece) < _INLINE:
+        out = sealer.update(piece)
+        state.digest.update(piece)
+    else:
+        out = await _seal_and_hash(sealer, piece, state.digest)
+    state.plain += len(piece)
+    return out
+
+
+async def _read_ahead(
+    pieces: AsyncIterable[bytes], queue: asyncio.Queue[bytes | BaseException | None]
+) -> None:
+    """Read the source into ``queue`` (bounded: a full queue stops the
+    reading), then None; or the error that stopped it."""
+    try:
+        async for piece in pieces:
+            if piece:
+                await queue.put(bytes(piece))
+        await queue.put(None)
+    except Exception as exc:  # handed to the sealing loop, which raises it
+        await queue.put(exc)
+
+
+async def _then_write(
+    previous: asyncio.Future[None] | None,
+    stream: ByteStream,
+    data: bytes,
+    stall_timeout: float | None,
+) -> asyncio.Future[None]:
+    """Wait for the previous write, then start writing ``data``: one write
+    is in flight while the next piece is read and sealed."""
+    if previous is not None:
+        await previous
+    return asyncio.ensure_future(_stalling(stream.write(data), stall_timeout))
+
+
+async def _seal_and_hash(sealer: Sealer, piece: bytes, digest: hashlib._Hash) -> bytes:
+    """Seal ``piece`` and hash it, on two worker threads at once."""
+    sealed = asyncio.ensure_future(asyncio.to_thread(sealer.update, piece))
+    try:
+        await asyncio.to_thread(digest.update, piece)
+    finally:
+        if not sealed.done():
+            await asyncio.wait({sealed})
+    return await sealed
+
+
+async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            await work
+    except TimeoutError:
+        raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
+
+
+# -- the receiver --------------------------------------------------------------------
+
+
+def _matches(header: EnvelopeHeader, offer: TransferOffer) -> bool:
+    """Whether a stream's header carries the offer's parameters (its
+    format version may be 1 or 2: ``spec/otr.md`` 5.4)."""
+    return (
+        header.suite == offer.suite
+        and header.chunk_size == offer.chunk_size
+        and header.salt == offer.salt
+        and header.transfer_id == offer.transfer_id
+    )
+
+
+async def receive_stream(
+    stream: ByteStream,
+    key: bytes,
+    offer: TransferOffer,
+    sink: Sink,
+    *,
+    state: StreamProgress,
+    digest: Callable[[], Awaitable[TransferDigest]],
+    progress: ProgressCallback = no_progress,
+    stall_timeout: float | None = None,
+    executor: Executor | None = None,
+    limit: int | None = None,
+) -> bytes:
+    """Verify the sealed stream of the stream ``offer`` and hand each
+    chunk's plaintext to ``sink`` as soon as it verified; return the
+    SHA-256 of the whole plaintext once the final chunk verified and the
+    sender's digest (awaited with ``digest``) agrees with what was
+    delivered. ``state`` counts and hashes the plaintext delivered (read it
+    after a failure too). A live stream may be silent for long: without
+    ``stall_timeout``, the read waits as long as the bytestream lives. No
+    more than ``limit`` bytes of plaintext are handed on, if given.
+
+    Raises:
+        StreamCut: the bytestream ended (or broke) before the final chunk;
+            ``verified`` is the count delivered.
+        IntegrityError, EnvelopeFormatError: a chunk did not verify, the
+            header is not the offer's, or the digest disagrees (or did not
+            come).
+        RemoteProtocolError: the stream is longer than ``limit``.
+        OSError: the sink failed.
+    """
+    opener = Opener(
+        key,
+        transfer_id=offer.transfer_id,
+        max_chunk_size=offer.chunk_size,
+        executor=executor,
+    )
+    checked = False
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            async with asyncio.timeout(stall_timeout):
+                piece = await stream.read(READ_PIECE)
+        except TimeoutError:
+            raise StreamCut(
+                state.plain, why=f"no data came for {stall_timeout:g} s"
+            ) from None
+        except TransportError as exc:
+            raise StreamCut(state.plain, why=str(exc)) from exc
+        if not piece:
+            break
+        if len(piece) < _INLINE:
+            plain = opener.update(piece)
+        else:
+            plain = await loop.run_in_executor(None, opener.update, piece)
+        if not checked and opener.header is not None:
+            if not _matches(opener.header, offer):
+                raise IntegrityError
+            checked = True
+        if plain:
+            await _deliver(plain, sink, state, limit)
+            progress(state.plain, None)
+    try:
+        tail = opener.finalize()
+    except (IntegrityError, EnvelopeFormatError):
+        # Whatever the last bytes were, the end was not the sender's.
+        raise StreamCut(
+            state.plain, why="the stream ended before its final chunk"
+        ) from None
+    if tail:
+        await _deliver(tail, sink, state, limit)
+    progress(state.plain, None)
+    said = await digest()
+    ours = state.digest.digest()
+    if said.size != state.plain or said.sha256 != ours:
+        raise IntegrityError
+    return ours
+
+
+async def _deliver(
+    plain: bytes, sink: Sink, state: StreamProgress, limit: int | None
+) -> None:
+    """Hand verified plaintext to the sink; count and hash it once the sink
+    took it."""
+    if limit is not None and state.plain + len(plain) > limit:
+        # What fits is verified: it goes, and nothing after it.
+        await _deliver(plain[: limit - state.plain], sink, state, None)
+        raise RemoteProtocolError(f"the stream is longer than {limit} bytes")
+    await sink(plain)
+    state.digest.update(plain)
+    state.plain += len(plain)
+
+
+def stdin_is_live(fd: int | None = None) -> bool:
+    """Whether standard input (or ``fd``) is a terminal, a FIFO or a socket:
+    data that comes when it comes, worth flushing promptly."""
+    fd = sys.stdin.fileno() if fd is None else fd
+    mode = os.fstat(fd).st_mode
+    return os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
