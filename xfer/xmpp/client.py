@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,26 @@ __all__ = [
 #: The default c2s ports: STARTTLS (and plain), and direct TLS (XEP-0368).
 STARTTLS_PORT = 5222
 DIRECT_TLS_PORT = 5223
+
+
+class _Reported(logging.Filter):
+    """Drops slixmpp's log errors for the failures :class:`XferClient`
+    raises as typed errors (else, with no logging set up, Python's last-resort
+    handler prints them on stderr beside the error's one line)."""
+
+    MESSAGES = frozenset(
+        {"CERT: Invalid certificate trust chain.", "No appropriate login method."}
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.MESSAGES
+
+
+for _name in (
+    "slixmpp.xmlstream.xmlstream",
+    "slixmpp.features.feature_mechanisms.mechanisms",
+):
+    logging.getLogger(_name).addFilter(_Reported())
 
 _STREAM_NS = "http://etherx.jabber.org/streams"
 _TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"

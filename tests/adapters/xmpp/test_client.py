@@ -41,6 +41,19 @@ async def test_tls_settings() -> None:
     assert direct.enable_direct_tls
     assert direct.ssl_context.verify_mode is ssl.CERT_NONE
     assert "xep_0198" in direct.plugin
+    # Direct TLS has its own port (XEP-0368's usual 5223) when none is given.
+    assert (direct.default_port, plain.default_port) == (5223, 5222)
+
+
+async def test_a_ca_file_replaces_the_system_store(tmp_path: Path) -> None:
+    from xfer.testing.certs import CertificateAuthority
+
+    ca = CertificateAuthority("private CA").write(tmp_path / "ca.pem")
+    private = XferClient(JID, "pw", ca_file=ca)
+    assert private.ssl_context.verify_mode is ssl.CERT_REQUIRED
+    assert private.ssl_context.check_hostname
+    subjects = [dict(c["subject"][0]) for c in private.ssl_context.get_ca_certs()]
+    assert subjects == [{"commonName": "private CA"}]
 
 
 async def test_a_closed_port_is_unreachable(client: XferClient) -> None:
