@@ -29,6 +29,9 @@ Those offers, digests and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTa
 which the plugin owns and hands every TLV 8 of ours; the plugin's methods
 above delegate to it.
 
+A message that waited at a server (any delay, :mod:`xfer.xmpp.delay`) never
+starts, answers or restarts a key exchange (:meth:`XferOTR._on_delayed`).
+
 Besides OTR messages (bodies that start with ``?OTR``), plain messages that
 carry a whitespace tag reach the engine, which starts the AKE when the tag
 offers version 3 (``spec/otr.md`` section 1); every other plain message is
@@ -77,6 +80,7 @@ from xfer.otr.session import MessageState, Policy
 from xfer.otr.smp import SMPState
 from xfer.otr.trust import TrustStore
 from xfer.transfer.offer import XFER_USE
+from xfer.xmpp.delay import is_delayed
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
@@ -102,7 +106,6 @@ NS_EME = "urn:xmpp:eme:0"
 NS_OTR = "urn:xmpp:otr:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
-NS_DELAY = "urn:xmpp:delay"
 
 #: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
 EXPIRE_EVERY = 60.0
@@ -251,14 +254,8 @@ class XferOTR(BasePlugin):
         ):
             return  # plain text without a whitespace tag: not for us
         peer = msg["from"].full
-        delay = msg.xml.find(f"{{{NS_DELAY}}}delay")
-        if delay is not None and delay.get("from") != self.xmpp.boundjid.bare:
-            # Stored by the server while we were offline: an AKE step or data
-            # for a session that no longer exists. Acting on it would only
-            # confuse the live conversation. (A delay stamped with our own
-            # JID is stream management's: a message of this very session
-            # that waited while our connection was down, resent on resumption.)
-            log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
+        if is_delayed(msg.xml):
+            self._on_delayed(peer, body)
             return
         self._set_up.heard(peer)
         now = self.config["clock"]()
@@ -278,6 +275,40 @@ class XferOTR(BasePlugin):
         ):
             # (A peer that ended the conversation, TLV 1, is not unreadable.)
             self._cannot_read(peer, session)
+        self._flush()
+        for event in events:
+            self._event(peer, session, event)
+
+    def _on_delayed(self, peer: str, body: str) -> None:
+        """An OTR message that waited at a server: offline storage, or a
+        stream management resend (``spec/otr.md`` section 2, "Delayed
+        messages"). It may belong to a conversation long gone, so it never
+        starts, answers or restarts a key exchange, is no sign of life, and
+        is never answered. Only a whole data message is read, and only when a
+        session with ``peer`` is ENCRYPTED now: one that verifies (MAC,
+        increasing counter) is of that session and counts like any other;
+        anything else is dropped."""
+        if not body.startswith(_DATA_PREFIX) or not any(
+            s.state is MessageState.ENCRYPTED for s in self.account.sessions(peer)
+        ):
+            log.info("ignoring a delayed (server-stored) OTR message from %s", peer)
+            return
+        self._flush()  # what we queued before goes out; below, only replies drop
+        try:
+            session, events = self.account.receive(
+                peer, body, now=self.config["clock"]()
+            )
+        except RemoteProtocolError as exc:
+            # Unreadable (a conversation that is gone): the engine queued an
+            # OTR error for the peer, which would tell it to start over.
+            for stale in self.account.sessions(peer):
+                stale.data_to_send()
+            log.info("dropping a delayed OTR message from %s: %s", peer, exc)
+            return
+        if session.state is not MessageState.ENCRYPTED:
+            for stale in self.account.sessions(peer):
+                stale.data_to_send()
+            return
         self._flush()
         for event in events:
             self._event(peer, session, event)
