@@ -90,7 +90,7 @@ network_backend = "epoll"
 network_default_read_size = 262144
 network_settings = {{ nagle = false }}
 modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks";{more} }}
-smacks_hibernation_time = 10
+smacks_hibernation_time = {hibernation}
 modules_disabled = {{ "s2s"; "limits";{less} }}
 authentication = "internal_plain"
 c2s_require_encryption = {require}
@@ -126,6 +126,9 @@ class LocalProsody:
     #: The DNS names in the server's certificate (default: the domain); other
     #: names make a certificate that does not match.
     certificate_names: tuple[str, ...] = ()
+    #: How long stream management keeps a session whose connection broke
+    #: (seconds) before it ends it, storing what was unacknowledged offline.
+    hibernation: int = 10
     direct_tls_port: int = 0
     #: The PEM certificate of the CA that signed the server's (with tls).
     ca_file: Path | None = None
@@ -192,6 +195,7 @@ class LocalProsody:
                     require="true" if self.require_tls else "false",
                     plain="false" if self.require_tls else "true",
                     ssl=ssl,
+                    hibernation=self.hibernation,
                 )
             )
             self.add_accounts(dict(self.accounts))
