@@ -305,11 +305,7 @@ class XferOTR(BasePlugin):
                 stale.data_to_send()
             log.info("dropping a delayed OTR message from %s: %s", peer, exc)
             return
-        if session.state is not MessageState.ENCRYPTED:
-            for stale in self.account.sessions(peer):
-                stale.data_to_send()
-            return
-        self._flush()
+        self._flush()  # (a verified message may end the conversation: TLV 1)
         for event in events:
             self._event(peer, session, event)
 

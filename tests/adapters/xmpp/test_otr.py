@@ -24,6 +24,7 @@ from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.data import encode_data
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
+from xfer.otr.session import MessageState
 from xfer.otr.trust import SMPResult, TrustStore, Verification
 from xfer.transfer.offer import (
     XFER_USE,
@@ -296,6 +297,14 @@ class TestDelayed(OTRCase):
         self.nothing_sent()
         texts = [e[1] for e in self.events if e[0] == "xfer_otr_message"]
         assert texts.count((PEER, "once")) == 1
+
+    def test_a_delayed_end_of_the_live_conversation_counts(self) -> None:
+        session = self.secured()
+        self.peer_session().end()  # TLV 1, in a data message of this session
+        self.from_peer(extra=DELAYS["smacks"])
+        self.nothing_sent()
+        assert session.state is MessageState.FINISHED
+        assert self.otr.session(PEER) is None
 
     def test_a_delayed_data_message_of_a_gone_session_is_dropped(self) -> None:
         # We lost the session; the peer's last offer was stored for us.
