@@ -234,11 +234,16 @@ class XferClient(slixmpp.ClientXMPP):
                     starttls=False,
                 )
             )
-        elif isinstance(event, ssl.SSLError):
+        elif isinstance(event, ssl.SSLError) or (
+            self._tls == "direct" and isinstance(event, ConnectionResetError)
+        ):
+            # Connected, then no TLS: a plain XMPP port answers a ClientHello
+            # with XML (OpenSSL: wrong version number), or resets the
+            # connection when it closed on unread bytes.
+            reason = getattr(event, "reason", None) or event.strerror or event
             self._settle(
                 TLSNotOffered(
-                    f"the server {self._where()} does not speak direct TLS "
-                    f"({event.reason or event})"
+                    f"the server {self._where()} does not speak direct TLS ({reason})"
                 )
             )
         else:

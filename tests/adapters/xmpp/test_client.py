@@ -8,6 +8,7 @@ import base64
 import contextlib
 import socket
 import ssl
+import struct
 from typing import TYPE_CHECKING
 
 import pytest
@@ -179,3 +180,26 @@ async def test_a_server_that_strips_starttls_never_gets_the_password() -> None:
     assert b"auth" not in received
     assert b"the-password" not in received
     assert base64.b64encode(b"\x00me\x00the-password") not in received
+
+
+async def test_a_port_that_resets_the_tls_handshake_offers_no_tls() -> None:
+    """Direct TLS to a port that takes the ClientHello and resets the
+    connection (a plain port that closed on unread bytes): TLSNotOffered,
+    not "cannot connect"."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the ClientHello has come
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # with SO_LINGER 0: an RST
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = XferClient(JID, "pw", tls="direct")
+    try:
+        with pytest.raises(TLSNotOffered, match="does not speak direct TLS"):
+            await client.start("127.0.0.1", port, timeout=5)
+    finally:
+        client.abort()
+        server.close()
+        await server.wait_closed()
