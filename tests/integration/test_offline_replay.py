@@ -95,7 +95,7 @@ async def transfer(alice: xfer.Client, bob: xfer.Client, tmp: Path, n: int) -> f
 async def test_a_replayed_offer_is_ignored_and_the_next_send_works_at_once(
     stock: LocalProsody, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="xfer.xmpp.otr")
+    caplog.set_level(logging.INFO, logger="xfer.xmpp")
     alice, bob = (
         await login(stock, "alice", tmp_path),
         await login(stock, "bob", tmp_path),
@@ -144,7 +144,7 @@ async def test_a_replayed_offer_is_ignored_and_the_next_send_works_at_once(
 async def test_a_commit_stored_while_offline_is_ignored(
     stock: LocalProsody, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="xfer.xmpp.otr")
+    caplog.set_level(logging.INFO, logger="xfer.xmpp")
     alice, bob = (
         await login(stock, "alice", tmp_path),
         await login(stock, "bob", tmp_path),
