@@ -34,10 +34,17 @@ DATA_PREFIX = "?OTR:AAMD"
 _TAGS = frozenset({f"{{{NS_DELAY}}}delay", f"{{{NS_LEGACY_DELAY}}}x"})
 
 
-def is_delayed(stanza: ET.Element) -> bool:
-    """Whether a delay is anywhere in ``stanza``: the first child, a later
-    one, or nested deeper."""
-    return any(element.tag in _TAGS for element in stanza.iter())
+def is_delayed(stanza: ET.Element, own: str | None = None) -> bool:
+    """Whether ``stanza`` waited at a server: a delay anywhere in it (the
+    first child, a later one, or nested deeper) that is not stamped by
+    ``own``, our own bare JID. Stream management (XEP-0198) stamps what it
+    resends on a resumed stream with our own JID alone: that is seconds old
+    and part of the live conversation. A message that went to offline
+    storage carries a delay from the server as well (Prosody: both)."""
+    return any(
+        element.tag in _TAGS and (own is None or element.get("from") != own)
+        for element in stanza.iter()
+    )
 
 
 def read_delayed(

@@ -257,7 +257,7 @@ class XferOTR(BasePlugin):
         ):
             return  # plain text without a whitespace tag: not for us
         peer = msg["from"].full
-        if is_delayed(msg.xml):
+        if is_delayed(msg.xml, self.xmpp.boundjid.bare):
             self._on_delayed(peer, body)
             return
         self._set_up.heard(peer)
