@@ -147,9 +147,11 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
 
     A pipe, socket or terminal is read by the event loop (nothing waits in
     a thread, so a source that stays silent costs nothing and cancels at
-    once); a regular file in a worker thread."""
+    once); anything else (a file, ``/dev/null``) in a worker thread."""
     mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+        # A file, or a device epoll does not take (/dev/null): read it in
+        # a thread.
         while piece := await asyncio.to_thread(os.read, fd, size):
             yield piece
         return

@@ -304,6 +304,12 @@ async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
     path.write_bytes(data)
     with path.open("rb") as f:
         assert b"".join([p async for p in input_pieces(f.fileno(), 65536)]) == data
+    # A device the event loop cannot watch: read like a file.
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        assert [p async for p in input_pieces(null)] == []
+    finally:
+        os.close(null)
 
 
 async def test_output_to_a_pipe_waits_for_its_reader() -> None:
