@@ -77,8 +77,13 @@ READ_PIECE = 256 * 1024
 READ_AHEAD = 2
 #: Pieces smaller than this are sealed or opened on the event loop thread.
 _INLINE = 64 * 1024
-#: The default flush interval of a live stream (s).
+#: The default flush interval of a live stream (s): the longest that data
+#: waits for a full chunk.
 FLUSH_INTERVAL = 0.015
+#: A live stream's waiting data goes once the source has been quiet this
+#: long (s), sooner than the flush interval: a burst of writes still shares
+#: a chunk, and a lone message does not wait for the interval.
+FLUSH_IDLE = 0.001
 #: The envelope format version of streams (:func:`stream_sealer`): 2, whose
 #: chunks may be short before the end (flushed), so a live stream's data
 #: need not wait for a full chunk (``spec/envelope.md``).
@@ -243,7 +248,8 @@ async def send_stream(
 
     With ``flush_interval`` and a sealer that can flush (:func:`can_flush`),
     plaintext that waits for a full chunk is sealed as a short chunk and
-    sent at most that many seconds after it came. ``on_written`` is called
+    sent once the source has paused for :data:`FLUSH_IDLE`, and at most
+    ``flush_interval`` seconds after it came. ``on_written`` is called
     once the last sealed byte is written, before closing. A write that
     cannot go on for ``stall_timeout`` seconds (the receiver stopped
     reading) fails.
@@ -257,12 +263,13 @@ async def send_stream(
     reader = asyncio.ensure_future(_read_ahead(pieces, queue))
     write: asyncio.Future[None] | None = None
     loop = asyncio.get_running_loop()
-    deadline: float | None = None  # when the buffered plaintext must go
+    first: float | None = None  # when the buffered plaintext came
+    deadline: float | None = None  # when it must go
     try:
         while (item := await _next(queue, deadline)) is not None:
             if isinstance(item, _Flush):
                 out = sealer.flush()
-                deadline = None
+                first = deadline = None
             elif isinstance(item, BaseException):
                 if write is not None:  # what was read before goes out
                     await write
@@ -270,9 +277,11 @@ async def send_stream(
             else:
                 out = await _seal(sealer, item, state)
                 progress(state.plain, None)
-                if flushing and deadline is None and sealer.buffered:
-                    assert flush_interval is not None
-                    deadline = loop.time() + flush_interval
+                first, deadline = (
+                    _due(first, loop.time(), flush_interval)
+                    if flushing and flush_interval is not None and sealer.buffered
+                    else (None, None)
+                )
             if out:
                 write = await _then_write(write, stream, out, stall_timeout)
                 state.sealed += len(out)
@@ -291,6 +300,16 @@ async def send_stream(
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+
+
+def _due(first: float | None, now: float, interval: float) -> tuple[float, float]:
+    """When plaintext that waits for a full chunk goes as a short one: once
+    the source has been quiet for :data:`FLUSH_IDLE` (a message, a line:
+    nothing more is coming at once), and at the latest ``interval`` after
+    the first of it came (data that trickles in without a pause). Returns
+    (when the first of it came, the deadline)."""
+    first = now if first is None else first
+    return first, min(first + interval, now + min(FLUSH_IDLE, interval))
 
 
 class _Flush:
