@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from xfer_cli.main import EXIT_USAGE, CommandError
+from xfer_cli.params import AddressType
 
 import xfer
 from xfer.store import IdentityStore
@@ -191,6 +192,38 @@ def account_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def candidate_options(func: F) -> F:
+    """--address and --no-local-addresses: the direct SOCKS5 candidates we
+    offer (``xfer_transfer``'s ``addresses`` and ``local_addresses``)."""
+    options = [
+        click.option(
+            "--address",
+            "addresses",
+            type=AddressType(),
+            multiple=True,
+            help="Also offer this address for direct connections, e.g. a "
+            "port-forwarded public address (repeatable; no port: the one "
+            "xfer listens on).",
+        ),
+        click.option(
+            "--no-local-addresses",
+            is_flag=True,
+            help="Do not offer this machine's own addresses (only --address "
+            "ones and the servers' proxies).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def candidate_config(
+    addresses: tuple[tuple[str, int | None], ...], no_local_addresses: bool
+) -> dict[str, Any]:
+    """The ``xfer_transfer`` settings of :func:`candidate_options`."""
+    return {"addresses": list(addresses), "local_addresses": not no_local_addresses}
 
 
 async def connect(

@@ -27,6 +27,7 @@ from xfer.errors import (
     NotSecure,
     PeerIncapable,
     ServerUnreachable,
+    SharingRefused,
     TransferDeclined,
     TransferRejected,
     TransportError,
@@ -60,7 +61,7 @@ Exit codes:
   {EXIT_INTEGRITY}    integrity check failed: tampered, truncated, or wrong key
   {EXIT_FORMAT}    input is not an xfer envelope, or of an unknown version
   {EXIT_EXISTS}    the output file exists (use --force / --overwrite)
-  {EXIT_REFUSED}    the peer declined or stopped the transfer
+  {EXIT_REFUSED}    the peer declined or stopped the transfer, or refused to share
   {EXIT_VERIFY}    the peer is not trusted, or its verification failed
   {EXIT_CONNECT}    cannot log in to the server (unreachable, wrong password)
   {EXIT_PEER}    the peer is offline or unreachable, or the transfer broke off
@@ -104,6 +105,17 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "xfer_cli.commands.verify",
         "verify",
         "Check a JID's fingerprint with a shared secret (SMP).",
+    ),
+    "share": (
+        "xfer_cli.commands.share",
+        "share",
+        "Share a folder with JIDs (encrypted), until Ctrl-C.",
+    ),
+    "ls": ("xfer_cli.commands.share", "ls", "List what a JID shares with you."),
+    "get": (
+        "xfer_cli.commands.share",
+        "get",
+        "Fetch files or folders a JID shares with you.",
     ),
     "demo": (
         "xfer_cli.commands.demo",
@@ -164,7 +176,7 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
             "FINGERPRINT', or check it with 'xfer verify'",
             EXIT_VERIFY,
         )
-    if isinstance(exc, TransferDeclined):
+    if isinstance(exc, TransferDeclined | SharingRefused):
         return str(exc), EXIT_REFUSED
     if isinstance(exc, TransferRejected):
         hint = ""

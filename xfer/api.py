@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import xfer.xmpp.share as _share
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.bytestream import no_progress
 from xfer.aio.stream import FLUSH_INTERVAL
@@ -30,15 +31,18 @@ from xfer.store import IdentityStore
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.otr import XferOTR
+from xfer.xmpp.share import XferShare
 from xfer.xmpp.transfer import XferTransfer
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from xfer.aio.files import ProgressCallback
     from xfer.notices import Notice
+    from xfer.transfer.share import ShareEntry
+    from xfer.xmpp.share import FetchedFile, FetchResult, ShareEvent, Sharer
     from xfer.xmpp.transfer import IncomingOffer, SendResult
     from xfer.xmpp.transfer.streaming import Source
 
@@ -54,6 +58,10 @@ class Client:
     @property
     def _transfer(self) -> XferTransfer:
         return plugin(self.xmpp, "xfer_transfer", XferTransfer)
+
+    @property
+    def _share(self) -> XferShare:
+        return plugin(self.xmpp, "xfer_share", XferShare)
 
     @property
     def _otr(self) -> XferOTR:
@@ -244,6 +252,43 @@ class Client:
         while True:
             yield await self._transfer.next_offer()
 
+    # -- shared folders (spec/share.md) -------------------------------------------
+
+    def share(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        with_: Iterable[str],
+        report: Callable[[ShareEvent], object] | None = None,
+    ) -> Sharer:
+        """Serve ``directory`` to the accounts ``with_`` (their fingerprints
+        trusted) until ``await sharer.close()``; see
+        :meth:`xfer.xmpp.share.XferShare.share`."""
+        return self._share.share(directory, with_, report=report)
+
+    async def list_shared(
+        self, peer: str, path: str = "", *, recursive: bool = False
+    ) -> list[ShareEntry]:
+        """What ``peer`` shares with us at ``path``; see
+        :meth:`xfer.xmpp.share.XferShare.list_shared`."""
+        return await self._share.list_shared(peer, path, recursive=recursive)
+
+    async def fetch(
+        self,
+        peer: str,
+        paths: Iterable[str],
+        dest: str | os.PathLike[str] = ".",
+        *,
+        overwrite: bool = False,
+        progress: Callable[[str], ProgressCallback] | None = None,
+        on_file: Callable[[FetchedFile], object] | None = None,
+    ) -> FetchResult:
+        """Fetch files or subtrees of ``peer``'s share into ``dest``; see
+        :meth:`xfer.xmpp.share.XferShare.fetch`."""
+        return await self._share.fetch(
+            peer, paths, dest, overwrite=overwrite, progress=progress, on_file=on_file
+        )
+
     # -- what else peers send ----------------------------------------------------
 
     async def next_notice(self, timeout: float | None = None) -> Notice:
@@ -324,5 +369,6 @@ async def connect(
     xmpp.register_plugin(
         "xfer_transfer", {"identity": store, **config}, module=_transfer
     )
+    xmpp.register_plugin("xfer_share", module=_share)
     await xmpp.start(host, port)
     return Client(xmpp)

@@ -19,6 +19,7 @@ anything else escaping the library is a bug::
     ├── UntrustedPeer                 the peer's OTR fingerprint is not trusted
     ├── TransferRejected              the peer ended the transfer (Jingle reason)
     │   └── TransferDeclined          ... because its user said no
+    ├── SharingRefused                a peer refused a shared-folder request
     └── TransportError                moving bytes failed
         ├── ConnectionFailed
         │   ├── ServerUnreachable     no connection to the XMPP server
@@ -61,6 +62,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "ServerUnreachable",
+    "SharingRefused",
     "StreamCut",
     "StreamTruncated",
     "TransferDeclined",
@@ -200,6 +202,18 @@ class TransferRejected(XferError):
 
 class TransferDeclined(TransferRejected):
     """The peer (or its user) declined the offer."""
+
+
+class SharingRefused(XferError):
+    """A peer refused a request for its shared folder (spec/share.md):
+    ``code`` names why (``not-allowed``, ``not-found``, ``bad-request``,
+    ``busy``, ``not-sharing``, ``too-large``, ``failed``), ``reason`` is the
+    peer's own words."""
+
+    def __init__(self, message: str, *, code: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
 
 
 class TransportError(XferError):

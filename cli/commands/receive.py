@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
 from xfer_cli.commands.piping import to_output
 from xfer_cli.main import CommandError, report_only
 from xfer_cli.output import Output, json_option, quiet_option, quoted
@@ -261,6 +267,7 @@ async def _show_notices(client: xfer.Client, out: Output) -> None:
     "on from there; 0 keeps nothing.",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def receive(
@@ -276,6 +283,8 @@ def receive(
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -339,6 +348,7 @@ def receive(
             partial_max_age=keep_partial,
             # A stream's size comes at its end: the library holds it to this.
             max_size=max_size if to_stdout else None,
+            **candidate_config(addresses, no_local_addresses),
         )
         notices: asyncio.Future[None] | None = None
         watcher: asyncio.Task[None] | None = None

@@ -6,10 +6,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import (
+    account_options,
+    candidate_config,
+    candidate_options,
+    connect,
+    run,
+)
 from xfer_cli.main import CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
@@ -23,6 +29,17 @@ if TYPE_CHECKING:
 
 
 __all__ = ["send"]
+
+
+def path_taken(transport: str, via: str) -> str:
+    """Which path the data took, for the user: "direct to HOST:PORT",
+    "through the proxy JID" or "in-band (IBB, through the servers)"."""
+    if transport == "ibb":
+        return "in-band (IBB, through the servers)"
+    if transport == "socks5-proxy":
+        return f"through the proxy {shown(via)}"
+    kind = shown(transport.removeprefix("socks5-"))  # direct, assisted
+    return f"{kind} to {shown(via)}" if via else kind
 
 
 def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
@@ -81,6 +98,7 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     "(the receiver opens either).",
 )
 @account_options
+@candidate_options
 @quiet_option
 @json_option
 def send(
@@ -94,6 +112,8 @@ def send(
     host: str | None,
     port: int | None,
     tls: str | None,
+    addresses: tuple[tuple[str, int | None], ...],
+    no_local_addresses: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -129,6 +149,7 @@ def send(
                 live,
                 flush_ms / 1000,
                 (jid, host, port, tls, suite),
+                candidate_config(addresses, no_local_addresses),
             )
         )
         return
@@ -139,7 +160,14 @@ def send(
         raise CommandError("nothing to send: the directories are empty")
 
     async def job() -> int:
-        client = await connect(jid, host, port, tls, suite=suite)
+        client = await connect(
+            jid,
+            host,
+            port,
+            tls,
+            suite=suite,
+            **candidate_config(addresses, no_local_addresses),
+        )
         try:
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not
@@ -169,7 +197,7 @@ def send(
                     )
                 out.say(
                     f"sent {quoted(as_name)} ({format_bytes(result.size)}, "
-                    f"{shown(result.transport)}, "
+                    f"{path_taken(result.transport, result.via)}, "
                     f"{rate:.1f} MB/s{resumed}): verified by the receiver"
                 )
                 out.event(
@@ -178,7 +206,12 @@ def send(
                     size=result.size,
                     peer=result.peer,
                     transport=result.transport,
+                    via=result.via,
                     seconds=round(result.seconds, 3),
+                    setup_seconds=round(result.setup_seconds, 3),
+                    after_failure=None
+                    if result.after_failure is None
+                    else round(result.after_failure, 3),
                     breaks=result.breaks,
                     resumed_from=result.resumed_from,
                     sha256=result.sha256.hex(),
@@ -200,11 +233,12 @@ async def _send_stdin(
     live: bool,
     flush: float,
     account: tuple[str | None, str | None, int | None, str | None, str],
+    candidates: dict[str, Any],
 ) -> int:
     """Send standard input as one stream; report what the receiver verified."""
     live = live or stdin_is_live()
     jid, host, port, tls, suite = account
-    client = await connect(jid, host, port, tls, suite=suite)
+    client = await connect(jid, host, port, tls, suite=suite, **candidates)
     try:
         full, fingerprint, trusted = await client.secure(peer)
         if trusted:
@@ -226,7 +260,8 @@ async def _send_stdin(
         rate = result.size / max(result.seconds, 1e-9) / 1e6
         out.say(
             f"sent stream {quoted(name)} ({format_bytes(result.size)}, "
-            f"{shown(result.transport)}, {rate:.1f} MB/s): the receiver verified "
+            f"{path_taken(result.transport, result.via)}, {rate:.1f} MB/s): "
+            f"the receiver verified "
             f"{result.size} bytes, SHA-256 {result.sha256.hex()}"
         )
         out.event(

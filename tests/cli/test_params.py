@@ -1,10 +1,10 @@
-"""The param types: sizes and durations."""
+"""The param types: sizes, durations and streamhost addresses."""
 
 from __future__ import annotations
 
 import click
 import pytest
-from xfer_cli.params import DurationType, SizeType
+from xfer_cli.params import AddressType, DurationType, SizeType
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,27 @@ def test_durations() -> None:
     for bad in ("soon", "-1h", ""):
         with pytest.raises(click.BadParameter):
             duration.convert(bad, None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("203.0.113.7", ("203.0.113.7", None)),
+        ("203.0.113.7:6000", ("203.0.113.7", 6000)),
+        ("home.example.org:1", ("home.example.org", 1)),
+        ("[2001:db8::7]:6000", ("2001:db8::7", 6000)),
+        ("[2001:db8::7]", ("2001:db8::7", None)),
+        ("2001:db8::7", ("2001:db8::7", None)),
+    ],
+)
+def test_addresses(text: str, address: tuple[str, int | None]) -> None:
+    assert AddressType().convert(text, None, None) == address
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", ":6000", "host:0", "host:65536", "host:http", "a b", "user@host", "[::1]x"],
+)
+def test_not_addresses(text: str) -> None:
+    with pytest.raises(click.BadParameter):
+        AddressType().convert(text, None, None)

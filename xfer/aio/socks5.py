@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from xfer.aio.addresses import streamhost_socket
 from xfer.aio.tcp import TcpConnection, open_tcp
 from xfer.errors import ConnectionFailed, RemoteProtocolError, TransferTimeout
 from xfer.framing.socks5 import Socks5Client, Socks5Server
@@ -192,7 +193,8 @@ class Socks5Listener:
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def listen(self, host: str) -> tuple[str, int]:
-        """Our streamhost's (host, port), listening on ``host`` from now on."""
+        """Our streamhost's (host, port), listening on ``host`` from now on
+        (``""``: every address of this host, IPv4 and IPv6, on one port)."""
         async with self._listen_lock:  # concurrent callers share one server
             if self._server is None:
                 # After a reconnection, the same port if it is still free: a
@@ -200,10 +202,11 @@ class Socks5Listener:
                 for port in dict.fromkeys((self._last_port, 0)):
                     try:
                         loop = asyncio.get_running_loop()
-                        self._server = await loop.create_server(
-                            lambda: TcpConnection(on_made=self._on_made),
-                            host,
-                            port,
+                        made = lambda: TcpConnection(on_made=self._on_made)  # noqa: E731
+                        self._server = await (
+                            loop.create_server(made, host, port)
+                            if host
+                            else loop.create_server(made, sock=streamhost_socket(port))
                         )
                         break
                     except OSError:

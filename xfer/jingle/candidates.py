@@ -20,6 +20,7 @@ The SOCKS5 address of a candidate names its offerer first:
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass
 
 from xfer.errors import LocalProtocolError
@@ -30,7 +31,10 @@ __all__ = [
     "CandidateType",
     "Nomination",
     "connect_order",
+    "may_connect",
     "nominate",
+    "offer_order",
+    "parse_ip",
     "priority",
 ]
 
@@ -127,3 +131,107 @@ def nominate(
     if we_are_initiator:
         return Nomination(candidate=we_used, ours=False)
     return Nomination(candidate=peer_used, ours=True)
+
+
+# -- which addresses to offer, and which to connect to --------------------------
+#
+# Our direct candidates are the host's own interface addresses (found by
+# xfer.aio.addresses), put in an order the peer then tries them in, and the
+# addresses the user adds (a port forward). The rules are here, without I/O:
+# what is worth offering and in which order (offer_order), and which address
+# a peer's candidate may make us connect to (may_connect).
+
+#: At most this many direct candidates of our own (the wire allows 16 in all).
+MAX_DIRECT = 10
+#: At most this many proxies (ours first, then the peer's server's).
+MAX_PROXIES = 4
+
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(host: str) -> _IP | None:
+    """``host`` as an IP address (an IPv6 scope kept out), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _unusable(ip: _IP) -> bool:
+    """Never a streamhost address: nothing, everyone, or a group."""
+    if ip.is_loopback:
+        return False  # ::1 sits in a reserved range
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return True  # ::ffff:a.b.c.d is offered (or refused) as a.b.c.d
+    return ip == ipaddress.IPv4Address("255.255.255.255")
+
+
+def offer_order(
+    addresses: list[str], *, toward_server: str | None, loopback: bool
+) -> list[str]:
+    """The interface addresses worth offering, best first.
+
+    The address our XMPP connection leaves from (``toward_server``) comes
+    first: it is routed, and likely reachable from the peer's side of the
+    server. Then global addresses, then private ones (RFC 1918, unique
+    local IPv6), then IPv4 link-local; IPv6 and IPv4 alternate within each
+    class (as happy eyeballs does, RFC 8305 section 4). IPv6 link-local
+    addresses are left out: their scope is an interface of *this* host,
+    meaningless to the peer. Loopback comes last, and only with ``loopback``
+    (the peer may be on this host). At most :data:`MAX_DIRECT`.
+    """
+    seen: dict[str, int] = {}
+    for text in addresses:
+        ip = parse_ip(text)
+        if ip is None or _unusable(ip) or str(ip) in seen:
+            continue
+        if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+            continue
+        if ip.is_loopback and not loopback:
+            continue
+        if ip.is_loopback:
+            rank = 4
+        elif ip.is_link_local:
+            rank = 3
+        elif ip.is_private:
+            rank = 2
+        else:
+            rank = 1
+        if toward_server is not None and parse_ip(toward_server) == ip:
+            rank = 0
+        seen[str(ip)] = rank
+    by_rank: dict[int, list[str]] = {}
+    for text, rank in seen.items():
+        by_rank.setdefault(rank, []).append(text)
+    ordered: list[str] = []
+    for rank in sorted(by_rank):
+        six = [a for a in by_rank[rank] if ":" in a]
+        four = [a for a in by_rank[rank] if ":" not in a]
+        for i in range(max(len(six), len(four))):
+            ordered += six[i : i + 1] + four[i : i + 1]
+    return ordered[:MAX_DIRECT]
+
+
+def may_connect(address: str, *, loopback: bool) -> bool:
+    """Whether we may connect to ``address`` (an IP address, resolved from
+    a peer's candidate) as a streamhost.
+
+    A peer (or a server forging its candidates) picks the hosts and ports we
+    connect to, and all we ever send there is a SOCKS5 greeting and, if the
+    other end answers as SOCKS5, a CONNECT for a hash (never data before a
+    SOCKS5 success). Still, we do not let it point us at this host's own
+    services: loopback only when the peer may be on this host
+    (``loopback``), never the unspecified address (which reaches this host
+    too), broadcast, multicast or reserved ranges, nor an IPv6 link-local
+    address without a scope.
+    """
+    ip = parse_ip(address)
+    if ip is None or _unusable(ip):
+        return False
+    if ip.is_loopback:
+        return loopback
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
+        return "%" in address
+    return True

@@ -69,15 +69,15 @@ data_path = "{dir}/data"
 pidfile = "{dir}/prosody.pid"
 certificates = "{dir}/certs"
 plugin_paths = {{ }}
-interfaces = {{ "127.0.0.1" }}
-local_interfaces = {{ "127.0.0.1" }}
+interfaces = {{ "{address}" }}
+local_interfaces = {{ "{address}" }}
 c2s_ports = {{ {c2s} }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
 proxy65_ports = {{ {proxy} }}
-proxy65_interfaces = {{ "127.0.0.1" }}
+proxy65_interfaces = {{ "{address}" }}
 network_backend = "epoll"
 network_default_read_size = 262144
 network_settings = {{ nagle = false }}
@@ -91,7 +91,7 @@ c2s_stanza_size_limit = 262144
 log = {{ info = "{dir}/prosody.log"; error = "{dir}/prosody.err"; }}
 VirtualHost "{domain}"
 Component "{proxy_host}" "proxy65"
-    proxy65_address = "127.0.0.1"
+    proxy65_address = "{address}"
     proxy65_acl = {{ "{domain}" }}
 """
 
@@ -105,6 +105,10 @@ class LocalProsody:
     c2s_port: int = 0
     proxy_port: int = 0
     directory: Path | None = None
+    #: The address it listens on (c2s and the proxy), and a command prefix
+    #: to run it with (``xfer.testing.netns``: inside a network namespace).
+    address: str = "127.0.0.1"
+    wrapper: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = None
     _own_dir: bool = False
 
@@ -157,12 +161,13 @@ class LocalProsody:
                     proxy=self.proxy_port,
                     domain=self.domain,
                     proxy_host=self.proxy_jid,
+                    address=self.address,
                 )
             )
             self.add_accounts(dict(self.accounts))
             # setpriv: Prosody dies with us (no orphan server if the test run
             # is killed) and, as root, runs as the prosody user.
-            command = ["setpriv", "--pdeathsig=TERM"]
+            command = [*self.wrapper, "setpriv", "--pdeathsig=TERM"]
             if os.geteuid() == 0:
                 command += ["--reuid=prosody", "--regid=prosody", "--init-groups"]
             command += ["prosody", "-F", "--config", str(config)]
@@ -192,16 +197,16 @@ class LocalProsody:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 return False
-            ready = 0
-            for port in (self.c2s_port, self.proxy_port):
-                with socket.socket() as s:
-                    s.settimeout(0.2)
-                    if s.connect_ex(("127.0.0.1", port)) == 0:
-                        ready += 1
-            if ready == 2:
+            if all(self._port_open(p) for p in (self.c2s_port, self.proxy_port)):
                 return True
             time.sleep(0.05)
         return False
+
+    def _port_open(self, port: int) -> bool:
+        """Whether something listens on ``port`` of :attr:`address`."""
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex((self.address, port)) == 0
 
     def _terminate(self) -> None:
         if self._process is None:

@@ -15,6 +15,8 @@ typed function here, so that a new slixmpp release is checked in one module
   server tells it when we go offline (RFC 6121 section 4.6);
 * :func:`write_raw`, :func:`wait_for_room`, :func:`is_connected`: writes past
   slixmpp's send path, counted for XEP-0198 (:func:`count_for_stream_management`);
+* :func:`stream_addresses`: the two ends of the XMPP connection (for our
+  direct SOCKS5 candidates);
 * :func:`drop_session`: abort the connection and forget its XEP-0198
   resumption, so that the reconnection binds a fresh session.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "is_connected",
     "plugin",
     "send_iq",
+    "stream_addresses",
     "wait_for_room",
     "write_raw",
 ]
@@ -147,6 +150,20 @@ class DirectedPresence:
 def is_connected(xmpp: BaseXMPP) -> bool:
     """Whether the stream has a transport (so something sent may arrive)."""
     return xmpp.transport is not None
+
+
+def stream_addresses(xmpp: BaseXMPP) -> tuple[str | None, str | None]:
+    """The local and the remote IP address of the XMPP connection (None
+    where unknown): where we leave from toward the server, and whether the
+    server is on this host."""
+    transport = xmpp.transport
+    if transport is None:
+        return None, None
+    ends: list[str | None] = []
+    for key in ("sockname", "peername"):
+        name = transport.get_extra_info(key)
+        ends.append(str(name[0]) if isinstance(name, tuple) and name else None)
+    return ends[0], ends[1]
 
 
 def write_raw(xmpp: BaseXMPP, text: str) -> None:

@@ -223,6 +223,18 @@ class OfferTable:
         """
         self._send_to(got.peer, got.fingerprint, got.session, verdict.encode())
 
+    def send_payload(
+        self, peer: str, fingerprint: bytes, first: Session | None, payload: bytes
+    ) -> None:
+        """Send xfer's TLV 8 ``payload`` as a verdict goes (see
+        :meth:`send_verdict`): over ``first`` or another encrypted session
+        with ``peer`` and ``fingerprint``.
+
+        Raises:
+            NotSecure: no such session is left.
+        """
+        self._send_to(peer, fingerprint, first, payload)
+
     def _send_to(
         self, peer: str, fingerprint: bytes, first: Session | None, payload: bytes
     ) -> None:

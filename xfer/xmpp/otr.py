@@ -77,6 +77,7 @@ from xfer.otr.session import MessageState, Policy
 from xfer.otr.smp import SMPState
 from xfer.otr.trust import TrustStore
 from xfer.transfer.offer import XFER_USE
+from xfer.transfer.share import is_share_payload
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
@@ -179,6 +180,10 @@ class XferOTR(BasePlugin):
         #: text) is raised; neither is rate-limited here (``xfer_transfer``
         #: sets it to its notices board, which is).
         self.on_text: Callable[[str, str, bytes | None], object] | None = None
+        #: Called with (peer, session, payload) for each shared-folder
+        #: payload (TLV 8 kinds 4 and 5, spec/share.md) a peer sent inside
+        #: OTR; ``xfer_share`` sets it. Without it they are ignored.
+        self.on_share: Callable[[str, Session, bytes], object] | None = None
         if self.config["private_key"] is not None:
             self.set_identity(
                 self.config["private_key"],
@@ -337,7 +342,7 @@ class XferOTR(BasePlugin):
             self.xmpp.event("xfer_otr_secure", (peer, event.fingerprint))
         elif isinstance(event, ev.SymmetricKeyReceived):
             if event.use == XFER_USE:
-                self._offers.received(peer, session, event)
+                self._xfer_payload(peer, session, event)
         elif isinstance(event, ev.SMPPending):
             self._smp.kick(peer, session)
         elif isinstance(event, ev.SMPAsked):
@@ -352,6 +357,15 @@ class XferOTR(BasePlugin):
                 self.on_text(peer, event.text, session.their_fingerprint)
         elif isinstance(event, ev.VersionUnsupported):
             self._unsupported(peer, event.peer_versions)
+
+    def _xfer_payload(
+        self, peer: str, session: Session, event: ev.SymmetricKeyReceived
+    ) -> None:
+        if not is_share_payload(event.data):
+            self._offers.received(peer, session, event)
+        elif self.on_share is not None:
+            # Shared folders (spec/share.md): xfer_share's, if loaded.
+            self.on_share(peer, session, event.data)
 
     def _unsupported(self, peer: str, versions: frozenset[int]) -> None:
         """``peer`` offered OTR in versions other than 3 only (plain text:
@@ -453,6 +467,18 @@ class XferOTR(BasePlugin):
 
     def forget_digest(self, transfer_id: bytes) -> None:
         self._offers.forget_digest(transfer_id)
+
+    def send_private(
+        self, peer: str, fingerprint: bytes, payload: bytes, session: Session | None
+    ) -> None:
+        """Send xfer's TLV 8 ``payload`` (spec/share.md) inside OTR to the
+        full JID ``peer`` over ``session`` or, if that one is no longer
+        encrypted with ``fingerprint``, another session that is.
+
+        Raises:
+            NotSecure: no such session is left.
+        """
+        self._offers.send_payload(peer, fingerprint, session, payload)
 
     def send_verdict(self, got: ReceivedOffer, verdict: TransferVerdict) -> None:
         """Tell the sender of ``got`` what became of it, inside OTR (see

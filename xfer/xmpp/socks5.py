@@ -63,6 +63,8 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 Streamhost = tuple[str, str, int]  # (jid, host, port)
+#: How long a failed proxy discovery is remembered (seconds).
+FAILED_FOR = 300.0
 
 
 def _query_element(**attributes: str) -> ET.Element:
@@ -74,9 +76,10 @@ class XferSocks5(BasePlugin):
     """xfer's XEP-0065 plugin: ``client.register_plugin("xfer_socks5", module=...)``.
 
     Config: ``authorize(peer, sid) -> bool`` for incoming streams (default:
-    refuse), ``listen_host`` (the address offered as our own streamhost;
-    default loopback), ``use_proxy`` (discover and offer the server's proxy),
-    ``connect_timeout`` per streamhost.
+    refuse), ``listen_host`` (the address our streamhost listens on; default
+    ``""``, every address of this host, IPv4 and IPv6 on one port),
+    ``connect_timeout`` per streamhost, ``discovery_timeout`` for each IQ of
+    the proxy discovery.
     """
 
     name = "xfer_socks5"
@@ -84,8 +87,9 @@ class XferSocks5(BasePlugin):
     dependencies: ClassVar[set[str]] = set()
     default_config: ClassVar[dict[str, object]] = {
         "authorize": None,
-        "listen_host": "127.0.0.1",
+        "listen_host": "",
         "connect_timeout": 10.0,
+        "discovery_timeout": 10.0,
         "idle_timeout": 120.0,
     }
 
@@ -94,7 +98,7 @@ class XferSocks5(BasePlugin):
             handshake_timeout=lambda: self.config["connect_timeout"]
         )
         self._incoming: asyncio.Queue[Socks5Stream] = asyncio.Queue()
-        self._proxies: list[Streamhost] | None = None
+        self._proxies: dict[str, asyncio.Future[list[Streamhost]]] = {}
         self._live: weakref.WeakSet[Socks5Stream] = weakref.WeakSet()
         self._tasks: set[asyncio.Future[None]] = set()
         self.xmpp.add_event_handler("disconnected", self._on_disconnected)
@@ -119,35 +123,68 @@ class XferSocks5(BasePlugin):
     # -- requester ------------------------------------------------------------------
 
     async def _listen(self) -> tuple[str, int]:
-        return await self._listener.listen(self.config["listen_host"])
+        host, port = await self._listener.listen(self.config["listen_host"])
+        if host in ("::", "0.0.0.0"):  # noqa: S104 - every address: loopback too
+            host = "127.0.0.1"
+        return host, port
 
-    async def discover_proxies(self) -> list[Streamhost]:
-        """The server's SOCKS5 proxies (disco items of our domain), cached."""
-        if self._proxies is not None:
-            return self._proxies
+    async def discover_proxies(self, domain: str | None = None) -> list[Streamhost]:
+        """The SOCKS5 proxies of ``domain`` (default: our server's): its disco
+        items whose identity is proxy/bytestreams, and the streamhost each
+        gives us (a proxy that refuses us, as Prosody's does for users of
+        other servers unless told otherwise, is left out).
+
+        The answer is kept per domain; concurrent callers share one
+        discovery, which goes on (and is kept) even if a caller stops
+        waiting. A failed discovery is remembered for ``FAILED_FOR``
+        seconds (the error is raised again meanwhile, at once), then tried
+        again: a server that never answers costs one wait, not one per offer.
+
+        Raises:
+            IqError, IqTimeout: the domain did not list its items.
+        """
+        domain = domain or self.xmpp.boundjid.domain
+        found = self._proxies.get(domain)
+        if found is None:
+            found = self._proxies[domain] = asyncio.ensure_future(
+                self._discover(domain)
+            )
+
+            def forget(done: asyncio.Future[list[Streamhost]]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(FAILED_FOR, self._forget, domain, done)
+
+            found.add_done_callback(forget)
+        return await asyncio.shield(found)
+
+    def _forget(self, domain: str, done: asyncio.Future[list[Streamhost]]) -> None:
+        if self._proxies.get(domain) is done:
+            del self._proxies[domain]
+
+    async def _discover(self, domain: str) -> list[Streamhost]:
         found: list[Streamhost] = []
-        domain = self.xmpp.boundjid.domain
+        timeout = self.config["discovery_timeout"]
         items = await self._query(
-            "get", domain, ET.Element(f"{{{NS_DISCO_ITEMS}}}query")
+            "get", domain, ET.Element(f"{{{NS_DISCO_ITEMS}}}query"), timeout
         )
         for item in items.xml.iter(f"{{{NS_DISCO_ITEMS}}}item"):
             jid = item.get("jid", "")
             with contextlib.suppress(IqError, IqTimeout):
                 info = await self._query(
-                    "get", jid, ET.Element(f"{{{NS_DISCO_INFO}}}query")
+                    "get", jid, ET.Element(f"{{{NS_DISCO_INFO}}}query"), timeout
                 )
                 if any(
                     i.get("category") == "proxy" and i.get("type") == "bytestreams"
                     for i in info.xml.iter(f"{{{NS_DISCO_INFO}}}identity")
                 ):
-                    answer = await self._query("get", jid, _query_element())
+                    answer = await self._query("get", jid, _query_element(), timeout)
                     for host in answer.xml.iter(f"{{{NS}}}streamhost"):
                         with contextlib.suppress(RemoteProtocolError):
                             port = parse_port(host.get("port"))
                             found.append(
                                 (host.get("jid", jid), host.get("host", ""), port)
                             )
-        self._proxies = found
         return found
 
     async def _query(
@@ -255,7 +292,9 @@ class XferSocks5(BasePlugin):
     # -- building blocks for Jingle (XEP-0260) ---------------------------------------
 
     async def listen(self) -> tuple[str, int]:
-        """Our streamhost's (host, port), listening from now on."""
+        """Our streamhost's (host, port), listening from now on; the host is
+        one this machine reaches it at (loopback if it listens on every
+        address)."""
         return await self._listen()
 
     def expect(self, address: bytes) -> asyncio.Future[TcpConnection]:
@@ -266,14 +305,17 @@ class XferSocks5(BasePlugin):
         """
         return self._listener.expect(address)
 
-    async def connect(self, host: str, port: int, address: bytes) -> TcpConnection:
-        """Connect to a streamhost (a peer's or a proxy) for ``address``.
+    async def connect(
+        self, host: str, port: int, address: bytes, timeout: float | None = None
+    ) -> TcpConnection:
+        """Connect to a streamhost (a peer's or a proxy) for ``address``,
+        within ``timeout`` seconds (default: ``connect_timeout``).
 
         Raises:
             OSError, TimeoutError, TransportError, RemoteProtocolError.
         """
         return await connect_streamhost(
-            host, port, address, self.config["connect_timeout"]
+            host, port, address, timeout or self.config["connect_timeout"]
         )
 
     async def activate(self, proxy: str, sid: str, target: str) -> None:

@@ -394,6 +394,9 @@ class TransferCase(StanzaCase):
                 transfer_plugin,
                 {
                     "socks5_proxy": False,
+                    # No real XMPP connection to tell that the "peer" is on
+                    # this host: its streamhosts are on 127.0.0.1.
+                    "loopback": True,
                     "connect_timeout": 5.0,
                     "offer_timeout": 5.0,
                     "otr_offer_wait": 2.0,

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from slixmpp.exceptions import IqError
 
 import xfer.xmpp.socks5 as socks5_plugin
 from tests.adapters.xmpp.slix import ME, PEER, StanzaCase, iq_error, result
@@ -367,6 +368,50 @@ class TestDiscovery(DiscoveryCase):
         task = self.start(self.socks5.discover_proxies())
         self.answer_discovery("", identity=False)
         assert self.run_coro(task) == []
+
+
+class TestDiscoveryOfOtherDomains(DiscoveryCase):
+    def test_each_domain_is_asked_once_and_kept_apart(self) -> None:
+        theirs = self.start(self.socks5.discover_proxies("example.net"))
+        items = self.sent()
+        assert (items["type"], items["to"].full) == ("get", "example.net")
+        self.recv(
+            result(
+                items["id"],
+                f'<query xmlns="{DISCO_ITEMS}"><item jid="proxy.example.net"/></query>',
+                frm="example.net",
+            )
+        )
+        info = self.sent()
+        assert info["to"].full == "proxy.example.net"
+        self.recv(
+            result(
+                info["id"],
+                f'<query xmlns="{DISCO_INFO}">'
+                '<identity category="proxy" type="bytestreams"/></query>',
+                frm="proxy.example.net",
+            )
+        )
+        ask = self.sent()
+        # Prosody's proxy refuses users of other servers: then nothing.
+        self.recv(iq_error(ask["id"], "forbidden", frm="proxy.example.net"))
+        assert self.run_coro(theirs) == []
+        assert self.run_coro(self.socks5.discover_proxies("example.net")) == []
+        self.nothing_sent()
+        # Our own domain is another question.
+        ours = self.start(self.socks5.discover_proxies())
+        self.answer_discovery(host(PROXY, 7777, "proxy.example"))
+        assert self.run_coro(ours) == [(PROXY, "proxy.example", 7777)]
+
+    def test_a_domain_that_fails_is_not_asked_again_at_once(self) -> None:
+        first = self.start(self.socks5.discover_proxies("example.net"))
+        items = self.sent()
+        self.recv(iq_error(items["id"], "remote-server-timeout", frm="example.net"))
+        with pytest.raises(IqError):
+            self.run_coro(first)
+        with pytest.raises(IqError):
+            self.run_coro(self.socks5.discover_proxies("example.net"))
+        self.nothing_sent()
 
 
 class TestProxied(DiscoveryCase):

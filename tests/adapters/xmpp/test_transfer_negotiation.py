@@ -6,15 +6,19 @@ real streamhosts of the test.
 
 The forged cases: a candidate-used naming a candidate we never offered, an
 activation of the wrong candidate or for a session that does not exist, a
-proxy the peer cannot activate, a peer that never reports.
+proxy the peer cannot activate, a peer that never reports, candidates that
+point at this host's own services (loopback, the unspecified address, a
+name that resolves to loopback) or at a service that is not SOCKS5.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 
@@ -156,8 +160,10 @@ class TestDirect(ResponderCase):
         port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
         offer, key = self.offer_file(candidate(port))
         ours = self.our_transport()
-        assert [c.jid for c in ours.candidates] == [ME]
-        assert [c.type for c in ours.candidates] == [CandidateType.DIRECT]
+        # This host's addresses (loopback last: the test allows it), all ours.
+        assert {c.jid for c in ours.candidates} == {ME}
+        assert {c.type for c in ours.candidates} == {CandidateType.DIRECT}
+        assert ours.candidates[-1].host in ("127.0.0.1", "::1")
         report = self.our_report()
         assert (report.candidate_used, report.candidate_error) == ("pc1", False)
         assert at_peer.done()
@@ -171,7 +177,7 @@ class TestDirect(ResponderCase):
         port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
         offer, key = self.offer_file(candidate(port))
         ours = self.our_transport()
-        [mine] = ours.candidates
+        [mine] = [c for c in ours.candidates if c.host == "127.0.0.1"]
         to_us = self.keep(
             self.run_coro(
                 connect_streamhost(mine.host, mine.port, dst_addr(TSID, ME, PEER), 5)
@@ -302,3 +308,124 @@ class TestFallback(ResponderCase):
         iq, _ = self.next_jingle(Action.TRANSPORT_REJECT)
         self.ack(iq)
         self.failed(Reason.CONNECTIVITY_ERROR, NoUsableTransport)
+
+
+class Recorder:
+    """A plain TCP service (not SOCKS5) on 127.0.0.1 that records what each
+    connection sends and answers with junk: what a candidate pointing at a
+    local service would get from us."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.received = bytearray()
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            self.received += await asyncio.wait_for(reader.read(64), 2)
+            writer.write(b"HTTP/1.0 200 OK\r\n\r\n")
+            self.received += await asyncio.wait_for(reader.read(64), 1)
+        writer.close()
+
+    async def start(self) -> tuple[asyncio.Server, int]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return server, int(server.sockets[0].getsockname()[1])
+
+
+class TestHostileCandidates(ResponderCase):
+    """Candidates a peer (or a server forging them) picks to make us connect
+    to this host's own services."""
+
+    settings: ClassVar[dict[str, Any]] = {"loopback": False, "connect_timeout": 0.5}
+
+    def recorder(self) -> tuple[Recorder, int]:
+        recorder = Recorder()
+        server, port = self.run_coro(recorder.start())
+        self.closing(server.close)
+        return recorder, port
+
+    def test_loopback_and_unspecified_candidates_are_never_connected_to(
+        self,
+    ) -> None:
+        recorder, port = self.recorder()
+        hostile = [
+            Candidate(
+                cid=f"h{i}",
+                host=host,
+                port=port,
+                jid=PEER,
+                priority=priority(CandidateType.DIRECT, 100 - i),
+            )
+            for i, host in enumerate(
+                ["127.0.0.1", "::1", "0.0.0.0", "::ffff:127.0.0.1", "localhost"]
+            )
+        ]
+        self.offer_file(*hostile)
+        ours = self.our_transport()
+        # Nor do we offer loopback ourselves: the peer is not on this host.
+        assert not {c.host for c in ours.candidates} & {"127.0.0.1", "::1"}
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        assert recorder.connections == 0
+        self.peer_reports("r1", candidate_error=True)
+        self.failed(Reason.TIMEOUT, TransferTimeout)
+        assert recorder.connections == 0
+
+
+class TestWhatACandidateGets(ResponderCase):
+    """A candidate that is no SOCKS5 streamhost gets the SOCKS5 greeting and
+    nothing else (no file data, no CONNECT: it never said yes)."""
+
+    settings: ClassVar[dict[str, Any]] = {"connect_timeout": 0.5}
+
+    def test_only_the_socks5_greeting_reaches_a_service_that_is_not_socks5(
+        self,
+    ) -> None:
+        recorder = Recorder()
+        server, port = self.run_coro(recorder.start())
+        self.closing(server.close)
+        self.offer_file(candidate(port))
+        self.our_transport()
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        assert recorder.connections == 1
+        assert bytes(recorder.received) == b"\x05\x01\x00"
+        self.peer_reports("r1", candidate_error=True)
+        self.failed(Reason.TIMEOUT, TransferTimeout)
+
+
+class TestStaggered(ResponderCase):
+    """The peer's candidates are tried staggered: one that hangs does not
+    keep us from the next."""
+
+    def test_a_candidate_that_never_answers_does_not_delay_the_next(self) -> None:
+        # A listener that never accepts beyond its backlog is a fair stand-in
+        # for a dropped SYN: the TCP connect succeeds (backlog), the SOCKS5
+        # greeting is never answered.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        self.closing(silent.close)
+        port, at_peer, _ = self.streamhost(dst_addr(TSID, PEER, ME))
+        self.transfer.config["candidate_timeout"] = 30.0
+        started = time.monotonic()
+        offer, key = self.offer_file(
+            Candidate(
+                cid="hangs",
+                host="127.0.0.1",
+                port=silent.getsockname()[1],
+                jid=PEER,
+                priority=priority(CandidateType.DIRECT, 200),
+            ),
+            candidate(port),
+        )
+        self.our_transport()
+        report = self.our_report()
+        assert report.candidate_used == "pc1"
+        # Well before the hanging one's 30 s timeout.
+        assert time.monotonic() - started < 15
+        self.peer_reports("r1", candidate_error=True)
+        self.send_data(at_peer.result(), seal(offer, key, CONTENT))
+        self.stored()

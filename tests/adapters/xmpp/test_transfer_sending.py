@@ -663,6 +663,48 @@ class InitiatorS5BCase(SendingCase):
         assert isinstance(content.transport, S5BTransport)
         return content.transport
 
+    def discovered(
+        self, port: int, domain: str = "localhost", proxy: str = PROXY
+    ) -> None:
+        """Answer the proxy discovery of ``domain``: one proxy on ``port``."""
+
+        def query(to: str, ns: str) -> StanzaBase:
+            return self.take(
+                lambda s: (
+                    s.name == "iq"
+                    and s["type"] == "get"
+                    and s["to"].full == to
+                    and s.xml.find(f"{{{ns}}}query") is not None
+                )
+            )
+
+        items = query(domain, NS_DISCO_ITEMS)
+        self.recv(
+            result(
+                items["id"],
+                f'<query xmlns="{NS_DISCO_ITEMS}"><item jid="{proxy}"/></query>',
+                frm=domain,
+            )
+        )
+        info = query(proxy, NS_DISCO_INFO)
+        self.recv(
+            result(
+                info["id"],
+                f'<query xmlns="{NS_DISCO_INFO}">'
+                '<identity category="proxy" type="bytestreams"/></query>',
+                frm=proxy,
+            )
+        )
+        hosts = query(proxy, NS_BYTESTREAMS)
+        self.recv(
+            result(
+                hosts["id"],
+                f'<query xmlns="{NS_BYTESTREAMS}"><streamhost jid="{proxy}" '
+                f'host="127.0.0.1" port="{port}"/></query>',
+                frm=proxy,
+            )
+        )
+
     def read_all(self, connection: Any) -> bytes:
         data = bytearray()
         while piece := self.run_coro(asyncio.wait_for(connection.read(), 5)):
@@ -675,7 +717,7 @@ class TestInitiatorSocks5(InitiatorS5BCase):
         task = self.send()
         _, jingle, offer, key = self.offered()
         ours = self.our_candidates(jingle)
-        [mine] = ours.candidates
+        [mine] = [c for c in ours.candidates if c.host == "127.0.0.1"]
         assert (mine.jid, mine.host, mine.type) == (
             ME,
             "127.0.0.1",
@@ -725,7 +767,7 @@ class TestInitiatorSocks5(InitiatorS5BCase):
         task = self.send()
         _, jingle, _, _ = self.offered()
         ours = self.our_candidates(jingle)
-        [mine] = ours.candidates
+        [mine] = [c for c in ours.candidates if c.host == "127.0.0.1"]
         self.accept(jingle, S5BTransport(sid=ours.sid))
         self.our_report()
         self.report(jingle, candidate_used=mine.cid)  # a lie: it never came
@@ -806,46 +848,6 @@ class TestOurProxy(InitiatorS5BCase):
 
     settings: ClassVar[dict[str, Any]] = {"socks5_direct": False, "socks5_proxy": True}
 
-    def discovered(self, port: int) -> None:
-        """Answer the proxy discovery: one proxy on ``port``."""
-
-        def query(to: str, ns: str) -> StanzaBase:
-            return self.take(
-                lambda s: (
-                    s.name == "iq"
-                    and s["type"] == "get"
-                    and s["to"].full == to
-                    and s.xml.find(f"{{{ns}}}query") is not None
-                )
-            )
-
-        items = query("localhost", NS_DISCO_ITEMS)
-        self.recv(
-            result(
-                items["id"],
-                f'<query xmlns="{NS_DISCO_ITEMS}"><item jid="{PROXY}"/></query>',
-                frm="localhost",
-            )
-        )
-        info = query(PROXY, NS_DISCO_INFO)
-        self.recv(
-            result(
-                info["id"],
-                f'<query xmlns="{NS_DISCO_INFO}">'
-                '<identity category="proxy" type="bytestreams"/></query>',
-                frm=PROXY,
-            )
-        )
-        hosts = query(PROXY, NS_BYTESTREAMS)
-        self.recv(
-            result(
-                hosts["id"],
-                f'<query xmlns="{NS_BYTESTREAMS}"><streamhost jid="{PROXY}" '
-                f'host="127.0.0.1" port="{port}"/></query>',
-                frm=PROXY,
-            )
-        )
-
     def proxied(self) -> tuple[asyncio.Task[Any], Jingle, Any, Any]:
         port, _, listener = self.streamhost(b"x" * 40)
         task = self.send()
@@ -895,3 +897,67 @@ class TestOurProxy(InitiatorS5BCase):
         self.ended(Reason.FAILED_TRANSPORT)
         with pytest.raises(TransportError, match="activate"):
             self.run_coro(task)
+
+
+class TestPeersServersProxy(InitiatorS5BCase):
+    """The peer's server's proxies are offered too, after ours; a peer's
+    server that is slow to answer does not hold up the offer."""
+
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": False,
+        "socks5_proxy": True,
+        "candidate_timeout": 1.0,
+    }
+
+    def test_both_servers_proxies_are_offered_ours_first(self) -> None:
+        self.send()
+        self.discovered(1111)
+        self.discovered(2222, domain="example.org", proxy="proxy.example.org")
+        _, jingle, _, _ = self.offered()
+        ours, theirs = self.our_candidates(jingle).candidates
+        assert (ours.jid, ours.port, ours.priority) == (
+            PROXY,
+            1111,
+            priority(CandidateType.PROXY, 1),
+        )
+        assert (theirs.jid, theirs.port, theirs.priority) == (
+            "proxy.example.org",
+            2222,
+            priority(CandidateType.PROXY, 0),
+        )
+        assert {ours.type, theirs.type} == {CandidateType.PROXY}
+
+    def test_a_peers_server_that_does_not_answer_is_left_out(self) -> None:
+        self.send()
+        self.discovered(1111)
+        # example.org never answers its disco items: after candidate_timeout
+        # the offer goes out with our server's proxy alone.
+        _, jingle, _, _ = self.offered()
+        [ours] = self.our_candidates(jingle).candidates
+        assert ours.jid == PROXY
+
+
+class TestAddedAddresses(InitiatorS5BCase):
+    """--address: offered as assisted candidates (after direct ones), on our
+    streamhost's port unless given; --no-local-addresses: nothing else."""
+
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": True,
+        "local_addresses": False,
+        "addresses": [("198.51.100.7", 4000), ("home.example", None)],
+    }
+
+    def test_only_the_added_addresses_are_offered_as_assisted(self) -> None:
+        self.send()
+        _, jingle, _, _ = self.offered()
+        forwarded, named = self.our_candidates(jingle).candidates
+        _, port = self.run_coro(self.plugin("xfer_socks5").listen())
+        assert (forwarded.host, forwarded.port, forwarded.jid) == (
+            "198.51.100.7",
+            4000,
+            ME,
+        )
+        assert (named.host, named.port) == ("home.example", port)
+        assert {forwarded.type, named.type} == {CandidateType.ASSISTED}
+        assert forwarded.priority == priority(CandidateType.ASSISTED, 65535)
+        assert named.priority == priority(CandidateType.ASSISTED, 65534)

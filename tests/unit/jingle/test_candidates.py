@@ -8,11 +8,14 @@ from hypothesis import strategies as st
 
 from xfer.errors import LocalProtocolError
 from xfer.jingle.candidates import (
+    MAX_DIRECT,
     Candidate,
     CandidateType,
     Nomination,
     connect_order,
+    may_connect,
     nominate,
+    offer_order,
     priority,
 )
 
@@ -115,3 +118,99 @@ def test_both_sides_always_nominate_the_same_candidate(p1, p2, initiator):
     peer = nominate(we_used=mine, peer_used=theirs, we_are_initiator=not initiator)
     assert ours.candidate == peer.candidate
     assert ours.ours != peer.ours
+
+
+# -- which addresses we offer ------------------------------------------------------
+
+HOST = [
+    "127.0.0.1",
+    "::1",
+    "192.168.1.20",
+    "10.0.0.5",
+    "fd00::2",
+    "2a01:4f8::20",
+    "93.184.216.34",
+    "fe80::1%eth0",
+    "169.254.7.7",
+    "0.0.0.0",
+    "224.0.0.1",
+    "::ffff:192.168.1.20",
+    "not-an-address",
+]
+
+
+def test_the_address_toward_the_server_comes_first() -> None:
+    ordered = offer_order(HOST, toward_server="10.0.0.5", loopback=False)
+    assert ordered[0] == "10.0.0.5"
+
+
+def test_global_then_private_then_link_local_families_alternating() -> None:
+    ordered = offer_order(HOST, toward_server=None, loopback=False)
+    assert ordered == [
+        "2a01:4f8::20",
+        "93.184.216.34",
+        "fd00::2",
+        "192.168.1.20",
+        "10.0.0.5",
+        "169.254.7.7",
+    ]
+
+
+def test_never_loopback_toward_a_remote_peer_and_last_otherwise() -> None:
+    remote = offer_order(HOST, toward_server=None, loopback=False)
+    assert not {"127.0.0.1", "::1"} & set(remote)
+    local = offer_order(HOST, toward_server=None, loopback=True)
+    assert set(local[-2:]) == {"127.0.0.1", "::1"}
+
+
+def test_ipv6_link_local_unspecified_multicast_and_mapped_are_never_offered() -> None:
+    ordered = offer_order(HOST, toward_server=None, loopback=True)
+    for bad in ("fe80::1%eth0", "0.0.0.0", "224.0.0.1", "::ffff:192.168.1.20"):
+        assert bad not in ordered
+    assert "not-an-address" not in ordered
+
+
+def test_at_most_max_direct_addresses_without_duplicates() -> None:
+    many = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(40)] + ["10.1.0.1"]
+    ordered = offer_order(many, toward_server=None, loopback=False)
+    assert len(ordered) == MAX_DIRECT
+    assert len(set(ordered)) == len(ordered)
+
+
+# -- where a peer's candidate may make us connect --------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["192.168.1.20", "10.0.0.5", "203.0.113.9", "2001:db8::5", "fe80::1%eth0"],
+)
+def test_ordinary_addresses_may_be_connected_to(address: str) -> None:
+    assert may_connect(address, loopback=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "0.0.0.0",  # reaches this host's own services on Linux
+        "::",
+        "::ffff:127.0.0.1",  # loopback in disguise
+        "255.255.255.255",
+        "224.0.0.251",
+        "ff02::1",
+        "240.0.0.1",
+        "fe80::1",  # link-local without a scope cannot be reached anyway
+        "localhost",  # names are resolved first; the addresses are checked
+    ],
+)
+def test_a_peer_cannot_point_us_at_this_host_or_a_group(address: str) -> None:
+    assert not may_connect(address, loopback=False)
+
+
+def test_loopback_only_when_the_peer_may_be_on_this_host() -> None:
+    assert may_connect("127.0.0.1", loopback=True)
+    assert may_connect("::1", loopback=True)
+    assert not may_connect("0.0.0.0", loopback=True)
+    assert not may_connect("::ffff:127.0.0.1", loopback=True)

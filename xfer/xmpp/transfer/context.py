@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from xfer.envelope import Suite
 from xfer.envelope.choice import fastest_suite
-from xfer.xmpp._slixmpp import plugin
+from xfer.xmpp._slixmpp import plugin, stream_addresses
 from xfer.xmpp.ibb import XferIBB
 from xfer.xmpp.jingle import XferJingle
 from xfer.xmpp.legacy import XferSI
@@ -96,6 +96,24 @@ class Settings:
     def advertise(self) -> list[tuple[str, int]] | None:
         value: list[tuple[str, int]] | None = self._config["advertise"]
         return value
+
+    @property
+    def local_addresses(self) -> bool:
+        return self._flag("local_addresses")
+
+    @property
+    def loopback(self) -> bool | None:
+        value: bool | None = self._config["loopback"]
+        return value
+
+    @property
+    def addresses(self) -> list[tuple[str, int | None]]:
+        value: list[tuple[str, int | None]] | None = self._config["addresses"]
+        return list(value or ())
+
+    @property
+    def candidate_timeout(self) -> float:
+        return self._float("candidate_timeout")
 
     @property
     def chunk_size(self) -> int:
@@ -223,6 +241,16 @@ class Siblings:
     def jid(self) -> str:
         full: str = self._xmpp.boundjid.full
         return full
+
+    @property
+    def domain(self) -> str:
+        """Our server's domain."""
+        domain: str = self._xmpp.boundjid.domain
+        return domain
+
+    def stream_addresses(self) -> tuple[str | None, str | None]:
+        """The local and remote IP addresses of our XMPP connection."""
+        return stream_addresses(self._xmpp)
 
     @property
     def otr(self) -> XferOTR:

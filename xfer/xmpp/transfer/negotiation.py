@@ -1,15 +1,18 @@
 """The transport of one transfer, and waiting on the peer's Jingle actions.
 
-XEP-0260 (Jingle SOCKS5): our candidates (our streamhost, the server's
-proxy), the peer's we reach, the nomination and the proxy's activation;
-XEP-0261 (Jingle IBB) through transport-replace when no candidate works.
+XEP-0260 (Jingle SOCKS5): our candidates and the peer's we reach (gathered
+and tried by :mod:`.candidates`), the reports, the nomination and the
+proxy's activation; XEP-0261 (Jingle IBB) through transport-replace when no
+candidate works; the :class:`~.candidates.Route` the data took.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,13 +29,12 @@ from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
     Nomination,
-    connect_order,
     nominate,
-    priority,
 )
 from xfer.jingle.wire import Content, IBBTransport, Jingle, S5BTransport
 from xfer.transfer.policy import broke_off
 from xfer.xmpp.jingle import rejection
+from xfer.xmpp.transfer.candidates import Gatherer, Route, hostport
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.transfer.context import Settings, Siblings
+
+log = logging.getLogger(__name__)
 
 #: The name of the one content of an xfer session.
 CONTENT = "file"
@@ -56,45 +60,54 @@ class Negotiator:
     def __init__(self, settings: Settings, siblings: Siblings) -> None:
         self._settings = settings
         self._siblings = siblings
+        self._gatherer = Gatherer(settings, siblings)
+        #: The route each session's data took (forgotten with the session).
+        self._routes: weakref.WeakKeyDictionary[JingleSessionIO, Route] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def route(self, session: JingleSessionIO) -> Route | None:
+        """The path the data of ``session`` takes (once negotiated)."""
+        return self._routes.get(session)
 
     async def local_transport(
         self, session: JingleSessionIO, *, sid: str | None = None
     ) -> tuple[S5BTransport | IBBTransport, S5B | None]:
-        """Our transport offer: SOCKS5 candidates if we have any, else IBB."""
-        settings, socks5 = self._settings, self._siblings.socks5
+        """Our transport offer: SOCKS5 candidates if we have any, else IBB.
+
+        The candidates, in XEP-0260's priority order: this host's interface
+        addresses (``direct``), the addresses the user added (``assisted``),
+        our server's proxies, then those of the peer's server (``proxy``);
+        see ``spec/jingle.md`` section 6.2.
+        """
+        settings = self._settings
         sid = sid or secrets.token_urlsafe(12)
         us = self._siblings.jid
         address = dst_addr(sid, us, session.peer)
+        # Proxy discovery (disco IQs, perhaps across servers) runs while we
+        # listen and look at our interfaces.
+        proxies = asyncio.ensure_future(
+            self._gatherer.proxies(session.peer)
+            if settings.socks5_proxy
+            else asyncio.sleep(0, [])
+        )
         candidates: list[Candidate] = []
         waiter: asyncio.Future[TcpConnection] | None = None
-        if settings.socks5_direct:
-            host, port = await socks5.listen()
-            waiter = socks5.expect(address)
-            hosts = settings.advertise or [(host, port)]
-            for i, (h, p) in enumerate(hosts):
-                candidates.append(
-                    Candidate(
-                        cid=secrets.token_urlsafe(8),
-                        host=h,
-                        port=p,
-                        jid=us,
-                        priority=priority(CandidateType.DIRECT, 65535 - i),
-                    )
-                )
-        if settings.socks5_proxy:
-            with contextlib.suppress(XferError, Exception):
-                for jid, h, p in await socks5.discover_proxies():
-                    candidates.append(
-                        Candidate(
-                            cid=secrets.token_urlsafe(8),
-                            host=h,
-                            port=p,
-                            jid=jid,
-                            priority=priority(CandidateType.PROXY),
-                            type=CandidateType.PROXY,
-                        )
-                    )
+        try:
+            if settings.socks5_direct:
+                _, port = await self._siblings.socks5.listen()
+                waiter = self._siblings.socks5.expect(address)
+                candidates += self._gatherer.direct(us, port)
+            candidates += await proxies
+        except BaseException:
+            if waiter is not None:
+                waiter.cancel()
+            raise
+        finally:
+            await settle(proxies)
         if not candidates and session.role is Role.INITIATOR:
+            if waiter is not None:
+                waiter.cancel()
             if not settings.ibb:
                 raise NoUsableTransport("every transport is turned off")
             return IBBTransport(sid=sid, block_size=settings.ibb_block_size), None
@@ -123,37 +136,43 @@ class Negotiator:
         if isinstance(ours, IBBTransport):
             if session.role is Role.INITIATOR:
                 block = theirs.block_size if isinstance(theirs, IBBTransport) else 0
-                return await self._open_ibb(session, ours, block), "ibb"
+                stream = await self._open_ibb(session, ours, block)
+                self._routes[session] = Route(kind="ibb", via="")
+                return stream, "ibb"
             raise NoUsableTransport("IBB is not ours to open")  # pragma: no cover
         assert s5b is not None
         if not isinstance(theirs, S5BTransport) or theirs.sid != ours.sid:
             raise RemoteProtocolError("the peer answered with another transport")
+        us, peer = self._siblings.jid, session.peer
         try:
-            stream = await self._socks5(session, ours, s5b, theirs, timeout)
+            reached = await self._gatherer.reach(theirs, dst_addr(ours.sid, peer, us))
+            try:
+                got = await self._report_and_nominate(
+                    session, ours, s5b, reached.candidate, reached.connection, timeout
+                )
+            except BaseException:
+                if reached.connection is not None:
+                    reached.connection.abort()
+                raise
         finally:
             s5b.close()
-        if stream is not None:
-            return stream
-        return await self._fallback(session)
-
-    async def _socks5(
-        self,
-        session: JingleSessionIO,
-        ours: S5BTransport,
-        s5b: S5B,
-        theirs: S5BTransport,
-        timeout: float,
-    ) -> tuple[ByteStream, str] | None:
-        us, peer = self._siblings.jid, session.peer
-        reached, connection = await self._reach(theirs, dst_addr(ours.sid, peer, us))
-        try:
-            return await self._report_and_nominate(
-                session, ours, s5b, reached, connection, timeout
+        if got is not None:
+            stream, used = got
+            kind = f"socks5-{used.type.label}"
+            via = (
+                used.jid
+                if used.type is CandidateType.PROXY
+                else hostport(used.host, used.port)
             )
-        except BaseException:
-            if connection is not None:
-                connection.abort()
-            raise
+        else:
+            stream, kind = await self._fallback(session)
+            via = ""
+        after = None
+        if reached.failed_at is not None:
+            after = asyncio.get_running_loop().time() - reached.failed_at
+        self._routes[session] = Route(kind=kind, via=via, after_failure=after)
+        log.info("%s: the data goes %s %s", session.peer, kind, via)
+        return stream, kind
 
     async def _report_and_nominate(
         self,
@@ -163,7 +182,7 @@ class Negotiator:
         reached: Candidate | None,
         connection: TcpConnection | None,
         timeout: float,
-    ) -> tuple[ByteStream, str] | None:
+    ) -> tuple[ByteStream, Candidate] | None:
         """Tell the peer which of its candidates we reached, learn which of
         ours it reached, and take the nominated connection (XEP-0260)."""
         peer = session.peer
@@ -192,7 +211,6 @@ class Negotiator:
         )
         if choice is None:
             return None
-        label = f"socks5-{choice.candidate.type.label}"
         if not choice.ours:
             assert connection is not None
             s5b.close()
@@ -203,24 +221,10 @@ class Negotiator:
                 )
             return self._siblings.socks5.stream(
                 peer, ours.sid, connection, choice.candidate.jid
-            ), label
+            ), choice.candidate
         if connection is not None:
             connection.abort()  # we reached theirs, but ours won
         return await self._take_ours(session, ours.sid, s5b, choice, timeout)
-
-    async def _reach(
-        self, theirs: S5BTransport, address: bytes
-    ) -> tuple[Candidate | None, TcpConnection | None]:
-        """Connect to the peer's first reachable candidate, best first."""
-        for candidate in connect_order(list(theirs.candidates)):
-            try:
-                connection = await self._siblings.socks5.connect(
-                    candidate.host, candidate.port, address
-                )
-            except (OSError, TimeoutError, XferError):
-                continue
-            return candidate, connection
-        return None, None
 
     async def _take_ours(
         self,
@@ -229,13 +233,12 @@ class Negotiator:
         s5b: S5B,
         choice: Nomination,
         timeout: float,
-    ) -> tuple[ByteStream, str]:
+    ) -> tuple[ByteStream, Candidate]:
         """The nominated candidate is one we offered: the peer's connection to
         our streamhost, or the proxy, which we connect to and activate."""
         socks5 = self._siblings.socks5
         us, peer = self._siblings.jid, session.peer
         candidate = choice.candidate
-        label = f"socks5-{candidate.type.label}"
         if choice.we_activate:
             own: TcpConnection | None = None
             try:
@@ -253,14 +256,14 @@ class Negotiator:
                 ) from None
             info = S5BTransport(sid=sid, activated=candidate.cid)
             await session.send(transport_info(session, info))
-            return socks5.stream(peer, sid, own, candidate.jid), label
+            return socks5.stream(peer, sid, own, candidate.jid), candidate
         if s5b.incoming is None:
             raise RemoteProtocolError("the peer used a direct candidate we never had")
         try:
             incoming = await asyncio.wait_for(s5b.take(), timeout)
         except TimeoutError:
             raise TransferTimeout("the peer never connected to our candidate") from None
-        return socks5.stream(peer, sid, incoming, us), label
+        return socks5.stream(peer, sid, incoming, us), candidate
 
     async def _fallback(self, session: JingleSessionIO) -> tuple[ByteStream, str]:
         """No SOCKS5 candidate worked: transport-replace to IBB (XEP-0261)."""

@@ -86,6 +86,7 @@ from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.notices import Notice
@@ -132,8 +133,20 @@ class XferTransfer(BasePlugin):
         socks5_direct / socks5_proxy: offer our own SOCKS5 streamhost / the
             server's proxy as candidates (we always try the peer's).
         ibb: allow falling back to In-Band Bytestreams.
+        local_addresses: offer this host's own interface addresses as
+            direct SOCKS5 candidates (``xfer.jingle.candidates.offer_order``:
+            loopback only with ``loopback``).
+        loopback: offer loopback candidates and connect to the peer's: True,
+            False, or None (the default) when our server is on this host
+            (the XMPP connection is over loopback), so the peer may be too.
+        addresses: [(host, port or None)] to offer besides, as ``assisted``
+            candidates (a port-forwarded public address; None: the port our
+            streamhost listens on).
         advertise: [(host, port)] to announce as our direct SOCKS5 candidates
-            instead of the listening address (a port forward, or tests).
+            instead of all of the above (tests).
+        candidate_timeout: how long connecting to one of the peer's
+            candidates (TCP and the SOCKS5 handshake) may take (s); they are
+            tried staggered, a quarter second apart (``xfer.aio.eyeballs``).
         chunk_size, suite, workers: envelope parameters for sending; suite
             ``"auto"`` (the default) seals with the suite whose MAC is faster
             on this machine, measured once (``xfer.envelope.choice``).
@@ -182,6 +195,10 @@ class XferTransfer(BasePlugin):
         "ibb": True,
         "ibb_block_size": IBB_BLOCK_SIZE,
         "advertise": None,
+        "local_addresses": True,
+        "loopback": None,
+        "addresses": None,
+        "candidate_timeout": 2.0,
         "chunk_size": DEFAULT_CHUNK_SIZE,
         "suite": "auto",
         "workers": 2,
@@ -354,10 +371,14 @@ class XferTransfer(BasePlugin):
         name: str | None = None,
         media_type: str = "application/octet-stream",
         progress: ProgressCallback = no_progress,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """Send the file at ``path`` to ``peer`` (a full or bare JID).
 
-        Returns once the receiver verified and stored it.
+        Returns once the receiver verified and stored it. ``check_source``,
+        if given, is called once the last byte is read and sealed, before
+        the digest goes out: it raises (an OSError) if the file changed
+        meanwhile, and the transfer fails with the receiver keeping nothing.
 
         Raises:
             NotSecure: no OTR session could be set up. UntrustedPeer: the
@@ -366,7 +387,9 @@ class XferTransfer(BasePlugin):
             TransportError (NoUsableTransport, TransferTimeout...).
             OSError: the file could not be read.
         """
-        return await self._sender.send(peer, path, name, media_type, progress)
+        return await self._sender.send(
+            peer, path, name, media_type, progress, check_source
+        )
 
     async def send_stream(
         self,
@@ -409,6 +432,13 @@ class XferTransfer(BasePlugin):
         )
 
     # -- receiving ------------------------------------------------------------------
+
+    def add_offer_taker(self, take: Callable[[IncomingOffer], bool]) -> None:
+        """Let ``take`` see each vetted offer before it is queued for
+        :meth:`next_offer`; if it returns True, it took the offer (and must
+        accept or decline it). Offers that go on with a receipt under way
+        never reach it."""
+        self._receiver.takers.append(take)
 
     async def next_offer(self, timeout: float | None = None) -> IncomingOffer:
         """The next file offered to us (already checked: OTR offer, trust,

@@ -39,6 +39,7 @@ from xfer.xmpp.transfer.streaming import ReceivedStream
 
 if TYPE_CHECKING:
     import os
+    from collections.abc import Callable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.aio.partial import Partial
@@ -217,6 +218,10 @@ class Receiver:
             maxsize=self._settings.max_pending_offers
         )
         self._tasks: set[asyncio.Future[None]] = set()
+        #: Called with each vetted offer before it is queued; one that
+        #: returns True took it (``xfer_share``'s fetcher takes the offers
+        #: that answer its own requests).
+        self.takers: list[Callable[[IncomingOffer], bool]] = []
         #: Receipts in progress, by :func:`_receipt_key`: a new offer of the
         #: same file from the same sender continues one.
         self.receipts: dict[tuple[str, bytes, int, str], _Receipt] = {}
@@ -280,7 +285,9 @@ class Receiver:
         # and when we go (directed presence).
         self._siblings.jingle.announce(session.peer)
         if not incoming.is_stream and (
-            self._continues(incoming) or self._confirms(incoming)
+            self._continues(incoming)
+            or self._confirms(incoming)
+            or any(take(incoming) for take in self.takers)
         ):
             return
         if self.offers.full() or not incoming.trusted:

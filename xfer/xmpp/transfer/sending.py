@@ -77,6 +77,12 @@ class SendResult:
     breaks: int = 0
     #: The SHA-256 of the whole file, as the receiver stored it.
     sha256: bytes = b""
+    #: Where the data went: a streamhost's ``host:port``, a proxy's JID, or
+    #: "" (IBB); see :class:`~xfer.xmpp.transfer.candidates.Route`.
+    via: str = ""
+    #: Seconds from the last of the peer's candidates failing to the stream
+    #: being ready (proxy or IBB after all failed), or None.
+    after_failure: float | None = None
 
 
 @dataclass(kw_only=True)
@@ -109,6 +115,7 @@ class Sender:
         name: str | None,
         media_type: str,
         progress: ProgressCallback,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """See :meth:`XferTransfer.send_file`."""
         source = Path(path)
@@ -149,6 +156,7 @@ class Sender:
                     media_type,
                     progress,
                     attempt,
+                    check_source,
                 )
                 return dataclasses.replace(
                     result, seconds=time.perf_counter() - started, breaks=breaks
@@ -233,6 +241,7 @@ class Sender:
         media_type: str,
         progress: ProgressCallback,
         attempt: _Attempt,
+        check_source: Callable[[], None] | None = None,
     ) -> SendResult:
         """One offer of the file over ``otr_session`` with ``full``, whose
         ``fingerprint`` the caller checked.
@@ -284,7 +293,7 @@ class Sender:
         )
         sealed_size = sealer.header.sealed_size(offer.size)
         session = self._siblings.jingle.initiate(full)
-        setup, kind, start = 0.0, "", 0
+        setup, kind, start, route = 0.0, "", 0, None
         s5b: S5B | None = None
         try:
             transport, s5b = await self._negotiator.local_transport(session)
@@ -319,6 +328,7 @@ class Sender:
                 session, transport, s5b, accept, source, start
             )
             setup = time.perf_counter() - setup_start
+            route = self._negotiator.route(session)
             await watching(
                 session,
                 send_sealed(
@@ -329,7 +339,11 @@ class Sender:
                     start=start,
                     progress=progress,
                     on_written=self._then_digest(
-                        attempt, digest, offer, (otr_session, full, fingerprint)
+                        attempt,
+                        digest,
+                        offer,
+                        (otr_session, full, fingerprint),
+                        check_source,
                     ),
                     stall_timeout=self._settings.stall_timeout,
                     digest=digest,
@@ -354,6 +368,8 @@ class Sender:
                     setup_seconds=setup,
                     resumed_from=start,
                     sha256=attempt.sha256,
+                    via=route.via if route else "",
+                    after_failure=route.after_failure if route else None,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(
@@ -408,11 +424,15 @@ class Sender:
         digest: hashlib._Hash,
         offer: TransferOffer,
         to: tuple[Session, str, bytes],
+        check_source: Callable[[], None] | None = None,
     ) -> Callable[[], None]:
         """What runs once the last sealed byte is out: the digest of the
         whole file, which ``digest`` has seen by then, follows it inside
         OTR to the fingerprint of the offer (``to``: its session, the peer's
-        full JID, the fingerprint).
+        full JID, the fingerprint). ``check_source``, if given, runs
+        first: it raises if the file changed while it was read (a mix of
+        old and new bytes would verify), and then no digest goes out and
+        the receiver keeps nothing.
 
         Raises (when called):
             NotSecure: no session with that fingerprint is left.
@@ -420,6 +440,8 @@ class Sender:
         otr_session, full, fingerprint = to
 
         def written() -> None:
+            if check_source is not None:
+                check_source()
             attempt.written = True
             attempt.sha256 = digest.digest()
             self._siblings.otr.send_digest(

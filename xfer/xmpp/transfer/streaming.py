@@ -308,6 +308,7 @@ class StreamSender:
         except TransferRejected as exc:
             if exc.reason == Reason.SUCCESS.value and written:
                 await self._confirmed(verdict, full, written[0], state.plain)
+                route = self._negotiator.route(session)
                 return SendResult(
                     peer=full,
                     fingerprint=fingerprint,
@@ -318,6 +319,8 @@ class StreamSender:
                     seconds=time.perf_counter() - started,
                     setup_seconds=setup,
                     sha256=written[0],
+                    via=route.via if route else "",
+                    after_failure=route.after_failure if route else None,
                 )
             if exc.reason == Reason.SUCCESS.value:
                 raise RemoteProtocolError(

@@ -1,0 +1,309 @@
+"""``xfer share``, ``xfer ls`` and ``xfer get``: encrypted shared folders
+(spec/share.md). The library does the work (``xfer.Client.share``,
+``list_shared``, ``fetch``); these commands parse, print and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from xfer_cli.account import account_options, connect, run
+from xfer_cli.main import EXIT_ERROR, EXIT_USAGE, CommandError
+from xfer_cli.output import Output, json_option, quiet_option, quoted
+from xfer_cli.progress import format_bytes
+
+from xfer.display import shown
+from xfer.errors import LocalProtocolError
+from xfer.jid import bare_jid
+from xfer.transfer.share import EntryType
+from xfer.transfer.share_paths import check_path
+
+if TYPE_CHECKING:
+    from xfer_cli.progress import Progress
+
+    from xfer.transfer.share import ShareEntry
+    from xfer.xmpp.share import FetchedFile, ShareEvent
+
+__all__ = ["get", "ls", "share"]
+
+
+def share_path(raw: str) -> str:
+    """A path of a share as typed ("2024/", "./a", "/") in the form the
+    protocol takes ("2024", "a", "")."""
+    path = raw.strip("/")
+    while path.startswith("./"):
+        path = path[2:]
+    if path == ".":
+        path = ""
+    try:
+        check_path(path, root=True)
+    except LocalProtocolError as exc:
+        msg = f"{raw!r} is not a path in a shared folder: {exc}"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from None
+    return path
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``JID[/sub/path]`` -> (bare JID, share path)."""
+    account, _, path = target.partition("/")
+    try:
+        bare_jid(account)
+    except LocalProtocolError:
+        msg = f"{target!r} does not start with a JID (user@server)"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from None
+    return account, share_path(path)
+
+
+@click.command()
+@click.argument(
+    "directory", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--with",
+    "peers",
+    metavar="JID",
+    multiple=True,
+    required=True,
+    help="Who may list and fetch (repeat the option for more); their "
+    "fingerprints must be trusted.",
+)
+@click.option(
+    "--room",
+    metavar="ROOM",
+    help="Share with the trusted members of a group chat (not supported yet).",
+)
+@account_options
+@quiet_option
+@json_option
+def share(
+    directory: Path,
+    peers: tuple[str, ...],
+    room: str | None,
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Share DIRECTORY with the JIDs given, until Ctrl-C.
+
+    They see it with 'xfer ls YOURJID' and fetch from it with 'xfer get
+    YOURJID PATH'. Everything goes end-to-end encrypted inside OTR: the
+    servers learn neither names, sizes, nor what was fetched. Only regular
+    files and folders inside DIRECTORY are shared: no symbolic links, no
+    hidden files (names starting with '.'), no special files. Others are
+    refused, with a reason.
+    """
+    if room is not None:
+        raise CommandError(
+            "--room is not supported yet: name the members with --with",
+            exit_code=EXIT_USAGE,
+        )
+    try:
+        accounts = sorted({bare_jid(p) for p in peers})
+    except LocalProtocolError as exc:
+        raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
+    out = Output(quiet=quiet, as_json=as_json)
+
+    def report(event: ShareEvent) -> None:
+        what = {
+            "listed": "listed",
+            "sending": "is fetching",
+            "sent": "got",
+            "failed": "did not get",
+            "refused": "was refused",
+        }.get(event.kind, event.kind)
+        where = (
+            f" {quoted(event.path or '/')}"
+            if event.path or event.kind == "listed"
+            else ""
+        )
+        detail = f" ({shown(event.detail)})" if event.detail else ""
+        out.say(f"{shown(event.peer)} {what}{where}{detail}")
+        out.event(event.kind, peer=event.peer, path=event.path, detail=event.detail)
+
+    async def job() -> int:
+        client = await connect(jid, host, port, tls)
+        sharer = client.share(directory, with_=accounts, report=report)
+        try:
+            out.say(
+                f"sharing {shown(str(sharer.folder.root), limit=None)} with "
+                f"{', '.join(accounts)} as {shown(client.jid)}; Ctrl-C stops"
+            )
+            out.event("sharing", root=str(sharer.folder.root), peers=accounts)
+            await asyncio.Event().wait()
+        finally:
+            await sharer.close()
+            await client.close()
+        return 0
+
+    try:
+        run(job())
+    except KeyboardInterrupt:
+        out.say("stopped sharing")
+
+
+def _date(mtime: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
+
+
+@click.command()
+@click.argument("target", metavar="JID[/PATH]")
+@click.option(
+    "--recursive", "-r", is_flag=True, help="Everything below, not only the children."
+)
+@account_options
+@json_option
+def ls(
+    target: str,
+    recursive: bool,
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    as_json: bool,
+) -> None:
+    """List what JID shares with you (at PATH): size, date (UTC), media
+    type, SHA-256 (once the sharer has computed it) and name."""
+    peer, path = split_target(target)
+    out = Output(as_json=as_json)
+
+    async def job() -> int:
+        client = await connect(jid, host, port, tls)
+        try:
+            entries = await client.list_shared(peer, path, recursive=recursive)
+        finally:
+            await client.close()
+        for entry in entries:
+            _print_entry(entry, out)
+        return 0
+
+    run(job())
+
+
+def _print_entry(entry: ShareEntry, out: Output) -> None:
+    directory = entry.type is EntryType.DIRECTORY
+    if out.as_json:
+        out.event(
+            "entry",
+            path=entry.path,
+            type="directory" if directory else "file",
+            size=entry.size,
+            mtime=entry.mtime,
+            media_type=entry.media_type,
+            sha256=None if entry.sha256 is None else entry.sha256.hex(),
+        )
+        return
+    size = "-" if directory else format_bytes(entry.size)
+    media = "directory" if directory else (entry.media_type or "-")
+    digest = entry.sha256.hex() if entry.sha256 is not None else "-"
+    name = shown(entry.path, limit=None) + ("/" if directory else "")
+    click.echo(f"{size:>10}  {_date(entry.mtime)}  {media:<24}  {digest:<64}  {name}")
+
+
+@click.command()
+@click.argument("peer", metavar="JID")
+@click.argument("paths", metavar="PATH...", nargs=-1, required=True)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="Where to put them (created if missing).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace files of the same name.")
+@account_options
+@quiet_option
+@json_option
+def get(
+    peer: str,
+    paths: tuple[str, ...],
+    directory: Path,
+    overwrite: bool,
+    jid: str | None,
+    host: str | None,
+    port: int | None,
+    tls: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Fetch files or whole folders (PATH... as 'xfer ls JID' shows them)
+    that JID shares with you, into --dir with their relative folders.
+
+    Each file is verified like any transfer; run the command again after a
+    break and each file goes on from what was kept. The exit code is 0 only
+    if everything arrived.
+    """
+    try:
+        bare_jid(peer)
+    except LocalProtocolError as exc:
+        raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
+    wanted = _outermost([share_path(p) for p in paths])
+    out = Output(quiet=quiet, as_json=as_json)
+    directory.mkdir(parents=True, exist_ok=True)
+    bars: dict[str, Progress] = {}
+
+    def progress(path: str) -> Progress:
+        bar = out.progress(path)
+        bars[path] = bar
+        return bar
+
+    def stored(got: FetchedFile) -> None:
+        bar = bars.pop(got.path, None)
+        if bar is not None:
+            bar.close()
+        out.say(
+            f"got {quoted(got.path)} ({format_bytes(got.size)}, SHA-256 verified) "
+            f"-> {shown(str(got.local), limit=None)}"
+        )
+        out.event(
+            "received",
+            peer=peer,
+            path=got.path,
+            local=str(got.local),
+            size=got.size,
+            sha256=got.sha256.hex(),
+        )
+
+    async def job() -> int:
+        client = await connect(jid, host, port, tls)
+        try:
+            result = await client.fetch(
+                peer,
+                wanted,
+                directory,
+                overwrite=overwrite,
+                progress=progress,
+                on_file=stored,
+            )
+        finally:
+            for bar in bars.values():
+                bar.close()
+            await client.close()
+        for path, why in result.failed:
+            out.say(f"did not get {quoted(path)}: {shown(why)}")
+            out.event("failed", peer=peer, path=path, error=why)
+        total = len(result.stored) + len(result.failed)
+        if result.failed:
+            raise CommandError(
+                f"{len(result.failed)} of {total} files did not arrive",
+                exit_code=EXIT_ERROR,
+            )
+        out.say(f"{total} file(s) fetched into {shown(str(directory), limit=None)}")
+        return 0
+
+    run(job())
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """The paths without those inside another one given (asked once)."""
+    kept: list[str] = []
+    for path in sorted(set(paths), key=lambda p: (p.count("/"), p)):
+        if not any(k in (path, "") or path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept

@@ -1,0 +1,129 @@
+"""xfer.aio.eyeballs.race: staggered attempts, the first success wins."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from xfer.aio.eyeballs import race
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+class Script:
+    """Attempts that succeed, fail or hang as told, recording when each
+    started and what was discarded."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, float] = {}
+        self.discarded: list[str] = []
+        self.cancelled: list[int] = []
+
+    def attempt(
+        self, index: int, *, after: float = 0.0, result: str | None = None,
+        error: BaseException | None = None, ignore_cancel: bool = False,
+    ) -> Callable[[], Awaitable[str]]:  # fmt: skip
+        async def run() -> str:
+            self.started[index] = asyncio.get_running_loop().time()
+            try:
+                await asyncio.sleep(after)
+            except asyncio.CancelledError:
+                self.cancelled.append(index)
+                if not ignore_cancel:
+                    raise
+            if error is not None:
+                raise error
+            return result if result is not None else f"conn{index}"
+
+        return run
+
+
+async def test_the_first_attempt_wins_alone_when_it_is_quick() -> None:
+    s = Script()
+    outcome = await race(
+        [s.attempt(0), s.attempt(1)], discard=s.discarded.append, stagger=5
+    )
+    assert (outcome.winner, outcome.result) == (0, "conn0")
+    assert list(s.started) == [0]  # the next was never needed
+    assert outcome.failures == []
+    assert outcome.last_failure is None
+
+
+async def test_a_hanging_attempt_lets_the_next_start_after_the_stagger() -> None:
+    s = Script()
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    outcome = await race(
+        [s.attempt(0, after=60), s.attempt(1)],
+        discard=s.discarded.append,
+        stagger=0.2,
+    )
+    assert (outcome.winner, outcome.result) == (1, "conn1")
+    assert s.started[1] - s.started[0] >= 0.2
+    assert s.cancelled == [0]  # the loser is stopped
+    assert loop.time() - begun < 30
+
+
+async def test_a_failure_starts_the_next_at_once() -> None:
+    s = Script()
+    outcome = await race(
+        [s.attempt(0, error=ConnectionRefusedError()), s.attempt(1)],
+        discard=s.discarded.append,
+        stagger=60,
+    )
+    assert outcome.winner == 1
+    assert s.started[1] - s.started[0] < 30  # not the 60 s stagger
+    [(index, error)] = outcome.failures
+    assert index == 0
+    assert isinstance(error, ConnectionRefusedError)
+
+
+async def test_all_failing_is_no_winner_with_the_time_of_the_last_failure() -> None:
+    s = Script()
+    outcome = await race(
+        [
+            s.attempt(0, after=0.05, error=TimeoutError()),
+            s.attempt(1, error=OSError("unreachable")),
+        ],
+        discard=s.discarded.append,
+        stagger=0.01,
+    )
+    assert outcome.winner is None
+    assert outcome.result is None
+    assert sorted(i for i, _ in outcome.failures) == [0, 1]
+    assert outcome.last_failure is not None
+    assert outcome.last_failure >= s.started[0] + 0.05
+
+
+async def test_no_attempts_is_no_winner() -> None:
+    outcome = await race([], discard=print)
+    assert outcome.winner is None
+    assert outcome.failures == []
+
+
+async def test_a_loser_that_succeeded_anyway_is_discarded() -> None:
+    # The second succeeds while being cancelled (it ignores the cancel, as
+    # a connection completing at that moment would): its result is closed.
+    s = Script()
+    outcome = await race(
+        [s.attempt(0, after=0.3), s.attempt(1, after=60, ignore_cancel=True)],
+        discard=s.discarded.append,
+        stagger=0.1,
+    )
+    assert outcome.winner == 0
+    assert s.discarded == ["conn1"]
+
+
+async def test_an_unexpected_error_propagates_and_stops_the_rest() -> None:
+    s = Script()
+    with pytest.raises(KeyError):
+        await race(
+            [s.attempt(0, after=60), s.attempt(1, error=KeyError("bug"))],
+            discard=s.discarded.append,
+            stagger=0.01,
+            errors=(OSError,),
+        )
+    assert s.cancelled == [0]
