@@ -73,8 +73,8 @@ STREAM_PIECE = 256 * 1024
 #: The receiver reads the bytestream in pieces of at most this size.
 READ_PIECE = 256 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
-#: the one being written, the sender holds four pieces).
-READ_AHEAD = 2
+#: the one being written, the sender holds six pieces).
+READ_AHEAD = 4
 #: Pieces smaller than this are sealed or opened on the event loop thread.
 _INLINE = 64 * 1024
 #: The default flush interval of a live stream (s): the longest that data
@@ -261,12 +261,13 @@ async def send_stream(
     flushing = flush_interval is not None and can_flush(sealer)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.ensure_future(_read_ahead(pieces, queue))
+    taking = _Taking(queue)
     write: asyncio.Future[None] | None = None
     loop = asyncio.get_running_loop()
     first: float | None = None  # when the buffered plaintext came
     deadline: float | None = None  # when it must go
     try:
-        while (item := await _next(queue, deadline)) is not None:
+        while (item := await taking.next(deadline)) is not None:
             if isinstance(item, _Flush):
                 out = sealer.flush()
                 first = deadline = None
@@ -317,6 +318,36 @@ class _Flush:
 
 
 _FLUSH = _Flush()
+
+
+class _Taking:
+    """The read-ahead queue, taken a piece at a time: pieces queued already
+    are joined into one of about :data:`STREAM_PIECE` (a pipe gives 64 KiB
+    at a time, and fewer, larger pieces cost less to seal; nothing waits
+    for more to come), and the source's end or error stays behind them."""
+
+    def __init__(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        self.queue = queue
+        self.held: list[BaseException | None] = []
+
+    async def next(
+        self, deadline: float | None
+    ) -> bytes | BaseException | _Flush | None:
+        if self.held:
+            return self.held.pop()
+        item = await _next(self.queue, deadline)
+        if not isinstance(item, bytes):
+            return item
+        parts = [item]
+        size = len(item)
+        while size < STREAM_PIECE and not self.queue.empty():
+            more = self.queue.get_nowait()
+            if not isinstance(more, bytes):
+                self.held.append(more)
+                break
+            parts.append(more)
+            size += len(more)
+        return item if len(parts) == 1 else b"".join(parts)
 
 
 async def _next(

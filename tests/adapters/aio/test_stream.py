@@ -267,6 +267,26 @@ async def test_without_a_flush_interval_a_short_chunk_waits() -> None:
     assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello"
 
 
+async def test_small_pieces_are_joined_in_order_and_the_end_stays_behind() -> None:
+    data = os.urandom(50 * CHUNK)
+
+    async def source() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+        raise OSError("the source failed after all of it")
+
+    stream, state = QueueStream(), StreamProgress()
+    with pytest.raises(OSError, match="after all of it"):
+        await send_stream(
+            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
+        )
+    assert state.plain == len(data)
+    opener = Opener(KEY)
+    assert opener.update(bytes(stream.written)) == data  # every chunk, in order
+    with pytest.raises(IntegrityError):
+        opener.finalize()  # but no end
+
+
 async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None:
     async def source() -> AsyncIterator[bytes]:
         yield b"a" * (CHUNK + 5)
