@@ -1,6 +1,8 @@
 """The data phase alone: send_sealed to receive_sealed over loopback TCP.
 
     python benchmarks/pump.py [--mib 256 1/1024] [--rounds 3] [--profile DIR]
+                              [--perf DIR | --py-spy DIR] [--suite auto|1|2] [--chunk-kib 64]
+                              [--module MODULE]
                               [--dir DIR] [--json PATH]
 
 No XMPP, no OTR: two processes (this script with ``--side``), a sender and a
@@ -11,7 +13,11 @@ transfer. Each side reports its wall time, CPU (user and system) and peak
 RSS (``getrusage``, the process's whole life: imports included); the
 receiver's time runs from its first read to the file in place (fsync and
 rename included). ``--profile DIR`` writes a cProfile of each side
-(``DIR/sender-<size>.prof``, ``DIR/receiver-<size>.prof``).
+(``DIR/sender-<size>.prof``, ``DIR/receiver-<size>.prof``); ``--perf DIR``
+runs each side under ``perf record`` (CPU clock samples, for where the time
+goes below Python: the interpreter, libcrypto, the kernel), into
+``DIR/<side>-<size>.data``; ``--py-spy DIR`` under ``py-spy record`` (Python
+and native frames per thread, collapsed stacks in ``DIR/<side>-<size>.txt``).
 
 Rounds interleave the sizes; the table shows medians (RSS: the largest).
 MB = 10**6 bytes.
@@ -23,6 +29,7 @@ import argparse
 import asyncio
 import cProfile
 import hashlib
+import importlib
 import json
 import os
 import resource
@@ -51,20 +58,23 @@ def _usage() -> dict[str, float]:
 
 
 async def _side(args: argparse.Namespace) -> dict[str, Any]:
-    from xfer.aio.pump import receive_sealed, send_sealed
+    pump = importlib.import_module(args.module)
+    receive_sealed, send_sealed = pump.receive_sealed, pump.send_sealed
     from xfer.aio.socks5 import Socks5Stream
     from xfer.aio.tcp import TcpConnection, open_tcp
     from xfer.envelope import Sealer
+    from xfer.envelope.choice import fastest_suite
     from xfer.transfer.offer import TransferOffer
     from xfer.xmpp.transfer.context import crypto_executor
 
     spec = json.loads(args.spec)
     key = bytes.fromhex(spec["key"])
+    suite = fastest_suite() if spec["suite"] == "auto" else int(spec["suite"])
     offer = TransferOffer(
         transfer_id=bytes.fromhex(spec["tid"]),
         salt=bytes.fromhex(spec["salt"]),
-        suite=1,
-        chunk_size=CHUNK,
+        suite=suite,
+        chunk_size=spec["chunk"],
         size=spec["size"],
         name="f.bin",
         sha256=bytes.fromhex(spec["sha256"]),
@@ -73,7 +83,8 @@ async def _side(args: argparse.Namespace) -> dict[str, Any]:
         key,
         salt=offer.salt,
         transfer_id=offer.transfer_id,
-        chunk_size=CHUNK,
+        suite=offer.suite,
+        chunk_size=offer.chunk_size,
         executor=crypto_executor(),
     )
     sealed_size = sealer.header.sealed_size(offer.size)
@@ -142,8 +153,18 @@ def _write_random(path: Path, size: int) -> None:
             f.write(os.urandom(min(4 * MiB, size - done)))
 
 
-def _round(folder: Path, source: Path, size: int, profile: str | None) -> dict:
+def _report(output: str) -> dict[str, Any]:
+    """A side's report: its line of JSON among a profiler's own lines."""
+    return next(
+        json.loads(line) for line in output.splitlines() if line.startswith("{")
+    )
+
+
+def _round(folder: Path, source: Path, size: int, args: argparse.Namespace) -> dict:
+    profile = args.profile
     spec = {
+        "suite": args.suite,
+        "chunk": args.chunk_kib * 1024,
         "key": os.urandom(32).hex(),
         "tid": os.urandom(16).hex(),
         "salt": os.urandom(32).hex(),
@@ -152,25 +173,38 @@ def _round(folder: Path, source: Path, size: int, profile: str | None) -> dict:
         "source": str(source),
         "dest": str(folder / "received.bin"),
     }
-    base = [sys.executable, __file__] + (["--profile", profile] if profile else [])
+    base = [sys.executable, __file__, "--module", args.module]
+    base += ["--profile", profile] if profile else []
+    wrap: dict[str, list[str]] = {"sender": [], "receiver": []}
+    for side in wrap:
+        if args.perf:
+            wrap[side] = ["perf", "record", "-q", "-F", "997", "-e", "cpu-clock"]
+            wrap[side] += ["-o", f"{args.perf}/{side}-{size}.data", "--"]
+        elif args.py_spy:
+            wrap[side] = ["py-spy", "record", "--threads", "--native", "-r", "500"]
+            wrap[side] += ["-f", "raw", "-o", f"{args.py_spy}/{side}-{size}.txt"]
+            wrap[side] += ["--"]
     receiver = subprocess.Popen(
-        [*base, "--side", "receiver", "--spec", json.dumps(spec)],
+        [*wrap["receiver"], *base, "--side", "receiver", "--spec", json.dumps(spec)],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert receiver.stdout is not None
-    spec["port"] = int(receiver.stdout.readline())
+    line = receiver.stdout.readline()
+    while not line.strip().isdigit():  # a profiler's own lines
+        line = receiver.stdout.readline()
+    spec["port"] = int(line)
     sender = subprocess.run(
-        [*base, "--side", "sender", "--spec", json.dumps(spec)],
+        [*wrap["sender"], *base, "--side", "sender", "--spec", json.dumps(spec)],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
     )
-    got = json.loads(receiver.stdout.read())
+    got = _report(receiver.stdout.read())
     if receiver.wait() != 0:
         raise RuntimeError("the receiver failed")
     os.unlink(spec["dest"])
-    return {"sender": json.loads(sender.stdout), "receiver": got}
+    return {"sender": _report(sender.stdout), "receiver": got}
 
 
 def main() -> int:
@@ -179,6 +213,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", help="write cProfile files here")
     parser.add_argument("--dir", type=Path, default=None, help="for the files")
+    parser.add_argument(
+        "--perf", help="run each side under 'perf record' (cpu-clock), files here"
+    )
+    parser.add_argument(
+        "--py-spy", help="run each side under 'py-spy record' (raw), files here"
+    )
+    parser.add_argument(
+        "--suite", default="auto", help="1, 2 or auto (the CLI's default)"
+    )
+    parser.add_argument(
+        "--chunk-kib", type=int, default=CHUNK // 1024, help="the envelope's chunks"
+    )
+    parser.add_argument(
+        "--module",
+        default="xfer.aio.pump",
+        help="where send_sealed and receive_sealed come from (to compare a change)",
+    )
     parser.add_argument("--side", choices=["sender", "receiver"])
     parser.add_argument("--spec")
     add_json_option(parser, "pump")
@@ -197,7 +248,7 @@ def main() -> int:
         for r in range(args.rounds):
             for size in sizes:
                 print(f"round {r + 1}/{args.rounds}: {size} bytes", file=sys.stderr)
-                results[size].append(_round(folder, sources[size], size, args.profile))
+                results[size].append(_round(folder, sources[size], size, args))
     finally:
         for path in folder.iterdir():
             path.unlink()

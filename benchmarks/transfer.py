@@ -418,22 +418,24 @@ def disk_speed(folder: Path, size: int) -> float:
 
 def crypto_speeds(size: int) -> dict[str, float]:
     """MB/s of the work a transfer does per byte, each on one core: sealing and
-    opening (the default suite and chunk size, 4 MiB pieces, no worker
-    threads) and SHA-256 (the sender hashes the file as it seals it, the
-    receiver the plaintext it opens)."""
+    opening (the suite a transfer picks here, ``fastest_suite``, the default
+    chunk size, 4 MiB pieces, no worker threads) and SHA-256 (the sender
+    hashes the file as it seals it, the receiver the plaintext it opens)."""
     import hashlib
 
     from xfer.envelope import Opener, Sealer
+    from xfer.envelope.choice import fastest_suite
 
+    suite = fastest_suite()  # as the transfers measured beside it seal
     data = memoryview(os.urandom(size))
-    sealer = Sealer(bytes(32))
+    sealer = Sealer(bytes(32), suite=suite)
     buf = bytearray(sealer.output_bound(PIECE))
     start = time.perf_counter()
     for i in range(0, size, PIECE):
         sealer.update_into(data[i : i + PIECE], buf)
     sealer.finalize()
     seal = size / (time.perf_counter() - start) / 1e6
-    again = Sealer(bytes(32))
+    again = Sealer(bytes(32), suite=suite)
     sealed = memoryview(again.update(data) + again.finalize())
     opener = Opener(bytes(32))
     buf = bytearray(2 * PIECE)
@@ -721,6 +723,9 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - started
 
+    from xfer.envelope.choice import fastest_suite
+
+    suite_label = fastest_suite().label  # the suite of the transfers and limit
     throughput = {}
     for kind in args.kinds:
         e, p = median_row(enc[kind]), median_row(plain[kind])
@@ -749,6 +754,21 @@ def main() -> int:
         f"{name}_mb_s": round(statistics.median(values), 1)
         for name, values in crypto.items()
     }
+    # Per round, the encrypted direct transfer against the limit measured
+    # right after it: how much of the crypto's two-core limit it reaches.
+    of_limit = (
+        round(
+            statistics.median(
+                row["mb_s"] / limit
+                for row, limit in zip(
+                    enc["socks5-direct"], crypto["two_core_limit"], strict=True
+                )
+            ),
+            3,
+        )
+        if "socks5-direct" in enc
+        else None
+    )
     latency = {}
     for kind in args.kinds:
         s, a = median_row(secure[kind]), median_row(ake[kind])
@@ -787,7 +807,12 @@ def main() -> int:
         f"{references['open_mb_s']}, SHA-256 {references['sha256_mb_s']} MB/s; "
         f"a transfer's two-core limit\n(seal + open + two SHA-256 "
         f"on both cores; no network, no disk): {references['two_core_limit_mb_s']} "
-        "MB/s"
+        f"MB/s ({suite_label})"
+        + (
+            f"; encrypted direct / that limit (per round, median): {of_limit:.2f}"
+            if of_limit is not None
+            else ""
+        )
     )
     print(
         "\nwhere the time goes (encrypted; ms) and CPU (100% = one core), "
@@ -867,7 +892,8 @@ def main() -> int:
             "latency_with_ake_ms": TARGET_AKE_MS,
         },
         "throughput": throughput,
-        "crypto_reference": references,
+        "crypto_reference": {**references, "suite": suite_label},
+        "direct_of_two_core_limit": of_limit,
         "latency": latency,
         # the floor of every worker's peak RSS (see crypto_reference)
         "orchestrator_peak_rss_mib": round(

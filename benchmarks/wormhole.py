@@ -36,7 +36,10 @@ beside it, the CPU of the servers (Prosody; wormhole's mailbox server and
 transit relay), read from ``/proc`` around each transfer. The
 tools alternate which goes first, case by case and round by round; the table
 shows medians and the ratios xfer / wormhole. ``--quick`` (4 MiB, one round)
-checks that everything works. It prints a table and writes JSON (default
+checks that everything works. xfer's packages are byte-compiled first
+(``_common.compile_xfer``), as an installation by pip is (wormhole's is);
+otherwise a development checkout run with ``PYTHONDONTWRITEBYTECODE``
+compiles them at every start. It prints a table and writes JSON (default
 ``benchmarks/results/wormhole.json``).
 """
 
@@ -60,7 +63,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import _wormhole_env
-from _common import add_json_option, write_report
+from _common import add_json_option, compile_xfer, write_report
 from transfer import ACCOUNTS, MiB, cpu_seconds, machine_info, write_random
 
 from xfer.testing.prosody import LocalProsody
@@ -668,6 +671,7 @@ def main() -> int:
     started = time.perf_counter()
     load_before = round(os.getloadavg()[0], 2)
     venv = _wormhole_env.prepare(args.wormhole_venv.expanduser())
+    compiled = compile_xfer()  # as installed: wormhole's environment is pip's
     size = args.mib * MiB
     samples: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
         mode: {tool: {"big": [], "small": []} for tool in ("xfer", "wormhole")}
@@ -785,6 +789,9 @@ def main() -> int:
             "--code CODE) with a local mailbox server and transit relay, direct "
             "hints limited to loopback; relay: --no-listen on both sides",
             "fsync": "the xfer receiver fsyncs before renaming; wormhole does not",
+            "bytecode": "xfer's packages byte-compiled first ("
+            + ", ".join(compiled)
+            + "), as pip compiles an installed package (and wormhole's)",
         },
         "results": results,
         "failed_and_repeated": bench.failures,

@@ -3,13 +3,20 @@
 
 Where each setting comes from, first match wins:
 
-1. a command-line option (``--jid``, ``--host``, ``--port``, ``--tls``);
+1. a command-line option (``--jid``, ``--host``, ``--port``, ``--tls``,
+   ``--ca-file``);
 2. an environment variable (``XFER_JID``, ``XFER_PASSWORD``, ``XFER_HOST``,
-   ``XFER_PORT``, ``XFER_TLS``);
+   ``XFER_PORT``, ``XFER_TLS``, ``XFER_CA_FILE``);
 3. the config file, ``$XDG_CONFIG_HOME/xfer/config.toml`` (by default
    ``~/.config/xfer/config.toml``; ``XFER_CONFIG`` names another), with keys
-   ``jid``, ``password``, ``host``, ``port``, ``tls``;
+   ``jid``, ``password``, ``host``, ``port``, ``tls``, ``ca_file``;
 4. for the password only: a prompt, when standard input is a terminal.
+
+The port defaults to 5223 with ``tls = "direct"``, else 5222. A CA file (PEM)
+replaces the system's CAs for the server's certificate (as ``curl --cacert``
+does): a server with a private CA, or one pinned to its CA. ``--ca-file``
+reaches :func:`connect` through the click context (it is not a parameter of
+each command).
 
 The password is never a command-line argument (other users could read it in
 the process list). The OTR key and the trusted fingerprints live in
@@ -20,7 +27,9 @@ another), created with mode 0700, files 0600.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import ssl
 import stat
 import sys
 import tomllib
@@ -39,6 +48,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
 TLS_MODES = ("starttls", "direct", "none")
+#: The default port of each TLS mode.
+DEFAULT_PORTS = {"starttls": 5222, "direct": 5223, "none": 5222}
+#: Where ``--ca-file`` waits in the click context for :func:`connect`.
+CA_FILE_META = "xfer.ca_file"
 
 
 def config_path() -> Path:
@@ -89,6 +102,7 @@ class Settings:
     host: str | None
     port: int
     tls: str
+    ca_file: Path | None = None
 
 
 def resolve(
@@ -97,6 +111,7 @@ def resolve(
     host: str | None,
     port: int | None,
     tls: str | None,
+    ca_file: str | os.PathLike[str] | None = None,
     prompt: Callable[[str], str] | None = None,
 ) -> Settings:
     """The account settings from options, environment and config file.
@@ -133,26 +148,62 @@ def resolve(
             raise CommandError(msg, exit_code=EXIT_USAGE)
         password = prompt(the_jid)
     the_host = pick(host, "XFER_HOST", "host")
-    raw_port = pick(port, "XFER_PORT", "port") or 5222
     the_tls = pick(tls, "XFER_TLS", "tls") or "starttls"
+    if the_tls not in TLS_MODES:
+        msg = f"tls must be one of {', '.join(TLS_MODES)}, not {the_tls!r}"
+        raise CommandError(msg, exit_code=EXIT_USAGE)
+    raw_port = pick(port, "XFER_PORT", "port") or DEFAULT_PORTS[str(the_tls)]
     try:
         the_port = int(str(raw_port))
     except ValueError:
         the_port = 0
     if not 0 < the_port < 65536:
         raise CommandError(f"invalid port {raw_port!r}", exit_code=EXIT_USAGE)
-    if the_tls not in TLS_MODES:
-        msg = f"tls must be one of {', '.join(TLS_MODES)}, not {the_tls!r}"
-        raise CommandError(msg, exit_code=EXIT_USAGE)
     if the_host is not None and not isinstance(the_host, str):
         raise CommandError("host must be a string", exit_code=EXIT_USAGE)
+    the_ca = pick(ca_file, "XFER_CA_FILE", "ca_file")
+    if the_ca is not None and not isinstance(the_ca, str | os.PathLike):
+        raise CommandError("ca_file must be a path", exit_code=EXIT_USAGE)
     return Settings(
         jid=the_jid,
         password=password,
         host=the_host or None,
         port=the_port,
         tls=str(the_tls),
+        ca_file=_checked_ca_file(the_ca) if the_ca else None,
     )
+
+
+def _checked_ca_file(raw: str | os.PathLike[str]) -> Path:
+    """The CA file, once OpenSSL has read a certificate from it."""
+    path = Path(raw).expanduser()
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:  # an OSError too: first
+        msg = f"the CA file {path} holds no PEM certificate ({exc.reason or exc})"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from exc
+    except OSError as exc:
+        msg = f"cannot read the CA file {path}: {exc.strerror or exc}"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from exc
+    return path
+
+
+def warn_if_plain(settings: Settings) -> None:
+    """``--tls none`` is for a local test server: say so on stderr when the
+    server is not on this machine (the password crosses the network)."""
+    if settings.tls != "none":
+        return
+    host = settings.host or settings.jid.split("@", 1)[1].split("/", 1)[0]
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host == "localhost"
+    if not local:
+        click.echo(
+            f"xfer: warning: --tls none: the password and all traffic go to "
+            f"{host} unencrypted; use it only for a local test server",
+            err=True,
+        )
 
 
 def _ask_password(jid: str) -> str:
@@ -162,8 +213,15 @@ def _ask_password(jid: str) -> str:
 F = TypeVar("F", bound="Callable[..., object]")
 
 
+def _remember_ca_file(
+    ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    ctx.meta[CA_FILE_META] = value
+    return value
+
+
 def account_options(func: F) -> F:
-    """--jid, --host, --port, --tls for a networked command."""
+    """--jid, --host, --port, --tls, --ca-file for a networked command."""
     options = [
         click.option(
             "--jid",
@@ -178,7 +236,9 @@ def account_options(func: F) -> F:
         click.option(
             "--port",
             type=click.IntRange(1, 65535),
-            help="Server port [default: 5222] (env XFER_PORT).",
+            help=(
+                "Server port [default: 5222; 5223 with --tls direct] (env XFER_PORT)."
+            ),
         ),
         click.option(
             "--tls",
@@ -186,6 +246,17 @@ def account_options(func: F) -> F:
             help=(
                 "starttls (default), direct TLS, or none - only for a local "
                 "test server: the password then travels unencrypted (env XFER_TLS)."
+            ),
+        ),
+        click.option(
+            "--ca-file",
+            metavar="PEM",
+            expose_value=False,
+            callback=_remember_ca_file,
+            help=(
+                "Trust the server's certificate only if one of the CAs in this "
+                "PEM file signed it, instead of the system's CAs: a private CA "
+                "(env XFER_CA_FILE, config ca_file)."
             ),
         ),
     ]
@@ -236,7 +307,10 @@ async def connect(
     **config: object,
 ) -> xfer.Client:
     """Log in; ``config`` goes to the ``xfer_transfer`` plugin."""
-    settings = resolve(jid=jid, host=host, port=port, tls=tls)
+    ctx = click.get_current_context(silent=True)
+    ca_file = ctx.meta.get(CA_FILE_META) if ctx is not None else None
+    settings = resolve(jid=jid, host=host, port=port, tls=tls, ca_file=ca_file)
+    warn_if_plain(settings)
     options: dict[str, Any] = dict(config)
     return await xfer.connect(
         settings.jid,
@@ -245,6 +319,7 @@ async def connect(
         host=settings.host,
         port=settings.port,
         tls=settings.tls,
+        ca_file=settings.ca_file,
         accept_untrusted=accept_untrusted,
         **options,
     )

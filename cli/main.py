@@ -20,6 +20,7 @@ from xfer import __version__
 from xfer.display import LINE_LIMIT, shown
 from xfer.errors import (
     AuthenticationFailed,
+    CertificateUntrusted,
     DestinationExists,
     EnvelopeFormatError,
     IntegrityError,
@@ -28,6 +29,8 @@ from xfer.errors import (
     PeerIncapable,
     ServerUnreachable,
     SharingRefused,
+    TLSNotOffered,
+    TLSRequired,
     TransferDeclined,
     TransferRejected,
     TransportError,
@@ -51,6 +54,9 @@ EXIT_PEER = 9
 EXIT_INCAPABLE = 10
 EXIT_ABORTED = 11
 EXIT_TIMEOUT = 12
+EXIT_CERTIFICATE = 13
+EXIT_NO_TLS = 14
+EXIT_TLS_REQUIRED = 15
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
@@ -68,6 +74,9 @@ Exit codes:
   {EXIT_INCAPABLE}   the peer is online, but its client cannot receive with xfer
   {EXIT_ABORTED}   the verification was aborted before the end; trust is unchanged
   {EXIT_TIMEOUT}   no answer from the peer within --timeout; trust is unchanged
+  {EXIT_CERTIFICATE}   the server's certificate is not trusted (see --ca-file)
+  {EXIT_NO_TLS}   the server offers no TLS (nothing was sent)
+  {EXIT_TLS_REQUIRED}   the server requires TLS, and --tls none was asked
   {EXIT_INTERRUPTED}  interrupted
 """
 
@@ -165,6 +174,9 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 def _network_error(exc: BaseException) -> tuple[str, int] | None:
     """Errors of the networked commands: the peer, the server, the transfer."""
+    found = _tls_error(exc)
+    if found is not None:
+        return found
     if isinstance(exc, AuthenticationFailed):
         return (
             f"{exc} - check the JID and XFER_PASSWORD (or the config file)",
@@ -202,6 +214,28 @@ def _network_error(exc: BaseException) -> tuple[str, int] | None:
         )
     if isinstance(exc, TransportError):
         return f"the transfer broke off: {exc}", EXIT_PEER
+    return None
+
+
+def _tls_error(exc: BaseException) -> tuple[str, int] | None:
+    """Errors of TLS to the server, each with its own code."""
+    if isinstance(exc, CertificateUntrusted):
+        return (
+            f"{exc} - if you trust the CA that signed it, give it with --ca-file "
+            "(XFER_CA_FILE); if not, do not log in there",
+            EXIT_CERTIFICATE,
+        )
+    if isinstance(exc, TLSNotOffered):
+        return (
+            f"{exc} - check --tls and --port (STARTTLS is usually on 5222, "
+            "direct TLS on 5223); --tls none only for a local test server",
+            EXIT_NO_TLS,
+        )
+    if isinstance(exc, TLSRequired):
+        return (
+            f"{exc} - drop --tls none (XFER_TLS) to use STARTTLS",
+            EXIT_TLS_REQUIRED,
+        )
     return None
 
 

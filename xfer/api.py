@@ -343,9 +343,10 @@ async def connect(
     *,
     identity: str | os.PathLike[str] | IdentityStore,
     host: str | None = None,
-    port: int = 5222,
+    port: int | None = None,
     tls: str = "starttls",
     verify_tls: bool = True,
+    ca_file: str | os.PathLike[str] | None = None,
     **config: object,
 ) -> Client:
     """Connect an account, ready to send and receive files.
@@ -356,16 +357,20 @@ async def connect(
         identity: the directory (or :class:`~xfer.store.IdentityStore`) that
             holds the OTR key, instance tag and trusted fingerprints; the key
             is created on first use.
-        host, port: the server (default: found from the JID's domain).
+        host, port: the server (default: found from the JID's domain; the
+            port 5223 for direct TLS, else 5222).
         tls: "starttls" (default), "direct", or "none" (local test servers).
+        ca_file: a PEM file of the CAs that may sign the server's
+            certificate, trusted instead of the system's.
         config: options of the ``xfer_transfer`` plugin (``accept_untrusted``,
             ``max_size``, ``socks5_direct``, ...).
 
     Raises:
-        AuthenticationFailed, ServerUnreachable.
+        AuthenticationFailed, ServerUnreachable, CertificateUntrusted,
+        TLSNotOffered, TLSRequired.
     """
     store = identity if isinstance(identity, IdentityStore) else IdentityStore(identity)
-    xmpp = XferClient(jid, password, tls=tls, verify_tls=verify_tls)
+    xmpp = XferClient(jid, password, tls=tls, verify_tls=verify_tls, ca_file=ca_file)
     xmpp.register_plugin(
         "xfer_transfer", {"identity": store, **config}, module=_transfer
     )

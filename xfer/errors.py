@@ -24,6 +24,10 @@ anything else escaping the library is a bug::
         ├── ConnectionFailed
         │   ├── ServerUnreachable     no connection to the XMPP server
         │   ├── AuthenticationFailed  the server refused the account or password
+        │   ├── TLSFailed             the connection could not be secured as asked
+        │   │   ├── CertificateUntrusted  not trusted, or not for the name
+        │   │   ├── TLSNotOffered     the server offers no TLS
+        │   │   └── TLSRequired       it requires TLS (asked: none)
         │   └── PeerGone              the peer went offline mid-session
         ├── NoUsableTransport
         ├── TransferTimeout
@@ -51,6 +55,7 @@ import os
 __all__ = [
     "AlreadyFinalized",
     "AuthenticationFailed",
+    "CertificateUntrusted",
     "ConnectionFailed",
     "DestinationExists",
     "EnvelopeFormatError",
@@ -65,6 +70,9 @@ __all__ = [
     "SharingRefused",
     "StreamCut",
     "StreamTruncated",
+    "TLSFailed",
+    "TLSNotOffered",
+    "TLSRequired",
     "TransferDeclined",
     "TransferRejected",
     "TransferTimeout",
@@ -230,6 +238,51 @@ class ServerUnreachable(ConnectionFailed):
 
 class AuthenticationFailed(ConnectionFailed):
     """The server refused the account name or password."""
+
+
+class TLSFailed(ConnectionFailed):
+    """The connection to the XMPP server could not be secured as asked: the
+    subclasses say why. Nothing (no password) was sent on it."""
+
+
+class CertificateUntrusted(TLSFailed):
+    """The server's certificate failed verification: issued by a CA we do not
+    trust, expired, or not valid for the server's name.
+
+    ``server`` is the name it had to prove, ``reason`` what the check found
+    (OpenSSL's words), ``subject``/``issuer``/``names`` what the certificate
+    says, when it could be read (else ``None`` / empty).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        reason: str,
+        *,
+        subject: str | None = None,
+        issuer: str | None = None,
+        names: tuple[str, ...] = (),
+    ) -> None:
+        detail = reason
+        if names:
+            detail += f"; it is for {', '.join(names)}"
+        if issuer:
+            detail += f", issued by {issuer}"
+        super().__init__(f"the certificate of {server} is not trusted: {detail}")
+        self.server = server
+        self.reason = reason
+        self.subject = subject
+        self.issuer = issuer
+        self.names = names
+
+
+class TLSNotOffered(TLSFailed):
+    """The server offers no TLS: no STARTTLS on its stream, or no TLS
+    handshake on a port asked for direct TLS."""
+
+
+class TLSRequired(TLSFailed):
+    """The server requires TLS, and the client was told to connect without."""
 
 
 class PeerGone(ConnectionFailed):

@@ -83,3 +83,38 @@ def test_networked_command_without_account_says_what_to_do(env: Path) -> None:
     result = CliRunner().invoke(cli, ["receive", "--once"])
     assert result.exit_code == EXIT_USAGE
     assert "XFER_JID" in result.output
+
+
+def test_the_port_follows_the_tls_mode_and_the_ca_file_is_checked(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xfer.testing.certs import CertificateAuthority
+
+    monkeypatch.setenv("XFER_PASSWORD", "pw")
+    got = resolve(jid="a@example.org", host=None, port=None, tls="direct")
+    assert (got.port, got.ca_file) == (5223, None)
+    got = resolve(jid="a@example.org", host=None, port=None, tls=None)
+    assert (got.port, got.tls) == (5222, "starttls")
+    got = resolve(jid="a@example.org", host=None, port=5300, tls="direct")
+    assert got.port == 5300
+    ca = CertificateAuthority().write(env / "ca.pem")
+    monkeypatch.setenv("XFER_CA_FILE", str(ca))
+    assert resolve(jid="a@example.org", host=None, port=None, tls=None).ca_file == ca
+    (env / "not-a-ca.pem").write_text("hello\n")
+    for bad, words in ((env / "not-a-ca.pem", "no PEM"), (env / "gone.pem", "read")):
+        with pytest.raises(CommandError, match=words) as caught:
+            resolve(jid="a@example.org", host=None, port=None, tls=None, ca_file=bad)
+        assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_plain_to_a_remote_server_is_warned_about(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xfer_cli.account import warn_if_plain
+
+    monkeypatch.setenv("XFER_PASSWORD", "pw")
+    for host, warned in (("127.0.0.1", False), ("::1", False), ("xmpp.example", True)):
+        warn_if_plain(resolve(jid="a@example.org", host=host, port=None, tls="none"))
+        assert ("unencrypted" in capsys.readouterr().err) is warned
+    warn_if_plain(resolve(jid="a@example.org", host=None, port=None, tls="starttls"))
+    assert capsys.readouterr().err == ""

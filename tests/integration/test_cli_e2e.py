@@ -23,6 +23,7 @@ from tests.integration.conftest import ACCOUNTS, login
 from tests.integration.test_notices import PlainPeer
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2
 from xfer.testing.prosody import LocalProsody
+from xfer.xmpp.delay import is_delayed
 from xfer.xmpp.versions import reply_text
 
 pytestmark = pytest.mark.integration
@@ -610,6 +611,8 @@ def test_receive_tells_a_client_with_old_otr(
         answered = asyncio.Event()
 
         def on_message(msg: Any) -> None:
+            if is_delayed(msg.xml):
+                return  # stored for carol by an earlier test (offline storage)
             got.append(str(msg["body"]))
             answered.set()
 

@@ -79,6 +79,16 @@ def hash_prefix(fd: int, length: int, digest: hashlib._Hash) -> None:
         done += len(piece)
 
 
+def _hash_and_write(
+    file: BinaryIO | None, data: bytes | bytearray | memoryview, digest: hashlib._Hash
+) -> None:
+    """Feed ``data`` to ``digest`` and write all of it to ``file`` (blocking;
+    both release the GIL for large data)."""
+    assert file is not None
+    digest.update(data)
+    file.write(data)
+
+
 #: Which file a descriptor or a name is: (device, inode).
 _Identity = tuple[int, int]
 
@@ -144,6 +154,7 @@ class AtomicWriter:
         #: Bytes in the temporary file (a resumed one starts with its prefix).
         self.written = 0
         self._file: AsyncBufferedIOBase | None = None
+        self._raw: BinaryIO | None = None  # the file under _file
         self._committed = False
         self._kept_partial = False
         self._unsynced = 0
@@ -182,6 +193,7 @@ class AtomicWriter:
                 raise
 
         raw = await _opened(opener, undo)
+        self._raw = raw
         self._file = AsyncBufferedIOBase(raw, asyncio.get_running_loop(), None)
         self._ident = made[0]
         self.written = start
@@ -193,8 +205,14 @@ class AtomicWriter:
         continue it with the new data to hash the whole file."""
         return self._prefix.copy()
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append to the temporary file.
+    async def write(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        digest: hashlib._Hash | None = None,
+    ) -> None:
+        """Append to the temporary file; with ``digest``, feed ``data`` to it
+        too, in the same worker thread (one hop for both, off the event loop).
 
         Every :data:`SYNC_EVERY` bytes, the data written so far starts going
         to the disk in the background (``fdatasync`` in a thread), so that the
@@ -202,7 +220,10 @@ class AtomicWriter:
         its state file is updated once that sync is done.
         """
         assert self._file is not None, "use AtomicWriter as an async context manager"
-        await self._file.write(data)
+        if digest is None:
+            await self._file.write(data)
+        else:
+            await asyncio.to_thread(_hash_and_write, self._raw, data, digest)
         self.written += len(data)
         self._unsynced += len(data)
         if self._unsynced >= SYNC_EVERY and (self._sync is None or self._sync.done()):

@@ -192,7 +192,12 @@ async def _gather(
     """Read the stream into the buffers of the ring, :data:`GATHER` bytes
     each (less at the end): take a free one, fill it, queue it. The buffers
     are the receiver's, reused for the whole stream: no piece is a new
-    object, nothing is joined or copied but into them."""
+    object, nothing is joined or copied but into them. A stream that can
+    (SOCKS5) wakes it for large reads only, also through a relay that
+    forwards a few KiB at a time."""
+    batch = getattr(stream, "batch_reads", None)
+    if batch is not None:
+        batch()
     try:
         while True:
             buf = await free.get()
@@ -324,17 +329,6 @@ def _hash_file(path: Path, size: int, digest: hashlib._Hash) -> None:
         os.close(fd)
 
 
-async def _store(
-    writer: AtomicWriter, digest: hashlib._Hash, plaintext: memoryview
-) -> None:
-    """Hash verified plaintext and write it, both off the event loop."""
-    hashed = asyncio.ensure_future(asyncio.to_thread(digest.update, plaintext))
-    try:
-        await writer.write(plaintext)
-    finally:
-        await hashed
-
-
 async def receive_sealed(
     stream: ByteStream,
     key: bytes,
@@ -428,10 +422,10 @@ async def receive_sealed(
                 free.put_nowait(buf)
                 if write is not None:
                     await write
-                # The hash (in a thread) and the write overlap the next piece's
-                # verification; pieces are hashed and written in order.
+                # The hash and the write (one worker thread) overlap the next
+                # piece's verification; pieces are hashed and written in order.
                 write = (
-                    asyncio.ensure_future(_store(writer, verifier.digest, out))
+                    asyncio.ensure_future(writer.write(out, digest=verifier.digest))
                     if out
                     else None
                 )

@@ -23,7 +23,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from xfer.aio.addresses import streamhost_socket
-from xfer.aio.tcp import TcpConnection, open_tcp
+from xfer.aio.tcp import BATCH, TcpConnection, open_tcp
 from xfer.errors import ConnectionFailed, RemoteProtocolError, TransferTimeout
 from xfer.framing.socks5 import Socks5Client, Socks5Server
 
@@ -64,9 +64,16 @@ class Socks5Stream:
             return await self._connection.read(max_bytes)
 
     async def readinto(self, buf: memoryview) -> int:
-        """Like :meth:`read`, into ``buf`` (no ``bytes`` made); 0 at the end."""
+        """Like :meth:`read`, into ``buf`` (no ``bytes`` made); 0 at the end.
+        While nothing is buffered, the kernel copies straight into ``buf``."""
         async with self._reading():
             return await self._connection.readinto(buf)
+
+    def batch_reads(self, nbytes: int = BATCH) -> None:
+        """For a reader of bulk data: be woken once ``nbytes`` have come,
+        not for every small piece a relay forwards
+        (:meth:`~xfer.aio.tcp.TcpConnection.batch`)."""
+        self._connection.batch(nbytes)
 
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:

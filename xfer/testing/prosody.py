@@ -8,6 +8,12 @@ no ``mod_limits`` (Debian's stock config throttles c2s to 10 kB/s), a 256 KiB
 network read size and Nagle off. Plain c2s with PLAIN auth: the accounts and
 the server are throw-away, and nothing leaves the machine.
 
+Optional, off by default: TLS (``tls=True``: STARTTLS offered, with a server
+certificate signed by a throw-away CA whose certificate is :attr:`ca_file`;
+``require_tls=True`` refuses logins without it; ``direct_tls=True`` also opens
+a direct TLS port, :attr:`direct_tls_port`), and offline storage
+(``offline=True``: mod_offline, as stock servers run it).
+
 As root, Prosody runs as the ``prosody`` user (it does not drop privileges
 itself). Run by hand::
 
@@ -29,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from xfer.testing.certs import CertificateAuthority
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -72,7 +80,7 @@ plugin_paths = {{ }}
 interfaces = {{ "{address}" }}
 local_interfaces = {{ "{address}" }}
 c2s_ports = {{ {c2s} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {direct} }}
 s2s_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
@@ -81,12 +89,12 @@ proxy65_interfaces = {{ "{address}" }}
 network_backend = "epoll"
 network_default_read_size = 262144
 network_settings = {{ nagle = false }}
-modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks"; }}
-smacks_hibernation_time = 10
-modules_disabled = {{ "s2s"; "offline"; "limits"; }}
+modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks";{more} }}
+smacks_hibernation_time = {hibernation}
+modules_disabled = {{ "s2s"; "limits";{less} }}
 authentication = "internal_plain"
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
+c2s_require_encryption = {require}
+allow_unencrypted_plain_auth = {plain}{ssl}
 c2s_stanza_size_limit = 262144
 log = {{ info = "{dir}/prosody.log"; error = "{dir}/prosody.err"; }}
 VirtualHost "{domain}"
@@ -109,6 +117,25 @@ class LocalProsody:
     #: to run it with (``xfer.testing.netns``: inside a network namespace).
     address: str = "127.0.0.1"
     wrapper: tuple[str, ...] = ()
+    #: Offer STARTTLS (a certificate from a throw-away CA, see :attr:`ca_file`).
+    tls: bool = False
+    #: Refuse logins without TLS (Prosody's c2s_require_encryption); implies tls.
+    require_tls: bool = False
+    #: Also listen for direct TLS (XEP-0368) on :attr:`direct_tls_port`;
+    #: implies tls.
+    direct_tls: bool = False
+    #: Store messages for offline accounts and deliver them at the next login
+    #: (mod_offline), as stock servers do.
+    offline: bool = False
+    #: The DNS names in the server's certificate (default: the domain); other
+    #: names make a certificate that does not match.
+    certificate_names: tuple[str, ...] = ()
+    #: How long stream management keeps a session whose connection broke
+    #: (seconds) before it ends it, storing what was unacknowledged offline.
+    hibernation: int = 10
+    direct_tls_port: int = 0
+    #: The PEM certificate of the CA that signed the server's (with tls).
+    ca_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
     _own_dir: bool = False
 
@@ -151,17 +178,29 @@ class LocalProsody:
         self.directory.chmod(0o755)
         (self.directory / "data").mkdir(exist_ok=True)
         (self.directory / "certs").mkdir(exist_ok=True)
+        uses_tls = self.tls or self.require_tls or self.direct_tls
+        ssl = ""
+        if uses_tls:
+            ssl = self._make_certificate()
         for attempt in range(3):
             self.c2s_port, self.proxy_port = _free_port(), _free_port()
+            self.direct_tls_port = _free_port() if self.direct_tls else 0
             config = self.directory / "prosody.cfg.lua"
             config.write_text(
                 _CONFIG.format(
                     dir=self.directory,
                     c2s=self.c2s_port,
+                    direct=self.direct_tls_port or "",
                     proxy=self.proxy_port,
                     domain=self.domain,
                     proxy_host=self.proxy_jid,
                     address=self.address,
+                    more=' "tls";' if uses_tls else "",
+                    less="" if self.offline else ' "offline";',
+                    require="true" if self.require_tls else "false",
+                    plain="false" if self.require_tls else "true",
+                    ssl=ssl,
+                    hibernation=self.hibernation,
                 )
             )
             self.add_accounts(dict(self.accounts))
@@ -191,13 +230,29 @@ class LocalProsody:
         self.stop()
         raise ProsodyUnavailable(f"prosody did not start: {detail.strip()}")
 
+    def _make_certificate(self) -> str:
+        """A throw-away CA and a certificate for the domain; the ``ssl``
+        setting that serves it."""
+        assert self.directory is not None
+        certs = self.directory / "certs"
+        authority = CertificateAuthority(f"xfer test CA for {self.domain}")
+        self.ca_file = authority.write(certs / "ca.crt")
+        names = list(self.certificate_names or (self.domain,))
+        issued = authority.issue(names, certs, self.domain)
+        return (
+            f'\nssl = {{ certificate = "{issued.certificate}"; key = "{issued.key}"; }}'
+        )
+
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         assert self._process is not None
+        ports = [self.c2s_port, self.proxy_port]
+        if self.direct_tls_port:
+            ports.append(self.direct_tls_port)
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 return False
-            if all(self._port_open(p) for p in (self.c2s_port, self.proxy_port)):
+            if all(self._port_open(p) for p in ports):
                 return True
             time.sleep(0.05)
         return False

@@ -29,6 +29,9 @@ Those offers, digests and verdicts are kept by :class:`~xfer.xmpp.offers.OfferTa
 which the plugin owns and hands every TLV 8 of ours; the plugin's methods
 above delegate to it.
 
+A message that waited at a server (any delay, :mod:`xfer.xmpp.delay`) never
+starts, answers or restarts a key exchange (:meth:`XferOTR._on_delayed`).
+
 Besides OTR messages (bodies that start with ``?OTR``), plain messages that
 carry a whitespace tag reach the engine, which starts the AKE when the tag
 offers version 3 (``spec/otr.md`` section 1); every other plain message is
@@ -78,6 +81,7 @@ from xfer.otr.smp import SMPState
 from xfer.otr.trust import TrustStore
 from xfer.transfer.offer import XFER_USE
 from xfer.transfer.share import is_share_payload
+from xfer.xmpp.delay import DATA_PREFIX, is_delayed, read_delayed
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
@@ -103,12 +107,9 @@ NS_EME = "urn:xmpp:eme:0"
 NS_OTR = "urn:xmpp:otr:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
-NS_DELAY = "urn:xmpp:delay"
 
 #: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
 EXPIRE_EVERY = 60.0
-#: An OTR v3 data message: "?OTR:" + base64 of version 3, type 3.
-_DATA_PREFIX = "?OTR:AAMD"
 
 
 class XferOTR(BasePlugin):
@@ -256,14 +257,8 @@ class XferOTR(BasePlugin):
         ):
             return  # plain text without a whitespace tag: not for us
         peer = msg["from"].full
-        delay = msg.xml.find(f"{{{NS_DELAY}}}delay")
-        if delay is not None and delay.get("from") != self.xmpp.boundjid.bare:
-            # Stored by the server while we were offline: an AKE step or data
-            # for a session that no longer exists. Acting on it would only
-            # confuse the live conversation. (A delay stamped with our own
-            # JID is stream management's: a message of this very session
-            # that waited while our connection was down, resent on resumption.)
-            log.info("ignoring a delayed (offline-stored) OTR message from %s", peer)
+        if is_delayed(msg.xml):
+            self._on_delayed(peer, body)
             return
         self._set_up.heard(peer)
         now = self.config["clock"]()
@@ -277,7 +272,7 @@ class XferOTR(BasePlugin):
             self._flush()
             return
         if (
-            body.startswith(_DATA_PREFIX)
+            body.startswith(DATA_PREFIX)
             and session.state is not MessageState.ENCRYPTED
             and not any(isinstance(e, ev.GoneInsecure) for e in events)
         ):
@@ -286,6 +281,17 @@ class XferOTR(BasePlugin):
         self._flush()
         for event in events:
             self._event(peer, session, event)
+
+    def _on_delayed(self, peer: str, body: str) -> None:
+        """An OTR message that waited at a server: see
+        :func:`~xfer.xmpp.delay.read_delayed`."""
+        got = read_delayed(
+            self.account, peer, body, self.config["clock"](), self._flush
+        )
+        if got is not None:
+            session, events = got
+            for event in events:
+                self._event(peer, session, event)
 
     def _smp_applied(self, peer: str, session: Session, events: list[ev.Event]) -> None:
         """An SMP step computed off the loop was applied (or refused)."""

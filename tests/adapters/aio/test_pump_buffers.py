@@ -53,9 +53,14 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
     real = AtomicWriter.write
 
-    async def write(self: AtomicWriter, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self: AtomicWriter,
+        data: bytes | bytearray | memoryview,
+        *,
+        digest: hashlib._Hash | None = None,
+    ) -> None:
         seen.append(bytes(data))
-        await real(self, data)
+        await real(self, data, digest=digest)
 
     monkeypatch.setattr(AtomicWriter, "write", write)
     return seen

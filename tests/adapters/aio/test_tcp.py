@@ -9,6 +9,7 @@ import os
 import pytest
 
 from xfer.aio.tcp import (
+    BATCH,
     BUFFER_SIZE,
     INITIAL_SIZE,
     READ_PIECE,
@@ -237,9 +238,11 @@ def test_the_buffer_must_hold_a_handshake():
         TcpConnection(buffer_size=100)
 
 
+@pytest.mark.parametrize("batch", [1, BATCH])
 @pytest.mark.parametrize("into_size", [1, 1000, BUFFER_SIZE + 1, 4 * MiB])
-async def test_readinto_copies_the_data_whole_and_in_order(into_size):
+async def test_readinto_copies_the_data_whole_and_in_order(into_size, batch):
     client, far, server = await pair()
+    far.batch(batch)
     async with server:
         payload = os.urandom(MiB + 12345 if into_size > 1 else 50_000)
 
@@ -288,3 +291,84 @@ async def test_readinto_raises_after_the_data_that_came_first():
         with pytest.raises(ConnectionResetError):
             await far.readinto(memoryview(buf))
         far.close()
+
+
+async def test_reads_and_readinto_mixed_keep_the_order():
+    """readinto lands straight in the caller's buffer when nothing is
+    buffered, read takes from the connection's own: interleaved, the bytes
+    still come whole and in order."""
+    client, far, server = await pair()
+    far.batch()
+    async with server:
+        payload = os.urandom(3 * MiB + 17)
+
+        async def send() -> None:
+            view = memoryview(payload)
+            for i in range(0, len(payload), 50_001):
+                await client.write(view[i : i + 50_001])
+                await asyncio.sleep(0)
+            client.close()
+
+        sending = asyncio.ensure_future(send())
+        received = bytearray()
+        buf = bytearray(MiB)
+        for turn in range(10**6):
+            if turn % 3 == 2:
+                piece = await far.read(READ_PIECE)
+                if not piece:
+                    break
+                received += piece
+            else:
+                n = await far.readinto(memoryview(buf))
+                if not n:
+                    break
+                received += buf[:n]
+        await sending
+        far.close()
+    assert received == payload
+
+
+async def test_a_batched_reader_still_gets_a_trickle():
+    """Bytes below the batch mark, with no end after them, are not held back
+    for good: a waiting reader gets them after a short flush delay."""
+    client, far, server = await pair()
+    far.batch(BATCH)
+    async with server:
+        await client.write(b"0123456789")
+        buf = bytearray(BATCH * 2)
+        async with asyncio.timeout(30):
+            assert await far.readinto(memoryview(buf)) == 10
+            assert buf[:10] == b"0123456789"
+            await client.write(b"more")
+            assert await far.readinto(memoryview(buf)) == 4
+            client.close()
+            assert await far.readinto(memoryview(buf)) == 0
+        far.close()
+
+
+async def test_a_batched_reader_is_woken_for_large_reads():
+    """A sender that writes 4 KiB at a time (as a relay forwards them): the
+    batched reader takes them in a few large reads, not one per piece."""
+    client, far, server = await pair()
+    far.batch(64 * 1024)
+    async with server:
+        payload = os.urandom(256 * 4096)
+
+        async def send() -> None:
+            view = memoryview(payload)
+            for i in range(0, len(payload), 4096):
+                await client.write(view[i : i + 4096])
+                await asyncio.sleep(0)  # the reader could run between pieces
+            client.close()
+
+        sending = asyncio.ensure_future(send())
+        buf = bytearray(MiB)
+        received = bytearray()
+        reads = 0
+        while n := await far.readinto(memoryview(buf)):
+            received += buf[:n]
+            reads += 1
+        await sending
+        far.close()
+    assert received == payload
+    assert reads <= 64  # unbatched, about one read per 4 KiB piece (256)

@@ -24,6 +24,7 @@ from xfer.otr.account import Account
 from xfer.otr.crypto import PrivateKey
 from xfer.otr.data import encode_data
 from xfer.otr.messages import WHITESPACE_BASE, WHITESPACE_V2, WHITESPACE_V3
+from xfer.otr.session import MessageState
 from xfer.otr.trust import SMPResult, TrustStore, Verification
 from xfer.transfer.offer import (
     XFER_USE,
@@ -217,29 +218,112 @@ class TestAKE(OTRCase):
         assert not self.otr.lost_offers(PEER)
 
 
+STAMP = 'stamp="2024-01-01T00:00:00Z"'
+#: What a server stored or resent carries: mod_offline's delay (from the
+#: domain), stream management's (from our own bare JID), both (Prosody, for a
+#: message that smacks handed to mod_offline, in either order), XEP-0091's,
+#: or one nested deeper.
+DELAYS = {
+    "offline": f'<delay xmlns="urn:xmpp:delay" from="example.org" {STAMP}/>',
+    "smacks": f'<delay xmlns="urn:xmpp:delay" from="{ME.split("/")[0]}" {STAMP}/>',
+    "both": f'<delay xmlns="urn:xmpp:delay" from="{ME.split("/")[0]}" {STAMP}/>'
+    f'<delay xmlns="urn:xmpp:delay" from="example.org" {STAMP}/>',
+    "second": '<active xmlns="http://jabber.org/protocol/chatstates"/>'
+    f'<delay xmlns="urn:xmpp:delay" from="example.org" {STAMP}/>',
+    "legacy": (
+        '<x xmlns="jabber:x:delay" from="example.org" stamp="20240101T00:00:00"/>'
+    ),
+    "nested": '<wrapper xmlns="urn:example:wrap">'
+    f'<delay xmlns="urn:xmpp:delay" from="example.org" {STAMP}/></wrapper>',
+}
+
+
 class TestDelayed(OTRCase):
     def commit(self, extra: str) -> None:
         self.peer.session(ME).start_ake()
         self.from_peer(extra=extra)
 
-    def test_an_offline_stored_message_is_ignored(self) -> None:
-        self.commit(
-            '<delay xmlns="urn:xmpp:delay" from="example.org" '
-            'stamp="2024-01-01T00:00:00Z"/>'
-        )
-        self.nothing_sent()
+    def forgotten(self) -> None:
+        """We lose the session; the peer keeps its own."""
+        self.secured()
+        self.recv(f'<presence type="unavailable" from="{PEER}" to="{ME}"/>')
 
-    def test_one_resent_by_stream_management_is_read(self) -> None:
-        bare = ME.split("/")[0]
-        self.commit(
-            f'<delay xmlns="urn:xmpp:delay" from="{bare}" '
-            'stamp="2024-01-01T00:00:00Z"/>'
-        )
-        assert self.sent()["body"].startswith("?OTR:AAMK")  # a D-H Key
+    def test_a_delayed_commit_is_not_answered(self) -> None:
+        for name, delay in DELAYS.items():
+            with self.subTest(delay=name):
+                self.commit(delay)
+                self.nothing_sent()
+                assert not self.otr._set_up.ake_under_way(PEER)
+
+    def test_a_delayed_query_or_tag_starts_nothing(self) -> None:
+        for body in ("?OTRv3?", "hi" + WHITESPACE_BASE + WHITESPACE_V3):
+            self.deliver(body, extra=DELAYS["both"])
+        self.nothing_sent()
+        assert not self.otr._set_up.ake_under_way(PEER)
 
     def test_an_undelayed_commit_is_answered(self) -> None:
         self.commit("")
         assert self.sent()["body"].startswith("?OTR:AAMK")
+
+    def test_delayed_ake_steps_leave_a_live_ake_and_a_session_alone(self) -> None:
+        # The server keeps copies of the peer's AKE messages and plays them
+        # back, delayed, in the middle of a new AKE and after it.
+        self.peer.session(ME).start_ake()
+        [(_, old_commit)] = self.peer.data_to_send()
+        self.peer.forget(ME)
+        task = self.start(self.otr.secure(PEER, timeout=5))
+        self.deliver(old_commit, extra=DELAYS["offline"])
+        self.relay()
+        _, session = self.run_coro(task)
+        ssid = session.ssid
+        for body in (old_commit, "?OTRv3?", "x" + WHITESPACE_BASE + WHITESPACE_V3):
+            self.deliver(body, extra=DELAYS["both"])
+        self.nothing_sent()
+        assert self.otr.session(PEER) is session
+        assert session.ssid == ssid
+
+    def test_a_delayed_data_message_of_the_live_session_is_read(self) -> None:
+        session = self.secured()
+        self.peer_session().send("resent on resumption")
+        self.from_peer(extra=DELAYS["smacks"])
+        assert ("xfer_otr_message", (PEER, "resent on resumption")) in self.events
+        assert self.otr.session(PEER) is session
+        # A replayed copy of it (the counter did not increase) is dropped,
+        # and not answered with an OTR error.
+        self.peer_session().send("once")
+        [(_, body)] = self.peer.data_to_send()
+        self.deliver(body)
+        self.deliver(body, extra=DELAYS["offline"])
+        self.nothing_sent()
+        texts = [e[1] for e in self.events if e[0] == "xfer_otr_message"]
+        assert texts.count((PEER, "once")) == 1
+
+    def test_a_delayed_end_of_the_live_conversation_counts(self) -> None:
+        session = self.secured()
+        self.peer_session().end()  # TLV 1, in a data message of this session
+        self.from_peer(extra=DELAYS["smacks"])
+        self.nothing_sent()
+        assert session.state is MessageState.FINISHED
+        assert self.otr.session(PEER) is None
+
+    def test_a_delayed_data_message_of_a_gone_session_is_dropped(self) -> None:
+        # We lost the session; the peer's last offer was stored for us.
+        self.forgotten()
+        self.peer_session().extra_symmetric_key(XFER_USE, offer().encode())
+        self.from_peer(extra=DELAYS["both"])
+        self.nothing_sent()  # no OTR error, no new AKE
+        assert not self.otr.lost_offers(PEER)
+        assert not self.otr._set_up.ake_under_way(PEER)
+        # With a new session, one from the old session is still dropped.
+        stale = self.peer_session()
+        stale.send("from the old session")
+        [(_, old)] = self.peer.data_to_send()
+        self.peer.forget(ME)
+        self.secured()
+        self.deliver(old, extra=DELAYS["offline"])
+        self.nothing_sent()
+        texts = [e[1] for e in self.events if e[0] == "xfer_otr_message"]
+        assert (PEER, "from the old session") not in texts
 
     def test_non_chat_and_plain_messages_are_left_alone(self) -> None:
         self.peer.session(ME).start_ake()
