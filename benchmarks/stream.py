@@ -85,6 +85,9 @@ TIMEOUT = 600.0
 MESSAGE = 200
 HEAD = struct.Struct(">QQ")  # message number, writer's CLOCK_MONOTONIC ns
 BLOCK = 16 * MiB  # the memory part's generated stream repeats a block this long
+#: The CLI live run's writer starts this long after the receiver was offered
+#: the stream: what it writes before the transport is up would wait for it.
+CLI_GATE = 1.0
 TARGET_RATIO = 0.9
 TARGET_ADDED_P50_MS = 5.0
 TARGET_ADDED_P99_MS = 30.0
@@ -127,8 +130,11 @@ def now_ns() -> int:
 # -- small roles run as processes of their own -------------------------------------
 
 
-def writer_main(seconds: float, interval_ms: float) -> None:
-    """Write one message every ``interval_ms`` to stdout for ``seconds``."""
+def writer_main(seconds: float, interval_ms: float, gated: bool = False) -> None:
+    """Write one message every ``interval_ms`` to stdout for ``seconds``
+    (``gated``: once a line came on stdin)."""
+    if gated:
+        sys.stdin.readline()
     out = sys.stdout.fileno()
     count = int(seconds * 1000 / interval_ms)
     start = time.monotonic()
@@ -185,6 +191,11 @@ def generated_sha256(size: int) -> str:
 def _emit(message: dict[str, Any]) -> None:
     sys.stdout.write("@@ " + json.dumps(message) + "\n")
     sys.stdout.flush()
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sha256_file(path: Path) -> str:
@@ -246,8 +257,9 @@ class EncryptedWorker:
         self.client.trust(jid, fingerprint)
 
     @staticmethod
-    def _result(start: float, result: SendResult) -> dict[str, Any]:
+    def _result(start: float, cpu: float, result: SendResult) -> dict[str, Any]:
         return {
+            "cpu": _cpu() - cpu,
             "start": start,
             "end": time.perf_counter(),
             "transport": result.transport,
@@ -256,14 +268,14 @@ class EncryptedWorker:
         }
 
     async def op_send_file(self, peer: str, path: str) -> dict[str, Any]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         result = await self.client.send_file(peer, path)
-        return self._result(start, result)
+        return self._result(start, cpu, result)
 
     async def op_send_pipe(self, peer: str, path: str) -> dict[str, Any]:
         from xfer.aio.stream import FLUSH_INTERVAL
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         # A pipe is live for the CLI (a FIFO on standard input): so here.
         result = await self.client.send_stream(
             peer,
@@ -272,13 +284,13 @@ class EncryptedWorker:
             live=True,
             flush_interval=FLUSH_INTERVAL,
         )
-        return self._result(start, result)
+        return self._result(start, cpu, result)
 
     async def op_send_live(
         self, peer: str, seconds: float, interval_ms: float, flush_ms: float
     ) -> dict[str, Any]:
         argv = [sys.executable, __file__, "--writer", str(seconds), str(interval_ms)]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu()
         result = await self.client.send_stream(
             peer,
             _pipe_pieces(argv),
@@ -286,17 +298,18 @@ class EncryptedWorker:
             live=True,
             flush_interval=flush_ms / 1000,
         )
-        return self._result(start, result)
+        return self._result(start, cpu, result)
 
     async def _accept(self, inbox: Path) -> None:
         from xfer.aio.stream import output_sink
 
         while True:
             offer = await self.client.next_offer()
+            cpu = _cpu()
             try:
                 if not offer.is_stream:
                     path = await offer.accept(inbox)
-                    done = time.perf_counter()
+                    done, cpu = time.perf_counter(), _cpu() - cpu
                     digest = await asyncio.to_thread(_sha256_file, path)
                     size = path.stat().st_size
                     await asyncio.to_thread(path.unlink)
@@ -304,6 +317,7 @@ class EncryptedWorker:
                         {
                             "event": "received",
                             "done": done,
+                            "cpu": cpu,
                             "bytes": size,
                             "sha256": digest,
                         }
@@ -334,13 +348,14 @@ class EncryptedWorker:
                     await asyncio.to_thread(os.fsync, fd)
                 finally:
                     os.close(fd)
-                done = time.perf_counter()
+                done, cpu = time.perf_counter(), _cpu() - cpu
                 digest = await asyncio.to_thread(_sha256_file, path)
                 await asyncio.to_thread(path.unlink)
                 _emit(
                     {
                         "event": "received",
                         "done": done,
+                        "cpu": cpu,
                         "bytes": stream.verified,
                         "sha256": digest,
                         "library_sha256": stream.sha256.hex(),
@@ -596,6 +611,7 @@ class Bench:
     def pipe(self, path: Path, sha256: str, rounds: int) -> dict[str, Any]:
         size = path.stat().st_size
         samples: dict[str, list[float]] = {"stream": [], "file": []}
+        cpu: dict[str, list[dict[str, float]]] = {"stream": [], "file": []}
         transports: set[str] = set()
         with pair("encrypted", self.server.c2s_port) as (sender, receiver):
             _, b = self.connect(sender, receiver, "socks5-direct")
@@ -618,7 +634,14 @@ class Bench:
                     if said != {sha256} or got["bytes"] != size or s["size"] != size:
                         raise RuntimeError(f"{how}: the bytes differ")
                     transports.add(s["transport"])
-                    samples[how].append(size / (got["done"] - s["start"]) / 1e6)
+                    wall = got["done"] - s["start"]
+                    samples[how].append(size / wall / 1e6)
+                    cpu[how].append(
+                        {
+                            "sender_cpu_pct": round(100 * s["cpu"] / wall, 1),
+                            "receiver_cpu_pct": round(100 * got["cpu"] / wall, 1),
+                        }
+                    )
         ratios = [
             a / b for a, b in zip(samples["stream"], samples["file"], strict=True)
         ]
@@ -632,6 +655,13 @@ class Bench:
             "target": f"ratio >= {TARGET_RATIO}",
             "target_met": ratio >= TARGET_RATIO,
             "sha256_checked": True,
+            "cpu_pct_median": {
+                how: {
+                    key: statistics.median(x[key] for x in rows)
+                    for key in ("sender_cpu_pct", "receiver_cpu_pct")
+                }
+                for how, rows in cpu.items()
+            },
             "samples_mb_s": samples,
             "ratios": [round(x, 3) for x in ratios],
         }
@@ -716,11 +746,17 @@ class Bench:
         self.cli("receiver", "trust", "sender@xfer.test", prints["sender"])
 
     def cli_stream(
-        self, source: list[str], sink: list[str] | None, extra: tuple[str, ...] = ()
+        self,
+        source: list[str],
+        sink: list[str] | None,
+        extra: tuple[str, ...] = (),
+        gate: float | None = None,
     ) -> dict[str, Any]:
         """``source | xfer send - [extra]`` and ``xfer receive --stdout | sink``
         (or > /dev/null), each xfer a process of its own: their exit codes,
-        stderr and peak RSS (``wait4``), and the sink's output."""
+        stderr and peak RSS (``wait4``), and the sink's output. With
+        ``gate``, the source gets a line on its stdin that many seconds after
+        the receiver said it was offered the stream."""
         me = [sys.executable, "-m", "xfer_cli"]
         devnull = os.open(os.devnull, os.O_WRONLY)
         receiver = subprocess.Popen(
@@ -743,7 +779,11 @@ class Bench:
             if not line:
                 raise RuntimeError(b"".join(r_err).decode(errors="replace"))
             r_err.append(line)
-        producer = subprocess.Popen(source, stdout=subprocess.PIPE)
+        producer = subprocess.Popen(
+            source,
+            stdin=subprocess.PIPE if gate is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
         sender = subprocess.Popen(
             [*me, "send", "-", "--to", "receiver@xfer.test", *extra],
             env=self.cli_env("sender"),
@@ -753,12 +793,26 @@ class Bench:
         assert producer.stdout is not None
         producer.stdout.close()
         s_err: list[bytes] = []
+        offered = threading.Event()
+
+        def receiver_lines() -> None:
+            for line in receiver.stderr or []:
+                r_err.append(line)
+                if b" offers a stream" in line:
+                    offered.set()
+
         drains = [
-            threading.Thread(target=lambda: r_err.extend(receiver.stderr or [])),
+            threading.Thread(target=receiver_lines),
             threading.Thread(target=lambda: s_err.extend(sender.stderr or [])),
         ]
         for thread in drains:
             thread.start()
+        if gate is not None:
+            assert producer.stdin is not None
+            if offered.wait(120):
+                time.sleep(gate)
+            producer.stdin.write(b"go\n")
+            producer.stdin.close()
         out = consumer.communicate(timeout=7200)[0] if consumer else b""
         rss = {}
         for name, proc in (("sender", sender), ("receiver", receiver)):
@@ -780,7 +834,11 @@ class Bench:
 
     def cli_live(self, seconds: float) -> tuple[list[float], str]:
         me = [sys.executable, __file__]
-        run = self.cli_stream([*me, "--writer", str(seconds), "10"], [*me, "--reader"])
+        run = self.cli_stream(
+            [*me, "--writer", str(seconds), "10", "--gated"],
+            [*me, "--reader"],
+            gate=CLI_GATE,
+        )
         check_cli(run)
         got = json.loads(run["out"])
         expected = int(seconds * 100)
@@ -841,6 +899,10 @@ def latency_row(one_way_us: list[float], rtt_us: list[float]) -> dict[str, Any]:
         "one_way_p50_ms": round(p50, 2),
         "one_way_p99_ms": round(p99, 2),
         "one_way_max_ms": round(max(one_way_us) / 1000, 2),
+        "one_way_percentiles_ms": {
+            str(q): round(percentile(one_way_us, q) / 1000, 2)
+            for q in (1, 10, 25, 50, 75, 90, 95, 99, 99.9)
+        },
         "added_p50_ms": round(p50 - half, 2),
         "added_p99_ms": round(p99 - half, 2),
         "added_target_met": p50 - half < TARGET_ADDED_P50_MS
@@ -887,6 +949,7 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--writer", nargs=2, type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--gated", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--hash-generated", type=int, help=argparse.SUPPRESS)
@@ -895,7 +958,7 @@ def main() -> int:
         asyncio.run(worker_main(args.worker, args.port))
         return 0
     if args.writer:
-        writer_main(*args.writer)
+        writer_main(*args.writer, gated=args.gated)
         return 0
     if args.reader:
         reader_main()
@@ -1040,6 +1103,12 @@ def print_tables(report: dict[str, Any]) -> None:
         print(
             f"{p['stream_mb_s']:>12} {p['file_mb_s']:>10} {p['ratio']:>6.2f}  "
             f"{p['target']} {'met' if p['target_met'] else 'MISSED'}"
+        )
+        c = p["cpu_pct_median"]
+        print(
+            "CPU (100% = one core) sender/receiver: stream "
+            f"{c['stream']['sender_cpu_pct']}/{c['stream']['receiver_cpu_pct']}, "
+            f"file {c['file']['sender_cpu_pct']}/{c['file']['receiver_cpu_pct']}"
         )
     if "live" in report:
         print(
