@@ -2,7 +2,9 @@
 
     python benchmarks/stream.py [--parts pipe live memory] [--size-mib 256]
                                 [--rounds 3] [--seconds 30] [--latency-rounds 3]
-                                [--flush-ms 15 1] [--long] [--dir DIR] [--json PATH]
+                                [--flush-ms 15 1] [--kinds ...] [--no-cli]
+                                [--memory-mib 64 1024] [--long] [--dir DIR]
+                                [--json PATH]
 
 Starts a throw-away Prosody on loopback. Sender and receiver are always two
 separate processes. In the same run:
@@ -29,10 +31,12 @@ separate processes. In the same run:
   interval of ``--flush-ms``; beside the raw transport's round trip in the
   same run: a 200-byte echo every 10 ms over a plain xfer SOCKS5 (direct,
   proxy) or IBB bytestream (no encryption, no OTR), from write to the
-  whole echo read back. Added by xfer = xfer one-way percentile minus half
-  the raw round trip's median. A CLI variant (``writer | xfer send -`` and
-  ``xfer receive --stdout | reader``, the CLI's default transport on
-  loopback) runs once per round.
+  whole echo read back. Added by xfer = xfer one-way percentile (p50, p99)
+  minus half the raw round trip's median (the same half for both). A CLI
+  variant (``writer | xfer send -`` and ``xfer receive --stdout | reader``,
+  the CLI's default transport on loopback, its default flush of 15 ms) runs
+  once per round; its writer starts 1 s after the receiver was offered the
+  stream (what it wrote during the log-in and the AKE would wait for them).
 * memory: ``xfer send -`` and ``xfer receive --stdout > /dev/null`` as
   separate processes (fresh logins, OTR AKE), a generated stream of 64 MiB
   and 1 GiB (and 8 GiB with ``--long``); the peak RSS of each process from
