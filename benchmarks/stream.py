@@ -1,7 +1,7 @@
 """Streams end to end through a real Prosody: pipe throughput, live latency, memory.
 
     python benchmarks/stream.py [--parts pipe live memory] [--size-mib 256]
-                                [--rounds 3] [--seconds 30] [--latency-rounds 3]
+                                [--rounds 5] [--seconds 30] [--latency-rounds 3]
                                 [--flush-ms 15 1] [--kinds ...] [--no-cli]
                                 [--memory-mib 64 1024] [--long] [--dir DIR]
                                 [--json PATH]
@@ -936,7 +936,7 @@ def main() -> int:
         choices=["pipe", "live", "memory"],
     )
     parser.add_argument("--size-mib", type=int, default=256, help="pipe part")
-    parser.add_argument("--rounds", type=int, default=3, help="pipe part")
+    parser.add_argument("--rounds", type=int, default=5, help="pipe part")
     parser.add_argument("--seconds", type=float, default=30, help="live, per case")
     parser.add_argument("--latency-rounds", type=int, default=3)
     parser.add_argument("--flush-ms", type=float, nargs="+", default=[15, 1])
