@@ -473,30 +473,24 @@ async def receive_stream(
         executor=executor,
     )
     checked = False
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            async with asyncio.timeout(stall_timeout):
-                piece = await stream.read(READ_PIECE)
-        except TimeoutError:
-            raise StreamCut(
-                state.plain, why=f"no data came for {stall_timeout:g} s"
-            ) from None
-        except TransportError as exc:
-            raise StreamCut(state.plain, why=str(exc)) from exc
-        if not piece:
-            break
-        if len(piece) < _INLINE:
-            plain = opener.update(piece)
-        else:
-            plain = await loop.run_in_executor(None, opener.update, piece)
-        if not checked and opener.header is not None:
-            if not _matches(opener.header, offer):
-                raise IntegrityError
-            checked = True
-        if plain:
-            await _deliver(plain, sink, state, limit)
-            progress(state.plain, None)
+    # The next read runs while the current piece is opened and delivered.
+    reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+    try:
+        while piece := await _next_piece(reading, stall_timeout, state):
+            reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+            plain, hashed = await _open(opener, piece, state.digest)
+            if not checked and opener.header is not None:
+                if not _matches(opener.header, offer):
+                    raise IntegrityError
+                checked = True
+            if plain:
+                await _deliver(plain, sink, state, limit, hashed)
+                progress(state.plain, None)
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
     try:
         tail = opener.finalize()
     except (IntegrityError, EnvelopeFormatError):
@@ -514,17 +508,67 @@ async def receive_stream(
     return ours
 
 
+async def _read_piece(stream: ByteStream, stall_timeout: float | None) -> bytes:
+    """The next bytes of the sealed stream (b"" at its end)."""
+    async with asyncio.timeout(stall_timeout):
+        return await stream.read(READ_PIECE)
+
+
+async def _next_piece(
+    reading: asyncio.Future[bytes], stall_timeout: float | None, state: StreamProgress
+) -> bytes:
+    """Wait for a read started earlier; a failure counts what was delivered
+    by now (the pieces before it included)."""
+    try:
+        return await reading
+    except TimeoutError:
+        raise StreamCut(
+            state.plain, why=f"no data came for {stall_timeout:g} s"
+        ) from None
+    except TransportError as exc:
+        raise StreamCut(state.plain, why=str(exc)) from exc
+
+
+def _open_and_hash(
+    opener: Opener, piece: bytes, digest: hashlib._Hash
+) -> tuple[bytes, hashlib._Hash]:
+    """Verify and decrypt ``piece``; and the running hash as it will be
+    once its plaintext is delivered (a copy: ``digest`` itself moves only
+    when the sink took the plaintext)."""
+    plain = opener.update(piece)
+    hashed = digest.copy()
+    hashed.update(plain)
+    return plain, hashed
+
+
+async def _open(
+    opener: Opener, piece: bytes, digest: hashlib._Hash
+) -> tuple[bytes, hashlib._Hash]:
+    """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
+    (one hop for the verification, the decryption and the SHA-256)."""
+    if len(piece) < _INLINE:
+        return _open_and_hash(opener, piece, digest)
+    return await asyncio.to_thread(_open_and_hash, opener, piece, digest)
+
+
 async def _deliver(
-    plain: bytes, sink: Sink, state: StreamProgress, limit: int | None
+    plain: bytes,
+    sink: Sink,
+    state: StreamProgress,
+    limit: int | None,
+    hashed: hashlib._Hash | None = None,
 ) -> None:
     """Hand verified plaintext to the sink; count and hash it once the sink
-    took it."""
+    took it (``hashed``: the running hash with ``plain`` in it already)."""
     if limit is not None and state.plain + len(plain) > limit:
         # What fits is verified: it goes, and nothing after it.
         await _deliver(plain[: limit - state.plain], sink, state, None)
         raise RemoteProtocolError(f"the stream is longer than {limit} bytes")
     await sink(plain)
-    state.digest.update(plain)
+    if hashed is None:
+        state.digest.update(plain)
+    else:
+        state.digest = hashed
     state.plain += len(plain)
 
 
