@@ -70,8 +70,9 @@ __all__ = [
 
 #: The sender reads its source in pieces of at most this size.
 STREAM_PIECE = 256 * 1024
-#: The receiver reads the bytestream in pieces of at most this size.
-READ_PIECE = 256 * 1024
+#: The receiver reads the bytestream in pieces of at most this size (a read
+#: returns what has come: large pieces only when the receiver is behind).
+READ_PIECE = 1024 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
 #: the one being written, the sender holds six pieces).
 READ_AHEAD = 4
