@@ -76,6 +76,10 @@ async def to_output(
         )
     started = time.perf_counter()
     progress = out.progress(offer.name)
+    if sys.stdout.isatty():
+        # The plaintext goes to the same terminal: a progress line redrawn
+        # on it would run into the data.
+        progress.enabled = False
     try:
         async with output_sink(sys.stdout.fileno()) as sink:
             if offer.is_stream:
