@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfer_cli.main import EXIT_REFUSED, CommandError
 from xfer_cli.output import Output, quoted
 from xfer_cli.progress import format_bytes
 
@@ -48,7 +49,8 @@ async def to_output(
 
     Raises:
         StreamCut: a stream broke off or did not verify (what was written
-        is exactly its verified prefix). XferError, OSError: as for a file.
+        is exactly its verified prefix). CommandError: declined (nothing
+        written). XferError, OSError: as for a file.
     """
     what = "a stream" if offer.is_stream else f"a file of {format_bytes(offer.size)}"
     trust = "trusted" if offer.trusted else "NOT TRUSTED"
@@ -67,10 +69,17 @@ async def to_output(
         why = "declined"
     if why is not None:
         await offer.decline(why if why != "declined" else None)
-        out.say(f"declined {quoted(offer.name)}: {shown(why)}")
-        return
+        # Nothing was written: a pipeline must not take that for the data.
+        raise CommandError(
+            f"declined {quoted(offer.name)}: {shown(why)}; nothing was written",
+            exit_code=EXIT_REFUSED,
+        )
     started = time.perf_counter()
     progress = out.progress(offer.name)
+    if sys.stdout.isatty():
+        # The plaintext goes to the same terminal: a progress line redrawn
+        # on it would run into the data.
+        progress.enabled = False
     try:
         async with output_sink(sys.stdout.fileno()) as sink:
             if offer.is_stream:

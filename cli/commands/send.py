@@ -78,8 +78,9 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
 @click.option(
     "--live",
     is_flag=True,
-    help="With '-': send what waits after at most --flush-ms, for interactive "
-    "and live data (automatic when standard input is a terminal, FIFO or socket).",
+    help="With '-': send what waits as soon as the input pauses (1 ms), at "
+    "the latest after --flush-ms, for interactive and live data (automatic "
+    "when standard input is a terminal, FIFO or socket).",
 )
 @click.option(
     "--flush-ms",

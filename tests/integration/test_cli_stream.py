@@ -143,3 +143,28 @@ def test_a_killed_sender_fails_the_receiving_pipeline(
     assert written == data[: len(written)]
     assert len(written) == len(data)
     assert f"stream cut after {len(written)} verified bytes".encode() in err, err
+
+
+def test_a_declined_stream_fails_both_sides_and_writes_nothing(
+    friends: tuple[Person, Person],  # noqa: F811
+) -> None:
+    alice, bob = friends
+    receiver = pipeline(bob, f"{XFER} receive --stdout --yes --from carol@elsewhere")
+    try:
+        wait_waiting(receiver)
+        sender = subprocess.run(
+            [sys.executable, "-m", "xfer_cli", "send", "-", "--to", bob.jid],
+            env=alice.env,
+            input=b"some data",
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        out, err = receiver.communicate(timeout=30)
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.communicate()
+    assert (receiver.returncode, out) == (6, b"")
+    assert b"nothing was written" in err
+    assert sender.returncode == 6, sender.stderr.decode()

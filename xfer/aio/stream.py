@@ -70,15 +70,21 @@ __all__ = [
 
 #: The sender reads its source in pieces of at most this size.
 STREAM_PIECE = 256 * 1024
-#: The receiver reads the bytestream in pieces of at most this size.
-READ_PIECE = 256 * 1024
+#: The receiver reads the bytestream in pieces of at most this size (a read
+#: returns what has come: large pieces only when the receiver is behind).
+READ_PIECE = 1024 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
-#: the one being written, the sender holds four pieces).
-READ_AHEAD = 2
+#: the one being written, the sender holds six pieces).
+READ_AHEAD = 4
 #: Pieces smaller than this are sealed or opened on the event loop thread.
 _INLINE = 64 * 1024
-#: The default flush interval of a live stream (s).
+#: The default flush interval of a live stream (s): the longest that data
+#: waits for a full chunk.
 FLUSH_INTERVAL = 0.015
+#: A live stream's waiting data goes once the source has been quiet this
+#: long (s), sooner than the flush interval: a burst of writes still shares
+#: a chunk, and a lone message does not wait for the interval.
+FLUSH_IDLE = 0.001
 #: The envelope format version of streams (:func:`stream_sealer`): 2, whose
 #: chunks may be short before the end (flushed), so a live stream's data
 #: need not wait for a full chunk (``spec/envelope.md``).
@@ -147,9 +153,11 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
 
     A pipe, socket or terminal is read by the event loop (nothing waits in
     a thread, so a source that stays silent costs nothing and cancels at
-    once); a regular file in a worker thread."""
+    once); anything else (a file, ``/dev/null``) in a worker thread."""
     mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
+        # A file, or a device epoll does not take (/dev/null): read it in
+        # a thread.
         while piece := await asyncio.to_thread(os.read, fd, size):
             yield piece
         return
@@ -241,7 +249,8 @@ async def send_stream(
 
     With ``flush_interval`` and a sealer that can flush (:func:`can_flush`),
     plaintext that waits for a full chunk is sealed as a short chunk and
-    sent at most that many seconds after it came. ``on_written`` is called
+    sent once the source has paused for :data:`FLUSH_IDLE`, and at most
+    ``flush_interval`` seconds after it came. ``on_written`` is called
     once the last sealed byte is written, before closing. A write that
     cannot go on for ``stall_timeout`` seconds (the receiver stopped
     reading) fails.
@@ -253,14 +262,16 @@ async def send_stream(
     flushing = flush_interval is not None and can_flush(sealer)
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
     reader = asyncio.ensure_future(_read_ahead(pieces, queue))
+    taking = _Taking(queue)
     write: asyncio.Future[None] | None = None
     loop = asyncio.get_running_loop()
-    deadline: float | None = None  # when the buffered plaintext must go
+    first: float | None = None  # when the buffered plaintext came
+    deadline: float | None = None  # when it must go
     try:
-        while (item := await _next(queue, deadline)) is not None:
+        while (item := await taking.next(deadline)) is not None:
             if isinstance(item, _Flush):
                 out = sealer.flush()
-                deadline = None
+                first = deadline = None
             elif isinstance(item, BaseException):
                 if write is not None:  # what was read before goes out
                     await write
@@ -268,9 +279,11 @@ async def send_stream(
             else:
                 out = await _seal(sealer, item, state)
                 progress(state.plain, None)
-                if flushing and deadline is None and sealer.buffered:
-                    assert flush_interval is not None
-                    deadline = loop.time() + flush_interval
+                first, deadline = (
+                    _due(first, loop.time(), flush_interval)
+                    if flushing and flush_interval is not None and sealer.buffered
+                    else (None, None)
+                )
             if out:
                 write = await _then_write(write, stream, out, stall_timeout)
                 state.sealed += len(out)
@@ -291,11 +304,51 @@ async def send_stream(
                     await task
 
 
+def _due(first: float | None, now: float, interval: float) -> tuple[float, float]:
+    """When plaintext that waits for a full chunk goes as a short one: once
+    the source has been quiet for :data:`FLUSH_IDLE` (a message, a line:
+    nothing more is coming at once), and at the latest ``interval`` after
+    the first of it came (data that trickles in without a pause). Returns
+    (when the first of it came, the deadline)."""
+    first = now if first is None else first
+    return first, min(first + interval, now + min(FLUSH_IDLE, interval))
+
+
 class _Flush:
     """What :func:`_next` returns when the buffered plaintext is due."""
 
 
 _FLUSH = _Flush()
+
+
+class _Taking:
+    """The read-ahead queue, taken a piece at a time: pieces queued already
+    are joined into one of about :data:`STREAM_PIECE` (a pipe gives 64 KiB
+    at a time, and fewer, larger pieces cost less to seal; nothing waits
+    for more to come), and the source's end or error stays behind them."""
+
+    def __init__(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        self.queue = queue
+        self.held: list[BaseException | None] = []
+
+    async def next(
+        self, deadline: float | None
+    ) -> bytes | BaseException | _Flush | None:
+        if self.held:
+            return self.held.pop()
+        item = await _next(self.queue, deadline)
+        if not isinstance(item, bytes):
+            return item
+        parts = [item]
+        size = len(item)
+        while size < STREAM_PIECE and not self.queue.empty():
+            more = self.queue.get_nowait()
+            if not isinstance(more, bytes):
+                self.held.append(more)
+                break
+            parts.append(more)
+            size += len(more)
+        return item if len(parts) == 1 else b"".join(parts)
 
 
 async def _next(
@@ -421,30 +474,24 @@ async def receive_stream(
         executor=executor,
     )
     checked = False
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            async with asyncio.timeout(stall_timeout):
-                piece = await stream.read(READ_PIECE)
-        except TimeoutError:
-            raise StreamCut(
-                state.plain, why=f"no data came for {stall_timeout:g} s"
-            ) from None
-        except TransportError as exc:
-            raise StreamCut(state.plain, why=str(exc)) from exc
-        if not piece:
-            break
-        if len(piece) < _INLINE:
-            plain = opener.update(piece)
-        else:
-            plain = await loop.run_in_executor(None, opener.update, piece)
-        if not checked and opener.header is not None:
-            if not _matches(opener.header, offer):
-                raise IntegrityError
-            checked = True
-        if plain:
-            await _deliver(plain, sink, state, limit)
-            progress(state.plain, None)
+    # The next read runs while the current piece is opened and delivered.
+    reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+    try:
+        while piece := await _next_piece(reading, stall_timeout, state):
+            reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+            plain, hashed = await _open(opener, piece, state.digest)
+            if not checked and opener.header is not None:
+                if not _matches(opener.header, offer):
+                    raise IntegrityError
+                checked = True
+            if plain:
+                await _deliver(plain, sink, state, limit, hashed)
+                progress(state.plain, None)
+    finally:
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
     try:
         tail = opener.finalize()
     except (IntegrityError, EnvelopeFormatError):
@@ -462,17 +509,67 @@ async def receive_stream(
     return ours
 
 
+async def _read_piece(stream: ByteStream, stall_timeout: float | None) -> bytes:
+    """The next bytes of the sealed stream (b"" at its end)."""
+    async with asyncio.timeout(stall_timeout):
+        return await stream.read(READ_PIECE)
+
+
+async def _next_piece(
+    reading: asyncio.Future[bytes], stall_timeout: float | None, state: StreamProgress
+) -> bytes:
+    """Wait for a read started earlier; a failure counts what was delivered
+    by now (the pieces before it included)."""
+    try:
+        return await reading
+    except TimeoutError:
+        raise StreamCut(
+            state.plain, why=f"no data came for {stall_timeout:g} s"
+        ) from None
+    except TransportError as exc:
+        raise StreamCut(state.plain, why=str(exc)) from exc
+
+
+def _open_and_hash(
+    opener: Opener, piece: bytes, digest: hashlib._Hash
+) -> tuple[bytes, hashlib._Hash]:
+    """Verify and decrypt ``piece``; and the running hash as it will be
+    once its plaintext is delivered (a copy: ``digest`` itself moves only
+    when the sink took the plaintext)."""
+    plain = opener.update(piece)
+    hashed = digest.copy()
+    hashed.update(plain)
+    return plain, hashed
+
+
+async def _open(
+    opener: Opener, piece: bytes, digest: hashlib._Hash
+) -> tuple[bytes, hashlib._Hash]:
+    """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
+    (one hop for the verification, the decryption and the SHA-256)."""
+    if len(piece) < _INLINE:
+        return _open_and_hash(opener, piece, digest)
+    return await asyncio.to_thread(_open_and_hash, opener, piece, digest)
+
+
 async def _deliver(
-    plain: bytes, sink: Sink, state: StreamProgress, limit: int | None
+    plain: bytes,
+    sink: Sink,
+    state: StreamProgress,
+    limit: int | None,
+    hashed: hashlib._Hash | None = None,
 ) -> None:
     """Hand verified plaintext to the sink; count and hash it once the sink
-    took it."""
+    took it (``hashed``: the running hash with ``plain`` in it already)."""
     if limit is not None and state.plain + len(plain) > limit:
         # What fits is verified: it goes, and nothing after it.
         await _deliver(plain[: limit - state.plain], sink, state, None)
         raise RemoteProtocolError(f"the stream is longer than {limit} bytes")
     await sink(plain)
-    state.digest.update(plain)
+    if hashed is None:
+        state.digest.update(plain)
+    else:
+        state.digest = hashed
     state.plain += len(plain)
 
 

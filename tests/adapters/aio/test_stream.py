@@ -267,6 +267,26 @@ async def test_without_a_flush_interval_a_short_chunk_waits() -> None:
     assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello"
 
 
+async def test_small_pieces_are_joined_in_order_and_the_end_stays_behind() -> None:
+    data = os.urandom(50 * CHUNK)
+
+    async def source() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+        raise OSError("the source failed after all of it")
+
+    stream, state = QueueStream(), StreamProgress()
+    with pytest.raises(OSError, match="after all of it"):
+        await send_stream(
+            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
+        )
+    assert state.plain == len(data)
+    opener = Opener(KEY)
+    assert opener.update(bytes(stream.written)) == data  # every chunk, in order
+    with pytest.raises(IntegrityError):
+        opener.finalize()  # but no end
+
+
 async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None:
     async def source() -> AsyncIterator[bytes]:
         yield b"a" * (CHUNK + 5)
@@ -304,6 +324,12 @@ async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
     path.write_bytes(data)
     with path.open("rb") as f:
         assert b"".join([p async for p in input_pieces(f.fileno(), 65536)]) == data
+    # A device the event loop cannot watch: read like a file.
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        assert [p async for p in input_pieces(null)] == []
+    finally:
+        os.close(null)
 
 
 async def test_output_to_a_pipe_waits_for_its_reader() -> None:
