@@ -76,6 +76,7 @@ from xfer.xmpp.transfer.context import (
     Settings,
     Siblings,
 )
+from xfer.xmpp.transfer.many import ManyResult, send_to_many
 from xfer.xmpp.transfer.negotiation import (
     Negotiator,
 )
@@ -86,7 +87,7 @@ from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.notices import Notice
@@ -100,6 +101,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESTARTED",
     "IncomingOffer",
+    "ManyResult",
     "ReceivedStream",
     "SendResult",
     "XferTransfer",
@@ -389,6 +391,39 @@ class XferTransfer(BasePlugin):
         """
         return await self._sender.send(
             peer, path, name, media_type, progress, check_source
+        )
+
+    async def send_file_to_many(
+        self,
+        peers: Iterable[str],
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        media_type: str = "application/octet-stream",
+        progress: Callable[[str], ProgressCallback] | None = None,
+    ) -> ManyResult:
+        """Send the file at ``path`` to each of ``peers`` (full or bare
+        JIDs; each once, never to ourselves), concurrently, each under its
+        own OTR offer and fresh keys; the file is read from disk once for
+        all (``spec/otr.md`` 5.7). ``progress(peer)`` gives each one's
+        progress callback.
+
+        Returns who got it: :attr:`ManyResult.results` maps each peer to its
+        :class:`SendResult` or to the error that stopped its transfer (as
+        :meth:`send_file` would raise it). One recipient's failure does not
+        stop the others, and is never raised.
+
+        Raises:
+            LocalProtocolError: no recipient other than ourselves.
+        """
+        return await send_to_many(
+            self._sender,
+            self._siblings.jid,
+            peers,
+            path,
+            name=name,
+            media_type=media_type,
+            progress=progress,
         )
 
     async def send_stream(
