@@ -51,6 +51,7 @@ EXIT_PEER = 9
 EXIT_INCAPABLE = 10
 EXIT_ABORTED = 11
 EXIT_TIMEOUT = 12
+EXIT_PARTIAL = 13
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
@@ -68,6 +69,7 @@ Exit codes:
   {EXIT_INCAPABLE}   the peer is online, but its client cannot receive with xfer
   {EXIT_ABORTED}   the verification was aborted before the end; trust is unchanged
   {EXIT_TIMEOUT}   no answer from the peer within --timeout; trust is unchanged
+  {EXIT_PARTIAL}   several recipients: some got every file, others not (see the summary)
   {EXIT_INTERRUPTED}  interrupted
 """
 

@@ -1,7 +1,7 @@
 """One read of a file for several recipients: the shared reader.
 
 A file sent to N recipients is sealed N times, under N offers with N fresh
-keys (``spec/otr.md`` 5.7), but read from disk once: :class:`SharedRead`
+keys (``spec/otr.md`` 5.5), but read from disk once: :class:`SharedRead`
 reads it in pieces of :data:`~xfer.aio.pump.SEND_PIECE` bytes and hands the
 same piece (immutable ``bytes``) to each recipient's sealer and hasher.
 

@@ -6,7 +6,7 @@ session and fingerprint check, its own offer with a fresh transfer id, salt
 and extra symmetric key, its own Jingle session, its own verdict, its own
 resume loop. Nothing secret is shared between recipients: with one key for
 all, any recipient could seal chunks that another accepts as the sender's
-(``spec/otr.md`` 5.7). What is shared is the plaintext read from disk:
+(``spec/otr.md`` 5.5). What is shared is the plaintext read from disk:
 :class:`~xfer.aio.fanout.SharedRead` reads the file once and hands each
 piece to every recipient's sealer and hasher.
 

@@ -405,7 +405,7 @@ class XferTransfer(BasePlugin):
         """Send the file at ``path`` to each of ``peers`` (full or bare
         JIDs; each once, never to ourselves), concurrently, each under its
         own OTR offer and fresh keys; the file is read from disk once for
-        all (``spec/otr.md`` 5.7). ``progress(peer)`` gives each one's
+        all (``spec/otr.md`` 5.5). ``progress(peer)`` gives each one's
         progress callback.
 
         Returns who got it: :attr:`ManyResult.results` maps each peer to its
