@@ -8,11 +8,11 @@ same piece (immutable ``bytes``) to each recipient's sealer and hasher.
 The policy, in full:
 
 - **Who shares.** Every recipient named up front (``expected``) whose data
-  phase starts at byte 0 while the first piece is still held. A recipient
-  that comes later (its receiver accepted late, after the others were past
-  the window), or resumes from byte N after a break, reads the file on its
-  own (:meth:`SharedRead.pieces` with ``start`` > 0 or too late): correct,
-  just not shared.
+  phase starts at byte 0 (its first piece asked for) while the first piece
+  is still held. A recipient that comes later (its receiver accepted late,
+  after the others were past the window), or resumes from byte N after a
+  break, reads the file on its own (:meth:`SharedRead.pieces` with
+  ``start`` > 0, or too late): correct, just not shared.
 - **Memory.** At most ``window`` pieces are held: the reader reads piece
   ``i`` only once every attached recipient has taken piece
   ``i - window``. Memory does not grow with the file or with the lag.
@@ -95,10 +95,9 @@ class SharedRead:
         """The file's pieces from byte ``start`` for recipient ``key``:
         shared if it can, else read on its own. Close it (or let it end)
         when done; an early close leaves the others unaffected."""
-        self._pending.discard(key)
         if start == 0 and self._base == 0 and self._end != 0:
-            return self._shared()
-        self._poke()
+            return self._shared(key)
+        self.withdraw(key)
         return self._alone(start)
 
     async def close(self) -> None:
@@ -129,7 +128,17 @@ class SharedRead:
                 self.bytes_read_alone += len(chunk)
                 yield bytes(chunk)
 
-    async def _shared(self) -> AsyncGenerator[bytes, None]:
+    async def _shared(self, key: str) -> AsyncGenerator[bytes, None]:
+        # Registered only once iterated (a generator never started runs no
+        # clean-up); until then ``key`` stays expected, and the first piece
+        # is kept for it (within join_wait).
+        self._pending.discard(key)
+        if self._base > 0:  # the first piece went meanwhile: on our own
+            self._poke()
+            async with contextlib.aclosing(self._alone(0)) as alone:
+                async for chunk in alone:
+                    yield chunk
+            return
         self._ids += 1
         me = self._ids
         self._cursors[me] = 0

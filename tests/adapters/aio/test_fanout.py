@@ -134,3 +134,18 @@ async def test_empty_file(tmp_path: Path) -> None:
     got = await asyncio.gather(drain(shared.pieces("a")), drain(shared.pieces("b")))
     assert got == [b"", b""]
     await shared.close()
+
+
+async def test_a_reader_made_but_started_late_still_gets_everything(
+    tmp_path: Path,
+) -> None:
+    """A recipient's reader is made when its data phase is set up, and first
+    iterated a moment later; if the others went past the first piece
+    meanwhile, it reads on its own, from the start."""
+    path, data = make_file(tmp_path, 12 * PIECE)
+    shared = SharedRead(path, ["a", "late"], window=2, piece=PIECE, join_wait=0.1)
+    late = shared.pieces("late")  # made while the first piece is held
+    assert await asyncio.wait_for(drain(shared.pieces("a")), 10) == data
+    assert await asyncio.wait_for(drain(late), 10) == data
+    await shared.close()
+    assert shared.bytes_read_alone == len(data)
