@@ -230,6 +230,17 @@ class Client:
             peers, path, name=name, progress=progress
         )
 
+    async def is_room(self, jid: str) -> bool:
+        """Whether ``jid`` is a group chat room (XEP-0045)."""
+        return await self._transfer.is_room(jid)
+
+    async def room_recipients(self, room: str) -> tuple[list[str], dict[str, str]]:
+        """Who in ``room`` can get a file (real JIDs shown by the room, with
+        a trusted fingerprint), and who not, with the reason; see
+        :meth:`xfer.xmpp.transfer.XferTransfer.room_recipients`. Send with
+        :meth:`send_file_to_many`."""
+        return await self._transfer.room_recipients(room)
+
     async def send_stream(
         self,
         peer: str,

@@ -76,7 +76,9 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     multiple=True,
     metavar="JID",
     help="Who gets the files; repeat it for several recipients (each under "
-    "its own keys; the files are read once for all).",
+    "its own keys; the files are read once for all). A group chat room "
+    "sends to its occupants whose real JID it shows and whose fingerprint "
+    "you trust; the others are listed and skipped.",
 )
 @click.option(
     "--name",
@@ -186,6 +188,10 @@ def send(
             **candidate_config(addresses, no_local_addresses),
         )
         try:
+            if await client.is_room(peer):  # a group chat: its occupants
+                from xfer_cli.commands.send_many import send_to_targets
+
+                return await send_to_targets(out, client, [peer], files)
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not
                 out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")

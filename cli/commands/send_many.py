@@ -1,4 +1,5 @@
-"""``xfer send PATH... --to A --to B``: the same files to several recipients.
+"""``xfer send PATH... --to A --to B``: the same files to several recipients,
+and ``--to ROOM``: to the occupants of a group chat room.
 
 Each recipient gets its own offer under its own keys (``spec/otr.md`` 5.5);
 each file is read once for all of them. One recipient that declines, is
@@ -7,7 +8,8 @@ files, and the summary says who got what.
 
 Exit code: 0 if every recipient got every file; :data:`EXIT_PARTIAL` if some
 got all the files and others not; if no recipient got anything, the code of
-the first failure (as for one recipient).
+the first failure (as for one recipient); 7 if a room held no one to send to
+(every occupant anonymous to us or untrusted).
 
 ``--json`` events: ``sent`` (one per file and recipient, as for one
 recipient), ``failed`` (``peer``, ``name``, ``reason``, ``exit_code``),
@@ -22,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from xfer_cli.account import connect
-from xfer_cli.main import EXIT_OK, EXIT_PARTIAL, describe
+from xfer_cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY, CommandError, describe
 from xfer_cli.output import Output, quoted
 from xfer_cli.progress import format_bytes
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from xfer.api import Client
     from xfer.xmpp.transfer import SendResult
 
-__all__ = ["send_to_many"]
+__all__ = ["run_many", "send_to_many", "send_to_targets"]
 
 
 class _Lines:
@@ -141,16 +143,50 @@ def _sent(out: Output, name: str, result: SendResult) -> None:
     )
 
 
+async def send_to_targets(
+    out: Output, client: Client, targets: list[str], files: list[tuple[Path, str]]
+) -> int:
+    """Send ``files`` to ``targets``, each a peer or a group chat room
+    (XEP-0045: its occupants whose real JID it shows and whose fingerprint
+    we trust; the others are listed as skipped, with the reason); the exit
+    code.
+
+    Raises:
+        CommandError: no one is left to send to (exit code 7).
+    """
+    peers: list[str] = []
+    skipped: dict[str, str] = {}
+    for target in targets:
+        if await client.is_room(target):
+            found, passed_over = await client.room_recipients(target)
+            out.say(
+                f"room {shown(target)}: sending to {len(found)} occupant(s), "
+                f"skipping {len(passed_over)}"
+            )
+            peers += found
+            skipped.update(passed_over)
+        else:
+            peers.append(target)
+    if not peers:
+        for peer, reason in skipped.items():
+            out.event("skipped", peer=peer, reason=reason)
+        listed = "; ".join(f"{shown(p)}: {r}" for p, r in skipped.items())
+        raise CommandError(
+            f"no occupant can get the files ({listed})", exit_code=EXIT_VERIFY
+        )
+    return await send_to_many(out, client, peers, files, skipped)
+
+
 async def run_many(
     out: Output,
-    peers: list[str],
+    targets: list[str],
     files: list[tuple[Path, str]],
     connecting: dict[str, Any],
 ) -> int:
-    """Connect (``connecting``: the arguments of :func:`connect`), send,
-    close; the exit code."""
+    """Connect (``connecting``: the arguments of :func:`connect`), send to
+    ``targets`` (peers and rooms), close; the exit code."""
     client = await connect(**connecting)
     try:
-        return await send_to_many(out, client, peers, files)
+        return await send_to_targets(out, client, targets, files)
     finally:
         await client.close()

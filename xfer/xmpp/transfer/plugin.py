@@ -49,6 +49,7 @@ from slixmpp.plugins.xep_0199 import XEP_0199
 import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.legacy as _legacy
+import xfer.xmpp.muc as _muc
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio.bytestream import no_progress
@@ -425,6 +426,29 @@ class XferTransfer(BasePlugin):
             media_type=media_type,
             progress=progress,
         )
+
+    async def is_room(self, jid: str) -> bool:
+        """Whether ``jid`` is a group chat room (XEP-0045), by service
+        discovery on its domain and on it."""
+        return await _muc.is_room(
+            self.xmpp, jid, timeout=self._settings.connect_timeout
+        )
+
+    async def room_recipients(self, room: str) -> tuple[list[str], dict[str, str]]:
+        """Join ``room`` for a moment and sort its occupants: the real JIDs
+        to send to (shown by the room, not ours, with a trusted
+        fingerprint), and every other occupant with the reason it is
+        skipped (:mod:`xfer.xmpp.muc`). The transfers still check each
+        peer's fingerprint in OTR.
+
+        Raises:
+            NotSecure: the room would not let us in.
+            LocalProtocolError: nobody else is in it.
+        """
+        view = await _muc.look_into(
+            self.xmpp, room, timeout=self._settings.connect_timeout
+        )
+        return _muc.recipients(view, lambda jid: bool(self.trust.entries(jid)))
 
     async def send_stream(
         self,
