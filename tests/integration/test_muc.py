@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,12 +20,16 @@ from tests.integration.conftest import ACCOUNTS, introduce, login, transfer_clie
 from tests.integration.test_cli_e2e import Person, events, finish, wait_ready
 from xfer.errors import TransferTimeout, UntrustedPeer
 from xfer.otr.trust import Verification
+from xfer.testing.hostile import HostileServer
+from xfer.testing.hostile.stanzas import matching
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.muc import ANONYMOUS, UNTRUSTED
 
 pytestmark = pytest.mark.integration
+
+NS_MUC_USER = "http://jabber.org/protocol/muc#user"
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +183,57 @@ async def test_cli_send_to_a_room(
     assert "anonymous" in refused.stderr
     reasons = [e["reason"] for e in events(refused.stdout) if e["event"] == "skipped"]
     assert reasons == [ANONYMOUS, ANONYMOUS]
+
+
+async def test_a_room_lying_about_a_real_jid_gets_no_file_to_the_liar(
+    muc_prosody: LocalProsody, tmp_path: Path, made: list[XferClient]
+) -> None:
+    """The room (here: a hostile server in front of alice) says carol's
+    occupant is bob, whom alice trusts. alice offers to bob, inside OTR to
+    bob's trusted key; carol, the occupant actually there, gets nothing."""
+    server = muc_prosody
+    room = await open_room(server, made, "liar", whois="anyone")
+    async with HostileServer("127.0.0.1", server.c2s_port) as hostile:
+        alice = await transfer_client(
+            server, "alice", "send", tmp_path / "a-id", via=hostile
+        )
+        bob = await transfer_client(server, "bob", "b", tmp_path / "b-id")
+        carol = await transfer_client(server, "carol", "c", tmp_path / "c-id")
+        made += [alice, bob, carol]
+        introduce(alice, bob)
+        introduce(alice, carol)  # carol trusts alice, alice does not trust her
+        alice.plugin["xfer_otr"].trust.untrust(f"carol@{server.domain}")
+        await enter(carol, room, "carol")  # bob is not in the room at all
+        item = f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item"
+
+        def claim_bob(element: ET.Element) -> ET.Element:
+            found = element.find(item)
+            assert found is not None
+            found.set("jid", f"bob@{server.domain}/elsewhere")
+            return element
+
+        lie = hostile.rewrite(
+            matching("presence", from_=f"{room}/carol", child=item),
+            claim_bob,
+            "to_client",
+        )
+        peers, skipped = await alice.plugin["xfer_transfer"].room_recipients(room)
+        assert lie.matched >= 1
+        assert peers == [f"bob@{server.domain}"]  # the lie got through ...
+        assert skipped == {f"{room}/owner (owner@{server.domain})": UNTRUSTED}
+        src = tmp_path / "f.bin"
+        src.write_bytes(os.urandom(100_000))
+
+        async def bob_takes() -> Path:
+            offer = await bob.plugin["xfer_transfer"].next_offer(timeout=60)
+            return await offer.accept(tmp_path / "bob-got")
+
+        result, got = await asyncio.gather(
+            alice.plugin["xfer_transfer"].send_file_to_many(peers, src), bob_takes()
+        )
+        # ... but the file went to bob's trusted key, not to the occupant.
+        assert got.read_bytes() == src.read_bytes()
+        assert list(result.sent) == [f"bob@{server.domain}"]
+        with pytest.raises(TransferTimeout):
+            await carol.plugin["xfer_transfer"].next_offer(timeout=0.5)
+        assert hostile.errors == []
