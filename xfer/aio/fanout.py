@@ -81,6 +81,7 @@ class SharedRead:
         self._reading = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._ids = 0
+        self._pokes: set[asyncio.Task[None]] = set()
         #: Bytes read from the file, shared and on one's own.
         self.bytes_read = 0
         #: Bytes read for recipients on their own (late or resuming).
@@ -115,9 +116,12 @@ class SharedRead:
             async with self._changed:
                 self._changed.notify_all()
 
-        # A task, not an await: withdraw() is called from sync code.
+        # A task, not an await: withdraw() is called from sync code. (Kept
+        # until done: the loop holds tasks only weakly.)
         with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(notify())
+            task = asyncio.get_running_loop().create_task(notify())
+            self._pokes.add(task)
+            task.add_done_callback(self._pokes.discard)
 
     async def _alone(self, start: int) -> AsyncGenerator[bytes, None]:
         async with contextlib.aclosing(
