@@ -13,6 +13,7 @@ import pytest
 from tests.integration.conftest import introduce, transfer_client
 from xfer.aio.bytestream import ProgressCallback
 from xfer.errors import NotSecure, TransferDeclined, TransferTimeout, UntrustedPeer
+from xfer.testing.faults import FaultProxy
 from xfer.testing.prosody import LocalProsody
 from xfer.xmpp.client import XferClient
 from xfer.xmpp.transfer import IncomingOffer, SendResult
@@ -124,3 +125,63 @@ async def test_untrusted_recipient_gets_nothing_others_do(
     # Nothing was offered to the untrusted key.
     with pytest.raises(TransferTimeout):
         await stranger.plugin["xfer_transfer"].next_offer(timeout=1)
+
+
+async def test_one_recipient_breaks_off_resumes_alone_the_other_shares(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """alice's streamhost is reachable only through a fault proxy, which cuts
+    one bytestream after 6 MiB: that recipient resumes under a fresh offer
+    and reads the rest on its own; both get the whole file."""
+    alice = await transfer_client(
+        prosody, "alice", "send", tmp_path / "alice-id", socks5_proxy=False
+    )
+    clients.append(alice)
+    host, port = await alice.plugin["xfer_socks5"].listen()
+    proxy = FaultProxy(host, port)
+    await proxy.start()
+    try:
+        alice.plugin["xfer_transfer"].config["advertise"] = [(proxy.host, proxy.port)]
+        receivers = [
+            await transfer_client(
+                prosody,
+                name,
+                "recv",
+                tmp_path / f"{name}-id",
+                socks5_proxy=False,
+                socks5_direct=False,
+                ibb=False,
+            )
+            for name in ("bob", "carol")
+        ]
+        clients += receivers
+        for r in receivers:
+            introduce(alice, r)
+        src = tmp_path / "src.bin"
+        data = os.urandom(16 * MiB + 3)
+        src.write_bytes(data)
+        proxy.cut_after(6 * MiB, direction="down", graceful=True)
+        dests = [tmp_path / "bob-got", tmp_path / "carol-got"]
+        result, *_ = await asyncio.wait_for(
+            asyncio.gather(
+                alice.plugin["xfer_transfer"].send_file_to_many(
+                    [r.boundjid.bare for r in receivers], src
+                ),
+                *(accept_into(r, d) for r, d in zip(receivers, dests, strict=True)),
+            ),
+            120,
+        )
+    finally:
+        await proxy.stop()
+    assert proxy.cuts == 1
+    assert not result.failed
+    for dest in dests:
+        assert dest.read_bytes() == data
+    broken = [r for r in result.sent.values() if r.breaks]
+    assert len(broken) == 1
+    rest = len(data) - broken[0].resumed_from
+    assert 0 < rest < len(data)
+    # The resume read its rest alone (and the prefix again, for its digest,
+    # which is not the shared reader's); the first pass was shared.
+    assert result.bytes_read_alone == rest
+    assert result.bytes_read == len(data) + rest
