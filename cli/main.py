@@ -57,6 +57,7 @@ EXIT_TIMEOUT = 12
 EXIT_CERTIFICATE = 13
 EXIT_NO_TLS = 14
 EXIT_TLS_REQUIRED = 15
+EXIT_PARTIAL = 16
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\b
@@ -77,6 +78,7 @@ Exit codes:
   {EXIT_CERTIFICATE}   the server's certificate is not trusted (see --ca-file)
   {EXIT_NO_TLS}   the server offers no TLS (nothing was sent)
   {EXIT_TLS_REQUIRED}   the server requires TLS, and --tls none was asked
+  {EXIT_PARTIAL}   several recipients: some got every file, others not (see the summary)
   {EXIT_INTERRUPTED}  interrupted
 """
 

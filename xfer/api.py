@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from xfer.notices import Notice
     from xfer.transfer.share import ShareEntry
     from xfer.xmpp.share import FetchedFile, FetchResult, ShareEvent, Sharer
-    from xfer.xmpp.transfer import IncomingOffer, SendResult
+    from xfer.xmpp.transfer import IncomingOffer, ManyResult, SendResult
     from xfer.xmpp.transfer.streaming import Source
 
 __all__ = ["Client", "connect"]
@@ -213,6 +213,33 @@ class Client:
     ) -> SendResult:
         """Send a file; see :meth:`xfer.xmpp.transfer.XferTransfer.send_file`."""
         return await self._transfer.send_file(peer, path, name=name, progress=progress)
+
+    async def send_file_to_many(
+        self,
+        peers: Iterable[str],
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        progress: Callable[[str], ProgressCallback] | None = None,
+    ) -> ManyResult:
+        """Send a file to several peers at once, each under its own keys,
+        reading it once; a mapping of who got it and who did not (never
+        raises for one peer); see
+        :meth:`xfer.xmpp.transfer.XferTransfer.send_file_to_many`."""
+        return await self._transfer.send_file_to_many(
+            peers, path, name=name, progress=progress
+        )
+
+    async def is_room(self, jid: str) -> bool:
+        """Whether ``jid`` is a group chat room (XEP-0045)."""
+        return await self._transfer.is_room(jid)
+
+    async def room_recipients(self, room: str) -> tuple[list[str], dict[str, str]]:
+        """Who in ``room`` can get a file (real JIDs shown by the room, with
+        a trusted fingerprint), and who not, with the reason; see
+        :meth:`xfer.xmpp.transfer.XferTransfer.room_recipients`. Send with
+        :meth:`send_file_to_many`."""
+        return await self._transfer.room_recipients(room)
 
     async def send_stream(
         self,

@@ -69,7 +69,17 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
     required=True,
     type=click.Path(exists=True, allow_dash=True),
 )
-@click.option("--to", "peer", required=True, metavar="JID", help="Who gets the files.")
+@click.option(
+    "--to",
+    "peers",
+    required=True,
+    multiple=True,
+    metavar="JID",
+    help="Who gets the files; repeat it for several recipients (each under "
+    "its own keys; the files are read once for all). A group chat room "
+    "sends to its occupants whose real JID it shows and whose fingerprint "
+    "you trust; the others are listed and skipped.",
+)
 @click.option(
     "--name",
     metavar="NAME",
@@ -103,7 +113,7 @@ def _files(paths: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
 @json_option
 def send(
     paths: tuple[str, ...],
-    peer: str,
+    peers: tuple[str, ...],
     name: str | None,
     live: bool,
     flush_ms: int,
@@ -138,9 +148,12 @@ def send(
     or a prompt.
     """
     out = Output(quiet=quiet, as_json=as_json)
+    peer = peers[0]
     if "-" in paths:
         if len(paths) > 1:
             raise click.UsageError("'-' (standard input) is sent alone")
+        if len(peers) > 1:
+            raise click.UsageError("'-' (standard input) goes to one recipient")
         run(
             _send_stdin(
                 out,
@@ -158,6 +171,13 @@ def send(
     files = list(_files(paths))
     if not files:
         raise CommandError("nothing to send: the directories are empty")
+    if len(peers) > 1:
+        from xfer_cli.commands.send_many import run_many
+
+        connecting = dict(jid=jid, host=host, port=port, tls=tls, suite=suite)
+        connecting.update(candidate_config(addresses, no_local_addresses))
+        run(run_many(out, list(peers), files, connecting))
+        return
 
     async def job() -> int:
         client = await connect(
@@ -169,6 +189,10 @@ def send(
             **candidate_config(addresses, no_local_addresses),
         )
         try:
+            if await client.is_room(peer):  # a group chat: its occupants
+                from xfer_cli.commands.send_many import send_to_targets
+
+                return await send_to_targets(out, client, [peer], files)
             full, fingerprint, trusted = await client.secure(peer)
             if trusted:  # else the first send_file says it is not
                 out.say(f"sending to {shown(full)} (fingerprint {fingerprint})")

@@ -35,7 +35,7 @@ from xfer.transfer.verify import Verifier
 
 if TYPE_CHECKING:
     import hashlib
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncGenerator, Awaitable, Callable
     from concurrent.futures import Executor
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
@@ -78,6 +78,7 @@ async def send_sealed(
     on_written: Callable[[], object] | None = None,
     stall_timeout: float | None = None,
     digest: hashlib._Hash | None = None,
+    pieces: AsyncGenerator[bytes | memoryview, None] | None = None,
 ) -> int:
     """Seal ``source`` (from byte ``start`` on) onto ``stream`` and close it;
     return the sealed bytes sent.
@@ -94,6 +95,11 @@ async def send_sealed(
     (:func:`xfer.aio.source.sha256_prefix`); by the time ``on_written``
     runs it has seen the whole file.
 
+    ``pieces``, if given, yields the file's bytes from ``start`` on instead
+    of ``source`` being read here (pieces of at most :data:`SEND_PIECE`
+    bytes, each valid until the next is asked for): a file read once for
+    several recipients (:mod:`xfer.aio.fanout`). It is closed at the end.
+
     Raises:
         TransportError (TransferTimeout): the stream failed or stalled.
         OSError: reading failed.
@@ -107,10 +113,14 @@ async def send_sealed(
     done = start
     write: asyncio.Future[None] | None = None
     # One read buffer: a piece is sealed (and hashed) before the next read.
-    reading = read_chunks(source, start=start, into=bytearray(SEND_PIECE))
+    reading = (
+        read_chunks(source, start=start, into=bytearray(SEND_PIECE))
+        if pieces is None
+        else pieces
+    )
     try:
-        async with contextlib.aclosing(reading) as pieces:
-            async for piece in pieces:
+        async with contextlib.aclosing(reading) as read:
+            async for piece in read:
                 buf = buffers[0]
                 need = sealer.output_bound(len(piece))
                 if len(buf) < need:  # pragma: no cover - see bound

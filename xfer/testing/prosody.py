@@ -103,6 +103,14 @@ Component "{proxy_host}" "proxy65"
     proxy65_acl = {{ "{domain}" }}
 """
 
+#: The group chat service (XEP-0045), if asked for: rooms are open at once
+#: (no locking until configured) and, unless configured, semi-anonymous.
+_MUC = """\
+Component "{muc_host}" "muc"
+    muc_room_locking = false
+    muc_room_default_public_jids = {public}
+"""
+
 
 @dataclass
 class LocalProsody:
@@ -136,12 +144,21 @@ class LocalProsody:
     direct_tls_port: int = 0
     #: The PEM certificate of the CA that signed the server's (with tls).
     ca_file: Path | None = None
+    #: Run a group chat service (XEP-0045) at :attr:`muc_jid`; its new rooms
+    #: show real JIDs to everyone if ``muc_public_jids`` (else to moderators).
+    muc: bool = False
+    muc_public_jids: bool = False
     _process: subprocess.Popen[bytes] | None = None
     _own_dir: bool = False
 
     @property
     def proxy_jid(self) -> str:
         return f"proxy.{self.domain}"
+
+    @property
+    def muc_jid(self) -> str:
+        """The group chat service's domain (with ``muc=True``)."""
+        return f"conference.{self.domain}"
 
     def account(self, user: str) -> Account:
         return Account(user, self.accounts[user], self.domain)
@@ -201,6 +218,14 @@ class LocalProsody:
                     plain="false" if self.require_tls else "true",
                     ssl=ssl,
                     hibernation=self.hibernation,
+                )
+                + (
+                    _MUC.format(
+                        muc_host=self.muc_jid,
+                        public="true" if self.muc_public_jids else "false",
+                    )
+                    if self.muc
+                    else ""
                 )
             )
             self.add_accounts(dict(self.accounts))

@@ -25,6 +25,7 @@ from __future__ import annotations
 from xfer.xmpp.transfer.plugin import (
     RESTARTED,
     IncomingOffer,
+    ManyResult,
     ReceivedStream,
     SendResult,
     XferTransfer,
@@ -34,6 +35,7 @@ from xfer.xmpp.transfer.plugin import (
 __all__ = [
     "RESTARTED",
     "IncomingOffer",
+    "ManyResult",
     "ReceivedStream",
     "SendResult",
     "XferTransfer",

@@ -49,6 +49,7 @@ from slixmpp.plugins.xep_0199 import XEP_0199
 import xfer.xmpp.ibb as _ibb
 import xfer.xmpp.jingle as _jingle
 import xfer.xmpp.legacy as _legacy
+import xfer.xmpp.muc as _muc
 import xfer.xmpp.otr as _otr
 import xfer.xmpp.socks5 as _socks5
 from xfer.aio.bytestream import no_progress
@@ -76,6 +77,7 @@ from xfer.xmpp.transfer.context import (
     Settings,
     Siblings,
 )
+from xfer.xmpp.transfer.many import ManyResult, send_to_many
 from xfer.xmpp.transfer.negotiation import (
     Negotiator,
 )
@@ -86,7 +88,7 @@ from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.notices import Notice
@@ -100,6 +102,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESTARTED",
     "IncomingOffer",
+    "ManyResult",
     "ReceivedStream",
     "SendResult",
     "XferTransfer",
@@ -390,6 +393,62 @@ class XferTransfer(BasePlugin):
         return await self._sender.send(
             peer, path, name, media_type, progress, check_source
         )
+
+    async def send_file_to_many(
+        self,
+        peers: Iterable[str],
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        media_type: str = "application/octet-stream",
+        progress: Callable[[str], ProgressCallback] | None = None,
+    ) -> ManyResult:
+        """Send the file at ``path`` to each of ``peers`` (full or bare
+        JIDs; each once, never to ourselves), concurrently, each under its
+        own OTR offer and fresh keys; the file is read from disk once for
+        all (``spec/otr.md`` 5.5). ``progress(peer)`` gives each one's
+        progress callback.
+
+        Returns who got it: :attr:`ManyResult.results` maps each peer to its
+        :class:`SendResult` or to the error that stopped its transfer (as
+        :meth:`send_file` would raise it). One recipient's failure does not
+        stop the others, and is never raised.
+
+        Raises:
+            LocalProtocolError: no recipient other than ourselves.
+        """
+        return await send_to_many(
+            self._sender,
+            self._siblings.jid,
+            peers,
+            path,
+            name=name,
+            media_type=media_type,
+            progress=progress,
+        )
+
+    async def is_room(self, jid: str) -> bool:
+        """Whether ``jid`` is a group chat room (XEP-0045), by service
+        discovery on its domain and on it."""
+        return await _muc.is_room(
+            self.xmpp, jid, timeout=self._settings.connect_timeout
+        )
+
+    async def room_recipients(self, room: str) -> tuple[list[str], dict[str, str]]:
+        """Join ``room`` for a moment and sort its occupants: the real JIDs
+        to send to (shown by the room, not ours, with a trusted
+        fingerprint), and every other occupant with the reason it is
+        skipped (:mod:`xfer.xmpp.muc`). The transfers still check each
+        peer's fingerprint in OTR.
+
+        Raises:
+            NotSecure: the room would not let us in.
+            LocalProtocolError: nobody else is in it.
+        """
+        view = await _muc.look_into(
+            self.xmpp, room, timeout=self._settings.connect_timeout
+        )
+        return _muc.recipients(view, lambda jid: bool(self.trust.entries(jid)))
 
     async def send_stream(
         self,

@@ -44,7 +44,7 @@ from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, settle, watchin
 
 if TYPE_CHECKING:
     import hashlib
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, Callable
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.source import Identified
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import Negotiator
+
+    #: The file's pieces from a byte offset on (:func:`xfer.aio.pump.send_sealed`).
+    Reader = Callable[[int], AsyncGenerator[bytes, None]]
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,11 @@ class Sender:
         media_type: str,
         progress: ProgressCallback,
         check_source: Callable[[], None] | None = None,
+        reader: Reader | None = None,
     ) -> SendResult:
-        """See :meth:`XferTransfer.send_file`."""
+        """See :meth:`XferTransfer.send_file`. ``reader``, if given, gives
+        the file's pieces from a byte offset on (a file read once for
+        several recipients: :mod:`xfer.xmpp.transfer.many`)."""
         source = Path(path)
         started = time.perf_counter()
         # Its size and id, not its hash: that comes in the pass that seals it.
@@ -157,6 +163,7 @@ class Sender:
                     progress,
                     attempt,
                     check_source,
+                    reader,
                 )
                 return dataclasses.replace(
                     result, seconds=time.perf_counter() - started, breaks=breaks
@@ -242,6 +249,7 @@ class Sender:
         progress: ProgressCallback,
         attempt: _Attempt,
         check_source: Callable[[], None] | None = None,
+        reader: Reader | None = None,
     ) -> SendResult:
         """One offer of the file over ``otr_session`` with ``full``, whose
         ``fingerprint`` the caller checked.
@@ -347,6 +355,7 @@ class Sender:
                     ),
                     stall_timeout=self._settings.stall_timeout,
                     digest=digest,
+                    pieces=None if reader is None else reader(start),
                 ),
                 stream,
             )
