@@ -64,7 +64,9 @@ async def open_room(
     """A room made by ``owner`` (its moderator), showing real JIDs to
     ``whois`` ("anyone": non-anonymous; "moderators": semi-anonymous)."""
     room = f"{name}-{os.urandom(3).hex()}@{server.muc_jid}"
-    owner = await login(server, "owner", "o")
+    # A resource of its own: a second log-in under the same one would push
+    # the first out (and a client that reconnects would push back).
+    owner = await login(server, "owner", f"o-{name}")
     made.append(owner)
     muc = muc_of(owner)
     await enter(owner, room, "owner")
