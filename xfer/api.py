@@ -293,6 +293,19 @@ class Client:
         :meth:`xfer.xmpp.share.XferShare.share`."""
         return self._share.share(directory, with_, report=report)
 
+    async def share_room(
+        self,
+        directory: str | os.PathLike[str],
+        room: str,
+        *,
+        with_: Iterable[str] = (),
+        report: Callable[[ShareEvent], object] | None = None,
+    ) -> Sharer:
+        """Serve ``directory`` to the members of the group chat ``room``
+        (as they come and go; trusted fingerprints only) and to ``with_``;
+        see :meth:`xfer.xmpp.share.XferShare.share_room`."""
+        return await self._share.share_room(directory, room, with_, report=report)
+
     async def list_shared(
         self, peer: str, path: str = "", *, recursive: bool = False
     ) -> list[ShareEntry]:

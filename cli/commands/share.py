@@ -66,14 +66,14 @@ def split_target(target: str) -> tuple[str, str]:
     "peers",
     metavar="JID",
     multiple=True,
-    required=True,
     help="Who may list and fetch (repeat the option for more); their "
     "fingerprints must be trusted.",
 )
 @click.option(
     "--room",
     metavar="ROOM",
-    help="Share with the trusted members of a group chat (not supported yet).",
+    help="Share with the members of a group chat whose real JID the room "
+    "shows and whose fingerprint you trust, as they come and go.",
 )
 @account_options
 @quiet_option
@@ -98,13 +98,13 @@ def share(
     hidden files (names starting with '.'), no special files. Others are
     refused, with a reason.
     """
-    if room is not None:
+    if not peers and room is None:
         raise CommandError(
-            "--room is not supported yet: name the members with --with",
-            exit_code=EXIT_USAGE,
+            "name who may fetch: --with JID or --room ROOM", exit_code=EXIT_USAGE
         )
     try:
         accounts = sorted({bare_jid(p) for p in peers})
+        room = None if room is None else bare_jid(room)
     except LocalProtocolError as exc:
         raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
     out = Output(quiet=quiet, as_json=as_json)
@@ -116,6 +116,9 @@ def share(
             "sent": "got",
             "failed": "did not get",
             "refused": "was refused",
+            "member": "is in the room: may fetch",
+            "skipped": "is in the room but skipped:",
+            "left": "left the room: may no longer fetch",
         }.get(event.kind, event.kind)
         where = (
             f" {quoted(event.path or '/')}"
@@ -123,18 +126,32 @@ def share(
             else ""
         )
         detail = f" ({shown(event.detail)})" if event.detail else ""
+        if event.kind == "skipped":
+            detail = f" {shown(event.detail, limit=None)}"
         out.say(f"{shown(event.peer)} {what}{where}{detail}")
         out.event(event.kind, peer=event.peer, path=event.path, detail=event.detail)
 
     async def job() -> int:
         client = await connect(jid, host, port, tls)
-        sharer = client.share(directory, with_=accounts, report=report)
+        if room is None:
+            sharer = client.share(directory, with_=accounts, report=report)
+        else:
+            try:
+                sharer = await client.share_room(
+                    directory, room, with_=accounts, report=report
+                )
+            except BaseException:
+                await client.close()
+                raise
         try:
+            whom = [*accounts, *([f"the members of {room}"] if room else [])]
             out.say(
                 f"sharing {shown(str(sharer.folder.root), limit=None)} with "
-                f"{', '.join(accounts)} as {shown(client.jid)}; Ctrl-C stops"
+                f"{', '.join(whom)} as {shown(client.jid)}; Ctrl-C stops"
             )
-            out.event("sharing", root=str(sharer.folder.root), peers=accounts)
+            out.event(
+                "sharing", root=str(sharer.folder.root), peers=accounts, room=room
+            )
             await asyncio.Event().wait()
         finally:
             await sharer.close()

@@ -44,7 +44,7 @@ from xfer.transfer.share import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from xfer.aio.shared import SharedFolder
     from xfer.otr.session import Session
@@ -73,9 +73,10 @@ MAX_LISTINGS = 8
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareEvent:
     """What the sharer did, for its user: ``kind`` is ``listed``,
-    ``refused``, ``sending``, ``sent`` or ``failed``; ``peer`` the asking
-    full JID (a peer's text: escape it before showing), ``path`` the share
-    path, ``detail`` more words."""
+    ``refused``, ``sending``, ``sent`` or ``failed``; for a room also
+    ``member``, ``skipped`` and ``left`` (:mod:`xfer.xmpp.room_share`).
+    ``peer`` the asking full JID or the occupant (a peer's text: escape it
+    before showing), ``path`` the share path, ``detail`` more words."""
 
     kind: str
     peer: str
@@ -113,11 +114,15 @@ class Sharer:
         max_fetches: int = MAX_FETCHES,
         max_requests: int = MAX_REQUESTS,
         report: Callable[[ShareEvent], object] | None = None,
+        room: bool = False,
     ) -> None:
         self.folder = folder
         self.peers = frozenset(bare_jid(p) for p in peers)
-        if not self.peers:
+        if not self.peers and not room:
             raise LocalProtocolError("a folder is shared with at least one JID")
+        #: The accounts present in the shared-with room (set_members).
+        self.members: frozenset[str] = frozenset()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._transfer = transfer
         self._otr = otr
         self._max_fetches = max_fetches
@@ -148,7 +153,7 @@ class Sharer:
         refusal = None
         if self.closed:
             refusal = (RefusalCode.NOT_SHARING, "the folder is no longer shared")
-        elif account not in self.peers:
+        elif account not in self.peers and account not in self.members:
             refusal = (RefusalCode.NOT_ALLOWED, "this folder is not shared with you")
         elif fingerprint is None or not self._otr.trust.is_trusted(peer, fingerprint):
             refusal = (
@@ -390,9 +395,21 @@ class Sharer:
             except OSError as exc:
                 log.warning("could not save the hash cache: %s", exc)
 
+    def set_members(self, accounts: Iterable[str]) -> None:
+        """Serve these accounts (bare JIDs) too, in place of the members
+        set before: those of a room, as they come and go."""
+        self.members = frozenset(bare_jid(a) for a in accounts)
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await ``closer()`` when the sharer closes (leave a room)."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
         """Stop serving: refuse new requests, cancel those under way."""
         self.closed = True
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                await closer()
         pending = [*self._tasks, self._hasher]
         for task in pending:
             task.cancel()

@@ -39,6 +39,7 @@ from xfer.transfer.share import (
 from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.fetching import FetchedFile, Fetcher, FetchResult
 from xfer.xmpp.otr import XferOTR
+from xfer.xmpp.room_share import RoomMembers
 from xfer.xmpp.serving import ShareEvent, Sharer, reply
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ class XferShare(BasePlugin):
         peers: Iterable[str],
         *,
         report: Callable[[ShareEvent], object] | None = None,
+        room: bool = False,
     ) -> Sharer:
         """Serve ``directory`` to the accounts ``peers`` (bare JIDs; their
         fingerprints must be trusted) until the returned sharer is closed
@@ -170,8 +172,43 @@ class XferShare(BasePlugin):
             max_fetches=int(self.config["max_fetches"]),
             max_requests=int(self.config["max_requests"]),
             report=report,
+            room=room,
         )
         return self._sharer
+
+    async def share_room(
+        self,
+        directory: str | os.PathLike[str],
+        room: str,
+        peers: Iterable[str] = (),
+        *,
+        report: Callable[[ShareEvent], object] | None = None,
+    ) -> Sharer:
+        """Serve ``directory`` to the accounts present in the group chat
+        ``room`` (and to ``peers``) until the sharer is closed, staying in
+        the room meanwhile (spec/share.md section 8). Occupants come and go
+        with their presence; each request still needs a trusted
+        fingerprint. ``report`` also hears ``member``, ``skipped`` (anonymous
+        or untrusted, with the reason) and ``left``.
+
+        Raises:
+            NotSecure: the room would not let us in. As :meth:`share`.
+        """
+        sharer = self.share(directory, peers, report=report, room=True)
+        members = RoomMembers(
+            self.xmpp,
+            room,
+            sharer,
+            lambda jid: bool(self.otr.trust.entries(jid)),
+            report,
+        )
+        sharer.on_close(members.leave)
+        try:
+            await members.join(float(self.transfer.config["connect_timeout"]))
+        except BaseException:
+            await sharer.close()
+            raise
+        return sharer
 
     # -- fetching ----------------------------------------------------------------------
 
