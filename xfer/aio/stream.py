@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
 from xfer.envelope import Opener, Sealer, Suite
+from xfer.envelope.format import TAG_SIZE, WORD_SIZE
 from xfer.errors import (
     EnvelopeFormatError,
     IntegrityError,
+    LocalProtocolError,
     RemoteProtocolError,
     StreamCut,
     TransferTimeout,
@@ -70,8 +72,8 @@ __all__ = [
 
 #: The sender reads its source in pieces of at most this size.
 STREAM_PIECE = 256 * 1024
-#: The receiver reads the bytestream in pieces of at most this size (a read
-#: returns what has come: large pieces only when the receiver is behind).
+#: The receiver reads the bytestream into buffers of this size (a read
+#: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
 #: the one being written, the sender holds six pieces).
@@ -474,12 +476,24 @@ async def receive_stream(
         executor=executor,
     )
     checked = False
-    # The next read runs while the current piece is opened and delivered.
-    reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+    # Two buffers of the sealed stream alternate: the next read fills one
+    # while the piece in the other is opened and delivered. A read takes
+    # what has come (it never waits for more), up to a whole buffer.
+    sealed = [bytearray(READ_PIECE), bytearray(READ_PIECE)]
+    # The plaintext of a piece: at most the piece and the chunk the opener
+    # held back (its word and tag included).
+    out = bytearray(READ_PIECE + WORD_SIZE + offer.chunk_size + TAG_SIZE)
+    reading = asyncio.ensure_future(_read_into(stream, sealed[0], stall_timeout))
     try:
-        while piece := await _next_piece(reading, stall_timeout, state):
-            reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
-            plain, hashed = await _open(opener, piece, state.digest)
+        while n := await _next_piece(reading, stall_timeout, state):
+            piece = memoryview(sealed[0])[:n]
+            sealed.reverse()
+            reading = asyncio.ensure_future(
+                _read_into(stream, sealed[0], stall_timeout)
+            )
+            if len(out) < (need := opener.output_bound(n)):  # pragma: no cover
+                out = bytearray(need)  # see above: not reached
+            plain, hashed = await _open(opener, piece, out, state.digest)
             if not checked and opener.header is not None:
                 if not _matches(opener.header, offer):
                     raise IntegrityError
@@ -509,15 +523,29 @@ async def receive_stream(
     return ours
 
 
-async def _read_piece(stream: ByteStream, stall_timeout: float | None) -> bytes:
-    """The next bytes of the sealed stream (b"" at its end)."""
+async def _read_into(
+    stream: ByteStream, buf: bytearray, stall_timeout: float | None
+) -> int:
+    """The next bytes of the sealed stream, copied into ``buf``: how many (0
+    at its end). A stream with ``readinto`` (SOCKS5) hands over all it has
+    buffered, or what the kernel has once something came, without a
+    ``bytes`` made; any other is read and copied."""
+    view = memoryview(buf)
+    readinto = getattr(stream, "readinto", None)
     async with asyncio.timeout(stall_timeout):
-        return await stream.read(READ_PIECE)
+        if readinto is not None:
+            n: int = await readinto(view)
+            return n
+        piece = await stream.read(len(view))
+    if len(piece) > len(view):
+        raise LocalProtocolError("the stream returned more than was asked for")
+    view[: len(piece)] = piece
+    return len(piece)
 
 
 async def _next_piece(
-    reading: asyncio.Future[bytes], stall_timeout: float | None, state: StreamProgress
-) -> bytes:
+    reading: asyncio.Future[int], stall_timeout: float | None, state: StreamProgress
+) -> int:
     """Wait for a read started earlier; a failure counts what was delivered
     by now (the pieces before it included)."""
     try:
@@ -531,25 +559,28 @@ async def _next_piece(
 
 
 def _open_and_hash(
-    opener: Opener, piece: bytes, digest: hashlib._Hash
+    opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
-    """Verify and decrypt ``piece``; and the running hash as it will be
-    once its plaintext is delivered (a copy: ``digest`` itself moves only
-    when the sink took the plaintext)."""
-    plain = opener.update(piece)
+    """Verify and decrypt ``piece`` (through ``out``, which must hold the
+    opener's output bound); and the running hash as it will be once its
+    plaintext is delivered (a copy: ``digest`` itself moves only when the
+    sink took the plaintext)."""
+    n = opener.update_into(piece, out)
+    with memoryview(out) as view:
+        plain = bytes(view[:n])
     hashed = digest.copy()
     hashed.update(plain)
     return plain, hashed
 
 
 async def _open(
-    opener: Opener, piece: bytes, digest: hashlib._Hash
+    opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
     """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
     (one hop for the verification, the decryption and the SHA-256)."""
     if len(piece) < _INLINE:
-        return _open_and_hash(opener, piece, digest)
-    return await asyncio.to_thread(_open_and_hash, opener, piece, digest)
+        return _open_and_hash(opener, piece, out, digest)
+    return await asyncio.to_thread(_open_and_hash, opener, piece, out, digest)
 
 
 async def _deliver(
