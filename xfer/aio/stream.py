@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import stat
@@ -75,6 +76,9 @@ STREAM_PIECE = 256 * 1024
 #: The receiver reads the bytestream into buffers of this size (a read
 #: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
+#: The buffer asked for a pipe on standard input (Linux, best effort): a
+#: pipe's default 64 KiB made every read of a fast writer 64 KiB.
+PIPE_SIZE = 1024 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
 #: the one being written, the sender holds six pieces).
 READ_AHEAD = 4
@@ -163,6 +167,8 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
         while piece := await asyncio.to_thread(os.read, fd, size):
             yield piece
         return
+    if stat.S_ISFIFO(mode):
+        _widen_pipe(fd)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=size, loop=loop)
     # The event loop makes the descriptor non-blocking, which is a property
@@ -178,6 +184,20 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
     finally:
         transport.close()
         os.set_blocking(fd, blocking)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a :data:`PIPE_SIZE` buffer in the pipe ``fd`` reads, where
+    the system lets us (Linux): a fast writer then fills larger reads,
+    fewer of them for the same bytes. A reader still wakes for the first
+    byte, so a live source waits no longer."""
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    getting = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if setting is None or getting is None:
+        return
+    with contextlib.suppress(OSError):  # over the system's limit: keep it
+        if fcntl.fcntl(fd, getting) < PIPE_SIZE:
+            fcntl.fcntl(fd, setting, PIPE_SIZE)
 
 
 @contextlib.asynccontextmanager
@@ -480,6 +500,11 @@ async def receive_stream(
     # while the piece in the other is opened and delivered. A read takes
     # what has come (it never waits for more), up to a whole buffer.
     sealed = [bytearray(READ_PIECE), bytearray(READ_PIECE)]
+    # While a piece is opened, the stream's buffer (SOCKS5) takes what
+    # comes, a whole read's worth: pieces grow when the receiver is behind.
+    buffer_reads = getattr(stream, "buffer_reads", None)
+    if buffer_reads is not None:
+        buffer_reads(READ_PIECE)
     # The plaintext of a piece: at most the piece and the chunk the opener
     # held back (its word and tag included).
     out = bytearray(READ_PIECE + WORD_SIZE + offer.chunk_size + TAG_SIZE)
