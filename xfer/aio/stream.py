@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 #: The sender reads its source in pieces of at most this size.
-STREAM_PIECE = 256 * 1024
+STREAM_PIECE = 1024 * 1024
 #: The receiver reads the bytestream into buffers of this size (a read
 #: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
