@@ -69,6 +69,13 @@ class Socks5Stream:
         async with self._reading():
             return await self._connection.readinto(buf)
 
+    def buffer_reads(self, nbytes: int) -> None:
+        """Let up to ``nbytes`` wait received and unread (not less than
+        now): while the reader is busy, more of the stream comes in, and its
+        next :meth:`readinto` takes all of it at once. A read still returns
+        as soon as anything came."""
+        self._connection.enlarge(nbytes)
+
     def batch_reads(self, nbytes: int = BATCH) -> None:
         """For a reader of bulk data: be woken once ``nbytes`` have come,
         not for every small piece a relay forwards

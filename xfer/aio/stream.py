@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import stat
@@ -36,9 +37,11 @@ from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
 from xfer.envelope import Opener, Sealer, Suite
+from xfer.envelope.format import TAG_SIZE, WORD_SIZE
 from xfer.errors import (
     EnvelopeFormatError,
     IntegrityError,
+    LocalProtocolError,
     RemoteProtocolError,
     StreamCut,
     TransferTimeout,
@@ -69,10 +72,13 @@ __all__ = [
 ]
 
 #: The sender reads its source in pieces of at most this size.
-STREAM_PIECE = 256 * 1024
-#: The receiver reads the bytestream in pieces of at most this size (a read
-#: returns what has come: large pieces only when the receiver is behind).
+STREAM_PIECE = 1024 * 1024
+#: The receiver reads the bytestream into buffers of this size (a read
+#: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
+#: The buffer asked for a pipe on standard input (Linux, best effort): a
+#: pipe's default 64 KiB made every read of a fast writer 64 KiB.
+PIPE_SIZE = 1024 * 1024
 #: Pieces read ahead of the sealer, at most (with the one being sealed and
 #: the one being written, the sender holds six pieces).
 READ_AHEAD = 4
@@ -161,6 +167,8 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
         while piece := await asyncio.to_thread(os.read, fd, size):
             yield piece
         return
+    if stat.S_ISFIFO(mode):
+        _widen_pipe(fd)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=size, loop=loop)
     # The event loop makes the descriptor non-blocking, which is a property
@@ -176,6 +184,20 @@ async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes
     finally:
         transport.close()
         os.set_blocking(fd, blocking)
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a :data:`PIPE_SIZE` buffer in the pipe ``fd`` reads, where
+    the system lets us (Linux): a fast writer then fills larger reads,
+    fewer of them for the same bytes. A reader still wakes for the first
+    byte, so a live source waits no longer."""
+    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
+    getting = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if setting is None or getting is None:
+        return
+    with contextlib.suppress(OSError):  # over the system's limit: keep it
+        if fcntl.fcntl(fd, getting) < PIPE_SIZE:
+            fcntl.fcntl(fd, setting, PIPE_SIZE)
 
 
 @contextlib.asynccontextmanager
@@ -474,12 +496,29 @@ async def receive_stream(
         executor=executor,
     )
     checked = False
-    # The next read runs while the current piece is opened and delivered.
-    reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
+    # Two buffers of the sealed stream alternate: the next read fills one
+    # while the piece in the other is opened and delivered. A read takes
+    # what has come (it never waits for more), up to a whole buffer.
+    sealed = [bytearray(READ_PIECE), bytearray(READ_PIECE)]
+    # While a piece is opened, the stream's buffer (SOCKS5) takes what
+    # comes, a whole read's worth: pieces grow when the receiver is behind.
+    buffer_reads = getattr(stream, "buffer_reads", None)
+    if buffer_reads is not None:
+        buffer_reads(READ_PIECE)
+    # The plaintext of a piece: at most the piece and the chunk the opener
+    # held back (its word and tag included).
+    out = bytearray(READ_PIECE + WORD_SIZE + offer.chunk_size + TAG_SIZE)
+    reading = asyncio.ensure_future(_read_into(stream, sealed[0], stall_timeout))
     try:
-        while piece := await _next_piece(reading, stall_timeout, state):
-            reading = asyncio.ensure_future(_read_piece(stream, stall_timeout))
-            plain, hashed = await _open(opener, piece, state.digest)
+        while n := await _next_piece(reading, stall_timeout, state):
+            piece = memoryview(sealed[0])[:n]
+            sealed.reverse()
+            reading = asyncio.ensure_future(
+                _read_into(stream, sealed[0], stall_timeout)
+            )
+            if len(out) < (need := opener.output_bound(n)):  # pragma: no cover
+                out = bytearray(need)  # see above: not reached
+            plain, hashed = await _open(opener, piece, out, state.digest)
             if not checked and opener.header is not None:
                 if not _matches(opener.header, offer):
                     raise IntegrityError
@@ -509,15 +548,29 @@ async def receive_stream(
     return ours
 
 
-async def _read_piece(stream: ByteStream, stall_timeout: float | None) -> bytes:
-    """The next bytes of the sealed stream (b"" at its end)."""
+async def _read_into(
+    stream: ByteStream, buf: bytearray, stall_timeout: float | None
+) -> int:
+    """The next bytes of the sealed stream, copied into ``buf``: how many (0
+    at its end). A stream with ``readinto`` (SOCKS5) hands over all it has
+    buffered, or what the kernel has once something came, without a
+    ``bytes`` made; any other is read and copied."""
+    view = memoryview(buf)
+    readinto = getattr(stream, "readinto", None)
     async with asyncio.timeout(stall_timeout):
-        return await stream.read(READ_PIECE)
+        if readinto is not None:
+            n: int = await readinto(view)
+            return n
+        piece = await stream.read(len(view))
+    if len(piece) > len(view):
+        raise LocalProtocolError("the stream returned more than was asked for")
+    view[: len(piece)] = piece
+    return len(piece)
 
 
 async def _next_piece(
-    reading: asyncio.Future[bytes], stall_timeout: float | None, state: StreamProgress
-) -> bytes:
+    reading: asyncio.Future[int], stall_timeout: float | None, state: StreamProgress
+) -> int:
     """Wait for a read started earlier; a failure counts what was delivered
     by now (the pieces before it included)."""
     try:
@@ -531,25 +584,28 @@ async def _next_piece(
 
 
 def _open_and_hash(
-    opener: Opener, piece: bytes, digest: hashlib._Hash
+    opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
-    """Verify and decrypt ``piece``; and the running hash as it will be
-    once its plaintext is delivered (a copy: ``digest`` itself moves only
-    when the sink took the plaintext)."""
-    plain = opener.update(piece)
+    """Verify and decrypt ``piece`` (through ``out``, which must hold the
+    opener's output bound); and the running hash as it will be once its
+    plaintext is delivered (a copy: ``digest`` itself moves only when the
+    sink took the plaintext)."""
+    n = opener.update_into(piece, out)
+    with memoryview(out) as view:
+        plain = bytes(view[:n])
     hashed = digest.copy()
     hashed.update(plain)
     return plain, hashed
 
 
 async def _open(
-    opener: Opener, piece: bytes, digest: hashlib._Hash
+    opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
     """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
     (one hop for the verification, the decryption and the SHA-256)."""
     if len(piece) < _INLINE:
-        return _open_and_hash(opener, piece, digest)
-    return await asyncio.to_thread(_open_and_hash, opener, piece, digest)
+        return _open_and_hash(opener, piece, out, digest)
+    return await asyncio.to_thread(_open_and_hash, opener, piece, out, digest)
 
 
 async def _deliver(

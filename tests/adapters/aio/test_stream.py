@@ -6,6 +6,7 @@ and hashes what it reads; standard input and output through the event loop."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from xfer.aio.stream import (
+    PIPE_SIZE,
+    READ_PIECE,
     StreamProgress,
     input_pieces,
     output_sink,
@@ -65,6 +68,25 @@ class QueueStream:
 
     def abort(self, reason: str = "aborted") -> None:
         self.closed = True
+
+
+class IntoStream(QueueStream):
+    """A QueueStream read with ``readinto`` (as SOCKS5 is): a piece larger
+    than the reader's buffer stays behind for the next read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = b""
+        self.asked: list[int] = []
+
+    async def readinto(self, buf: memoryview) -> int:
+        self.asked.append(len(buf))
+        if not self.left:
+            self.left = await self.pieces.get()
+        n = min(len(buf), len(self.left))
+        buf[:n] = self.left[:n]
+        self.left = self.left[n:]
+        return n
 
 
 def fresh() -> tuple[QueueStream, list[bytes], StreamProgress]:
@@ -303,6 +325,24 @@ async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None
         opener.finalize()
 
 
+async def test_a_stream_read_into_buffers_is_opened_whole_and_in_order() -> None:
+    # Pieces larger than a read's buffer, and odd ones cutting chunks: the
+    # two buffers alternate and each is reused only once it was opened.
+    data = os.urandom(3 * READ_PIECE + 12345)
+    wire = sealed(data)
+    stream, out, state = IntoStream(), [], StreamProgress()
+    task = await receiving(stream, digest_of(data), out, state)
+    for piece in (wire[:7], wire[7 : READ_PIECE + 999], wire[READ_PIECE + 999 :]):
+        stream.pieces.put_nowait(piece)
+    stream.pieces.put_nowait(b"")
+    assert await task == hashlib.sha256(data).digest()
+    assert b"".join(out) == data
+    assert state.plain == len(data)
+    assert set(stream.asked) == {READ_PIECE}
+    # A whole buffer's worth was opened at once, not a piece at a time.
+    assert max(len(p) for p in out) >= READ_PIECE // WIRE * CHUNK
+
+
 async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     read_end, write_end = os.pipe()
@@ -318,6 +358,8 @@ async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
     # The loop's non-blocking mode does not outlive the reading (standard
     # input's open file is the shell's too).
     assert os.get_blocking(read_end)
+    if hasattr(fcntl, "F_GETPIPE_SZ"):  # Linux: a larger pipe, larger reads
+        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
     os.close(read_end)
     assert got == data
     path = tmp_path / "in.bin"
