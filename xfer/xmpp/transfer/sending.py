@@ -310,21 +310,7 @@ class Sender:
                 name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size, range=Range()
             )
             await session.send(
-                session.jingle(
-                    Action.SESSION_INITIATE,
-                    initiator=self._siblings.jid,
-                    contents=(
-                        Content(
-                            name=CONTENT,
-                            creator=Role.INITIATOR,
-                            senders="initiator",
-                            description=description,
-                            application=NS_FILE_TRANSFER,
-                            transport=transport,
-                            encrypted=Encrypted(transfer_id=offer.transfer_id),
-                        ),
-                    ),
-                )
+                initiate(session, self._siblings.jid, offer, description, transport)
             )
             accept = await expect(
                 session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
@@ -498,6 +484,33 @@ class Sender:
             )
         if got.sha256 != sha256 or got.size != offer.size:
             raise RemoteProtocolError(f"{full} stored a file that is not the one sent")
+
+
+def initiate(
+    session: JingleSessionIO,
+    initiator: str,
+    offer: TransferOffer,
+    description: FileDescription,
+    transport: S5BTransport | IBBTransport,
+) -> Jingle:
+    """The session-initiate of an encrypted transfer (a file's or a
+    stream's): one content, its file description, our transport offer and
+    the ``<encrypted/>`` element naming the OTR offer (spec/jingle.md 3)."""
+    return session.jingle(
+        Action.SESSION_INITIATE,
+        initiator=initiator,
+        contents=(
+            Content(
+                name=CONTENT,
+                creator=Role.INITIATOR,
+                senders="initiator",
+                description=description,
+                application=NS_FILE_TRANSFER,
+                transport=transport,
+                encrypted=Encrypted(transfer_id=offer.transfer_id),
+            ),
+        ),
+    )
 
 
 def _refusal(verdict: asyncio.Future[TransferVerdict]) -> str | None:

@@ -34,14 +34,13 @@ from xfer.errors import (
     UntrustedPeer,
     XferError,
 )
-from xfer.jingle import Action, Reason, Role
+from xfer.jingle import Action, Reason
 from xfer.jingle.files import FileDescription
-from xfer.jingle.wire import NS_FILE_TRANSFER, Content, Encrypted
 from xfer.transfer.offer import TransferDigest, TransferOffer
 from xfer.transfer.policy import public_text, range_offset, reason_for
 from xfer.xmpp.transfer.context import crypto_executor
-from xfer.xmpp.transfer.negotiation import CONTENT, expect, watching
-from xfer.xmpp.transfer.sending import SendResult
+from xfer.xmpp.transfer.negotiation import expect, watching
+from xfer.xmpp.transfer.sending import SendResult, initiate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Awaitable, Callable
@@ -250,21 +249,7 @@ class StreamSender:
             await self._initiate(
                 session.send,
                 full,
-                session.jingle(
-                    Action.SESSION_INITIATE,
-                    initiator=self._siblings.jid,
-                    contents=(
-                        Content(
-                            name=CONTENT,
-                            creator=Role.INITIATOR,
-                            senders="initiator",
-                            description=description,
-                            application=NS_FILE_TRANSFER,
-                            transport=transport,
-                            encrypted=Encrypted(transfer_id=offer.transfer_id),
-                        ),
-                    ),
-                ),
+                initiate(session, self._siblings.jid, offer, description, transport),
             )
             accept = await expect(
                 session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
