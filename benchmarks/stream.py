@@ -55,7 +55,6 @@ import hashlib
 import json
 import os
 import platform
-import queue
 import random
 import re
 import resource
@@ -71,7 +70,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import add_json_option, write_report
+from _common import WorkerProcess, add_json_option, emit, write_report
 
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
@@ -190,11 +189,6 @@ def generated_sha256(size: int) -> str:
 
 
 # -- the worker processes (one client each, driven over stdin/stdout) ---------------
-
-
-def _emit(message: dict[str, Any]) -> None:
-    sys.stdout.write("@@ " + json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 def _cpu() -> float:
@@ -317,7 +311,7 @@ class EncryptedWorker:
                     digest = await asyncio.to_thread(_sha256_file, path)
                     size = path.stat().st_size
                     await asyncio.to_thread(path.unlink)
-                    _emit(
+                    emit(
                         {
                             "event": "received",
                             "done": done,
@@ -333,7 +327,7 @@ class EncryptedWorker:
                     async for piece in stream:
                         got.feed(piece, now_ns())
                     done = time.perf_counter()
-                    _emit(
+                    emit(
                         {
                             "event": "received",
                             "done": done,
@@ -355,7 +349,7 @@ class EncryptedWorker:
                 done, cpu = time.perf_counter(), _cpu() - cpu
                 digest = await asyncio.to_thread(_sha256_file, path)
                 await asyncio.to_thread(path.unlink)
-                _emit(
+                emit(
                     {
                         "event": "received",
                         "done": done,
@@ -366,7 +360,7 @@ class EncryptedWorker:
                     }
                 )
             except Exception:
-                _emit({"event": "received", "error": traceback.format_exc()})
+                emit({"event": "received", "error": traceback.format_exc()})
 
     async def op_close(self) -> None:
         if self.accepting is not None:
@@ -476,76 +470,20 @@ async def worker_main(kind: str, port: int) -> None:
             await state.op_close()
             return
         try:
-            _emit({"reply": await getattr(state, f"op_{op}")(**request)})
+            emit({"reply": await getattr(state, f"op_{op}")(**request)})
         except Exception:
-            _emit({"error": traceback.format_exc()})
+            emit({"error": traceback.format_exc()})
 
 
 # -- the orchestrator ---------------------------------------------------------------
 
 
-class Worker:
-    """A worker process; ``call`` sends it an operation and waits for the reply."""
+class Worker(WorkerProcess):
+    """A worker process of this script (``--worker KIND``)."""
 
     def __init__(self, name: str, kind: str, port: int) -> None:
-        self.name = name
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", kind, "--port", str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.events: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("@@ "):
-                self.messages.put(json.loads(line[3:]))
-        self.messages.put(None)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            message = self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"{self.name}: no answer in {timeout:g} s") from None
-        if message is None:
-            raise RuntimeError(f"{self.name} exited ({self.process.wait()})")
-        if "error" in message:
-            raise RuntimeError(f"{self.name} failed:\n{message['error']}")
-        return message
-
-    def call(self, op: str, timeout: float = TIMEOUT, **args: object) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.process.stdin.flush()
-        while True:
-            message = self._next(timeout)
-            if "event" not in message:
-                reply: dict[str, Any] = message["reply"] or {}
-                return reply
-            self.events.append(message)
-
-    def event(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        if self.events:
-            return self.events.pop(0)
-        message = self._next(timeout)
-        if "event" not in message:
-            raise RuntimeError(f"{self.name}: a reply nobody asked for: {message}")
-        return message
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(Exception):
-                assert self.process.stdin is not None
-                self.process.stdin.write(json.dumps({"op": "exit"}) + "\n")
-                self.process.stdin.flush()
-                self.process.wait(30)
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        argv = [sys.executable, __file__, "--worker", kind, "--port", str(port)]
+        super().__init__(name, argv, TIMEOUT)
 
 
 @contextlib.contextmanager

@@ -43,21 +43,19 @@ import contextlib
 import json
 import os
 import platform
-import queue
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _common import add_json_option, write_report
+from _common import WorkerProcess, add_json_option, emit, write_report
 
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
@@ -81,11 +79,6 @@ TARGET_AKE_MS = 500
 OFFER_TIMEOUT = 15.0
 
 # -- the worker processes (one client each, driven over stdin/stdout) ------------
-
-
-def _emit(message: dict[str, Any]) -> None:
-    sys.stdout.write("@@ " + json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 def _cpu() -> float:
@@ -178,12 +171,12 @@ class EncryptedWorker:
             try:
                 path = await offer.accept(inbox, progress=marks)
             except Exception:
-                _emit({"event": "received", "error": traceback.format_exc()})
+                emit({"event": "received", "error": traceback.format_exc()})
                 continue
             done = time.perf_counter()
             size = path.stat().st_size
             await asyncio.to_thread(path.unlink)
-            _emit(
+            emit(
                 {
                     "event": "received",
                     "offer": arrived,
@@ -253,9 +246,9 @@ class PlainWorker:
                 if plugin == "xfer_socks5":
                     await stream.close()
             except Exception:
-                _emit({"event": "received", "error": traceback.format_exc()})
+                emit({"event": "received", "error": traceback.format_exc()})
                 continue
-            _emit({"event": "received", "done": end, "bytes": n, "cpu": _cpu() - cpu0})
+            emit({"event": "received", "done": end, "bytes": n, "cpu": _cpu() - cpu0})
 
     async def op_send(self, peer: str, kind: str, size: int) -> dict[str, Any]:
         block = memoryview(os.urandom(PIECE))
@@ -297,79 +290,23 @@ async def worker_main(kind: str, port: int) -> None:
         if op == "exit":
             await state.op_close()
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            _emit({"reply": {"peak_rss_mib": usage.ru_maxrss / 1024}})
+            emit({"reply": {"peak_rss_mib": usage.ru_maxrss / 1024}})
             return
         try:
-            _emit({"reply": await getattr(state, f"op_{op}")(**request)})
+            emit({"reply": await getattr(state, f"op_{op}")(**request)})
         except Exception:
-            _emit({"error": traceback.format_exc()})
+            emit({"error": traceback.format_exc()})
 
 
 # -- the orchestrator -------------------------------------------------------------
 
 
-class Worker:
-    """A worker process; ``call`` sends it an operation and waits for the reply."""
+class Worker(WorkerProcess):
+    """A worker process of this script (``--worker KIND``)."""
 
     def __init__(self, name: str, kind: str, port: int) -> None:
-        self.name = name
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", kind, "--port", str(port)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.events: list[dict[str, Any]] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("@@ "):
-                self.messages.put(json.loads(line[3:]))
-        self.messages.put(None)
-
-    def _next(self, timeout: float) -> dict[str, Any]:
-        try:
-            message = self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(f"{self.name}: no answer in {timeout:g} s") from None
-        if message is None:
-            raise RuntimeError(f"{self.name} exited ({self.process.wait()})")
-        if "error" in message:
-            raise RuntimeError(f"{self.name} failed:\n{message['error']}")
-        return message
-
-    def call(self, op: str, timeout: float = TIMEOUT, **args: object) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
-        self.process.stdin.flush()
-        while True:
-            message = self._next(timeout)
-            if "event" not in message:
-                reply: dict[str, Any] = message["reply"] or {}
-                return reply
-            self.events.append(message)
-
-    def event(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        if self.events:
-            return self.events.pop(0)
-        message = self._next(timeout)
-        if "event" not in message:
-            raise RuntimeError(f"{self.name}: a reply nobody asked for: {message}")
-        return message
-
-    def finish(self) -> float:
-        """End the process; return its peak RSS in MiB."""
-        peak = float(self.call("exit", timeout=60)["peak_rss_mib"])
-        self.process.wait(30)
-        return peak
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        argv = [sys.executable, __file__, "--worker", kind, "--port", str(port)]
+        super().__init__(name, argv, TIMEOUT)
 
 
 @contextlib.contextmanager
