@@ -40,6 +40,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -112,6 +113,15 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _yaml(config: dict[str, object]) -> str:
+    """``config`` as YAML: JSON, but with keys that are numbers unquoted
+    (ejabberd reads a quoted ``"100"`` in a rule as a name, not a number)."""
+    return (
+        re.sub(r'^(\s*)"(\d+)":', r"\1\2:", json.dumps(config, indent=2), flags=re.M)
+        + "\n"
+    )
 
 
 def _erlang_binary(text: str) -> str:
@@ -231,7 +241,7 @@ class LocalEjabberd:
             self.node = f"xfer-{secrets.token_hex(4)}@127.0.0.1"
             self.cookie = secrets.token_hex(16)
             config = self.directory / "ejabberd.yml"
-            config.write_text(json.dumps(self.config(), indent=2) + "\n")
+            config.write_text(_yaml(self.config()))
             config.chmod(0o600)
             self._chown(self.directory)
             self._process = self._spawn(libs)
