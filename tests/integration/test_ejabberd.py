@@ -204,12 +204,15 @@ def _processes_mentioning(text: str) -> list[str]:
 
 async def test_fixture_accounts_and_teardown(tmp_path: Path) -> None:
     """Accounts added while it runs can log in (a wrong password cannot);
-    stop() leaves no Erlang process of the node and no epmd it started."""
+    the node's cookie shows in no process's command line; stop() leaves no
+    Erlang process of the node and no epmd it started."""
     require_or_skip(ejabberd_available(), "ejabberd (Debian package ejabberd)")
     epmd_before = _processes_mentioning("epmd")
     server = LocalEjabberd(domain="other.test", c2s_shaper=Shaper(10**6))
     with server:
         assert _processes_mentioning(server.node)
+        # The cookie (whoever has it controls the node) is in no command line.
+        assert _processes_mentioning(server.cookie) == []
         server.add_accounts({"carol": 'c"quote\\pw'})
         carol = await connect(
             "carol@other.test/r",

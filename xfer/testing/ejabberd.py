@@ -23,12 +23,13 @@ certificates checked against ``ca_file``), a domain and an address other
 than loopback, and a command prefix (``wrapper``, e.g. ``ip netns exec``).
 
 Erlang: every instance is its own node (a unique name on 127.0.0.1 and a
-random cookie). It runs without epmd: the node listens for Erlang
-distribution on a fixed free loopback port (``-erl_epmd_port`` with
-``-start_epmd false``), and the helper that creates accounts reaches it on
-that port the same way; so nothing outlives :meth:`~LocalEjabberd.stop`,
-which ends the VM's whole process group (SIGTERM, then SIGKILL). As root,
-the VM runs as the ``ejabberd`` user. Run by hand::
+random cookie, kept in the private directory's ``.erlang.cookie``, owner
+only, so that it shows in no command line). It runs without epmd: the node
+listens for Erlang distribution on a fixed free loopback port
+(``-erl_epmd_port`` with ``-start_epmd false``), and the helper that creates
+accounts reaches it on that port the same way; so nothing outlives
+:meth:`~LocalEjabberd.stop`, which ends the VM's whole process group
+(SIGTERM, then SIGKILL). As root, the VM runs as the ``ejabberd`` user. Run by hand::
 
     python -m xfer.testing.ejabberd alice:secret bob:secret
 """
@@ -243,6 +244,10 @@ class LocalEjabberd:
             config = self.directory / "ejabberd.yml"
             config.write_text(_yaml(self.config()))
             config.chmod(0o600)
+            cookie = self.directory / ".erlang.cookie"
+            cookie.unlink(missing_ok=True)
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
             self._chown(self.directory)
             self._process = self._spawn(libs)
             if self._wait_ready(timeout):
@@ -423,9 +428,10 @@ class LocalEjabberd:
 
     def _dist_args(self, name: str) -> list[str]:
         """Erlang distribution without epmd: every node of this instance
-        uses :attr:`dist_port` on loopback and the instance's cookie."""
+        uses :attr:`dist_port` on loopback and the instance's cookie (read
+        from ``$HOME/.erlang.cookie``: HOME is the private directory)."""
         return [
-            *("-name", name, "-setcookie", self.cookie),
+            *("-name", name),
             *("-erl_epmd_port", str(self.dist_port), "-start_epmd", "false"),
             *("-kernel", "inet_dist_use_interface", "{127,0,0,1}"),
         ]
@@ -480,7 +486,8 @@ class LocalEjabberd:
             node=_erlang_string(self.node), file=_erlang_string(str(listing))
         )
         helper = f"ctl-{secrets.token_hex(4)}@127.0.0.1"
-        command = [*self.wrapper, "erl", *self._dist_args(helper)]
+        command = [*self.wrapper, "setpriv", "--pdeathsig=TERM", "erl"]
+        command += self._dist_args(helper)
         command += ["-dist_listen", "false", "-hidden", "-noinput", "-eval", script]
         try:
             done = subprocess.run(  # noqa: S603 - fixed argv, no shell
