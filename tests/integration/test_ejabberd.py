@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,13 @@ from xfer.errors import (
     TransferRejected,
 )
 from xfer.otr.trust import Verification
-from xfer.testing.ejabberd import LocalEjabberd, Shaper, ejabberd_available
+from xfer.testing.certs import CertificateAuthority
+from xfer.testing.ejabberd import (
+    EjabberdUnavailable,
+    LocalEjabberd,
+    Shaper,
+    ejabberd_available,
+)
 from xfer.testing.transports import forcing
 from xfer.xmpp.client import XferClient, connect
 from xfer.xmpp.transfer import SendResult
@@ -233,12 +240,24 @@ async def test_fixture_accounts_and_teardown(tmp_path: Path) -> None:
     assert _processes_mentioning("epmd") == epmd_before
 
 
-async def test_tls_and_s2s_configuration() -> None:
-    """With TLS required, a certificate from a throw-away CA and s2s on (as
-    a federated deployment runs it): STARTTLS and direct TLS log in with the
-    CA, a client without TLS is told TLS is required, and the s2s listener
-    answers with ejabberd's stream."""
+@pytest.mark.parametrize("certificate", ["generated", "given"])
+async def test_tls_and_s2s_configuration(certificate: str, tmp_path: Path) -> None:
+    """With TLS required, s2s on (as a federated deployment runs it) and a
+    certificate from a throw-away CA (the fixture's own, or one given as
+    files in a folder only their owner can read): STARTTLS and direct TLS log
+    in with the CA, a client without TLS is told TLS is required, and the
+    s2s listener requires STARTTLS."""
     require_or_skip(ejabberd_available(), "ejabberd (Debian package ejabberd)")
+    files: dict[str, Path] = {}
+    if certificate == "given":
+        tmp_path.chmod(0o700)
+        authority = CertificateAuthority("given CA")
+        issued = authority.issue(["tls.test"], tmp_path, "tls.test")
+        files = {
+            "certificate": issued.certificate,
+            "key": issued.key,
+            "ca_file": authority.write(tmp_path / "ca.crt"),
+        }
     accounts = {"dora": "dora-pw"}
     with LocalEjabberd(
         domain="tls.test",
@@ -247,7 +266,10 @@ async def test_tls_and_s2s_configuration() -> None:
         direct_tls=True,
         s2s=True,
         s2s_tls=True,
+        **files,  # type: ignore[arg-type]
     ) as server:
+        if files:
+            assert server.ca_file == files["ca_file"]
         assert server.ca_file is not None
         for mode, port in (
             ("starttls", server.c2s_port),
@@ -280,3 +302,32 @@ async def test_tls_and_s2s_configuration() -> None:
         writer.close()
         assert b"urn:ietf:params:xml:ns:xmpp-tls" in answer
         assert b"<required" in answer
+
+
+def test_a_port_in_use_is_reported() -> None:
+    """A c2s port asked for that is taken: start() fails with ejabberd's own
+    reason (every attempt, by the same node, reaches the listener), and no
+    Erlang process of it is left."""
+    require_or_skip(ejabberd_available(), "ejabberd (Debian package ejabberd)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = LocalEjabberd(c2s_port=taken.getsockname()[1])
+        with pytest.raises(EjabberdUnavailable) as caught:
+            server.start(timeout=20)
+    assert "address already in use" in str(caught.value)
+    assert "mismatch" not in str(caught.value)
+    assert _processes_mentioning(server.node) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs it as another user")
+def test_a_directory_the_ejabberd_user_cannot_reach_is_named(tmp_path: Path) -> None:
+    """As root the VM runs as the ejabberd user: a directory below a folder
+    closed to it is refused at once, naming that folder (ejabberd itself
+    would fail with an unreadable file's error)."""
+    closed = tmp_path / "closed"
+    (closed / "inner").mkdir(parents=True)
+    closed.chmod(0o700)
+    server = LocalEjabberd(directory=closed / "inner")
+    with pytest.raises(EjabberdUnavailable, match="closed to other users"):
+        server.start()

@@ -186,7 +186,10 @@ class LocalEjabberd:
     #: Federation: listen for s2s on :attr:`s2s_port` (a free port if 0);
     #: ``s2s_tls`` requires STARTTLS on s2s both ways. Off: no s2s listener
     #: and no outgoing s2s either. ``outgoing_s2s_port`` is where ejabberd
-    #: connects when DNS has no SRV record for a remote domain.
+    #: connects when DNS has no SRV record for a remote domain. ejabberd
+    #: finds remote domains through DNS only (an Erlang hosts table,
+    #: ERL_INETRC, was not consulted when tried): federation needs a DNS
+    #: server that knows the domains.
     s2s: bool = False
     s2s_port: int = 0
     s2s_tls: bool = False
@@ -227,6 +230,7 @@ class LocalEjabberd:
             self.directory = Path(tempfile.mkdtemp(prefix="xfer-ejabberd-"))
             self._own_dir = True
         self.directory.chmod(0o755)
+        self._check_reachable(self.directory)
         for sub in ("spool", "logs", "certs"):
             (self.directory / sub).mkdir(exist_ok=True)
         if self.uses_tls and self.certificate is None:
@@ -237,10 +241,12 @@ class LocalEjabberd:
             self.direct_tls_port,
             self.s2s_port,
         )
+        # One node name for all attempts: the database in the spool belongs
+        # to the node that created it.
+        self.node = f"xfer-{secrets.token_hex(4)}@127.0.0.1"
+        self.cookie = secrets.token_hex(16)
         for attempt in range(3):
             self._pick_ports(*requested)
-            self.node = f"xfer-{secrets.token_hex(4)}@127.0.0.1"
-            self.cookie = secrets.token_hex(16)
             config = self.directory / "ejabberd.yml"
             config.write_text(_yaml(self.config()))
             config.chmod(0o600)
@@ -260,13 +266,23 @@ class LocalEjabberd:
             self._terminate()
             if attempt == 2:
                 break
-        detail = ""
-        with contextlib.suppress(OSError):
-            detail = (self.directory / "stdout.log").read_text()[-2000:]
-        with contextlib.suppress(OSError):
-            detail += (self.directory / "logs" / "error.log").read_text()[-2000:]
+        detail = self._why()
         self.stop()
-        raise EjabberdUnavailable(f"ejabberd did not start: {detail.strip()}")
+        raise EjabberdUnavailable(f"ejabberd did not start: {detail}")
+
+    def _why(self) -> str:
+        """The first lines of the last errors ejabberd logged (else the tail
+        of what the VM printed)."""
+        assert self.directory is not None
+        text = ""
+        with contextlib.suppress(OSError):
+            text = (self.directory / "logs" / "ejabberd.log").read_text()
+        errors = re.findall(r"^\S+ \S+ \[(?:error|critical)\] (.*)$", text, re.M)
+        if errors:
+            return "\n".join(e for e in errors[-6:] if "REPORT" not in e)
+        with contextlib.suppress(OSError):
+            text = (self.directory / "stdout.log").read_text()
+        return text[-2000:].strip()
 
     @property
     def uses_tls(self) -> bool:
@@ -383,12 +399,25 @@ class LocalEjabberd:
             "outgoing_s2s_port": self.outgoing_s2s_port,
             "s2s_use_starttls": "required" if self.s2s_tls else "false",
         }
-        if self.certificate is not None:
-            files = [self.certificate] + ([self.key] if self.key else [])
-            config["certfiles"] = [str(f) for f in files]
+        # Copies in the private directory: the ejabberd user may not be able
+        # to read the given files where they are.
+        files = [f for f in (self.certificate, self.key) if f is not None]
+        if files:
+            config["certfiles"] = [str(self._private_copy(f)) for f in files]
         if self.ca_file is not None:
-            config["ca_file"] = str(self.ca_file)
+            config["ca_file"] = str(self._private_copy(self.ca_file))
         return config
+
+    def _private_copy(self, path: Path) -> Path:
+        """``path`` copied into the private ``certs`` folder (if not there)."""
+        assert self.directory is not None
+        certs = self.directory / "certs"
+        if path.parent == certs:
+            return path
+        copy = certs / f"given-{path.name}"
+        copy.write_bytes(path.read_bytes())
+        copy.chmod(0o600)
+        return copy
 
     def _spawn(self, libs: str) -> subprocess.Popen[bytes]:
         assert self.directory is not None
@@ -455,6 +484,21 @@ class LocalEjabberd:
         with socket.socket(family) as s:
             s.settimeout(0.2)
             return s.connect_ex((self.address, port)) == 0
+
+    def _check_reachable(self, directory: Path) -> None:
+        """As root (the VM runs as the ejabberd user): every folder above
+        ``directory`` must let that user through."""
+        if os.geteuid() != 0:
+            return
+        uid = pwd.getpwnam("ejabberd").pw_uid
+        for folder in directory.resolve().parents:
+            st = folder.stat()
+            if not st.st_mode & 0o001 and st.st_uid != uid:
+                raise EjabberdUnavailable(
+                    f"the ejabberd user cannot reach {directory}: {folder} is "
+                    "closed to other users (give no directory, or one below "
+                    "folders open to all)"
+                )
 
     def _chown(self, path: Path) -> None:
         if os.geteuid() != 0:
