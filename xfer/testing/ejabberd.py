@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import pwd
 import re
@@ -55,6 +54,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xfer.testing.certs import CertificateAuthority
+from xfer.testing.ejabberd_config import (
+    STOCK_C2S_SHAPER,
+    STOCK_S2S_SHAPER,
+    Shaper,
+    server_config,
+    to_yaml,
+)
 from xfer.testing.prosody import Account
 
 if TYPE_CHECKING:
@@ -76,26 +82,6 @@ class EjabberdUnavailable(RuntimeError):
     """ejabberd is not installed, or would not start."""
 
 
-@dataclass(frozen=True, slots=True)
-class Shaper:
-    """An ejabberd traffic shaper: ``rate`` bytes per second after a burst
-    of ``burst_size`` bytes (ejabberd's default burst if None)."""
-
-    rate: int
-    burst_size: int | None = None
-
-    def config(self) -> object:
-        if self.burst_size is None:
-            return self.rate
-        return {"rate": self.rate, "burst_size": self.burst_size}
-
-
-#: The c2s shaper Debian ships for every account but the admin ("normal").
-STOCK_C2S_SHAPER = Shaper(3000, 20000)
-#: The s2s shaper Debian ships ("fast").
-STOCK_S2S_SHAPER = Shaper(200000)
-
-
 def _erl_libs() -> str | None:
     """Where Debian's ejabberd keeps its Erlang application (the ERL_LIBS
     its ejabberdctl sets), or None if ejabberd is not installed."""
@@ -114,15 +100,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _yaml(config: dict[str, object]) -> str:
-    """``config`` as YAML: JSON, but with keys that are numbers unquoted
-    (ejabberd reads a quoted ``"100"`` in a rule as a name, not a number)."""
-    return (
-        re.sub(r'^(\s*)"(\d+)":', r"\1\2:", json.dumps(config, indent=2), flags=re.M)
-        + "\n"
-    )
 
 
 def _erlang_binary(text: str) -> str:
@@ -248,7 +225,7 @@ class LocalEjabberd:
         for attempt in range(3):
             self._pick_ports(*requested)
             config = self.directory / "ejabberd.yml"
-            config.write_text(_yaml(self.config()))
+            config.write_text(to_yaml(self.config()))
             config.chmod(0o600)
             cookie = self.directory / ".erlang.cookie"
             cookie.unlink(missing_ok=True)
@@ -307,106 +284,15 @@ class LocalEjabberd:
         self.certificate, self.key = issued.certificate, issued.key
 
     def config(self) -> dict[str, object]:
-        """The ejabberd.yml (as data; JSON is valid YAML)."""
-        assert self.directory is not None
-        c2s: dict[str, object] = {
-            "ip": self.address,
-            "module": "ejabberd_c2s",
-            "max_stanza_size": 262144,
-            "shaper": "c2s_shaper",
-            "access": "c2s",
-        }
-        if self.tls or self.require_tls:
-            c2s["starttls"] = True
-            c2s["starttls_required"] = self.require_tls
-        listen: list[dict[str, object]] = [{"port": self.c2s_port, **c2s}]
-        if self.direct_tls:
-            listen.append({"port": self.direct_tls_port, **c2s, "tls": True})
-        if self.s2s:
-            listen.append(
-                {
-                    "port": self.s2s_port,
-                    "ip": self.address,
-                    "module": "ejabberd_s2s_in",
-                    "max_stanza_size": 524288,
-                    "shaper": "s2s_shaper",
-                }
-            )
-        shapers: dict[str, object] = {}
-        rules: dict[str, object] = {
-            "max_user_sessions": 10,
-            "max_user_offline_messages": {"5000": "admin", "100": "all"},
-        }
-        for name, shaper in (("c2s", self.c2s_shaper), ("s2s", self.s2s_shaper)):
-            if shaper is None:
-                rules[f"{name}_shaper"] = "none"
-            else:
-                shapers[f"{name}_rate"] = shaper.config()
-                rules[f"{name}_shaper"] = f"{name}_rate"
-        modules: dict[str, object] = {
-            "mod_adhoc": {},
-            "mod_blocking": {},
-            "mod_caps": {},
-            "mod_carboncopy": {},
-            "mod_client_state": {},
-            "mod_disco": {},
-            "mod_last": {},
-            "mod_ping": {},
-            "mod_privacy": {},
-            "mod_private": {},
-            "mod_roster": {"versioning": True},
-            "mod_stream_mgmt": {
-                "resend_on_timeout": "if_offline",
-                "resume_timeout": self.resume_timeout,
-            },
-            "mod_vcard": {"search": False},
-            "mod_version": {},
-            "mod_proxy65": {
-                "host": self.proxy_jid,
-                "ip": self.address,
-                "port": self.proxy_port,
-                "hostname": self.address,
-                "access": "all",
-            },
-        }
-        if self.offline:
-            modules["mod_offline"] = {
-                "access_max_user_messages": "max_user_offline_messages"
-            }
-        if self.s2s:
-            modules["mod_s2s_dialback"] = {}
-        config: dict[str, object] = {
-            "loglevel": "info",
-            "log_rotate_count": 0,
-            "hosts": [self.domain],
-            "listen": listen,
-            "disable_sasl_mechanisms": ["digest-md5", "X-OAUTH2"],
-            "auth_method": "internal",
-            "auth_password_format": "scram",
-            "acl": {
-                "admin": {"user": [""]},
-                "local": {"user_regexp": ""},
-                "loopback": {"ip": ["127.0.0.0/8", "::1/128"]},
-            },
-            "access_rules": {
-                "local": {"allow": "local"},
-                "c2s": {"deny": "blocked", "allow": "all"},
-            },
-            "shaper": shapers,
-            "shaper_rules": rules,
-            "modules": modules,
-            "s2s_access": "all" if self.s2s else "none",
-            "outgoing_s2s_port": self.outgoing_s2s_port,
-            "s2s_use_starttls": "required" if self.s2s_tls else "false",
-        }
+        """The ejabberd.yml, as data (see :mod:`xfer.testing.ejabberd_config`)."""
         # Copies in the private directory: the ejabberd user may not be able
         # to read the given files where they are.
         files = [f for f in (self.certificate, self.key) if f is not None]
-        if files:
-            config["certfiles"] = [str(self._private_copy(f)) for f in files]
-        if self.ca_file is not None:
-            config["ca_file"] = str(self._private_copy(self.ca_file))
-        return config
+        return server_config(
+            self,
+            [str(self._private_copy(f)) for f in files],
+            None if self.ca_file is None else str(self._private_copy(self.ca_file)),
+        )
 
     def _private_copy(self, path: Path) -> Path:
         """``path`` copied into the private ``certs`` folder (if not there)."""
