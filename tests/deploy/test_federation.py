@@ -46,6 +46,8 @@ CANDIDATE_TIMEOUT = 2.0
 #: How long the s2s link stays cut in the middle of a transfer.
 CUT_SECONDS = 15.0
 SECTION = "federation"
+#: The receiver writes verified data in batches of (at most) this size.
+BATCH = 2 << 20
 
 
 class Person:
@@ -312,7 +314,10 @@ def test_an_s2s_cut_in_the_middle_of_a_transfer_is_survived(
         _wait_for_data(inbox)  # the data flows: the first batch is written
         net.block(direct=True, proxies=True, s2s=True)
         assert sending.poll() is None, "the transfer ended before the cut"
-        time.sleep(CUT_SECONDS)
+        time.sleep(1)  # what was in flight lands
+        before = _on_disk(inbox)
+        time.sleep(CUT_SECONDS - 1)
+        during = _on_disk(inbox) - before
         net.block(direct=True, proxies=True)
         assert sending.poll() is None, "the sender gave up during the cut"
         out, err = sending.communicate(timeout=240)
@@ -326,6 +331,8 @@ def test_an_s2s_cut_in_the_middle_of_a_transfer_is_survived(
     event = _sent(out)
     assert event["transport"] == "ibb"
     assert event["seconds"] > CUT_SECONDS, event  # it did wait through the cut
+    print(f"\nduring the cut: {during} bytes more on disk (of {size})")
+    assert during <= 2 * BATCH, during  # the cut did stop the data
     _note(f"a to b, IBB, s2s cut for {CUT_SECONDS:.0f} s", size, event)
 
 
@@ -354,11 +361,16 @@ def test_the_servers_federate_over_tls_with_certificates(
     assert any(local.startswith("proxy.") for _, local in incoming), incoming
 
 
+def _on_disk(inbox: Path) -> int:
+    """How many received bytes are on disk under ``inbox`` (any file)."""
+    return sum(p.stat().st_size for p in inbox.rglob("*") if p.is_file())
+
+
 def _wait_for_data(inbox: Path, timeout: float = 60) -> None:
     """Until some received data is on disk under ``inbox`` (any file)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.is_file() and p.stat().st_size for p in inbox.rglob("*")):
+        if _on_disk(inbox):
             return
         time.sleep(0.05)
     pytest.fail(f"no data arrived in {timeout} s")
