@@ -33,7 +33,14 @@ import pytest
 
 from tests.conftest import require_or_skip
 from tests.deploy._table import Run, record
-from xfer.testing.federation import CLIENTS, ETC_NETNS, Federation
+from xfer.testing.federation import (
+    CLIENTS,
+    ETC_NETNS,
+    Federation,
+    Server,
+    ServerSite,
+    prosody,
+)
 from xfer.testing.netns import NetnsUnavailable, netns_available
 from xfer.testing.prosody import LocalProsody
 
@@ -386,7 +393,15 @@ def _namespaces() -> set[str]:
 def test_the_federation_leaves_nothing_behind_even_when_its_user_fails(
     net: Federation,  # only for the same requirements (root, ip, nft)
 ) -> None:
-    topology = Federation(accounts={"a": {"carol": "c"}})
+    sites: list[ServerSite] = []
+
+    def recorded(site: ServerSite) -> Server:  # any implementation plugs in so
+        sites.append(site)
+        return prosody(site)
+
+    topology = Federation(
+        accounts={"a": {"carol": "c"}}, servers={"a": recorded, "b": recorded}
+    )
     names = {topology.ns(n) for n in ("router", "sa", "sb", "ca", "cb")}
     seen: set[str] = set()
     resolvers: list[Path] = []
@@ -399,6 +414,10 @@ def test_the_federation_leaves_nothing_behind_even_when_its_user_fails(
 
     with pytest.raises(RuntimeError, match="the test broke"):
         broken()
+    assert [(x.domain, x.namespace, x.address, x.accounts) for x in sites] == [
+        ("a.test", topology.ns("sa"), "10.78.2.2", {"carol": "c"}),
+        ("b.test", topology.ns("sb"), "10.78.3.2", {}),
+    ]
     assert names <= seen
     assert len(resolvers) == 4
     assert not names & _namespaces()

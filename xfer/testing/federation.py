@@ -205,11 +205,14 @@ class Federation:
                 self._ip(name, "-6", "route", "add", "default", "via", gateway6)
             # The namespace's resolver asks the DNS on its gateway.
             etc = ETC_NETNS / self.ns(name)
-            etc.mkdir(parents=True, exist_ok=True)
-            self._etc.append(etc)
-            (etc / "resolv.conf").write_text(
-                f"nameserver {_address(name, 1)}\noptions timeout:1 attempts:2\n"
-            )
+            try:
+                etc.mkdir(parents=True, exist_ok=True)
+                self._etc.append(etc)
+                (etc / "resolv.conf").write_text(
+                    f"nameserver {_address(name, 1)}\noptions timeout:1 attempts:2\n"
+                )
+            except OSError as exc:  # a read-only /etc, say
+                raise NetnsUnavailable(f"cannot write {etc}: {exc}") from exc
         for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"):
             _run("ip", "netns", "exec", router, "sysctl", "-qw", f"{key}=1")
 
