@@ -15,7 +15,7 @@ run it. Three cases:
 The timing bounds are the issue's functional requirement ("within 2 s");
 they are asserted with a generous margin and the measured values printed.
 With ``XFER_DEPLOY_TABLE=path`` the table of the runs is written there
-(``benchmarks/results/deploy.md``).
+(``benchmarks/results/deploy.md``, by ``tests/deploy/_table.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.deploy._table import Run, record
 from xfer.testing.netns import (
     HOSTS,
     SERVER_ADDRESS,
@@ -49,24 +49,6 @@ BOUND = 2.0
 MARGIN = 4.0
 #: The per-candidate connect timeout (the library's default).
 CANDIDATE_TIMEOUT = 2.0
-
-
-@dataclass
-class Run:
-    scenario: str
-    transport: str
-    via: str
-    size: int
-    seconds: float
-    setup_seconds: float
-    after_failure: float | None
-
-    @property
-    def rate(self) -> float:
-        return self.size / max(self.seconds, 1e-9) / 1e6
-
-
-RUNS: list[Run] = []
 
 
 class Person:
@@ -130,7 +112,6 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield topology
     finally:
         topology.close()
-    _write_table()
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +161,7 @@ def transfer(
         setup_seconds=event["setup_seconds"],
         after_failure=event["after_failure"],
     )
-    RUNS.append(run)
+    record("lan", run)
     print(  # the measured values, for the log
         f"\n{name}: {run.transport} via {run.via or '-'}, {run.rate:.1f} MB/s, "
         f"first byte {run.setup_seconds:.2f} s after the accept, "
@@ -239,36 +220,6 @@ def test_without_any_socks5_path_ibb_starts_soon_after_the_last_failure(
     # Every candidate gets its timeout, staggered: the whole wait is about
     # one timeout plus the stagger, never one timeout per candidate.
     assert event["setup_seconds"] < CANDIDATE_TIMEOUT + MARGIN, event
-
-
-def _write_table() -> None:
-    target = os.environ.get("XFER_DEPLOY_TABLE")
-    if not target or not RUNS:
-        return
-    lines = [
-        "# Transfers across two hosts (network namespaces)",
-        "",
-        "Written by `tests/deploy/test_candidates.py` (`XFER_DEPLOY_TABLE=...`):",
-        "two clients in two namespaces, Prosody and its proxy65 in a third that",
-        "routes between them; blocked paths drop packets silently (nftables).",
-        "Time to first byte: from the sender receiving session-accept to the",
-        "stream being ready; after failure: from the last of the peer's",
-        "candidates failing to the stream being ready. MB/s: the file's size",
-        "over the sender's whole send (offer to the receiver's verdict), on a",
-        "shared machine: noisy. Issue 19 reported, from a similar topology set up",
-        "by hand, 10.6 s before the proxy, 12-22 s before IBB, and no direct path.",
-        "",
-        "| scenario | transport | via | size | MB/s | first byte (s) "
-        "| after failure (s) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in RUNS:
-        after = "-" if r.after_failure is None else f"{r.after_failure:.2f}"
-        lines.append(
-            f"| {r.scenario} | {r.transport} | {r.via or '-'} | "
-            f"{r.size >> 20} MiB | {r.rate:.1f} | {r.setup_seconds:.2f} | {after} |"
-        )
-    Path(target).write_text("\n".join(lines) + "\n")
 
 
 def _namespaces() -> set[str]:

@@ -11,8 +11,11 @@ the server are throw-away, and nothing leaves the machine.
 Optional, off by default: TLS (``tls=True``: STARTTLS offered, with a server
 certificate signed by a throw-away CA whose certificate is :attr:`ca_file`;
 ``require_tls=True`` refuses logins without it; ``direct_tls=True`` also opens
-a direct TLS port, :attr:`direct_tls_port`), and offline storage
-(``offline=True``: mod_offline, as stock servers run it).
+a direct TLS port, :attr:`direct_tls_port`), offline storage
+(``offline=True``: mod_offline, as stock servers run it), and federation
+(``s2s=True``: TLS and valid certificates required, ``s2s_secure_auth``; give
+it a :attr:`certificate` from a CA that the other server trusts too, and a DNS
+that resolves the other domain, as ``xfer.testing.federation`` does).
 
 As root, Prosody runs as the ``prosody`` user (it does not drop privileges
 itself). Run by hand::
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xfer.testing.certs import CertificateAuthority
+from xfer.testing.certs import CertificateAuthority, Issued
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -81,7 +84,7 @@ interfaces = {{ "{address}" }}
 local_interfaces = {{ "{address}" }}
 c2s_ports = {{ {c2s} }}
 c2s_direct_tls_ports = {{ {direct} }}
-s2s_ports = {{ }}
+s2s_ports = {{ {s2s} }}
 http_ports = {{ }}
 https_ports = {{ }}
 proxy65_ports = {{ {proxy} }}
@@ -91,7 +94,7 @@ network_default_read_size = 262144
 network_settings = {{ nagle = false }}
 modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks";{more} }}
 smacks_hibernation_time = {hibernation}
-modules_disabled = {{ "s2s"; "limits";{less} }}
+modules_disabled = {{ "limits";{less} }}
 authentication = "internal_plain"
 c2s_require_encryption = {require}
 allow_unencrypted_plain_auth = {plain}{ssl}
@@ -144,6 +147,14 @@ class LocalProsody:
     direct_tls_port: int = 0
     #: The PEM certificate of the CA that signed the server's (with tls).
     ca_file: Path | None = None
+    #: Federation (s2s) on :attr:`s2s_port` (0: a free one), TLS and a
+    #: certificate valid for the peer's name required both ways (Prosody's
+    #: s2s_secure_auth); implies tls. Off: no s2s at all.
+    s2s: bool = False
+    s2s_port: int = 0
+    #: Serve this certificate instead of one from a fresh CA; :attr:`ca_file`
+    #: must then be the CA that signed it (trusted for s2s peers too).
+    certificate: Issued | None = None
     #: Run a group chat service (XEP-0045) at :attr:`muc_jid`; its new rooms
     #: show real JIDs to everyone if ``muc_public_jids`` (else to moderators).
     muc: bool = False
@@ -195,13 +206,15 @@ class LocalProsody:
         self.directory.chmod(0o755)
         (self.directory / "data").mkdir(exist_ok=True)
         (self.directory / "certs").mkdir(exist_ok=True)
-        uses_tls = self.tls or self.require_tls or self.direct_tls
+        uses_tls = self.tls or self.require_tls or self.direct_tls or self.s2s
         ssl = ""
         if uses_tls:
             ssl = self._make_certificate()
         for attempt in range(3):
             self.c2s_port, self.proxy_port = _free_port(), _free_port()
             self.direct_tls_port = _free_port() if self.direct_tls else 0
+            if self.s2s and (attempt or not self.s2s_port):
+                self.s2s_port = _free_port()
             config = self.directory / "prosody.cfg.lua"
             config.write_text(
                 _CONFIG.format(
@@ -212,8 +225,11 @@ class LocalProsody:
                     domain=self.domain,
                     proxy_host=self.proxy_jid,
                     address=self.address,
-                    more=' "tls";' if uses_tls else "",
-                    less="" if self.offline else ' "offline";',
+                    more=(' "tls";' if uses_tls else "")
+                    + (' "dialback";' if self.s2s else ""),
+                    less=("" if self.offline else ' "offline";')
+                    + ("" if self.s2s else ' "s2s";'),
+                    s2s=self.s2s_port if self.s2s else "",
                     require="true" if self.require_tls else "false",
                     plain="false" if self.require_tls else "true",
                     ssl=ssl,
@@ -260,12 +276,18 @@ class LocalProsody:
         setting that serves it."""
         assert self.directory is not None
         certs = self.directory / "certs"
-        authority = CertificateAuthority(f"xfer test CA for {self.domain}")
-        self.ca_file = authority.write(certs / "ca.crt")
-        names = list(self.certificate_names or (self.domain,))
-        issued = authority.issue(names, certs, self.domain)
+        issued = self.certificate
+        if issued is None:
+            authority = CertificateAuthority(f"xfer test CA for {self.domain}")
+            self.ca_file = authority.write(certs / "ca.crt")
+            names = list(self.certificate_names or (self.domain,))
+            issued = authority.issue(names, certs, self.domain)
+        ssl = f'certificate = "{issued.certificate}"; key = "{issued.key}";'
+        if not self.s2s:
+            return f"\nssl = {{ {ssl} }}"
         return (
-            f'\nssl = {{ certificate = "{issued.certificate}"; key = "{issued.key}"; }}'
+            f'\nssl = {{ {ssl} cafile = "{self.ca_file}"; }}'
+            "\ns2s_require_encryption = true\ns2s_secure_auth = true"
         )
 
     def _wait_ready(self, timeout: float) -> bool:
@@ -274,6 +296,8 @@ class LocalProsody:
         ports = [self.c2s_port, self.proxy_port]
         if self.direct_tls_port:
             ports.append(self.direct_tls_port)
+        if self.s2s:
+            ports.append(self.s2s_port)
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 return False
