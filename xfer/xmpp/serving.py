@@ -73,10 +73,11 @@ MAX_LISTINGS = 8
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareEvent:
     """What the sharer did, for its user: ``kind`` is ``listed``,
-    ``refused``, ``sending``, ``sent`` or ``failed``; for a room also
-    ``member``, ``skipped`` and ``left`` (:mod:`xfer.xmpp.room_share`).
-    ``peer`` the asking full JID or the occupant (a peer's text: escape it
-    before showing), ``path`` the share path, ``detail`` more words."""
+        ``refused``, ``sending``, ``sent`` or ``failed``; for a room also
+        ``member``, ``skipped``, ``left`` and ``rejoined`` (the room, joined
+    again after a new session with the server: :mod:`xfer.xmpp.room_share`).
+        ``peer`` the asking full JID or the occupant (a peer's text: escape it
+        before showing), ``path`` the share path, ``detail`` more words."""
 
     kind: str
     peer: str
