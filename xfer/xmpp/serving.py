@@ -27,6 +27,7 @@ from xfer.aio.shared import SourceChanged, TooManyFiles, media_type
 from xfer.errors import LocalProtocolError, NotSecure, UntrustedPeer, XferError
 from xfer.jid import bare_jid
 from xfer.transfer.policy import clip
+from xfer.transfer.refusals import Refusal, RefusalLimit
 from xfer.transfer.share import (
     MAX_REASON_BYTES,
     FileComing,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.transfer import XferTransfer
 
-__all__ = ["ShareEvent", "Sharer", "reply"]
+__all__ = ["ShareEvent", "Sharer", "refuse", "reply"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,31 @@ class ShareEvent:
     detail: str = ""
 
 
+def refuse(
+    otr: XferOTR,
+    limit: RefusalLimit,
+    peer: str,
+    session: Session | None,
+    refusal: ShareRefused,
+) -> bool:
+    """Send ``refusal`` as :func:`reply` does, if ``limit`` lets the
+    account of ``peer`` have one more; whether it went out."""
+    try:
+        account = bare_jid(peer)
+    except LocalProtocolError:
+        return False
+    verdict = limit.refusal(account, time.monotonic())
+    if verdict is Refusal.FIRST_DROPPED:
+        log.warning(
+            "%s asks too often: its requests are dropped without an answer "
+            "for a while (said once)",
+            account,
+        )
+    if verdict is not Refusal.SEND:
+        return False
+    return reply(otr, peer, session, refusal)
+
+
 def reply(otr: XferOTR, peer: str, session: Session | None, answer: ShareReply) -> bool:
     """Send ``answer`` inside OTR to the fingerprint of ``session`` with
     ``peer``; False if no private conversation with it is left."""
@@ -116,8 +142,10 @@ class Sharer:
         max_requests: int = MAX_REQUESTS,
         report: Callable[[ShareEvent], object] | None = None,
         room: bool = False,
+        refusals: RefusalLimit | None = None,
     ) -> None:
         self.folder = folder
+        self._refusals = refusals if refusals is not None else RefusalLimit()
         self.peers = frozenset(bare_jid(p) for p in peers)
         if not self.peers and not room:
             raise LocalProtocolError("a folder is shared with at least one JID")
@@ -165,7 +193,6 @@ class Sharer:
             refusal = (RefusalCode.BUSY, "too many requests at once; ask again later")
         if refusal is not None:
             code, text = refusal
-            self._event("refused", peer, request.path, text)
             self._refuse(peer, session, request, code, text)
             return
         self._under_way[account] = self._under_way.get(account, 0) + 1
@@ -186,8 +213,10 @@ class Sharer:
         code: RefusalCode,
         text: str,
     ) -> None:
-        reply(
+        """Refuse, within the budget of refusals (reported only if sent)."""
+        if refuse(
             self._otr,
+            self._refusals,
             peer,
             session,
             ShareRefused(
@@ -195,7 +224,8 @@ class Sharer:
                 code=code,
                 reason=clip(text, MAX_REASON_BYTES),
             ),
-        )
+        ):
+            self._event("refused", peer, request.path, text)
 
     async def _serve(self, peer: str, session: Session, request: ShareRequest) -> None:
         try:
@@ -204,7 +234,6 @@ class Sharer:
             else:
                 await self._get(peer, session, request)
         except FileNotFoundError:
-            self._event("refused", peer, request.path, "not found")
             self._refuse(
                 peer,
                 session,
