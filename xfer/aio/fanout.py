@@ -72,6 +72,7 @@ class SharedRead:
         window: int = WINDOW,
         piece: int = SEND_PIECE,
         join_wait: float = JOIN_WAIT,
+        hashed: bool = True,
     ) -> None:
         if window < 1 or piece < 1:
             raise ValueError("window and piece must be positive")
@@ -96,6 +97,8 @@ class SharedRead:
         #: Bytes hashed in all (once each: the shared pass, and the reads
         #: on their own from byte 0).
         self.bytes_hashed = 0
+        #: Hash as it reads (:meth:`sha256`); False: the recipients hash.
+        self._hashed = hashed
         self._sha = hashlib.sha256()  # the shared pass, as it is read
         self._shared_bytes = 0
         #: Recipients that read from byte 0 on their own: their digest, length.
@@ -119,7 +122,7 @@ class SharedRead:
         if start == 0 and self._base == 0 and self._end != 0:
             return self._shared(key)
         self.withdraw(key)
-        return self._alone(start, key if start == 0 else None)
+        return self._alone(start, key if start == 0 and self._hashed else None)
 
     def sha256(self, key: str, size: int) -> bytes:
         """The SHA-256 of the ``size`` bytes :meth:`pieces` (from byte 0)
@@ -131,7 +134,7 @@ class SharedRead:
                 0 to the end of the file (it changed size while read).
         """
         own = self._own.get(key)
-        if key in self._complete:
+        if self._hashed and key in self._complete:
             if own is not None and own[1][0] == size:
                 return own[0].digest()
             if own is None and self._shared_bytes == size:
@@ -189,7 +192,8 @@ class SharedRead:
         self._pending.discard(key)
         if self._base > 0:  # the first piece went meanwhile: on our own
             self._poke()
-            async with contextlib.aclosing(self._alone(0, key)) as alone:
+            own = key if self._hashed else None
+            async with contextlib.aclosing(self._alone(0, own)) as alone:
                 async for chunk in alone:
                     yield chunk
             return
@@ -267,7 +271,8 @@ class SharedRead:
         fd = self._fd
         data = await asyncio.to_thread(self._read_and_hash, fd, self._next)
         self.bytes_read += len(data)
-        self.bytes_hashed += len(data)
+        if self._hashed:
+            self.bytes_hashed += len(data)
         if not data:
             self._end = self._next
         else:
@@ -282,6 +287,7 @@ class SharedRead:
         """Piece ``index``, fed to the shared pass's SHA-256 (a worker
         thread; pieces are read one at a time, in order)."""
         data = os.pread(fd, self._piece, index * self._piece)
-        self._sha.update(data)
-        self._shared_bytes += len(data)
+        if self._hashed:
+            self._sha.update(data)
+            self._shared_bytes += len(data)
         return data

@@ -204,3 +204,14 @@ async def test_no_digest_for_bytes_not_handed_out(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="changed"):
         shared.sha256("nobody", len(data))
     assert shared.sha256("a", len(data)) == hashlib.sha256(data).digest()
+
+
+async def test_unhashed_the_recipients_hash_for_themselves(tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, 8 * PIECE)
+    shared = SharedRead(path, ["a", "b"], window=2, piece=PIECE, hashed=False)
+    got = await asyncio.gather(drain(shared.pieces("a")), drain(shared.pieces("b")))
+    await shared.close()
+    assert got == [data, data]
+    assert shared.bytes_hashed == 0
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("a", len(data))

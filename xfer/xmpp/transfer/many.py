@@ -95,16 +95,22 @@ async def send_to_many(
     progress: Callable[[str], ProgressCallback] | None = None,
     window: int = WINDOW,
     join_wait: float = JOIN_WAIT,
+    hash_once: bool = True,
 ) -> ManyResult:
     """Send ``path`` to each of ``peers`` (see :func:`recipients`), each
     under its own offer and keys, concurrently, reading the file once.
     ``progress(peer)`` gives each recipient's progress callback.
+    ``hash_once=False`` has each recipient hash the file for itself (the
+    way before the shared read hashed it; benchmarks/recipients.py
+    compares the two).
 
     Never raises for one recipient's failure: that is its entry in the
     result. Cancelling cancels every transfer.
     """
     targets = recipients(peers, own)
-    shared = SharedRead(path, targets, window=window, join_wait=join_wait)
+    shared = SharedRead(
+        path, targets, window=window, join_wait=join_wait, hashed=hash_once
+    )
 
     async def one(peer: str) -> SendResult:
         try:
@@ -115,7 +121,9 @@ async def send_to_many(
                 media_type,
                 progress(peer) if progress is not None else no_progress,
                 reader=lambda start: shared.pieces(peer, start),
-                read_sha256=lambda size: shared.sha256(peer, size),
+                read_sha256=(lambda size: shared.sha256(peer, size))
+                if hash_once
+                else None,
             )
         finally:
             shared.withdraw(peer)
