@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -59,7 +60,8 @@ class RoomMembers:
     ``trusted(jid)``: we trust some fingerprint for that account (only for
     the words reported: the sharer checks the request's own fingerprint).
     ``report`` hears ``member`` (joined and trusted), ``skipped`` (present
-    but anonymous or untrusted, with the reason) and ``left``.
+    but anonymous or untrusted, with the reason), ``left`` and
+    ``rejoined`` (the room, after a new session).
     """
 
     def __init__(
@@ -151,7 +153,7 @@ class RoomMembers:
 
     async def _rejoin(self) -> None:
         try:
-            for attempt in range(1_000_000):
+            for attempt in itertools.count():
                 delay = REJOIN_DELAYS[min(attempt, len(REJOIN_DELAYS) - 1)]
                 await asyncio.sleep(delay)
                 if not self._wanted or self.joined:
