@@ -16,7 +16,11 @@ receiver has verified, fsynced and renamed the file):
   reads; the file is dropped from the page cache before each case with
   ``posix_fadvise(DONTNEED)``, so this counts what came from the disk);
 * the sender's CPU (all its threads, ``time.process_time``), in all and per
-  recipient; and the receivers' CPU, per recipient.
+  recipient; and the receivers' CPU, per recipient;
+* the same sends with every recipient hashing the file for itself (the
+  way before the shared read hashed it once), interleaved with the others
+  in the same run: ``hash_once_cpu_ratio`` is the sender's CPU per
+  recipient hashing once over that of hashing per recipient.
 
 The reference, measured in the same run, is one recipient: the ratios say
 how the total throughput and the sender's CPU per recipient change with N,
@@ -157,12 +161,26 @@ def drop_cache(path: Path) -> None:
 
 
 async def send_round(
-    client: Client, recipients: list[Recipient], path: Path, size: int
+    client: Client,
+    recipients: list[Recipient],
+    path: Path,
+    size: int,
+    *,
+    hash_once: bool = True,
 ) -> dict[str, Any]:
+    from xfer.xmpp.transfer.many import send_to_many
+
+    transfer = client._transfer  # the plugin: for its sender
     drop_cache(path)
     cpu0, io0 = _cpu(), _read_bytes()
     start = time.perf_counter()
-    result = await client.send_file_to_many([r.jid for r in recipients], path)
+    result = await send_to_many(
+        transfer._sender,
+        str(client.jid),
+        [r.jid for r in recipients],
+        path,
+        hash_once=hash_once,
+    )
     wall = time.perf_counter() - start
     cpu, io = _cpu() - cpu0, _read_bytes() - io0
     if result.failed:
@@ -179,6 +197,7 @@ async def send_round(
         "sender_cpu_per_recipient": cpu / n,
         "receiver_cpu_per_recipient": statistics.mean(e["cpu"] for e in received),
         "reader_bytes": result.bytes_read,
+        "hashed_at_read_bytes": result.bytes_hashed,
         "reads_of_file": result.bytes_read / size,
         "disk_read_bytes": io,
         "transports": sorted({s.transport for s in result.sent.values()}),
@@ -222,11 +241,19 @@ async def bench(
         for _ in range(args.rounds):
             for n in counts:
                 row = await send_round(client, recipients[:n], path, size)
+                old = await send_round(
+                    client, recipients[:n], path, size, hash_once=False
+                )
+                row["per_recipient_hash_sender_cpu_per_recipient"] = old[
+                    "sender_cpu_per_recipient"
+                ]
+                row["per_recipient_hash_total_mb_s"] = old["total_mb_s"]
                 rows.append(row)
                 print(
                     f"  {n} recipient(s): {row['total_mb_s']:.1f} MB/s total, "
                     f"read {row['reads_of_file']:.2f}x, "
-                    f"sender CPU {row['sender_cpu_per_recipient']:.2f} s/recipient",
+                    f"sender CPU {row['sender_cpu_per_recipient']:.2f} s/recipient "
+                    f"(hashing per recipient: {old['sender_cpu_per_recipient']:.2f})",
                     flush=True,
                 )
         return rows
@@ -253,6 +280,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["throughput_vs_1"] = row["total_mb_s"] / base["total_mb_s"]
         row["sender_cpu_per_recipient_vs_1"] = (
             row["sender_cpu_per_recipient"] / base["sender_cpu_per_recipient"]
+        )
+        row["hash_once_cpu_ratio"] = (
+            row["sender_cpu_per_recipient"]
+            / row["per_recipient_hash_sender_cpu_per_recipient"]
         )
     return out
 
@@ -287,7 +318,8 @@ def main() -> int:
     table = summarise(rows)
     print(
         f"{'N':>2} {'MB/s total':>10} {'vs 1':>5} {'reads':>5} {'disk MiB':>8} "
-        f"{'snd CPU/rcpt s':>14} {'vs 1':>5} {'rcv CPU/rcpt s':>14}"
+        f"{'snd CPU/rcpt s':>14} {'vs 1':>5} {'hash/rcpt s':>11} {'ratio':>5} "
+        f"{'rcv CPU/rcpt s':>14}"
     )
     for r in table:
         print(
@@ -295,6 +327,8 @@ def main() -> int:
             f"{r['reads_of_file']:>5.2f} {r['disk_read_bytes'] / MiB:>8.1f} "
             f"{r['sender_cpu_per_recipient']:>14.2f} "
             f"{r['sender_cpu_per_recipient_vs_1']:>5.2f} "
+            f"{r['per_recipient_hash_sender_cpu_per_recipient']:>11.2f} "
+            f"{r['hash_once_cpu_ratio']:>5.2f} "
             f"{r['receiver_cpu_per_recipient']:>14.2f}"
         )
     write_report(

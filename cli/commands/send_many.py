@@ -11,57 +11,125 @@ got all the files and others not; if no recipient got anything, the code of
 the first failure (as for one recipient); 7 if a room held no one to send to
 (every occupant anonymous to us or untrusted).
 
-``--json`` events: ``sent`` (one per file and recipient, as for one
-recipient), ``failed`` (``peer``, ``name``, ``reason``, ``exit_code``),
-``skipped`` (a room's occupant not sent to: ``peer``, ``reason``) and, at the
-end, ``summary`` (``complete``: the recipients that got every file;
-``incomplete``: the others, each with its reason).
+Progress: one line per recipient (see :class:`Recipients`).
+
+``--json`` events: ``progress`` (every :data:`PERIOD` seconds, one per
+recipient: ``peer``, ``name``, ``done``, ``total``), ``sent`` (one per file
+and recipient, as for one recipient), ``failed`` (``peer``, ``name``,
+``reason``, ``exit_code``), ``skipped`` (a room's occupant not sent to:
+``peer``, ``reason``) and, at the end, ``summary`` (``complete``: the
+recipients that got every file; ``incomplete``: the others, each with its
+reason).
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from xfer_cli.account import connect
 from xfer_cli.main import EXIT_OK, EXIT_PARTIAL, EXIT_VERIFY, CommandError, describe
 from xfer_cli.output import Output, quoted
-from xfer_cli.progress import format_bytes
+from xfer_cli.progress import Progress, format_bytes
 
 from xfer.display import shown
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.api import Client
     from xfer.xmpp.transfer import SendResult
 
-__all__ = ["run_many", "send_to_many", "send_to_targets"]
+__all__ = ["PERIOD", "Recipients", "run_many", "send_to_many", "send_to_targets"]
 
 
-class _Lines:
-    """Progress of one file to several recipients, on one status line."""
+#: Seconds between the progress lines written when stderr is not a
+#: terminal (and between ``progress`` events with ``--json``).
+PERIOD = 10.0
+#: Seconds between redraws on a terminal, at most.
+REDRAW = 0.1
 
-    def __init__(self, out: Output, name: str, peers: list[str]) -> None:
-        self._bar = out.progress(name)
-        self._done = dict.fromkeys(peers, 0)
-        self._total = 0
+
+class Recipients:
+    """Progress of one file to several recipients, one line each.
+
+    On a terminal (stderr, unless quiet) it redraws a block of one line per
+    recipient in place, at most every :data:`REDRAW` seconds. Otherwise it
+    writes one line per recipient every ``period`` seconds (not at all if
+    quiet), and with ``--json`` a ``progress`` event per recipient
+    (``peer``, ``name``, ``done``, ``total``) as often.
+    """
+
+    def __init__(
+        self,
+        out: Output,
+        name: str,
+        peers: list[str],
+        *,
+        total: int | None = None,
+        period: float = PERIOD,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._out = out
+        self._name = name
+        self._stream = stream if stream is not None else sys.stderr
+        if tty is None:
+            tty = self._stream.isatty()
+        self._draw = tty and not out.quiet
+        self._period = period
+        self._clock = clock
+        self._lines = {
+            peer: Progress(f"{name} to {peer}", enabled=False) for peer in peers
+        }
+        self._done: dict[str, tuple[int, int | None]] = dict.fromkeys(peers, (0, total))
+        self._drawn = 0
+        self._last = clock()
 
     def for_peer(self, peer: str) -> ProgressCallback:
         def report(done: int, total: int | None) -> None:
-            self._done[peer] = done
-            self._total = total or 0
-            # The slowest recipient's count: the line ends when all are done.
-            self._bar(min(self._done.values()), self._total)
+            self._done[peer] = (done, total)
+            self._tick(final=False)
 
         return report
 
-    def drop(self, peer: str) -> None:
-        self._done.pop(peer, None)
+    def _tick(self, *, final: bool) -> None:
+        now = self._clock()
+        wait = REDRAW if self._draw else self._period
+        if not final and now - self._last < wait:
+            return
+        self._last = now
+        if self._draw:
+            self._redraw(now)
+        elif not final:
+            for peer, (done, total) in self._done.items():
+                self._out.say(self._lines[peer].line(done, total, now))
+                self._out.event(
+                    "progress", peer=peer, name=self._name, done=done, total=total
+                )
+
+    def _redraw(self, now: float) -> None:
+        # A line wider than the terminal would wrap, and moving up by one
+        # line per recipient would no longer reach the top of the block.
+        width = max(shutil.get_terminal_size((80, 24)).columns - 1, 20)
+        text = "".join(
+            "\r\x1b[K" + self._lines[peer].line(done, total, now)[:width] + "\n"
+            for peer, (done, total) in self._done.items()
+        )
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        self._stream.write(up + text)
+        self._stream.flush()
+        self._drawn = len(self._done)
 
     def close(self) -> None:
-        self._bar.close()
+        """Draw the last state (on a terminal)."""
+        if self._draw:
+            self._tick(final=True)
 
 
 async def send_to_many(
@@ -84,7 +152,7 @@ async def send_to_many(
     for path, as_name in files:
         if not active:
             break
-        lines = _Lines(out, as_name, active)
+        lines = Recipients(out, as_name, active, total=path.stat().st_size)
         try:
             result = await client.send_file_to_many(
                 active, path, name=as_name, progress=lines.for_peer

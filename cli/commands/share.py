@@ -119,6 +119,7 @@ def share(
             "member": "is in the room: may fetch",
             "skipped": "is in the room but skipped:",
             "left": "left the room: may no longer fetch",
+            "rejoined": "joined again",
         }.get(event.kind, event.kind)
         where = (
             f" {quoted(event.path or '/')}"

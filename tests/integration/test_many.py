@@ -94,8 +94,9 @@ async def test_one_file_to_five_one_declines_one_offline(
     assert isinstance(failed[peers[3]], TransferDeclined)
     assert isinstance(failed[peers[4]], NotSecure)
     assert "offline" in str(failed[peers[4]])
-    # The file was read once for the three that took it.
+    # The file was read once for the three that took it, and hashed once.
     assert result.bytes_read == len(data)
+    assert result.bytes_hashed == len(data)
     # Three offers under three different keys: nothing sealed once and shared.
     assert len({o.transfer_id for o in offers if o}) == 3
     assert len({o.offer.salt for o in offers if o}) == 3
@@ -185,3 +186,4 @@ async def test_one_recipient_breaks_off_resumes_alone_the_other_shares(
     # which is not the shared reader's); the first pass was shared.
     assert result.bytes_read_alone == rest
     assert result.bytes_read == len(data) + rest
+    assert result.bytes_hashed == len(data)  # the resume hashed for itself

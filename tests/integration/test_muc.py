@@ -13,6 +13,7 @@ import pytest
 from slixmpp import JID
 from slixmpp.plugins.xep_0004 import XEP_0004
 from slixmpp.plugins.xep_0045 import XEP_0045
+from slixmpp.xmlstream import StanzaBase
 from xfer_cli.main import EXIT_VERIFY
 
 from tests.conftest import require_or_skip
@@ -239,3 +240,108 @@ async def test_a_room_lying_about_a_real_jid_gets_no_file_to_the_liar(
         with pytest.raises(TransferTimeout):
             await carol.plugin["xfer_transfer"].next_offer(timeout=0.5)
         assert hostile.errors == []
+
+
+async def test_one_room_trusted_untrusted_and_anonymous_occupants(
+    muc_prosody: LocalProsody, tmp_path: Path, made: list[XferClient]
+) -> None:
+    """The three kinds in one room: bob (trusted, shown) gets the file;
+    dave (shown, untrusted) and carol (trusted, but the room hides her real
+    JID: a hostile server in front of alice strips it, as a room showing it
+    to some only would) are skipped with their reasons and get nothing."""
+    server = muc_prosody
+    d = server.domain
+    room = await open_room(server, made, "mixed", whois="anyone")
+    async with HostileServer("127.0.0.1", server.c2s_port) as hostile:
+        alice = await transfer_client(
+            server, "alice", "send", tmp_path / "a-id", via=hostile
+        )
+        bob = await transfer_client(server, "bob", "b", tmp_path / "b-id")
+        carol = await transfer_client(server, "carol", "c", tmp_path / "c-id")
+        dave = await transfer_client(server, "dave", "d", tmp_path / "d-id")
+        made += [alice, bob, carol, dave]
+        introduce(alice, bob)
+        introduce(alice, carol)
+        for c, nick in ((bob, "bob"), (carol, "carol"), (dave, "dave")):
+            await enter(c, room, nick)
+        item = f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item"
+
+        def hide(element: ET.Element) -> ET.Element:
+            found = element.find(item)
+            assert found is not None
+            found.attrib.pop("jid", None)
+            return element
+
+        hidden = hostile.rewrite(
+            matching("presence", from_=f"{room}/carol", child=item),
+            hide,
+            "to_client",
+        )
+        transfer = alice.plugin["xfer_transfer"]
+        peers, skipped = await transfer.room_recipients(room)
+        assert hidden.matched >= 1
+        assert peers == [f"bob@{d}"]
+        assert skipped == {
+            f"{room}/owner (owner@{d})": UNTRUSTED,
+            f"{room}/dave (dave@{d})": UNTRUSTED,
+            f"{room}/carol": ANONYMOUS,
+        }
+        src = tmp_path / "f.bin"
+        src.write_bytes(os.urandom(200_000))
+
+        async def bob_takes() -> Path:
+            offer = await bob.plugin["xfer_transfer"].next_offer(timeout=60)
+            return await offer.accept(tmp_path / "bob-got")
+
+        result, got = await asyncio.gather(
+            transfer.send_file_to_many(peers, src), bob_takes()
+        )
+        assert got.read_bytes() == src.read_bytes()
+        assert list(result.sent) == [f"bob@{d}"]
+        for c in (carol, dave):
+            with pytest.raises(TransferTimeout):
+                await c.plugin["xfer_transfer"].next_offer(timeout=0.5)
+        assert hostile.errors == []
+
+
+async def test_is_room_asks_once_and_never_for_a_full_jid(
+    muc_prosody: LocalProsody, tmp_path: Path, made: list[XferClient]
+) -> None:
+    """A single recipient costs no disco query when named by full JID, one
+    per domain (for the process) when named by bare JID; a room is still
+    found, and found again without asking."""
+    server = muc_prosody
+    room = await open_room(server, made, "disco", whois="anyone")
+    alice = await transfer_client(server, "alice", "send", tmp_path / "a-id")
+    made.append(alice)
+    asked: list[str] = []
+
+    def watch(stanza: StanzaBase) -> StanzaBase:
+        query = stanza.xml.find("{http://jabber.org/protocol/disco#info}query")
+        if stanza.name == "iq" and query is not None and stanza["type"] == "get":
+            asked.append(str(stanza["to"]))
+        return stanza
+
+    alice.add_filter("out", watch)
+    transfer = alice.plugin["xfer_transfer"]
+    d = server.domain
+    assert not await transfer.is_room(f"bob@{d}/phone")
+    assert asked == []
+    assert not await transfer.is_room(f"bob@{d}")
+    assert asked == [d]
+    assert not await transfer.is_room(f"carol@{d}")  # same domain: known
+    assert not await transfer.is_room(f"bob@{d}")
+    assert asked == [d]
+    assert await transfer.is_room(room)
+    assert asked == [d, server.muc_jid, room]
+    assert await transfer.is_room(room)
+    assert not await transfer.is_room(f"{room}/someone")  # an occupant
+    assert asked == [d, server.muc_jid, room]
+    # Not a room (yet) on the service: asked each time, never kept as "no".
+    free = f"free-{os.urandom(3).hex()}@{server.muc_jid}"
+    assert not await transfer.is_room(free)
+    assert asked == [d, server.muc_jid, room, free]
+    # Another client has its own view.
+    bob = await transfer_client(server, "bob", "b", tmp_path / "b-id")
+    made.append(bob)
+    assert await bob.plugin["xfer_transfer"].is_room(room)

@@ -15,6 +15,7 @@ import pytest
 import xfer.xmpp.share as share_module
 from tests.integration.conftest import introduce, transfer_client
 from xfer.errors import LocalProtocolError, SharingRefused
+from xfer.otr.session import Session
 from xfer.testing.prosody import LocalProsody
 from xfer.transfer.share import (
     KIND_SHARE_REQUEST,
@@ -285,6 +286,65 @@ async def test_traversal_and_malformed_requests_are_refused_and_the_sharer_stays
         assert [e.path for e in listed] == ["2024", "2025", "top.pdf"]
     finally:
         await sharer.close()
+
+
+async def test_a_flood_of_requests_gets_a_bounded_number_of_refusals(
+    people: tuple[XferClient, XferClient, XferClient],
+    tree: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    """carol, not on the list, asks 300 times at once: she gets the budget
+    of refusals (10) and nothing more, the sharer logs her once, and bob,
+    on the list, is still served meanwhile."""
+    alice, bob, carol = people
+    events: list[ShareEvent] = []
+    sharer = shares(alice).share(tree, [jid(bob)], report=events.append)
+    transfer = carol.plugin["xfer_transfer"]
+    peer, session = await transfer.secure(full(alice))
+    replies: list[bytes] = []
+    otr = carol.plugin["xfer_otr"]
+    otr.on_share = lambda _peer, _session, data: replies.append(data)
+    # What reaches alice's share plugin, counted on the way in.
+    heard: list[str] = []
+    alice_otr = alice.plugin["xfer_otr"]
+    handler = alice_otr.on_share
+    assert handler is not None
+
+    def counted(peer: str, session: Session, data: bytes) -> object:
+        heard.append(peer)
+        return handler(peer, session, data)
+
+    alice_otr.on_share = counted
+    flood = 300
+    try:
+        for _ in range(flood):
+            request = ShareRequest(request_id=os.urandom(16), op=Operation.LIST)
+            otr.send_private(peer, session.their_fingerprint, request.encode(), session)
+        for _ in range(600):
+            if heard.count(full(carol)) == flood:
+                break
+            await asyncio.sleep(0.05)
+        assert heard.count(full(carol)) == flood
+        # bob, on the list, is served after the flood.
+        listed = await shares(bob).list_shared(full(alice))
+        assert [e.path for e in listed] == ["2024", "2025", "top.pdf"]
+        await asyncio.sleep(1.0)  # for any late reply to carol
+    finally:
+        otr.on_share = shares(carol)._on_share
+        alice_otr.on_share = handler
+        await sharer.close()
+    answers = [decode_reply(r) for r in replies]
+    assert all(isinstance(a, ShareRefused) for a in answers)
+    assert {a.code.name for a in answers if isinstance(a, ShareRefused)} == {
+        "NOT_ALLOWED"
+    }
+    assert len(answers) == 10
+    refused = [e for e in events if e.kind == "refused"]
+    assert len(refused) == 10
+    assert all(e.peer == full(carol) for e in refused)
+    dropped = [r for r in caplog.records if "asks too often" in r.getMessage()]
+    assert len(dropped) == 1
+    assert jid(carol) in dropped[0].getMessage()
 
 
 @pytest.mark.parametrize("when", ["once-opened", "midway"])

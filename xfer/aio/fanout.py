@@ -26,6 +26,13 @@ The policy, in full:
   one attached, whichever comes first: recipients whose receivers accept
   within that time share the read.
 
+- **Hashing.** The shared pass is hashed (SHA-256) as it is read, once for
+  all: :meth:`SharedRead.sha256` gives a recipient that read from byte 0
+  the digest of exactly the bytes it was handed, the shared pass's if it
+  took every piece from it, else the digest of its own read from byte 0
+  (hashed as it was read). A recipient resuming from byte N hashes for
+  itself, as any sender does.
+
 :attr:`SharedRead.bytes_read` counts every byte read from the file, shared
 or on one's own (the benchmark reports it).
 """
@@ -34,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import hashlib
 import os
 import time
 from typing import TYPE_CHECKING
@@ -63,6 +72,7 @@ class SharedRead:
         window: int = WINDOW,
         piece: int = SEND_PIECE,
         join_wait: float = JOIN_WAIT,
+        hashed: bool = True,
     ) -> None:
         if window < 1 or piece < 1:
             raise ValueError("window and piece must be positive")
@@ -84,6 +94,17 @@ class SharedRead:
         self._pokes: set[asyncio.Task[None]] = set()
         #: Bytes read from the file, shared and on one's own.
         self.bytes_read = 0
+        #: Bytes hashed in all (once each: the shared pass, and the reads
+        #: on their own from byte 0).
+        self.bytes_hashed = 0
+        #: Hash as it reads (:meth:`sha256`); False: the recipients hash.
+        self._hashed = hashed
+        self._sha = hashlib.sha256()  # the shared pass, as it is read
+        self._shared_bytes = 0
+        #: Recipients that read from byte 0 on their own: their digest, length.
+        self._own: dict[str, tuple[hashlib._Hash, list[int]]] = {}
+        #: Recipients handed every piece from byte 0 to the end.
+        self._complete: set[str] = set()
         #: Bytes read for recipients on their own (late or resuming).
         self.bytes_read_alone = 0
 
@@ -96,10 +117,29 @@ class SharedRead:
         """The file's pieces from byte ``start`` for recipient ``key``:
         shared if it can, else read on its own. Close it (or let it end)
         when done; an early close leaves the others unaffected."""
+        self._complete.discard(key)
+        self._own.pop(key, None)
         if start == 0 and self._base == 0 and self._end != 0:
             return self._shared(key)
         self.withdraw(key)
-        return self._alone(start)
+        return self._alone(start, key if start == 0 and self._hashed else None)
+
+    def sha256(self, key: str, size: int) -> bytes:
+        """The SHA-256 of the ``size`` bytes :meth:`pieces` (from byte 0)
+        handed ``key``, to the end of the file: hashed once for all who
+        took the shared pass.
+
+        Raises:
+            OSError: ``key`` was not handed exactly ``size`` bytes from byte
+                0 to the end of the file (it changed size while read).
+        """
+        own = self._own.get(key)
+        if self._hashed and key in self._complete:
+            if own is not None and own[1][0] == size:
+                return own[0].digest()
+            if own is None and self._shared_bytes == size:
+                return self._sha.digest()
+        raise OSError(errno.ESTALE, "the file changed while it was read", self._path)
 
     async def close(self) -> None:
         """Close the file (after every recipient ended)."""
@@ -123,14 +163,27 @@ class SharedRead:
             self._pokes.add(task)
             task.add_done_callback(self._pokes.discard)
 
-    async def _alone(self, start: int) -> AsyncGenerator[bytes, None]:
+    async def _alone(
+        self, start: int, key: str | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Read on our own from ``start``; from byte 0 for ``key``, hashed."""
+        own = None
+        if key is not None:
+            own = self._own[key] = (hashlib.sha256(), [0])
         async with contextlib.aclosing(
             read_chunks(self._path, start=start, size=self._piece)
         ) as chunks:
             async for chunk in chunks:
-                self.bytes_read += len(chunk)
-                self.bytes_read_alone += len(chunk)
-                yield bytes(chunk)
+                data = bytes(chunk)
+                self.bytes_read += len(data)
+                self.bytes_read_alone += len(data)
+                if own is not None:
+                    await asyncio.to_thread(own[0].update, data)
+                    own[1][0] += len(data)
+                    self.bytes_hashed += len(data)
+                yield data
+        if key is not None:
+            self._complete.add(key)
 
     async def _shared(self, key: str) -> AsyncGenerator[bytes, None]:
         # Registered only once iterated (a generator never started runs no
@@ -139,7 +192,8 @@ class SharedRead:
         self._pending.discard(key)
         if self._base > 0:  # the first piece went meanwhile: on our own
             self._poke()
-            async with contextlib.aclosing(self._alone(0)) as alone:
+            own = key if self._hashed else None
+            async with contextlib.aclosing(self._alone(0, own)) as alone:
                 async for chunk in alone:
                     yield chunk
             return
@@ -153,6 +207,7 @@ class SharedRead:
             while True:
                 piece = await self._piece_at(index)
                 if piece is None:
+                    self._complete.add(key)
                     return
                 index += 1
                 self._cursors[me] = index
@@ -214,10 +269,10 @@ class SharedRead:
             flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
             self._fd = os.open(self._path, flags)
         fd = self._fd
-        data = await asyncio.to_thread(
-            os.pread, fd, self._piece, self._next * self._piece
-        )
+        data = await asyncio.to_thread(self._read_and_hash, fd, self._next)
         self.bytes_read += len(data)
+        if self._hashed:
+            self.bytes_hashed += len(data)
         if not data:
             self._end = self._next
         else:
@@ -227,3 +282,12 @@ class SharedRead:
                 self._end = self._next
         async with self._changed:
             self._changed.notify_all()
+
+    def _read_and_hash(self, fd: int, index: int) -> bytes:
+        """Piece ``index``, fed to the shared pass's SHA-256 (a worker
+        thread; pieces are read one at a time, in order)."""
+        data = os.pread(fd, self._piece, index * self._piece)
+        if self._hashed:
+            self._sha.update(data)
+            self._shared_bytes += len(data)
+        return data

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from slixmpp import JID
@@ -83,23 +84,55 @@ class RoomView:
     non_anonymous: bool = False
 
 
+@dataclass(slots=True)
+class _Known:
+    """What one client learnt by service discovery, for the process."""
+
+    #: Domain -> whether it is a XEP-0045 service.
+    services: dict[str, bool] = field(default_factory=dict)
+    #: Bare JIDs found to be rooms (a "no" is not kept: a room may be
+    #: made later under a name that was free).
+    rooms: set[str] = field(default_factory=set)
+
+
+_KNOWN: weakref.WeakKeyDictionary[BaseXMPP, _Known] = weakref.WeakKeyDictionary()
+
+
 async def is_room(xmpp: BaseXMPP, jid: str, timeout: float = 10.0) -> bool:
     """Whether ``jid`` (a bare JID) is a group chat room: its domain is a
     XEP-0045 service (service discovery), and the JID itself says it is a
-    room. An account's domain is not a MUC service: one query, no more."""
+    room. A full JID is never a room (no query). What a domain is, and
+    which JIDs are rooms, is kept for the client's life: an account's
+    domain is asked about once, then no more queries for its accounts."""
     if "@" not in jid or "/" in jid:
         return False
+    known = _KNOWN.setdefault(xmpp, _Known())
+    room = bare_jid(jid)
+    if room in known.rooms:
+        return True
     disco = plugin(xmpp, "xep_0030", XEP_0030)
-    domain = JID(jid).domain
-    try:
-        info = await disco.get_info(jid=JID(domain), timeout=timeout)
-        if NS_MUC not in info["disco_info"]["features"]:
+    domain = JID(room).domain
+    service = known.services.get(domain)
+    if service is None:
+        try:
+            info = await disco.get_info(jid=JID(domain), timeout=timeout)
+        except IqError:  # an answer: no service discovery, so no rooms
+            known.services[domain] = False
             return False
-        info = await disco.get_info(jid=JID(jid), timeout=timeout)
+        except IqTimeout:  # no answer: nothing learnt
+            return False
+        service = known.services[domain] = NS_MUC in info["disco_info"]["features"]
+    if not service:
+        return False
+    try:
+        info = await disco.get_info(jid=JID(room), timeout=timeout)
     except (IqError, IqTimeout):
         return False
     identities = info["disco_info"]["identities"]
-    return any(category == "conference" for category, *_ in identities)
+    found = any(category == "conference" for category, *_ in identities)
+    if found:
+        known.rooms.add(room)
+    return found
 
 
 async def look_into(

@@ -27,6 +27,7 @@ from xfer.aio.shared import SourceChanged, TooManyFiles, media_type
 from xfer.errors import LocalProtocolError, NotSecure, UntrustedPeer, XferError
 from xfer.jid import bare_jid
 from xfer.transfer.policy import clip
+from xfer.transfer.refusals import Refusal, RefusalLimit
 from xfer.transfer.share import (
     MAX_REASON_BYTES,
     FileComing,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from xfer.xmpp.otr import XferOTR
     from xfer.xmpp.transfer import XferTransfer
 
-__all__ = ["ShareEvent", "Sharer", "reply"]
+__all__ = ["ShareEvent", "Sharer", "refuse", "reply"]
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +74,41 @@ MAX_LISTINGS = 8
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShareEvent:
     """What the sharer did, for its user: ``kind`` is ``listed``,
-    ``refused``, ``sending``, ``sent`` or ``failed``; for a room also
-    ``member``, ``skipped`` and ``left`` (:mod:`xfer.xmpp.room_share`).
-    ``peer`` the asking full JID or the occupant (a peer's text: escape it
-    before showing), ``path`` the share path, ``detail`` more words."""
+        ``refused``, ``sending``, ``sent`` or ``failed``; for a room also
+        ``member``, ``skipped``, ``left`` and ``rejoined`` (the room, joined
+    again after a new session with the server: :mod:`xfer.xmpp.room_share`).
+        ``peer`` the asking full JID or the occupant (a peer's text: escape it
+        before showing), ``path`` the share path, ``detail`` more words."""
 
     kind: str
     peer: str
     path: str = ""
     detail: str = ""
+
+
+def refuse(
+    otr: XferOTR,
+    limit: RefusalLimit,
+    peer: str,
+    session: Session | None,
+    refusal: ShareRefused,
+) -> bool:
+    """Send ``refusal`` as :func:`reply` does, if ``limit`` lets the
+    account of ``peer`` have one more; whether it went out."""
+    try:
+        account = bare_jid(peer)
+    except LocalProtocolError:
+        return False
+    verdict = limit.refusal(account, time.monotonic())
+    if verdict is Refusal.FIRST_DROPPED:
+        log.warning(
+            "%s asks too often: its requests are dropped without an answer "
+            "for a while (said once)",
+            account,
+        )
+    if verdict is not Refusal.SEND:
+        return False
+    return reply(otr, peer, session, refusal)
 
 
 def reply(otr: XferOTR, peer: str, session: Session | None, answer: ShareReply) -> bool:
@@ -115,8 +142,10 @@ class Sharer:
         max_requests: int = MAX_REQUESTS,
         report: Callable[[ShareEvent], object] | None = None,
         room: bool = False,
+        refusals: RefusalLimit | None = None,
     ) -> None:
         self.folder = folder
+        self._refusals = refusals if refusals is not None else RefusalLimit()
         self.peers = frozenset(bare_jid(p) for p in peers)
         if not self.peers and not room:
             raise LocalProtocolError("a folder is shared with at least one JID")
@@ -164,7 +193,6 @@ class Sharer:
             refusal = (RefusalCode.BUSY, "too many requests at once; ask again later")
         if refusal is not None:
             code, text = refusal
-            self._event("refused", peer, request.path, text)
             self._refuse(peer, session, request, code, text)
             return
         self._under_way[account] = self._under_way.get(account, 0) + 1
@@ -185,8 +213,10 @@ class Sharer:
         code: RefusalCode,
         text: str,
     ) -> None:
-        reply(
+        """Refuse, within the budget of refusals (reported only if sent)."""
+        if refuse(
             self._otr,
+            self._refusals,
             peer,
             session,
             ShareRefused(
@@ -194,7 +224,8 @@ class Sharer:
                 code=code,
                 reason=clip(text, MAX_REASON_BYTES),
             ),
-        )
+        ):
+            self._event("refused", peer, request.path, text)
 
     async def _serve(self, peer: str, session: Session, request: ShareRequest) -> None:
         try:
@@ -203,7 +234,6 @@ class Sharer:
             else:
                 await self._get(peer, session, request)
         except FileNotFoundError:
-            self._event("refused", peer, request.path, "not found")
             self._refuse(
                 peer,
                 session,

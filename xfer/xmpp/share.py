@@ -29,6 +29,7 @@ from slixmpp.plugins.base import BasePlugin, register_plugin
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.shared import HashCache, SharedFolder
 from xfer.errors import LocalProtocolError, RemoteProtocolError
+from xfer.transfer.refusals import RefusalLimit
 from xfer.transfer.share import (
     RefusalCode,
     ShareRefused,
@@ -40,7 +41,7 @@ from xfer.xmpp._slixmpp import plugin
 from xfer.xmpp.fetching import FetchedFile, Fetcher, FetchResult
 from xfer.xmpp.otr import XferOTR
 from xfer.xmpp.room_share import RoomMembers
-from xfer.xmpp.serving import ShareEvent, Sharer, reply
+from xfer.xmpp.serving import ShareEvent, Sharer, refuse
 
 if TYPE_CHECKING:
     import os
@@ -83,6 +84,9 @@ class XferShare(BasePlugin):
 
     def plugin_init(self) -> None:
         self._sharer: Sharer | None = None
+        #: The refusals this client sends, however many it is asked for
+        #: (spec/share.md section 5): one budget for all its shares.
+        self.refusals = RefusalLimit()
         transfer = self.transfer
         self._fetcher = Fetcher(
             transfer,
@@ -108,8 +112,9 @@ class XferShare(BasePlugin):
             log.info("malformed share payload from %s: %s", peer, exc)
             request_id = request_id_of(data)
             if request_id is not None:  # a request we can answer: say why
-                reply(
+                refuse(
                     self.otr,
+                    self.refusals,
                     peer,
                     session,
                     ShareRefused(
@@ -122,8 +127,9 @@ class XferShare(BasePlugin):
         if not isinstance(payload, ShareRequest):
             self._fetcher.on_reply(peer, session, payload)
         elif self._sharer is None or self._sharer.closed:
-            reply(
+            refuse(
                 self.otr,
+                self.refusals,
                 peer,
                 session,
                 ShareRefused(
@@ -173,6 +179,7 @@ class XferShare(BasePlugin):
             max_requests=int(self.config["max_requests"]),
             report=report,
             room=room,
+            refusals=self.refusals,
         )
         return self._sharer
 

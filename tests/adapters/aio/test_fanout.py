@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from typing import TYPE_CHECKING
+
+import pytest
 
 from xfer.aio.fanout import SharedRead
 
@@ -149,3 +152,66 @@ async def test_a_reader_made_but_started_late_still_gets_everything(
     assert await asyncio.wait_for(drain(late), 10) == data
     await shared.close()
     assert shared.bytes_read_alone == len(data)
+
+
+async def test_the_shared_read_is_hashed_once_for_all(tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, 30 * PIECE + 5)
+    peers = [f"p{i}" for i in range(4)]
+    shared = SharedRead(path, peers, window=3, piece=PIECE)
+    got = await asyncio.gather(*(drain(shared.pieces(p)) for p in peers))
+    await shared.close()
+    assert got == [data] * 4
+    want = hashlib.sha256(data).digest()
+    assert [shared.sha256(p, len(data)) for p in peers] == [want] * 4
+    assert shared.bytes_hashed == len(data)  # once, not four times
+
+
+async def test_one_that_read_alone_from_the_start_gets_its_own_digest(
+    tmp_path: Path,
+) -> None:
+    path, data = make_file(tmp_path, 20 * PIECE)
+    shared = SharedRead(path, ["a", "late", "resumes"], window=2, piece=PIECE)
+    shared.withdraw("late")
+    shared.withdraw("resumes")
+    assert await drain(shared.pieces("a")) == data
+    assert await drain(shared.pieces("late")) == data  # past the window: alone
+    await drain(shared.pieces("resumes", start=PIECE))
+    await shared.close()
+    want = hashlib.sha256(data).digest()
+    assert shared.sha256("a", len(data)) == want
+    assert shared.sha256("late", len(data)) == want
+    assert shared.bytes_hashed == 2 * len(data)
+    # A resume hashes for itself (its prefix too): no digest from here.
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("resumes", len(data) - PIECE)
+
+
+async def test_no_digest_for_bytes_not_handed_out(tmp_path: Path) -> None:
+    """A recipient that stopped early, or a size other than what was read
+    (the file grew or shrank since the offer), gets no digest: a digest of
+    other bytes than those sent must never go out."""
+    path, data = make_file(tmp_path, 10 * PIECE)
+    shared = SharedRead(path, ["a", "b"], window=2, piece=PIECE)
+    early = shared.pieces("b")
+    async with contextlib.aclosing(early) as it:
+        await anext(it)
+    assert await drain(shared.pieces("a")) == data
+    await shared.close()
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("b", len(data))
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("a", len(data) - 1)
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("nobody", len(data))
+    assert shared.sha256("a", len(data)) == hashlib.sha256(data).digest()
+
+
+async def test_unhashed_the_recipients_hash_for_themselves(tmp_path: Path) -> None:
+    path, data = make_file(tmp_path, 8 * PIECE)
+    shared = SharedRead(path, ["a", "b"], window=2, piece=PIECE, hashed=False)
+    got = await asyncio.gather(drain(shared.pieces("a")), drain(shared.pieces("b")))
+    await shared.close()
+    assert got == [data, data]
+    assert shared.bytes_hashed == 0
+    with pytest.raises(OSError, match="changed"):
+        shared.sha256("a", len(data))

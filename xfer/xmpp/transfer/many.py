@@ -7,8 +7,9 @@ and extra symmetric key, its own Jingle session, its own verdict, its own
 resume loop. Nothing secret is shared between recipients: with one key for
 all, any recipient could seal chunks that another accepts as the sender's
 (``spec/otr.md`` 5.5). What is shared is the plaintext read from disk:
-:class:`~xfer.aio.fanout.SharedRead` reads the file once and hands each
-piece to every recipient's sealer and hasher.
+:class:`~xfer.aio.fanout.SharedRead` reads the file once, hashes it once
+(the SHA-256 each recipient's digest carries) and hands each piece to every
+recipient's sealer.
 
 The transfers run concurrently; one that fails (declined, offline,
 untrusted, broken off) ends with its error in the result and the others go
@@ -47,6 +48,9 @@ class ManyResult:
     bytes_read: int = 0
     #: Of those, bytes read for one recipient alone (a late start, a resume).
     bytes_read_alone: int = 0
+    #: Bytes hashed where they were read (the shared read once; a late
+    #: start again; a resume hashes its own, not counted here).
+    bytes_hashed: int = 0
 
     @property
     def sent(self) -> dict[str, SendResult]:
@@ -91,16 +95,22 @@ async def send_to_many(
     progress: Callable[[str], ProgressCallback] | None = None,
     window: int = WINDOW,
     join_wait: float = JOIN_WAIT,
+    hash_once: bool = True,
 ) -> ManyResult:
     """Send ``path`` to each of ``peers`` (see :func:`recipients`), each
     under its own offer and keys, concurrently, reading the file once.
     ``progress(peer)`` gives each recipient's progress callback.
+    ``hash_once=False`` has each recipient hash the file for itself (the
+    way before the shared read hashed it; benchmarks/recipients.py
+    compares the two).
 
     Never raises for one recipient's failure: that is its entry in the
     result. Cancelling cancels every transfer.
     """
     targets = recipients(peers, own)
-    shared = SharedRead(path, targets, window=window, join_wait=join_wait)
+    shared = SharedRead(
+        path, targets, window=window, join_wait=join_wait, hashed=hash_once
+    )
 
     async def one(peer: str) -> SendResult:
         try:
@@ -111,6 +121,9 @@ async def send_to_many(
                 media_type,
                 progress(peer) if progress is not None else no_progress,
                 reader=lambda start: shared.pieces(peer, start),
+                read_sha256=(lambda size: shared.sha256(peer, size))
+                if hash_once
+                else None,
             )
         finally:
             shared.withdraw(peer)
@@ -136,4 +149,5 @@ async def send_to_many(
         results=results,
         bytes_read=shared.bytes_read,
         bytes_read_alone=shared.bytes_read_alone,
+        bytes_hashed=shared.bytes_hashed,
     )

@@ -120,10 +120,14 @@ class Sender:
         progress: ProgressCallback,
         check_source: Callable[[], None] | None = None,
         reader: Reader | None = None,
+        read_sha256: Callable[[int], bytes] | None = None,
     ) -> SendResult:
         """See :meth:`XferTransfer.send_file`. ``reader``, if given, gives
         the file's pieces from a byte offset on (a file read once for
-        several recipients: :mod:`xfer.xmpp.transfer.many`)."""
+        several recipients: :mod:`xfer.xmpp.transfer.many`);
+        ``read_sha256(size)``, if given, the SHA-256 of the ``size`` bytes
+        ``reader(0)`` gave (hashed once for all recipients), so that a
+        transfer from byte 0 does not hash them again."""
         source = Path(path)
         started = time.perf_counter()
         # Its size and id, not its hash: that comes in the pass that seals it.
@@ -164,6 +168,7 @@ class Sender:
                     attempt,
                     check_source,
                     reader,
+                    read_sha256,
                 )
                 return dataclasses.replace(
                     result, seconds=time.perf_counter() - started, breaks=breaks
@@ -250,6 +255,7 @@ class Sender:
         attempt: _Attempt,
         check_source: Callable[[], None] | None = None,
         reader: Reader | None = None,
+        read_sha256: Callable[[int], bytes] | None = None,
     ) -> SendResult:
         """One offer of the file over ``otr_session`` with ``full``, whose
         ``fingerprint`` the caller checked.
@@ -323,6 +329,8 @@ class Sender:
             )
             setup = time.perf_counter() - setup_start
             route = self._negotiator.route(session)
+            # The whole file from a shared read: hashed there, once.
+            whole = read_sha256 if reader is not None and start == 0 else None
             await watching(
                 session,
                 send_sealed(
@@ -338,9 +346,10 @@ class Sender:
                         offer,
                         (otr_session, full, fingerprint),
                         check_source,
+                        whole,
                     ),
                     stall_timeout=self._settings.stall_timeout,
-                    digest=digest,
+                    digest=digest if whole is None else None,
                     pieces=None if reader is None else reader(start),
                 ),
                 stream,
@@ -420,6 +429,7 @@ class Sender:
         offer: TransferOffer,
         to: tuple[Session, str, bytes],
         check_source: Callable[[], None] | None = None,
+        whole: Callable[[int], bytes] | None = None,
     ) -> Callable[[], None]:
         """What runs once the last sealed byte is out: the digest of the
         whole file, which ``digest`` has seen by then, follows it inside
@@ -427,7 +437,8 @@ class Sender:
         full JID, the fingerprint). ``check_source``, if given, runs
         first: it raises if the file changed while it was read (a mix of
         old and new bytes would verify), and then no digest goes out and
-        the receiver keeps nothing.
+        the receiver keeps nothing. ``whole(size)``, if given, is that
+        digest instead (the bytes were hashed where they were read).
 
         Raises (when called):
             NotSecure: no session with that fingerprint is left.
@@ -438,7 +449,7 @@ class Sender:
             if check_source is not None:
                 check_source()
             attempt.written = True
-            attempt.sha256 = digest.digest()
+            attempt.sha256 = digest.digest() if whole is None else whole(offer.size)
             self._siblings.otr.send_digest(
                 otr_session,
                 TransferDigest(
