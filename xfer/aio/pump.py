@@ -29,8 +29,9 @@ from xfer.aio.files import (
     hash_prefix,
     read_chunks,
 )
+from xfer.aio.stall import moved_counter, stalling
 from xfer.envelope.format import TAG_SIZE
-from xfer.errors import IntegrityError, LocalProtocolError, TransferTimeout
+from xfer.errors import IntegrityError, LocalProtocolError
 from xfer.transfer.verify import Verifier
 
 if TYPE_CHECKING:
@@ -86,8 +87,9 @@ async def send_sealed(
     ``progress`` counts plaintext bytes (``start`` included) against
     ``total``; ``on_written`` is called once the last sealed byte is
     written, before closing. Two output buffers alternate, so piece n+1 is
-    sealed while piece n is written. A write that cannot go on for
-    ``stall_timeout`` seconds (the peer stopped reading) fails.
+    sealed while piece n is written. A write during which the stream moves
+    no byte for ``stall_timeout`` seconds (the peer stopped reading) fails;
+    a slow one that keeps moving does not.
 
     Each piece read is also fed to ``digest`` (in order, on a worker thread
     beside the one that seals it): the file is read once for both. For a
@@ -139,7 +141,7 @@ async def send_sealed(
             await write
             write = None
         tail = sealer.finalize()
-        await _stalling(stream.write(tail), stall_timeout)
+        await _stalling(stream.write(tail), stall_timeout, stream)
         sent += len(tail)
         if on_written is not None:
             on_written()  # every byte is out; closing may still take a moment
@@ -154,11 +156,12 @@ async def send_sealed(
 async def _write_out(
     stream: ByteStream, data: memoryview, stall_timeout: float | None
 ) -> None:
-    """Write ``data`` in slices of :data:`WRITE_SLICE`, each within
-    ``stall_timeout``: the transport copies what the socket does not take at
-    once, so a slice at a time keeps that copy (and its buffer) small."""
+    """Write ``data`` in slices of :data:`WRITE_SLICE`, failing once the
+    stream moved nothing for ``stall_timeout``: the transport copies what
+    the socket does not take at once, so a slice at a time keeps that copy
+    (and its buffer) small."""
     for i in range(0, len(data), WRITE_SLICE):
-        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout)
+        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout, stream)
 
 
 async def _seal_and_hash(
@@ -179,13 +182,18 @@ async def _seal_and_hash(
     return await sealed
 
 
-async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
-    try:
-        # asyncio.timeout, not wait_for: no task per write.
-        async with asyncio.timeout(timeout):
-            await work
-    except TimeoutError:
-        raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
+async def _stalling(
+    work: Awaitable[None], timeout: float | None, stream: ByteStream
+) -> None:
+    """``work``, a write, failing once the stream moved nothing for
+    ``timeout`` seconds (:func:`xfer.aio.stall.stalling`): a slow link
+    takes as long as it needs."""
+    await stalling(
+        work,
+        timeout,
+        moved_counter(stream),
+        "the peer took no data for {timeout:g} s",
+    )
 
 
 #: A gathered piece (a buffer of the ring, and how many of its bytes hold
@@ -231,14 +239,12 @@ async def _fill(
     end). A stream with ``readinto`` (SOCKS5) copies straight from its
     receive buffer; any other is read and copied."""
     readinto = getattr(stream, "readinto", None)
-    try:
-        async with asyncio.timeout(stall_timeout):
-            if readinto is not None:
-                n: int = await readinto(view)
-                return n
-            piece = await stream.read(len(view))
-    except TimeoutError:
-        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+    why = "no data came for {timeout:g} s"
+    moved = moved_counter(stream)
+    if readinto is not None:
+        n: int = await stalling(readinto(view), stall_timeout, moved, why)
+        return n
+    piece = await stalling(stream.read(len(view)), stall_timeout, moved, why)
     n = len(piece)
     if n > len(view):
         raise LocalProtocolError("the stream returned more than was asked for")
@@ -299,13 +305,12 @@ async def _checked(
 
 async def _read(stream: ByteStream, stall_timeout: float | None) -> bytes:
     """The stream's next bytes (empty at its end), or a stall's error."""
-    try:
-        # asyncio.timeout, not wait_for: no task per read (a SOCKS5 read
-        # returns at most 64 KiB, so there are thousands a second).
-        async with asyncio.timeout(stall_timeout):
-            return await stream.read(READ_SIZE)
-    except TimeoutError:
-        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+    return await stalling(
+        stream.read(READ_SIZE),
+        stall_timeout,
+        moved_counter(stream),
+        "no data came for {timeout:g} s",
+    )
 
 
 async def _stop(*tasks: asyncio.Future[None] | None) -> None:

@@ -76,6 +76,9 @@ class IBBStream:
         self._window = window
         self._peer_closed = False
         self._msg_seq = 0
+        #: Bytes the peer acknowledged (or, in message mode, that left for
+        #: the server) and bytes received: see :meth:`moved`.
+        self._moved = 0
         #: IQ ids of ours still awaiting the peer's answer.
         self._ids: set[str] = set()
         #: Seconds ``read`` waits for data before the stream is given up.
@@ -147,6 +150,7 @@ class IBBStream:
             )
         )
         await self._plugin._drain_transport()
+        self._moved += len(block)
 
     async def _wait(self, event: asyncio.Event) -> None:
         try:
@@ -159,6 +163,12 @@ class IBBStream:
                 )
             )
             raise self._error from None  # type: ignore[misc]
+
+    def moved(self) -> int:
+        """Bytes that moved so far: sent and acknowledged by the peer (in
+        message mode: taken by the connection to the server), and received.
+        A stall detector watches it grow (:mod:`xfer.aio.stall`)."""
+        return self._moved
 
     async def drain(self) -> None:
         """Wait until every data packet sent so far is acknowledged."""
@@ -180,7 +190,7 @@ class IBBStream:
                 )
             )
             return
-        self._sender.acked(seq)
+        self._moved += self._sender.acked(seq)
         self._room.set()
 
     # -- reading ------------------------------------------------------------------
@@ -244,6 +254,7 @@ class IBBStream:
             )
             return
         if payload:
+            self._moved += len(payload)
             self._buffer.append(payload)
             self._buffered += len(payload)
             self._data_ready.set()
