@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,10 +41,25 @@ Direction = Literal["up", "down", "both"]
 DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
 
 _CHUNK = 64 * 1024
-#: A throttled connection forwards at most this many bytes at a time.
+#: A throttled connection forwards at most this many bytes at a time ...
 _SLICE = 2048
+#: ... and its sockets (if throttled when it was accepted) receive into a
+#: kernel buffer of this size.
+_THROTTLED_BUFFER = 16 * 1024
 #: How long a cut waits for the bytes before the cut point to reach the kernel.
 _FLUSH_TIMEOUT = 2.0
+
+
+def _small_buffers(*writers: asyncio.StreamWriter) -> None:
+    """Shrink the kernel's receive buffers of a throttled connection: the
+    kernel then takes a sender's data a few KiB at a time, as the rate
+    lets it through, not in window updates of a loopback segment (64 KiB)
+    from buffers that hold megabytes."""
+    for writer in writers:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _THROTTLED_BUFFER)
 
 
 @dataclass(eq=False)
@@ -236,7 +252,8 @@ class FaultProxy(LoopbackListener[_Connection]):
         ``bytes_per_second`` (None: no limit); it applies at once, to live
         connections too. Data is forwarded in slices of at most
         :data:`_SLICE` bytes, each when the rate allows it: a slow link,
-        not a lossy one."""
+        not a lossy one. Connections accepted while throttled also get small
+        kernel receive buffers, so that a sender feels the rate at once."""
         if bytes_per_second is not None and bytes_per_second <= 0:
             raise ValueError(
                 f"bytes_per_second must be positive, not {bytes_per_second}"
@@ -276,6 +293,8 @@ class FaultProxy(LoopbackListener[_Connection]):
             if conn.dead:  # cut while connecting
                 conn.upstream.transport.abort()
                 return
+            if self._rate is not None:
+                _small_buffers(conn.client, conn.upstream)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._pump(conn, client, conn.upstream, up=True))
                 group.create_task(self._pump(conn, from_target, conn.client, up=False))
@@ -301,7 +320,9 @@ class FaultProxy(LoopbackListener[_Connection]):
         """Forward one direction until EOF, a cut or an error."""
         try:
             while True:
-                data = await source.read(_CHUNK)
+                # Throttled, small reads: what waits is held by the kernel
+                # and flows out evenly, not in bursts of a whole chunk.
+                data = await source.read(_CHUNK if self._rate is None else _SLICE)
                 if conn.closing:
                     return
                 if not data:

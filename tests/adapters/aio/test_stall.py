@@ -4,6 +4,7 @@ slow and a stalled real TCP link (a throttled FaultProxy)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -18,7 +19,6 @@ from xfer.aio.stall import moved_counter, stalling
 from xfer.aio.tcp import open_tcp
 from xfer.envelope import Sealer
 from xfer.errors import TransferTimeout
-from xfer.testing.faults import FaultProxy
 
 TIMEOUT = 0.4
 
@@ -89,47 +89,64 @@ def test_moved_counter_is_the_streams_method_if_any() -> None:
 
 
 # -- the sealed pump over a real, slow TCP link --------------------------------
+#
+# The peer is a loopback socket with a small kernel receive buffer that reads
+# at a set pace (or not at all): TCP's own flow control makes the sender feel
+# it within a few KiB, as on a slow link.
 
 
-class Sink:
-    """A loopback server that reads everything sent to it."""
+class SlowPeer:
+    """Accepts one connection and reads it at ``rate`` bytes/s (0: never)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
         self.received = bytearray()
-        self.done = asyncio.Event()
-        self.server: asyncio.Server | None = None
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.task: asyncio.Task[None] | None = None
 
-    async def handle(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        while piece := await reader.read(65536):
-            self.received += piece
-        writer.close()
-        self.done.set()
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(self.listener)
+        try:
+            if not self.rate:
+                await asyncio.Event().wait()
+            while piece := await loop.sock_recv(conn, 2048):
+                self.received += piece
+                await asyncio.sleep(len(piece) / self.rate)
+        finally:
+            conn.close()
 
 
 @pytest.fixture
-async def sink() -> AsyncIterator[tuple[Sink, int]]:
-    s = Sink()
-    s.server = await asyncio.start_server(s.handle, "127.0.0.1", 0)
-    yield s, s.server.sockets[0].getsockname()[1]
-    s.server.close()
-    await s.server.wait_closed()
+async def peers() -> AsyncIterator[list[SlowPeer]]:
+    made: list[SlowPeer] = []
+    yield made
+    for peer in made:
+        if peer.task is not None:
+            peer.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await peer.task
+        peer.listener.close()
 
 
-async def slow_stream(port: int, rate: float) -> tuple[Socks5Stream, FaultProxy]:
-    proxy = FaultProxy("127.0.0.1", port)
-    await proxy.start()
-    proxy.throttle(rate)
-    connection = await open_tcp(proxy.host, proxy.port)
-    # A small send buffer, so that the slow link shows at our end at once
-    # (not after the kernel has taken megabytes).
+async def stream_to(
+    peers: list[SlowPeer], rate: float
+) -> tuple[Socks5Stream, SlowPeer]:
+    peer = SlowPeer(rate)
+    peers.append(peer)
+    peer.task = asyncio.ensure_future(peer.run())
+    connection = await open_tcp("127.0.0.1", peer.port)
     sock = connection.transport.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     stream = Socks5Stream(
-        peer="b@x/1", sid="s", connection=connection, streamhost="proxy"
+        peer="b@x/1", sid="s", connection=connection, streamhost="peer"
     )
-    return stream, proxy
+    return stream, peer
 
 
 def sealers(size: int) -> tuple[Sealer, Sealer]:
@@ -146,49 +163,56 @@ def sealers(size: int) -> tuple[Sealer, Sealer]:
 
 
 async def test_a_slow_link_that_keeps_moving_is_not_a_stall(
-    tmp_path: Path, sink: tuple[Sink, int]
+    tmp_path: Path, peers: list[SlowPeer]
 ) -> None:
-    target, port = sink
-    # One write slice takes about four stall timeouts on this link: timed
-    # per write, it would fail; timed by progress, it goes through.
-    rate = WRITE_SLICE / (4 * 0.5)
+    # About 100 kB/s: one write slice takes over two seconds, four stall
+    # timeouts. Timed per write, it would fail; timed by progress, it goes
+    # through.
     size = 2 * WRITE_SLICE
     src = tmp_path / "f"
     data = os.urandom(size)
     src.write_bytes(data)
-    stream, proxy = await slow_stream(port, rate)
+    stream, peer = await stream_to(peers, 100_000)
     sealer, again = sealers(size)
-    try:
-        sent = await asyncio.wait_for(
-            send_sealed(src, stream, sealer, total=size, stall_timeout=0.5), 60
-        )
-        await asyncio.wait_for(target.done.wait(), 30)
-    finally:
-        stream.abort()
-        await proxy.stop()
-    assert len(target.received) == sent > size
-    assert target.received == again.update(data) + again.finalize()
+    done: list[int] = []
+    sent = await asyncio.wait_for(
+        send_sealed(
+            src,
+            stream,
+            sealer,
+            total=size,
+            stall_timeout=0.6,
+            progress=lambda d, _t: done.append(d),
+        ),
+        60,
+    )
+    assert peer.task is not None
+    await asyncio.wait_for(peer.task, 30)
+    assert peer.received == again.update(data) + again.finalize()
+    assert len(peer.received) == sent > size
+    # Progress came with the link, slice by slice (smaller ones once the
+    # link showed slow), not all at once when the writes were queued.
+    assert done == sorted(done)
+    assert len(set(done)) > 4
+    assert done[-1] == size
 
 
 async def test_a_stalled_link_still_fails_within_about_the_timeout(
-    tmp_path: Path, sink: tuple[Sink, int]
+    tmp_path: Path, peers: list[SlowPeer]
 ) -> None:
-    _, port = sink
     size = 8 * WRITE_SLICE
     src = tmp_path / "f"
     src.write_bytes(os.urandom(size))
-    stream, proxy = await slow_stream(port, 200_000)
+    stream, _ = await stream_to(peers, 0)  # never reads
     sealer, _ = sealers(size)
     loop = asyncio.get_running_loop()
-    proxy.stall_forever()
     start = loop.time()
     try:
-        with pytest.raises(TransferTimeout, match="took no data for 1 s"):
+        with pytest.raises(TransferTimeout, match=r"took no data for 0\.6 s"):
             await asyncio.wait_for(
-                send_sealed(src, stream, sealer, total=size, stall_timeout=1.0), 60
+                send_sealed(src, stream, sealer, total=size, stall_timeout=0.6), 60
             )
     finally:
         stream.abort()
-        await proxy.stop()
     # Well before the 60 s cap: the stall timeout (plus its checks) fired.
     assert loop.time() - start < 15
