@@ -168,7 +168,7 @@ class AckPacer:
     next packet: the bytes the peer acknowledged in the last ``horizon``
     seconds, at least ``min_packet`` (a packet of :data:`MIN_PACKET` bytes,
     or the block size if smaller), at most ``window`` blocks; a packet is
-    at most that cap and the block size. Times are the caller's clock, in
+    half that cap, at most the block size. Times are the caller's clock, in
     seconds (sans-I/O: nothing here reads a clock).
 
     A sender whose acknowledgements come in less than ``horizon`` sees
@@ -209,8 +209,11 @@ class AckPacer:
         return min(max(self._recent, self.least), self.most)
 
     def packet(self, now: float) -> int:
-        """The largest packet to send next, at ``now``."""
-        return min(self.cap(now), self.block_size)
+        """The largest packet to send next, at ``now``: half the cap (two
+        in flight keep a slow link busy while one is acknowledged, and a
+        receiver sees data twice per horizon), at least the smallest
+        packet, at most a block."""
+        return min(max(self.cap(now) // 2, self.least), self.block_size)
 
     def allows(self, in_flight: int, size: int, now: float) -> bool:
         """Whether a packet of ``size`` bytes may go out with ``in_flight``

@@ -150,12 +150,12 @@ def test_the_cap_is_what_was_acknowledged_within_the_horizon() -> None:
     p.acked(20000, 10.0)
     p.acked(30000, 10.5)
     assert p.cap(10.5) == 50000
-    assert p.packet(10.5) == BLOCK  # never above the block size
+    assert p.packet(10.5) == 25000  # half the cap: two in flight
     assert p.allows(20000, 30000, 10.5)
     assert not p.allows(20001, 30000, 10.5)
     # The first acknowledgement leaves the horizon, then the second.
     assert p.cap(11.6) == 30000
-    assert p.packet(11.6) == 30000
+    assert p.packet(11.6) == 15000
     assert p.cap(12.1) == MIN_PACKET
 
 
@@ -164,6 +164,7 @@ def test_the_cap_never_exceeds_the_window() -> None:
     for i in range(100):
         p.acked(BLOCK, i * 0.001)
     assert p.cap(0.1) == 8 * BLOCK
+    assert p.packet(0.1) == BLOCK  # never above the block size
 
 
 @pytest.mark.parametrize(
