@@ -190,7 +190,7 @@ class XferIBB(BasePlugin):
         except TimeoutError:
             self._forget(stream)
             raise TransferTimeout(f"no answer to the IBB open from {peer}") from None
-        except TransportError:
+        except (TransportError, asyncio.CancelledError):
             self._forget(stream)
             raise
         return stream
