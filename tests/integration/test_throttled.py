@@ -1,5 +1,6 @@
 """Transfers through a throttled server, as Debian ships Prosody (mod_limits
-on c2s) or ejabberd (its shaper), and over a slow link.
+on c2s) or ejabberd (its shaper), and over a slow link (a throttled
+FaultProxy), including breaks and stalls on it.
 
 The server reads each client's stream at 16 kB/s. IBB then carries a few
 hundred KiB in a quarter of a minute: the stall timeout (short here) sees
@@ -20,6 +21,7 @@ import pytest
 
 from tests.conftest import require_or_skip
 from tests.integration.conftest import ACCOUNTS, introduce, transfer_client
+from tests.integration.test_resume import proxied_streamhost, send_and_receive
 from xfer.errors import TransferTimeout, XferError
 from xfer.testing.faults import FaultProxy
 from xfer.testing.prosody import LocalProsody, prosody_available
@@ -240,3 +242,88 @@ async def test_ibb_over_a_stalled_link_fails_within_the_stall_timeout(
     # waits (up to connect_timeout) for answers over the quiet link.
     assert failed_at - stalled_at[0] < 20
     proxy.resume()
+
+
+# -- a break on a slow link: the resume goes on from what was verified ---------
+
+
+async def test_a_break_on_a_slow_link_resumes_after_the_verified_bytes(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    # SOCKS5 through a fault proxy in front of alice's streamhost, paced to
+    # 200 kB/s: far less than the receiver's gathered piece (1 MiB) has come
+    # when the connection is reset, after 360 KiB of the sealed stream.
+    a, b, proxy = await proxied_streamhost(prosody, tmp_path, clients, proxies)
+    proxy.throttle(200_000)
+    size = 640 * KiB
+    src = tmp_path / "f.bin"
+    data = os.urandom(size)
+    src.write_bytes(data)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cut = 360 * KiB
+    proxy.cut_after(cut, direction="down")
+    got, result = await send_and_receive(a, b, src, inbox)
+    assert proxy.cuts == 1
+    assert result.breaks == 1
+    assert got.read_bytes() == data
+    # Every whole chunk that came before the reset was verified and kept,
+    # but the last (the opener holds it until it knows it is not the final
+    # one) and what the reset took from the receiver's kernel; only the
+    # rest went again.
+    chunk = 64 * KiB  # the default chunk size
+    assert cut - 3 * chunk <= result.resumed_from < cut
+    print(f"\nreset after {cut} B of the stream: resumed from {result.resumed_from}")
+
+
+async def test_a_stall_on_a_slow_ibb_link_resumes_after_the_verified_bytes(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    # IBB over an 80 kB/s link; once some 300 KiB of the file went, the link
+    # goes quiet for longer than the stall timeout (both sides give up),
+    # then comes back, and the sender offers the rest. The receiver had
+    # gathered far less than a whole piece (1 MiB): before, all of it was
+    # dropped with the failed stream and the resume started from zero.
+    a, b, proxy = await slow_pair(prosody, tmp_path, clients, proxies, 80_000, 2.0)
+    a.plugin["xfer_transfer"].config["resume_attempts"] = 3
+    b.plugin["xfer_transfer"].config["resume_attempts"] = 3
+    size = 600 * KiB
+    src = tmp_path / "f.bin"
+    data = os.urandom(size)
+    src.write_bytes(data)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+
+    def stall_midway(done: int, _total: int | None) -> None:
+        if done >= 300 * KiB and not proxy.stalled and not stalled:
+            proxy.stall(5.0)
+            stalled.append(done)
+
+    stalled: list[int] = []
+
+    async def receive() -> Path:
+        offer = await b.plugin["xfer_transfer"].next_offer(timeout=30)
+        return await offer.accept(inbox)
+
+    got, result = await asyncio.wait_for(
+        asyncio.gather(
+            receive(),
+            a.plugin["xfer_transfer"].send_file(
+                b.boundjid.full, src, progress=stall_midway
+            ),
+        ),
+        120,
+    )
+    assert stalled
+    assert got.read_bytes() == data
+    assert result.breaks == 1
+    assert result.transport == "ibb"
+    chunk = 64 * KiB
+    assert result.resumed_from >= 300 * KiB - 2 * chunk
+    print(f"\nstalled after ~300 KiB: resumed from {result.resumed_from}")
