@@ -29,8 +29,9 @@ from xfer.aio.files import (
     hash_prefix,
     read_chunks,
 )
+from xfer.aio.stall import moved_counter, stalling
 from xfer.envelope.format import TAG_SIZE
-from xfer.errors import IntegrityError, LocalProtocolError, TransferTimeout
+from xfer.errors import IntegrityError, LocalProtocolError
 from xfer.transfer.verify import Verifier
 
 if TYPE_CHECKING:
@@ -58,8 +59,15 @@ GATHER = 1024 * 1024
 #: The sender reads, seals and hashes the file in pieces of this size (two
 #: threads seal one: small pieces keep the pipeline to the receiver full).
 SEND_PIECE = 1024 * 1024
-#: The sender writes sealed pieces to the stream in slices of this size.
+#: The sender writes sealed pieces to the stream in slices of this size ...
 WRITE_SLICE = 256 * 1024
+#: ... or, where a slice takes longer than this (seconds), smaller ones ...
+SLICE_TIME = 0.5
+#: ... down to this size.
+MIN_SLICE = 16 * 1024
+#: A piece being gathered goes to be verified once its first bytes are
+#: this old (seconds), full or not.
+FLUSH_AFTER = 0.5
 #: Gathered pieces waiting to be verified, at most. The receive ring holds
 #: this many buffers of :data:`GATHER` bytes and two more (the one being
 #: filled, the one being verified), allocated once: memory does not grow
@@ -86,8 +94,9 @@ async def send_sealed(
     ``progress`` counts plaintext bytes (``start`` included) against
     ``total``; ``on_written`` is called once the last sealed byte is
     written, before closing. Two output buffers alternate, so piece n+1 is
-    sealed while piece n is written. A write that cannot go on for
-    ``stall_timeout`` seconds (the peer stopped reading) fails.
+    sealed while piece n is written. A write during which the stream moves
+    no byte for ``stall_timeout`` seconds (the peer stopped reading) fails;
+    a slow one that keeps moving does not.
 
     Each piece read is also fed to ``digest`` (in order, on a worker thread
     beside the one that seals it): the file is read once for both. For a
@@ -112,6 +121,7 @@ async def send_sealed(
     sent = 0
     done = start
     write: asyncio.Future[None] | None = None
+    writes = _Writes(stream, stall_timeout, progress, total)
     # One read buffer: a piece is sealed (and hashed) before the next read.
     reading = (
         read_chunks(source, start=start, into=bytearray(SEND_PIECE))
@@ -129,17 +139,16 @@ async def send_sealed(
                 if write is not None:
                     await write
                 write = asyncio.ensure_future(
-                    _write_out(stream, memoryview(buf)[:n], stall_timeout)
+                    writes.out(memoryview(buf)[:n], done, len(piece))
                 )
                 buffers.reverse()
                 sent += n
                 done += len(piece)
-                progress(done, total)
         if write is not None:
             await write
             write = None
         tail = sealer.finalize()
-        await _stalling(stream.write(tail), stall_timeout)
+        await _stalling(stream.write(tail), stall_timeout, stream)
         sent += len(tail)
         if on_written is not None:
             on_written()  # every byte is out; closing may still take a moment
@@ -151,14 +160,49 @@ async def send_sealed(
     return sent
 
 
-async def _write_out(
-    stream: ByteStream, data: memoryview, stall_timeout: float | None
-) -> None:
-    """Write ``data`` in slices of :data:`WRITE_SLICE`, each within
-    ``stall_timeout``: the transport copies what the socket does not take at
-    once, so a slice at a time keeps that copy (and its buffer) small."""
-    for i in range(0, len(data), WRITE_SLICE):
-        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout)
+class _Writes:
+    """Writes the sealed pieces to the stream in slices, failing once the
+    stream moved nothing for ``stall_timeout`` (the transport copies what
+    the socket does not take at once, so a slice at a time keeps that copy,
+    and its buffer, small), and reports a piece's plaintext as done as its
+    slices are taken: progress runs with the link, not ahead of it.
+
+    A slice is :data:`WRITE_SLICE` bytes on a fast link; where one takes
+    longer than :data:`SLICE_TIME` it halves (down to :data:`MIN_SLICE`),
+    so a slow link still shows progress every second or so.
+    """
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        stall_timeout: float | None,
+        progress: ProgressCallback,
+        total: int,
+    ) -> None:
+        self._stream = stream
+        self._stall_timeout = stall_timeout
+        self._progress = progress
+        self._total = total
+        self._slice = WRITE_SLICE
+
+    async def out(self, data: memoryview, before: int, plain: int) -> None:
+        """Write ``data``, the sealed form of ``plain`` plaintext bytes that
+        follow the first ``before``."""
+        loop = asyncio.get_running_loop()
+        stream, sealed, i = self._stream, len(data), 0
+        while i < sealed:
+            size = self._slice
+            began = loop.time()
+            await _stalling(
+                stream.write(data[i : i + size]), self._stall_timeout, stream
+            )
+            took = loop.time() - began
+            i = min(i + size, sealed)
+            self._progress(before + plain * i // sealed, self._total)
+            if took > SLICE_TIME:
+                self._slice = max(MIN_SLICE, size // 2)
+            elif took < SLICE_TIME / 4:
+                self._slice = min(WRITE_SLICE, size * 2)
 
 
 async def _seal_and_hash(
@@ -179,13 +223,18 @@ async def _seal_and_hash(
     return await sealed
 
 
-async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
-    try:
-        # asyncio.timeout, not wait_for: no task per write.
-        async with asyncio.timeout(timeout):
-            await work
-    except TimeoutError:
-        raise TransferTimeout(f"the peer took no data for {timeout:g} s") from None
+async def _stalling(
+    work: Awaitable[None], timeout: float | None, stream: ByteStream
+) -> None:
+    """``work``, a write, failing once the stream moved nothing for
+    ``timeout`` seconds (:func:`xfer.aio.stall.stalling`): a slow link
+    takes as long as it needs."""
+    await stalling(
+        work,
+        timeout,
+        moved_counter(stream),
+        "the peer took no data for {timeout:g} s",
+    )
 
 
 #: A gathered piece (a buffer of the ring, and how many of its bytes hold
@@ -200,7 +249,9 @@ async def _gather(
     stall_timeout: float | None,
 ) -> None:
     """Read the stream into the buffers of the ring, :data:`GATHER` bytes
-    each (less at the end): take a free one, fill it, queue it. The buffers
+    each (less at the end, or when the stream is slow: a piece goes on once
+    its first bytes are :data:`FLUSH_AFTER` seconds old, so progress shows
+    and a break loses none of it): take a free one, fill it, queue it. The buffers
     are the receiver's, reused for the whole stream: no piece is a new
     object, nothing is joined or copied but into them. A stream that can
     (SOCKS5) wakes it for large reads only, also through a relay that
@@ -208,19 +259,33 @@ async def _gather(
     batch = getattr(stream, "batch_reads", None)
     if batch is not None:
         batch()
+    loop = asyncio.get_running_loop()
+    buf: bytearray | None = None
+    n = 0
     try:
         while True:
             buf = await free.get()
             view = memoryview(buf)
             n = 0
-            while n < GATHER and (got := await _fill(stream, view[n:], stall_timeout)):
+            first = 0.0  # when the piece's first bytes came
+            while n < GATHER:
+                got = await _fill(stream, view[n:], stall_timeout)
+                if not got:  # the stream ended
+                    if n:
+                        await queue.put((buf, n))
+                    await queue.put(None)
+                    return
                 n += got
-            if n:
-                await queue.put((buf, n))
-            if n < GATHER:  # the stream ended
-                await queue.put(None)
-                return
+                if n == got:
+                    first = loop.time()
+                elif loop.time() - first >= FLUSH_AFTER:
+                    break  # a slow stream: verify (and show) what came so far
+            piece, buf = (buf, n), None
+            await queue.put(piece)
     except Exception as exc:  # handed to the consumer, which raises it
+        if buf is not None and n:
+            # What came before the break is verified and kept like the rest.
+            await queue.put((buf, n))
         await queue.put(exc)
 
 
@@ -231,14 +296,12 @@ async def _fill(
     end). A stream with ``readinto`` (SOCKS5) copies straight from its
     receive buffer; any other is read and copied."""
     readinto = getattr(stream, "readinto", None)
-    try:
-        async with asyncio.timeout(stall_timeout):
-            if readinto is not None:
-                n: int = await readinto(view)
-                return n
-            piece = await stream.read(len(view))
-    except TimeoutError:
-        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+    why = "no data came for {timeout:g} s"
+    moved = moved_counter(stream)
+    if readinto is not None:
+        n: int = await stalling(readinto(view), stall_timeout, moved, why)
+        return n
+    piece = await stalling(stream.read(len(view)), stall_timeout, moved, why)
     n = len(piece)
     if n > len(view):
         raise LocalProtocolError("the stream returned more than was asked for")
@@ -299,13 +362,12 @@ async def _checked(
 
 async def _read(stream: ByteStream, stall_timeout: float | None) -> bytes:
     """The stream's next bytes (empty at its end), or a stall's error."""
-    try:
-        # asyncio.timeout, not wait_for: no task per read (a SOCKS5 read
-        # returns at most 64 KiB, so there are thousands a second).
-        async with asyncio.timeout(stall_timeout):
-            return await stream.read(READ_SIZE)
-    except TimeoutError:
-        raise TransferTimeout(f"no data came for {stall_timeout:g} s") from None
+    return await stalling(
+        stream.read(READ_SIZE),
+        stall_timeout,
+        moved_counter(stream),
+        "no data came for {timeout:g} s",
+    )
 
 
 async def _stop(*tasks: asyncio.Future[None] | None) -> None:
@@ -315,6 +377,67 @@ async def _stop(*tasks: asyncio.Future[None] | None) -> None:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+async def _verify_pieces(
+    queue: asyncio.Queue[_Item],
+    free: asyncio.Queue[bytearray],
+    verifier: Verifier,
+    writer: AtomicWriter,
+    buffers: list[bytearray],
+    progress: ProgressCallback,
+    size: int,
+) -> None:
+    """Verify the gathered pieces as they come and write their plaintext
+    (the two ``buffers`` alternate), until the end of the stream; raise
+    what the reader hands over. However it ends, the write of verified
+    plaintext under way lands first (not cancelled): a receipt that stops
+    keeps every verified byte for a resume, and never an unverified one."""
+    loop = asyncio.get_running_loop()
+    write: asyncio.Future[None] | None = None
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            piece = memoryview(buf)[:n]
+            need = verifier.opener.output_bound(n)
+            if len(buffers[0]) < need:  # pragma: no cover - see bound
+                buffers[0] = bytearray(need)  # new, never resized while lent
+            if n < _INLINE:
+                out = verifier.feed(piece, buffers[0])
+            else:
+                out = await loop.run_in_executor(None, verifier.feed, piece, buffers[0])
+            # The opener copied what it holds back (a partial chunk): the
+            # piece's buffer can take the stream's next bytes.
+            free.put_nowait(buf)
+            if write is not None:
+                await write
+            # The hash and the write (one worker thread) overlap the next
+            # piece's verification; pieces are hashed and written in order.
+            write = (
+                asyncio.ensure_future(writer.write(out, digest=verifier.digest))
+                if out
+                else None
+            )
+            buffers.reverse()
+            progress(verifier.plain, size)
+        if write is not None:
+            await write
+            write = None
+    except BaseException:
+        await _landed(write)
+        raise
+
+
+async def _landed(write: asyncio.Future[None] | None) -> None:
+    """Let the write of verified plaintext under way finish (not cancel
+    it): a receipt that stops keeps every verified byte for a resume. Its
+    own failure is not the one to report (the writer then records only
+    what was written)."""
+    if write is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(write)
 
 
 def _hash_file(path: Path, size: int, digest: hashlib._Hash) -> None:
@@ -393,7 +516,6 @@ async def receive_sealed(
     """
     start = partial.state.verified if partial is not None else 0
     verifier = Verifier(key, offer, sealed_size, executor, start)
-    loop = asyncio.get_running_loop()
     queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUED)
     free: asyncio.Queue[bytearray] = asyncio.Queue()
     for _ in range(QUEUED + 2):
@@ -404,7 +526,6 @@ async def receive_sealed(
     # and the partial chunk the opener held back.
     bound = GATHER + offer.chunk_size + TAG_SIZE
     buffers = [bytearray(bound), bytearray(bound)]
-    write: asyncio.Future[None] | None = None
     writer = AtomicWriter(dest, overwrite=overwrite, partial=partial, keep=keep)
     sha256 = b""
     try:
@@ -413,44 +534,16 @@ async def receive_sealed(
             # (the writer checks before the rename that it did not change).
             verifier.digest = writer.prefix_digest()
             reader = asyncio.ensure_future(_gather(stream, free, queue, stall_timeout))
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                buf, n = item
-                piece = memoryview(buf)[:n]
-                need = verifier.opener.output_bound(n)
-                if len(buffers[0]) < need:  # pragma: no cover - see bound
-                    buffers[0] = bytearray(need)  # new, never resized while lent
-                if n < _INLINE:
-                    out = verifier.feed(piece, buffers[0])
-                else:
-                    out = await loop.run_in_executor(
-                        None, verifier.feed, piece, buffers[0]
-                    )
-                # The opener copied what it holds back (a partial chunk):
-                # the piece's buffer can take the stream's next bytes.
-                free.put_nowait(buf)
-                if write is not None:
-                    await write
-                # The hash and the write (one worker thread) overlap the next
-                # piece's verification; pieces are hashed and written in order.
-                write = (
-                    asyncio.ensure_future(writer.write(out, digest=verifier.digest))
-                    if out
-                    else None
-                )
-                buffers.reverse()
-                progress(verifier.plain, offer.size)
-            if write is not None:
-                await write
-                write = None
+            await _verify_pieces(
+                queue, free, verifier, writer, buffers, progress, offer.size
+            )
             tail = verifier.finish()
             if tail:
                 await writer.write(tail)
             sha256 = await _checked(verifier, offer, digest)
             await writer.commit()
     finally:
-        await _stop(reader, write)
+        await _stop(reader)
         if writer.committed and on_stored is not None:
             on_stored(sha256)  # even when cancelled as the file went into place
     progress(verifier.plain, offer.size)

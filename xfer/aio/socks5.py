@@ -109,6 +109,11 @@ class Socks5Stream:
         except OSError as exc:
             raise ConnectionFailed(f"SOCKS5 stream {self.sid}: {exc}") from exc
 
+    def moved(self) -> int:
+        """Bytes received, and sent that left for the network, so far (see
+        :mod:`xfer.aio.stall`)."""
+        return self._connection.moved()
+
     async def close(self) -> None:
         if self._closed:
             return

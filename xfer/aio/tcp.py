@@ -119,6 +119,9 @@ class TcpConnection(asyncio.BufferedProtocol):
         # SO_RCVLOWAT: the mark asked for (batch) and the one set now.
         self._batch = 1
         self._lowat = 1
+        # Bytes handed to write() and bytes the kernel delivered (moved()).
+        self._written = 0
+        self._received = 0
 
     # -- the protocol (called by the event loop) ----------------------------------
 
@@ -141,6 +144,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._received += nbytes
         if self._into_target:
             self._into_target = False
             self._target = None
@@ -334,12 +338,20 @@ class TcpConnection(asyncio.BufferedProtocol):
         """
         self._check_open()
         self.transport.write(data)
+        self._written += len(data)
         while self._writing_paused:
             self._check_open()
             waiter = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(waiter)
             await waiter
         self._check_open()
+
+    def moved(self) -> int:
+        """Bytes that moved so far: received from the kernel, and written
+        and taken by it (no longer in the transport's buffer). A stall
+        detector watches it grow (:mod:`xfer.aio.stall`)."""
+        pending = self._transport.get_write_buffer_size() if self._transport else 0
+        return self._received + self._written - pending
 
     async def drain(self) -> None:
         """Wait until the transport's buffer is below its high-water mark."""

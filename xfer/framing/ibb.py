@@ -12,6 +12,17 @@ RFC 6120 section 10.1 keeps stanzas between two entities in order, so up to
 ``window`` packets may be outstanding. The first error result ends the
 stream (the XEP: "the sender MUST close the bytestream").
 
+How much of that window is used follows the acknowledged rate
+(:class:`AckPacer`): the bytes in flight are capped at what the peer
+acknowledged in the last :data:`PACE_HORIZON` seconds (at least one small
+packet, at most the window), and packets shrink below the block size when
+the cap does. On a fast path acknowledgements come within
+milliseconds and the whole window is used; behind a server that shapes its
+clients to a few kB/s, a full window would queue minutes of data in front
+of every other stanza on the connection (stream-management acknowledgements
+among them, so the server would give the stream up), and the cap keeps that
+queue to about the horizon.
+
 The receiver checks, in this order, what the XEP requires of every packet:
 the next ``seq`` (anything else means loss: ``unexpected-request``, and the
 stream is dead), strict base64 (characters outside the alphabet, or ``=``
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import enum
 import re
 
@@ -36,7 +48,10 @@ from xfer.errors import LocalProtocolError, RemoteProtocolError
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "MAX_BLOCK_SIZE",
+    "MIN_PACKET",
     "NS",
+    "PACE_HORIZON",
+    "AckPacer",
     "IBBError",
     "IBBReceiver",
     "IBBSender",
@@ -50,6 +65,10 @@ NS = "http://jabber.org/protocol/ibb"
 MAX_BLOCK_SIZE = 65535
 DEFAULT_BLOCK_SIZE = 32768  # within XEP-0261's xs:short and Prosody's stanza limit
 _SEQ_MOD = 1 << 16
+#: The acknowledged bytes of this many seconds back may be in flight.
+PACE_HORIZON = 1.5
+#: The smallest packet a paced sender cuts its data into.
+MIN_PACKET = 4096
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -103,6 +122,10 @@ class IBBSender:
     def in_flight(self) -> int:
         return len(self._outstanding)
 
+    @property
+    def in_flight_bytes(self) -> int:
+        return sum(self._outstanding.values())
+
     def can_send(self) -> bool:
         return self.state is StreamState.OPEN and len(self._outstanding) < self.window
 
@@ -138,6 +161,70 @@ class IBBSender:
             raise LocalProtocolError("close only once every packet is acknowledged")
         if self.state is StreamState.OPEN:
             self.state = StreamState.CLOSED
+
+
+class AckPacer:
+    """How many bytes a sender may have unacknowledged, and how large its
+    next packet: the bytes the peer acknowledged in the last ``horizon``
+    seconds, at least ``min_packet`` (a packet of :data:`MIN_PACKET` bytes,
+    or the block size if smaller), at most ``window`` blocks; a packet is
+    half that cap, at most the block size. Times are the caller's clock, in
+    seconds (sans-I/O: nothing here reads a clock).
+
+    A sender whose acknowledgements come in less than ``horizon`` sees
+    more acknowledged per horizon than it has in flight, so the cap grows
+    (doubling per round trip) up to the window of whole blocks; one whose
+    acknowledgements take longer, because its data waits in a queue in
+    front of a slow link, sees the cap fall to what the link carries in
+    ``horizon``, and its packets shrink with it: no more than that, or
+    one small packet, is ever queued in front of other stanzas.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_size: int,
+        window: int,
+        horizon: float = PACE_HORIZON,
+        min_packet: int = MIN_PACKET,
+    ) -> None:
+        if block_size < 1 or window < 1 or horizon <= 0 or min_packet < 1:
+            raise LocalProtocolError("pacing parameters must be positive")
+        self.block_size = block_size
+        self.least = min(min_packet, block_size)
+        self.most = block_size * window
+        self.horizon = horizon
+        self._acks: collections.deque[tuple[float, int]] = collections.deque()
+        self._recent = 0  # the sum of the sizes in _acks
+
+    def acked(self, size: int, now: float) -> None:
+        """The peer acknowledged a packet of ``size`` bytes at ``now``."""
+        self._acks.append((now, size))
+        self._recent += size
+        self._expire(now)
+
+    def cap(self, now: float) -> int:
+        """The bytes that may be in flight at ``now``."""
+        self._expire(now)
+        return min(max(self._recent, self.least), self.most)
+
+    def packet(self, now: float) -> int:
+        """The largest packet to send next, at ``now``: half the cap (two
+        in flight keep a slow link busy while one is acknowledged, and a
+        receiver sees data twice per horizon), at least the smallest
+        packet, at most a block."""
+        return min(max(self.cap(now) // 2, self.least), self.block_size)
+
+    def allows(self, in_flight: int, size: int, now: float) -> bool:
+        """Whether a packet of ``size`` bytes may go out with ``in_flight``
+        bytes unacknowledged (always when nothing is: a stream never stops
+        for want of acknowledgements it cannot get)."""
+        return in_flight == 0 or in_flight + size <= self.cap(now)
+
+    def _expire(self, now: float) -> None:
+        acks, oldest = self._acks, now - self.horizon
+        while acks and acks[0][0] < oldest:
+            self._recent -= acks.popleft()[1]
 
 
 class IBBReceiver:

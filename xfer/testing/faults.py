@@ -10,7 +10,9 @@ does exactly that, on demand, so that tests can check how the library copes:
   count passes a limit (:meth:`FaultProxy.cut_randomly` draws the limit from a
   seeded generator, so a failing run can be replayed);
 * :meth:`FaultProxy.stall` holds all data (nothing is lost) for a while;
-* :meth:`FaultProxy.refuse` closes new connections as soon as they arrive.
+* :meth:`FaultProxy.refuse` closes new connections as soon as they arrive;
+* :meth:`FaultProxy.throttle` paces the data to a number of bytes a second
+  (a slow or shaped link; nothing is lost).
 
 Only for tests: it listens on 127.0.0.1 alone and uses the standard library
 only. Every method is meant to be called from the event loop the proxy runs
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,8 +41,25 @@ Direction = Literal["up", "down", "both"]
 DIRECTIONS: tuple[Direction, ...] = ("up", "down", "both")
 
 _CHUNK = 64 * 1024
+#: A throttled connection forwards at most this many bytes at a time ...
+_SLICE = 2048
+#: ... and its sockets (if throttled when it was accepted) receive into a
+#: kernel buffer of this size.
+_THROTTLED_BUFFER = 16 * 1024
 #: How long a cut waits for the bytes before the cut point to reach the kernel.
 _FLUSH_TIMEOUT = 2.0
+
+
+def _small_buffers(*writers: asyncio.StreamWriter) -> None:
+    """Shrink the kernel's receive buffers of a throttled connection: the
+    kernel then takes a sender's data a few KiB at a time, as the rate
+    lets it through, not in window updates of a loopback segment (64 KiB)
+    from buffers that hold megabytes."""
+    for writer in writers:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _THROTTLED_BUFFER)
 
 
 @dataclass(eq=False)
@@ -79,6 +99,14 @@ class _Connection:
         self.closing = False
         self.dead = False
         self.killed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Loop times before which a throttled direction sends nothing more.
+        self._paced = [0.0, 0.0]
+
+    def paced_until(self, up: bool) -> float:
+        return self._paced[up]
+
+    def pace(self, up: bool, until: float) -> None:
+        self._paced[up] = until
 
     def kill(self) -> bool:
         """Abort both sides now; False if that had already happened."""
@@ -116,6 +144,8 @@ class FaultProxy(LoopbackListener[_Connection]):
         self._connections = 0
         self._bytes_relayed = 0
         self._cuts = 0
+        #: Bytes a second each direction of a connection may carry, or None.
+        self._rate: float | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -217,6 +247,24 @@ class FaultProxy(LoopbackListener[_Connection]):
         if resumed is not None and not resumed.done():
             resumed.set_result(None)
 
+    def throttle(self, bytes_per_second: float | None) -> None:
+        """Pace every connection, each direction on its own, to
+        ``bytes_per_second`` (None: no limit); it applies at once, to live
+        connections too. Data is forwarded in slices of at most
+        :data:`_SLICE` bytes, each when the rate allows it: a slow link,
+        not a lossy one. Connections accepted while throttled also get small
+        kernel receive buffers, so that a sender feels the rate at once."""
+        if bytes_per_second is not None and bytes_per_second <= 0:
+            raise ValueError(
+                f"bytes_per_second must be positive, not {bytes_per_second}"
+            )
+        self._rate = bytes_per_second
+
+    @property
+    def rate(self) -> float | None:
+        """The pace set with :meth:`throttle`, or None."""
+        return self._rate
+
     def refuse(self, on: bool) -> None:
         """While on, close new connections as soon as they are accepted."""
         self._refusing = on
@@ -245,6 +293,8 @@ class FaultProxy(LoopbackListener[_Connection]):
             if conn.dead:  # cut while connecting
                 conn.upstream.transport.abort()
                 return
+            if self._rate is not None:
+                _small_buffers(conn.client, conn.upstream)
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._pump(conn, client, conn.upstream, up=True))
                 group.create_task(self._pump(conn, from_target, conn.client, up=False))
@@ -270,7 +320,9 @@ class FaultProxy(LoopbackListener[_Connection]):
         """Forward one direction until EOF, a cut or an error."""
         try:
             while True:
-                data = await source.read(_CHUNK)
+                # Throttled, small reads: what waits is held by the kernel
+                # and flows out evenly, not in bursts of a whole chunk.
+                data = await source.read(_CHUNK if self._rate is None else _SLICE)
                 if conn.closing:
                     return
                 if not data:
@@ -285,10 +337,34 @@ class FaultProxy(LoopbackListener[_Connection]):
                     cut_at = max(rule.allowance(conn), 0)
                     await self._cut(conn, sink, data[:cut_at], up=up, rule=rule)
                     return
-                self._forward(conn, sink, data, up=up)
-                await sink.drain()
+                if self._rate is None:
+                    self._forward(conn, sink, data, up=up)
+                    await sink.drain()
+                elif not await self._paced(conn, sink, data, up=up):
+                    return
         except OSError:
             conn.kill()  # a reset on one side resets the other
+
+    async def _paced(
+        self, conn: _Connection, sink: asyncio.StreamWriter, data: bytes, *, up: bool
+    ) -> bool:
+        """Forward ``data`` in slices, each once the rate allows it (the
+        rate is read again for each); False if the connection closed
+        meanwhile."""
+        loop = asyncio.get_running_loop()
+        for i in range(0, len(data), _SLICE):
+            piece = data[i : i + _SLICE]
+            rate = self._rate
+            if rate is not None:
+                due = conn.paced_until(up)
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
+                conn.pace(up, max(due, loop.time()) + len(piece) / rate)
+            if conn.closing or (self._stalled and not await self._held(conn)):
+                return False
+            self._forward(conn, sink, piece, up=up)
+            await sink.drain()
+        return True
 
     async def _held(self, conn: _Connection) -> bool:
         """Wait for the stall to end; False if the connection closed meanwhile."""

@@ -4,7 +4,8 @@ It runs Debian's ``prosody`` package from a generated configuration in a
 temporary directory: loopback only, free ports picked at start, a proxy65
 component (SOCKS5 bytestreams relay) on loopback, the accounts you ask for,
 and the settings that matter for throughput (``shared/research/baseline.md``):
-no ``mod_limits`` (Debian's stock config throttles c2s to 10 kB/s), a 256 KiB
+no ``mod_limits`` (Debian's stock config throttles c2s to 10 kB/s; ``c2s_rate``
+turns it on, for tests of a throttled server), a 256 KiB
 network read size and Nagle off. Plain c2s with PLAIN auth: the accounts and
 the server are throw-away, and nothing leaves the machine.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -92,9 +94,9 @@ proxy65_interfaces = {{ "{address}" }}
 network_backend = "epoll"
 network_default_read_size = 262144
 network_settings = {{ nagle = false }}
-modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks";{more} }}
+modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks";{more}{lim_on} }}
 smacks_hibernation_time = {hibernation}
-modules_disabled = {{ "limits";{less} }}
+modules_disabled = {{{lim_off}{less} }}{lim_cfg}
 authentication = "internal_plain"
 c2s_require_encryption = {require}
 allow_unencrypted_plain_auth = {plain}{ssl}
@@ -159,6 +161,11 @@ class LocalProsody:
     #: show real JIDs to everyone if ``muc_public_jids`` (else to moderators).
     muc: bool = False
     muc_public_jids: bool = False
+    #: Shape what each client sends to the server with mod_limits, as
+    #: Debian's stock configuration does ("10kb/s"): a rate in its syntax
+    #: (``"16kb/s"``) and a burst (``"2s"``). None: no limit.
+    c2s_rate: str | None = None
+    c2s_burst: str = "2s"
     _process: subprocess.Popen[bytes] | None = None
     _own_dir: bool = False
 
@@ -234,6 +241,7 @@ class LocalProsody:
                     plain="false" if self.require_tls else "true",
                     ssl=ssl,
                     hibernation=self.hibernation,
+                    **self._limits(),
                 )
                 + (
                     _MUC.format(
@@ -270,6 +278,23 @@ class LocalProsody:
             detail = (self.directory / "prosody.err").read_text()[-2000:]
         self.stop()
         raise ProsodyUnavailable(f"prosody did not start: {detail.strip()}")
+
+    def _limits(self) -> dict[str, str]:
+        """The mod_limits settings (``c2s_rate``), or none."""
+        if self.c2s_rate is None:
+            return {"lim_off": ' "limits";', "lim_on": "", "lim_cfg": ""}
+        if not re.fullmatch(r"\d+ ?[kmg]?b/s", self.c2s_rate) or not re.fullmatch(
+            r"\d+ ?s", self.c2s_burst
+        ):
+            raise ValueError("c2s_rate is like '16kb/s', c2s_burst like '2s'")
+        return {
+            "lim_off": "",
+            "lim_on": ' "limits";',
+            "lim_cfg": (
+                f'\nlimits = {{ c2s = {{ rate = "{self.c2s_rate}"; '
+                f'burst = "{self.c2s_burst}"; }}; }}'
+            ),
+        }
 
     def _make_certificate(self) -> str:
         """A throw-away CA and a certificate for the domain; the ``ssl``

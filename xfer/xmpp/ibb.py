@@ -6,7 +6,9 @@ streams. An :class:`~xfer.xmpp.ibb_stream.IBBStream` (in
 :mod:`xfer.xmpp.ibb_stream`) implements :class:`xfer.aio.bytestream.ByteStream`:
 
 * ``write`` sends data packets as pre-serialised XML, keeping up to
-  ``window`` IQs outstanding (the rules are in :mod:`xfer.framing.ibb`);
+  ``window`` IQs outstanding, and no more bytes than the peer acknowledged
+  in the last ``pace_horizon`` seconds (the rules are in
+  :mod:`xfer.framing.ibb`);
   in message mode, where nothing is acknowledged, it waits for the socket's
   write buffer to drain instead, so memory stays bounded either way;
 * received packets go into a bounded buffer and are acknowledged only while
@@ -45,6 +47,7 @@ from xfer.framing.ibb import (
     DEFAULT_BLOCK_SIZE,
     MAX_BLOCK_SIZE,
     NS,
+    PACE_HORIZON,
     IBBError,
     _attr,
     negotiate_block_size,
@@ -90,8 +93,10 @@ class XferIBB(BasePlugin):
     """xfer's XEP-0047 plugin: ``client.register_plugin("xfer_ibb")``.
 
     Config: ``max_block_size`` (largest block we accept), ``window``,
-    ``authorize`` (a callable ``(peer, sid, block_size) -> bool`` deciding
-    whether to accept an incoming stream; default: refuse all).
+    ``pace_horizon`` (a sender keeps in flight what was acknowledged in
+    this many seconds, :class:`~xfer.framing.ibb.AckPacer`), ``authorize``
+    (a callable ``(peer, sid, block_size) -> bool`` deciding whether to
+    accept an incoming stream; default: refuse all).
     """
 
     name = "xfer_ibb"
@@ -102,6 +107,7 @@ class XferIBB(BasePlugin):
         "window": DEFAULT_WINDOW,
         "authorize": None,
         "idle_timeout": 120.0,
+        "pace_horizon": PACE_HORIZON,
     }
 
     def plugin_init(self) -> None:
@@ -184,7 +190,7 @@ class XferIBB(BasePlugin):
         except TimeoutError:
             self._forget(stream)
             raise TransferTimeout(f"no answer to the IBB open from {peer}") from None
-        except TransportError:
+        except (TransportError, asyncio.CancelledError):
             self._forget(stream)
             raise
         return stream

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from slixmpp.stanza import Iq, Message
@@ -24,6 +25,7 @@ from xfer.errors import (
 )
 from xfer.framing.ibb import (
     NS,
+    AckPacer,
     IBBError,
     IBBReceiver,
     IBBSender,
@@ -62,6 +64,11 @@ class IBBStream:
         self.block_size = block_size
         self.use_messages = use_messages
         self._sender = IBBSender(block_size=block_size, window=window)
+        self._pacer = AckPacer(
+            block_size=block_size,
+            window=window,
+            horizon=plugin.config["pace_horizon"],
+        )
         self._receiver = IBBReceiver(block_size=block_size)
         self._room = asyncio.Event()
         self._room.set()
@@ -76,6 +83,9 @@ class IBBStream:
         self._window = window
         self._peer_closed = False
         self._msg_seq = 0
+        #: Bytes the peer acknowledged (or, in message mode, that left for
+        #: the server) and bytes received: see :meth:`moved`.
+        self._moved = 0
         #: IQ ids of ours still awaiting the peer's answer.
         self._ids: set[str] = set()
         #: Seconds ``read`` waits for data before the stream is given up.
@@ -113,21 +123,33 @@ class IBBStream:
         view = memoryview(data)
         if self._closed:
             raise LocalProtocolError("the stream is closed for writing")
-        for start in range(0, len(view), self.block_size):
+        start = 0
+        while start < len(view):
             if self._peer_closed:
                 raise ConnectionFailed(f"IBB stream {self.sid}: the peer closed it")
-            block = bytes(view[start : start + self.block_size])
             if self.use_messages:
+                block = bytes(view[start : start + self.block_size])
+                start += len(block)
                 await self._write_message(block)
                 continue
-            while not self._sender.can_send():
+            # The window, and within it the bytes the acknowledged rate
+            # allows (xfer.framing.ibb.AckPacer), cut as large as it allows.
+            while True:
                 self._check()
                 if self._peer_closed:
                     raise ConnectionFailed(f"IBB stream {self.sid}: the peer closed it")
+                now = time.monotonic()
+                size = min(self._pacer.packet(now), len(view) - start)
+                sender = self._sender
+                if sender.can_send() and self._pacer.allows(
+                    sender.in_flight_bytes, size, now
+                ):
+                    break
                 self._room.clear()
                 await self._wait(self._room)
-            self._check()
-            seq = self._sender.send(len(block))
+            block = bytes(view[start : start + size])
+            start += size
+            seq = self._sender.send(size)
             iq_id = self._plugin._next_id(self)
             self._plugin._expect(iq_id, self, seq)
             self._plugin._write(
@@ -147,6 +169,7 @@ class IBBStream:
             )
         )
         await self._plugin._drain_transport()
+        self._moved += len(block)
 
     async def _wait(self, event: asyncio.Event) -> None:
         try:
@@ -159,6 +182,12 @@ class IBBStream:
                 )
             )
             raise self._error from None  # type: ignore[misc]
+
+    def moved(self) -> int:
+        """Bytes that moved so far: sent and acknowledged by the peer (in
+        message mode: taken by the connection to the server), and received.
+        A stall detector watches it grow (:mod:`xfer.aio.stall`)."""
+        return self._moved
 
     async def drain(self) -> None:
         """Wait until every data packet sent so far is acknowledged."""
@@ -180,7 +209,9 @@ class IBBStream:
                 )
             )
             return
-        self._sender.acked(seq)
+        size = self._sender.acked(seq)
+        self._moved += size
+        self._pacer.acked(size, time.monotonic())
         self._room.set()
 
     # -- reading ------------------------------------------------------------------
@@ -244,6 +275,7 @@ class IBBStream:
             )
             return
         if payload:
+            self._moved += len(payload)
             self._buffer.append(payload)
             self._buffered += len(payload)
             self._data_ready.set()

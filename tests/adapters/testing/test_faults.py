@@ -531,3 +531,48 @@ async def test_stop_is_idempotent_and_harmless_before_start():
         pass
     await proxy.stop()
     assert proxy.connections == 0
+
+
+# -- throttling ---------------------------------------------------------------
+
+
+async def test_a_throttled_connection_is_paced_and_loses_nothing():
+    payload = os.urandom(96 * 1024)
+    rate = 128 * 1024
+    async with (
+        Target(send(payload)) as target,
+        FaultProxy("127.0.0.1", target.port) as proxy,
+    ):
+        proxy.throttle(rate)
+        assert proxy.rate == rate
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        reader, writer = await connect(proxy)
+        received, reset = await read_until_closed(reader)
+        took = loop.time() - start
+        await close(writer)
+    assert not reset
+    assert received == payload
+    # Paced: the bytes cannot have come faster than the rate allows (a
+    # lower bound, whatever the machine's load; the first slice goes at once).
+    assert took >= (len(payload) - 2048) / rate
+
+
+async def test_throttling_can_be_lifted_on_a_live_connection():
+    async with (
+        Target(echo()) as target,
+        FaultProxy("127.0.0.1", target.port) as proxy,
+    ):
+        proxy.throttle(1024)  # 1 KiB/s: 64 KiB would take a minute
+        reader, writer = await connect(proxy)
+        await roundtrip(reader, writer)
+        proxy.throttle(None)
+        await roundtrip(reader, writer, os.urandom(64 * 1024))
+        await close(writer)
+
+
+def test_a_rate_must_be_positive():
+    proxy = FaultProxy("127.0.0.1", 1)
+    for bad in (0, -5.0):
+        with pytest.raises(ValueError, match="positive"):
+            proxy.throttle(bad)

@@ -262,16 +262,26 @@ class TestSending(IBBCase):
         with pytest.raises(TransportError, match="not-acceptable"):
             self.run_coro(task)
 
-    def test_writes_keep_at_most_a_window_in_flight(self) -> None:
+    def test_writes_start_with_one_packet_and_grow_to_the_window(self) -> None:
         stream = self.opened()
-        task = self.start(stream.write(b"abcdefghij"))
+        task = self.start(stream.write(b"abcdefghijklmnopqrst"))
+        # Nothing acknowledged yet: one packet (the pacer's floor).
         first = self.packets()
-        assert [(seq, data) for _, seq, data in first] == [(0, b"abcd"), (1, b"efgh")]
-        assert not task.done()
+        assert [(seq, data) for _, seq, data in first] == [(0, b"abcd")]
         self.recv(result(first[0][0]))
+        # 4 bytes acknowledged within the horizon: one packet again.
+        second = self.packets()
+        assert [(seq, data) for _, seq, data in second] == [(1, b"efgh")]
+        self.recv(result(second[0][0]))
+        # 8 acknowledged: two packets, the whole window (2 of 4 bytes).
+        third = self.packets()
+        assert [(seq, data) for _, seq, data in third] == [(2, b"ijkl"), (3, b"mnop")]
+        assert not task.done()
+        self.recv(result(third[0][0]))
+        # Never more than the window, however much was acknowledged.
+        assert [seq for _, seq, _ in self.packets()] == [4]
         self.run_coro(task)
-        [(_, seq, data)] = self.packets()
-        assert (seq, data) == (2, b"ij")
+        assert stream._sender.in_flight == 2
 
     def test_a_refused_packet_fails_the_stream(self) -> None:
         stream = self.opened()

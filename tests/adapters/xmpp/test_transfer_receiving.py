@@ -341,12 +341,6 @@ class TestReceivingOverIBB(ReceivingCase):
         # Cancelled is not a break: nothing waits for the rest.
         assert self.transfer._receipts == {}
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="while the receiver waits for the sender's IBB stream it does not "
-        "watch the Jingle session: a session-terminate (cancel) goes unnoticed "
-        "until connect_timeout, and the receipt then fails as TransferTimeout",
-    )
     def test_the_sender_cancelling_before_the_ibb_stream_ends_the_receipt(
         self,
     ) -> None:

@@ -395,12 +395,6 @@ class TestOverIBB(SendingCase):
         with pytest.raises(TransferRejected, match="restarted"):
             self.run_coro(task)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="while the sender waits for the answer to its IBB open it does not "
-        "watch the Jingle session: the receiver's session-terminate goes "
-        "unnoticed until connect_timeout, and the send fails as TransferTimeout",
-    )
     def test_the_receiver_ending_before_the_ibb_open_is_answered(self) -> None:
         self.transfer.config["connect_timeout"] = 0.3
         task = self.send()

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.framing.ibb import (
+    MIN_PACKET,
     NS,
+    AckPacer,
     IBBError,
     IBBReceiver,
     IBBSender,
@@ -127,3 +129,109 @@ def test_raw_stanzas_are_well_formed_xml(payload, seq, to, sid):
         assert data.get("sid") == sid
         assert data.get("seq") == str(seq)
         assert base64.b64decode(data.text or "") == payload
+
+
+# -- pacing by the acknowledged rate -------------------------------------------
+
+BLOCK = 32768
+
+
+def test_a_pacer_starts_with_one_small_packet() -> None:
+    p = AckPacer(block_size=BLOCK, window=8, horizon=1.5)
+    assert p.cap(0.0) == p.packet(0.0) == MIN_PACKET
+    assert AckPacer(block_size=100, window=8).packet(0.0) == 100  # smaller blocks
+    # Nothing in flight: a packet always goes, whatever the cap.
+    assert p.allows(0, BLOCK, 0.0)
+    assert not p.allows(1, MIN_PACKET, 0.0)
+
+
+def test_the_cap_is_what_was_acknowledged_within_the_horizon() -> None:
+    p = AckPacer(block_size=BLOCK, window=8, horizon=1.5)
+    p.acked(20000, 10.0)
+    p.acked(30000, 10.5)
+    assert p.cap(10.5) == 50000
+    assert p.packet(10.5) == 25000  # half the cap: two in flight
+    assert p.allows(20000, 30000, 10.5)
+    assert not p.allows(20001, 30000, 10.5)
+    # The first acknowledgement leaves the horizon, then the second.
+    assert p.cap(11.6) == 30000
+    assert p.packet(11.6) == 15000
+    assert p.cap(12.1) == MIN_PACKET
+
+
+def test_the_cap_never_exceeds_the_window() -> None:
+    p = AckPacer(block_size=BLOCK, window=8, horizon=1.5)
+    for i in range(100):
+        p.acked(BLOCK, i * 0.001)
+    assert p.cap(0.1) == 8 * BLOCK
+    assert p.packet(0.1) == BLOCK  # never above the block size
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"block_size": 0, "window": 8},
+        {"block_size": 10, "window": 0},
+        {"block_size": 10, "window": 8, "horizon": 0},
+        {"block_size": 10, "window": 8, "min_packet": 0},
+    ],
+)
+def test_pacer_parameters_must_be_positive(kwargs: dict[str, int]) -> None:
+    with pytest.raises(LocalProtocolError):
+        AckPacer(**kwargs)
+
+
+def simulate(
+    rate: float, rtt: float, seconds: float, *, horizon: float = 1.5
+) -> tuple[float, float, int]:
+    """A sender with always more to send, paced by :class:`AckPacer` and an
+    8-packet window, over a link that carries ``rate`` bytes/s (first in,
+    first out) with ``rtt`` of latency besides; returns the bytes/s
+    delivered, the longest time a packet waited in the link's queue before
+    its turn, and the largest cap seen."""
+    pacer = AckPacer(block_size=BLOCK, window=8, horizon=horizon)
+    sender = IBBSender(block_size=BLOCK, window=8)
+    now = 0.0
+    link_free = 0.0  # when the link has sent everything queued so far
+    acks: list[tuple[float, int, int]] = []  # (when, seq, size)
+    delivered = 0
+    longest_wait = 0.0
+    largest_cap = 0
+    while now < seconds:
+        while True:
+            size = pacer.packet(now)
+            if not (
+                sender.can_send() and pacer.allows(sender.in_flight_bytes, size, now)
+            ):
+                break
+            seq = sender.send(size)
+            start = max(now, link_free)
+            longest_wait = max(longest_wait, start - now)
+            link_free = start + size / rate
+            acks.append((link_free + rtt, seq, size))
+        largest_cap = max(largest_cap, pacer.cap(now))
+        acks.sort()
+        when, seq, size = acks.pop(0)
+        now = when
+        sender.acked(seq)
+        pacer.acked(size, now)
+        delivered += size
+    return delivered / now, longest_wait, largest_cap
+
+
+@pytest.mark.parametrize("rate", [2400.0, 16000.0, 60000.0])
+def test_a_slow_link_queues_no_more_than_about_the_horizon(rate: float) -> None:
+    got, waited, _ = simulate(rate, rtt=0.05, seconds=300)
+    # The link stays busy (nearly all of its rate is used) ...
+    assert got > 0.8 * rate
+    # ... yet nothing waits behind more than the horizon and one packet
+    # (a full window of 256 KiB would wait minutes at these rates).
+    assert waited < 1.5 + BLOCK / rate
+    assert waited < 8 * BLOCK / rate / 2
+
+
+def test_a_fast_link_uses_the_whole_window() -> None:
+    got, _, cap = simulate(50e6, rtt=0.002, seconds=2)
+    assert cap == 8 * BLOCK
+    # Window-limited: 8 blocks per round trip (plus their time on the link).
+    assert got > 0.8 * (8 * BLOCK) / (0.002 + 8 * BLOCK / 50e6)

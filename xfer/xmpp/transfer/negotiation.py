@@ -313,11 +313,14 @@ class Negotiator:
         self, session: JingleSessionIO, ibb: IBBTransport, block: int
     ) -> ByteStream:
         size = min(ibb.block_size, block) if block else ibb.block_size
-        return await self._siblings.ibb.open(
-            session.peer,
-            sid=ibb.sid,
-            block_size=size,
-            timeout=self._settings.connect_timeout,
+        return await before_end(
+            session,
+            self._siblings.ibb.open(
+                session.peer,
+                sid=ibb.sid,
+                block_size=size,
+                timeout=self._settings.connect_timeout,
+            ),
         )
 
     async def await_stream(
@@ -325,7 +328,9 @@ class Negotiator:
     ) -> ByteStream:
         """The IBB stream the peer opens for ``session``, in time."""
         try:
-            return await asyncio.wait_for(waiter, self._settings.connect_timeout)
+            return await before_end(
+                session, asyncio.wait_for(waiter, self._settings.connect_timeout)
+            )
         except TimeoutError:
             raise TransferTimeout(
                 f"{session.peer} never opened the IBB stream"
@@ -390,6 +395,22 @@ async def expect_transport(
 
 
 _T = TypeVar("_T")
+
+
+async def before_end(session: JingleSessionIO, work: Awaitable[_T]) -> _T:
+    """``work`` (opening a stream, waiting for one), unless the peer ends
+    the session first: then what ended it is raised at once, not a timeout
+    once ``work`` gives up."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(session.ending.wait())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        await expect(session, set(), 5.0)  # raises what ended it
+        raise AssertionError("expect() returned for no action")  # pragma: no cover
+    finally:
+        await settle(task, watcher)
 
 
 async def watching(
