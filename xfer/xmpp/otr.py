@@ -194,7 +194,8 @@ class XferOTR(BasePlugin):
         self.xmpp.add_event_handler("message", self._on_message)
         self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
         self.xmpp.add_event_handler("session_start", self._on_new_session)
-        self._sessions_started = 0
+        # (Loaded after the log-in, the session under way is the first.)
+        self._sessions_started = int(getattr(self.xmpp, "_session_started", False))
         self._expired = self.config["clock"]()
 
     def set_identity(
@@ -242,10 +243,10 @@ class XferOTR(BasePlugin):
 
     def _on_message(self, msg: StanzaBase) -> None:
         assert isinstance(msg, Message)
-        if msg["type"] == "error":
-            self._set_up.bounced(
-                msg["from"].full, msg["error"]["condition"] or "an error"
-            )
+        if msg["type"] == "error":  # also raised as ``xfer_otr_bounced``
+            bounce = (msg["from"].full, msg["error"]["condition"] or "an error")
+            self._set_up.bounced(*bounce)
+            self.xmpp.event("xfer_otr_bounced", bounce)
             return
         if msg["type"] not in ("chat", "normal"):
             return
