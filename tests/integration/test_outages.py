@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
-from tests.integration.conftest import ACCOUNTS, introduce
+from tests.integration.conftest import ACCOUNTS, bob_direct, introduce, through
+from xfer.jingle.wire import NS_JINGLE
+from xfer.testing.hostile import HostileServer, body
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.testing.transports import forcing
 from xfer.xmpp.client import XferClient, connect
+from xfer.xmpp.transfer import SendResult
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +122,145 @@ async def test_the_receivers_server_restarted_mid_transfer(
     assert result.peer == b.boundjid.full
     assert (result.peer == first_full) is fixed
     print(f"server back -> rest flowing: {resumed[0] - back[0]:.2f} s")
+
+
+async def cut_and_send(
+    hostile: HostileServer,
+    alice: XferClient,
+    bob: XferClient,
+    tmp_path: Path,
+    on_cut: Callable[[], None],
+) -> SendResult:
+    """alice sends 8 MiB over IBB to bob; at 2 MiB the hostile server cuts
+    her connection (she logs in again, a new session: no stream management
+    through it) and ``on_cut`` arms what it does next. The file verifies."""
+    introduce(alice, bob)
+    src = tmp_path / "doc.bin"
+    data = os.urandom(8 * MiB)
+    src.write_bytes(data)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 2 * MiB and not cut:
+            cut.append(hostile.disconnect())
+            on_cut()
+
+    cut: list[int] = []
+
+    async def receive() -> Path:
+        offer = await bob.plugin["xfer_transfer"].next_offer(timeout=30)
+        return await offer.accept(inbox)
+
+    got, result = await asyncio.wait_for(
+        asyncio.gather(
+            receive(),
+            alice.plugin["xfer_transfer"].send_file(
+                bob.boundjid.full, src, progress=progress
+            ),
+        ),
+        120,
+    )
+    assert cut
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+    return result
+
+
+async def test_an_offer_of_the_rest_whose_session_initiate_vanishes_is_made_again(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """The server drops the first offer of the rest (its session-initiate
+    is never acknowledged): that attempt times out and counts as one, and
+    the next offer of the rest goes through."""
+    alice = await through(
+        hostile,
+        prosody,
+        clients,
+        tmp_path / "a",
+        connect_timeout=3.0,
+        resume_backoff=0.2,
+        **forcing("ibb"),
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "b", **forcing("ibb"))
+    initiates: list[ET.Element] = []
+    armed: list[bool] = []
+
+    def vanish(_direction: str, element: ET.Element) -> list[ET.Element] | None:
+        jingle = element.find(f".//{{{NS_JINGLE}}}jingle")
+        if jingle is None or jingle.get("action") != "session-initiate":
+            return None
+        initiates.append(element)
+        if armed and len(initiates) == 2:
+            return []  # the first offer of the rest
+        return None
+
+    hostile.on_stanza(vanish, "to_server")
+    result = await cut_and_send(
+        hostile, alice, bob, tmp_path, lambda: armed.append(True)
+    )
+    assert len(initiates) == 3
+    assert result.breaks == 1
+
+
+async def test_a_bounced_message_is_noticed_and_the_rest_offered_when_the_peer_is_back(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the break the server bounces alice's OTR messages to bob
+    twice (service-unavailable, as while his server is down): each bounce
+    ends that attempt at once (not after the 10 s OTR wait), and the rest
+    goes to bob once his messages pass again."""
+    caplog.set_level(logging.INFO, logger="xfer")
+    alice = await through(
+        hostile,
+        prosody,
+        clients,
+        tmp_path / "a",
+        resume_backoff=0.2,
+        **forcing("ibb"),
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "b", **forcing("ibb"))
+    bounced: list[ET.Element] = []
+    armed: list[bool] = []
+    loop = asyncio.get_running_loop()
+
+    def bounce(_direction: str, element: ET.Element) -> list[ET.Element] | None:
+        text = body(element)
+        if (
+            not armed
+            or len(bounced) >= 2
+            or text is None
+            or not text.startswith("?OTR")
+        ):
+            return None
+        if element.get("to") != bob.boundjid.full:
+            return None
+        bounced.append(element)
+        error = (
+            f"<message type='error' from='{bob.boundjid.full}' "
+            f"to='{alice.boundjid.full}'><error type='cancel'>"
+            "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+            "</error></message>"
+        )
+        loop.call_soon(hostile.inject_to_client, error)
+        return []
+
+    hostile.on_stanza(bounce, "to_server")
+    result = await cut_and_send(
+        hostile, alice, bob, tmp_path, lambda: armed.append(True)
+    )
+    assert len(bounced) == 2
+    assert result.breaks == 1
+    failed = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("offering the rest to")
+    ]
+    assert len(failed) == 2
+    assert all("service-unavailable" in m for m in failed)

@@ -170,6 +170,9 @@ class Finder:
         except TimeoutError:
             raise broken from None
         timeout = self._context.settings.connect_timeout
+        otr = self._context.siblings.otr
+        if otr.secured(full) is not None:  # it never went away
+            return await otr.secure(full, timeout=timeout)
         where = await self.where(
             full, until=retry.deadline, wait=timeout, excluded=retry.excluded
         )
