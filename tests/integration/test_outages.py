@@ -16,11 +16,13 @@ import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
 from tests.integration.conftest import ACCOUNTS, bob_direct, introduce, through
 from xfer.jingle.wire import NS_JINGLE
-from xfer.testing.hostile import HostileServer, body
+from xfer.otr import events as ev
+from xfer.testing.hostile import ForgedOTRPeer, HostileServer, body
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.testing.transports import forcing
 from xfer.xmpp.client import XferClient, connect
 from xfer.xmpp.transfer import SendResult
+from xfer.xmpp.transfer.plugin import FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +266,97 @@ async def test_a_bounced_message_is_noticed_and_the_rest_offered_when_the_peer_i
     ]
     assert len(failed) == 2
     assert all("service-unavailable" in m for m in failed)
+
+
+async def test_a_resource_the_server_invents_gets_no_offer_of_the_rest(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """bob's client goes away mid-transfer. alice's server then shows her a
+    resource bob never had (presence, service discovery and an OTR key
+    exchange, all its own): its key is not bob's, so it is offered nothing
+    and never asked again, and the rest goes to bob's real client when it
+    logs in again under a resource the server assigns."""
+    alice = await through(
+        hostile,
+        prosody,
+        clients,
+        tmp_path / "a",
+        connect_timeout=4.0,
+        probe_timeout=1.0,
+        resume_backoff=0.2,
+        **forcing("ibb"),
+    )
+    bob = await bob_direct(prosody, clients, tmp_path / "b", **forcing("ibb"))
+    introduce(alice, bob)
+    evil = f"bob@{prosody.domain}/evil"
+    forger = ForgedOTRPeer(hostile, evil, swallow=False)
+    disco = "{http://jabber.org/protocol/disco#info}query"
+
+    def answer_disco(_direction: str, element: ET.Element) -> list[ET.Element] | None:
+        if element.get("to") != evil or element.find(disco) is None:
+            return None
+        features = "".join(f"<feature var='{f}'/>" for f in FEATURES)
+        hostile.inject_to_client(
+            f"<iq type='result' id='{element.get('id')}' from='{evil}'>"
+            f"<query xmlns='http://jabber.org/protocol/disco#info'>{features}"
+            "</query></iq>"
+        )
+        return []
+
+    hostile.on_stanza(answer_disco, "to_server")
+    src = tmp_path / "doc.bin"
+    data = os.urandom(8 * MiB)
+    src.write_bytes(data)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    gone = asyncio.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 2 * MiB:
+            gone.set()
+
+    async def receive() -> Path:
+        first = await bob.plugin["xfer_transfer"].next_offer(timeout=30)
+        taking = asyncio.ensure_future(first.accept(inbox))
+        await gone.wait()
+        # (Its receipt would wait for the rest: this client is gone.)
+        taking.cancel()
+        await bob.stop()
+        hostile.inject_to_client(f"<presence from='{evil}'/>")
+        await asyncio.sleep(2)
+        again = await connect(
+            f"bob@{prosody.domain}",
+            ACCOUNTS["bob"],
+            "127.0.0.1",
+            prosody.c2s_port,
+            tls="none",
+        )
+        clients.append(again)
+        again.register_plugin(
+            "xfer_transfer",
+            {"identity": tmp_path / "b", **forcing("ibb")},
+            module=transfer_module,
+        )
+        offer = await again.plugin["xfer_transfer"].next_offer(timeout=60)
+        assert offer.peer == alice.boundjid.full
+        return await offer.accept(inbox)
+
+    got, result = await asyncio.wait_for(
+        asyncio.gather(
+            receive(),
+            alice.plugin["xfer_transfer"].send_file(
+                bob.boundjid.full, src, progress=progress
+            ),
+        ),
+        120,
+    )
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert result.peer not in (bob.boundjid.full, evil)
+    assert result.resumed_from > 0
+    # The forger went secure with alice, and got no offer.
+    assert forger.events_of(ev.GoneSecure)
+    assert forger.offers() == []
+    forger.close()

@@ -39,7 +39,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xfer.errors import PeerOffline
+from xfer.errors import NotSecure, PeerOffline
 from xfer.jid import strip_resource
 from xfer.xmpp.transfer.negotiation import settle
 
@@ -113,6 +113,14 @@ class Finder:
         self._bounces: list[tuple[str, asyncio.Future[str]]] = []
         xmpp.add_event_handler("presence_available", self._on_available)
         xmpp.add_event_handler("xfer_otr_bounced", self._on_bounced)
+        self._secured: list[tuple[str, asyncio.Queue[str]]] = []
+        xmpp.add_event_handler("xfer_otr_secure", self._on_secure)
+
+    def _on_secure(self, secure: tuple[str, bytes]) -> None:
+        full = secure[0]
+        for wanted, secured in self._secured:
+            if wanted == strip_resource(full) and not secured.full():
+                secured.put_nowait(full)
 
     def _on_available(self, presence: StanzaBase) -> None:
         full: str = presence["from"].full
@@ -171,18 +179,41 @@ class Finder:
             raise broken from None
         timeout = self._context.settings.connect_timeout
         otr = self._context.siblings.otr
-        if otr.secured(full) is not None:  # it never went away
+        if full not in retry.excluded and otr.secured(full) is not None:
+            # It never went away.
             return await otr.secure(full, timeout=timeout)
         where = await self.where(
             full, until=retry.deadline, wait=timeout, excluded=retry.excluded
         )
         if "/" in where:
             return await self._context.siblings.otr.secure(where, timeout=timeout)
-        # Nobody seen: a query to the account, which its clients answer.
-        wait = self._context.settings.probe_wait(where, self._context.siblings.jid)
-        return await self._context.siblings.otr.secure(
-            where, timeout=timeout, answer_within=wait
-        )
+        # Nobody seen: a query to the account, which its clients answer;
+        # one that proved another key before does not count.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout
+        secured: asyncio.Queue[str] = asyncio.Queue(maxsize=_MAX_SEEN)
+        entry = (where, secured)
+        self._secured.append(entry)
+        try:
+            wait = self._context.settings.probe_wait(where, self._context.siblings.jid)
+            found, session = await otr.secure(
+                where, timeout=timeout, answer_within=wait
+            )
+            while found in retry.excluded:
+                otr.end(found)
+                found = await asyncio.wait_for(
+                    secured.get(), max(until - loop.time(), 0)
+                )
+                got = otr.secured(found)
+                if got is not None:
+                    found, session = got
+            return found, session
+        except TimeoutError:
+            raise NotSecure(
+                f"no trusted client of {where} answered within {timeout:g} s"
+            ) from None
+        finally:
+            self._secured.remove(entry)
 
     async def where(
         self, full: str, *, until: float, wait: float, excluded: set[str]

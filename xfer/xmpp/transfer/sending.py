@@ -185,7 +185,7 @@ class Sender:
                 or asyncio.get_running_loop().time() >= retry.deadline
             ):
                 raise gave_up(got, retry.attempts - 1)
-            log.info("transfer to %s broke off (%s); resuming", full, got)
+            log.info("transfer to %s: %s; offering the rest again", full, got)
             try:
                 full, otr_session = await self._finder.session_again(full, got, retry)
             except XferError as exc:
@@ -244,6 +244,7 @@ class Sender:
                     # A resource that proved another key where the peer was
                     # (a server may invent one) gets nothing, ever.
                     retry.excluded.add(full)
+                    self._siblings.otr.end(full)
                 broken = exc
             except RemoteProtocolError as exc:
                 # A refused session-initiate (its resource is gone).
