@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,8 +17,11 @@ import pytest
 import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
 from tests.integration.conftest import ACCOUNTS, bob_direct, introduce, through
+from tests.integration.test_cli_e2e import Person
 from xfer.jingle.wire import NS_JINGLE
 from xfer.otr import events as ev
+from xfer.otr.fingerprint import format_fingerprint, parse_fingerprint
+from xfer.otr.trust import Verification
 from xfer.testing.hostile import ForgedOTRPeer, HostileServer, body
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.testing.transports import forcing
@@ -360,3 +365,78 @@ async def test_a_resource_the_server_invents_gets_no_offer_of_the_rest(
     assert forger.events_of(ev.GoneSecure)
     assert forger.offers() == []
     forger.close()
+
+
+async def test_the_command_line_sender_resumes_after_a_server_restart(
+    server: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """``xfer send --to bob@...`` (a real process: it resolves bob's full
+    JID and sends to it) while Prosody restarts under both; bob logs in again
+    under a resource the server assigns, and the rest goes there."""
+    bob = await user(server, "bob", None, tmp_path / "b", clients, **forcing("ibb"))
+    first_full = bob.boundjid.full
+    alice = Person("alice", server, tmp_path)
+    alice.env["XFER_JID"] = f"alice@{server.domain}"
+    assert (
+        alice.run(
+            "trust",
+            bob.boundjid.bare,
+            format_fingerprint(
+                bob.plugin["xfer_otr"].account.private_key.public.fingerprint
+            ),
+        ).returncode
+        == 0
+    )
+    otr = bob.plugin["xfer_otr"]
+    otr.trust.trust(
+        alice.jid, parse_fingerprint(alice.fingerprint()), Verification.MANUAL, now=0
+    )
+    src = tmp_path / "film.bin"
+    data = os.urandom(16 * MiB)
+    src.write_bytes(data)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    halted = asyncio.Event()
+
+    def progress(done: int, total: int | None) -> None:
+        if done > 3 * MiB:
+            halted.set()
+
+    async def receive() -> Path:
+        offer = await bob.plugin["xfer_transfer"].next_offer(timeout=30)
+        return await offer.accept(inbox, progress=progress)
+
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "xfer_cli",
+        "send",
+        str(src),
+        "--to",
+        bob.boundjid.bare,
+        "--no-local-addresses",
+        "--json",
+        env=alice.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        receiving = asyncio.ensure_future(receive())
+        await asyncio.wait_for(halted.wait(), 60)
+        server.halt()
+        await asyncio.sleep(3)
+        server.restart()
+        got = await asyncio.wait_for(receiving, 120)
+        out, err = await asyncio.wait_for(sender.communicate(), 60)
+    finally:
+        if sender.returncode is None:
+            sender.kill()
+            await sender.wait()
+    assert sender.returncode == 0, err.decode()
+    assert hashlib.sha256(got.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert bob.boundjid.full != first_full
+    sent = [json.loads(line) for line in out.decode().splitlines() if line.strip()]
+    (done,) = [e for e in sent if e["event"] == "sent"]
+    assert done["peer"] == bob.boundjid.full
+    assert isinstance(done["breaks"], int)
+    assert done["breaks"] >= 1
