@@ -14,6 +14,10 @@ certificate signed by a throw-away CA whose certificate is :attr:`ca_file`;
 a direct TLS port, :attr:`direct_tls_port`), and offline storage
 (``offline=True``: mod_offline, as stock servers run it).
 
+:meth:`LocalProsody.halt` stops the server as a crash would (every session
+lost) and :meth:`LocalProsody.restart` starts it again on the same ports,
+with the same accounts and stored messages: an outage, for resume tests.
+
 As root, Prosody runs as the ``prosody`` user (it does not drop privileges
 itself). Run by hand::
 
