@@ -10,12 +10,11 @@ until the resume deadline, in this order:
    back under the same resource is found even when its presence is not
    shared with us; it is asked again at growing intervals (0.5 s, doubling,
    at most :data:`MAX_POLL`);
-2. any resource of the same account whose presence comes in as available
-   (a receiver waiting for the rest announces itself again to the sender
-   after a new log-in, and answers the sender's presence, which the search
-   sends to the account: :class:`Reannouncer`; or the contact's own
-   presence),
-   each asked the same way;
+2. any resource of the same account whose presence comes in as available,
+   asked the same way: a receiver waiting for the rest announces itself
+   again to the sender after a new log-in, and answers the sender's
+   presence, which the search sends to the account (:class:`Reannouncer`);
+   or the contact's own presence, if it is shared with us;
 3. when neither shows within the wait, the bare JID: the caller's OTR
    query then goes to whichever clients the server delivers it to.
 
@@ -109,12 +108,14 @@ class Finder:
         self._xmpp = xmpp
         self._reach = reach
         self._context = context
+        #: Searches (bare JID, resources seen available), queries (bare JID,
+        #: resources gone secure) and offers (JID, bounce) under way.
         self._watchers: list[tuple[str, asyncio.Queue[str]]] = []
+        self._secured: list[tuple[str, asyncio.Queue[str]]] = []
         self._bounces: list[tuple[str, asyncio.Future[str]]] = []
         xmpp.add_event_handler("presence_available", self._on_available)
-        xmpp.add_event_handler("xfer_otr_bounced", self._on_bounced)
-        self._secured: list[tuple[str, asyncio.Queue[str]]] = []
         xmpp.add_event_handler("xfer_otr_secure", self._on_secure)
+        xmpp.add_event_handler("xfer_otr_bounced", self._on_bounced)
 
     def _on_secure(self, secure: tuple[str, bytes]) -> None:
         full = secure[0]
@@ -156,8 +157,9 @@ class Finder:
     ) -> tuple[str, Session]:
         """Wait (1, 2, 4... s by default, before each attempt), be online
         again, find the peer (its old full JID, or another resource of the
-        account: :meth:`where`) and have a secure OTR session
-        with it, to offer the rest of a transfer.
+        account: :meth:`where`) and have a secure OTR session with it, to
+        offer the rest of a transfer; never with a resource in
+        ``retry.excluded``.
 
         Raises:
             XferError: ``broken`` if we are not online again by the resume
@@ -186,10 +188,9 @@ class Finder:
             full, until=retry.deadline, wait=timeout, excluded=retry.excluded
         )
         if "/" in where:
-            return await self._context.siblings.otr.secure(where, timeout=timeout)
+            return await otr.secure(where, timeout=timeout)
         # Nobody seen: a query to the account, which its clients answer;
         # one that proved another key before does not count.
-        loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         secured: asyncio.Queue[str] = asyncio.Queue(maxsize=_MAX_SEEN)
         entry = (where, secured)
@@ -239,8 +240,7 @@ class Finder:
                 for candidate in dict.fromkeys(ask):
                     if candidate in excluded or "/" not in candidate:
                         continue
-                    ok = await self._reach.available(candidate)
-                    if ok:
+                    if await self._reach.available(candidate):
                         return candidate
                 left = give_up - loop.time()
                 if left <= 0:
