@@ -61,6 +61,7 @@ from xfer.transfer.offer import TransferDigest, TransferOffer, TransferVerdict
 from xfer.xmpp.socks5 import NS as NS_BYTESTREAMS
 from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
 from xfer.xmpp.transfer import RESTARTED
+from xfer.xmpp.transfer.plugin import FEATURES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -983,7 +984,26 @@ class TestResumeAttempts(SendingCase):
         assert isinstance(content.transport, IBBTransport)
         self.accept(jingle, content.transport)
         self.end(jingle, Reason.CONNECTIVITY_ERROR)
-        for _ in range(2):
+        for attempt in range(2):
+            if attempt:
+                # The OTR session the refused offer went over is ended (the
+                # resource may be gone): the peer is looked for again, and
+                # found where it was, and a new key exchange follows.
+                query = self.take(
+                    lambda s: (
+                        s.name == "iq"
+                        and s["to"].full == PEER
+                        and s.xml.find(f"{{{NS_DISCO_INFO}}}query") is not None
+                    )
+                )
+                features = "".join(f'<feature var="{f}"/>' for f in FEATURES)
+                self.recv(
+                    result(
+                        query["id"],
+                        f'<query xmlns="{NS_DISCO_INFO}">{features}</query>',
+                    )
+                )
+                self.relay()
             iq, _ = self.next_jingle(Action.SESSION_INITIATE)
             self.recv(iq_error(iq["id"], "service-unavailable"))
             end, _ = self.next_jingle(Action.SESSION_TERMINATE)

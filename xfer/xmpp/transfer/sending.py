@@ -254,6 +254,11 @@ class Sender:
             if attempt.accepted or not retry.attempts:
                 retry.breaks += 1  # a break, not a failed offer of the rest
                 retry.restart(self._settings.resume_wait)
+            elif self._siblings.otr.secured(full) is not None:
+                # An offer of the rest that got nowhere over a session that
+                # was still up: the resource may be gone (we did not hear),
+                # so the next attempt looks for the peer afresh.
+                self._siblings.otr.end(full)
             return broken
 
     async def secure(self, peer: str) -> tuple[str, Session]:
