@@ -18,6 +18,10 @@ a direct TLS port, :attr:`direct_tls_port`), offline storage
 it a :attr:`certificate` from a CA that the other server trusts too, and a DNS
 that resolves the other domain, as ``xfer.testing.federation`` does).
 
+:meth:`LocalProsody.halt` stops the server as a crash would (every session
+lost) and :meth:`LocalProsody.restart` starts it again on the same ports,
+with the same accounts and stored messages: an outage, for resume tests.
+
 As root, Prosody runs as the ``prosody`` user (it does not drop privileges
 itself). Run by hand::
 
@@ -253,21 +257,7 @@ class LocalProsody:
                 )
             )
             self.add_accounts(dict(self.accounts))
-            # setpriv: Prosody dies with us (no orphan server if the test run
-            # is killed) and, as root, runs as the prosody user.
-            command = [*self.wrapper, "setpriv", "--pdeathsig=TERM"]
-            if os.geteuid() == 0:
-                command += ["--reuid=prosody", "--regid=prosody", "--init-groups"]
-            command += ["prosody", "-F", "--config", str(config)]
-            log = (self.directory / "stdout.log").open("ab")
-            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            log.close()
+            self._launch(config)
             if self._wait_ready(timeout):
                 return self
             self._terminate()
@@ -295,6 +285,53 @@ class LocalProsody:
                 f'burst = "{self.c2s_burst}"; }}; }}'
             ),
         }
+
+    def _launch(self, config: Path) -> None:
+        assert self.directory is not None
+        # setpriv: Prosody dies with us (no orphan server if the test run
+        # is killed) and, as root, runs as the prosody user.
+        command = [*self.wrapper, "setpriv", "--pdeathsig=TERM"]
+        if os.geteuid() == 0:
+            command += ["--reuid=prosody", "--regid=prosody", "--init-groups"]
+        command += ["prosody", "-F", "--config", str(config)]
+        log = (self.directory / "stdout.log").open("ab")
+        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is up (see :meth:`halt`)."""
+        return self._process is not None and self._process.poll() is None
+
+    def halt(self) -> None:
+        """Stop the server process, as a crash or an administrator's restart
+        does: every connection closes and every session (stream management's
+        included) is lost; the data (accounts, offline storage), the
+        configuration and the ports stay, for :meth:`restart`."""
+        self._terminate()
+
+    def restart(self, *, timeout: float = 20) -> None:
+        """Start the server again after :meth:`halt` (or stop and start it
+        now), on the same ports and with the same data; returns once it
+        listens. Call it from a thread that outlives the server (not a
+        worker of ``asyncio.to_thread``): Prosody is ended when the thread
+        that started it ends.
+
+        Raises:
+            ProsodyUnavailable: it did not come back (a port taken meanwhile).
+        """
+        assert self.directory is not None, "start() first"
+        self._terminate()
+        self._launch(self.directory / "prosody.cfg.lua")
+        if not self._wait_ready(timeout):
+            self._terminate()
+            raise ProsodyUnavailable("prosody did not start again on its ports")
 
     def _make_certificate(self) -> str:
         """A throw-away CA and a certificate for the domain; the ``ssl``

@@ -192,9 +192,11 @@ class XferOTR(BasePlugin):
                 trust_store=self.config["trust_store"],
             )
         self.xmpp.add_event_handler("message", self._on_message)
+        self.xmpp.add_event_handler("message_error", self._on_bounce)
         self.xmpp.add_event_handler("presence_unavailable", self._on_peer_gone)
         self.xmpp.add_event_handler("session_start", self._on_new_session)
-        self._sessions_started = 0
+        # (Loaded after the log-in, the session under way is the first.)
+        self._sessions_started = int(getattr(self.xmpp, "_session_started", False))
         self._expired = self.config["clock"]()
 
     def set_identity(
@@ -222,6 +224,7 @@ class XferOTR(BasePlugin):
 
     def plugin_end(self) -> None:
         self.xmpp.del_event_handler("message", self._on_message)
+        self.xmpp.del_event_handler("message_error", self._on_bounce)
         self.xmpp.del_event_handler("presence_unavailable", self._on_peer_gone)
         self._smp.close()
 
@@ -242,11 +245,6 @@ class XferOTR(BasePlugin):
 
     def _on_message(self, msg: StanzaBase) -> None:
         assert isinstance(msg, Message)
-        if msg["type"] == "error":
-            self._set_up.bounced(
-                msg["from"].full, msg["error"]["condition"] or "an error"
-            )
-            return
         if msg["type"] not in ("chat", "normal"):
             return
         body = msg["body"]
@@ -281,6 +279,12 @@ class XferOTR(BasePlugin):
         self._flush()
         for event in events:
             self._event(peer, session, event)
+
+    def _on_bounce(self, msg: StanzaBase) -> None:
+        """slixmpp's ``message_error``: also raised as ``xfer_otr_bounced``."""
+        bounce = (msg["from"].full, msg["error"]["condition"] or "an error")
+        self._set_up.bounced(*bounce)
+        self.xmpp.event("xfer_otr_bounced", bounce)
 
     def _on_delayed(self, peer: str, body: str) -> None:
         """An OTR message that waited at a server: see

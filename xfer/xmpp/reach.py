@@ -130,6 +130,19 @@ class Reach:
             raise PeerOffline(f"{peer} is offline")
         raise NotSecure(f"no client of {peer} answered within {timeout:g} s")
 
+    async def available(self, full: str) -> bool:
+        """Whether the full JID ``full`` is online with a client that can
+        receive with xfer, by service discovery (no answer within the wait
+        is a no). Not authenticated: OTR's fingerprint check still decides."""
+        answer = await self._ask(full, self._timeout(full))
+        return not (answer.offline or answer.silent or answer.lacks)
+
+    def online(self, bare: str) -> list[str]:
+        """The resources of ``bare`` whose presence we saw last as
+        available, the highest priority first (stale after our own
+        connection dropped: ask :meth:`available`)."""
+        return self._online(bare)
+
     async def _ask(self, full: str, timeout: float) -> _Answer:
         disco = plugin(self._xmpp, "xep_0030", XEP_0030)
         try:

@@ -38,6 +38,7 @@ from xfer.aio.socks5 import connect_streamhost
 from xfer.envelope import Opener
 from xfer.errors import (
     NoUsableTransport,
+    PeerOffline,
     RemoteProtocolError,
     StreamCut,
     TransferDeclined,
@@ -60,6 +61,7 @@ from xfer.transfer.offer import TransferDigest, TransferOffer, TransferVerdict
 from xfer.xmpp.socks5 import NS as NS_BYTESTREAMS
 from xfer.xmpp.socks5 import NS_DISCO_INFO, NS_DISCO_ITEMS
 from xfer.xmpp.transfer import RESTARTED
+from xfer.xmpp.transfer.plugin import FEATURES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -955,3 +957,66 @@ class TestAddedAddresses(InitiatorS5BCase):
         assert {forwarded.type, named.type} == {CandidateType.ASSISTED}
         assert forwarded.priority == priority(CandidateType.ASSISTED, 65535)
         assert named.priority == priority(CandidateType.ASSISTED, 65534)
+
+
+class TestResumeAttempts(SendingCase):
+    settings: ClassVar[dict[str, Any]] = {
+        "socks5_direct": False,
+        "resume_attempts": 2,
+        "resume_backoff": 0.01,
+    }
+
+    def test_each_refused_offer_of_the_rest_is_one_attempt(self) -> None:
+        """After a break, the receiver's server refuses two offers of the
+        rest (its resource is gone): each uses up one of the attempts, and
+        the error says how many there were."""
+        self.transfer.online.set()
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        self.end(jingle, Reason.CONNECTIVITY_ERROR)
+        for attempt in range(2):
+            if attempt:
+                # The OTR session the refused offer went over is ended (the
+                # resource may be gone): the peer is looked for again, and
+                # found where it was, and a new key exchange follows.
+                query = self.take(
+                    lambda s: (
+                        s.name == "iq"
+                        and s["to"].full == PEER
+                        and s.xml.find(f"{{{NS_DISCO_INFO}}}query") is not None
+                    )
+                )
+                features = "".join(f'<feature var="{f}"/>' for f in FEATURES)
+                self.recv(
+                    result(
+                        query["id"],
+                        f'<query xmlns="{NS_DISCO_INFO}">{features}</query>',
+                    )
+                )
+                self.relay()
+            iq, _ = self.next_jingle(Action.SESSION_INITIATE)
+            self.recv(iq_error(iq["id"], "service-unavailable"))
+            end, _ = self.next_jingle(Action.SESSION_TERMINATE)
+            self.ack(end)
+        with pytest.raises(RemoteProtocolError, match="gave up after 2 attempts"):
+            self.run_coro(task)
+        assert len(self.offers_to_peer()) == 3
+
+    def test_a_bounce_ends_the_wait_for_the_answer_at_once(self) -> None:
+        """Our message to the peer comes back as an error while its
+        session-initiate waits: the peer is offline, said at once."""
+        task = self.send()
+        self.next_jingle(Action.SESSION_INITIATE)  # never answered
+        self.recv(
+            f'<message type="error" from="{PEER}" to="{ME}"><error type="cancel">'
+            '<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>'
+            "</error></message>"
+        )
+        end, _ = self.next_jingle(Action.SESSION_TERMINATE)
+        self.ack(end)
+        with pytest.raises(PeerOffline, match="service-unavailable"):
+            self.run_coro(asyncio.wait_for(task, 5))

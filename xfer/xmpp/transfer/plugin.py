@@ -83,6 +83,7 @@ from xfer.xmpp.transfer.negotiation import (
 )
 from xfer.xmpp.transfer.notices import NoticeBoard
 from xfer.xmpp.transfer.receiving import IncomingOffer, Receiver
+from xfer.xmpp.transfer.rejoin import Finder, Reannouncer
 from xfer.xmpp.transfer.sending import Sender, SendResult
 from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 
@@ -242,7 +243,11 @@ class XferTransfer(BasePlugin):
         reach = Reach(
             self.xmpp, timeout=lambda peer: settings.probe_wait(peer, siblings.jid)
         )
-        self._sender = Sender(context, negotiator, reach)
+        self._sender = Sender(
+            context, negotiator, reach, Finder(self.xmpp, reach, context)
+        )
+        # Senders whose transfers to us wait for the rest look for us.
+        Reannouncer(self.xmpp, lambda: (key[0] for key in self._receipts))
         self._streamer = StreamSender(context, negotiator, self._sender)
         #: The vetted offers waiting for :meth:`next_offer`, the receipts
         #: in progress (tests look at both).
@@ -278,6 +283,11 @@ class XferTransfer(BasePlugin):
         self.jingle.on_initiate = self._receiver.on_initiate
         self.otr.on_text = self._on_otr_text
         siblings.si.on_offer = self.notices.post
+        self._announce_features()
+
+    def _announce_features(self) -> None:
+        """Our features, for the full JID bound now: slixmpp keeps them per
+        full JID, and a new log-in may bind another resource."""
         disco = plugin(self.xmpp, "xep_0030", XEP_0030)
         for feature in FEATURES:
             disco.add_feature(feature)
@@ -297,6 +307,7 @@ class XferTransfer(BasePlugin):
         )
 
     def _on_online(self, _event: object) -> None:
+        self._announce_features()
         self.online.set()
 
     def _on_offline(self, _event: object) -> None:

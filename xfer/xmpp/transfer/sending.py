@@ -41,10 +41,11 @@ from xfer.transfer.offer import TransferDigest, TransferOffer
 from xfer.transfer.policy import RESUMABLE, public_text, range_offset, reason_for
 from xfer.xmpp.transfer.context import RESTARTED, crypto_executor
 from xfer.xmpp.transfer.negotiation import CONTENT, S5B, expect, settle, watching
+from xfer.xmpp.transfer.rejoin import Retry, gave_up, unless_bounced
 
 if TYPE_CHECKING:
     import hashlib
-    from collections.abc import AsyncGenerator, Callable
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
     from xfer.aio.source import Identified
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import Negotiator
+    from xfer.xmpp.transfer.rejoin import Finder
 
     #: The file's pieces from a byte offset on (:func:`xfer.aio.pump.send_sealed`).
     Reader = Callable[[int], AsyncGenerator[bytes, None]]
@@ -103,7 +105,10 @@ class _Attempt:
 class Sender:
     """Sends files: offers each, and offers the rest after a break."""
 
-    def __init__(self, context: Context, negotiator: Negotiator, reach: Reach) -> None:
+    def __init__(
+        self, context: Context, negotiator: Negotiator, reach: Reach, finder: Finder
+    ) -> None:
+        self._finder = finder
         self._settings = context.settings
         self._siblings = context.siblings
         self._trust_ok = context.trust_ok
@@ -127,13 +132,45 @@ class Sender:
         several recipients: :mod:`xfer.xmpp.transfer.many`);
         ``read_sha256(size)``, if given, the SHA-256 of the ``size`` bytes
         ``reader(0)`` gave (hashed once for all recipients), so that a
-        transfer from byte 0 does not hash them again."""
+        transfer from byte 0 does not hash them again.
+
+        After a break, the rest is offered again up to ``resume_attempts``
+        times, each after a growing pause and within ``resume_wait`` of the
+        break: an offer of the rest that fails before the receiver takes it
+        (no OTR session, a bounce, a session-initiate refused or
+        unanswered, an untrusted key where the peer was) uses up one of
+        them, as does each later break. The peer is looked for under its
+        old full JID and any new one (:mod:`.rejoin`)."""
         source = Path(path)
         started = time.perf_counter()
         # Its size and id, not its hash: that comes in the pass that seals it.
         identified = await identify(source)
+
+        async def offer(
+            full: str, otr_session: Session, attempt: _Attempt
+        ) -> SendResult:
+            fingerprint = otr_session.their_fingerprint
+            assert fingerprint is not None
+            if not self._trust_ok(full, fingerprint):
+                raise UntrustedPeer(full, fingerprint)
+            return await self._offer(
+                full,
+                otr_session,
+                fingerprint,
+                source,
+                identified,
+                name,
+                media_type,
+                progress,
+                attempt,
+                check_source,
+                reader,
+                read_sha256,
+            )
+
         drops = self._liveness.drops
-        breaks = 0
+        retry = Retry(deadline=0.0)
+        got: SendResult | XferError
         try:
             full, otr_session = await self.secure(peer)
         except (PeerOffline, PeerIncapable):
@@ -141,8 +178,44 @@ class Sender:
         except NotSecure as exc:
             if self._liveness.drops == drops:
                 raise
-            breaks += 1  # our connection dropped during the AKE
-            full, otr_session = await self._after_break(peer, peer, breaks, exc)
+            retry.breaks += 1  # our connection dropped during the AKE
+            retry.restart(self._settings.resume_wait)
+            got, full = exc, peer
+        else:
+            got = await self._once(full, otr_session, offer, retry)
+        while not isinstance(got, SendResult):
+            retry.attempts += 1
+            if (
+                retry.attempts > self._settings.resume_attempts
+                or asyncio.get_running_loop().time() >= retry.deadline
+            ):
+                raise gave_up(got, retry.attempts - 1)
+            log.info("transfer to %s: %s; offering the rest again", full, got)
+            try:
+                full, otr_session = await self._finder.session_again(full, got, retry)
+            except XferError as exc:
+                got = exc
+                log.info("offering the rest to %s failed: %s", full, exc)
+            else:
+                got = await self._once(full, otr_session, offer, retry)
+        return dataclasses.replace(
+            got, seconds=time.perf_counter() - started, breaks=retry.breaks
+        )
+
+    async def _once(
+        self,
+        full: str,
+        otr_session: Session,
+        offer: Callable[[str, Session, _Attempt], Awaitable[SendResult]],
+        retry: Retry,
+    ) -> SendResult | XferError:
+        """One offer (``offer``) to ``full`` over ``otr_session``: its result,
+        or why it failed if that is worth offering the rest (a break; on an
+        offer of the rest, any failure before the receiver took it).
+
+        Raises:
+            XferError: a failure not worth another offer.
+        """
         renewed = False
         while True:
             drops = self._liveness.drops
@@ -150,29 +223,9 @@ class Sender:
             # session object stays the same when the peer re-keys it, so the
             # id must be taken now, not after a refusal.)
             offered_under = otr_session.ssid
-            fingerprint = otr_session.their_fingerprint
-            assert fingerprint is not None
-            if not self._trust_ok(full, fingerprint):
-                raise UntrustedPeer(full, fingerprint)
             attempt = _Attempt()
             try:
-                result = await self._offer(
-                    full,
-                    otr_session,
-                    fingerprint,
-                    source,
-                    identified,
-                    name,
-                    media_type,
-                    progress,
-                    attempt,
-                    check_source,
-                    reader,
-                    read_sha256,
-                )
-                return dataclasses.replace(
-                    result, seconds=time.perf_counter() - started, breaks=breaks
-                )
+                return await offer(full, otr_session, attempt)
             except TransferRejected as exc:
                 if RESTARTED in (exc.text or "") and not renewed:
                     # The receiver restarted and could not read the offer.
@@ -184,21 +237,34 @@ class Sender:
                 if not (attempt.accepted and exc.reason in RESUMABLE):
                     raise
                 broken: XferError = exc
-            except TransportError as exc:
-                # Before the receiver took the offer, only our connection
-                # dropping (or the peer's) is worth another offer.
+            except (TransportError, NotSecure, UntrustedPeer) as exc:
+                # Before the receiver took the first offer, only our
+                # connection dropping (or the peer's) is worth another.
                 lost = (
                     isinstance(exc, ConnectionFailed) or self._liveness.drops != drops
                 )
-                if not (attempt.accepted or lost):
+                if not (attempt.accepted or lost or retry.attempts):
+                    raise
+                if isinstance(exc, UntrustedPeer):
+                    # A resource that proved another key where the peer was
+                    # (a server may invent one) gets nothing, ever.
+                    retry.excluded.add(full)
+                    self._siblings.otr.end(full)
+                broken = exc
+            except RemoteProtocolError as exc:
+                # A refused session-initiate (its resource is gone).
+                if attempt.accepted or not retry.attempts:
                     raise
                 broken = exc
-            breaks += 1
-            renewed = False
-            if breaks > self._settings.resume_attempts:
-                raise broken
-            log.info("transfer to %s broke off (%s); resuming", full, broken)
-            full, otr_session = await self._after_break(peer, full, breaks, broken)
+            if attempt.accepted or not retry.attempts:
+                retry.breaks += 1  # a break, not a failed offer of the rest
+                retry.restart(self._settings.resume_wait)
+            elif self._siblings.otr.secured(full) is not None:
+                # An offer of the rest that got nowhere over a session that
+                # was still up: the resource may be gone (we did not hear),
+                # so the next attempt looks for the peer afresh.
+                self._siblings.otr.end(full)
+            return broken
 
     async def secure(self, peer: str) -> tuple[str, Session]:
         """The OTR session for a new transfer. Unless one is up, first ask
@@ -215,32 +281,6 @@ class Sender:
             wait = self._settings.probe_wait(peer, self._siblings.jid)
             return await otr.secure(peer, timeout=timeout, answer_within=wait)
         return await otr.secure(found[0], timeout=timeout)
-
-    async def _after_break(
-        self, peer: str, full: str, breaks: int, broken: XferError
-    ) -> tuple[str, Session]:
-        """Wait (1, 2, 4... s by default), be online again, and have a secure OTR
-        session with the peer, to offer the rest of a transfer.
-
-        Raises ``broken`` if that cannot happen in time."""
-        first = self._settings.resume_backoff
-        await asyncio.sleep(
-            min(first * 2 ** (breaks - 1), self._settings.resume_backoff_max)
-        )
-        timeout = self._settings.connect_timeout
-        try:
-            await asyncio.wait_for(
-                self._liveness.online.wait(), self._settings.resume_wait
-            )
-            # The same resource if it is still there, else any of the account.
-            return await self._siblings.otr.secure(full, timeout=timeout)
-        except (TimeoutError, XferError):
-            if full == peer:
-                raise broken from None
-        try:
-            return await self._siblings.otr.secure(peer, timeout=timeout)
-        except XferError:
-            raise broken from None
 
     async def _offer(
         self,
@@ -315,12 +355,12 @@ class Sender:
             description = FileDescription(
                 name=f"{offer.transfer_id.hex()}.xfer", size=sealed_size, range=Range()
             )
-            await session.send(
-                initiate(session, self._siblings.jid, offer, description, transport)
-            )
-            accept = await expect(
-                session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
-            )
+            with self._finder.bounce(full) as bounced:
+                accept = await unless_bounced(
+                    bounced,
+                    full,
+                    self._initiate(session, offer, description, transport),
+                )
             attempt.accepted = True
             start = range_offset(accept, offer.size)
             setup_start = time.perf_counter()
@@ -396,6 +436,22 @@ class Sender:
         raise RemoteProtocolError(
             "the receiver never ended the session"
         )  # pragma: no cover
+
+    async def _initiate(
+        self,
+        session: JingleSessionIO,
+        offer: TransferOffer,
+        description: FileDescription,
+        transport: S5BTransport | IBBTransport,
+    ) -> Jingle:
+        """Send the session-initiate and wait for the receiver's accept."""
+        await session.send(
+            initiate(session, self._siblings.jid, offer, description, transport),
+            timeout=self._settings.connect_timeout,
+        )
+        return await expect(
+            session, {Action.SESSION_ACCEPT}, self._settings.offer_timeout
+        )
 
     async def _connect(
         self,
