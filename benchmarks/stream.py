@@ -206,7 +206,7 @@ def _sha256_file(path: Path) -> str:
 
 async def _pipe_pieces(argv: list[str]) -> AsyncIterator[bytes]:
     """The output of ``argv``, read as ``xfer send -`` reads standard input."""
-    from xfer.aio.stream import input_pieces
+    from xfer.aio.stdio import input_pieces
 
     # Spawning returns at once; the loop reads its output.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE)  # noqa: ASYNC220
@@ -299,7 +299,7 @@ class EncryptedWorker:
         return self._result(start, cpu, result)
 
     async def _accept(self, inbox: Path) -> None:
-        from xfer.aio.stream import output_sink
+        from xfer.aio.stdio import output_sink
 
         while True:
             offer = await self.client.next_offer()

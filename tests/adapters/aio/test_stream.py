@@ -1,28 +1,23 @@
 """The stream pumps (xfer.aio.stream): each chunk's plaintext leaves the
 receiver as soon as it verified and never before; a cut, a changed byte, a
 foreign header or a digest that disagrees never ends well; the sender seals
-and hashes what it reads; standard input and output through the event loop."""
+and hashes what it reads."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
+from xfer.aio.stdio import source_pieces
 from xfer.aio.stream import (
-    PIPE_SIZE,
     READ_PIECE,
     StreamProgress,
-    input_pieces,
-    output_sink,
     receive_stream,
     send_stream,
-    source_pieces,
     stream_sealer,
 )
 from xfer.envelope import Opener
@@ -341,65 +336,3 @@ async def test_a_stream_read_into_buffers_is_opened_whole_and_in_order() -> None
     assert set(stream.asked) == {READ_PIECE}
     # A whole buffer's worth was opened at once, not a piece at a time.
     assert max(len(p) for p in out) >= READ_PIECE // WIRE * CHUNK
-
-
-async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
-    data = os.urandom(300_000)
-    read_end, write_end = os.pipe()
-    loop = asyncio.get_running_loop()
-
-    def feed() -> None:
-        with os.fdopen(write_end, "wb") as f:
-            f.write(data)
-
-    feeding = loop.run_in_executor(None, feed)
-    got = b"".join([p async for p in input_pieces(read_end, 65536)])
-    await feeding
-    # The loop's non-blocking mode does not outlive the reading (standard
-    # input's open file is the shell's too).
-    assert os.get_blocking(read_end)
-    if hasattr(fcntl, "F_GETPIPE_SZ"):  # Linux: a larger pipe, larger reads
-        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
-    os.close(read_end)
-    assert got == data
-    path = tmp_path / "in.bin"
-    path.write_bytes(data)
-    with path.open("rb") as f:
-        assert b"".join([p async for p in input_pieces(f.fileno(), 65536)]) == data
-    # A device the event loop cannot watch: read like a file.
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        assert [p async for p in input_pieces(null)] == []
-    finally:
-        os.close(null)
-
-
-async def test_output_to_a_pipe_waits_for_its_reader() -> None:
-    read_end, write_end = os.pipe()
-    try:
-        async with output_sink(write_end) as sink:
-            # Nobody reads: the pipe (64 KiB) and the writer's buffer fill,
-            # and a write then waits instead of taking more.
-            blocked = asyncio.ensure_future(sink(b"x" * (4 << 20)))
-            await asyncio.sleep(0.2)
-            assert not blocked.done()
-            reading = asyncio.get_running_loop().run_in_executor(
-                None, _read_all, read_end, 4 << 20
-            )
-            await blocked
-            await sink(b"y")
-        assert os.get_blocking(write_end)
-        os.close(write_end)
-        write_end = -1
-        assert await reading == b"x" * (4 << 20)
-    finally:
-        if write_end >= 0:
-            os.close(write_end)
-        os.close(read_end)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    out = bytearray()
-    while len(out) < size:
-        out += os.read(fd, size - len(out))
-    return bytes(out)

@@ -21,12 +21,8 @@ import time
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stream import (
-    StreamProgress,
-    send_stream,
-    source_pieces,
-    stream_sealer,
-)
+from xfer.aio.stdio import source_pieces
+from xfer.aio.stream import StreamProgress, send_stream, stream_sealer
 from xfer.errors import (
     RemoteProtocolError,
     StreamCut,
