@@ -17,7 +17,7 @@ import fcntl
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "PIPE_SIZE",
     "STREAM_PIECE",
+    "InputReader",
+    "Readable",
     "input_pieces",
     "output_sink",
     "source_pieces",
@@ -40,52 +42,113 @@ STREAM_PIECE = 1024 * 1024
 PIPE_SIZE = 1024 * 1024
 
 
+@runtime_checkable
+class Readable(Protocol):
+    """A source that reads into the caller's buffer: what has come, up to
+    the buffer's length, at least one byte (it waits for that), 0 at its
+    end. :func:`~xfer.aio.stream.send_stream` reads one so, without a
+    ``bytes`` made per piece."""
+
+    async def readinto(self, buf: memoryview, /) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
 async def source_pieces(
     source: AsyncIterable[bytes | bytearray | memoryview] | asyncio.StreamReader,
     size: int = STREAM_PIECE,
 ) -> AsyncIterator[bytes]:
     """The bytes of ``source`` in pieces of at most ``size`` (an iterable's
-    larger pieces are cut, empty ones skipped)."""
+    larger pieces are cut, empty ones skipped; ``bytes`` that fit are not
+    copied, anything else is, so the source may reuse its buffers)."""
     if isinstance(source, asyncio.StreamReader):
         while piece := await source.read(size):
             yield piece
         return
     async for data in source:
+        if isinstance(data, bytes) and len(data) <= size:
+            if data:
+                yield data
+            continue
         view = memoryview(data).cast("B")
         for i in range(0, len(view), size):
             yield bytes(view[i : i + size])
 
 
-async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes]:
-    """The bytes read from descriptor ``fd`` (standard input) until its end.
+class InputReader:
+    """Descriptor ``fd`` (standard input) read until its end, into the
+    caller's buffers (:class:`Readable`), or as ``bytes`` pieces of at most
+    ``size`` (async iteration).
 
-    A pipe, socket or terminal is read by the event loop (nothing waits in
-    a thread, so a source that stays silent costs nothing and cancels at
-    once); anything else (a file, ``/dev/null``) in a worker thread."""
-    mode = os.fstat(fd).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
-        # A file, or a device epoll does not take (/dev/null): read it in
-        # a thread.
-        while piece := await asyncio.to_thread(os.read, fd, size):
-            yield piece
-        return
-    if stat.S_ISFIFO(mode):
-        _widen_pipe(fd)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=size, loop=loop)
-    # The event loop makes the descriptor non-blocking, which is a property
-    # of the open file that the shell shares (a terminal): put it back.
-    blocking = os.get_blocking(fd)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-        os.fdopen(os.dup(fd), "rb", buffering=0),
-    )
-    try:
-        async for piece in source_pieces(reader, size):
-            yield piece
-    finally:
-        transport.close()
-        os.set_blocking(fd, blocking)
+    A pipe, socket or terminal is read when the event loop says it is
+    readable (nothing waits in a thread, so a source that stays silent
+    costs nothing and a read cancels at once); a read takes all the pipe
+    holds, up to the buffer, straight from the kernel. Anything else (a
+    file, ``/dev/null``, which the event loop cannot watch) is read in a
+    worker thread. :meth:`aclose` puts the descriptor's blocking mode back
+    (the loop needs it non-blocking, and the open file is the shell's too);
+    iterating to the end does so by itself."""
+
+    def __init__(self, fd: int, size: int = STREAM_PIECE) -> None:
+        self.fd = fd
+        self.size = size
+        mode = os.fstat(fd).st_mode
+        self._polled = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+        if stat.S_ISFIFO(mode):
+            _widen_pipe(fd)
+        self._blocking: bool | None = None  # the mode to put back
+
+    async def readinto(self, buf: memoryview | bytearray, /) -> int:
+        """Read what has come into ``buf``: at least one byte (waiting for
+        it), 0 at the end.
+
+        Raises:
+            OSError: reading failed.
+        """
+        if not self._polled:
+            return await asyncio.to_thread(os.readv, self.fd, [buf])
+        if self._blocking is None:
+            self._blocking = os.get_blocking(self.fd)
+            os.set_blocking(self.fd, False)
+        while True:
+            try:
+                return os.readv(self.fd, [buf])
+            except BlockingIOError:
+                await self._readable()
+
+    async def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(self.fd, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(self.fd)
+
+    async def aclose(self) -> None:
+        """Put the descriptor's blocking mode back (it stays open)."""
+        if self._blocking is not None:
+            os.set_blocking(self.fd, self._blocking)
+            self._blocking = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        buf = bytearray(self.size)
+        try:
+            while n := await self.readinto(buf):
+                yield bytes(memoryview(buf)[:n])
+        finally:
+            await self.aclose()
+
+
+def input_pieces(fd: int, size: int = STREAM_PIECE) -> InputReader:
+    """Standard input (or ``fd``) as a stream's source: an
+    :class:`InputReader` (reads ``size`` bytes at most when iterated)."""
+    return InputReader(fd, size)
 
 
 def _widen_pipe(fd: int) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stdio import STREAM_PIECE
+from xfer.aio.stdio import STREAM_PIECE, Readable
 from xfer.envelope import Opener, Sealer, Suite
 from xfer.envelope.format import TAG_SIZE, WORD_SIZE
 from xfer.errors import (
@@ -71,9 +71,10 @@ __all__ = [
 #: The receiver reads the bytestream into buffers of this size (a read
 #: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
-#: Pieces read ahead of the sealer, at most (with the one being sealed and
-#: the one being written, the sender holds six pieces).
+#: Pieces of an iterable source read ahead of the sealer, at most.
 READ_AHEAD = 4
+#: The sender writes sealed pieces to the stream in slices of this size.
+WRITE_SLICE = 256 * 1024
 #: Pieces smaller than this are sealed or opened on the event loop thread.
 _INLINE = 64 * 1024
 #: The default flush interval of a live stream (s): the longest that data
@@ -131,7 +132,7 @@ class StreamProgress:
 
 
 async def send_stream(
-    pieces: AsyncIterable[bytes],
+    pieces: AsyncIterable[bytes] | Readable,
     stream: ByteStream,
     sealer: Sealer,
     *,
@@ -144,6 +145,13 @@ async def send_stream(
     """Seal ``pieces`` onto ``stream`` until they end, then the final chunk,
     and close it. ``state`` counts the plaintext and sealed bytes written
     and hashes the plaintext (read it after a failure too).
+
+    ``pieces`` is read into one buffer of :data:`STREAM_PIECE` bytes: a
+    :class:`~xfer.aio.stdio.Readable` (standard input) straight into it, an
+    iterable's pieces through a bounded read-ahead (they are joined when
+    several wait). Each buffer is sealed into one of two output buffers
+    (and hashed beside it), which alternate: one is written while the next
+    is sealed. A :class:`~xfer.aio.stdio.Readable` is closed at the end.
 
     With ``flush_interval`` and a sealer that can flush (:func:`can_flush`),
     plaintext that waits for a full chunk is sealed as a short chunk and
@@ -158,36 +166,38 @@ async def send_stream(
         OSError: reading the source failed.
     """
     flushing = flush_interval is not None and can_flush(sealer)
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
-    reader = asyncio.ensure_future(_read_ahead(pieces, queue))
-    taking = _Taking(queue)
-    write: asyncio.Future[None] | None = None
+    source = pieces if isinstance(pieces, Readable) else _ReadAhead(pieces)
+    buf = bytearray(STREAM_PIECE)
+    bound = sealer.output_bound(STREAM_PIECE + sealer.header.chunk_size)
+    outs = [bytearray(bound), bytearray(bound)]
+    writing = _Writing(stream, stall_timeout)
     loop = asyncio.get_running_loop()
     first: float | None = None  # when the buffered plaintext came
     deadline: float | None = None  # when it must go
     try:
-        while (item := await taking.next(deadline)) is not None:
-            if isinstance(item, _Flush):
-                out = sealer.flush()
+        while True:
+            try:
+                n = await _read(source, buf, deadline)
+            except Exception:
+                await writing.drain()  # what was read before goes out
+                raise
+            if n == 0:
+                break
+            if n is None:  # the buffered plaintext is due
+                state.sealed += await writing.start(sealer.flush())
                 first = deadline = None
-            elif isinstance(item, BaseException):
-                if write is not None:  # what was read before goes out
-                    await write
-                raise item
+                continue
+            if len(outs[0]) < (need := sealer.output_bound(n)):  # pragma: no cover
+                outs[0] = bytearray(need)  # see bound: not reached
+            m = await _seal(sealer, memoryview(buf)[:n], outs[0], state)
+            progress(state.plain, None)
+            if flushing and flush_interval is not None and sealer.buffered:
+                first, deadline = _due(first, loop.time(), flush_interval)
             else:
-                out = await _seal(sealer, item, state)
-                progress(state.plain, None)
-                first, deadline = (
-                    _due(first, loop.time(), flush_interval)
-                    if flushing and flush_interval is not None and sealer.buffered
-                    else (None, None)
-                )
-            if out:
-                write = await _then_write(write, stream, out, stall_timeout)
-                state.sealed += len(out)
-        if write is not None:
-            await write
-            write = None
+                first = deadline = None
+            state.sealed += await writing.start(memoryview(outs[0])[:m])
+            outs.reverse()  # the other one is free once this write began
+        await writing.drain()
         tail = sealer.finalize()
         await _stalling(stream.write(tail), stall_timeout)
         state.sealed += len(tail)
@@ -195,11 +205,39 @@ async def send_stream(
             on_written()
         await stream.close()
     finally:
-        for task in (reader, write):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await writing.cancel()
+        await source.aclose()
+
+
+class _Writing:
+    """Sealed output written to the stream, one write in flight: starting
+    one waits for the one before, so the buffer that one came from is free
+    once the next starts (two output buffers alternate)."""
+
+    def __init__(self, stream: ByteStream, stall_timeout: float | None) -> None:
+        self.stream = stream
+        self.stall_timeout = stall_timeout
+        self.write: asyncio.Future[None] | None = None
+
+    async def start(self, data: bytes | memoryview) -> int:
+        """Begin writing ``data`` once the write before ended; its length."""
+        await self.drain()
+        if data:
+            self.write = asyncio.ensure_future(
+                _write_out(self.stream, data, self.stall_timeout)
+            )
+        return len(data)
+
+    async def drain(self) -> None:
+        if self.write is not None:
+            write, self.write = self.write, None
+            await write
+
+    async def cancel(self) -> None:
+        if self.write is not None and not self.write.done():
+            self.write.cancel()
+            with contextlib.suppress(BaseException):
+                await self.write
 
 
 def _due(first: float | None, now: float, interval: float) -> tuple[float, float]:
@@ -212,104 +250,102 @@ def _due(first: float | None, now: float, interval: float) -> tuple[float, float
     return first, min(first + interval, now + min(FLUSH_IDLE, interval))
 
 
-class _Flush:
-    """What :func:`_next` returns when the buffered plaintext is due."""
-
-
-_FLUSH = _Flush()
-
-
-class _Taking:
-    """The read-ahead queue, taken a piece at a time: pieces queued already
-    are joined into one of about :data:`STREAM_PIECE` (a pipe gives 64 KiB
-    at a time, and fewer, larger pieces cost less to seal; nothing waits
-    for more to come), and the source's end or error stays behind them."""
-
-    def __init__(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
-        self.queue = queue
-        self.held: list[BaseException | None] = []
-
-    async def next(
-        self, deadline: float | None
-    ) -> bytes | BaseException | _Flush | None:
-        if self.held:
-            return self.held.pop()
-        item = await _next(self.queue, deadline)
-        if not isinstance(item, bytes):
-            return item
-        parts = [item]
-        size = len(item)
-        while size < STREAM_PIECE and not self.queue.empty():
-            more = self.queue.get_nowait()
-            if not isinstance(more, bytes):
-                self.held.append(more)
-                break
-            parts.append(more)
-            size += len(more)
-        return item if len(parts) == 1 else b"".join(parts)
-
-
-async def _next(
-    queue: asyncio.Queue[bytes | BaseException | None], deadline: float | None
-) -> bytes | BaseException | _Flush | None:
-    """The next piece of the source (None at its end, or why reading
-    failed); :data:`_FLUSH` if ``deadline`` passes first."""
+async def _read(source: Readable, buf: bytearray, deadline: float | None) -> int | None:
+    """The next bytes of the source, read into ``buf``: how many (0 at its
+    end), or None if ``deadline`` passes first (nothing was read then)."""
     if deadline is None:
-        return await queue.get()
+        return await source.readinto(memoryview(buf))
     try:
         async with asyncio.timeout_at(deadline):
-            return await queue.get()
+            return await source.readinto(memoryview(buf))
     except TimeoutError:
-        return _FLUSH
+        return None
 
 
-async def _seal(sealer: Sealer, piece: bytes, state: StreamProgress) -> bytes:
-    """Seal and hash ``piece`` (on worker threads if it is large); count it."""
+class _ReadAhead:
+    """An iterable source as a :class:`~xfer.aio.stdio.Readable`: a task
+    reads it ahead into a bounded queue (at most :data:`READ_AHEAD`
+    pieces; a full queue stops the reading), and a read copies what is
+    queued into the caller's buffer, joining pieces, waiting only when
+    none is there. The source's end or error stays behind the pieces before
+    it; a piece larger than the buffer is taken over several reads."""
+
+    def __init__(self, pieces: AsyncIterable[bytes]) -> None:
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
+            READ_AHEAD
+        )
+        self.task = asyncio.ensure_future(self._fill(pieces))
+        self.left = memoryview(b"")  # what a read did not take of a piece
+        self.end: BaseException | bool | None = False  # False: not yet
+
+    async def _fill(self, pieces: AsyncIterable[bytes]) -> None:
+        try:
+            async for piece in pieces:
+                if piece:
+                    # A copy unless bytes: the source may reuse its buffer.
+                    held = piece if isinstance(piece, bytes) else bytes(piece)
+                    await self.queue.put(held)
+            await self.queue.put(None)
+        except Exception as exc:  # handed to the sealing loop, which raises it
+            await self.queue.put(exc)
+
+    async def readinto(self, buf: memoryview, /) -> int:
+        n = 0
+        while n < len(buf):
+            if not self.left:
+                if self.end is not False or (n and self.queue.empty()):
+                    break
+                item = await self.queue.get()  # cancellable: nothing taken
+                if item is None or isinstance(item, BaseException):
+                    self.end = item
+                    break
+                self.left = memoryview(item)
+            take = min(len(buf) - n, len(self.left))
+            buf[n : n + take] = self.left[:take]
+            self.left = self.left[take:]
+            n += take
+        if n == 0 and isinstance(self.end, BaseException):
+            raise self.end
+        return n
+
+    async def aclose(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
+async def _seal(
+    sealer: Sealer, piece: memoryview, out: bytearray, state: StreamProgress
+) -> int:
+    """Seal ``piece`` into ``out`` and hash it (on two worker threads at
+    once if it is large: both release the GIL); count it. The sealed
+    bytes."""
     if len(piece) < _INLINE:
-        out = sealer.update(piece)
+        m = sealer.update_into(piece, out)
         state.digest.update(piece)
     else:
-        out = await _seal_and_hash(sealer, piece, state.digest)
+        sealed = asyncio.ensure_future(
+            asyncio.to_thread(sealer.update_into, piece, out)
+        )
+        try:
+            await asyncio.to_thread(state.digest.update, piece)
+        finally:
+            if not sealed.done():
+                await asyncio.wait({sealed})  # it writes into out: let it end
+        m = await sealed
     state.plain += len(piece)
-    return out
+    return m
 
 
-async def _read_ahead(
-    pieces: AsyncIterable[bytes], queue: asyncio.Queue[bytes | BaseException | None]
+async def _write_out(
+    stream: ByteStream, data: bytes | memoryview, stall_timeout: float | None
 ) -> None:
-    """Read the source into ``queue`` (bounded: a full queue stops the
-    reading), then None; or the error that stopped it."""
-    try:
-        async for piece in pieces:
-            if piece:
-                await queue.put(bytes(piece))
-        await queue.put(None)
-    except Exception as exc:  # handed to the sealing loop, which raises it
-        await queue.put(exc)
-
-
-async def _then_write(
-    previous: asyncio.Future[None] | None,
-    stream: ByteStream,
-    data: bytes,
-    stall_timeout: float | None,
-) -> asyncio.Future[None]:
-    """Wait for the previous write, then start writing ``data``: one write
-    is in flight while the next piece is read and sealed."""
-    if previous is not None:
-        await previous
-    return asyncio.ensure_future(_stalling(stream.write(data), stall_timeout))
-
-
-async def _seal_and_hash(sealer: Sealer, piece: bytes, digest: hashlib._Hash) -> bytes:
-    """Seal ``piece`` and hash it, on two worker threads at once."""
-    sealed = asyncio.ensure_future(asyncio.to_thread(sealer.update, piece))
-    try:
-        await asyncio.to_thread(digest.update, piece)
-    finally:
-        if not sealed.done():
-            await asyncio.wait({sealed})
-    return await sealed
+    """Write ``data`` in slices of :data:`WRITE_SLICE`, each within
+    ``stall_timeout``: the transport copies what the socket does not take
+    at once, so a slice at a time keeps that copy small."""
+    for i in range(0, len(data), WRITE_SLICE):
+        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout)
 
 
 async def _stalling(work: Awaitable[None], timeout: float | None) -> None:

@@ -10,7 +10,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from xfer.aio.stdio import PIPE_SIZE, input_pieces, output_sink
+import pytest
+
+from xfer.aio.stdio import PIPE_SIZE, Readable, input_pieces, output_sink
 
 
 async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
@@ -73,3 +75,38 @@ def _read_all(fd: int, size: int) -> bytes:
     while len(out) < size:
         out += os.read(fd, size - len(out))
     return bytes(out)
+
+
+async def test_a_pipe_is_read_into_the_callers_buffer_all_it_holds_at_once() -> None:
+    read_end, write_end = os.pipe()
+    reader = input_pieces(read_end)
+    assert isinstance(reader, Readable)
+    try:
+        buf = bytearray(PIPE_SIZE)
+        # Nothing written yet: a read waits, and a cancelled one takes nothing.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readinto(memoryview(buf)), 0.1)
+        data = os.urandom(200_000)  # more than one default pipe buffer
+        writing = asyncio.get_running_loop().run_in_executor(
+            None, os.write, write_end, data
+        )
+        # The widened pipe takes it all at once (Linux).
+        assert await writing == len(data)
+        n = await reader.readinto(memoryview(buf))
+        if hasattr(fcntl, "F_GETPIPE_SZ"):
+            assert n == len(data)  # one read took all the pipe held
+        got = bytes(buf[:n])
+        while len(got) < len(data):
+            n = await reader.readinto(memoryview(buf))
+            got += buf[:n]
+        assert got == data
+        assert not os.get_blocking(read_end)  # the loop's mode, while reading
+        os.close(write_end)
+        write_end = -1
+        assert await reader.readinto(memoryview(buf)) == 0  # the end
+    finally:
+        await reader.aclose()
+        if write_end >= 0:
+            os.close(write_end)
+    assert os.get_blocking(read_end)  # put back: the shell's open file
+    os.close(read_end)

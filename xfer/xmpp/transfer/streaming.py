@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stdio import source_pieces
+from xfer.aio.stdio import Readable, source_pieces
 from xfer.aio.stream import StreamProgress, send_stream, stream_sealer
 from xfer.errors import (
     RemoteProtocolError,
@@ -204,7 +204,7 @@ class StreamSender:
                 offer,
                 key,
                 verdict,
-                source_pieces(source),
+                source if isinstance(source, Readable) else source_pieces(source),
                 flush_interval,
                 progress,
                 started,
@@ -219,7 +219,7 @@ class StreamSender:
         offer: TransferOffer,
         key: bytes,
         verdict: asyncio.Future[TransferVerdict],
-        pieces: AsyncIterable[bytes],
+        pieces: AsyncIterable[bytes] | Readable,
         flush_interval: float | None,
         progress: ProgressCallback,
         started: float,
