@@ -421,8 +421,12 @@ async def receive_stream(
     # held back (its word and tag included).
     out = bytearray(READ_PIECE + WORD_SIZE + offer.chunk_size + TAG_SIZE)
     reading = asyncio.ensure_future(_read_into(stream, sealed[0], stall_timeout))
+    # A piece's plaintext is handed on (hashed, then given to the sink)
+    # while the next piece is opened: one delivery at a time, in order.
+    delivery = _Delivery(sink, state, limit, progress)
+    running = state.digest  # the hash of what was opened (not changed in place)
     try:
-        while n := await _next_piece(reading, stall_timeout, state):
+        while n := await _next_piece(reading, stall_timeout, state, delivery):
             piece = memoryview(sealed[0])[:n]
             sealed.reverse()
             reading = asyncio.ensure_future(
@@ -430,14 +434,21 @@ async def receive_stream(
             )
             if len(out) < (need := opener.output_bound(n)):  # pragma: no cover
                 out = bytearray(need)  # see above: not reached
-            plain, hashed = await _open(opener, piece, out, state.digest)
+            # The hash goes on from the piece before's, whose delivery may
+            # still be under way.
+            plain, running = await _open(opener, piece, out, running)
             if not checked and opener.header is not None:
                 if not _matches(opener.header, offer):
                     raise IntegrityError
                 checked = True
-            if plain:
-                await _deliver(plain, sink, state, limit, hashed)
-                progress(state.plain, None)
+            await delivery.drain()
+            delivery.start(plain, running)
+        await delivery.drain()
+    except BaseException as exc:
+        # What verified before the failure still goes out (unless this is
+        # a cancellation); the failure is the one raised.
+        await delivery.stop(wait=isinstance(exc, Exception))
+        raise
     finally:
         if not reading.done():
             reading.cancel()
@@ -481,27 +492,32 @@ async def _read_into(
 
 
 async def _next_piece(
-    reading: asyncio.Future[int], stall_timeout: float | None, state: StreamProgress
+    reading: asyncio.Future[int],
+    stall_timeout: float | None,
+    state: StreamProgress,
+    delivery: _Delivery,
 ) -> int:
     """Wait for a read started earlier; a failure counts what was delivered
-    by now (the pieces before it included)."""
+    by now (the pieces before it included: their delivery ends first)."""
     try:
         return await reading
     except TimeoutError:
+        await delivery.drain()
         raise StreamCut(
             state.plain, why=f"no data came for {stall_timeout:g} s"
         ) from None
     except TransportError as exc:
+        await delivery.drain()
         raise StreamCut(state.plain, why=str(exc)) from exc
 
 
-def _open_and_hash(
+def _open_piece(
     opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
     """Verify and decrypt ``piece`` (through ``out``, which must hold the
-    opener's output bound); and the running hash as it will be once its
-    plaintext is delivered (a copy: ``digest`` itself moves only when the
-    sink took the plaintext)."""
+    opener's output bound): its plaintext (a copy of its own), and the
+    running hash as it will be once that is delivered (a copy: ``digest``
+    itself moves only when the sink took the plaintext)."""
     n = opener.update_into(piece, out)
     with memoryview(out) as view:
         plain = bytes(view[:n])
@@ -513,11 +529,54 @@ def _open_and_hash(
 async def _open(
     opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
-    """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
-    (one hop for the verification, the decryption and the SHA-256)."""
+    """:func:`_open_piece`, on a worker thread if ``piece`` is large (one
+    hop for the verification, the decryption and the SHA-256)."""
     if len(piece) < _INLINE:
-        return _open_and_hash(opener, piece, out, digest)
-    return await asyncio.to_thread(_open_and_hash, opener, piece, out, digest)
+        return _open_piece(opener, piece, out, digest)
+    return await asyncio.to_thread(_open_piece, opener, piece, out, digest)
+
+
+class _Delivery:
+    """Verified plaintext handed to the sink in the background, one piece
+    at a time and in order: starting one waits for the one before."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        state: StreamProgress,
+        limit: int | None,
+        progress: ProgressCallback,
+    ) -> None:
+        self.sink = sink
+        self.state = state
+        self.limit = limit
+        self.progress = progress
+        self.task: asyncio.Future[None] | None = None
+
+    def start(self, plain: bytes, hashed: hashlib._Hash) -> None:
+        """Begin delivering ``plain`` (none must be under way); ``hashed``:
+        the running hash with it in."""
+        assert self.task is None or self.task.done()
+        if plain:
+            self.task = asyncio.ensure_future(self._run(plain, hashed))
+
+    async def _run(self, plain: bytes, hashed: hashlib._Hash) -> None:
+        await _deliver(plain, self.sink, self.state, self.limit, hashed)
+        self.progress(self.state.plain, None)
+
+    async def drain(self) -> None:
+        """Wait for the delivery under way; raises what it raised."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            await task
+
+    async def stop(self, *, wait: bool) -> None:
+        """End the delivery under way, letting it finish if ``wait``; what
+        it raises is not raised here (a failure is being raised already)."""
+        if self.task is not None and not self.task.done() and not wait:
+            self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.drain()
 
 
 async def _deliver(

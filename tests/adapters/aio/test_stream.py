@@ -142,6 +142,43 @@ async def test_a_cut_stream_ends_in_stream_cut_with_the_verified_count(
     assert state.plain == 2 * CHUNK
 
 
+async def test_a_slow_sink_gets_pieces_in_order_and_a_cut_counts_what_it_took() -> None:
+    # The next piece is opened while the sink still holds the one before,
+    # but handed on only after it; a cut meanwhile counts exactly what the
+    # sink took, the piece under way included.
+    data = os.urandom(2 * CHUNK + 10)
+    wire = sealed(data)
+    first_chunk_end = 58 + WIRE
+    stream, state = QueueStream(), StreamProgress()
+    took: list[bytes] = []
+    gate = asyncio.Event()
+
+    async def sink(plain: bytes) -> None:
+        if not took:
+            await gate.wait()
+        took.append(plain)
+
+    async def digest() -> TransferDigest:
+        return digest_of(data)
+
+    task = asyncio.ensure_future(
+        receive_stream(stream, KEY, offer(), sink, state=state, digest=digest)
+    )
+    stream.pieces.put_nowait(wire[:first_chunk_end])
+    await asyncio.sleep(0.05)
+    stream.pieces.put_nowait(wire[first_chunk_end : first_chunk_end + WIRE])
+    stream.pieces.put_nowait(b"")  # cut before the final chunk
+    await asyncio.sleep(0.05)
+    assert took == []  # the first piece is still in the sink
+    assert not task.done()
+    gate.set()
+    with pytest.raises(StreamCut, match=f"stream cut after {2 * CHUNK} verified"):
+        await task
+    assert took == [data[:CHUNK], data[CHUNK : 2 * CHUNK]]
+    assert state.plain == 2 * CHUNK
+    assert state.digest.digest() == hashlib.sha256(data[: 2 * CHUNK]).digest()
+
+
 async def test_a_changed_byte_stops_before_its_chunk() -> None:
     data = os.urandom(3 * CHUNK + 10)
     wire = bytearray(sealed(data))
