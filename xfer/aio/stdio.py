@@ -24,14 +24,18 @@ if TYPE_CHECKING:
 
     from xfer.aio.stream import Sink
 
+    #: What a stream is read from: pieces of bytes.
+    Source = AsyncIterable[bytes | bytearray | memoryview] | asyncio.StreamReader
+
 __all__ = [
     "PIPE_SIZE",
     "STREAM_PIECE",
     "InputReader",
+    "ReadAhead",
     "Readable",
     "input_pieces",
     "output_sink",
-    "source_pieces",
+    "readable",
     "stdin_is_live",
 ]
 
@@ -40,6 +44,8 @@ STREAM_PIECE = 1024 * 1024
 #: The buffer asked for a pipe on standard input (Linux, best effort): a
 #: pipe's default 64 KiB made every read of a fast writer 64 KiB.
 PIPE_SIZE = 1024 * 1024
+#: Pieces of an iterable source read ahead of the sealer, at most.
+READ_AHEAD = 4
 
 
 @runtime_checkable
@@ -54,25 +60,75 @@ class Readable(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def source_pieces(
-    source: AsyncIterable[bytes | bytearray | memoryview] | asyncio.StreamReader,
-    size: int = STREAM_PIECE,
-) -> AsyncIterator[bytes]:
-    """The bytes of ``source`` in pieces of at most ``size`` (an iterable's
-    larger pieces are cut, empty ones skipped; ``bytes`` that fit are not
-    copied, anything else is, so the source may reuse its buffers)."""
-    if isinstance(source, asyncio.StreamReader):
-        while piece := await source.read(size):
-            yield piece
-        return
-    async for data in source:
-        if isinstance(data, bytes) and len(data) <= size:
-            if data:
-                yield data
-            continue
-        view = memoryview(data).cast("B")
-        for i in range(0, len(view), size):
-            yield bytes(view[i : i + size])
+def readable(source: Source | Readable) -> Readable:
+    """``source`` as a :class:`Readable`: itself if it is one, else read
+    ahead (:class:`ReadAhead`)."""
+    return source if isinstance(source, Readable) else ReadAhead(source)
+
+
+class ReadAhead:
+    """An async iterable of bytes (or a ``StreamReader``) as a
+    :class:`Readable`: a task reads it ahead into a bounded queue (at most
+    :data:`READ_AHEAD` pieces; a full queue stops the reading), and a read
+    copies what is queued into the caller's buffer, joining pieces and
+    waiting only when none is there. The source's end or error stays
+    behind the pieces before it; a piece larger than the buffer is taken
+    over several reads. The source may reuse its buffers: a piece that is
+    not ``bytes`` is copied as it is queued."""
+
+    def __init__(self, source: Source) -> None:
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
+            READ_AHEAD
+        )
+        self.task = asyncio.ensure_future(self._fill(source))
+        self.left = memoryview(b"")  # what a read did not take of a piece
+        self.end: BaseException | bool | None = False  # False: not yet
+
+    async def _fill(self, source: Source) -> None:
+        try:
+            if isinstance(source, asyncio.StreamReader):
+                while piece := await source.read(STREAM_PIECE):
+                    await self.queue.put(piece)
+            else:
+                async for data in source:
+                    if data:
+                        held = data if isinstance(data, bytes) else bytes(data)
+                        await self.queue.put(held)
+            await self.queue.put(None)
+        except Exception as exc:  # handed to the reader, which raises it
+            await self.queue.put(exc)
+
+    async def readinto(self, buf: memoryview, /) -> int:
+        """Copy what is queued into ``buf`` (waiting for a piece if none
+        is): how many bytes, 0 at the end.
+
+        Raises:
+            Exception: what reading the source raised (after its pieces).
+        """
+        n = 0
+        while n < len(buf):
+            if not self.left:
+                if self.end is not False or (n and self.queue.empty()):
+                    break
+                item = await self.queue.get()  # cancellable: nothing taken
+                if item is None or isinstance(item, BaseException):
+                    self.end = item
+                    break
+                self.left = memoryview(item).cast("B")
+            take = min(len(buf) - n, len(self.left))
+            buf[n : n + take] = self.left[:take]
+            self.left = self.left[take:]
+            n += take
+        if n == 0 and isinstance(self.end, BaseException):
+            raise self.end
+        return n
+
+    async def aclose(self) -> None:
+        """Stop reading the source."""
+        if not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
 
 
 class InputReader:

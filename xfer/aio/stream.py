@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stdio import STREAM_PIECE, Readable
+from xfer.aio.stdio import STREAM_PIECE, readable
 from xfer.envelope import Opener, Sealer, Suite
 from xfer.envelope.format import TAG_SIZE, WORD_SIZE
 from xfer.errors import (
@@ -49,10 +49,11 @@ from xfer.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.aio.stdio import Readable, Source
     from xfer.envelope import EnvelopeHeader
     from xfer.transfer.offer import TransferDigest, TransferOffer
 
@@ -71,8 +72,6 @@ __all__ = [
 #: The receiver reads the bytestream into buffers of this size (a read
 #: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
-#: Pieces of an iterable source read ahead of the sealer, at most.
-READ_AHEAD = 4
 #: The sender writes sealed pieces to the stream in slices of this size.
 WRITE_SLICE = 256 * 1024
 #: Pieces smaller than this are sealed or opened on the event loop thread.
@@ -132,7 +131,7 @@ class StreamProgress:
 
 
 async def send_stream(
-    pieces: AsyncIterable[bytes] | Readable,
+    pieces: Source | Readable,
     stream: ByteStream,
     sealer: Sealer,
     *,
@@ -166,7 +165,7 @@ async def send_stream(
         OSError: reading the source failed.
     """
     flushing = flush_interval is not None and can_flush(sealer)
-    source = pieces if isinstance(pieces, Readable) else _ReadAhead(pieces)
+    source = readable(pieces)
     buf = bytearray(STREAM_PIECE)
     bound = sealer.output_bound(STREAM_PIECE + sealer.header.chunk_size)
     outs = [bytearray(bound), bytearray(bound)]
@@ -260,59 +259,6 @@ async def _read(source: Readable, buf: bytearray, deadline: float | None) -> int
             return await source.readinto(memoryview(buf))
     except TimeoutError:
         return None
-
-
-class _ReadAhead:
-    """An iterable source as a :class:`~xfer.aio.stdio.Readable`: a task
-    reads it ahead into a bounded queue (at most :data:`READ_AHEAD`
-    pieces; a full queue stops the reading), and a read copies what is
-    queued into the caller's buffer, joining pieces, waiting only when
-    none is there. The source's end or error stays behind the pieces before
-    it; a piece larger than the buffer is taken over several reads."""
-
-    def __init__(self, pieces: AsyncIterable[bytes]) -> None:
-        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
-            READ_AHEAD
-        )
-        self.task = asyncio.ensure_future(self._fill(pieces))
-        self.left = memoryview(b"")  # what a read did not take of a piece
-        self.end: BaseException | bool | None = False  # False: not yet
-
-    async def _fill(self, pieces: AsyncIterable[bytes]) -> None:
-        try:
-            async for piece in pieces:
-                if piece:
-                    # A copy unless bytes: the source may reuse its buffer.
-                    held = piece if isinstance(piece, bytes) else bytes(piece)
-                    await self.queue.put(held)
-            await self.queue.put(None)
-        except Exception as exc:  # handed to the sealing loop, which raises it
-            await self.queue.put(exc)
-
-    async def readinto(self, buf: memoryview, /) -> int:
-        n = 0
-        while n < len(buf):
-            if not self.left:
-                if self.end is not False or (n and self.queue.empty()):
-                    break
-                item = await self.queue.get()  # cancellable: nothing taken
-                if item is None or isinstance(item, BaseException):
-                    self.end = item
-                    break
-                self.left = memoryview(item)
-            take = min(len(buf) - n, len(self.left))
-            buf[n : n + take] = self.left[:take]
-            self.left = self.left[take:]
-            n += take
-        if n == 0 and isinstance(self.end, BaseException):
-            raise self.end
-        return n
-
-    async def aclose(self) -> None:
-        if not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
 
 
 async def _seal(

@@ -8,11 +8,19 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from xfer.aio.stdio import PIPE_SIZE, Readable, input_pieces, output_sink
+from xfer.aio.stdio import (
+    PIPE_SIZE,
+    Readable,
+    ReadAhead,
+    input_pieces,
+    output_sink,
+    readable,
+)
 
 
 async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
@@ -110,3 +118,33 @@ async def test_a_pipe_is_read_into_the_callers_buffer_all_it_holds_at_once() -> 
             os.close(write_end)
     assert os.get_blocking(read_end)  # put back: the shell's open file
     os.close(read_end)
+
+
+async def test_an_iterable_read_ahead_joins_pieces_and_its_error_stays_behind() -> None:
+    reused = bytearray(b"abc")
+
+    async def source() -> AsyncIterator[bytes | bytearray]:
+        yield b"12"
+        yield reused  # the source changes it after: the copy stays
+        yield b""
+        yield b"x" * 10
+        raise OSError("gone")
+
+    reader = readable(source())
+    assert isinstance(reader, ReadAhead)
+    await asyncio.sleep(0.01)  # all of it queued
+    reused[:] = b"zzz"
+    buf = bytearray(8)
+    assert await reader.readinto(memoryview(buf)) == 8  # joined, then cut
+    assert bytes(buf) == b"12abcxxx"
+    assert await reader.readinto(memoryview(buf)) == 7  # the rest, not the error
+    with pytest.raises(OSError, match="gone"):
+        await reader.readinto(memoryview(buf))
+    await reader.aclose()
+    stream = asyncio.StreamReader()
+    stream.feed_data(b"hello")
+    stream.feed_eof()
+    reader = readable(stream)
+    assert await reader.readinto(memoryview(buf)) == 5
+    assert await reader.readinto(memoryview(buf)) == 0
+    await reader.aclose()

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from xfer.aio.stdio import source_pieces
 from xfer.aio.stream import (
     READ_PIECE,
     StreamProgress,
@@ -257,7 +256,7 @@ async def test_the_sender_seals_and_hashes_what_it_reads() -> None:
     stream, state = QueueStream(), StreamProgress()
     ends: list[int] = []
     await send_stream(
-        source_pieces(source(), size=CHUNK),
+        source(),
         stream,
         stream_sealer(KEY, offer()),
         state=state,
@@ -292,9 +291,7 @@ async def test_a_live_stream_flushes_what_waits_and_the_opener_releases_it() -> 
         went.set()
 
     watching = asyncio.ensure_future(watch())
-    await send_stream(
-        source_pieces(source()), stream, sealer, state=state, flush_interval=0.01
-    )
+    await send_stream(source(), stream, sealer, state=state, flush_interval=0.01)
     await watching
     opener = Opener(KEY, transfer_id=b"\x01" * 16)
     assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello world"
@@ -309,9 +306,7 @@ async def test_without_a_flush_interval_a_short_chunk_waits() -> None:
         await gate.wait()
 
     sending = asyncio.ensure_future(
-        send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     )
     await asyncio.sleep(0.1)
     assert len(stream.written) == 58  # the header: no chunk yet, as for a pipe
@@ -331,9 +326,7 @@ async def test_small_pieces_are_joined_in_order_and_the_end_stays_behind() -> No
 
     stream, state = QueueStream(), StreamProgress()
     with pytest.raises(OSError, match="after all of it"):
-        await send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        await send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     assert state.plain == len(data)
     opener = Opener(KEY)
     assert opener.update(bytes(stream.written)) == data  # every chunk, in order
@@ -348,9 +341,7 @@ async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None
 
     stream, state = QueueStream(), StreamProgress()
     with pytest.raises(OSError, match="gone"):
-        await send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        await send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     opener = Opener(KEY)
     assert opener.update(bytes(stream.written)) == b"a" * CHUNK
     with pytest.raises(IntegrityError):  # no final chunk went out

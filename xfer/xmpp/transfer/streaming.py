@@ -21,7 +21,6 @@ import time
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stdio import Readable, source_pieces
 from xfer.aio.stream import StreamProgress, send_stream, stream_sealer
 from xfer.errors import (
     RemoteProtocolError,
@@ -204,7 +203,7 @@ class StreamSender:
                 offer,
                 key,
                 verdict,
-                source if isinstance(source, Readable) else source_pieces(source),
+                source,
                 flush_interval,
                 progress,
                 started,
@@ -219,7 +218,7 @@ class StreamSender:
         offer: TransferOffer,
         key: bytes,
         verdict: asyncio.Future[TransferVerdict],
-        pieces: AsyncIterable[bytes] | Readable,
+        pieces: Source,
         flush_interval: float | None,
         progress: ProgressCallback,
         started: float,
