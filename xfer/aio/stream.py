@@ -74,8 +74,14 @@ __all__ = [
 READ_PIECE = 1024 * 1024
 #: The sender writes sealed pieces to the stream in slices of this size.
 WRITE_SLICE = 256 * 1024
-#: Pieces smaller than this are sealed or opened on the event loop thread.
+#: Pieces smaller than this are sealed on the event loop thread.
 _INLINE = 64 * 1024
+#: Pieces smaller than this are opened on the event loop thread: a receiver
+#: that keeps up reads what has come, often 64-256 KiB, and a thread hop per
+#: piece cost more than it gained (a receiver's CPU per GiB in 64 KiB
+#: pieces, 2-core machine: about 7.5 s so, 8-10 s with a hop from 64 KiB;
+#: 4-5 s in 1 MiB pieces).
+_INLINE_OPEN = 256 * 1024
 #: The default flush interval of a live stream (s): the longest that data
 #: waits for a full chunk.
 FLUSH_INTERVAL = 0.015
@@ -387,8 +393,7 @@ async def receive_stream(
                 if not _matches(opener.header, offer):
                     raise IntegrityError
                 checked = True
-            await delivery.drain()
-            delivery.start(plain, running)
+            await delivery.give(plain, running)
         await delivery.drain()
     except BaseException as exc:
         # What verified before the failure still goes out (unless this is
@@ -477,7 +482,7 @@ async def _open(
 ) -> tuple[bytes, hashlib._Hash]:
     """:func:`_open_piece`, on a worker thread if ``piece`` is large (one
     hop for the verification, the decryption and the SHA-256)."""
-    if len(piece) < _INLINE:
+    if len(piece) < _INLINE_OPEN:
         return _open_piece(opener, piece, out, digest)
     return await asyncio.to_thread(_open_piece, opener, piece, out, digest)
 
@@ -499,10 +504,10 @@ class _Delivery:
         self.progress = progress
         self.task: asyncio.Future[None] | None = None
 
-    def start(self, plain: bytes, hashed: hashlib._Hash) -> None:
-        """Begin delivering ``plain`` (none must be under way); ``hashed``:
-        the running hash with it in."""
-        assert self.task is None or self.task.done()
+    async def give(self, plain: bytes, hashed: hashlib._Hash) -> None:
+        """Begin delivering ``plain`` once the delivery under way ended;
+        ``hashed``: the running hash with it in."""
+        await self.drain()
         if plain:
             self.task = asyncio.ensure_future(self._run(plain, hashed))
 
