@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from xfer.xmpp.transfer.sending import SendResult
 
 MiB = 1 << 20
+GiB = 1 << 30
 ACCOUNTS = {"sender": "sender-pw", "receiver": "receiver-pw"}
 KINDS = ("socks5-direct", "socks5-proxy", "ibb")
 IBB_BLOCK = 32767  # as a transfer's IBB uses
@@ -206,7 +207,7 @@ def _sha256_file(path: Path) -> str:
 
 async def _pipe_pieces(argv: list[str]) -> AsyncIterator[bytes]:
     """The output of ``argv``, read as ``xfer send -`` reads standard input."""
-    from xfer.aio.stream import input_pieces
+    from xfer.aio.stdio import input_pieces
 
     # Spawning returns at once; the loop reads its output.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE)  # noqa: ASYNC220
@@ -299,7 +300,7 @@ class EncryptedWorker:
         return self._result(start, cpu, result)
 
     async def _accept(self, inbox: Path) -> None:
-        from xfer.aio.stream import output_sink
+        from xfer.aio.stdio import output_sink
 
         while True:
             offer = await self.client.next_offer()
@@ -582,6 +583,10 @@ class Bench:
                         {
                             "sender_cpu_pct": round(100 * s["cpu"] / wall, 1),
                             "receiver_cpu_pct": round(100 * got["cpu"] / wall, 1),
+                            # CPU time per GiB: steadier than MB/s when
+                            # other work shares the machine.
+                            "sender_cpu_s_per_gib": round(s["cpu"] * GiB / size, 3),
+                            "receiver_cpu_s_per_gib": round(got["cpu"] * GiB / size, 3),
                         }
                     )
         ratios = [
@@ -600,7 +605,12 @@ class Bench:
             "cpu_pct_median": {
                 how: {
                     key: statistics.median(x[key] for x in rows)
-                    for key in ("sender_cpu_pct", "receiver_cpu_pct")
+                    for key in (
+                        "sender_cpu_pct",
+                        "receiver_cpu_pct",
+                        "sender_cpu_s_per_gib",
+                        "receiver_cpu_s_per_gib",
+                    )
                 }
                 for how, rows in cpu.items()
             },
@@ -1052,6 +1062,14 @@ def print_tables(report: dict[str, Any]) -> None:
             f"{c['stream']['sender_cpu_pct']}/{c['stream']['receiver_cpu_pct']}, "
             f"file {c['file']['sender_cpu_pct']}/{c['file']['receiver_cpu_pct']}"
         )
+        print(
+            "CPU s per GiB sender/receiver: stream "
+            f"{c['stream']['sender_cpu_s_per_gib']}/"
+            f"{c['stream']['receiver_cpu_s_per_gib']}, file "
+            f"{c['file']['sender_cpu_s_per_gib']}/"
+            f"{c['file']['receiver_cpu_s_per_gib']}"
+        )
+        print(f"ratios per round: {p['ratios']}")
     if "live" in report:
         print(
             "\nlive latency, 200-byte message every 10 ms; ms; added = one-way "

@@ -27,8 +27,10 @@ another), created with mode 0700, files 0600.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
+import signal
 import ssl
 import stat
 import sys
@@ -326,7 +328,25 @@ async def connect(
 
 
 def run(job: Coroutine[object, object, int | None]) -> None:
-    """Run a command's coroutine; exit with its code unless that is 0."""
-    code = asyncio.run(job)
+    """Run a command's coroutine; exit with its code unless that is 0.
+
+    SIGTERM stops it as Ctrl-C does (the coroutine is cancelled, then
+    KeyboardInterrupt): a transfer under way tells its peer it was
+    cancelled before the process exits."""
+    with asyncio.Runner() as runner:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals
+            runner.get_loop().add_signal_handler(signal.SIGTERM, _on_sigterm)
+        code = runner.run(job)
     if code:
         sys.exit(code)
+
+
+def _on_sigterm() -> None:
+    """SIGTERM as Ctrl-C, through asyncio's own SIGINT handler; where
+    SIGINT is ignored (a background job), SIGTERM ends the process as it
+    would without us."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.raise_signal(signal.SIGINT)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -45,27 +45,24 @@ def make_offer(
     )
 
 
-#: The last commit before streams (issue 16): what an older xfer peer runs.
-BEFORE_STREAMS = "665f97d002962b848f12d853ae66e452bca8513a"
+#: Where the frozen copies of older modules are (each names its commit).
+LEGACY = Path(__file__).resolve().parent / "legacy"
 
 
-def old_module(path: str, commit: str = BEFORE_STREAMS) -> types.ModuleType:
-    """The module at ``path`` as it was at ``commit`` (read from git),
-    loaded under a private name: to test what an older peer does with a
-    newer peer's message. Its imports resolve to today's modules."""
-    root = Path(__file__).resolve().parent.parent
-    source = subprocess.run(
-        ["git", "-C", str(root), "show", f"{commit}:{path}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    name = "_old_" + path.replace("/", "_").removesuffix(".py")
-    module = types.ModuleType(name)
-    module.__file__ = f"{commit}:{path}"
-    sys.modules[name] = module  # dataclasses look their module up
+def old_module(name: str) -> types.ModuleType:
+    """The frozen older module ``tests/legacy/<name>.py`` (for example
+    ``transfer_offer``: ``xfer/transfer/offer.py`` before streams), loaded
+    under a private name: to test what an older peer does with a newer
+    peer's message. Its imports resolve to today's modules."""
+    path = LEGACY / f"{name}.py"
+    qualified = f"_old_{name}"
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module  # dataclasses look their module up
     try:
-        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        spec.loader.exec_module(module)
     finally:
-        del sys.modules[name]
+        del sys.modules[qualified]
     return module

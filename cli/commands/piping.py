@@ -18,7 +18,7 @@ from xfer_cli.main import EXIT_REFUSED, CommandError
 from xfer_cli.output import Output, quoted
 from xfer_cli.progress import format_bytes
 
-from xfer.aio.stream import output_sink
+from xfer.aio.stdio import output_sink
 from xfer.display import shown
 from xfer.jid import bare_jid
 from xfer.otr.fingerprint import format_fingerprint

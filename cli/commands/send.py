@@ -20,7 +20,7 @@ from xfer_cli.main import CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
-from xfer.aio.stream import input_pieces, stdin_is_live
+from xfer.aio.stdio import input_pieces, stdin_is_live
 from xfer.display import shown
 from xfer.envelope import Suite
 

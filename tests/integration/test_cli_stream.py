@@ -168,3 +168,109 @@ def test_a_declined_stream_fails_both_sides_and_writes_nothing(
     assert (receiver.returncode, out) == (6, b"")
     assert b"nothing was written" in err
     assert sender.returncode == 6, sender.stderr.decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_an_interrupted_sender_tells_the_receiver_it_cancelled(
+    friends: tuple[Person, Person],  # noqa: F811
+    tmp_path: Path,
+    sig: signal.Signals,
+) -> None:
+    # Ctrl-C or SIGTERM: the sender ends the Jingle session with "cancel"
+    # (acknowledged) before its bytestream goes, so the receiver tells of a
+    # cancel, not of a connection reset; and fails, with the exact count.
+    alice, bob = friends
+    out = tmp_path / "out.bin"
+    receiver = pipeline(
+        bob, f"{XFER} receive --stdout --yes -q | cat > {shlex.quote(str(out))}"
+    )
+    sender: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(1.0)
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "xfer_cli", "send", "-", "--to", bob.jid],
+            env=alice.env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        data = send_until_received(sender, out)
+        sender.send_signal(sig)
+        # Its standard input stays open (communicate() would close it: an
+        # end of input racing the signal).
+        sender.wait(timeout=30)
+        assert sender.stderr is not None
+        sender_err = sender.stderr.read()
+        _, err = receiver.communicate(timeout=60)
+    finally:
+        for proc in (sender, receiver):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+    assert sender.returncode == 130, sender_err  # interrupted
+    assert receiver.returncode != 0
+    assert out.read_bytes() == data
+    assert f"stream cut after {len(data)} verified bytes".encode() in err, err
+    assert b"cancelled the stream" in err, err
+    assert b"reset" not in err, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_an_interrupted_receiver_tells_the_sender_it_cancelled(
+    friends: tuple[Person, Person],  # noqa: F811
+    tmp_path: Path,
+    sig: signal.Signals,
+) -> None:
+    alice, bob = friends
+    out = tmp_path / "out.bin"
+    sender: subprocess.Popen[bytes] | None = None
+    with out.open("wb") as sink:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "xfer_cli", "receive", "--stdout", "--yes"],
+            env=bob.env,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+        )
+    try:
+        wait_waiting(receiver)
+        sender = subprocess.Popen(
+            [sys.executable, "-m", "xfer_cli", "send", "-", "--to", bob.jid],
+            env=alice.env,
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        data = send_until_received(sender, out)
+        receiver.send_signal(sig)
+        _, err = receiver.communicate(timeout=30)
+        sender.wait(timeout=60)  # with its input open, as above
+        assert sender.stderr is not None
+        sender_err = sender.stderr.read()
+    finally:
+        for proc in (sender, receiver):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
+    assert receiver.returncode == 130, err
+    assert sender.returncode != 0
+    assert out.read_bytes() == data
+    # The receiver's count, inside OTR, and its reason.
+    assert f"stream cut after {len(data)} verified bytes".encode() in sender_err, (
+        sender_err
+    )
+    assert b"the receiver stopped" in sender_err, sender_err
+    assert b"reset" not in sender_err, sender_err
+
+
+def send_until_received(sender: subprocess.Popen[bytes], out: Path) -> bytes:
+    """Write data to the sender's standard input (left open: live, so all
+    of it goes out) until the receiver wrote all of it to ``out``."""
+    assert sender.stdin is not None
+    data = os.urandom(300_000)
+    sender.stdin.write(data)
+    sender.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not out.exists() or out.stat().st_size < len(data):
+        assert time.monotonic() < deadline, "no data reached the receiver"
+        time.sleep(0.05)
+    return data

@@ -21,21 +21,21 @@ whose ``Sealer.flush`` seals a short chunk before the end: with a
 after at most that long, and the receiver's opener releases each such chunk
 as soon as it verified. Without one, only full chunks and the final one go
 out, which is all a pipe needs. The receiver opens version 1 too.
+
+Standard input and output, the source and sink of ``xfer send -`` and
+``xfer receive --stdout``, are in :mod:`xfer.aio.stdio`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
-import os
-import stat
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfer.aio.bytestream import no_progress
+from xfer.aio.stdio import STREAM_PIECE, readable
 from xfer.envelope import Opener, Sealer, Suite
 from xfer.envelope.format import TAG_SIZE, WORD_SIZE
 from xfer.errors import (
@@ -49,10 +49,11 @@ from xfer.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from concurrent.futures import Executor
 
     from xfer.aio.bytestream import ByteStream, ProgressCallback
+    from xfer.aio.stdio import Readable, Source
     from xfer.envelope import EnvelopeHeader
     from xfer.transfer.offer import TransferDigest, TransferOffer
 
@@ -63,27 +64,24 @@ __all__ = [
     "STREAM_PIECE",
     "StreamProgress",
     "can_flush",
-    "input_pieces",
-    "output_sink",
     "receive_stream",
     "send_stream",
-    "source_pieces",
     "stream_sealer",
 ]
 
-#: The sender reads its source in pieces of at most this size.
-STREAM_PIECE = 1024 * 1024
 #: The receiver reads the bytestream into buffers of this size (a read
 #: takes what has come: large pieces only when the receiver is behind).
 READ_PIECE = 1024 * 1024
-#: The buffer asked for a pipe on standard input (Linux, best effort): a
-#: pipe's default 64 KiB made every read of a fast writer 64 KiB.
-PIPE_SIZE = 1024 * 1024
-#: Pieces read ahead of the sealer, at most (with the one being sealed and
-#: the one being written, the sender holds six pieces).
-READ_AHEAD = 4
-#: Pieces smaller than this are sealed or opened on the event loop thread.
+#: The sender writes sealed pieces to the stream in slices of this size.
+WRITE_SLICE = 256 * 1024
+#: Pieces smaller than this are sealed on the event loop thread.
 _INLINE = 64 * 1024
+#: Pieces smaller than this are opened on the event loop thread: a receiver
+#: that keeps up reads what has come, often 64-256 KiB, and a thread hop per
+#: piece cost more than it gained (a receiver's CPU per GiB in 64 KiB
+#: pieces, 2-core machine: about 7.5 s so, 8-10 s with a hop from 64 KiB;
+#: 4-5 s in 1 MiB pieces).
+_INLINE_OPEN = 256 * 1024
 #: The default flush interval of a live stream (s): the longest that data
 #: waits for a full chunk.
 FLUSH_INTERVAL = 0.015
@@ -135,127 +133,11 @@ class StreamProgress:
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
 
 
-# -- sources and sinks -----------------------------------------------------------
-
-
-async def source_pieces(
-    source: AsyncIterable[bytes | bytearray | memoryview] | asyncio.StreamReader,
-    size: int = STREAM_PIECE,
-) -> AsyncIterator[bytes]:
-    """The bytes of ``source`` in pieces of at most ``size`` (an iterable's
-    larger pieces are cut, empty ones skipped)."""
-    if isinstance(source, asyncio.StreamReader):
-        while piece := await source.read(size):
-            yield piece
-        return
-    async for data in source:
-        view = memoryview(data).cast("B")
-        for i in range(0, len(view), size):
-            yield bytes(view[i : i + size])
-
-
-async def input_pieces(fd: int, size: int = STREAM_PIECE) -> AsyncIterator[bytes]:
-    """The bytes read from descriptor ``fd`` (standard input) until its end.
-
-    A pipe, socket or terminal is read by the event loop (nothing waits in
-    a thread, so a source that stays silent costs nothing and cancels at
-    once); anything else (a file, ``/dev/null``) in a worker thread."""
-    mode = os.fstat(fd).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)):
-        # A file, or a device epoll does not take (/dev/null): read it in
-        # a thread.
-        while piece := await asyncio.to_thread(os.read, fd, size):
-            yield piece
-        return
-    if stat.S_ISFIFO(mode):
-        _widen_pipe(fd)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=size, loop=loop)
-    # The event loop makes the descriptor non-blocking, which is a property
-    # of the open file that the shell shares (a terminal): put it back.
-    blocking = os.get_blocking(fd)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-        os.fdopen(os.dup(fd), "rb", buffering=0),
-    )
-    try:
-        async for piece in source_pieces(reader, size):
-            yield piece
-    finally:
-        transport.close()
-        os.set_blocking(fd, blocking)
-
-
-def _widen_pipe(fd: int) -> None:
-    """Ask for a :data:`PIPE_SIZE` buffer in the pipe ``fd`` reads, where
-    the system lets us (Linux): a fast writer then fills larger reads,
-    fewer of them for the same bytes. A reader still wakes for the first
-    byte, so a live source waits no longer."""
-    setting = getattr(fcntl, "F_SETPIPE_SZ", None)
-    getting = getattr(fcntl, "F_GETPIPE_SZ", None)
-    if setting is None or getting is None:
-        return
-    with contextlib.suppress(OSError):  # over the system's limit: keep it
-        if fcntl.fcntl(fd, getting) < PIPE_SIZE:
-            fcntl.fcntl(fd, setting, PIPE_SIZE)
-
-
-@contextlib.asynccontextmanager
-async def output_sink(fd: int) -> AsyncIterator[Sink]:
-    """A sink that writes to descriptor ``fd`` (standard output): through
-    the event loop for a pipe or socket (each write returns once the
-    reader took enough: backpressure), in a worker thread otherwise. The
-    writes are flushed when the context ends."""
-    mode = os.fstat(fd).st_mode
-    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-
-        async def write_file(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                n = await asyncio.to_thread(os.write, fd, view)
-                view = view[n:]
-
-        yield write_file
-        return
-    loop = asyncio.get_running_loop()
-    blocking = os.get_blocking(fd)  # put back at the end, as for input
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, os.fdopen(os.dup(fd), "wb", buffering=0)
-    )
-    writer = asyncio.StreamWriter(transport, protocol, None, loop)
-
-    async def write_pipe(data: bytes) -> None:
-        if transport.is_closing():
-            raise BrokenPipeError("the output was closed")
-        writer.write(data)
-        await writer.drain()
-
-    async def flush() -> None:
-        # drain() returns below the high-water mark: wait for all of it
-        # (only if some is left: the reader may be gone once it has all).
-        if transport.get_write_buffer_size():
-            transport.set_write_buffer_limits(high=0)
-            await writer.drain()
-
-    try:
-        yield write_pipe
-    except BaseException:
-        # What the sink took was verified: it reaches the output, if it can.
-        with contextlib.suppress(Exception):
-            await flush()
-        raise
-    else:
-        await flush()
-    finally:
-        transport.close()
-        os.set_blocking(fd, blocking)
-
-
 # -- the sender ----------------------------------------------------------------------
 
 
 async def send_stream(
-    pieces: AsyncIterable[bytes],
+    pieces: Source | Readable,
     stream: ByteStream,
     sealer: Sealer,
     *,
@@ -268,6 +150,13 @@ async def send_stream(
     """Seal ``pieces`` onto ``stream`` until they end, then the final chunk,
     and close it. ``state`` counts the plaintext and sealed bytes written
     and hashes the plaintext (read it after a failure too).
+
+    ``pieces`` is read into one buffer of :data:`STREAM_PIECE` bytes: a
+    :class:`~xfer.aio.stdio.Readable` (standard input) straight into it, an
+    iterable's pieces through a bounded read-ahead (they are joined when
+    several wait). Each buffer is sealed into one of two output buffers
+    (and hashed beside it), which alternate: one is written while the next
+    is sealed. A :class:`~xfer.aio.stdio.Readable` is closed at the end.
 
     With ``flush_interval`` and a sealer that can flush (:func:`can_flush`),
     plaintext that waits for a full chunk is sealed as a short chunk and
@@ -282,36 +171,38 @@ async def send_stream(
         OSError: reading the source failed.
     """
     flushing = flush_interval is not None and can_flush(sealer)
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
-    reader = asyncio.ensure_future(_read_ahead(pieces, queue))
-    taking = _Taking(queue)
-    write: asyncio.Future[None] | None = None
+    source = readable(pieces)
+    buf = bytearray(STREAM_PIECE)
+    bound = sealer.output_bound(STREAM_PIECE + sealer.header.chunk_size)
+    outs = [bytearray(bound), bytearray(bound)]
+    writing = _Writing(stream, stall_timeout)
     loop = asyncio.get_running_loop()
     first: float | None = None  # when the buffered plaintext came
     deadline: float | None = None  # when it must go
     try:
-        while (item := await taking.next(deadline)) is not None:
-            if isinstance(item, _Flush):
-                out = sealer.flush()
+        while True:
+            try:
+                n = await _read(source, buf, deadline)
+            except Exception:
+                await writing.drain()  # what was read before goes out
+                raise
+            if n == 0:
+                break
+            if n is None:  # the buffered plaintext is due
+                state.sealed += await writing.start(sealer.flush())
                 first = deadline = None
-            elif isinstance(item, BaseException):
-                if write is not None:  # what was read before goes out
-                    await write
-                raise item
+                continue
+            if len(outs[0]) < (need := sealer.output_bound(n)):  # pragma: no cover
+                outs[0] = bytearray(need)  # see bound: not reached
+            m = await _seal(sealer, memoryview(buf)[:n], outs[0], state)
+            progress(state.plain, None)
+            if flushing and flush_interval is not None and sealer.buffered:
+                first, deadline = _due(first, loop.time(), flush_interval)
             else:
-                out = await _seal(sealer, item, state)
-                progress(state.plain, None)
-                first, deadline = (
-                    _due(first, loop.time(), flush_interval)
-                    if flushing and flush_interval is not None and sealer.buffered
-                    else (None, None)
-                )
-            if out:
-                write = await _then_write(write, stream, out, stall_timeout)
-                state.sealed += len(out)
-        if write is not None:
-            await write
-            write = None
+                first = deadline = None
+            state.sealed += await writing.start(memoryview(outs[0])[:m])
+            outs.reverse()  # the other one is free once this write began
+        await writing.drain()
         tail = sealer.finalize()
         await _stalling(stream.write(tail), stall_timeout)
         state.sealed += len(tail)
@@ -319,11 +210,39 @@ async def send_stream(
             on_written()
         await stream.close()
     finally:
-        for task in (reader, write):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await writing.cancel()
+        await source.aclose()
+
+
+class _Writing:
+    """Sealed output written to the stream, one write in flight: starting
+    one waits for the one before, so the buffer that one came from is free
+    once the next starts (two output buffers alternate)."""
+
+    def __init__(self, stream: ByteStream, stall_timeout: float | None) -> None:
+        self.stream = stream
+        self.stall_timeout = stall_timeout
+        self.write: asyncio.Future[None] | None = None
+
+    async def start(self, data: bytes | memoryview) -> int:
+        """Begin writing ``data`` once the write before ended; its length."""
+        await self.drain()
+        if data:
+            self.write = asyncio.ensure_future(
+                _write_out(self.stream, data, self.stall_timeout)
+            )
+        return len(data)
+
+    async def drain(self) -> None:
+        if self.write is not None:
+            write, self.write = self.write, None
+            await write
+
+    async def cancel(self) -> None:
+        if self.write is not None and not self.write.done():
+            self.write.cancel()
+            with contextlib.suppress(BaseException):
+                await self.write
 
 
 def _due(first: float | None, now: float, interval: float) -> tuple[float, float]:
@@ -336,104 +255,49 @@ def _due(first: float | None, now: float, interval: float) -> tuple[float, float
     return first, min(first + interval, now + min(FLUSH_IDLE, interval))
 
 
-class _Flush:
-    """What :func:`_next` returns when the buffered plaintext is due."""
-
-
-_FLUSH = _Flush()
-
-
-class _Taking:
-    """The read-ahead queue, taken a piece at a time: pieces queued already
-    are joined into one of about :data:`STREAM_PIECE` (a pipe gives 64 KiB
-    at a time, and fewer, larger pieces cost less to seal; nothing waits
-    for more to come), and the source's end or error stays behind them."""
-
-    def __init__(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
-        self.queue = queue
-        self.held: list[BaseException | None] = []
-
-    async def next(
-        self, deadline: float | None
-    ) -> bytes | BaseException | _Flush | None:
-        if self.held:
-            return self.held.pop()
-        item = await _next(self.queue, deadline)
-        if not isinstance(item, bytes):
-            return item
-        parts = [item]
-        size = len(item)
-        while size < STREAM_PIECE and not self.queue.empty():
-            more = self.queue.get_nowait()
-            if not isinstance(more, bytes):
-                self.held.append(more)
-                break
-            parts.append(more)
-            size += len(more)
-        return item if len(parts) == 1 else b"".join(parts)
-
-
-async def _next(
-    queue: asyncio.Queue[bytes | BaseException | None], deadline: float | None
-) -> bytes | BaseException | _Flush | None:
-    """The next piece of the source (None at its end, or why reading
-    failed); :data:`_FLUSH` if ``deadline`` passes first."""
+async def _read(source: Readable, buf: bytearray, deadline: float | None) -> int | None:
+    """The next bytes of the source, read into ``buf``: how many (0 at its
+    end), or None if ``deadline`` passes first (nothing was read then)."""
     if deadline is None:
-        return await queue.get()
+        return await source.readinto(memoryview(buf))
     try:
         async with asyncio.timeout_at(deadline):
-            return await queue.get()
+            return await source.readinto(memoryview(buf))
     except TimeoutError:
-        return _FLUSH
+        return None
 
 
-async def _seal(sealer: Sealer, piece: bytes, state: StreamProgress) -> bytes:
-    """Seal and hash ``piece`` (on worker threads if it is large); count it."""
+async def _seal(
+    sealer: Sealer, piece: memoryview, out: bytearray, state: StreamProgress
+) -> int:
+    """Seal ``piece`` into ``out`` and hash it (on two worker threads at
+    once if it is large: both release the GIL); count it. The sealed
+    bytes."""
     if len(piece) < _INLINE:
-        out = sealer.update(piece)
+        m = sealer.update_into(piece, out)
         state.digest.update(piece)
     else:
-        out = await _seal_and_hash(sealer, piece, state.digest)
+        sealed = asyncio.ensure_future(
+            asyncio.to_thread(sealer.update_into, piece, out)
+        )
+        try:
+            await asyncio.to_thread(state.digest.update, piece)
+        finally:
+            if not sealed.done():
+                await asyncio.wait({sealed})  # it writes into out: let it end
+        m = await sealed
     state.plain += len(piece)
-    return out
+    return m
 
 
-async def _read_ahead(
-    pieces: AsyncIterable[bytes], queue: asyncio.Queue[bytes | BaseException | None]
+async def _write_out(
+    stream: ByteStream, data: bytes | memoryview, stall_timeout: float | None
 ) -> None:
-    """Read the source into ``queue`` (bounded: a full queue stops the
-    reading), then None; or the error that stopped it."""
-    try:
-        async for piece in pieces:
-            if piece:
-                await queue.put(bytes(piece))
-        await queue.put(None)
-    except Exception as exc:  # handed to the sealing loop, which raises it
-        await queue.put(exc)
-
-
-async def _then_write(
-    previous: asyncio.Future[None] | None,
-    stream: ByteStream,
-    data: bytes,
-    stall_timeout: float | None,
-) -> asyncio.Future[None]:
-    """Wait for the previous write, then start writing ``data``: one write
-    is in flight while the next piece is read and sealed."""
-    if previous is not None:
-        await previous
-    return asyncio.ensure_future(_stalling(stream.write(data), stall_timeout))
-
-
-async def _seal_and_hash(sealer: Sealer, piece: bytes, digest: hashlib._Hash) -> bytes:
-    """Seal ``piece`` and hash it, on two worker threads at once."""
-    sealed = asyncio.ensure_future(asyncio.to_thread(sealer.update, piece))
-    try:
-        await asyncio.to_thread(digest.update, piece)
-    finally:
-        if not sealed.done():
-            await asyncio.wait({sealed})
-    return await sealed
+    """Write ``data`` in slices of :data:`WRITE_SLICE`, each within
+    ``stall_timeout``: the transport copies what the socket does not take
+    at once, so a slice at a time keeps that copy small."""
+    for i in range(0, len(data), WRITE_SLICE):
+        await _stalling(stream.write(data[i : i + WRITE_SLICE]), stall_timeout)
 
 
 async def _stalling(work: Awaitable[None], timeout: float | None) -> None:
@@ -509,8 +373,12 @@ async def receive_stream(
     # held back (its word and tag included).
     out = bytearray(READ_PIECE + WORD_SIZE + offer.chunk_size + TAG_SIZE)
     reading = asyncio.ensure_future(_read_into(stream, sealed[0], stall_timeout))
+    # A piece's plaintext is handed on (hashed, then given to the sink)
+    # while the next piece is opened: one delivery at a time, in order.
+    delivery = _Delivery(sink, state, limit, progress)
+    running = state.digest  # the hash of what was opened (not changed in place)
     try:
-        while n := await _next_piece(reading, stall_timeout, state):
+        while n := await _next_piece(reading, stall_timeout, state, delivery):
             piece = memoryview(sealed[0])[:n]
             sealed.reverse()
             reading = asyncio.ensure_future(
@@ -518,14 +386,20 @@ async def receive_stream(
             )
             if len(out) < (need := opener.output_bound(n)):  # pragma: no cover
                 out = bytearray(need)  # see above: not reached
-            plain, hashed = await _open(opener, piece, out, state.digest)
+            # The hash goes on from the piece before's, whose delivery may
+            # still be under way.
+            plain, running = await _open(opener, piece, out, running)
             if not checked and opener.header is not None:
                 if not _matches(opener.header, offer):
                     raise IntegrityError
                 checked = True
-            if plain:
-                await _deliver(plain, sink, state, limit, hashed)
-                progress(state.plain, None)
+            await delivery.give(plain, running)
+        await delivery.drain()
+    except BaseException as exc:
+        # What verified before the failure still goes out (unless this is
+        # a cancellation); the failure is the one raised.
+        await delivery.stop(wait=isinstance(exc, Exception))
+        raise
     finally:
         if not reading.done():
             reading.cancel()
@@ -569,27 +443,32 @@ async def _read_into(
 
 
 async def _next_piece(
-    reading: asyncio.Future[int], stall_timeout: float | None, state: StreamProgress
+    reading: asyncio.Future[int],
+    stall_timeout: float | None,
+    state: StreamProgress,
+    delivery: _Delivery,
 ) -> int:
     """Wait for a read started earlier; a failure counts what was delivered
-    by now (the pieces before it included)."""
+    by now (the pieces before it included: their delivery ends first)."""
     try:
         return await reading
     except TimeoutError:
+        await delivery.drain()
         raise StreamCut(
             state.plain, why=f"no data came for {stall_timeout:g} s"
         ) from None
     except TransportError as exc:
+        await delivery.drain()
         raise StreamCut(state.plain, why=str(exc)) from exc
 
 
-def _open_and_hash(
+def _open_piece(
     opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
     """Verify and decrypt ``piece`` (through ``out``, which must hold the
-    opener's output bound); and the running hash as it will be once its
-    plaintext is delivered (a copy: ``digest`` itself moves only when the
-    sink took the plaintext)."""
+    opener's output bound): its plaintext (a copy of its own), and the
+    running hash as it will be once that is delivered (a copy: ``digest``
+    itself moves only when the sink took the plaintext)."""
     n = opener.update_into(piece, out)
     with memoryview(out) as view:
         plain = bytes(view[:n])
@@ -601,11 +480,54 @@ def _open_and_hash(
 async def _open(
     opener: Opener, piece: memoryview, out: bytearray, digest: hashlib._Hash
 ) -> tuple[bytes, hashlib._Hash]:
-    """:func:`_open_and_hash`, on a worker thread if ``piece`` is large
-    (one hop for the verification, the decryption and the SHA-256)."""
-    if len(piece) < _INLINE:
-        return _open_and_hash(opener, piece, out, digest)
-    return await asyncio.to_thread(_open_and_hash, opener, piece, out, digest)
+    """:func:`_open_piece`, on a worker thread if ``piece`` is large (one
+    hop for the verification, the decryption and the SHA-256)."""
+    if len(piece) < _INLINE_OPEN:
+        return _open_piece(opener, piece, out, digest)
+    return await asyncio.to_thread(_open_piece, opener, piece, out, digest)
+
+
+class _Delivery:
+    """Verified plaintext handed to the sink in the background, one piece
+    at a time and in order: starting one waits for the one before."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        state: StreamProgress,
+        limit: int | None,
+        progress: ProgressCallback,
+    ) -> None:
+        self.sink = sink
+        self.state = state
+        self.limit = limit
+        self.progress = progress
+        self.task: asyncio.Future[None] | None = None
+
+    async def give(self, plain: bytes, hashed: hashlib._Hash) -> None:
+        """Begin delivering ``plain`` once the delivery under way ended;
+        ``hashed``: the running hash with it in."""
+        await self.drain()
+        if plain:
+            self.task = asyncio.ensure_future(self._run(plain, hashed))
+
+    async def _run(self, plain: bytes, hashed: hashlib._Hash) -> None:
+        await _deliver(plain, self.sink, self.state, self.limit, hashed)
+        self.progress(self.state.plain, None)
+
+    async def drain(self) -> None:
+        """Wait for the delivery under way; raises what it raised."""
+        if self.task is not None:
+            task, self.task = self.task, None
+            await task
+
+    async def stop(self, *, wait: bool) -> None:
+        """End the delivery under way, letting it finish if ``wait``; what
+        it raises is not raised here (a failure is being raised already)."""
+        if self.task is not None and not self.task.done() and not wait:
+            self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.drain()
 
 
 async def _deliver(
@@ -627,11 +549,3 @@ async def _deliver(
     else:
         state.digest = hashed
     state.plain += len(plain)
-
-
-def stdin_is_live(fd: int | None = None) -> bool:
-    """Whether standard input (or ``fd``) is a terminal, a FIFO or a socket:
-    data that comes when it comes, worth flushing promptly."""
-    fd = sys.stdin.fileno() if fd is None else fd
-    mode = os.fstat(fd).st_mode
-    return os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -1,28 +1,22 @@
 """The stream pumps (xfer.aio.stream): each chunk's plaintext leaves the
 receiver as soon as it verified and never before; a cut, a changed byte, a
 foreign header or a digest that disagrees never ends well; the sender seals
-and hashes what it reads; standard input and output through the event loop."""
+and hashes what it reads."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from xfer.aio.stream import (
-    PIPE_SIZE,
     READ_PIECE,
     StreamProgress,
-    input_pieces,
-    output_sink,
     receive_stream,
     send_stream,
-    source_pieces,
     stream_sealer,
 )
 from xfer.envelope import Opener
@@ -147,6 +141,43 @@ async def test_a_cut_stream_ends_in_stream_cut_with_the_verified_count(
     assert state.plain == 2 * CHUNK
 
 
+async def test_a_slow_sink_gets_pieces_in_order_and_a_cut_counts_what_it_took() -> None:
+    # The next piece is opened while the sink still holds the one before,
+    # but handed on only after it; a cut meanwhile counts exactly what the
+    # sink took, the piece under way included.
+    data = os.urandom(2 * CHUNK + 10)
+    wire = sealed(data)
+    first_chunk_end = 58 + WIRE
+    stream, state = QueueStream(), StreamProgress()
+    took: list[bytes] = []
+    gate = asyncio.Event()
+
+    async def sink(plain: bytes) -> None:
+        if not took:
+            await gate.wait()
+        took.append(plain)
+
+    async def digest() -> TransferDigest:
+        return digest_of(data)
+
+    task = asyncio.ensure_future(
+        receive_stream(stream, KEY, offer(), sink, state=state, digest=digest)
+    )
+    stream.pieces.put_nowait(wire[:first_chunk_end])
+    await asyncio.sleep(0.05)
+    stream.pieces.put_nowait(wire[first_chunk_end : first_chunk_end + WIRE])
+    stream.pieces.put_nowait(b"")  # cut before the final chunk
+    await asyncio.sleep(0.05)
+    assert took == []  # the first piece is still in the sink
+    assert not task.done()
+    gate.set()
+    with pytest.raises(StreamCut, match=f"stream cut after {2 * CHUNK} verified"):
+        await task
+    assert took == [data[:CHUNK], data[CHUNK : 2 * CHUNK]]
+    assert state.plain == 2 * CHUNK
+    assert state.digest.digest() == hashlib.sha256(data[: 2 * CHUNK]).digest()
+
+
 async def test_a_changed_byte_stops_before_its_chunk() -> None:
     data = os.urandom(3 * CHUNK + 10)
     wire = bytearray(sealed(data))
@@ -225,7 +256,7 @@ async def test_the_sender_seals_and_hashes_what_it_reads() -> None:
     stream, state = QueueStream(), StreamProgress()
     ends: list[int] = []
     await send_stream(
-        source_pieces(source(), size=CHUNK),
+        source(),
         stream,
         stream_sealer(KEY, offer()),
         state=state,
@@ -260,9 +291,7 @@ async def test_a_live_stream_flushes_what_waits_and_the_opener_releases_it() -> 
         went.set()
 
     watching = asyncio.ensure_future(watch())
-    await send_stream(
-        source_pieces(source()), stream, sealer, state=state, flush_interval=0.01
-    )
+    await send_stream(source(), stream, sealer, state=state, flush_interval=0.01)
     await watching
     opener = Opener(KEY, transfer_id=b"\x01" * 16)
     assert opener.update(bytes(stream.written)) + opener.finalize() == b"hello world"
@@ -277,9 +306,7 @@ async def test_without_a_flush_interval_a_short_chunk_waits() -> None:
         await gate.wait()
 
     sending = asyncio.ensure_future(
-        send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     )
     await asyncio.sleep(0.1)
     assert len(stream.written) == 58  # the header: no chunk yet, as for a pipe
@@ -299,9 +326,7 @@ async def test_small_pieces_are_joined_in_order_and_the_end_stays_behind() -> No
 
     stream, state = QueueStream(), StreamProgress()
     with pytest.raises(OSError, match="after all of it"):
-        await send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        await send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     assert state.plain == len(data)
     opener = Opener(KEY)
     assert opener.update(bytes(stream.written)) == data  # every chunk, in order
@@ -316,9 +341,7 @@ async def test_a_failing_source_fails_the_sender_without_a_final_chunk() -> None
 
     stream, state = QueueStream(), StreamProgress()
     with pytest.raises(OSError, match="gone"):
-        await send_stream(
-            source_pieces(source()), stream, stream_sealer(KEY, offer()), state=state
-        )
+        await send_stream(source(), stream, stream_sealer(KEY, offer()), state=state)
     opener = Opener(KEY)
     assert opener.update(bytes(stream.written)) == b"a" * CHUNK
     with pytest.raises(IntegrityError):  # no final chunk went out
@@ -341,65 +364,3 @@ async def test_a_stream_read_into_buffers_is_opened_whole_and_in_order() -> None
     assert set(stream.asked) == {READ_PIECE}
     # A whole buffer's worth was opened at once, not a piece at a time.
     assert max(len(p) for p in out) >= READ_PIECE // WIRE * CHUNK
-
-
-async def test_input_from_a_pipe_and_from_a_file(tmp_path: Path) -> None:
-    data = os.urandom(300_000)
-    read_end, write_end = os.pipe()
-    loop = asyncio.get_running_loop()
-
-    def feed() -> None:
-        with os.fdopen(write_end, "wb") as f:
-            f.write(data)
-
-    feeding = loop.run_in_executor(None, feed)
-    got = b"".join([p async for p in input_pieces(read_end, 65536)])
-    await feeding
-    # The loop's non-blocking mode does not outlive the reading (standard
-    # input's open file is the shell's too).
-    assert os.get_blocking(read_end)
-    if hasattr(fcntl, "F_GETPIPE_SZ"):  # Linux: a larger pipe, larger reads
-        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= PIPE_SIZE
-    os.close(read_end)
-    assert got == data
-    path = tmp_path / "in.bin"
-    path.write_bytes(data)
-    with path.open("rb") as f:
-        assert b"".join([p async for p in input_pieces(f.fileno(), 65536)]) == data
-    # A device the event loop cannot watch: read like a file.
-    null = os.open(os.devnull, os.O_RDONLY)
-    try:
-        assert [p async for p in input_pieces(null)] == []
-    finally:
-        os.close(null)
-
-
-async def test_output_to_a_pipe_waits_for_its_reader() -> None:
-    read_end, write_end = os.pipe()
-    try:
-        async with output_sink(write_end) as sink:
-            # Nobody reads: the pipe (64 KiB) and the writer's buffer fill,
-            # and a write then waits instead of taking more.
-            blocked = asyncio.ensure_future(sink(b"x" * (4 << 20)))
-            await asyncio.sleep(0.2)
-            assert not blocked.done()
-            reading = asyncio.get_running_loop().run_in_executor(
-                None, _read_all, read_end, 4 << 20
-            )
-            await blocked
-            await sink(b"y")
-        assert os.get_blocking(write_end)
-        os.close(write_end)
-        write_end = -1
-        assert await reading == b"x" * (4 << 20)
-    finally:
-        if write_end >= 0:
-            os.close(write_end)
-        os.close(read_end)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    out = bytearray()
-    while len(out) < size:
-        out += os.read(fd, size - len(out))
-    return bytes(out)

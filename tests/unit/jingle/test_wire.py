@@ -147,9 +147,9 @@ def test_a_stream_offer_has_no_size_and_no_range() -> None:
 
 
 def test_a_receiver_from_before_streams_answers_a_stream_bad_request() -> None:
-    # The parser of the last release without streams (from the history):
+    # The parser of the last release without streams (a frozen copy):
     # a <file/> without <size/> is malformed to it, and it says so at once.
-    old = old_module("xfer/jingle/wire.py")
+    old = old_module("jingle_wire")
     with pytest.raises(JingleError) as caught:
         old.parse(build(stream_offer()))
     assert caught.value.condition == "bad-request"

@@ -228,8 +228,8 @@ def test_a_version_1_offer_has_no_flags_so_no_stream() -> None:
 
 def test_a_receiver_from_before_streams_refuses_a_stream_offer() -> None:
     # The decoder of the last release without streams (KNOWN_FLAGS = 0), as
-    # it is in the history: it must refuse the offer, not misread it.
-    old = old_module("xfer/transfer/offer.py")
+    # it was (a frozen copy): it must refuse the offer, not misread it.
+    old = old_module("transfer_offer")
     with pytest.raises(RemoteProtocolError, match="unknown flags"):
         old.decode_payload(stream_offer().encode())
     assert old.decode_payload(make_offer(size=5).encode()).size == 5

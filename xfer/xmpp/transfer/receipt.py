@@ -357,14 +357,18 @@ class Receipts:
         servers may read. A stream never goes on: its sender always hears
         why, and how much was verified and delivered (``state``)."""
         if state is not None:
-            if isinstance(exc, XferError | OSError):
-                self._tell(
-                    offer,
-                    stored=False,
-                    why=private_text(exc),
-                    sha256=state.digest.digest(),
-                    size=state.plain,
-                )
+            # Also when we were stopped (Ctrl-C): the count is the news.
+            self._tell(
+                offer,
+                stored=False,
+                why=(
+                    private_text(exc)
+                    if isinstance(exc, XferError | OSError)
+                    else "the receiver stopped"
+                ),
+                sha256=state.digest.digest(),
+                size=state.plain,
+            )
         elif isinstance(exc, XferError | OSError) and not broke_off(exc):
             self._tell(offer, stored=False, why=private_text(exc))
         ending = offer.session.terminate(

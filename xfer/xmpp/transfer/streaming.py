@@ -18,15 +18,10 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from xfer.aio.bytestream import no_progress
-from xfer.aio.stream import (
-    StreamProgress,
-    send_stream,
-    source_pieces,
-    stream_sealer,
-)
+from xfer.aio.stream import StreamProgress, send_stream, stream_sealer
 from xfer.errors import (
     RemoteProtocolError,
     StreamCut,
@@ -39,7 +34,7 @@ from xfer.jingle.files import FileDescription
 from xfer.transfer.offer import TransferDigest, TransferOffer
 from xfer.transfer.policy import public_text, range_offset, reason_for
 from xfer.xmpp.transfer.context import crypto_executor
-from xfer.xmpp.transfer.negotiation import expect, watching
+from xfer.xmpp.transfer.negotiation import expect, settle, watching
 from xfer.xmpp.transfer.sending import SendResult, initiate
 
 if TYPE_CHECKING:
@@ -50,6 +45,7 @@ if TYPE_CHECKING:
     from xfer.jingle.wire import Jingle
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
+    from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import S5B, Negotiator
     from xfer.xmpp.transfer.receipt import Negotiated, Receipts
@@ -62,6 +58,11 @@ __all__ = ["ReceivedStream", "StreamSender"]
 
 #: Verified pieces handed on but not yet taken by the application, at most.
 QUEUED = 4
+#: How long a side that cancels a stream waits for the peer to acknowledge
+#: its session-terminate before it tears the bytestream down (s).
+CANCEL_WAIT = 3.0
+
+_T = TypeVar("_T")
 
 
 class ReceivedStream:
@@ -115,7 +116,15 @@ class ReceivedStream:
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             self._ended = True
-            why = item.why if isinstance(item, StreamCut) else _why(item)
+            if isinstance(item, StreamCut):
+                why = item.why
+            elif (
+                isinstance(item, TransferRejected)
+                and item.reason == Reason.CANCEL.value
+            ):
+                why = f"{self.peer} cancelled the stream"
+            else:
+                why = _why(item)
             raise StreamCut(self.verified, why=why) from item
         self.verified += len(item)
         return item
@@ -139,7 +148,9 @@ class ReceivedStream:
         return self.sha256
 
     async def aclose(self) -> None:
-        """Stop receiving (the sender hears ``cancel``), unless it ended."""
+        """Stop receiving, unless it ended: the sender hears ``cancel``, and
+        inside OTR how much was verified and delivered (the verdict, which
+        a sender whose bytestream broke waits for a moment)."""
         self._ended = True
         if not self._task.done():
             self._task.cancel()
@@ -151,6 +162,25 @@ class ReceivedStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def cancelled_first(session: JingleSessionIO, work: Awaitable[_T]) -> _T:
+    """Run the data phase ``work``; if we are cancelled meanwhile (Ctrl-C,
+    SIGTERM), end the Jingle session with ``cancel`` *before* the work
+    stops, which tears the bytestream down (``spec/otr.md`` 5.4): the
+    peer, which acknowledges the session-terminate before we go on, hears
+    that we cancelled rather than that the connection was reset. The
+    acknowledgement is awaited for :data:`CANCEL_WAIT` seconds at most."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.terminate(Reason.CANCEL), CANCEL_WAIT)
+        raise
+    finally:
+        await settle(task)
 
 
 def _why(exc: BaseException) -> str:
@@ -208,7 +238,7 @@ class StreamSender:
                 offer,
                 key,
                 verdict,
-                source_pieces(source),
+                source,
                 flush_interval,
                 progress,
                 started,
@@ -223,7 +253,7 @@ class StreamSender:
         offer: TransferOffer,
         key: bytes,
         verdict: asyncio.Future[TransferVerdict],
-        pieces: AsyncIterable[bytes],
+        pieces: Source,
         flush_interval: float | None,
         progress: ProgressCallback,
         started: float,
@@ -275,19 +305,22 @@ class StreamSender:
                     fingerprint=fingerprint,
                 )
 
-            await watching(
+            await cancelled_first(
                 session,
-                send_stream(
-                    pieces,
+                watching(
+                    session,
+                    send_stream(
+                        pieces,
+                        stream,
+                        sealer,
+                        state=state,
+                        progress=progress,
+                        on_written=on_written,
+                        stall_timeout=self._settings.stall_timeout,
+                        flush_interval=flush_interval,
+                    ),
                     stream,
-                    sealer,
-                    state=state,
-                    progress=progress,
-                    on_written=on_written,
-                    stall_timeout=self._settings.stall_timeout,
-                    flush_interval=flush_interval,
                 ),
-                stream,
             )
             await expect(session, set(), self._settings.offer_timeout)
         except TransferRejected as exc:
