@@ -54,6 +54,14 @@ SECTIONS = {
         "CA (s2s_secure_auth), clients found their server by SRV and trusted "
         "the CA with --ca-file.",
     ),
+    "ejabberd": (
+        "Prosody and ejabberd federated, TLS on c2s and s2s",
+        "`tests/deploy/test_ejabberd_federation.py`: the same topology with "
+        "b.test served by ejabberd as Debian ships it (its c2s shaper, 3000 B/s "
+        "after a 20 kB burst; its proxy65) and no dialback: the servers "
+        "authenticate each other by certificate only. One server's proxy "
+        "dropped shows the other's carrying the data.",
+    ),
 }
 
 _INTRO = """\
