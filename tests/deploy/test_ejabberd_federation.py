@@ -17,15 +17,20 @@ dropped, so that the other's carries the data (ejabberd's proxy65, then
 Prosody's); the direct path and both proxies dropped (IBB across s2s, and
 from the ejabberd side through its c2s shaper). The file that arrives is
 the one sent; the transport, MB/s and time to first byte go to the table
-(``XFER_DEPLOY_TABLE``) and the log.
+(``XFER_DEPLOY_TABLE``) and the log. Also: the s2s streams are
+authenticated by certificate both ways; an ejabberd given another CA
+refuses Prosody both ways; a topology with ejabberd in it leaves nothing
+behind when the test using it fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +39,16 @@ import pytest
 from tests.conftest import require_or_skip
 from tests.deploy._table import Run, record
 from tests.deploy.test_federation import PASSWORDS, Person, Receiving, _sent
+from xfer.testing.certs import CertificateAuthority
 from xfer.testing.ejabberd import STOCK_C2S_SHAPER, LocalEjabberd, ejabberd_available
-from xfer.testing.federation import CLIENTS, Federation, ejabberd, prosody
+from xfer.testing.federation import (
+    CLIENTS,
+    Federation,
+    Server,
+    ServerSite,
+    ejabberd,
+    prosody,
+)
 from xfer.testing.netns import NetnsUnavailable, netns_available
 from xfer.testing.prosody import LocalProsody
 
@@ -275,3 +288,65 @@ def test_an_ejabberd_federation_leaves_nothing_behind_when_its_user_fails(
     assert server.directory is not None  # the topology's, removed with it
     assert not server.directory.exists()
     assert not topology.running
+
+
+def test_ejabberd_refuses_a_peer_whose_certificate_its_ca_did_not_sign(
+    net: Federation,  # only for the same requirements (root, ip, nft, ejabberd)
+    tmp_path: Path,
+) -> None:
+    """ejabberd given another CA than the one that signed Prosody's
+    certificate (and no dialback): no s2s stream between them is
+    authenticated, either way - ejabberd checks the certificate of a server
+    it connects to as well as of one that connects to it. (Each user
+    starts sending to the other, which makes each server connect.)"""
+
+    def untrusting(site: ServerSite) -> Server:
+        stranger = CertificateAuthority("a CA nobody here uses")
+        other = stranger.write(site.directory / "certs" / "other-ca.crt")
+        return ejabberd(dataclasses.replace(site, ca_file=other))
+
+    with Federation(
+        accounts={"a": {"alice": PASSWORDS["alice"]}, "b": {"bob": PASSWORDS["bob"]}},
+        servers={"a": prosody, "b": untrusting},
+    ) as topology:
+        server = topology.running["b"]
+        assert isinstance(server, LocalEjabberd)
+        alice = Person("alice", "a", topology, tmp_path)
+        bob = Person("bob", "b", topology, tmp_path)
+        src = tmp_path / "note.txt"
+        src.write_bytes(b"for bob")
+        senders = [
+            one.start("send", str(src), "--to", other.jid, "--ca-file", one.ca_file)
+            for one, other in ((alice, bob), (bob, alice))
+        ]
+        try:
+            log = _wait_for_log(server, REFUSED, timeout=30)
+        finally:
+            for sending in senders:
+                sending.kill()
+                sending.communicate()
+    assert "Accepted inbound s2s" not in log, log
+    assert "Accepted outbound s2s" not in log, log
+
+
+#: What ejabberd logs when it refuses Prosody's certificate: as the server
+#: connected to, and as the one connecting.
+REFUSED = [
+    r"Failed inbound s2s EXTERNAL authentication a\.test -> b\.test \S+: "
+    r"self signed certificate in certificate chain",
+    r"Failed to establish outbound s2s connection b\.test -> a\.test: "
+    r"Peer certificate rejected: self signed certificate in certificate chain",
+]
+
+
+def _wait_for_log(server: LocalEjabberd, patterns: list[str], timeout: float) -> str:
+    """ejabberd's log, once every one of ``patterns`` is in it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = server.log_file.read_text()
+        missing = [p for p in patterns if not re.search(p, log)]
+        if not missing:
+            return log
+        if time.monotonic() > deadline:
+            pytest.fail(f"ejabberd did not log {missing} in {timeout} s:\n{log}")
+        time.sleep(0.2)
