@@ -19,8 +19,10 @@ Optional: STARTTLS (``tls``; ``require_tls``; a direct TLS port with
 ``direct_tls``) with a certificate from a throw-away CA (:attr:`ca_file`) or
 one given (``certificate``, ``key``, ``ca_file``); s2s (``s2s``: a listener
 on :attr:`s2s_port`, with ``s2s_tls`` STARTTLS required and peers'
-certificates checked against ``ca_file``), a domain and an address other
-than loopback, and a command prefix (``wrapper``, e.g. ``ip netns exec``).
+certificates checked against ``ca_file``; ``s2s_dialback=False`` leaves
+dialback out, so certificates are the only way in or out), a domain and
+an address other than loopback, and a command prefix (``wrapper``, e.g.
+``ip netns exec``; :func:`xfer.testing.federation.ejabberd` runs it so).
 
 Erlang: every instance is its own node (a unique name on 127.0.0.1 and a
 random cookie, kept in the private directory's ``.erlang.cookie``, owner
