@@ -19,8 +19,10 @@ Optional: STARTTLS (``tls``; ``require_tls``; a direct TLS port with
 ``direct_tls``) with a certificate from a throw-away CA (:attr:`ca_file`) or
 one given (``certificate``, ``key``, ``ca_file``); s2s (``s2s``: a listener
 on :attr:`s2s_port`, with ``s2s_tls`` STARTTLS required and peers'
-certificates checked against ``ca_file``), a domain and an address other
-than loopback, and a command prefix (``wrapper``, e.g. ``ip netns exec``).
+certificates checked against ``ca_file``; ``s2s_dialback=False`` leaves
+dialback out, so certificates are the only way in or out), a domain and
+an address other than loopback, and a command prefix (``wrapper``, e.g.
+``ip netns exec``; :func:`xfer.testing.federation.ejabberd` runs it so).
 
 Erlang: every instance is its own node (a unique name on 127.0.0.1 and a
 random cookie, kept in the private directory's ``.erlang.cookie``, owner
@@ -51,8 +53,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from xfer.testing._server import LocalServer, free_port, run_by_hand
 from xfer.testing.certs import CertificateAuthority
 from xfer.testing.ejabberd_config import (
     STOCK_C2S_SHAPER,
@@ -62,9 +64,6 @@ from xfer.testing.ejabberd_config import (
     to_yaml,
 )
 from xfer.testing.prosody import Account
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = [
     "STOCK_C2S_SHAPER",
@@ -94,12 +93,6 @@ def _erl_libs() -> str | None:
 
 def ejabberd_available() -> bool:
     return shutil.which("erl") is not None and _erl_libs() is not None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _erlang_binary(text: str) -> str:
@@ -132,7 +125,7 @@ end.
 
 
 @dataclass
-class LocalEjabberd:
+class LocalEjabberd(LocalServer):
     """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
 
     domain: str = "xfer.test"
@@ -170,6 +163,10 @@ class LocalEjabberd:
     s2s: bool = False
     s2s_port: int = 0
     s2s_tls: bool = False
+    #: Accept and use dialback (mod_s2s_dialback, as Debian ships it) as
+    #: well as certificates (SASL EXTERNAL); off: a remote server must
+    #: present a certificate ``ca_file`` vouches for, and so must we.
+    s2s_dialback: bool = True
     outgoing_s2s_port: int = 5269
     #: Traffic shapers (None: no shaper); the defaults are Debian's.
     c2s_shaper: Shaper | None = STOCK_C2S_SHAPER
@@ -268,11 +265,11 @@ class LocalEjabberd:
     def _pick_ports(self, c2s: int, proxy: int, direct: int, s2s: int) -> None:
         """The ports asked for, and free ones (on loopback, as seen from
         here) for those left at 0."""
-        self.c2s_port = c2s or _free_port()
-        self.proxy_port = proxy or _free_port()
-        self.dist_port = _free_port()
-        self.direct_tls_port = (direct or _free_port()) if self.direct_tls else 0
-        self.s2s_port = (s2s or _free_port()) if self.s2s else 0
+        self.c2s_port = c2s or free_port()
+        self.proxy_port = proxy or free_port()
+        self.dist_port = free_port()
+        self.direct_tls_port = (direct or free_port()) if self.direct_tls else 0
+        self.s2s_port = (s2s or free_port()) if self.s2s else 0
 
     def _make_certificate(self) -> None:
         assert self.directory is not None
@@ -455,36 +452,16 @@ class LocalEjabberd:
             os.killpg(self._process.pid, signal.SIGKILL)
         self._process = None
 
-    def stop(self) -> None:
-        self._terminate()
-        if self._own_dir and self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def __enter__(self) -> LocalEjabberd:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def summary(self) -> str:
+        return (
+            f"ejabberd on {self.address}:{self.c2s_port} (proxy65 {self.proxy_jid} "
+            f"on port {self.proxy_port}; node {self.node}); accounts: "
+            + ", ".join(f"{u}@{self.domain}" for u in self.accounts)
+        )
 
 
 def main(argv: list[str]) -> int:
-    accounts = dict(a.split(":", 1) for a in argv) or {"alice": "alice", "bob": "bob"}
-    with LocalEjabberd(accounts=accounts) as server:
-        print(
-            f"ejabberd on 127.0.0.1:{server.c2s_port} (proxy65 {server.proxy_jid} "
-            f"on port {server.proxy_port}; node {server.node}); accounts: "
-            + ", ".join(f"{u}@{server.domain}" for u in accounts)
-        )
-        print("Ctrl-C stops it.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-    return 0
+    return run_by_hand(lambda accounts: LocalEjabberd(accounts=accounts), argv)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def server_config(
         modules["mod_offline"] = {
             "access_max_user_messages": "max_user_offline_messages"
         }
-    if server.s2s:
+    if server.s2s and server.s2s_dialback:
         modules["mod_s2s_dialback"] = {}
     config: dict[str, object] = {
         "loglevel": "info",

@@ -25,8 +25,9 @@ on c2s and s2s. Clients run as processes in the client namespaces
 The servers are pluggable: a :data:`ServerFactory` turns the
 :class:`ServerSite` the topology prepared (domain, namespace, address,
 accounts, certificate, CA, directory) into a started :class:`Server`.
-:func:`prosody` is the one here; another implementation only needs to
-listen on the site's address and honour the same site.
+:func:`prosody` and :func:`ejabberd` are the ones here (``servers={"a":
+prosody, "b": ejabberd}`` federates the two implementations); another
+only needs to listen on the site's address and honour the same site.
 
 :meth:`Federation.close` (also on failure, and at the ``with`` block's
 end) stops the servers and the DNS, deletes the namespaces (links and
@@ -42,17 +43,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from xfer.testing.certs import CertificateAuthority, Issued
+from xfer.testing.ejabberd import LocalEjabberd
 from xfer.testing.netns import (
     NetnsUnavailable,
     _NetnsProsody,
     _run,
     netns_available,
+    port_open_in,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ __all__ = [
     "Server",
     "ServerFactory",
     "ServerSite",
+    "ejabberd",
     "prosody",
 ]
 
@@ -131,6 +135,42 @@ def prosody(site: ServerSite) -> Server:
         s2s=True,
         s2s_port=5269,
         certificate=site.certificate,
+        ca_file=site.ca_file,
+    )
+    server.namespace = site.namespace
+    return server.start()
+
+
+class _NetnsEjabberd(LocalEjabberd):
+    """ejabberd inside a server namespace: started through ``ip netns
+    exec`` (its Erlang node and the account helper talk over that
+    namespace's loopback), its ports checked from inside too."""
+
+    namespace: str = ""
+
+    def _port_open(self, port: int) -> bool:
+        return port_open_in(self.namespace, self.address, port)
+
+
+def ejabberd(site: ServerSite) -> Server:
+    """ejabberd (Debian's package, its shapers as shipped) for ``site``:
+    c2s with TLS required; s2s with STARTTLS required both ways and the
+    site's CA as its ``ca_file``, without dialback, so that a peer is
+    accepted only by a certificate that CA signed (SASL EXTERNAL), and
+    ejabberd gets in only with its own; its proxy65."""
+    server = _NetnsEjabberd(
+        domain=site.domain,
+        accounts=dict(site.accounts),
+        address=site.address,
+        wrapper=("ip", "netns", "exec", site.namespace),
+        directory=site.directory,
+        require_tls=True,
+        s2s=True,
+        s2s_port=5269,
+        s2s_tls=True,
+        s2s_dialback=False,
+        certificate=site.certificate.certificate,
+        key=site.certificate.key,
         ca_file=site.ca_file,
     )
     server.namespace = site.namespace
@@ -263,11 +303,16 @@ class Federation:
         _run("ip", "-n", self.ns(name), *argv)
 
     def block(
-        self, *, direct: bool = False, proxies: bool = False, s2s: bool = False
+        self,
+        *,
+        direct: bool = False,
+        proxies: bool | Collection[str] = False,
+        s2s: bool = False,
     ) -> None:
         """Drop (silently, established connections too) traffic between
-        the two clients, to both servers' proxies, and/or between the two
-        servers; replaces earlier rules (``block()`` lifts them all)."""
+        the two clients, to both servers' proxies (or to those of the
+        servers named: ``proxies=["b"]``), and/or between the two servers;
+        replaces earlier rules (``block()`` lifts them all)."""
         rules = []
 
         def between(one: str, other: str) -> None:
@@ -280,8 +325,11 @@ class Federation:
             between("ca", "cb")
         if s2s:
             between("sa", "sb")
-        if proxies:
-            for name, server in self.running.items():
+        dropped = (
+            (self.running if proxies else ()) if isinstance(proxies, bool) else proxies
+        )
+        for name, server in self.running.items():
+            if name in dropped:
                 rules.append(
                     f"ip daddr {self.server_address(name)} "
                     f"tcp dport {server.proxy_port} drop;"

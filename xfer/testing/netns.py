@@ -71,6 +71,19 @@ def _run(*argv: str, stdin: str | None = None) -> None:
         raise NetnsUnavailable(f"{' '.join(argv)}: {done.stderr.strip()}")
 
 
+def port_open_in(namespace: str, address: str, port: int) -> bool:
+    """Whether something listens on ``address``:``port``, as seen from
+    inside network namespace ``namespace``."""
+    probe = f"exec 3<>/dev/tcp/{address}/{port}"
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        ["ip", "netns", "exec", namespace, "bash", "-c", probe],  # noqa: S607
+        capture_output=True,
+        check=False,
+        timeout=5,
+    )
+    return done.returncode == 0
+
+
 class _NetnsProsody(LocalProsody):
     """Prosody inside the server namespace: started through ``ip netns
     exec``, its ports checked from inside too."""
@@ -78,14 +91,7 @@ class _NetnsProsody(LocalProsody):
     namespace: str = ""
 
     def _port_open(self, port: int) -> bool:
-        probe = f"exec 3<>/dev/tcp/{self.address}/{port}"
-        done = subprocess.run(  # noqa: S603 - fixed argv
-            ["ip", "netns", "exec", self.namespace, "bash", "-c", probe],  # noqa: S607
-            capture_output=True,
-            check=False,
-            timeout=5,
-        )
-        return done.returncode == 0
+        return port_open_in(self.namespace, self.address, port)
 
 
 @dataclass

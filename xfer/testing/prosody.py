@@ -43,12 +43,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from xfer.testing._server import LocalServer, free_port, run_by_hand
 from xfer.testing.certs import CertificateAuthority, Issued
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["Account", "LocalProsody", "ProsodyUnavailable", "prosody_available"]
 
@@ -61,12 +58,6 @@ class ProsodyUnavailable(RuntimeError):
 
 def prosody_available() -> bool:
     return shutil.which("prosody") is not None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +113,7 @@ Component "{muc_host}" "muc"
 
 
 @dataclass
-class LocalProsody:
+class LocalProsody(LocalServer):
     """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
 
     domain: str = "xfer.test"
@@ -222,10 +213,10 @@ class LocalProsody:
         if uses_tls:
             ssl = self._make_certificate()
         for attempt in range(3):
-            self.c2s_port, self.proxy_port = _free_port(), _free_port()
-            self.direct_tls_port = _free_port() if self.direct_tls else 0
+            self.c2s_port, self.proxy_port = free_port(), free_port()
+            self.direct_tls_port = free_port() if self.direct_tls else 0
             if self.s2s and (attempt or not self.s2s_port):
-                self.s2s_port = _free_port()
+                self.s2s_port = free_port()
             config = self.directory / "prosody.cfg.lua"
             config.write_text(
                 _CONFIG.format(
@@ -387,36 +378,16 @@ class LocalProsody:
                 self._process.wait(5)
         self._process = None
 
-    def stop(self) -> None:
-        self._terminate()
-        if self._own_dir and self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            self.directory = None
-
-    def __enter__(self) -> LocalProsody:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def summary(self) -> str:
+        return (
+            f"prosody on {self.address}:{self.c2s_port} (proxy65 {self.proxy_jid} "
+            f"on port {self.proxy_port}); accounts: "
+            + ", ".join(f"{u}@{self.domain}" for u in self.accounts)
+        )
 
 
 def main(argv: list[str]) -> int:
-    accounts = dict(a.split(":", 1) for a in argv) or {"alice": "alice", "bob": "bob"}
-    with LocalProsody(accounts=accounts) as server:
-        print(
-            f"prosody on 127.0.0.1:{server.c2s_port} (proxy65 {server.proxy_jid} "
-            f"on port {server.proxy_port}); accounts: "
-            + ", ".join(f"{u}@{server.domain}" for u in accounts)
-        )
-        print("Ctrl-C stops it.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-    return 0
+    return run_by_hand(lambda accounts: LocalProsody(accounts=accounts), argv)
 
 
 if __name__ == "__main__":
