@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tests.adapters.xmpp.slix import ME, PEER, TransferCase
+from xfer.xmpp.transfer.rejoin import _MAX_ANSWERED
 
 if TYPE_CHECKING:
     from slixmpp.xmlstream.stanzabase import StanzaBase
@@ -43,3 +44,13 @@ class TestReannouncer(TransferCase):
         self.xmpp.event("session_start")
         told = [p["to"].full for p in self.presences()]
         assert told == [PEER_BARE]
+
+    def test_a_flood_of_presence_in_a_senders_name_gets_few_answers(self) -> None:
+        """The sender's server forges presence from hundreds of resources of
+        the sender's account: a bounded number of them are answered (and
+        remembered), not every one."""
+        self.waiting_for(PEER_BARE)
+        for n in range(300):
+            self.recv(f'<presence from="{PEER_BARE}/flood{n}" to="{ME}"/>')
+        told = [p["to"].full for p in self.presences()]
+        assert told == [f"{PEER_BARE}/flood{n}" for n in range(_MAX_ANSWERED)]

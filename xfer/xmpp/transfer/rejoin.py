@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 MAX_POLL = 8.0
 #: Presence announcements kept per search; more (a flood) are dropped.
 _MAX_SEEN = 16
+#: Resources other than the old full JID asked per search, at most.
+_MAX_ASKED = 16
+#: Full JIDs a receiver answers with its presence per log-in, at most.
+_MAX_ANSWERED = 64
 
 
 @dataclass(kw_only=True)
@@ -233,13 +237,26 @@ class Finder:
         # Whichever of us logged in again last: its clients waiting for
         # the rest answer with their presence (:class:`Reannouncer`).
         self._xmpp.send_presence(pto=bare)
+        # Other resources asked in this search, at most _MAX_ASKED: a flood
+        # of presence in the account's name (its server may forge any) gets
+        # that many questions, no more; the old full JID is always asked.
+        others: set[str] = set()
+
+        def budget(candidates: Iterable[str]) -> Iterator[str]:
+            for candidate in dict.fromkeys(candidates):
+                if candidate in excluded or "/" not in candidate:
+                    continue
+                if candidate != full:
+                    if candidate not in others and len(others) >= _MAX_ASKED:
+                        continue
+                    others.add(candidate)
+                yield candidate
+
         try:
             ask = [full, *self._reach.online(bare)]
             pause = 0.5
             while True:
-                for candidate in dict.fromkeys(ask):
-                    if candidate in excluded or "/" not in candidate:
-                        continue
+                for candidate in budget(ask):
                     if await self._reach.available(candidate):
                         return candidate
                 left = give_up - loop.time()
@@ -277,7 +294,8 @@ class Reannouncer:
     the accounts whose transfers to us wait for the rest that we are online
     again, and under which full JID (directed presence to each bare JID);
     and answer the presence of such an account's client (a sender looking
-    for us, :meth:`Finder.where`) with ours, once per full JID and log-in.
+    for us, :meth:`Finder.where`) with ours, once per full JID and log-in
+    (and to :data:`_MAX_ANSWERED` of them at most).
     Those accounts learned our presence before, when we took their offers;
     nobody else is told anything."""
 
@@ -298,6 +316,8 @@ class Reannouncer:
         full: str = presence["from"].full
         if "/" not in full or full in self._answered:
             return
+        if len(self._answered) >= _MAX_ANSWERED:
+            return  # a flood of presence in a sender's name: enough said
         if strip_resource(full) in set(self._waiting()):
             self._answered.add(full)
             self._xmpp.send_presence(pto=full)
