@@ -26,7 +26,9 @@ of the transfer (``excluded``).
 
 :meth:`Finder.bounce` notices at once that a message of ours to the peer
 came back as an error (its server is down, or the resource gone), instead
-of waiting for an answer that cannot come.
+of waiting for an answer that cannot come: while an offer waits for its
+answer, and while a session the peer lost is renewed
+(:meth:`Finder.renewed`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xfer.errors import NotSecure, PeerOffline
 from xfer.jid import strip_resource
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
     from xfer.errors import XferError
-    from xfer.jingle.wire import Jingle
     from xfer.otr.session import Session
     from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The longest pause between two service discovery requests to the full JID
 #: a transfer went to (s).
@@ -155,6 +158,23 @@ class Finder:
         finally:
             self._bounces.remove(entry)
             waiter.cancel()
+
+    async def renewed(self, full: str, old_ssid: bytes | None) -> Session:
+        """A session with ``full`` newer than the one that made
+        ``old_ssid`` (the peer restarted and lost it: it could not read our
+        offer), as :meth:`xfer.xmpp.otr.XferOTR.renewed` sets it up; a
+        bounce of our D-H Commit ends the wait at once.
+
+        Raises:
+            PeerOffline: our message to ``full`` bounced.
+            NotSecure: no new session within the connect timeout.
+        """
+        otr = self._context.siblings.otr
+        timeout = self._context.settings.connect_timeout
+        with self.bounce(full) as bounced:
+            return await unless_bounced(
+                bounced, full, otr.renewed(full, old_ssid, timeout=timeout)
+            )
 
     async def session_again(
         self, full: str, broken: XferError, retry: Retry
@@ -274,8 +294,8 @@ class Finder:
 
 
 async def unless_bounced(
-    bounced: asyncio.Future[str], peer: str, waiting: Awaitable[Jingle]
-) -> Jingle:
+    bounced: asyncio.Future[str], peer: str, waiting: Awaitable[T]
+) -> T:
     """``waiting``'s result, unless a message of ours to ``peer`` bounces
     first: then PeerOffline at once, not after the timeout."""
     task = asyncio.ensure_future(waiting)
