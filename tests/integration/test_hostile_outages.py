@@ -19,12 +19,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.integration.conftest import bob_direct, introduce, through
+from tests.integration.conftest import (
+    bob_direct,
+    introduce,
+    through,
+    transfer_client,
+)
 from xfer.errors import TransferTimeout, XferError
+from xfer.testing.faults import FaultProxy
 from xfer.testing.hostile import HostileServer, body
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
     from xfer.testing.prosody import LocalProsody
     from xfer.xmpp.client import XferClient
@@ -41,6 +47,10 @@ IBB: dict[str, object] = {
     "socks5_proxy": False,
     "ibb_block_size": 8192,
 }
+STALL = 2.0
+#: How long a side that gave up waits for its session-terminate to be
+#: acknowledged before it returns (the old wait: 10 s).
+TERMINATE_WAIT = 1.0
 INITIATE = ".//{urn:xmpp:jingle:1}jingle[@action='session-initiate']"
 
 
@@ -464,3 +474,82 @@ async def test_a_presence_flood_after_a_break_does_not_make_offers_without_end(
     # At most a queue's worth per search (16), per attempt.
     assert len(asked) <= 16 * (1 + attempts)
     assert len(flooded) == 400
+
+
+# -- a stalled link: both ends return soon after the stall is noticed -------------
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[FaultProxy]]:
+    made: list[FaultProxy] = []
+    yield made
+    for p in made:
+        await p.stop()
+
+
+async def test_on_a_stalled_link_both_ends_return_soon_after_the_stall_timeout(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    proxies: list[FaultProxy],
+) -> None:
+    """alice's link to her server goes quiet mid-transfer (IBB; a fault
+    proxy holds every byte, cuts nothing). Each side notices after its
+    stall timeout (2 s) and returns soon after, its session-terminate sent
+    on a best-effort basis: it does not wait for an answer that cannot
+    come over the quiet link (that wait alone took 10 s)."""
+    proxy = FaultProxy("127.0.0.1", prosody.c2s_port)
+    await proxy.start()
+    proxies.append(proxy)
+    settings = {**IBB, "stall_timeout": STALL, "resume_attempts": 0}
+    alice = await transfer_client(
+        prosody, "alice", "quiet", tmp_path / "a", via=proxy, **settings
+    )
+    clients.append(alice)
+    bob = await bob_direct(prosody, clients, tmp_path / "b", **settings)
+    introduce(alice, bob)
+    loop = asyncio.get_running_loop()
+    stalled: list[float] = []
+    returned: dict[str, float] = {}
+
+    def stall(done: int, _total: int | None) -> None:
+        if done and not stalled:
+            proxy.stall_forever()
+            stalled.append(loop.time())
+
+    async def timed(side: str, work: Awaitable[object]) -> object:
+        try:
+            return await work
+        finally:
+            returned[side] = loop.time()
+
+    src = tmp_path / "doc.bin"
+    src.write_bytes(os.urandom(512 * KiB))
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+
+    async def receive() -> Path:
+        offer = await bob.plugin["xfer_transfer"].next_offer(timeout=30)
+        return await offer.accept(inbox)
+
+    got, result = await asyncio.wait_for(
+        asyncio.gather(
+            timed("bob", receive()),
+            timed(
+                "alice",
+                alice.plugin["xfer_transfer"].send_file(
+                    bob.boundjid.full, src, progress=stall
+                ),
+            ),
+            return_exceptions=True,
+        ),
+        60,
+    )
+    proxy.resume()
+    assert isinstance(got, TransferTimeout), got
+    assert isinstance(result, XferError), result
+    print({side: round(t - stalled[0], 2) for side, t in returned.items()})
+    for side, at in returned.items():
+        # The stall is noticed within 1.25 timeouts of the last byte moving
+        # (xfer.aio.stall); the return follows within about a second.
+        assert at - stalled[0] < STALL * 1.25 + TERMINATE_WAIT + 3.5, side
