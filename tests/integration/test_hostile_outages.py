@@ -12,6 +12,7 @@ a real stall is still noticed, and nothing is stored that did not verify.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -218,6 +219,57 @@ async def test_forged_bounces_of_delivered_offers_of_the_rest_cost_one_attempt_e
     assert got.read_bytes() == data
     assert len(bounced) == 2
     assert result.breaks == 1
+
+
+async def test_bounces_of_messages_never_sent_or_in_anothers_name_cost_nothing(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a break, for each OTR message alice sends, the server forges
+    errors that name no message of hers, or name hers but come in another
+    account's name: none of them ends an attempt; the first offer of the
+    rest goes through."""
+    caplog.set_level(logging.INFO, logger="xfer")
+    alice, bob = await pair(prosody, hostile, clients, tmp_path, **IBB)
+    cut: list[int] = []
+    forged: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def forge(_direction: str, element: ET.Element) -> None:
+        if cut and is_otr(element):
+            real = bounce_of(element)
+            for text in (
+                real.replace(element.get("id") or "", os.urandom(12).hex()),
+                real.replace(f"id='{element.get('id')}' ", ""),
+                real.replace(
+                    f"from='{element.get('to')}'", f"from='carol@{prosody.domain}'"
+                ),
+            ):
+                forged.append(text)
+                loop.call_soon(hostile.inject_to_client, text)
+        return None
+
+    hostile.on_stanza(forge, "to_server")
+
+    def progress(done: int, _total: int | None) -> None:
+        if done > 256 * KiB and not cut:
+            cut.append(hostile.disconnect())
+
+    got, result, data = await transfer(alice, bob, tmp_path, 640 * KiB, progress)
+    assert isinstance(got, Path), got
+    assert not isinstance(result, BaseException), result
+    assert got.read_bytes() == data
+    assert forged
+    assert result.breaks == 1
+    failed = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("offering the rest to")
+    ]
+    assert failed == []
 
 
 async def test_forged_bounces_of_every_offer_of_the_rest_give_up_after_the_bound(
