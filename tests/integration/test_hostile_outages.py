@@ -219,6 +219,8 @@ async def test_forged_bounces_of_delivered_offers_of_the_rest_cost_one_attempt_e
     assert got.read_bytes() == data
     assert len(bounced) == 2
     assert result.breaks == 1
+    # The whole chunks bob verified before the break were kept.
+    assert result.resumed_from > 0
 
 
 async def test_bounces_of_messages_never_sent_or_in_anothers_name_cost_nothing(
