@@ -466,7 +466,7 @@ async def test_a_presence_flood_after_a_break_does_not_make_offers_without_end(
         clients,
         tmp_path,
         resume_attempts=attempts,
-        resume_wait=10.0,
+        resume_wait=5.0,
         probe_timeout=1.0,
         **IBB,
     )
