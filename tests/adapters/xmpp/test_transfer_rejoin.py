@@ -14,7 +14,8 @@ import pytest
 from tests.adapters.xmpp.slix import ME, PEER, TransferCase
 from tests.adapters.xmpp.test_transfer_sending import CONTENT, SendingCase, opened
 from xfer.errors import PeerOffline
-from xfer.jingle import Reason
+from xfer.jingle import Action, Reason
+from xfer.jingle.wire import IBBTransport
 from xfer.xmpp.transfer import RESTARTED
 from xfer.xmpp.transfer.rejoin import _MAX_ANSWERED
 
@@ -65,7 +66,7 @@ class TestReannouncer(TransferCase):
         assert told == [f"{PEER_BARE}/flood{n}" for n in range(_MAX_ANSWERED)]
 
 
-class TestRenewal(SendingCase):
+class RenewalCase(SendingCase):
     """The receiver restarted and could not read our offer: we renew the
     OTR session (:meth:`xfer.xmpp.transfer.rejoin.Finder.renewed`)."""
 
@@ -84,6 +85,8 @@ class TestRenewal(SendingCase):
         self.until(lambda: (self.pump(), len(self.otr_ids) > before)[1])
         return task, self.otr_ids[-1]
 
+
+class TestRenewal(RenewalCase):
     def test_a_bounce_of_the_renewal_ends_the_wait_at_once(self) -> None:
         task, commit = self.refused_as_restarted()
         self.recv(bounce(commit, PEER))
@@ -108,3 +111,32 @@ def bounce(msg_id: str, frm: str) -> str:
         '<error type="cancel"><service-unavailable '
         'xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></message>'
     )
+
+
+class TestRenewalOfAnOfferOfTheRest(RenewalCase):
+    settings: ClassVar[dict[str, Any]] = {
+        **RenewalCase.settings,
+        "resume_attempts": 1,
+    }
+
+    def test_a_failed_renewal_is_one_attempt_not_the_end(self) -> None:
+        """After a break, the offer of the rest finds a restarted receiver,
+        and the renewal's D-H Commit bounces: that uses up the one attempt
+        (the error says so), instead of ending the transfer as a failure of
+        its own."""
+        self.transfer.online.set()
+        task = self.send()
+        _, jingle, _, _ = self.offered()
+        content = jingle.content
+        assert content is not None
+        assert isinstance(content.transport, IBBTransport)
+        self.accept(jingle, content.transport)
+        self.end(jingle, Reason.CONNECTIVITY_ERROR)  # a break
+        iq, jingle = self.next_jingle(Action.SESSION_INITIATE)  # the rest
+        self.ack(iq)
+        before = len(self.otr_ids)
+        self.end(jingle, Reason.SECURITY_ERROR, f"no matching offer; {RESTARTED}")
+        self.until(lambda: (self.pump(), len(self.otr_ids) > before)[1])
+        self.recv(bounce(self.otr_ids[-1], PEER))
+        with pytest.raises(PeerOffline, match=r"gave up after 1 attempt to resume"):
+            self.run_coro(asyncio.wait_for(task, 5))
