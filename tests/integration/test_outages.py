@@ -257,7 +257,8 @@ async def test_a_bounced_message_is_noticed_and_the_rest_offered_when_the_peer_i
         bounced.append(element)
         error = (
             f"<message type='error' from='{bob.boundjid.full}' "
-            f"to='{alice.boundjid.full}'><error type='cancel'>"
+            f"to='{alice.boundjid.full}' id='{element.get('id')}'>"
+            "<error type='cancel'>"
             "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
             "</error></message>"
         )

@@ -69,6 +69,8 @@ _SEQ_MOD = 1 << 16
 PACE_HORIZON = 1.5
 #: The smallest packet a paced sender cuts its data into.
 MIN_PACKET = 4096
+#: A pacer keeps its acknowledgements in about this many slots per horizon.
+_SLOTS = 16
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -198,8 +200,18 @@ class AckPacer:
         self._recent = 0  # the sum of the sizes in _acks
 
     def acked(self, size: int, now: float) -> None:
-        """The peer acknowledged a packet of ``size`` bytes at ``now``."""
-        self._acks.append((now, size))
+        """The peer acknowledged a packet of ``size`` bytes at ``now``.
+
+        Acknowledgements within :data:`_SLOTS`-th of the horizon of each
+        other share one entry (dated by the first), so a flood of them,
+        real or forged, keeps at most about :data:`_SLOTS` entries: memory
+        stays bounded, and the cap stays at most the window whatever they
+        claim."""
+        acks = self._acks
+        if acks and now - acks[-1][0] < self.horizon / _SLOTS:
+            acks[-1] = (acks[-1][0], acks[-1][1] + size)
+        else:
+            acks.append((now, size))
         self._recent += size
         self._expire(now)
 

@@ -16,7 +16,6 @@ without one, offers are answered with ``unsupported-applications``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import xml.etree.ElementTree as ET
@@ -58,6 +57,20 @@ log = logging.getLogger(__name__)
 
 #: Live sessions per account; an offer flood beyond it is refused.
 MAX_SESSIONS = 256
+#: Seconds :meth:`JingleSessionIO.terminate` waits for the acknowledgement
+#: before it returns, and seconds it is awaited in all (in the background).
+TERMINATE_WAIT = 1.0
+TERMINATE_TIMEOUT = 10.0
+#: Session-terminates whose acknowledgement is still awaited.
+_ENDING: set[asyncio.Future[None]] = set()
+
+
+def _ended(ending: asyncio.Future[None]) -> None:
+    """A session-terminate was answered, refused or never answered: all
+    the same (the session is over)."""
+    _ENDING.discard(ending)
+    if not ending.cancelled() and not isinstance(ending.exception(), XferError):
+        ending.result()  # not an XferError: a bug, raised to the loop's handler
 
 
 def rejection(peer: str, jingle: Jingle | None) -> TransferRejected:
@@ -145,18 +158,30 @@ class JingleSessionIO:
         """A :class:`Jingle` of this session."""
         return Jingle(action=action, sid=self.sid, **fields)  # type: ignore[arg-type]
 
-    async def terminate(self, reason: Reason, text: str | None = None) -> None:
-        """End the session with ``reason`` (quietly if it already ended)."""
+    async def terminate(
+        self, reason: Reason, text: str | None = None, *, wait: float = TERMINATE_WAIT
+    ) -> None:
+        """End the session with ``reason`` (quietly if it already ended).
+
+        The session-terminate goes out at once; its acknowledgement is
+        awaited ``wait`` seconds at most, then in the background (up to
+        :data:`TERMINATE_TIMEOUT`): the session is over either way
+        (XEP-0166), and a caller that gives up on a stalled link must not
+        wait for an answer that cannot come over it."""
         if self.ended:
             return
         if not is_connected(self.plugin.xmpp):  # offline: nobody to tell
             self.plugin.forget(self)
             return
-        with contextlib.suppress(XferError):
-            await self.send(
+        ending = asyncio.ensure_future(
+            self.send(
                 self.jingle(Action.SESSION_TERMINATE, reason=reason, reason_text=text),
-                timeout=10,
+                timeout=TERMINATE_TIMEOUT,
             )
+        )
+        _ENDING.add(ending)
+        ending.add_done_callback(_ended)
+        await asyncio.wait({ending}, timeout=wait)
         self.plugin.forget(self)
 
     async def next(self, timeout: float | None = None) -> Jingle:

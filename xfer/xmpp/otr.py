@@ -56,9 +56,9 @@ step per session at a time and a few in all; see ``spec/otr.md`` section 2,
 "Limits".
 
 Every OTR message carries the XEP-0380 marker for OTR and the hints that
-keep it out of archives and carbons (XEP-0334 ``no-store``/``no-copy``,
-XEP-0280 ``private``): an OTR message is useless anywhere but at the one
-client that holds the session, and archived ciphertext helps nobody.
+keep it out of archives and carbons, and an id of our own: a message error
+counts as a bounce only if it names one of ours, from where it went
+(:class:`~xfer.xmpp.outbox.Outbox`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, ClassVar
 
 from slixmpp.plugins.base import BasePlugin
@@ -83,6 +82,7 @@ from xfer.transfer.offer import XFER_USE
 from xfer.transfer.share import is_share_payload
 from xfer.xmpp.delay import DATA_PREFIX, is_delayed, read_delayed
 from xfer.xmpp.offers import MAX_UNTRUSTED_OFFERS, OFFER_TTL, OfferTable, ReceivedOffer
+from xfer.xmpp.outbox import Outbox
 from xfer.xmpp.securing import Securing
 from xfer.xmpp.smp import MAX_SMP_IN_FLIGHT, SMPRunner
 from xfer.xmpp.verification import MAX_QUESTIONS, Verifier
@@ -102,11 +102,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_QUESTIONS", "ReceivedOffer", "XferOTR"]
 
 log = logging.getLogger(__name__)
-
-NS_EME = "urn:xmpp:eme:0"
-NS_OTR = "urn:xmpp:otr:0"
-NS_HINTS = "urn:xmpp:hints"
-NS_CARBONS = "urn:xmpp:carbons:2"
 
 #: How often idle OTR sessions are dropped (seconds; ``Account.expire``).
 EXPIRE_EVERY = 60.0
@@ -141,6 +136,7 @@ class XferOTR(BasePlugin):
     def plugin_init(self) -> None:
         self._account: Account | None = None
         self.trust: TrustStore = TrustStore()
+        self._outbox = Outbox(self.xmpp)
         self._old = OldClients(clock=lambda: self.config["clock"]())  # noqa: PLW0108
         self._set_up = Securing(
             account=lambda: self.account,
@@ -232,14 +228,7 @@ class XferOTR(BasePlugin):
 
     def _flush(self) -> None:
         for peer, body in self.account.data_to_send():
-            msg = self.xmpp.make_message(mto=peer, mbody=body, mtype="chat")
-            ET.SubElement(
-                msg.xml, f"{{{NS_EME}}}encryption", namespace=NS_OTR, name="OTR"
-            )
-            ET.SubElement(msg.xml, f"{{{NS_HINTS}}}no-store")
-            ET.SubElement(msg.xml, f"{{{NS_HINTS}}}no-copy")
-            ET.SubElement(msg.xml, f"{{{NS_CARBONS}}}private")
-            msg.send()
+            self._outbox.send(peer, body)
 
     # -- receiving ---------------------------------------------------------------
 
@@ -281,8 +270,12 @@ class XferOTR(BasePlugin):
             self._event(peer, session, event)
 
     def _on_bounce(self, msg: StanzaBase) -> None:
-        """slixmpp's ``message_error``: also raised as ``xfer_otr_bounced``."""
-        bounce = (msg["from"].full, msg["error"]["condition"] or "an error")
+        """slixmpp's ``message_error``: a bounce of one of our OTR messages
+        (:meth:`~xfer.xmpp.outbox.Outbox.bounced`) is also raised as
+        ``xfer_otr_bounced`` (the JID it went to, the condition)."""
+        bounce = self._outbox.bounced(msg)
+        if bounce is None:
+            return
         self._set_up.bounced(*bounce)
         self.xmpp.event("xfer_otr_bounced", bounce)
 

@@ -420,6 +420,8 @@ class TransferCase(StanzaCase):
         self.others: list[Account] = []
         #: Our other stanzas, not yet taken by the test.
         self.outbox: list[StanzaBase] = []
+        #: The ids of our OTR messages to the peer, in order.
+        self.otr_ids: list[str] = []
         self.dir = Path(tempfile.mkdtemp(prefix="xfer-test-"))
         self.addCleanup(shutil.rmtree, self.dir, True)
 
@@ -435,6 +437,7 @@ class TransferCase(StanzaCase):
             body = stanza["body"] if stanza.name == "message" else ""
             if body.startswith("?OTR"):
                 assert stanza["to"].full == PEER
+                self.otr_ids.append(stanza["id"])
                 self.peer_events += self.peer.receive(ME, body)[1]
                 for other in self.others:
                     other.receive(ME, body)

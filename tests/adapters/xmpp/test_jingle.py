@@ -4,6 +4,7 @@ presence goes out."""
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -279,3 +280,22 @@ class TestOutgoing(JingleCase):
         # Terminating again is quiet: nothing more goes out.
         self.run_coro(session.terminate(Reason.CANCEL))
         self.nothing_sent()
+
+    def test_terminate_does_not_wait_long_for_an_answer_that_does_not_come(
+        self,
+    ) -> None:
+        """Over a link gone quiet: the terminate goes out, the caller goes
+        on after ``wait``, and a late answer (or none) changes nothing."""
+        session = self.start_session()
+        task, iq_id = self.send_offer(session)
+        self.recv(f'<iq type="result" id="{iq_id}" from="{PEER}" to="{ME}"/>')
+        self.run_coro(task)
+        ending = self.start(session.terminate(Reason.TIMEOUT, wait=0.2))
+        request = self.sent()
+        assert request.xml.find(f"{{{NS_JINGLE}}}jingle") is not None
+        self.run_coro(asyncio.wait_for(ending, 2))  # no answer: back after 0.2 s
+        assert self.jingle.live == 0
+        assert len(jingle_plugin._ENDING) == 1  # its answer still awaited
+        self.recv(f'<iq type="result" id="{request["id"]}" from="{PEER}" to="{ME}"/>')
+        self.wait_()
+        assert not jingle_plugin._ENDING

@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape
 import pytest
 
 import xfer.xmpp.otr as otr_plugin
+import xfer.xmpp.outbox as outbox_module
 from tests.adapters.xmpp.slix import ME, PEER, StanzaCase
 from xfer.errors import NotSecure, PeerIncapable, TransferTimeout
 from xfer.otr import Policy
@@ -163,12 +164,12 @@ class TestAKE(OTRCase):
         msg = self.sent()
         assert msg["type"] == "chat"
         assert msg["body"].startswith("?OTR")
-        encryption = msg.xml.find(f"{{{otr_plugin.NS_EME}}}encryption")
+        encryption = msg.xml.find(f"{{{outbox_module.NS_EME}}}encryption")
         assert encryption is not None
-        assert encryption.attrib == {"namespace": otr_plugin.NS_OTR, "name": "OTR"}
+        assert encryption.attrib == {"namespace": outbox_module.NS_OTR, "name": "OTR"}
         for hint in ("no-store", "no-copy"):
-            assert msg.xml.find(f"{{{otr_plugin.NS_HINTS}}}{hint}") is not None
-        assert msg.xml.find(f"{{{otr_plugin.NS_CARBONS}}}private") is not None
+            assert msg.xml.find(f"{{{outbox_module.NS_HINTS}}}{hint}") is not None
+        assert msg.xml.find(f"{{{outbox_module.NS_CARBONS}}}private") is not None
 
     def test_a_bare_jid_gets_a_query_and_the_answer_names_the_resource(self) -> None:
         task = self.start(self.otr.secure(BARE_PEER, timeout=5))
@@ -691,7 +692,7 @@ class TestOldVersions(OTRCase):
         assert reply["to"].full == PEER
         assert reply["type"] == "chat"
         assert reply["body"] == REPLY
-        assert reply.xml.find(f"{{{otr_plugin.NS_EME}}}encryption") is None
+        assert reply.xml.find(f"{{{outbox_module.NS_EME}}}encryption") is None
         assert self.unsupported() == [(PEER, frozenset({2}))]
         got = self.run_coro(self.otr.next_unsupported(1))
         assert got == (PEER, frozenset({2}))

@@ -1012,7 +1012,8 @@ class TestResumeAttempts(SendingCase):
         task = self.send()
         self.next_jingle(Action.SESSION_INITIATE)  # never answered
         self.recv(
-            f'<message type="error" from="{PEER}" to="{ME}"><error type="cancel">'
+            f'<message type="error" from="{PEER}" to="{ME}" id="{self.otr_ids[-1]}">'
+            '<error type="cancel">'
             '<service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/>'
             "</error></message>"
         )

@@ -235,3 +235,28 @@ def test_a_fast_link_uses_the_whole_window() -> None:
     assert cap == 8 * BLOCK
     # Window-limited: 8 blocks per round trip (plus their time on the link).
     assert got > 0.8 * (8 * BLOCK) / (0.002 + 8 * BLOCK / 50e6)
+
+
+def test_a_flood_of_acknowledgements_keeps_the_pacer_small_and_bounded() -> None:
+    """Acknowledgements without end (a server forging them for packets it
+    dropped, each claiming a whole block, at once or spread out): the cap
+    stays the window, and the pacer keeps a few entries per horizon."""
+    p = AckPacer(block_size=BLOCK, window=8, horizon=1.5)
+    for i in range(100_000):
+        p.acked(BLOCK, 5.0 + i * 1e-5)  # a second's worth
+        assert p.cap(5.0 + i * 1e-5) <= 8 * BLOCK
+    assert len(p._acks) <= 17
+    assert p.cap(6.0) == 8 * BLOCK
+    # Once they stop, the cap falls back to one small packet.
+    assert p.cap(8.0) == MIN_PACKET
+    assert not p._acks
+
+
+def test_acknowledgements_close_together_share_an_entry_and_expire_with_it() -> None:
+    p = AckPacer(block_size=BLOCK, window=8, horizon=1.6)  # slots of 0.1 s
+    p.acked(10000, 10.0)
+    p.acked(20000, 10.05)  # the same slot: dated 10.0
+    p.acked(40000, 10.2)
+    assert p.cap(10.2) == 70000
+    assert p.cap(11.65) == 40000  # the first slot left the horizon, whole
+    assert p.cap(11.85) == MIN_PACKET

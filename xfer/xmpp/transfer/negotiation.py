@@ -24,7 +24,7 @@ from xfer.errors import (
     XferError,
 )
 from xfer.framing.socks5 import dst_addr
-from xfer.jingle import Action, Role
+from xfer.jingle import Action, Role, SessionState
 from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
@@ -441,8 +441,15 @@ async def watching(
             with contextlib.suppress(XferError, OSError):
                 await stream.close()
             return result
-        if drain and broke_off(rejection(session.peer, session.terminated)):
-            # What is still in flight ends soon: at the stream's end.
+        # The peer went offline (no terminate, and no protocol error):
+        # a break too, and its stream fails with it.
+        gone = (
+            session.terminated is None
+            and session.machine.state is not SessionState.ERROR
+        )
+        if drain and (gone or broke_off(rejection(session.peer, session.terminated))):
+            # What is still in flight ends soon: at the stream's end (or
+            # its failure, which hands on what came before it).
             await asyncio.wait({task}, timeout=DRAIN_GRACE)
             if task.done() and not task.cancelled() and task.exception() is None:
                 # All of it came and verified (the file is in place)

@@ -26,7 +26,9 @@ of the transfer (``excluded``).
 
 :meth:`Finder.bounce` notices at once that a message of ours to the peer
 came back as an error (its server is down, or the resource gone), instead
-of waiting for an answer that cannot come.
+of waiting for an answer that cannot come: while an offer waits for its
+answer, and while a session the peer lost is renewed
+(:meth:`Finder.renewed`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from xfer.errors import NotSecure, PeerOffline
 from xfer.jid import strip_resource
@@ -49,7 +51,6 @@ if TYPE_CHECKING:
     from slixmpp.xmlstream.stanzabase import StanzaBase
 
     from xfer.errors import XferError
-    from xfer.jingle.wire import Jingle
     from xfer.otr.session import Session
     from xfer.xmpp.reach import Reach
     from xfer.xmpp.transfer.context import Context
@@ -65,11 +66,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: The longest pause between two service discovery requests to the full JID
 #: a transfer went to (s).
 MAX_POLL = 8.0
 #: Presence announcements kept per search; more (a flood) are dropped.
 _MAX_SEEN = 16
+#: Resources other than the old full JID asked per search, at most.
+_MAX_ASKED = 16
+#: Full JIDs a receiver answers with its presence per log-in, at most.
+_MAX_ANSWERED = 64
 
 
 @dataclass(kw_only=True)
@@ -152,6 +159,23 @@ class Finder:
             self._bounces.remove(entry)
             waiter.cancel()
 
+    async def renewed(self, full: str, old_ssid: bytes | None) -> Session:
+        """A session with ``full`` newer than the one that made
+        ``old_ssid`` (the peer restarted and lost it: it could not read our
+        offer), as :meth:`xfer.xmpp.otr.XferOTR.renewed` sets it up; a
+        bounce of our D-H Commit ends the wait at once.
+
+        Raises:
+            PeerOffline: our message to ``full`` bounced.
+            NotSecure: no new session within the connect timeout.
+        """
+        otr = self._context.siblings.otr
+        timeout = self._context.settings.connect_timeout
+        with self.bounce(full) as bounced:
+            return await unless_bounced(
+                bounced, full, otr.renewed(full, old_ssid, timeout=timeout)
+            )
+
     async def session_again(
         self, full: str, broken: XferError, retry: Retry
     ) -> tuple[str, Session]:
@@ -233,13 +257,26 @@ class Finder:
         # Whichever of us logged in again last: its clients waiting for
         # the rest answer with their presence (:class:`Reannouncer`).
         self._xmpp.send_presence(pto=bare)
+        # Other resources asked in this search, at most _MAX_ASKED: a flood
+        # of presence in the account's name (its server may forge any) gets
+        # that many questions, no more; the old full JID is always asked.
+        others: set[str] = set()
+
+        def budget(candidates: Iterable[str]) -> Iterator[str]:
+            for candidate in dict.fromkeys(candidates):
+                if candidate in excluded or "/" not in candidate:
+                    continue
+                if candidate != full:
+                    if candidate not in others and len(others) >= _MAX_ASKED:
+                        continue
+                    others.add(candidate)
+                yield candidate
+
         try:
             ask = [full, *self._reach.online(bare)]
             pause = 0.5
             while True:
-                for candidate in dict.fromkeys(ask):
-                    if candidate in excluded or "/" not in candidate:
-                        continue
+                for candidate in budget(ask):
                     if await self._reach.available(candidate):
                         return candidate
                 left = give_up - loop.time()
@@ -257,8 +294,8 @@ class Finder:
 
 
 async def unless_bounced(
-    bounced: asyncio.Future[str], peer: str, waiting: Awaitable[Jingle]
-) -> Jingle:
+    bounced: asyncio.Future[str], peer: str, waiting: Awaitable[T]
+) -> T:
     """``waiting``'s result, unless a message of ours to ``peer`` bounces
     first: then PeerOffline at once, not after the timeout."""
     task = asyncio.ensure_future(waiting)
@@ -277,7 +314,8 @@ class Reannouncer:
     the accounts whose transfers to us wait for the rest that we are online
     again, and under which full JID (directed presence to each bare JID);
     and answer the presence of such an account's client (a sender looking
-    for us, :meth:`Finder.where`) with ours, once per full JID and log-in.
+    for us, :meth:`Finder.where`) with ours, once per full JID and log-in
+    (and to :data:`_MAX_ANSWERED` of them at most).
     Those accounts learned our presence before, when we took their offers;
     nobody else is told anything."""
 
@@ -298,6 +336,8 @@ class Reannouncer:
         full: str = presence["from"].full
         if "/" not in full or full in self._answered:
             return
+        if len(self._answered) >= _MAX_ANSWERED:
+            return  # a flood of presence in a sender's name: enough said
         if strip_resource(full) in set(self._waiting()):
             self._answered.add(full)
             self._xmpp.send_presence(pto=full)

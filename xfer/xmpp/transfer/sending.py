@@ -216,23 +216,26 @@ class Sender:
         Raises:
             XferError: a failure not worth another offer.
         """
-        renewed = False
+        renewed = renew = False
+        offered_under = otr_session.ssid
         while True:
             drops = self._liveness.drops
-            # The AKE that made the keys this offer goes out under. (The
-            # session object stays the same when the peer re-keys it, so the
-            # id must be taken now, not after a refusal.)
-            offered_under = otr_session.ssid
             attempt = _Attempt()
             try:
+                if renew:
+                    # The receiver restarted and could not read the offer:
+                    # a new session; a bounce ends the wait at once, and
+                    # a failure is one like any other (below).
+                    renew = False
+                    otr_session = await self._finder.renewed(full, offered_under)
+                # The AKE that made the keys this offer goes out under. (The
+                # session object stays the same when the peer re-keys it, so
+                # the id must be taken now, not after a refusal.)
+                offered_under = otr_session.ssid
                 return await offer(full, otr_session, attempt)
             except TransferRejected as exc:
                 if RESTARTED in (exc.text or "") and not renewed:
-                    # The receiver restarted and could not read the offer.
-                    renewed = True
-                    otr_session = await self._siblings.otr.renewed(
-                        full, offered_under, timeout=self._settings.connect_timeout
-                    )
+                    renewed = renew = True
                     continue
                 if not (attempt.accepted and exc.reason in RESUMABLE):
                     raise
