@@ -54,6 +54,16 @@ SECTIONS = {
         "CA (s2s_secure_auth), clients found their server by SRV and trusted "
         "the CA with --ca-file.",
     ),
+    "outages": (
+        "Outages and stock server settings across the two domains",
+        "`tests/deploy/test_outages_deploy.py`: the same topology, both Prosody "
+        "servers with offline storage on (as stock servers run), direct paths "
+        "and both proxies dropped (the data crosses both servers, IBB). The "
+        "restart rows name the resume time: from the restarted server "
+        "listening again to more of the file on the receiver's disk (an upper "
+        "bound: verified data is written in batches). MB/s here counts the "
+        "whole send, the outage included.",
+    ),
 }
 
 _INTRO = """\

@@ -166,6 +166,8 @@ class Federation:
     _made: list[str] = field(default_factory=list)
     _etc: list[Path] = field(default_factory=list)
     _dns: subprocess.Popen[str] | None = None
+    #: What :meth:`block` drops now (applied again after a reconfigure).
+    _blocked: dict[str, bool] = field(default_factory=dict)
     _directory: Path | None = None
 
     def ns(self, name: str) -> str:
@@ -271,7 +273,8 @@ class Federation:
         """Restart server ``name`` with these settings (see
         :class:`~xfer.testing.prosody.LocalProsody`: a c2s rate limit with
         mod_limits, offline storage, stream management's hibernation),
-        keeping its data; the DNS then gives its new c2s port."""
+        keeping its data; the DNS then gives its new c2s port, and the
+        blocks in force apply to its new proxy port."""
         server = self._prosody(name)
         server.halt()
         server.c2s_rate, server.c2s_burst = c2s_rate, c2s_burst
@@ -279,6 +282,7 @@ class Federation:
         server.start()
         self._stop_dns()
         self._start_dns()
+        self.block(**self._blocked)
 
     def _prosody(self, name: str) -> LocalProsody:
         server = self.running[name]
@@ -317,6 +321,7 @@ class Federation:
         """Drop (silently, established connections too) traffic between
         the two clients, to both servers' proxies, and/or between the two
         servers; replaces earlier rules (``block()`` lifts them all)."""
+        self._blocked = {"direct": direct, "proxies": proxies, "s2s": s2s}
         rules = []
 
         def between(one: str, other: str) -> None:
