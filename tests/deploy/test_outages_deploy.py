@@ -24,8 +24,10 @@ import json
 import os
 import pty
 import re
+import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -370,3 +372,62 @@ def test_after_offline_storage_replayed_otr_the_next_send_works_at_once(
     assert took < AT_ONCE, took
     _note("a to b, IBB, right after an OTR message replayed", src.stat().st_size,
           _sent(sent.stdout))  # fmt: skip
+
+
+# -- the topology by hand -------------------------------------------------------
+
+
+def test_the_topology_by_hand_tells_how_to_run_xfer_and_cleans_up(
+    net: Federation,  # only for the same requirements (root, ip, nft)
+) -> None:
+    """``python -m xfer.testing.federation``: it prints, for each account,
+    a command line that runs ``xfer`` as that account in its namespace (it
+    works: ``xfer keys`` through it), obeys ``block``/``open``, and removes
+    every namespace once its input ends."""
+    command = [sys.executable, "-m", "xfer.testing.federation", "carol:pw@a"]
+    by_hand = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert by_hand.stdin is not None
+    assert by_hand.stdout is not None
+    try:
+        assert by_hand.stdout.readline() == "as carol@a.test:\n"
+        run = shlex.split(by_hand.stdout.readline())
+        assert by_hand.stdout.readline().startswith("commands: ")
+        env = dict(x.split("=", 1) for x in run[:3])
+        assert env["XFER_JID"] == "carol@a.test"
+        xfer = run[3:run.index("<command>")]  # fmt: skip
+        namespace = xfer[xfer.index("exec") + 1]
+        keys = subprocess.run(
+            [*xfer, "keys", "--json"], env={**os.environ, **env},
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert keys.returncode == 0, keys.stderr
+        assert len(json.loads(keys.stdout)["fingerprint"]) == 44
+        for said, answer in (
+            ("block direct s2s", "blocked: direct s2s"),
+            ("open", "nothing blocked"),
+            ("nonsense", "commands: "),
+        ):
+            by_hand.stdin.write(said + "\n")
+            by_hand.stdin.flush()
+            assert by_hand.stdout.readline().startswith(answer)
+        assert namespace in _netns()
+        by_hand.stdin.close()
+        assert by_hand.wait(60) == 0, by_hand.stderr.read() if by_hand.stderr else ""
+    finally:
+        if by_hand.poll() is None:
+            by_hand.kill()
+            by_hand.wait()
+        for pipe in (by_hand.stdin, by_hand.stdout, by_hand.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert namespace not in _netns()
+    assert not Path(env["XFER_DATA_DIR"]).exists()
+
+
+def _netns() -> str:
+    return subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
