@@ -32,10 +32,16 @@ class Run:
 
     def row(self) -> str:
         after = "-" if self.after_failure is None else f"{self.after_failure:.2f}"
+        # Small files and slow links (a throttled server) keep their figures.
+        size = (
+            f"{self.size >> 20} MiB"
+            if self.size >= 1 << 20
+            else f"{self.size >> 10} KiB"
+        )
+        rate = f"{self.rate:.1f}" if self.rate >= 1 else f"{self.rate:.2f}"
         return (
             f"| {self.scenario} | {self.transport} | {self.via or '-'} | "
-            f"{self.size >> 20} MiB | {self.rate:.1f} | {self.setup_seconds:.2f} "
-            f"| {after} |"
+            f"{size} | {rate} | {self.setup_seconds:.2f} | {after} |"
         )
 
 
