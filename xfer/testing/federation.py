@@ -270,7 +270,8 @@ class Federation:
         offline: bool = False,
         hibernation: int = 10,
     ) -> None:
-        """Restart server ``name`` with these settings (see
+        """Restart server ``name`` with these settings (each one not given:
+        its default, off; see
         :class:`~xfer.testing.prosody.LocalProsody`: a c2s rate limit with
         mod_limits, offline storage, stream management's hibernation),
         keeping its data; the DNS then gives its new c2s port, and the
