@@ -21,6 +21,7 @@ from xfer_cli.account import (
     run,
 )
 from xfer_cli.commands.piping import to_output
+from xfer_cli.commands.send import path_taken
 from xfer_cli.main import CommandError, report_only
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.params import DurationType, SizeType
@@ -169,9 +170,12 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         raise
     progress.close()
     seconds = time.perf_counter() - started
+    route = offer.route
+    # The path the data took, as the sender says it (its last part, after a break).
+    path = "" if route is None else f"{path_taken(route.kind, route.via)}, "
     out.say(
         f"saved {shown(str(dest), limit=None)} ({format_bytes(offer.size)}, "
-        f"{offer.size / max(seconds, 1e-9) / 1e6:.1f} MB/s, SHA-256 verified)"
+        f"{path}{offer.size / max(seconds, 1e-9) / 1e6:.1f} MB/s, SHA-256 verified)"
     )
     out.event(
         "received",
@@ -181,6 +185,8 @@ async def _handle(offer: IncomingOffer, rules: _Rules, out: Output) -> None:
         size=offer.size,
         sha256=None if offer.sha256 is None else offer.sha256.hex(),
         seconds=round(seconds, 3),
+        transport=None if route is None else route.kind,
+        via=None if route is None else route.via,
     )
 
 

@@ -32,13 +32,20 @@ class Run:
 
     def row(self) -> str:
         after = "-" if self.after_failure is None else f"{self.after_failure:.2f}"
-        # Small files (IBB through a shaper) in KiB, slow rates to 4 places.
+        # Small files in KiB; slow rates (a shaper, a throttled server) keep
+        # their figures: two places under 1 MB/s, four under 0.1.
         size = (
             f"{self.size >> 20} MiB"
             if self.size >= 1 << 20
             else f"{self.size >> 10} KiB"
         )
-        rate = f"{self.rate:.1f}" if self.rate >= 0.1 else f"{self.rate:.4f}"
+        rate = (
+            f"{self.rate:.1f}"
+            if self.rate >= 1
+            else f"{self.rate:.2f}"
+            if self.rate >= 0.1
+            else f"{self.rate:.4f}"
+        )
         return (
             f"| {self.scenario} | {self.transport} | {self.via or '-'} | "
             f"{size} | {rate} | {self.setup_seconds:.2f} | {after} |"
@@ -67,6 +74,16 @@ SECTIONS = {
         "after a 20 kB burst; its proxy65) and no dialback: the servers "
         "authenticate each other by certificate only. One server's proxy "
         "dropped shows the other's carrying the data.",
+    ),
+    "outages": (
+        "Outages and stock server settings across the two domains",
+        "`tests/deploy/test_outages_deploy.py`: the same topology, both Prosody "
+        "servers with offline storage on (as stock servers run), direct paths "
+        "and both proxies dropped (the data crosses both servers, IBB). The "
+        "restart rows name the resume time: from the restarted server "
+        "listening again to more of the file on the receiver's disk (an upper "
+        "bound: verified data is written in batches). MB/s here counts the "
+        "whole send, the outage included.",
     ),
 }
 

@@ -635,3 +635,45 @@ def test_receive_tells_a_client_with_old_otr(
     assert [(e["peer"], e["versions"]) for e in reports] == [
         (f"carol@{prosody.domain}/pidgin", [2])
     ], err
+
+
+def test_both_sides_say_which_path_the_data_took(
+    friends: tuple[Person, Person], tmp_path: Path
+) -> None:
+    """The receiver's "saved" line names the path as the sender's "sent"
+    line does, and its --json "received" event carries it (here with no
+    local addresses on either side: through the server's proxy)."""
+    alice, bob = friends
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(200_000))
+    said: list[str] = []
+    for as_json in (False, True):
+        inbox = tmp_path / f"inbox-{as_json}"
+        flags = ["--json"] if as_json else []
+        receiver = bob.start(
+            "receive", "--yes", "--once", "--dir", str(inbox),
+            "--no-local-addresses", *flags,
+        )  # fmt: skip
+        try:
+            if as_json:
+                wait_ready(receiver)
+            else:  # its first line for people: it is listening
+                assert receiver.stderr is not None
+                assert receiver.stderr.readline().startswith("waiting for files")
+            sent = alice.run(
+                "send", str(src), "--to", bob.jid, "--no-local-addresses", *flags
+            )
+        finally:
+            out, err = finish(receiver)
+        assert sent.returncode == 0, sent.stderr
+        assert receiver.returncode == 0, err
+        if as_json:
+            (done,) = [e for e in events(sent.stdout) if e["event"] == "sent"]
+            (got,) = [e for e in events(out) if e["event"] == "received"]
+            assert (got["transport"], got["via"]) == (done["transport"], done["via"])
+            assert got["transport"] == "socks5-proxy"
+        else:
+            said += [x for x in sent.stderr.splitlines() if x.startswith("sent ")]
+            said += [x for x in err.splitlines() if x.startswith("saved ")]
+    assert len(said) == 2, said
+    assert all("through the proxy proxy.xfer.test, " in line for line in said), said

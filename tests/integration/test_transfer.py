@@ -21,7 +21,7 @@ from xfer.errors import IntegrityError, TransferDeclined, TransferRejected
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import KINDS, forcing
 from xfer.xmpp.client import XferClient
-from xfer.xmpp.transfer import SendResult
+from xfer.xmpp.transfer import IncomingOffer, SendResult
 
 pytestmark = pytest.mark.integration
 
@@ -446,3 +446,41 @@ async def test_success_before_any_data_is_not_believed(
     with pytest.raises(RemoteProtocolError, match="claimed success"):
         await a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
     await asyncio.gather(*forged)
+
+
+#: Every way the data goes: each forced transport, and IBB offered at once
+#: (no SOCKS5 at all on the sender's side: no transport-replace).
+IBB_AT_ONCE: dict[str, object] = {"socks5_direct": False, "socks5_proxy": False}
+PATHS = [*((k, forcing(k)) for k in KINDS), ("ibb", IBB_AT_ONCE)]
+
+
+@pytest.mark.parametrize(("kind", "config"), PATHS, ids=[*KINDS, "ibb-at-once"])
+async def test_the_receiver_learns_the_path_the_data_took(
+    prosody: LocalProsody,
+    tmp_path: Path,
+    clients: list[XferClient],
+    kind: str,
+    config: dict[str, object],
+) -> None:
+    """The accepted offer says which path its data took, as the sender's
+    result does (the command line shows it on both sides)."""
+    a, b = await make_peers(prosody, tmp_path, config, config)
+    clients += [a, b]
+    src = tmp_path / "f.bin"
+    write_random(src, 3 * DEFAULT_CHUNK_SIZE)
+    offers: list[IncomingOffer] = []
+
+    async def receive() -> Path:
+        offer = await b.plugin["xfer_transfer"].next_offer(timeout=30)
+        offers.append(offer)
+        assert offer.route is None  # nothing negotiated yet
+        return await offer.accept(tmp_path / "in.bin")
+
+    _, result = await asyncio.gather(
+        receive(), a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+    )
+    route = offers[0].route
+    assert route is not None
+    assert (route.kind, route.via) == (result.transport, result.via)
+    assert route.kind == kind
+    assert (route.via == "") is (kind == "ibb")

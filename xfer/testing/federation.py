@@ -33,6 +33,15 @@ only needs to listen on the site's address and honour the same site.
 end) stops the servers and the DNS, deletes the namespaces (links and
 rules go with them) and the ``/etc/netns`` entries it made. Needs root,
 ``ip`` and ``nft``.
+
+For outages and stock settings (Prosody only): :meth:`Federation.outage`
+stops one server as a crash would and starts it again on the same ports;
+:meth:`Federation.reconfigure` restarts one with other settings (a c2s
+rate limit, offline storage) and points the DNS at its new ports.
+
+Run by hand (as root), to try the command line across two domains::
+
+    python -m xfer.testing.federation alice:secret@a bob:secret@b
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +67,7 @@ from xfer.testing.netns import (
     netns_available,
     port_open_in,
 )
+from xfer.testing.prosody import LocalProsody
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -195,6 +206,8 @@ class Federation:
     _made: list[str] = field(default_factory=list)
     _etc: list[Path] = field(default_factory=list)
     _dns: subprocess.Popen[str] | None = None
+    #: What :meth:`block` drops now (applied again after a reconfigure).
+    _blocked: tuple[bool, bool | Collection[str], bool] = (False, False, False)
     _directory: Path | None = None
 
     def ns(self, name: str) -> str:
@@ -277,6 +290,48 @@ class Federation:
             self.running[name] = factory(site)
         self.ca_file = authority.write(self._directory / "ca.crt")
 
+    def outage(self, name: str, seconds: float) -> tuple[float, float]:
+        """Stop server ``name`` as a crash would (every session lost, its
+        data kept), wait ``seconds``, start it again on the same ports;
+        when it stopped and when it listened again (``time.monotonic``)."""
+        server = self._prosody(name)
+        server.halt()
+        down = time.monotonic()
+        time.sleep(seconds)
+        server.restart()
+        return down, time.monotonic()
+
+    def reconfigure(
+        self,
+        name: str,
+        *,
+        c2s_rate: str | None = None,
+        c2s_burst: str = "2s",
+        offline: bool = False,
+        hibernation: int = 10,
+    ) -> None:
+        """Restart server ``name`` with these settings (each one not given:
+        its default, off; see
+        :class:`~xfer.testing.prosody.LocalProsody`: a c2s rate limit with
+        mod_limits, offline storage, stream management's hibernation),
+        keeping its data; the DNS then gives its new c2s port, and the
+        blocks in force apply to its new proxy port."""
+        server = self._prosody(name)
+        server.halt()
+        server.c2s_rate, server.c2s_burst = c2s_rate, c2s_burst
+        server.offline, server.hibernation = offline, hibernation
+        server.start()
+        self._stop_dns()
+        self._start_dns()
+        direct, proxies, s2s = self._blocked
+        self.block(direct=direct, proxies=proxies, s2s=s2s)
+
+    def _prosody(self, name: str) -> LocalProsody:
+        server = self.running[name]
+        if not isinstance(server, LocalProsody):
+            raise NotImplementedError(f"server {name!r} is not Prosody")
+        return server
+
     def _start_dns(self) -> None:
         zones = [
             f"{DOMAINS[n]}={self.server_address(n)}:{s.c2s_port}:{s.s2s_port}"
@@ -313,6 +368,7 @@ class Federation:
         the two clients, to both servers' proxies (or to those of the
         servers named: ``proxies=["b"]``), and/or between the two servers;
         replaces earlier rules (``block()`` lifts them all)."""
+        self._blocked = (direct, proxies, s2s)
         rules = []
 
         def between(one: str, other: str) -> None:
@@ -350,12 +406,7 @@ class Federation:
 
     def close(self) -> None:
         """Stop everything and delete what :meth:`start` made."""
-        if self._dns is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._dns.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._dns.communicate(timeout=5)
-            self._dns = None
+        self._stop_dns()
         for server in self.running.values():
             with contextlib.suppress(Exception):
                 server.stop()
@@ -374,6 +425,14 @@ class Federation:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
 
+    def _stop_dns(self) -> None:
+        if self._dns is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._dns.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._dns.communicate(timeout=5)
+            self._dns = None
+
     def __enter__(self) -> Federation:
         return self.start()
 
@@ -384,3 +443,9 @@ class Federation:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+if __name__ == "__main__":
+    from xfer.testing.federation_cli import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -328,13 +328,15 @@ class Negotiator:
     ) -> ByteStream:
         """The IBB stream the peer opens for ``session``, in time."""
         try:
-            return await before_end(
+            stream = await before_end(
                 session, asyncio.wait_for(waiter, self._settings.connect_timeout)
             )
         except TimeoutError:
             raise TransferTimeout(
                 f"{session.peer} never opened the IBB stream"
             ) from None
+        self._routes.setdefault(session, Route(kind="ibb", via=""))
+        return stream
 
 
 def carrier(transport: S5BTransport | IBBTransport | None) -> Content:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from xfer.transfer.offer import TransferOffer
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.otr import ReceivedOffer
+    from xfer.xmpp.transfer.candidates import Route
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import Negotiator
 
@@ -79,6 +80,7 @@ class IncomingOffer:
     _negotiated: Negotiated = field(repr=False)
     _answered: bool = field(default=False, repr=False)
     _stored_sha256: bytes | None = field(default=None, repr=False)
+    _route: Route | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -103,6 +105,12 @@ class IncomingOffer:
         if self._stored_sha256 is not None:
             return self._stored_sha256
         return self.offer.sha256
+
+    @property
+    def route(self) -> Route | None:
+        """The path the data took (its last part, after a break), once
+        :meth:`accept` returned; None before."""
+        return self._route
 
     @property
     def file_id(self) -> bytes:
@@ -211,6 +219,7 @@ class Receiver:
         self._trust_ok = context.trust_ok
         self._notice = context.notice
         self._receipts = Receipts(context.settings, context.siblings, negotiator)
+        self._negotiator = negotiator
         #: Runs the Jingle session of a receipt (a stream's, too).
         self.receipts_runner = self._receipts
         #: The vetted offers waiting for the application.
@@ -496,6 +505,8 @@ class Receiver:
                         await self._await_rest(receipt, incoming, exc, breaks)
                 else:
                     receipt.mark_stored(sha256)  # it finished: the file is in place
+                route = self._negotiator.route(incoming._negotiated.session)
+                accepted._route = route or accepted._route
                 if receipt.stored:
                     done = True
                     accepted._stored_sha256 = receipt.sha256
