@@ -572,3 +572,42 @@ async def test_at_most_two_files_go_to_one_account_at_once(
     assert result.ok, result.failed
     assert sorted(p.name for p in dest.iterdir()) == [f"{i}.bin" for i in range(5)]
     assert most == 2  # two at once, the rest waited
+
+
+async def test_a_get_asked_again_over_a_renewed_session_is_served_once(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """alice reads bob's get, then a new key exchange renews their OTR
+    session before she answers (as when her client had lost its half; a
+    server that holds her answer and ends her XMPP session gets the same).
+    bob, unanswered, asks again over the new session under the same id;
+    alice serves the get once: each file goes once, and bob stores it."""
+    alice, bob, _ = people
+    events: list[ShareEvent] = []
+    sharer = shares(alice).share(tree, [jid(bob)], report=events.append)
+    otr = alice.plugin["xfer_otr"]
+    held: asyncio.Queue[tuple[str, Session, bytes]] = asyncio.Queue()
+    otr.on_share = lambda p, s, d: held.put_nowait((p, s, d))
+    dest = tmp_path / "got"
+    dest.mkdir()
+    fetch = asyncio.ensure_future(shares(bob).fetch(full(alice), ["2024"], dest))
+    try:
+        first = await asyncio.wait_for(held.get(), 10)
+        assert ShareRequest.decode(first[2]).op is Operation.GET
+        old = first[1].ssid  # (the session object stays; its keys change)
+        renewed = await otr.renewed(full(bob), old, timeout=10)
+        assert renewed.ssid != old
+        again = await asyncio.wait_for(held.get(), 10)
+        assert again[0] == first[0]
+        assert again[2] == first[2]  # the same request, the same id
+        otr.on_share = shares(alice)._on_share
+        for asked in (first, again):
+            shares(alice)._on_share(*asked)
+        result = await asyncio.wait_for(fetch, 30)
+    finally:
+        await sharer.close()
+    assert result.ok, result.failed
+    assert sorted(f.path for f in result.stored) == ["2024/b.txt", "2024/jan/a.jpg"]
+    sending = sorted(e.path for e in events if e.kind == "sending")
+    assert sending == ["2024/b.txt", "2024/jan/a.jpg"]  # each once
+    assert held.empty()  # not asked a third time

@@ -95,6 +95,8 @@ class XferShare(BasePlugin):
             idle_timeout=lambda: float(transfer.config["offer_timeout"]),
         )
         self.otr.on_share = self._on_share
+        # A sharer that lost our session renews it: requests go again.
+        self.xmpp.add_event_handler("xfer_otr_secure", self._on_secure)
         transfer.add_offer_taker(self._fetcher.take)
 
     @property
@@ -104,6 +106,9 @@ class XferShare(BasePlugin):
     @property
     def otr(self) -> XferOTR:
         return plugin(self.xmpp, "xfer_otr", XferOTR)
+
+    def _on_secure(self, secure: tuple[str, bytes]) -> None:
+        self._fetcher.on_secure(*secure)
 
     def _on_share(self, peer: str, session: Session, data: bytes) -> None:
         try:
