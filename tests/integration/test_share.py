@@ -16,6 +16,8 @@ import xfer.xmpp.share as share_module
 from tests.integration.conftest import introduce, transfer_client
 from xfer.errors import LocalProtocolError, SharingRefused
 from xfer.otr.session import Session
+from xfer.otr.trust import Verification
+from xfer.store import IdentityStore
 from xfer.testing.prosody import LocalProsody
 from xfer.transfer.share import (
     KIND_SHARE_REQUEST,
@@ -208,6 +210,38 @@ async def test_an_untrusted_fingerprint_on_the_list_is_refused(
             await shares(dave).list_shared(full(alice))
         assert refused.value.code == "not-allowed"
         assert "fingerprint" in str(refused.value)
+    finally:
+        await sharer.close()
+
+
+async def test_a_key_untrusted_by_another_process_is_refused_at_once(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """'xfer untrust' runs as another process while 'xfer share' serves: the
+    sharer reads the trust store again when it changed on disk, so bob's
+    next request is refused, not served until the share restarts; trusted
+    again, he is served again; a damaged store serves nobody."""
+    alice, bob, _ = people
+    sharer = shares(alice).share(tree, [jid(bob)])
+    elsewhere = IdentityStore(tmp_path / "alice-id")  # 'xfer untrust' does this
+    try:
+        assert await shares(bob).list_shared(full(alice))
+        store = elsewhere.trust_store()
+        bob_key = store.entries(jid(bob))[0][1].fingerprint
+        assert store.untrust(jid(bob)) == 1
+        elsewhere.save_trust_store(store)
+        with pytest.raises(SharingRefused) as refused:
+            await shares(bob).list_shared(full(alice))
+        assert refused.value.code == "not-allowed"
+        assert "does not trust your OTR fingerprint" in str(refused.value)
+        store.trust(jid(bob), bob_key, Verification.MANUAL, now=0)
+        elsewhere.save_trust_store(store)
+        assert await shares(bob).list_shared(full(alice))
+        elsewhere.trust_path.write_bytes(b"{not json")
+        with pytest.raises(SharingRefused) as refused:
+            await shares(bob).list_shared(full(alice))
+        assert refused.value.code == "failed"
+        assert "could not read its trust store" in str(refused.value)
     finally:
         await sharer.close()
 
