@@ -10,13 +10,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import account_options, connect, identity, run
 from xfer_cli.main import EXIT_ERROR, EXIT_USAGE, CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
 from xfer.display import shown
-from xfer.errors import LocalProtocolError
+from xfer.errors import LocalProtocolError, XferError
 from xfer.jid import bare_jid
 from xfer.transfer.share import EntryType
 from xfer.transfer.share_paths import check_path
@@ -150,6 +150,14 @@ def share(
         out.say(f"{shown(event.peer)} {what}{where}{detail}")
         out.event(event.kind, peer=event.peer, path=event.path, detail=event.detail)
 
+    for account in untrusted(accounts):
+        out.say(
+            f"note: you trust no key of {account} yet: its requests are refused "
+            f"until you do ('xfer trust {account} FINGERPRINT' or 'xfer verify "
+            f"{account}'; no restart needed)"
+        )
+        out.event("untrusted", peer=account)
+
     async def job() -> int:
         client = await connect(jid, host, port, tls)
         if room is None:
@@ -181,6 +189,15 @@ def share(
         run(job())
     except KeyboardInterrupt:
         out.say("stopped sharing")
+
+
+def untrusted(accounts: list[str]) -> list[str]:
+    """Those of ``accounts`` for which no fingerprint is trusted (as saved)."""
+    try:
+        store = identity().trust_store()
+    except (OSError, XferError) as exc:
+        raise CommandError(f"cannot read the trust store: {exc}") from None
+    return [a for a in accounts if not store.entries(a)]
 
 
 def _date(mtime: int) -> str:

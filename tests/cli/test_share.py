@@ -5,6 +5,7 @@ tests/integration/test_share_cli.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,25 @@ def test_the_end_of_a_fetch_says_how_many_files_and_which_were_renamed(
     assert fetched_summary(["empty", ""], [], tmp_path) == (
         "nothing to fetch: 'empty', the shared folder holds no files"
     )
+
+
+def test_share_names_the_accounts_whose_key_is_not_trusted_yet(env: Path) -> None:
+    runner = CliRunner()
+    fp = "A0252003 07B27F2D 0EF89428 AE02181D B972498F"
+    assert runner.invoke(cli, ["trust", "bob@example.org", fp]).exit_code == 0
+    # (No account is set: the command stops there, after the note.)
+    result = runner.invoke(
+        cli,
+        ["share", str(env), "--with", "bob@example.org", "--with", "carol@example.org"],
+    )
+    assert result.exit_code == EXIT_USAGE
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "note: you trust no key of carol@example.org yet: its requests are refused "
+        "until you do ('xfer trust carol@example.org FINGERPRINT' or 'xfer verify "
+        "carol@example.org'; no restart needed)"
+    )
+    assert "bob@example.org" not in result.output
+    as_json = runner.invoke(cli, ["share", str(env), "--with", "carol@x.org", "--json"])
+    first = json.loads(as_json.output.splitlines()[0])
+    assert (first["event"], first["peer"]) == ("untrusted", "carol@x.org")
