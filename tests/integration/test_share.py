@@ -645,3 +645,25 @@ async def test_a_get_asked_again_over_a_renewed_session_is_served_once(
     sending = sorted(e.path for e in events if e.kind == "sending")
     assert sending == ["2024/b.txt", "2024/jan/a.jpg"]  # each once
     assert held.empty()  # not asked a third time
+
+
+async def test_a_file_where_a_folder_goes_is_named_as_the_reason(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """bob has a file named like the folder a fetched file goes to: the
+    file is not stored, nothing is written over, and the reason is bob's
+    own (not the sharer's word that he declined it)."""
+    alice, bob, _ = people
+    sharer = shares(alice).share(tree, [jid(bob)])
+    dest = tmp_path / "got"
+    dest.mkdir()
+    (dest / "2024").write_text("mine")
+    try:
+        result = await shares(bob).fetch(full(alice), ["2024/b.txt"], dest)
+    finally:
+        await sharer.close()
+    assert result.failed == (
+        ("2024/b.txt", f"could not store it: {dest.resolve() / '2024'} is in the way"),
+    )
+    assert (dest / "2024").read_text() == "mine"
+    assert sorted(p.name for p in dest.iterdir()) == ["2024"]

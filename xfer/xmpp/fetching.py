@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from xfer.aio.bytestream import no_progress
 from xfer.aio.shared import MAX_GET_FILES, MAX_LISTED, fetch_destination
 from xfer.errors import (
+    DestinationExists,
     LocalProtocolError,
     NotSecure,
     RemoteProtocolError,
@@ -139,6 +140,8 @@ class _Expected:
     waiting: IncomingOffer | None = None
     stored: FetchedFile | None = None
     error: str | None = None
+    #: The error is ours: we could not store the file where it belongs.
+    unstorable: bool = False
 
 
 _CODES = {code: code.name.lower().replace("_", "-") for code in RefusalCode}
@@ -258,7 +261,14 @@ class Fetcher:
                 fetch_destination, expected.dest, expected.path, expected.overwrite
             )
         except (XferError, OSError) as exc:
-            expected.error = f"could not store it: {exc}"
+            # (A file or a link where a folder goes is never written over.)
+            why = (
+                f"{exc.path} is in the way"
+                if isinstance(exc, DestinationExists)
+                else exc
+            )
+            expected.error = f"could not store it: {why}"
+            expected.unstorable = True
             with contextlib.suppress(XferError):
                 await incoming.decline("the fetcher could not store the file")
             return
@@ -438,7 +448,9 @@ class Fetcher:
                     break
                 if isinstance(answer, FileFailed) and answer.path in announced:
                     expected = announced[answer.path]
-                    if expected.stored is None:
+                    # Where we could not store it, our reason says more
+                    # (the sharer's is that we "declined the file").
+                    if expected.stored is None and not expected.unstorable:
                         expected.error = answer.reason or "the sharer could not send it"
                 else:
                     log.warning("ignoring an unexpected share reply %r", answer)
