@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import click
-from xfer_cli.account import account_options, connect, run
+from xfer_cli.account import account_options, connect, identity, run
 from xfer_cli.main import EXIT_ERROR, EXIT_USAGE, CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
 from xfer.display import shown
-from xfer.errors import LocalProtocolError
+from xfer.errors import LocalProtocolError, XferError
 from xfer.jid import bare_jid
 from xfer.transfer.share import EntryType
 from xfer.transfer.share_paths import check_path
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from xfer_cli.progress import Progress
 
     from xfer.transfer.share import ShareEntry
@@ -46,13 +48,25 @@ def share_path(raw: str) -> str:
     return path
 
 
+def account_of(raw: str, example: str = "bob@example.org") -> str:
+    """The bare JID ``raw`` names, or a usage error that shows the form."""
+    try:
+        return bare_jid(raw)
+    except LocalProtocolError:
+        msg = f"{raw!r} is not a JID: write user@server ({example}, say)"
+        raise CommandError(msg, exit_code=EXIT_USAGE) from None
+
+
 def split_target(target: str) -> tuple[str, str]:
     """``JID[/sub/path]`` -> (bare JID, share path)."""
     account, _, path = target.partition("/")
     try:
         bare_jid(account)
     except LocalProtocolError:
-        msg = f"{target!r} does not start with a JID (user@server)"
+        msg = (
+            f"{target!r} does not start with a JID: write user@server, then "
+            "the path in the share if any (alice@example.org/2024, say)"
+        )
         raise CommandError(msg, exit_code=EXIT_USAGE) from None
     return account, share_path(path)
 
@@ -91,22 +105,26 @@ def share(
 ) -> None:
     """Share DIRECTORY with the JIDs given, until Ctrl-C.
 
-    They see it with 'xfer ls YOURJID' and fetch from it with 'xfer get
-    YOURJID PATH'. Everything goes end-to-end encrypted inside OTR: the
-    servers learn neither names, sizes, nor what was fetched. Only regular
-    files and folders inside DIRECTORY are shared: no symbolic links, no
-    hidden files (names starting with '.'), no special files. Others are
-    refused, with a reason.
+    \b
+      alice: xfer share ~/photos --with bob@example.org
+      bob:  xfer ls alice@example.org       (or alice@example.org/2024)
+      bob:  xfer get alice@example.org 2024/ --dir ~/Downloads
+
+    Everything goes end-to-end encrypted inside OTR, only to the
+    fingerprints you trust ('xfer trust', 'xfer verify'): the servers learn
+    neither names, sizes, nor what was fetched. Only regular files and
+    folders inside DIRECTORY are shared: no symbolic links (even those that
+    point inside), no hidden files or folders (names starting with '.'), no
+    special files; asking for one of them, or asking from an account not
+    named, gets a refusal. Each request reads DIRECTORY afresh, so what you
+    add or remove meanwhile shows at once.
     """
     if not peers and room is None:
         raise CommandError(
             "name who may fetch: --with JID or --room ROOM", exit_code=EXIT_USAGE
         )
-    try:
-        accounts = sorted({bare_jid(p) for p in peers})
-        room = None if room is None else bare_jid(room)
-    except LocalProtocolError as exc:
-        raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
+    accounts = sorted({account_of(p) for p in peers})
+    room = None if room is None else account_of(room, "photos@conference.example.org")
     out = Output(quiet=quiet, as_json=as_json)
 
     def report(event: ShareEvent) -> None:
@@ -131,6 +149,14 @@ def share(
             detail = f" {shown(event.detail, limit=None)}"
         out.say(f"{shown(event.peer)} {what}{where}{detail}")
         out.event(event.kind, peer=event.peer, path=event.path, detail=event.detail)
+
+    for account in untrusted(accounts):
+        out.say(
+            f"note: you trust no key of {account} yet: its requests are refused "
+            f"until you do ('xfer trust {account} FINGERPRINT' or 'xfer verify "
+            f"{account}'; no restart needed)"
+        )
+        out.event("untrusted", peer=account)
 
     async def job() -> int:
         client = await connect(jid, host, port, tls)
@@ -165,6 +191,15 @@ def share(
         out.say("stopped sharing")
 
 
+def untrusted(accounts: list[str]) -> list[str]:
+    """Those of ``accounts`` for which no fingerprint is trusted (as saved)."""
+    try:
+        store = identity().trust_store()
+    except (OSError, XferError) as exc:
+        raise CommandError(f"cannot read the trust store: {exc}") from None
+    return [a for a in accounts if not store.entries(a)]
+
+
 def _date(mtime: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(mtime))
 
@@ -186,7 +221,12 @@ def ls(
     as_json: bool,
 ) -> None:
     """List what JID shares with you (at PATH): size, date (UTC), media
-    type, SHA-256 (once the sharer has computed it) and name."""
+    type, SHA-256 (once the sharer has computed it) and name.
+
+    What follows the first '/' is a path in the shared folder, not an
+    XMPP resource: 'xfer ls alice@example.org/2024/summer'. The sharer must
+    be running 'xfer share' with you.
+    """
     peer, path = split_target(target)
     out = Output(as_json=as_json)
 
@@ -196,31 +236,53 @@ def ls(
             entries = await client.list_shared(peer, path, recursive=recursive)
         finally:
             await client.close()
-        for entry in entries:
-            _print_entry(entry, out)
+        if out.as_json:
+            for entry in entries:
+                _print_entry(entry, out)
+        elif not entries:
+            what = quoted(path) if path else "the shared folder"
+            out.say(f"{what} is empty")
+        for line in [] if out.as_json else listing_lines(entries):
+            click.echo(line)
         return 0
 
     run(job())
 
 
 def _print_entry(entry: ShareEntry, out: Output) -> None:
-    directory = entry.type is EntryType.DIRECTORY
-    if out.as_json:
-        out.event(
-            "entry",
-            path=entry.path,
-            type="directory" if directory else "file",
-            size=entry.size,
-            mtime=entry.mtime,
-            media_type=entry.media_type,
-            sha256=None if entry.sha256 is None else entry.sha256.hex(),
+    out.event(
+        "entry",
+        path=entry.path,
+        type="directory" if entry.type is EntryType.DIRECTORY else "file",
+        size=entry.size,
+        mtime=entry.mtime,
+        media_type=entry.media_type,
+        sha256=None if entry.sha256 is None else entry.sha256.hex(),
+    )
+
+
+def listing_lines(entries: list[ShareEntry]) -> list[str]:
+    """``xfer ls``'s lines: size, date, media type, SHA-256 and name in
+    columns as wide as this listing needs (no room kept for a hash that
+    none of the entries has yet)."""
+    rows = []
+    for entry in entries:
+        directory = entry.type is EntryType.DIRECTORY
+        rows.append(
+            (
+                "-" if directory else format_bytes(entry.size),
+                _date(entry.mtime),
+                shown("directory" if directory else (entry.media_type or "-")),
+                entry.sha256.hex() if entry.sha256 is not None else "-",
+                shown(entry.path, limit=None) + ("/" if directory else ""),
+            )
         )
-        return
-    size = "-" if directory else format_bytes(entry.size)
-    media = "directory" if directory else (entry.media_type or "-")
-    digest = entry.sha256.hex() if entry.sha256 is not None else "-"
-    name = shown(entry.path, limit=None) + ("/" if directory else "")
-    click.echo(f"{size:>10}  {_date(entry.mtime)}  {media:<24}  {digest:<64}  {name}")
+    media = max((len(r[2]) for r in rows), default=0)
+    digest = max((len(r[3]) for r in rows), default=0)
+    return [
+        f"{size:>10}  {date}  {kind:<{media}}  {sha:<{digest}}  {name}"
+        for size, date, kind, sha, name in rows
+    ]
 
 
 @click.command()
@@ -257,10 +319,7 @@ def get(
     break and each file goes on from what was kept. The exit code is 0 only
     if everything arrived.
     """
-    try:
-        bare_jid(peer)
-    except LocalProtocolError as exc:
-        raise CommandError(str(exc), exit_code=EXIT_USAGE) from None
+    account_of(peer)
     wanted = _outermost([share_path(p) for p in paths])
     out = Output(quiet=quiet, as_json=as_json)
     directory.mkdir(parents=True, exist_ok=True)
@@ -309,13 +368,34 @@ def get(
         total = len(result.stored) + len(result.failed)
         if result.failed:
             raise CommandError(
-                f"{len(result.failed)} of {total} files did not arrive",
+                f"{len(result.failed)} of {_files(total)} did not arrive",
                 exit_code=EXIT_ERROR,
             )
-        out.say(f"{total} file(s) fetched into {shown(str(directory), limit=None)}")
+        out.say(fetched_summary(wanted, result.stored, directory))
         return 0
 
     run(job())
+
+
+def _files(n: int) -> str:
+    return f"{n} file" + ("" if n == 1 else "s")
+
+
+def fetched_summary(
+    wanted: list[str], stored: Sequence[FetchedFile], directory: Path
+) -> str:
+    """What ``xfer get`` says at the end of a fetch where nothing failed."""
+    if not stored:
+        asked = ", ".join(quoted(p) if p else "the shared folder" for p in wanted)
+        return f"nothing to fetch: {asked} holds no files"
+    line = f"{_files(len(stored))} fetched into {shown(str(directory), limit=None)}"
+    renamed = sum(1 for got in stored if got.local.name != PurePosixPath(got.path).name)
+    if renamed:
+        line += (
+            f"; {renamed} under another name (the name was taken, or is not "
+            "safe here; --overwrite replaces taken names)"
+        )
+    return line
 
 
 def _outermost(paths: list[str]) -> list[str]:

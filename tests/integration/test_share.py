@@ -16,6 +16,8 @@ import xfer.xmpp.share as share_module
 from tests.integration.conftest import introduce, transfer_client
 from xfer.errors import LocalProtocolError, SharingRefused
 from xfer.otr.session import Session
+from xfer.otr.trust import Verification
+from xfer.store import IdentityStore
 from xfer.testing.prosody import LocalProsody
 from xfer.transfer.share import (
     KIND_SHARE_REQUEST,
@@ -44,9 +46,10 @@ async def sharing_client(
     tmp_path: Path,
     clients: list[XferClient],
     resource: str = "share",
+    **config: object,
 ) -> XferClient:
     c = await transfer_client(
-        prosody, user, resource, tmp_path / f"{user}-id", offer_timeout=20.0
+        prosody, user, resource, tmp_path / f"{user}-id", offer_timeout=20.0, **config
     )
     c.register_plugin("xfer_share", module=share_module)
     clients.append(c)
@@ -208,6 +211,38 @@ async def test_an_untrusted_fingerprint_on_the_list_is_refused(
             await shares(dave).list_shared(full(alice))
         assert refused.value.code == "not-allowed"
         assert "fingerprint" in str(refused.value)
+    finally:
+        await sharer.close()
+
+
+async def test_a_key_untrusted_by_another_process_is_refused_at_once(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """'xfer untrust' runs as another process while 'xfer share' serves: the
+    sharer reads the trust store again when it changed on disk, so bob's
+    next request is refused, not served until the share restarts; trusted
+    again, he is served again; a damaged store serves nobody."""
+    alice, bob, _ = people
+    sharer = shares(alice).share(tree, [jid(bob)])
+    elsewhere = IdentityStore(tmp_path / "alice-id")  # 'xfer untrust' does this
+    try:
+        assert await shares(bob).list_shared(full(alice))
+        store = elsewhere.trust_store()
+        bob_key = store.entries(jid(bob))[0][1].fingerprint
+        assert store.untrust(jid(bob)) == 1
+        elsewhere.save_trust_store(store)
+        with pytest.raises(SharingRefused) as refused:
+            await shares(bob).list_shared(full(alice))
+        assert refused.value.code == "not-allowed"
+        assert "does not trust your OTR fingerprint" in str(refused.value)
+        store.trust(jid(bob), bob_key, Verification.MANUAL, now=0)
+        elsewhere.save_trust_store(store)
+        assert await shares(bob).list_shared(full(alice))
+        elsewhere.trust_path.write_bytes(b"{not json")
+        with pytest.raises(SharingRefused) as refused:
+            await shares(bob).list_shared(full(alice))
+        assert refused.value.code == "failed"
+        assert "could not read its trust store" in str(refused.value)
     finally:
         await sharer.close()
 
@@ -473,7 +508,10 @@ async def test_only_the_asked_fingerprint_can_answer_a_get(
 async def test_an_interrupted_fetch_goes_on_where_it_stopped(
     prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
 ):
-    alice = await sharing_client(prosody, "alice", tmp_path, clients)
+    # alice makes no offers of the rest of her own after the break: they go
+    # where the receiver is now, so they could reach bob's new device before
+    # or while it asks again, and this test is about the asking again.
+    alice = await sharing_client(prosody, "alice", tmp_path, clients, resume_attempts=0)
     bob = await sharing_client(prosody, "bob", tmp_path, clients, "first")
     introduce(alice, bob)
     root = tmp_path / "big"
@@ -572,3 +610,64 @@ async def test_at_most_two_files_go_to_one_account_at_once(
     assert result.ok, result.failed
     assert sorted(p.name for p in dest.iterdir()) == [f"{i}.bin" for i in range(5)]
     assert most == 2  # two at once, the rest waited
+
+
+async def test_a_get_asked_again_over_a_renewed_session_is_served_once(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """alice reads bob's get, then a new key exchange renews their OTR
+    session before she answers (as when her client had lost its half; a
+    server that holds her answer and ends her XMPP session gets the same).
+    bob, unanswered, asks again over the new session under the same id;
+    alice serves the get once: each file goes once, and bob stores it."""
+    alice, bob, _ = people
+    events: list[ShareEvent] = []
+    sharer = shares(alice).share(tree, [jid(bob)], report=events.append)
+    otr = alice.plugin["xfer_otr"]
+    held: asyncio.Queue[tuple[str, Session, bytes]] = asyncio.Queue()
+    otr.on_share = lambda p, s, d: held.put_nowait((p, s, d))
+    dest = tmp_path / "got"
+    dest.mkdir()
+    fetch = asyncio.ensure_future(shares(bob).fetch(full(alice), ["2024"], dest))
+    try:
+        first = await asyncio.wait_for(held.get(), 10)
+        assert ShareRequest.decode(first[2]).op is Operation.GET
+        old = first[1].ssid  # (the session object stays; its keys change)
+        renewed = await otr.renewed(full(bob), old, timeout=10)
+        assert renewed.ssid != old
+        again = await asyncio.wait_for(held.get(), 10)
+        assert again[0] == first[0]
+        assert again[2] == first[2]  # the same request, the same id
+        otr.on_share = shares(alice)._on_share
+        for asked in (first, again):
+            shares(alice)._on_share(*asked)
+        result = await asyncio.wait_for(fetch, 30)
+    finally:
+        await sharer.close()
+    assert result.ok, result.failed
+    assert sorted(f.path for f in result.stored) == ["2024/b.txt", "2024/jan/a.jpg"]
+    sending = sorted(e.path for e in events if e.kind == "sending")
+    assert sending == ["2024/b.txt", "2024/jan/a.jpg"]  # each once
+    assert held.empty()  # not asked a third time
+
+
+async def test_a_file_where_a_folder_goes_is_named_as_the_reason(
+    people: tuple[XferClient, XferClient, XferClient], tree: Path, tmp_path: Path
+):
+    """bob has a file named like the folder a fetched file goes to: the
+    file is not stored, nothing is written over, and the reason is bob's
+    own (not the sharer's word that he declined it)."""
+    alice, bob, _ = people
+    sharer = shares(alice).share(tree, [jid(bob)])
+    dest = tmp_path / "got"
+    dest.mkdir()
+    (dest / "2024").write_text("mine")
+    try:
+        result = await shares(bob).fetch(full(alice), ["2024/b.txt"], dest)
+    finally:
+        await sharer.close()
+    assert result.failed == (
+        ("2024/b.txt", f"could not store it: {dest.resolve() / '2024'} is in the way"),
+    )
+    assert (dest / "2024").read_text() == "mine"
+    assert sorted(p.name for p in dest.iterdir()) == ["2024"]

@@ -89,11 +89,6 @@ async def break_session(proxy: FaultProxy, sessions: Sessions) -> None:
     assert sessions.resumed == 0, "the session was resumed: nothing was broken"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="since the merge with the resume work (new-session handling), "
-    "the sharer does not answer after a new session in a fresh-clone CI run (issue 17)",
-)
 async def test_a_shared_folder_is_served_after_a_new_session(
     short_prosody: LocalProsody,
     proxy: FaultProxy,
@@ -122,11 +117,6 @@ async def test_a_shared_folder_is_served_after_a_new_session(
         await sharer.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="since the merge with the resume work (new-session handling), "
-    "the sharer does not answer after a new session in a fresh-clone CI run (issue 17)",
-)
 async def test_a_room_share_joins_the_room_again_after_a_new_session(
     short_prosody: LocalProsody,
     proxy: FaultProxy,

@@ -12,6 +12,13 @@ for. Every other offer goes to the application as usual
 under the destination by their share path made safe
 (:func:`~xfer.aio.shared.fetch_destination`); a file whose earlier fetch
 broke off goes on from the part kept (the receiver's resume by file id).
+
+A request goes over the OTR session we hold with the sharer; if the sharer
+lost its half (its client restarted, or its XMPP session was ended and a new
+one made), it cannot read the request and starts a new key exchange
+instead. A request not answered yet is then sent again, under the same id,
+over the renewed session (:meth:`Fetcher.on_secure`), a few times at most;
+the sharer serves one get id once (:mod:`xfer.xmpp.serving`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from typing import TYPE_CHECKING
 from xfer.aio.bytestream import no_progress
 from xfer.aio.shared import MAX_GET_FILES, MAX_LISTED, fetch_destination
 from xfer.errors import (
+    DestinationExists,
     LocalProtocolError,
+    NotSecure,
     RemoteProtocolError,
     SharingRefused,
     TransferTimeout,
@@ -65,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: Replies waiting to be read for one request, at most (more are dropped).
 MAX_QUEUED_REPLIES = 1024
+#: How often one request is sent again over a renewed OTR session, at most.
+MAX_RESENDS = 2
 #: Refusals of one path of a fetch (the others are still asked for); the
 #: others end the fetch (SharingRefused).
 PER_PATH = frozenset({"not-found", "too-large"})
@@ -106,6 +117,12 @@ class _Request:
     #: Takes a get's file-coming at once, as it arrives: the offer it
     #: announces follows right behind it and must find it registered.
     on_coming: Callable[[FileComing], None] | None = None
+    #: The request as sent, and the id of the key exchange it went under.
+    payload: bytes = b""
+    ssid: bytes | None = None
+    #: Whether the sharer answered it at all; how often it was sent again.
+    answered: bool = False
+    resent: int = 0
 
 
 @dataclass(kw_only=True)
@@ -123,6 +140,8 @@ class _Expected:
     waiting: IncomingOffer | None = None
     stored: FetchedFile | None = None
     error: str | None = None
+    #: The error is ours: we could not store the file where it belongs.
+    unstorable: bool = False
 
 
 _CODES = {code: code.name.lower().replace("_", "-") for code in RefusalCode}
@@ -170,6 +189,7 @@ class Fetcher:
         ):
             log.warning("ignoring a share reply from %s: not the peer asked", peer)
             return
+        request.answered = True
         if isinstance(answer, FileComing):
             if request.on_coming is not None:
                 request.on_coming(answer)
@@ -178,6 +198,31 @@ class Fetcher:
             request.replies.put_nowait(answer)
         except asyncio.QueueFull:
             log.warning("dropping a share reply from %s: too many waiting", peer)
+
+    def on_secure(self, peer: str, fingerprint: bytes) -> None:
+        """A key exchange with the full JID ``peer`` (proving ``fingerprint``)
+        just ended. If a request of ours to it waits for its first answer,
+        under older keys, the peer most likely lost the session the request
+        went over and could not read it: send it again over the new one."""
+        session = self._otr.session(peer)
+        if session is None or session.their_fingerprint != fingerprint:
+            return
+        for request in list(self._requests.values()):
+            if (
+                request.peer != peer
+                or request.fingerprint != fingerprint
+                or request.answered
+                or request.ssid == session.ssid
+                or request.resent >= MAX_RESENDS
+            ):
+                continue
+            request.resent += 1
+            request.ssid = session.ssid
+            log.info("asking %s again over the renewed private conversation", peer)
+            try:
+                self._otr.send_private(peer, fingerprint, request.payload, session)
+            except NotSecure:  # pragma: no cover - it went secure just now
+                log.info("could not ask %s again: no private conversation", peer)
 
     def take(self, incoming: IncomingOffer) -> bool:
         """Take an offer that answers one of our gets (the receiver's hook):
@@ -216,7 +261,14 @@ class Fetcher:
                 fetch_destination, expected.dest, expected.path, expected.overwrite
             )
         except (XferError, OSError) as exc:
-            expected.error = f"could not store it: {exc}"
+            # (A file or a link where a folder goes is never written over.)
+            why = (
+                f"{exc.path} is in the way"
+                if isinstance(exc, DestinationExists)
+                else exc
+            )
+            expected.error = f"could not store it: {why}"
+            expected.unstorable = True
             with contextlib.suppress(XferError):
                 await incoming.decline("the fetcher could not store the file")
             return
@@ -252,13 +304,17 @@ class Fetcher:
         if not self._otr.trust.is_trusted(full, fingerprint):
             raise UntrustedPeer(full, fingerprint)
         pending = _Request(
-            request_id=request.request_id, peer=full, fingerprint=fingerprint
+            request_id=request.request_id,
+            peer=full,
+            fingerprint=fingerprint,
+            payload=request.encode(),
+            ssid=session.ssid,
         )
         if on_coming is not None:
             pending.on_coming = lambda coming: on_coming(pending, coming)
         self._requests[request.request_id] = pending
         try:
-            self._otr.send_private(full, fingerprint, request.encode(), session)
+            self._otr.send_private(full, fingerprint, pending.payload, session)
         except BaseException:
             del self._requests[request.request_id]
             raise
@@ -392,7 +448,9 @@ class Fetcher:
                     break
                 if isinstance(answer, FileFailed) and answer.path in announced:
                     expected = announced[answer.path]
-                    if expected.stored is None:
+                    # Where we could not store it, our reason says more
+                    # (the sharer's is that we "declined the file").
+                    if expected.stored is None and not expected.unstorable:
                         expected.error = answer.reason or "the sharer could not send it"
                 else:
                     log.warning("ignoring an unexpected share reply %r", answer)

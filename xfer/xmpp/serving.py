@@ -12,6 +12,11 @@ at most ``max_fetches`` files go to one account at once, the rest wait. A
 file that changes while it is sent fails that transfer (the fetcher keeps
 nothing) and is sent once more, as it is then; if it changes again, the
 fetcher is told it failed.
+
+A get is served once per request id and account: a fetcher asks again under
+the same id when we renewed the OTR session before answering (we may have
+lost the session its request came over, :mod:`xfer.xmpp.fetching`), and a
+get we did read must not have its files sent twice.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ RETRY_DELAY = 1.0
 #: and how many such readings are kept.
 LISTING_REUSE = 30.0
 MAX_LISTINGS = 8
+#: The get request ids remembered (a get asked again is not served again).
+MAX_GETS_SEEN = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +170,8 @@ class Sharer:
         self._hash_queue: asyncio.Queue[str] = asyncio.Queue(MAX_HASH_QUEUE)
         self._queued: set[str] = set()
         self._listings: dict[tuple[str, str, bool], tuple[float, list[ShareEntry]]] = {}
+        #: (account, request id) of the gets served, the oldest first.
+        self._gets: dict[tuple[str, bytes], None] = {}
         self._hasher = asyncio.ensure_future(self._hash_in_background())
         self.closed = False
 
@@ -195,6 +204,14 @@ class Sharer:
             code, text = refusal
             self._refuse(peer, session, request, code, text)
             return
+        if request.op is Operation.GET:
+            key = (account, request.request_id)
+            if key in self._gets:
+                log.info("%s asked for a get served already: not served again", peer)
+                return
+            self._gets[key] = None
+            while len(self._gets) > MAX_GETS_SEEN:
+                del self._gets[next(iter(self._gets))]
         self._under_way[account] = self._under_way.get(account, 0) + 1
         task = asyncio.ensure_future(self._serve(peer, session, request))
         self._tasks.add(task)

@@ -28,7 +28,7 @@ from slixmpp.plugins.base import BasePlugin, register_plugin
 
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.shared import HashCache, SharedFolder
-from xfer.errors import LocalProtocolError, RemoteProtocolError
+from xfer.errors import LocalProtocolError, RemoteProtocolError, XferError
 from xfer.transfer.refusals import RefusalLimit
 from xfer.transfer.share import (
     RefusalCode,
@@ -84,6 +84,8 @@ class XferShare(BasePlugin):
 
     def plugin_init(self) -> None:
         self._sharer: Sharer | None = None
+        #: The trust file as it was when last read (see _trust_as_saved).
+        self._trust_seen: tuple[int, int, int] | None = None
         #: The refusals this client sends, however many it is asked for
         #: (spec/share.md section 5): one budget for all its shares.
         self.refusals = RefusalLimit()
@@ -95,6 +97,8 @@ class XferShare(BasePlugin):
             idle_timeout=lambda: float(transfer.config["offer_timeout"]),
         )
         self.otr.on_share = self._on_share
+        # A sharer that lost our session renews it: requests go again.
+        self.xmpp.add_event_handler("xfer_otr_secure", self._on_secure)
         transfer.add_offer_taker(self._fetcher.take)
 
     @property
@@ -104,6 +108,9 @@ class XferShare(BasePlugin):
     @property
     def otr(self) -> XferOTR:
         return plugin(self.xmpp, "xfer_otr", XferOTR)
+
+    def _on_secure(self, secure: tuple[str, bytes]) -> None:
+        self._fetcher.on_secure(*secure)
 
     def _on_share(self, peer: str, session: Session, data: bytes) -> None:
         try:
@@ -138,8 +145,49 @@ class XferShare(BasePlugin):
                     reason="no folder is shared here",
                 ),
             )
+        elif not self._trust_as_saved():
+            refuse(
+                self.otr,
+                self.refusals,
+                peer,
+                session,
+                ShareRefused(
+                    request_id=payload.request_id,
+                    code=RefusalCode.FAILED,
+                    reason="the sharer could not read its trust store",
+                ),
+            )
         else:
             self._sharer.handle(peer, session, payload)
+
+    def _trust_file(self) -> tuple[int, int, int] | None:
+        identity = self.transfer.identity
+        if identity is None:
+            return None
+        try:
+            st = identity.trust_path.stat()
+        except OSError:
+            return (0, 0, 0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _trust_as_saved(self) -> bool:
+        """Read the trust store again if it changed on disk since the share
+        began: 'xfer untrust' (another process) stops a running share from
+        serving that key at the next request, not at its next start. False
+        if it changed but cannot be read (damaged): then nobody is served
+        (it is written atomically, so this is no write half done)."""
+        seen = self._trust_file()
+        if seen is None or seen == self._trust_seen:
+            return True
+        identity = self.transfer.identity
+        assert identity is not None
+        try:
+            self.otr.trust = identity.trust_store()
+        except (OSError, XferError) as exc:
+            log.warning("could not read the trust store again: %s", exc)
+            return False
+        self._trust_seen = seen
+        return True
 
     # -- sharing ---------------------------------------------------------------------
 
@@ -170,6 +218,7 @@ class XferShare(BasePlugin):
         if cache_file is None and identity is not None:
             cache_file = Path(identity.directory) / HASH_CACHE
         folder = SharedFolder(directory, HashCache(cache_file))
+        self._trust_seen = self._trust_file()  # the trust in memory now
         self._sharer = Sharer(
             folder=folder,
             peers=peers,
