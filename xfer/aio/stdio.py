@@ -208,10 +208,10 @@ def input_pieces(fd: int, size: int = STREAM_PIECE) -> InputReader:
 
 
 def _widen_pipe(fd: int) -> None:
-    """Ask for a :data:`PIPE_SIZE` buffer in the pipe ``fd`` reads, where
-    the system lets us (Linux): a fast writer then fills larger reads,
-    fewer of them for the same bytes. A reader still wakes for the first
-    byte, so a live source waits no longer."""
+    """Ask for a :data:`PIPE_SIZE` buffer in the pipe ``fd`` reads or
+    writes, where the system lets us (Linux): a fast writer then fills
+    larger reads, fewer of them for the same bytes. A reader still wakes
+    for the first byte, so live data waits no longer."""
     setting = getattr(fcntl, "F_SETPIPE_SZ", None)
     getting = getattr(fcntl, "F_GETPIPE_SZ", None)
     if setting is None or getting is None:
@@ -238,6 +238,8 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
 
         yield write_file
         return
+    if stat.S_ISFIFO(mode):
+        _widen_pipe(fd)  # fewer, larger writes (and wake-ups of the reader)
     loop = asyncio.get_running_loop()
     blocking = os.get_blocking(fd)  # put back at the end, as for input
     transport, protocol = await loop.connect_write_pipe(
