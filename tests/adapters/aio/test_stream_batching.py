@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from xfer.aio import stdio
 from xfer.aio import stream as stream_module
 from xfer.aio.socks5 import Socks5Stream
 from xfer.aio.stream import READ_BATCH, StreamProgress, receive_stream, stream_sealer
@@ -96,8 +97,8 @@ async def test_a_fast_stream_is_batched_and_a_message_after_it_is_not_held_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Any rate counts as fast here: a loaded machine must not decide it.
-    monkeypatch.setattr(stream_module, "BULK_RATE", 1.0)
-    monkeypatch.setattr(stream_module, "RATE_WINDOW", 0.0)
+    monkeypatch.setattr(stdio, "BULK_RATE", 1.0)
+    monkeypatch.setattr(stdio, "RATE_WINDOW", 0.0)
     # A waiting batched read gets what came after this long: longer than
     # the pause below, so the mark seen then is the one the reader set.
     monkeypatch.setattr(stream_module, "READ_FLUSH", 0.5)
