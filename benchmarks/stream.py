@@ -972,6 +972,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - started
     params["seconds"] = round(elapsed, 1)
+    # The machine may be shared: its load at the end beside the start's.
+    report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     report["orchestrator_peak_rss_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
