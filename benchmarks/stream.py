@@ -727,7 +727,7 @@ class Bench:
             receiver.stdout.close()
         assert receiver.stderr is not None
         r_err: list[bytes] = []
-        while b"waiting for files" not in (line := receiver.stderr.readline()):
+        while b"waiting for one offer" not in (line := receiver.stderr.readline()):
             if not line:
                 raise RuntimeError(b"".join(r_err).decode(errors="replace"))
             r_err.append(line)

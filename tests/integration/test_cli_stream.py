@@ -36,7 +36,8 @@ def wait_waiting(proc: subprocess.Popen[bytes]) -> list[bytes]:
     """The receiver's stderr lines up to the one saying it waits."""
     assert proc.stderr is not None
     seen: list[bytes] = []
-    while b"waiting for files" not in (line := proc.stderr.readline()):
+    waiting = b"waiting for one offer, to standard output, as "
+    while waiting not in (line := proc.stderr.readline()):
         assert line, b"".join(seen).decode(errors="replace")
         seen.append(line)
     return seen
