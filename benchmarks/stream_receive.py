@@ -184,7 +184,8 @@ def main() -> int:
         for p, u in zip(rows["paced"], rows["unpaced"], strict=True)
     ]
     medians = {
-        how: statistics.median(x["cpu_s_per_gib"] for x in r) for how, r in rows.items()
+        how: round(statistics.median(x["cpu_s_per_gib"] for x in r), 3)
+        for how, r in rows.items()
     }
     report = {
         "machine": {
