@@ -209,6 +209,9 @@ def test_an_interrupted_sender_tells_the_receiver_it_cancelled(
                     proc.kill()
                 proc.communicate()
     assert sender.returncode == 130, sender_err  # interrupted
+    # It says how far it got (and not that nothing was written).
+    said = f"interrupted: the stream was cut after {len(data)} bytes of standard input"
+    assert said.encode() in sender_err, sender_err
     assert receiver.returncode != 0
     assert out.read_bytes() == data
     assert f"stream cut after {len(data)} verified bytes".encode() in err, err
@@ -253,6 +256,8 @@ def test_an_interrupted_receiver_tells_the_sender_it_cancelled(
                     proc.kill()
                 proc.communicate()
     assert receiver.returncode == 130, err
+    said = f"interrupted: stream cut after {len(data)} verified bytes"
+    assert said.encode() in err, err
     assert sender.returncode != 0
     assert out.read_bytes() == data
     # The receiver's count, inside OTR, and its reason.

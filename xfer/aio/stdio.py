@@ -285,10 +285,16 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
 
         async def write_file(data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                n = await asyncio.to_thread(os.write, fd, view)
-                view = view[n:]
+            # Taken is written whole, even if the caller is cancelled
+            # meanwhile: a cut's count of bytes written stays exact.
+            writing = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, data))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                await asyncio.wait({writing})
+                if not writing.cancelled():
+                    writing.exception()  # a cancellation is raised already
+                raise
 
         yield write_file
         return
@@ -326,6 +332,12 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
     finally:
         transport.close()
         os.set_blocking(fd, blocking)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def stdin_is_live(fd: int | None = None) -> bool:
