@@ -287,7 +287,8 @@ async def output_sink(fd: int) -> AsyncIterator[Sink]:
         async def write_file(data: bytes) -> None:
             # Taken is written whole, even if the caller is cancelled
             # meanwhile: a cut's count of bytes written stays exact.
-            writing = asyncio.ensure_future(asyncio.to_thread(_write_all, fd, data))
+            loop = asyncio.get_running_loop()
+            writing = loop.run_in_executor(None, _write_all, fd, data)
             try:
                 await asyncio.shield(writing)
             except asyncio.CancelledError:
