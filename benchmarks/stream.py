@@ -727,7 +727,7 @@ class Bench:
             receiver.stdout.close()
         assert receiver.stderr is not None
         r_err: list[bytes] = []
-        while b"waiting for files" not in (line := receiver.stderr.readline()):
+        while b"waiting for one offer" not in (line := receiver.stderr.readline()):
             if not line:
                 raise RuntimeError(b"".join(r_err).decode(errors="replace"))
             r_err.append(line)
@@ -972,6 +972,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     elapsed = time.perf_counter() - started
     params["seconds"] = round(elapsed, 1)
+    # The machine may be shared: its load at the end beside the start's.
+    report["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     report["orchestrator_peak_rss_mib"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xfer_cli.main import EXIT_REFUSED, CommandError
+from xfer_cli.main import EXIT_INTERRUPTED, EXIT_REFUSED, CommandError
 from xfer_cli.output import Output, quoted
 from xfer_cli.progress import format_bytes
 
@@ -84,7 +84,16 @@ async def to_output(
         async with output_sink(sys.stdout.fileno()) as sink:
             if offer.is_stream:
                 stream = await offer.accept_stream(progress=progress)
-                sha256 = await stream.write_to(sink)
+                try:
+                    sha256 = await stream.write_to(sink)
+                except asyncio.CancelledError:
+                    # Ctrl-C or SIGTERM: the sender heard "cancel"; what the
+                    # sink took still reaches the output (as the context ends).
+                    raise CommandError(
+                        f"interrupted: stream cut after {stream.verified} "
+                        "verified bytes",
+                        exit_code=EXIT_INTERRUPTED,
+                    ) from None
                 size = stream.verified
             else:
                 size, sha256 = await _file_to(offer, sink, progress)

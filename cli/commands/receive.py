@@ -359,8 +359,9 @@ def receive(
         notices: asyncio.Future[None] | None = None
         watcher: asyncio.Task[None] | None = None
         try:
+            what = "one offer, to standard output," if to_stdout else "files"
             out.say(
-                f"waiting for files as {shown(client.jid)} "
+                f"waiting for {what} as {shown(client.jid)} "
                 f"(fingerprint {client.fingerprint}); Ctrl-C to stop"
             )
             out.event("ready", jid=client.jid, fingerprint=client.fingerprint)

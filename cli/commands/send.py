@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from xfer_cli.account import (
     connect,
     run,
 )
-from xfer_cli.main import CommandError
+from xfer_cli.main import EXIT_INTERRUPTED, CommandError
 from xfer_cli.output import Output, json_option, quiet_option, quoted
 from xfer_cli.progress import format_bytes
 
@@ -270,6 +271,12 @@ async def _send_stdin(
                 f"sending standard input to {shown(full)} (fingerprint {fingerprint})"
             )
         progress = out.progress(name)
+        read = [0]  # bytes of standard input sealed and sent so far
+
+        def counted(done: int, total: int | None) -> None:
+            read[0] = done
+            progress(done, total)
+
         try:
             result = await client.send_stream(
                 full,
@@ -277,8 +284,15 @@ async def _send_stdin(
                 name=name,
                 live=live,
                 flush_interval=flush,
-                progress=progress,
+                progress=counted,
             )
+        except asyncio.CancelledError:
+            # Ctrl-C or SIGTERM: the receiver heard "cancel" by now.
+            raise CommandError(
+                f"interrupted: the stream was cut after {read[0]} bytes of "
+                "standard input were sent (the receiver keeps what verified)",
+                exit_code=EXIT_INTERRUPTED,
+            ) from None
         finally:
             progress.close()
         rate = result.size / max(result.seconds, 1e-9) / 1e6

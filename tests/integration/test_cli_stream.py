@@ -36,7 +36,8 @@ def wait_waiting(proc: subprocess.Popen[bytes]) -> list[bytes]:
     """The receiver's stderr lines up to the one saying it waits."""
     assert proc.stderr is not None
     seen: list[bytes] = []
-    while b"waiting for files" not in (line := proc.stderr.readline()):
+    waiting = b"waiting for one offer, to standard output, as "
+    while waiting not in (line := proc.stderr.readline()):
         assert line, b"".join(seen).decode(errors="replace")
         seen.append(line)
     return seen
@@ -208,6 +209,9 @@ def test_an_interrupted_sender_tells_the_receiver_it_cancelled(
                     proc.kill()
                 proc.communicate()
     assert sender.returncode == 130, sender_err  # interrupted
+    # It says how far it got (and not that nothing was written).
+    said = f"interrupted: the stream was cut after {len(data)} bytes of standard input"
+    assert said.encode() in sender_err, sender_err
     assert receiver.returncode != 0
     assert out.read_bytes() == data
     assert f"stream cut after {len(data)} verified bytes".encode() in err, err
@@ -252,6 +256,8 @@ def test_an_interrupted_receiver_tells_the_sender_it_cancelled(
                     proc.kill()
                 proc.communicate()
     assert receiver.returncode == 130, err
+    said = f"interrupted: stream cut after {len(data)} verified bytes"
+    assert said.encode() in err, err
     assert sender.returncode != 0
     assert out.read_bytes() == data
     # The receiver's count, inside OTR, and its reason.

@@ -23,7 +23,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from xfer.aio.addresses import streamhost_socket
-from xfer.aio.tcp import BATCH, TcpConnection, open_tcp
+from xfer.aio.tcp import BATCH, FLUSH_AFTER, TcpConnection, open_tcp
 from xfer.errors import ConnectionFailed, RemoteProtocolError, TransferTimeout
 from xfer.framing.socks5 import Socks5Client, Socks5Server
 
@@ -76,11 +76,13 @@ class Socks5Stream:
         as soon as anything came."""
         self._connection.enlarge(nbytes)
 
-    def batch_reads(self, nbytes: int = BATCH) -> None:
-        """For a reader of bulk data: be woken once ``nbytes`` have come,
-        not for every small piece a relay forwards
-        (:meth:`~xfer.aio.tcp.TcpConnection.batch`)."""
-        self._connection.batch(nbytes)
+    def batch_reads(
+        self, nbytes: int = BATCH, flush_after: float = FLUSH_AFTER
+    ) -> None:
+        """For a reader of bulk data: be woken once ``nbytes`` have come (or
+        a read has waited ``flush_after`` seconds), not for every small
+        piece a relay forwards (:meth:`~xfer.aio.tcp.TcpConnection.batch`)."""
+        self._connection.batch(nbytes, flush_after)
 
     @contextlib.asynccontextmanager
     async def _reading(self) -> AsyncIterator[None]:

@@ -119,6 +119,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         # SO_RCVLOWAT: the mark asked for (batch) and the one set now.
         self._batch = 1
         self._lowat = 1
+        self._flush_after = FLUSH_AFTER
         # Bytes handed to write() and bytes the kernel delivered (moved()).
         self._written = 0
         self._received = 0
@@ -268,7 +269,7 @@ class TcpConnection(asyncio.BufferedProtocol):
         loop = asyncio.get_running_loop()
         self._read_waiter = loop.create_future()
         flush = (
-            loop.call_later(FLUSH_AFTER, self._set_lowat, 1)
+            loop.call_later(self._flush_after, self._set_lowat, 1)
             if self._lowat > 1
             else None
         )
@@ -280,12 +281,13 @@ class TcpConnection(asyncio.BufferedProtocol):
                 flush.cancel()
             self._set_lowat(self._batch)
 
-    def batch(self, nbytes: int = BATCH) -> None:
+    def batch(self, nbytes: int = BATCH, flush_after: float = FLUSH_AFTER) -> None:
         """Be woken for received data only once ``nbytes`` are queued in the
-        kernel (or the stream ended, or a reader has waited
-        :data:`FLUSH_AFTER` seconds); 1 turns it off. Where the socket does
-        not support it, nothing changes."""
+        kernel (or the stream ended, or a reader has waited ``flush_after``
+        seconds); 1 turns it off. Where the socket does not support it,
+        nothing changes."""
         self._batch = max(1, nbytes)
+        self._flush_after = flush_after
         self._set_lowat(self._batch)
 
     def _set_lowat(self, nbytes: int) -> None:

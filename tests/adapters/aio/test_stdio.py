@@ -13,10 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from xfer.aio import stdio
 from xfer.aio.stdio import (
+    GATHER,
     PIPE_SIZE,
+    RATE_WINDOW,
+    STREAM_PIECE,
+    Rate,
     Readable,
     ReadAhead,
+    gathered,
     input_pieces,
     output_sink,
     readable,
@@ -148,3 +154,71 @@ async def test_an_iterable_read_ahead_joins_pieces_and_its_error_stays_behind() 
     assert await reader.readinto(memoryview(buf)) == 5
     assert await reader.readinto(memoryview(buf)) == 0
     await reader.aclose()
+
+
+async def test_a_bulk_read_gathers_what_follows_and_stops_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A writer in 128 KiB pieces (as cat writes): what follows the first
+    # piece within the gathering wait joins it, up to GATHER bytes. (The
+    # wait is long here, so a loaded machine does not decide the test.)
+    monkeypatch.setattr(stdio, "GATHER_WAIT", 30.0)
+    read_end, write_end = os.pipe()
+    source = input_pieces(read_end)
+    loop = asyncio.get_running_loop()
+    pieces = [os.urandom(128 * 1024) for _ in range(5)]
+    buf = memoryview(bytearray(STREAM_PIECE))
+    try:
+        os.write(write_end, pieces[0])
+        n = await source.readinto(buf)
+        assert n == len(pieces[0])
+        for i, piece in enumerate(pieces[1:], 1):
+            loop.call_later(0.001 * i, os.write, write_end, piece)
+        n = await gathered(source, buf, n)
+        assert n == GATHER
+        assert buf[:n] == b"".join(pieces)[:GATHER]
+        # Nothing more comes for now: the gathering ends after its wait
+        # with what it has (a live source is not held back for long).
+        monkeypatch.setattr(stdio, "GATHER_WAIT", 0.01)
+        assert await source.readinto(buf) == len(pieces[4])
+        assert await gathered(source, buf, 5) == 5
+        # The end: what was read stays, the next read sees the end.
+        os.write(write_end, b"last")
+        os.close(write_end)
+        write_end = -1
+        assert await gathered(source, buf, 0) == 4
+        assert buf[:4] == b"last"
+        assert await source.readinto(buf) == 0
+    finally:
+        await source.aclose()
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+async def test_a_failing_source_stops_the_gathering_and_fails_the_next_read() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"first"
+        await asyncio.sleep(0)
+        raise OSError("the source broke")
+
+    source = readable(pieces())
+    buf = memoryview(bytearray(1024))
+    n = await source.readinto(buf)
+    n = await gathered(source, buf, n)
+    assert buf[:n] == b"first"
+    with pytest.raises(OSError, match="the source broke"):
+        await source.readinto(buf)
+    await source.aclose()
+
+
+def test_a_rate_is_fast_only_over_a_window_at_the_bulk_rate() -> None:
+    rate = Rate()
+    assert not rate.saw(1 << 30)  # within the first window: not judged yet
+    rate.since -= RATE_WINDOW
+    assert rate.saw(0)  # 1 GiB in a window: fast
+    rate.since -= 1.0
+    assert not rate.saw(200)  # 200 bytes in a second: slow
+    rate.fast = True
+    rate.reset()
+    assert not rate.fast
