@@ -1,4 +1,5 @@
-"""Shared test set-up: Hypothesis profiles and the vector loader."""
+"""Shared test set-up: Hypothesis profiles, the long profile (tests marked
+``long`` run only when asked for) and the vector loader."""
 
 from __future__ import annotations
 
@@ -34,6 +35,50 @@ settings.load_profile(
     if os.environ.get("XFER_FUZZ_EXAMPLES")
     else ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+# -- the long profile ------------------------------------------------------------
+#
+# Tests marked ``long`` are longer runs of what a shorter test in the default
+# run already proves (fifty cut transfers where twelve run by default, 100 MiB
+# files where the default run sends every chunk-boundary size). The default
+# run deselects them, and says so in its summary; ``XFER_PROFILE=long`` runs
+# everything, ``-m long`` only them.
+
+LONG_PROFILE = os.environ.get("XFER_PROFILE", "") == "long"
+_deselected_long: list[pytest.Item] = []
+
+
+def _selects_long(config: pytest.Config) -> bool:
+    """Whether ``-m`` names the ``long`` marker (``-m long``, ``-m "long or
+    faults"``, ...): then the expression decides, not the default."""
+    expression = str(config.getoption("markexpr", "") or "")
+    return "long" in expression.replace("(", " ").replace(")", " ").split()
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if LONG_PROFILE or _selects_long(config):
+        return
+    keep: list[pytest.Item] = []
+    long: list[pytest.Item] = []
+    for item in items:
+        (keep if item.get_closest_marker("long") is None else long).append(item)
+    if not long:
+        return
+    _deselected_long[:] = long
+    config.hook.pytest_deselected(items=_deselected_long)
+    items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _deselected_long:
+        terminalreporter.write_line(
+            f"{len(_deselected_long)} long tests deselected "
+            "(XFER_PROFILE=long runs them)",
+            yellow=True,
+        )
 
 
 def load_vectors(relative: str) -> list[Any]:

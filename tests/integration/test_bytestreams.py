@@ -82,10 +82,19 @@ async def test_sizes_arrive_intact(streams, size):
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a larger run of test_2_mib_each_way
 async def test_32_mib_each_way(streams, pair):
+    await each_way(streams, pair, 32 * MiB)
+
+
+async def test_2_mib_each_way(streams, pair):
+    await each_way(streams, pair, 2 * MiB + 1)
+
+
+async def each_way(streams, pair, size):
     a, b = pair
     for sender, receiver in ((a, b), (b, a)):
-        data = os.urandom(32 * MiB)
+        data = os.urandom(size)
         out, inp = await streams(sender, receiver, block_size=65535)
         sent = asyncio.ensure_future(pipe(out, data))
         assert await drain(inp) == (len(data), hashlib.sha256(data).hexdigest())

@@ -116,7 +116,9 @@ async def test_sizes_over_each_transport(
     )
 
 
+# test_sizes_over_each_transport sends every chunk-boundary size over each.
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("kind", KINDS)
 async def test_100_mib(
     prosody: LocalProsody,

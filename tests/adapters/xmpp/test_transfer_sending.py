@@ -651,6 +651,13 @@ class InitiatorS5BCase(SendingCase):
         )
         assert reply["type"] == "result"
 
+    def declined(self, task: asyncio.Task[Any], jingle: Jingle) -> None:
+        """The receiver declines: the send ends now, not in the test's
+        tear-down (where our session-terminate would wait for an answer)."""
+        self.end(jingle, Reason.DECLINE)
+        with pytest.raises(TransferDeclined):
+            self.run_coro(task)
+
     def our_report(self) -> S5BTransport:
         iq, info = self.next_jingle(Action.TRANSPORT_INFO)
         self.ack(iq)
@@ -906,7 +913,7 @@ class TestPeersServersProxy(InitiatorS5BCase):
     }
 
     def test_both_servers_proxies_are_offered_ours_first(self) -> None:
-        self.send()
+        task = self.send()
         self.discovered(1111)
         self.discovered(2222, domain="example.org", proxy="proxy.example.org")
         _, jingle, _, _ = self.offered()
@@ -922,15 +929,17 @@ class TestPeersServersProxy(InitiatorS5BCase):
             priority(CandidateType.PROXY, 0),
         )
         assert {ours.type, theirs.type} == {CandidateType.PROXY}
+        self.declined(task, jingle)
 
     def test_a_peers_server_that_does_not_answer_is_left_out(self) -> None:
-        self.send()
+        task = self.send()
         self.discovered(1111)
         # example.org never answers its disco items: after candidate_timeout
         # the offer goes out with our server's proxy alone.
         _, jingle, _, _ = self.offered()
         [ours] = self.our_candidates(jingle).candidates
         assert ours.jid == PROXY
+        self.declined(task, jingle)
 
 
 class TestAddedAddresses(InitiatorS5BCase):
@@ -944,7 +953,7 @@ class TestAddedAddresses(InitiatorS5BCase):
     }
 
     def test_only_the_added_addresses_are_offered_as_assisted(self) -> None:
-        self.send()
+        task = self.send()
         _, jingle, _, _ = self.offered()
         forwarded, named = self.our_candidates(jingle).candidates
         _, port = self.run_coro(self.plugin("xfer_socks5").listen())
@@ -957,6 +966,7 @@ class TestAddedAddresses(InitiatorS5BCase):
         assert {forwarded.type, named.type} == {CandidateType.ASSISTED}
         assert forwarded.priority == priority(CandidateType.ASSISTED, 65535)
         assert named.priority == priority(CandidateType.ASSISTED, 65534)
+        self.declined(task, jingle)
 
 
 class TestResumeAttempts(SendingCase):
