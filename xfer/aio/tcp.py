@@ -379,13 +379,16 @@ class TcpConnection(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         """Drop the connection at once, unsent data included."""
-        if self._transport is not None:
+        if self._transport is not None and not self._closed.done():
             self._transport.abort()
 
     def reset(self) -> None:
         """Drop the connection with a TCP reset, so the peer sees an error
         rather than an orderly end."""
-        if self._transport is None:
+        # Once the connection is gone there is nothing to drop; asyncio's
+        # transport, closed with data buffered, does not mark itself lost
+        # when the data drains, and aborting it then fails inside asyncio.
+        if self._transport is None or self._closed.done():
             return
         sock = self._transport.get_extra_info("socket")
         if sock is not None:

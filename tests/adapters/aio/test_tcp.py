@@ -110,6 +110,22 @@ async def test_a_reset_raises_after_the_data_that_came_first():
         far.close()
 
 
+async def test_a_reset_after_a_close_that_flushed_does_nothing():
+    # asyncio's transport, closed with data still buffered, ends without
+    # counting itself lost: aborting it later failed inside asyncio. An
+    # XMPP disconnect aborts every stream it knows, closed ones included.
+    client, far, server = await pair()
+    async with server:
+        client.transport.write(b"y" * (8 * MiB))  # more than the socket takes
+        assert client.transport.get_write_buffer_size() > 0
+        client.close()
+        assert await read_all(far) == b"y" * (8 * MiB)
+        await client.wait_closed()
+        client.reset()
+        client.abort()
+        far.close()
+
+
 async def test_a_half_closed_connection_can_still_answer():
     client, far, server = await pair()
     async with server:
