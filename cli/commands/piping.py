@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xfer_cli.commands.send import path_taken
 from xfer_cli.main import EXIT_INTERRUPTED, EXIT_REFUSED, CommandError
 from xfer_cli.output import Output, quoted
 from xfer_cli.progress import format_bytes
@@ -94,15 +95,18 @@ async def to_output(
                         "verified bytes",
                         exit_code=EXIT_INTERRUPTED,
                     ) from None
-                size = stream.verified
+                size, route = stream.verified, stream.route
             else:
                 size, sha256 = await _file_to(offer, sink, progress)
+                route = offer.route
     finally:
         progress.close()
     seconds = time.perf_counter() - started
+    # The path the data took, as the sender says it.
+    path = "" if route is None else f"{path_taken(route.kind, route.via)}, "
     out.say(
         f"wrote {quoted(offer.name)} to standard output ({format_bytes(size)}, "
-        f"{size / max(seconds, 1e-9) / 1e6:.1f} MB/s): {size} bytes verified, "
+        f"{path}{size / max(seconds, 1e-9) / 1e6:.1f} MB/s): {size} bytes verified, "
         f"SHA-256 {sha256.hex()}"
     )
 

@@ -93,6 +93,11 @@ def test_tar_through_a_pipe_reproduces_the_tree(
     said = re.findall(rb"SHA-256 ([0-9a-f]{64})", sender.stderr + err)
     assert len(said) == 2
     assert said[0] == said[1]
+    # And the same path the data took (direct on one host).
+    paths = re.findall(rb"\([^,()]+, ([^()]+), [0-9.]+ MB/s\)", sender.stderr + err)
+    assert len(paths) == 2, (sender.stderr + err).decode()
+    assert paths[0] == paths[1]
+    assert paths[0].startswith(b"direct to 127.0.0.1:")
 
 
 def test_a_killed_sender_fails_the_receiving_pipeline(

@@ -47,6 +47,8 @@ async def test_a_stream_arrives_byte_for_byte_over_each_transport(
     data = os.urandom(3 * DEFAULT_CHUNK_SIZE + 1234)
     got = bytearray()
 
+    routes = []
+
     async def receive() -> tuple[int, bytes | None]:
         offer = await plugin(b).next_offer(timeout=30)
         assert offer.is_stream
@@ -54,6 +56,7 @@ async def test_a_stream_arrives_byte_for_byte_over_each_transport(
         stream = await offer.accept_stream()
         async for piece in stream:
             got.extend(piece)
+        routes.append(stream.route)
         return stream.verified, stream.sha256
 
     (verified, sha256), result = await asyncio.gather(
@@ -64,6 +67,8 @@ async def test_a_stream_arrives_byte_for_byte_over_each_transport(
     digest = hashlib.sha256(data).digest()
     assert (verified, sha256) == (len(data), digest)
     assert (result.size, result.sha256, result.transport) == (len(data), digest, kind)
+    # The receiver knows the path the stream took, as the sender does.
+    assert [(r.kind, r.via) for r in routes if r is not None] == [(kind, result.via)]
 
 
 async def test_an_empty_stream(

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.otr import ReceivedOffer
+    from xfer.xmpp.transfer.candidates import Route
     from xfer.xmpp.transfer.context import Settings, Siblings
     from xfer.xmpp.transfer.negotiation import Negotiator
 
@@ -100,6 +101,10 @@ class Receipts:
         self._settings = settings
         self._siblings = siblings
         self._negotiator = negotiator
+
+    def route(self, offer: Negotiated) -> Route | None:
+        """The path the data of ``offer`` took (None before it was set up)."""
+        return self._negotiator.route(offer.session)
 
     async def run(
         self,

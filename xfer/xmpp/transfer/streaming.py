@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from xfer.otr.session import Session
     from xfer.transfer.offer import TransferVerdict
     from xfer.xmpp.jingle import JingleSessionIO
+    from xfer.xmpp.transfer.candidates import Route
     from xfer.xmpp.transfer.context import Context
     from xfer.xmpp.transfer.negotiation import S5B, Negotiator
     from xfer.xmpp.transfer.receipt import Negotiated, Receipts
@@ -87,6 +88,7 @@ class ReceivedStream:
         self.verified = 0
         self.sha256: bytes | None = None
         self._state = StreamProgress()
+        self._receipts, self._negotiated = receipts, negotiated
         self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUED)
         self._ended = False
         self._task = asyncio.ensure_future(self._run(receipts, negotiated, progress))
@@ -102,6 +104,12 @@ class ReceivedStream:
             await self._queue.put(exc)
         else:
             await self._queue.put(None)
+
+    @property
+    def route(self) -> Route | None:
+        """The path the data takes, once its bytestream is set up (None
+        before)."""
+        return self._receipts.route(self._negotiated)
 
     def __aiter__(self) -> ReceivedStream:
         return self
