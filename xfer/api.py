@@ -87,20 +87,21 @@ class Client:
             if isinstance(fingerprint, str)
             else fingerprint
         )
+        self._transfer.trust_as_saved()  # another process's change is kept
         store = self._otr.trust
         store.trust(peer, raw, Verification.MANUAL, now=int(time.time()))
         self._save_trust()
 
     def untrust(self, peer: str) -> int:
         """Forget every fingerprint trusted for ``peer``; return how many."""
+        self._transfer.trust_as_saved()
         gone = self._otr.trust.untrust(peer)
         self._save_trust()
         return gone
 
     def _save_trust(self) -> None:
-        identity = self._transfer.identity
-        if identity is not None:
-            identity.save_trust_store(self._otr.trust)
+        if self._transfer.identity is not None:
+            self._transfer.save_trust()
 
     def is_trusted(self, peer: str, fingerprint: str | bytes) -> bool:
         """Whether ``fingerprint`` is trusted for ``peer`` now (as stored)."""
@@ -109,7 +110,7 @@ class Client:
             if isinstance(fingerprint, str)
             else fingerprint
         )
-        return self._otr.trust.is_trusted(peer, raw)
+        return self._transfer.trust_as_saved() and self._otr.trust.is_trusted(peer, raw)
 
     async def verify(
         self,

@@ -104,9 +104,9 @@ def introduce(a: XferClient, b: XferClient) -> None:
         otr.trust.trust(
             other.boundjid.bare, key.public.fingerprint, Verification.MANUAL, now=0
         )
-        identity = one.plugin["xfer_transfer"].identity
-        if identity is not None:
-            identity.save_trust_store(otr.trust)
+        transfer = one.plugin["xfer_transfer"]
+        if transfer.identity is not None:
+            transfer.save_trust()
 
 
 # -- a hostile server in front of alice (xfer.testing.hostile) ------------------

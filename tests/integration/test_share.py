@@ -204,7 +204,9 @@ async def test_an_untrusted_fingerprint_on_the_list_is_refused(
     alice = await sharing_client(prosody, "alice", tmp_path, clients)
     dave = await sharing_client(prosody, "dave", tmp_path, clients)
     introduce(alice, dave)
-    alice.plugin["xfer_otr"].trust.untrust(jid(dave))  # dave trusts alice only
+    otr = alice.plugin["xfer_otr"]
+    otr.trust.untrust(jid(dave))  # dave trusts alice only
+    alice.plugin["xfer_transfer"].save_trust()
     sharer = shares(alice).share(tree, [jid(dave)])
     try:
         with pytest.raises(SharingRefused) as refused:

@@ -18,6 +18,8 @@ import pytest
 from tests.integration.conftest import introduce, transfer_client
 from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import IntegrityError, TransferDeclined, TransferRejected
+from xfer.otr.trust import Verification
+from xfer.store import IdentityStore
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import KINDS, forcing
 from xfer.xmpp.client import XferClient
@@ -170,6 +172,39 @@ async def test_untrusted_sender_is_refused(
     assert caught.value.reason == "security-error"
     assert "not trusted" in (caught.value.text or "")
     assert b.plugin["xfer_transfer"]._offers.empty()  # never shown to bob's user
+
+
+async def test_trust_changed_by_another_process_counts_at_the_next_offer(
+    prosody: LocalProsody, tmp_path: Path, clients: list[XferClient]
+) -> None:
+    """'xfer untrust alice' runs as another process while bob's client is
+    running: bob reads his trust store again when it changed on disk, so
+    alice's next offer is refused (not taken until bob restarts); trusted
+    again, it is taken; a damaged store trusts nobody."""
+    a, b = await make_peers(prosody, tmp_path)
+    clients += [a, b]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    src = tmp_path / "one.txt"
+    write_random(src, 500)
+    await _send_one(a, b, src, inbox)
+    elsewhere = IdentityStore(tmp_path / "bob-id")  # what 'xfer untrust' does
+    store = elsewhere.trust_store()
+    alice_key = store.entries(a.boundjid.bare)[0][1].fingerprint
+    assert store.untrust(a.boundjid.bare) == 1
+    elsewhere.save_trust_store(store)
+    with pytest.raises(TransferRejected) as caught:
+        await a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+    assert "not trusted" in (caught.value.text or "")
+    store.trust(a.boundjid.bare, alice_key, Verification.MANUAL, now=0)
+    elsewhere.save_trust_store(store)
+    other = tmp_path / "two.txt"  # the same file again is only confirmed
+    write_random(other, 600)
+    assert (await _send_one(a, b, other, inbox)).read_bytes() == other.read_bytes()
+    elsewhere.trust_path.write_bytes(b"{not json")
+    with pytest.raises(TransferRejected) as caught:
+        await a.plugin["xfer_transfer"].send_file(b.boundjid.full, src)
+    assert "not trusted" in (caught.value.text or "")
 
 
 async def _raw_offer(

@@ -115,6 +115,8 @@ class XferOTR(BasePlugin):
     :class:`~xfer.otr.trust.TrustStore`; SMP outcomes are recorded in it:
     see :meth:`~xfer.otr.trust.TrustStore.record_smp`),
     ``on_trust_change`` (called after the store changed, to save it),
+    ``trust_fresh`` (called before an offer's fingerprint is judged: reads
+    the store again if it changed on disk; False trusts no key),
     ``untrusted_offers`` (unclaimed offers from untrusted fingerprints kept
     at most, in all; 0 refuses them at once).
     """
@@ -127,6 +129,7 @@ class XferOTR(BasePlugin):
         "instance_tag": None,
         "trust_store": None,
         "on_trust_change": None,
+        "trust_fresh": None,
         "untrusted_offers": MAX_UNTRUSTED_OFFERS,
         "clock": time.monotonic,
         "smp_executor": None,
@@ -150,7 +153,7 @@ class XferOTR(BasePlugin):
         self._offers = OfferTable(
             flush=self._flush,
             sessions=lambda peer: self.account.sessions(peer),  # noqa: PLW0108
-            trusted=lambda peer, fp: self.trust.is_trusted(peer, fp),  # noqa: PLW0108
+            trusted=self._trusted,
             lost=self.lost_offers,
             clock=lambda: self.config["clock"](),  # noqa: PLW0108
             untrusted_quota=lambda: self.config["untrusted_offers"],
@@ -385,6 +388,12 @@ class XferOTR(BasePlugin):
             mto=peer, mbody=reply_text(versions), mtype="chat"
         ).send()
         self.xmpp.event("xfer_otr_unsupported", (peer, versions))
+
+    def _trusted(self, peer: str, fingerprint: bytes) -> bool:
+        fresh: Callable[[], bool] | None = self.config["trust_fresh"]
+        if fresh is not None and not fresh():
+            return False
+        return self.trust.is_trusted(peer, fingerprint)
 
     def _trust_changed(self) -> None:
         hook: Callable[[TrustStore], None] | None = self.config["on_trust_change"]

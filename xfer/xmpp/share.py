@@ -28,7 +28,7 @@ from slixmpp.plugins.base import BasePlugin, register_plugin
 
 import xfer.xmpp.transfer as _transfer
 from xfer.aio.shared import HashCache, SharedFolder
-from xfer.errors import LocalProtocolError, RemoteProtocolError, XferError
+from xfer.errors import LocalProtocolError, RemoteProtocolError
 from xfer.transfer.refusals import RefusalLimit
 from xfer.transfer.share import (
     RefusalCode,
@@ -84,8 +84,6 @@ class XferShare(BasePlugin):
 
     def plugin_init(self) -> None:
         self._sharer: Sharer | None = None
-        #: The trust file as it was when last read (see _trust_as_saved).
-        self._trust_seen: tuple[int, int, int] | None = None
         #: The refusals this client sends, however many it is asked for
         #: (spec/share.md section 5): one budget for all its shares.
         self.refusals = RefusalLimit()
@@ -145,7 +143,7 @@ class XferShare(BasePlugin):
                     reason="no folder is shared here",
                 ),
             )
-        elif not self._trust_as_saved():
+        elif not self.transfer.trust_as_saved():
             refuse(
                 self.otr,
                 self.refusals,
@@ -159,35 +157,6 @@ class XferShare(BasePlugin):
             )
         else:
             self._sharer.handle(peer, session, payload)
-
-    def _trust_file(self) -> tuple[int, int, int] | None:
-        identity = self.transfer.identity
-        if identity is None:
-            return None
-        try:
-            st = identity.trust_path.stat()
-        except OSError:
-            return (0, 0, 0)
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def _trust_as_saved(self) -> bool:
-        """Read the trust store again if it changed on disk since the share
-        began: 'xfer untrust' (another process) stops a running share from
-        serving that key at the next request, not at its next start. False
-        if it changed but cannot be read (damaged): then nobody is served
-        (it is written atomically, so this is no write half done)."""
-        seen = self._trust_file()
-        if seen is None or seen == self._trust_seen:
-            return True
-        identity = self.transfer.identity
-        assert identity is not None
-        try:
-            self.otr.trust = identity.trust_store()
-        except (OSError, XferError) as exc:
-            log.warning("could not read the trust store again: %s", exc)
-            return False
-        self._trust_seen = seen
-        return True
 
     # -- sharing ---------------------------------------------------------------------
 
@@ -218,7 +187,6 @@ class XferShare(BasePlugin):
         if cache_file is None and identity is not None:
             cache_file = Path(identity.directory) / HASH_CACHE
         folder = SharedFolder(directory, HashCache(cache_file))
-        self._trust_seen = self._trust_file()  # the trust in memory now
         self._sharer = Sharer(
             folder=folder,
             peers=peers,

@@ -58,6 +58,7 @@ from xfer.envelope import DEFAULT_CHUNK_SIZE
 from xfer.errors import (
     LocalProtocolError,
     TransferTimeout,
+    XferError,
 )
 from xfer.jingle.wire import (
     NS_ENCRYPTED,
@@ -90,6 +91,7 @@ from xfer.xmpp.transfer.streaming import ReceivedStream, StreamSender
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterable
+    from pathlib import Path
 
     from xfer.aio.bytestream import ProgressCallback
     from xfer.notices import Notice
@@ -273,9 +275,12 @@ class XferTransfer(BasePlugin):
             # account (process, resource) needs its own (spec/otr.md 2), so
             # the OTR plugin draws a fresh one.
             self.otr.set_identity(store.private_key(), trust_store=store.trust_store())
-            self.otr.config["on_trust_change"] = store.save_trust_store
+            self._trust_seen = _file_state(store.trust_path)
+            self.otr.config["on_trust_change"] = self.save_trust
+            self.otr.config["trust_fresh"] = self.trust_as_saved
         else:
             self.identity = None
+            self._trust_seen = None
         if self._settings.accept_untrusted is False:
             # Offers from untrusted fingerprints would only be refused: do
             # not keep them at all.
@@ -295,8 +300,10 @@ class XferTransfer(BasePlugin):
     def _on_otr_text(self, peer: str, text: str, fingerprint: bytes | None) -> None:
         kept, cut = cut_text(text)
         try:
-            trusted = fingerprint is not None and self.trust.is_trusted(
-                peer, fingerprint
+            trusted = (
+                fingerprint is not None
+                and self.trust_as_saved()
+                and self.trust.is_trusted(peer, fingerprint)
             )
         except LocalProtocolError:  # a server's address that names no account
             trusted = False
@@ -361,7 +368,42 @@ class XferTransfer(BasePlugin):
         policy = self._settings.accept_untrusted
         if callable(policy):
             return bool(policy(peer, fingerprint))
-        return bool(policy) or self.trust.is_trusted(peer, fingerprint)
+        if policy:
+            return True
+        return self.trust_as_saved() and self.trust.is_trusted(peer, fingerprint)
+
+    def trust_as_saved(self) -> bool:
+        """Read the trust store again if its file changed on disk since this
+        client last read or wrote it: 'xfer untrust' or 'xfer trust' in
+        another process counts at this client's next decision (an offer
+        taken or made, a share request), not at its next start. False if it
+        changed and cannot be read (damaged): then no key counts as trusted.
+        True without an identity directory (the trust is the caller's)."""
+        identity = self.identity
+        if identity is None:
+            return True
+        seen = _file_state(identity.trust_path)
+        if seen == self._trust_seen:
+            return True
+        try:
+            self.otr.trust = identity.trust_store()
+        except (OSError, XferError) as exc:
+            log.warning("could not read the trust store again: %s", exc)
+            return False
+        self._trust_seen = seen
+        return True
+
+    def save_trust(self, store: TrustStore | None = None) -> None:
+        """Save the trust store (default: the one in use, after a change
+        made through ``otr.trust``) to the identity directory, and remember
+        the file as written, so this client's own save is not taken for
+        another process's change (which would be read back over the store
+        in use)."""
+        identity = self.identity
+        if identity is None:
+            raise LocalProtocolError("no identity directory to save the trust in")
+        identity.save_trust_store(self.trust if store is None else store)
+        self._trust_seen = _file_state(identity.trust_path)
 
     # -- sending -------------------------------------------------------------------
 
@@ -540,3 +582,13 @@ class XferTransfer(BasePlugin):
 
 #: slixmpp's loader looks the plugin up by its name in this module.
 xfer_transfer = XferTransfer
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What tells a file that was replaced or changed from the one seen
+    (it is written whole and renamed into place): None if it is missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
