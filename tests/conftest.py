@@ -37,6 +37,23 @@ settings.load_profile(
 )
 
 
+# -- tests that share the machine's state ----------------------------------------
+#
+# scripts/test runs the suite in several processes (pytest-xdist, --dist
+# loadgroup). Tests that change or inspect what the whole machine has (network
+# namespaces and firewall rules, ejabberd's Erlang port mapper, checks that
+# nothing of theirs is left running) run one after the other in one process.
+
+SYSTEM_WIDE = ("tests/deploy/", "tests/integration/test_ejabberd.py")
+
+
+def _group_system_wide(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.path)).relative_to(ROOT).as_posix()
+        if where.startswith(SYSTEM_WIDE):
+            item.add_marker(pytest.mark.xdist_group("system"))
+
+
 # -- the long profile ------------------------------------------------------------
 #
 # Tests marked ``long`` are longer runs of what a shorter test in the default
@@ -56,9 +73,11 @@ def _selects_long(config: pytest.Config) -> bool:
     return "long" in expression.replace("(", " ").replace(")", " ").split()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist names the groups
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    _group_system_wide(items)
     if LONG_PROFILE or _selects_long(config):
         return
     keep: list[pytest.Item] = []
@@ -72,11 +91,22 @@ def pytest_collection_modifyitems(
     items[:] = keep
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     if _deselected_long:
         terminalreporter.write_line(
             f"{len(_deselected_long)} long tests deselected "
             "(XFER_PROFILE=long runs them)",
+            yellow=True,
+        )
+    elif (
+        getattr(config.option, "numprocesses", None)
+        and not LONG_PROFILE
+        and not _selects_long(config)
+    ):
+        # Under xdist the workers collect (and deselect); this process saw
+        # neither, but the rule is the same.
+        terminalreporter.write_line(
+            "tests marked long were deselected (XFER_PROFILE=long runs them)",
             yellow=True,
         )
 
