@@ -9,7 +9,10 @@ whole connect timeout, and a failing one (refused, unreachable) none.
 
 A race can be narrowed while it runs (a :class:`Cutoff`): XEP-0260 once the
 peer reported the candidate it reached, when only some of ours could still
-beat it, and only for a short grace.
+beat it, and only for a short grace: the attempts not kept stop, and so do
+those kept that already ran ``grace`` seconds; the kept ones not yet
+started start at once, and the rest are given up when the last started has
+run ``grace`` seconds.
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ class Race(Generic[_T]):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cutoff:
     """Told during a race: only the attempts in ``keep`` (indices) go on, the
-    others are cancelled or never started, and those kept are given up at
-    loop time ``until``."""
+    others are cancelled or never started, and each kept one has ``grace``
+    seconds from its start."""
 
     keep: frozenset[int]
-    until: float
+    grace: float
 
 
 async def race(
@@ -77,36 +80,45 @@ async def race(
     loop = asyncio.get_running_loop()
     outcome: Race[_T] = Race()
     running: dict[asyncio.Future[_T], int] = {}
+    starts: dict[asyncio.Future[_T], float] = {}
     started, last_start = 0, 0.0
     limit: Cutoff | None = None
+
+    def start(index: int) -> None:
+        nonlocal last_start
+        task = asyncio.ensure_future(attempts[index]())
+        running[task], starts[task] = index, loop.time()
+        last_start = loop.time()
+
     try:
         while started < len(attempts) or running:
-            if limit is None and cutoff is not None and cutoff.done():
-                limit = None if cutoff.cancelled() else cutoff.result()
-                if limit is not None:
-                    await _narrow(running, limit, discard)
+            watched: set[asyncio.Future[Any]] = set()
+            if limit is None and (limit := _told(cutoff)) is not None:
+                await _narrow(running, starts, limit, discard)
             if limit is not None:
-                while started < len(attempts) and started not in limit.keep:
-                    started += 1
-                if loop.time() >= limit.until or not (
-                    started < len(attempts) or running
-                ):
-                    outcome.cut, outcome.last_failure = True, loop.time()
+                # No more staggering: what is left to try is tried now.
+                for index in range(started, len(attempts)):
+                    if index in limit.keep:
+                        start(index)
+                started = len(attempts)
+                now = loop.time()
+                until = max((starts[t] for t in running), default=now) + limit.grace
+                if not running or now >= until:
+                    outcome.cut, outcome.last_failure = True, now
                     break
-            due = last_start + stagger - loop.time()
-            if started < len(attempts) and (not running or due <= 0):
-                running[asyncio.ensure_future(attempts[started]())] = started
-                started += 1
-                last_start, due = loop.time(), stagger
-            wait = due if started < len(attempts) else None
-            watched: set[asyncio.Future[Any]] = set(running)
-            if limit is not None:
-                left = limit.until - loop.time()
-                wait = left if wait is None else min(wait, left)
-            elif cutoff is not None and not cutoff.done():
-                watched.add(cutoff)
+                wait: float | None = until - now
+            else:
+                due = last_start + stagger - loop.time()
+                if started < len(attempts) and (not running or due <= 0):
+                    start(started)
+                    started, due = started + 1, stagger
+                wait = due if started < len(attempts) else None
+                if cutoff is not None and not cutoff.done():
+                    watched.add(cutoff)
             done, _ = await asyncio.wait(
-                watched, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                watched | set(running),
+                timeout=wait,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             _collect(done - {cutoff}, running, outcome, discard, errors)
             if outcome.winner is not None:
@@ -116,6 +128,13 @@ async def race(
     if outcome.winner is not None:
         outcome.last_failure = None
     return outcome
+
+
+def _told(cutoff: asyncio.Future[Cutoff] | None) -> Cutoff | None:
+    """The cutoff, once it came (a cancelled one never does)."""
+    if cutoff is None or not cutoff.done() or cutoff.cancelled():
+        return None
+    return cutoff.result()
 
 
 def _collect(
@@ -144,11 +163,16 @@ def _collect(
 
 async def _narrow(
     running: dict[asyncio.Future[_T], int],
+    starts: dict[asyncio.Future[_T], float],
     limit: Cutoff,
     discard: Callable[[_T], object],
 ) -> None:
-    """Cancel the running attempts ``limit`` does not keep."""
-    given_up = {t: i for t, i in running.items() if i not in limit.keep}
+    """Cancel the running attempts ``limit`` does not keep, and those kept
+    that already ran their grace."""
+    late = asyncio.get_running_loop().time() - limit.grace
+    given_up = {
+        t: i for t, i in running.items() if i not in limit.keep or starts[t] <= late
+    }
     for task in given_up:
         del running[task]
     await _cancel(given_up, discard)

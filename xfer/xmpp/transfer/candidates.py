@@ -15,7 +15,7 @@ The peer's candidates are tried best first and staggered
 at addresses :func:`xfer.jingle.candidates.may_connect` allows. Once the
 peer reported the candidate of ours it reached, those of its candidates that
 could no longer win (:func:`xfer.jingle.candidates.could_win`) are given up
-at once, the others after ``candidate_grace``.
+at once, the others once each has run ``candidate_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -189,7 +189,8 @@ class Gatherer:
 
         Once ``peer_used`` has the candidate of ours the peer reached, the
         tries that could no longer be nominated (``initiator``: our role)
-        are given up at once, the rest after ``candidate_grace``.
+        are given up at once, and the others once each has run
+        ``candidate_grace`` seconds (:class:`~xfer.aio.eyeballs.Cutoff`).
         """
         order = connect_order(list(theirs.candidates))
         loopback = self.same_host()
@@ -198,7 +199,6 @@ class Gatherer:
         cutoff: asyncio.Future[Cutoff] | None = None
         if peer_used is not None:
             cutoff = loop.create_future()
-            grace = self._settings.candidate_grace
 
             def narrow(used: asyncio.Future[Candidate]) -> None:
                 assert cutoff is not None
@@ -210,7 +210,8 @@ class Gatherer:
                     for i, c in enumerate(order)
                     if could_win(c, peer_used=pick, we_are_initiator=initiator)
                 )
-                cutoff.set_result(Cutoff(keep=keep, until=loop.time() + grace))
+                grace = self._settings.candidate_grace
+                cutoff.set_result(Cutoff(keep=keep, grace=grace))
 
             peer_used.add_done_callback(narrow)
 
