@@ -169,6 +169,8 @@ class Negotiator:
         report.add_done_callback(lambda r: corroborate(r, s5b, peer_used))
         try:
             reached = await self._reach(session, theirs, ours.sid, report, peer_used)
+            if reached.cut:
+                log.info("%s reported first: our other tries stopped", session.peer)
             try:
                 got = await self._report_and_nominate(
                     session, ours, s5b, reached, report, timeout
