@@ -834,11 +834,11 @@ async def test_forged_candidate_reports_leave_a_working_transfer_working(
     tmp_path: Path,
 ) -> None:
     """As bob's session-accept reaches alice, the server slips in, in bob's
-    name, ``candidate-used`` reports that could cut alice's tries of bob's
-    candidates short (XEP-0260): one for another transport naming alice's
-    own candidate, one naming a candidate she never offered, also for
-    another transport. Neither is bob's report: the file goes direct,
-    intact."""
+    name, ``candidate-used`` reports for another transport: one naming a
+    candidate alice never offered (taken for bob's report, it would end the
+    session), then one naming alice's own candidate (it could cut her tries
+    of bob's candidates short, XEP-0260). Neither is bob's report: the file
+    goes through, intact."""
     alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
     bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
     introduce(alice, bob)
@@ -861,7 +861,7 @@ async def test_forged_candidate_reports_leave_a_working_transfer_working(
             return None
         [mine, *_] = alices_cids()
         reports = []
-        for i, cid in enumerate((mine, "never-offered")):
+        for i, cid in enumerate(("never-offered", mine)):
             forged.append(cid)
             reports.append(
                 ET.fromstring(
