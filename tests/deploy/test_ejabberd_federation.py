@@ -188,9 +188,12 @@ def test_with_the_direct_path_dropped_either_servers_proxy_carries_it(
     assert event["transport"] == "socks5-proxy"
     # ejabberd's proxy65 names itself with a resource (proxy.b.test/N).
     assert event["via"].split("/")[0] == used, event
-    # At worst the dropped proxy's candidate times out first (the issue's
-    # bound, with test_federation.py's margin for a loaded machine).
-    assert event["setup_seconds"] < CANDIDATE_TIMEOUT + MARGIN, event
+    # Within the bound (test_federation.py's margin for a loaded
+    # machine), as between two Prosody domains: when only one side can use
+    # the proxy that works (Prosody lets only its own domain activate it),
+    # that side's tries of the dropped candidates stop soon after the
+    # peer's candidate-used (candidate_grace), not at their 2 s timeout.
+    assert event["setup_seconds"] < MARGIN, event
 
 
 def test_ibb_from_prosody_to_ejabberd_over_s2s(

@@ -822,3 +822,69 @@ async def test_a_session_naming_another_peers_offer_is_refused(
     error, got = await result
     assert error is None, error
     assert got is not None
+
+
+NS_S5B = "urn:xmpp:jingle:transports:s5b:1"
+
+
+async def test_forged_candidate_reports_leave_a_working_transfer_working(
+    prosody: LocalProsody,
+    hostile: HostileServer,
+    clients: list[XferClient],
+    tmp_path: Path,
+) -> None:
+    """As bob's session-accept reaches alice, the server slips in, in bob's
+    name, ``candidate-used`` reports for another transport: one naming a
+    candidate alice never offered (taken for bob's report, it would end the
+    session), then one naming alice's own candidate (it could cut her tries
+    of bob's candidates short, XEP-0260). Neither is bob's report: the file
+    goes through, intact."""
+    alice = await through(hostile, prosody, clients, tmp_path / "alice-id")
+    bob = await bob_direct(prosody, clients, tmp_path / "bob-id")
+    introduce(alice, bob)
+    bob_full = bob.boundjid.full
+    forged: list[str] = []
+
+    def alices_cids() -> list[str]:
+        for record in hostile.seen("to_server"):
+            jingle = record.element.find(f"{{{NS_JINGLE}}}jingle")
+            if jingle is not None and jingle.get("action") == "session-initiate":
+                found = jingle.findall(f".//{{{NS_S5B}}}candidate")
+                return [str(c.get("cid")) for c in found]
+        return []
+
+    def slip_in(_d: str, element: ET.Element) -> list[ET.Element] | None:
+        jingle = element.find(f"{{{NS_JINGLE}}}jingle")
+        if element.get("from") != bob_full or jingle is None or forged:
+            return None
+        if jingle.get("action") != "session-accept":
+            return None
+        [mine, *_] = alices_cids()
+        reports = []
+        for i, cid in enumerate(("never-offered", mine)):
+            forged.append(cid)
+            reports.append(
+                ET.fromstring(
+                    f"<iq xmlns='jabber:client' type='set' id='forged-report{i}'"
+                    f" from='{bob_full}' to='{alice.boundjid.full}'>"
+                    f"<jingle xmlns='{NS_JINGLE}' action='transport-info'"
+                    f" sid='{jingle.get('sid')}'><content creator='initiator'"
+                    f" name='file' senders='initiator'><transport"
+                    f" xmlns='{NS_S5B}' sid='another-transport'>"
+                    f"<candidate-used cid='{cid}'/></transport></content>"
+                    "</jingle></iq>"
+                )
+            )
+        return [element, *reports]
+
+    hostile.on_stanza(slip_in, "to_client")
+    error, got = await _sent_and_received(alice, bob, tmp_path, 200_000)
+    assert len(forged) == 2  # both went in, behind the session-accept
+    assert error is None, error
+    assert got is not None
+    delivered = [
+        r.element.get("id")
+        for r in hostile.delivered("to_client")
+        if (r.element.get("id") or "").startswith("forged-report")
+    ]
+    assert delivered == ["forged-report0", "forged-report1"]

@@ -12,6 +12,11 @@ and :func:`nominate` applies XEP-0260's rules:
 3. both did, different priorities: the higher one;
 4. both did, equal priorities: the initiator's choice.
 
+Once the peer reported the one of our candidates it reached, a pending try
+of one of the peer's can win only with a higher priority (or, equal, if we
+are the initiator): :func:`could_win` tells which; XEP-0260 lets a side
+stop trying the others and report candidate-error.
+
 A nominated proxy candidate must be activated by the side that offered it.
 The SOCKS5 address of a candidate names its offerer first:
 ``SHA-1(transport sid + offerer JID + other JID)``.
@@ -31,6 +36,7 @@ __all__ = [
     "CandidateType",
     "Nomination",
     "connect_order",
+    "could_win",
     "may_connect",
     "nominate",
     "offer_order",
@@ -131,6 +137,22 @@ def nominate(
     if we_are_initiator:
         return Nomination(candidate=we_used, ours=False)
     return Nomination(candidate=peer_used, ours=True)
+
+
+def could_win(
+    candidate: Candidate, *, peer_used: Candidate, we_are_initiator: bool
+) -> bool:
+    """Whether reaching ``candidate`` (one of the peer's) could still get it
+    nominated, now that the peer reported reaching ``peer_used`` (ours).
+
+    By :func:`nominate`'s rules 3 and 4: only if its priority is higher, or
+    equal and we are the initiator. Otherwise XEP-0260 (section 2.3) lets
+    us stop trying it at once, and report candidate-error if none of the
+    others worth trying is reached.
+    """
+    if candidate.priority != peer_used.priority:
+        return candidate.priority > peer_used.priority
+    return we_are_initiator
 
 
 # -- which addresses to offer, and which to connect to --------------------------

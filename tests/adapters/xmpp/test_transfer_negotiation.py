@@ -429,3 +429,182 @@ class TestStaggered(ResponderCase):
         self.peer_reports("r1", candidate_error=True)
         self.send_data(at_peer.result(), seal(offer, key, CONTENT))
         self.stored()
+
+
+#: Above any priority of ours (direct, local preference 65535, is 126 << 16
+#: + 65535): a candidate of the peer's that would beat any of ours.
+ABOVE_OURS = 127 << 16
+
+
+class Gated:
+    """A SOCKS5 streamhost on 127.0.0.1 that takes the greeting but answers
+    it only once ``gate`` is set: a try of ours that stays pending as long as
+    the test wants, then completes."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.received = bytearray()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.served: list[asyncio.StreamWriter] = []
+
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.writers.append(writer)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            self.received += await reader.readexactly(3)
+            await self.gate.wait()
+            writer.write(b"\x05\x00")
+            head = await reader.readexactly(5)
+            rest = await reader.readexactly(head[4] + 2)
+            self.received += head + rest
+            writer.write(b"\x05\x00\x00\x03" + head[4:] + rest)
+            await writer.drain()
+            self.served.append(writer)
+
+    async def start(self) -> tuple[asyncio.Server, int]:
+        server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return server, int(server.sockets[0].getsockname()[1])
+
+
+class TestThePeerReportsFirst(ResponderCase):
+    """The peer's candidate-used comes while our tries of its candidates are
+    still pending (XEP-0260 section 2.3): those that could no longer be
+    nominated stop at once, the others get ``candidate_grace``. Only a
+    report the peer's connection to our streamhost bears out counts: a
+    forged or early one, one for another transport or one naming a cid we
+    never offered cuts nothing short."""
+
+    settings: ClassVar[dict[str, Any]] = {"candidate_timeout": 30.0}
+
+    def gated(self, priority_: int = priority(CandidateType.DIRECT, 100)) -> Gated:
+        gated = Gated()
+        server, port = self.run_coro(gated.start())
+        self.closing(server.close)
+        self.closing(lambda: [w.transport.abort() for w in gated.writers])
+        gated.port = port  # type: ignore[attr-defined]
+        self.candidate = Candidate(
+            cid="pc1", host="127.0.0.1", port=port, jid=PEER, priority=priority_
+        )
+        return gated
+
+    def our_loopback(self) -> Candidate:
+        [mine] = [c for c in self.our_transport().candidates if c.host == "127.0.0.1"]
+        return mine
+
+    def connect_to_us(self, mine: Candidate) -> TcpConnection:
+        """The peer reaches our streamhost, as it does before it reports."""
+        return self.keep(
+            self.run_coro(
+                connect_streamhost(mine.host, mine.port, dst_addr(TSID, ME, PEER), 5)
+            )
+        )
+
+    def settle(self, seconds: float = 0.3) -> None:
+        self.run_coro(asyncio.sleep(seconds))
+
+    def test_a_try_that_could_not_win_stops_once_the_peer_reached_ours(
+        self,
+    ) -> None:
+        # The peer's candidate (local preference 100) is below ours: had we
+        # reached it, ours would still be nominated. Not a 30 s wait.
+        gated = self.gated()
+        offer, key = self.offer_file(self.candidate)
+        mine = self.our_loopback()
+        to_us = self.connect_to_us(mine)
+        self.peer_reports("r1", candidate_used=mine.cid)
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        assert gated.served == []
+        self.send_data(to_us, seal(offer, key, CONTENT))
+        self.stored()
+
+    def test_a_try_that_could_win_and_completes_within_the_grace_wins(
+        self,
+    ) -> None:
+        self.transfer.config["candidate_grace"] = 30.0
+        gated = self.gated(ABOVE_OURS)
+        offer, key = self.offer_file(self.candidate)
+        mine = self.our_loopback()
+        to_us = self.connect_to_us(mine)
+        self.peer_reports("r1", candidate_used=mine.cid)
+        self.settle()
+        gated.gate.set()
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == ("pc1", False)
+        # Theirs has the higher priority: our connection to it carries the
+        # file, the peer's to us is dropped.
+        [served] = gated.served
+        assert self.run_coro(asyncio.wait_for(to_us.read(), 5)) == b""
+        served.write(seal(offer, key, CONTENT))
+        served.close()
+        self.stored()
+
+    def test_a_try_that_could_win_but_hangs_is_given_up_after_the_grace(
+        self,
+    ) -> None:
+        self.transfer.config["candidate_grace"] = 0.2
+        self.gated(ABOVE_OURS)
+        offer, key = self.offer_file(self.candidate)
+        mine = self.our_loopback()
+        to_us = self.connect_to_us(mine)
+        self.peer_reports("r1", candidate_used=mine.cid)
+        report = self.our_report()  # not after the 30 s candidate timeout
+        assert (report.candidate_used, report.candidate_error) == (None, True)
+        self.send_data(to_us, seal(offer, key, CONTENT))
+        self.stored()
+
+    def test_a_report_the_peers_connection_does_not_bear_out_cuts_nothing(
+        self,
+    ) -> None:
+        # A candidate-used for our streamhost with no connection to it (a
+        # server forging it, or sending it before the peer could connect):
+        # our try of the peer's candidate goes on and is reported.
+        gated = self.gated()
+        self.offer_file(self.candidate)
+        mine = self.our_loopback()
+        self.peer_reports("r1", candidate_used=mine.cid)
+        self.settle()
+        gated.gate.set()
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == ("pc1", False)
+        # Ours outranks it, and nobody ever connects to ours: the transfer
+        # ends in time, nothing written, and the peer's streamhost got the
+        # SOCKS5 handshake only, then the connection was dropped.
+        self.failed(Reason.TIMEOUT, TransferTimeout)
+        [served] = gated.served
+        assert bytes(gated.received[:3]) == b"\x05\x01\x00"
+        assert len(gated.received) == 3 + 5 + 40 + 2  # greeting, CONNECT
+        assert served.is_closing() or served.transport.get_write_buffer_size() == 0
+
+    def test_a_report_for_another_transport_is_not_the_peers_report(self) -> None:
+        gated = self.gated()
+        offer, key = self.offer_file(self.candidate)
+        mine = self.our_loopback()
+        self.connect_to_us(mine)
+        forged = transport_info(S5BTransport(sid="other", candidate_used=mine.cid))
+        assert self.peer_says(forged, "f1")["type"] == "result"
+        self.settle()
+        gated.gate.set()
+        report = self.our_report()
+        assert (report.candidate_used, report.candidate_error) == ("pc1", False)
+        # The real report follows: the peer reached nothing of ours.
+        self.peer_reports("r1", candidate_error=True)
+        [served] = gated.served
+        served.write(seal(offer, key, CONTENT))
+        served.close()
+        self.stored()
+
+    def test_an_early_report_of_a_cid_we_never_offered_ends_it_at_once(
+        self,
+    ) -> None:
+        gated = self.gated()
+        self.offer_file(self.candidate)
+        self.our_transport()
+        self.peer_reports("r1", candidate_used="not-ours")
+        # Not after the 30 s candidate timeout: a protocol error, our pending
+        # try dropped (the peer's streamhost saw the greeting only).
+        error = self.failed(Reason.GENERAL_ERROR, RemoteProtocolError)
+        assert "never offered" in str(error)
+        assert bytes(gated.received) == b"\x05\x01\x00"
+        assert gated.served == []

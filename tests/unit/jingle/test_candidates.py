@@ -13,6 +13,7 @@ from xfer.jingle.candidates import (
     CandidateType,
     Nomination,
     connect_order,
+    could_win,
     may_connect,
     nominate,
     offer_order,
@@ -118,6 +119,52 @@ def test_both_sides_always_nominate_the_same_candidate(p1, p2, initiator):
     peer = nominate(we_used=mine, peer_used=theirs, we_are_initiator=not initiator)
     assert ours.candidate == peer.candidate
     assert ours.ours != peer.ours
+
+
+# -- giving up tries once the peer reported -------------------------------------
+
+
+def test_after_the_peers_report_only_higher_priority_tries_could_win():
+    # The peer reached our proxy: its direct candidate could still beat
+    # that, its proxy of lower local preference never could.
+    picked = cand("ours", CandidateType.PROXY, local=1)
+    for initiator in (True, False):
+        assert could_win(cand("d"), peer_used=picked, we_are_initiator=initiator)
+        assert not could_win(
+            cand("p", CandidateType.PROXY, local=0),
+            peer_used=picked,
+            we_are_initiator=initiator,
+        )
+    # The peer reached our direct candidate: none of its proxies could win.
+    direct = cand("ours-d", local=5)
+    assert not could_win(
+        cand("p", CandidateType.PROXY, 65535), peer_used=direct, we_are_initiator=True
+    )
+
+
+def test_an_equal_priority_try_could_win_only_for_the_initiator():
+    # XEP-0260 rule 4: equal priorities, the initiator's choice wins.
+    picked, mine = cand("ours", local=7), cand("theirs", local=7)
+    assert could_win(mine, peer_used=picked, we_are_initiator=True)
+    assert not could_win(mine, peer_used=picked, we_are_initiator=False)
+
+
+@given(
+    p_try=st.integers(0, 127 << 16),
+    p_used=st.integers(0, 127 << 16),
+    initiator=st.booleans(),
+)
+def test_a_try_given_up_could_never_have_been_nominated(p_try, p_used, initiator):
+    """Whatever the priorities: a try ``could_win`` gives up would, had it
+    been reached, have lost the nomination to the peer's pick; one it keeps
+    would have won it."""
+    trying = Candidate(cid="t", host="h", port=1, jid="peer", priority=p_try)
+    used = Candidate(cid="u", host="h", port=2, jid="us", priority=p_used)
+    won = nominate(we_used=trying, peer_used=used, we_are_initiator=initiator)
+    assert won is not None
+    assert could_win(trying, peer_used=used, we_are_initiator=initiator) == (
+        won.candidate == trying
+    )
 
 
 # -- which addresses we offer ------------------------------------------------------

@@ -12,7 +12,10 @@ What we offer (``spec/jingle.md`` section 6.2), best first:
 
 The peer's candidates are tried best first and staggered
 (:func:`xfer.aio.eyeballs.race`), each within ``candidate_timeout``, and only
-at addresses :func:`xfer.jingle.candidates.may_connect` allows.
+at addresses :func:`xfer.jingle.candidates.may_connect` allows. Once the
+peer reported the candidate of ours it reached, those of its candidates that
+could no longer win (:func:`xfer.jingle.candidates.could_win`) are given up
+at once, the others once each has run ``candidate_grace`` seconds.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xfer.aio.addresses import interface_addresses
-from xfer.aio.eyeballs import race
+from xfer.aio.eyeballs import Cutoff, race
 from xfer.errors import ConnectionFailed, XferError
 from xfer.jingle.candidates import (
     MAX_DIRECT,
@@ -34,6 +37,7 @@ from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
     connect_order,
+    could_win,
     may_connect,
     offer_order,
     parse_ip,
@@ -60,6 +64,8 @@ class Reached:
     connection: TcpConnection | None = None
     #: The loop time at which the last candidate failed (none reached).
     failed_at: float | None = None
+    #: Whether the tries were given up early, the peer's report in hand.
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,26 +174,65 @@ class Gatherer:
             for (jid, host, port), preference in list(found.items())[:MAX_PROXIES]
         ]
 
-    async def reach(self, theirs: S5BTransport, address: bytes) -> Reached:
+    async def reach(
+        self,
+        theirs: S5BTransport,
+        address: bytes,
+        *,
+        peer_used: asyncio.Future[Candidate] | None = None,
+        initiator: bool = False,
+    ) -> Reached:
         """Connect to one of the peer's candidates: best first, staggered
         (happy eyeballs), each within ``candidate_timeout``; the first to
         complete its SOCKS5 handshake for ``address`` wins and the other
-        connections are closed."""
+        connections are closed.
+
+        Once ``peer_used`` has the candidate of ours the peer reached, the
+        tries that could no longer be nominated (``initiator``: our role)
+        are given up at once, and the others once each has run
+        ``candidate_grace`` seconds (:class:`~xfer.aio.eyeballs.Cutoff`).
+        """
         order = connect_order(list(theirs.candidates))
         loopback = self.same_host()
         timeout = self._settings.candidate_timeout
+        loop = asyncio.get_running_loop()
+        cutoff: asyncio.Future[Cutoff] | None = None
+        if peer_used is not None:
+            cutoff = loop.create_future()
+
+            def narrow(used: asyncio.Future[Candidate]) -> None:
+                assert cutoff is not None
+                if used.cancelled() or used.exception() is not None or cutoff.done():
+                    return
+                pick = used.result()
+                keep = frozenset(
+                    i
+                    for i, c in enumerate(order)
+                    if could_win(c, peer_used=pick, we_are_initiator=initiator)
+                )
+                grace = self._settings.candidate_grace
+                cutoff.set_result(Cutoff(keep=keep, grace=grace))
+
+            peer_used.add_done_callback(narrow)
 
         def attempt(c: Candidate) -> Callable[[], Awaitable[TcpConnection]]:
             return lambda: self._connect(c, address, loopback, timeout)
 
-        outcome = await race(
-            [attempt(c) for c in order],
-            discard=lambda connection: connection.abort(),
-            errors=(OSError, TimeoutError, XferError, ValueError),
-        )
+        try:
+            outcome = await race(
+                [attempt(c) for c in order],
+                discard=lambda connection: connection.abort(),
+                errors=(OSError, TimeoutError, XferError, ValueError),
+                cutoff=cutoff,
+            )
+        finally:
+            if cutoff is not None:
+                assert peer_used is not None
+                peer_used.remove_done_callback(narrow)
+                cutoff.cancel()
         if outcome.winner is None:
             return Reached(
-                failed_at=outcome.last_failure or asyncio.get_running_loop().time()
+                failed_at=outcome.last_failure or loop.time(), cut=outcome.cut
             )
         return Reached(candidate=order[outcome.winner], connection=outcome.result)
 

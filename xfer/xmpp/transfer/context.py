@@ -116,6 +116,10 @@ class Settings:
         return self._float("candidate_timeout")
 
     @property
+    def candidate_grace(self) -> float:
+        return self._float("candidate_grace")
+
+    @property
     def chunk_size(self) -> int:
         return self._int("chunk_size")
 

@@ -1,20 +1,20 @@
-"""The transport of one transfer, and waiting on the peer's Jingle actions.
+"""The transport of one transfer.
 
 XEP-0260 (Jingle SOCKS5): our candidates and the peer's we reach (gathered
 and tried by :mod:`.candidates`), the reports, the nomination and the
 proxy's activation; XEP-0261 (Jingle IBB) through transport-replace when no
-candidate works; the :class:`~.candidates.Route` the data took.
+candidate works; the :class:`~.candidates.Route` the data took. Waiting on
+the peer's actions is :mod:`.waiting`'s (its names are re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from xfer.errors import (
     NoUsableTransport,
@@ -24,7 +24,7 @@ from xfer.errors import (
     XferError,
 )
 from xfer.framing.socks5 import dst_addr
-from xfer.jingle import Action, Role, SessionState
+from xfer.jingle import Action, Role
 from xfer.jingle.candidates import (
     Candidate,
     CandidateType,
@@ -32,26 +32,44 @@ from xfer.jingle.candidates import (
     nominate,
 )
 from xfer.jingle.wire import Content, IBBTransport, Jingle, S5BTransport
-from xfer.transfer.policy import broke_off
-from xfer.xmpp.jingle import rejection
-from xfer.xmpp.transfer.candidates import Gatherer, Route, hostport
+from xfer.xmpp.transfer.candidates import Gatherer, Reached, Route, hostport
+from xfer.xmpp.transfer.waiting import (
+    DRAIN_GRACE,
+    before_end,
+    expect,
+    expect_transport,
+    settle,
+    watching,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from xfer.aio.bytestream import ByteStream
     from xfer.aio.tcp import TcpConnection
     from xfer.xmpp.ibb import IBBStream
     from xfer.xmpp.jingle import JingleSessionIO
     from xfer.xmpp.transfer.context import Settings, Siblings
 
+__all__ = [
+    "CONTENT",
+    "DRAIN_GRACE",
+    "S5B",
+    "Negotiator",
+    "Report",
+    "before_end",
+    "carrier",
+    "corroborate",
+    "expect",
+    "expect_transport",
+    "peer_report",
+    "settle",
+    "transport_info",
+    "watching",
+]
+
 log = logging.getLogger(__name__)
 
 #: The name of the one content of an xfer session.
 CONTENT = "file"
-#: How long a receiver whose sender reported a break keeps reading what is
-#: already on its way (seconds).
-DRAIN_GRACE = 10.0
 
 
 class Negotiator:
@@ -143,12 +161,19 @@ class Negotiator:
         assert s5b is not None
         if not isinstance(theirs, S5BTransport) or theirs.sid != ours.sid:
             raise RemoteProtocolError("the peer answered with another transport")
-        us, peer = self._siblings.jid, session.peer
+        # The peer's report is listened for while we try its candidates: once
+        # it names one of ours it reached (and, for one of our streamhosts,
+        # the connection is there), tries that cannot win stop early.
+        report = asyncio.ensure_future(peer_report(session, ours.sid, s5b))
+        peer_used = asyncio.get_running_loop().create_future()
+        report.add_done_callback(lambda r: corroborate(r, s5b, peer_used))
         try:
-            reached = await self._gatherer.reach(theirs, dst_addr(ours.sid, peer, us))
+            reached = await self._reach(session, theirs, ours.sid, report, peer_used)
+            if reached.cut:
+                log.info("%s reported first: our other tries stopped", session.peer)
             try:
                 got = await self._report_and_nominate(
-                    session, ours, s5b, reached.candidate, reached.connection, timeout
+                    session, ours, s5b, reached, report, timeout
                 )
             except BaseException:
                 if reached.connection is not None:
@@ -156,6 +181,8 @@ class Negotiator:
                 raise
         finally:
             s5b.close()
+            peer_used.cancel()
+            await settle(report)
         if got is not None:
             stream, used = got
             kind = f"socks5-{used.type.label}"
@@ -174,38 +201,68 @@ class Negotiator:
         log.info("%s: the data goes %s %s", session.peer, kind, via)
         return stream, kind
 
+    async def _reach(
+        self,
+        session: JingleSessionIO,
+        theirs: S5BTransport,
+        sid: str,
+        report: asyncio.Future[Report],
+        peer_used: asyncio.Future[Candidate],
+    ) -> Reached:
+        """Try the peer's candidates; a report from the peer that ends the
+        negotiation (a cid we never offered, the session ended) stops it."""
+        us, peer = self._siblings.jid, session.peer
+        reach = asyncio.ensure_future(
+            self._gatherer.reach(
+                theirs,
+                dst_addr(sid, peer, us),
+                peer_used=peer_used,
+                initiator=session.role is Role.INITIATOR,
+            )
+        )
+        waiting: set[asyncio.Future[Any]] = {reach, report}
+        try:
+            while not reach.done():
+                done, _ = await asyncio.wait(
+                    waiting, return_when=asyncio.FIRST_COMPLETED
+                )
+                if report in done:
+                    report.result()  # raises what ended the negotiation
+                    waiting = {reach}
+            return reach.result()
+        except BaseException:
+            await settle(reach)
+            if not reach.cancelled() and reach.exception() is None:
+                connection = reach.result().connection
+                if connection is not None:
+                    connection.abort()
+            raise
+
     async def _report_and_nominate(
         self,
         session: JingleSessionIO,
         ours: S5BTransport,
         s5b: S5B,
-        reached: Candidate | None,
-        connection: TcpConnection | None,
+        reached: Reached,
+        report: asyncio.Future[Report],
         timeout: float,
     ) -> tuple[ByteStream, Candidate] | None:
         """Tell the peer which of its candidates we reached, learn which of
         ours it reached, and take the nominated connection (XEP-0260)."""
         peer = session.peer
+        connection = reached.connection
         info = S5BTransport(
             sid=ours.sid,
-            candidate_used=reached.cid if reached else None,
-            candidate_error=reached is None,
+            candidate_used=reached.candidate.cid if reached.candidate else None,
+            candidate_error=reached.candidate is None,
         )
         await session.send(transport_info(session, info))
-        peer_info = await expect_transport(
-            session,
-            lambda t: t.candidate_used is not None or t.candidate_error,
-            timeout,
-        )
-        peer_used = None
-        if peer_info.candidate_used is not None:
-            peer_used = next(
-                (c for c in s5b.candidates if c.cid == peer_info.candidate_used), None
-            )
-            if peer_used is None:
-                raise RemoteProtocolError("the peer used a candidate we never offered")
+        try:
+            _, peer_used = await asyncio.wait_for(asyncio.shield(report), timeout)
+        except TimeoutError:
+            raise TransferTimeout(f"{peer} did not report on SOCKS5") from None
         choice = nominate(
-            we_used=reached,
+            we_used=reached.candidate,
             peer_used=peer_used,
             we_are_initiator=session.role is Role.INITIATOR,
         )
@@ -353,133 +410,61 @@ def transport_info(session: JingleSessionIO, info: S5BTransport) -> Jingle:
     return session.jingle(Action.TRANSPORT_INFO, contents=(carrier(info),))
 
 
-# -- waiting for the peer ------------------------------------------------------
+# -- the peer's report ---------------------------------------------------------
 
 
-async def expect(
-    session: JingleSessionIO, actions: set[Action], timeout: float
-) -> Jingle:
-    """The peer's next action among ``actions``, skipping informational ones.
+#: The peer's report on our candidates, and the one it names.
+Report = tuple[S5BTransport, Candidate | None]
+
+
+async def peer_report(session: JingleSessionIO, sid: str, s5b: S5B) -> Report:
+    """The peer's candidate-used or candidate-error for transport ``sid``
+    (no time limit: the caller sets one).
 
     Raises:
-        TransferRejected / TransferDeclined: the peer ended the session
-        (``reason`` "success" included, for the sender to recognise).
+        RemoteProtocolError: it names a candidate we never offered.
     """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        left = deadline - asyncio.get_running_loop().time()
-        jingle = await session.next(max(left, 0.001))
-        if jingle.action is Action.SESSION_TERMINATE:
-            raise rejection(session.peer, jingle)
-        if jingle.action in actions:
-            return jingle
+    info = await expect_transport(
+        session,
+        lambda t: t.sid == sid and (t.candidate_used is not None or t.candidate_error),
+        None,
+    )
+    if info.candidate_used is None:
+        return info, None
+    used = next((c for c in s5b.candidates if c.cid == info.candidate_used), None)
+    if used is None:
+        raise RemoteProtocolError("the peer used a candidate we never offered")
+    return info, used
 
 
-async def expect_transport(
-    session: JingleSessionIO,
-    wanted: Callable[[S5BTransport], bool],
-    timeout: float,
-) -> S5BTransport:
-    """The peer's next transport-info that ``wanted`` accepts, within
-    ``timeout`` seconds in all (others in between do not extend it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        if left <= 0:
-            raise TransferTimeout(f"{session.peer} did not report on SOCKS5")
-        jingle = await expect(session, {Action.TRANSPORT_INFO}, left)
-        t = jingle.content.transport if jingle.content else None
-        if isinstance(t, S5BTransport) and wanted(t):
-            if t.proxy_error:
-                raise TransportError("the peer could not activate its proxy")
-            return t
+def corroborate(
+    report: asyncio.Future[Report], s5b: S5B, peer_used: asyncio.Future[Candidate]
+) -> None:
+    """Once the peer's report names one of our candidates, hand it to
+    ``peer_used`` (which gives up our tries that cannot win): a proxy at
+    once (only the proxy could tell), one of our own streamhost's once the
+    peer's connection to it is there, not on the report's word alone: a
+    report forged or sent before the peer connected does not cut our tries
+    short."""
+    if report.cancelled() or report.exception() is not None:
+        return
+    used = report.result()[1]
+    if used is None:
+        return
+    if used.type is CandidateType.PROXY:
+        if not peer_used.done():
+            peer_used.set_result(used)
+        return
+    incoming = s5b.incoming
+    if incoming is None:
+        return
 
+    def arrived(connection: asyncio.Future[TcpConnection]) -> None:
+        ok = not connection.cancelled() and connection.exception() is None
+        if ok and not peer_used.done():
+            peer_used.set_result(used)
 
-_T = TypeVar("_T")
-
-
-async def before_end(session: JingleSessionIO, work: Awaitable[_T]) -> _T:
-    """``work`` (opening a stream, waiting for one), unless the peer ends
-    the session first: then what ended it is raised at once, not a timeout
-    once ``work`` gives up."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(session.ending.wait())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        await expect(session, set(), 5.0)  # raises what ended it
-        raise AssertionError("expect() returned for no action")  # pragma: no cover
-    finally:
-        await settle(task, watcher)
-
-
-async def watching(
-    session: JingleSessionIO,
-    work: Awaitable[_T],
-    stream: ByteStream,
-    *,
-    drain: bool = False,
-) -> _T:
-    """Run the data phase while listening for the peer ending the session;
-    the work's result.
-
-    The stream is closed when the work is done, aborted if it failed.
-    With ``drain`` (the receiver), a session the peer ends because the
-    transfer broke off lets the work first take in what already arrived
-    (it is verified and kept for the resume), up to the stream's end.
-    """
-    task = asyncio.ensure_future(work)
-    # The watcher only waits for the end to be *announced*; the
-    # session-terminate itself stays in the inbox for whoever reads next.
-    watcher = asyncio.ensure_future(session.ending.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {task, watcher}, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task in done:
-            result = task.result()
-            with contextlib.suppress(XferError, OSError):
-                await stream.close()
-            return result
-        # The peer went offline (no terminate, and no protocol error):
-        # a break too, and its stream fails with it.
-        gone = (
-            session.terminated is None
-            and session.machine.state is not SessionState.ERROR
-        )
-        if drain and (gone or broke_off(rejection(session.peer, session.terminated))):
-            # What is still in flight ends soon: at the stream's end (or
-            # its failure, which hands on what came before it).
-            await asyncio.wait({task}, timeout=DRAIN_GRACE)
-            if task.done() and not task.cancelled() and task.exception() is None:
-                # All of it came and verified (the file is in place)
-                # before the sender, cut off, heard so: that counts.
-                with contextlib.suppress(XferError, OSError):
-                    await stream.close()
-                return task.result()
-        # Ended (or failed) while data flowed: raise what ended it.
-        await expect(session, set(), 5.0)
-        raise AssertionError("expect() returned for no action")  # pragma: no cover
-    except BaseException:
-        stream.abort("the transfer failed")
-        raise
-    finally:
-        await settle(task, watcher)
-
-
-async def settle(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel what is still running and let it finish, without swallowing
-    a cancellation of our own (the tasks then finish in the background)."""
-    pending = [t for t in tasks if not t.done()]
-    for t in pending:
-        t.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for t in tasks:
-        if not t.cancelled():
-            t.exception()  # retrieved: its failure was handled or superseded
+    incoming.add_done_callback(arrived)
 
 
 @dataclass(kw_only=True)

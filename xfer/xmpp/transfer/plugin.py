@@ -153,6 +153,9 @@ class XferTransfer(BasePlugin):
         candidate_timeout: how long connecting to one of the peer's
             candidates (TCP and the SOCKS5 handshake) may take (s); they are
             tried staggered, a quarter second apart (``xfer.aio.eyeballs``).
+        candidate_grace: once the peer reported the candidate of ours it
+            reached, how much longer our tries of its candidates that could
+            still win go on (s); those that could not stop at once.
         chunk_size, suite, workers: envelope parameters for sending; suite
             ``"auto"`` (the default) seals with the suite whose MAC is faster
             on this machine, measured once (``xfer.envelope.choice``).
@@ -205,6 +208,7 @@ class XferTransfer(BasePlugin):
         "loopback": None,
         "addresses": None,
         "candidate_timeout": 2.0,
+        "candidate_grace": 0.4,
         "chunk_size": DEFAULT_CHUNK_SIZE,
         "suite": "auto",
         "workers": 2,
