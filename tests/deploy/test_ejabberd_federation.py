@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import subprocess
 import time
@@ -37,15 +36,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_or_skip
-from tests.deploy._table import Run, record
-from tests.deploy.test_federation import (
-    CANDIDATE_TIMEOUT,
-    MARGIN,
+from tests.deploy._cli import (
     PASSWORDS,
     Person,
-    Receiving,
-    _sent,
+    federation,
+    note,
+    send_checked,
+    trusting_people,
 )
+from tests.deploy.test_federation import CANDIDATE_TIMEOUT, MARGIN
 from xfer.testing.certs import CertificateAuthority
 from xfer.testing.ejabberd import STOCK_C2S_SHAPER, LocalEjabberd, ejabberd_available
 from xfer.testing.federation import (
@@ -56,7 +55,6 @@ from xfer.testing.federation import (
     ejabberd,
     prosody,
 )
-from xfer.testing.netns import NetnsUnavailable, netns_available
 from xfer.testing.prosody import LocalProsody
 
 pytestmark = pytest.mark.deploy
@@ -82,31 +80,14 @@ PROXIES = {
 
 @pytest.fixture(scope="module")
 def net() -> Any:
-    why = netns_available()
-    require_or_skip(why is None, f"network namespaces ({why})")
     require_or_skip(ejabberd_available(), "ejabberd (Debian package ejabberd)")
-    topology = Federation(
-        accounts={"a": {"alice": PASSWORDS["alice"]}, "b": {"bob": PASSWORDS["bob"]}},
-        servers={"a": prosody, "b": ejabberd},
-    )
-    try:
-        topology.start()
-    except NetnsUnavailable as exc:  # no CAP_SYS_ADMIN, say: skip, or fail in CI
-        require_or_skip(False, f"network namespaces ({exc})")
-    try:
+    with federation(servers={"a": prosody, "b": ejabberd}) as topology:
         yield topology
-    finally:
-        topology.close()
 
 
 @pytest.fixture(scope="module")
 def people(net: Federation, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("ejabberd-federation-home")
-    alice = Person("alice", "a", net, home)
-    bob = Person("bob", "b", net, home)
-    for one, other in ((alice, bob), (bob, alice)):
-        done = one.run("trust", other.jid, other.fingerprint())
-        assert done.returncode == 0, done.stderr
+    alice, bob = trusting_people(net, tmp_path_factory.mktemp("ejabberd-home"))
     # The first message sets up s2s (DNS, TLS, certificates) both ways:
     # not part of any measured transfer.
     net.block()
@@ -125,37 +106,9 @@ def transfer(
     """``sender`` sends ``size`` random bytes to ``receiver``, which must
     get them intact; the sender's "sent" event, recorded in the table
     under ``scenario`` (None: not recorded)."""
-    src = tmp_path / "payload.bin"
-    src.write_bytes(os.urandom(size))
-    inbox = tmp_path / "inbox"
-    receiving = Receiving(receiver, inbox)
-    try:
-        sent = sender.run(
-            "send", str(src), "--to", receiver.jid, "--json",
-            "--ca-file", sender.ca_file,
-        )  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
-    finally:
-        receiving.finish()
-    assert (inbox / "payload.bin").read_bytes() == src.read_bytes()
-    event = _sent(sent.stdout)
-    if scenario is None:
-        return event
-    run = Run(
-        scenario=scenario,
-        transport=event["transport"],
-        via=event["via"],
-        size=size,
-        seconds=event["seconds"],
-        setup_seconds=event["setup_seconds"],
-        after_failure=event["after_failure"],
-    )
-    record(SECTION, run)
-    print(  # the measured values, for the log
-        f"\n{scenario}: {run.transport} via {run.via or '-'}, "
-        f"{run.size / run.seconds / 1e3:.1f} kB/s, first byte "
-        f"{run.setup_seconds:.2f} s after the accept, {event['breaks']} break(s)"
-    )
+    event = send_checked(sender, receiver, tmp_path, size)
+    if scenario is not None:
+        note(SECTION, scenario, size, event)
     return event
 
 

@@ -19,20 +19,26 @@ printed, and written to the table with ``XFER_DEPLOY_TABLE``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import require_or_skip
-from tests.deploy._table import Run, record
+from tests.deploy._cli import (
+    Person,
+    Receiving,
+    federation,
+    note,
+    on_disk,
+    send_checked,
+    sent_event,
+    trusting_people,
+    wait_for_data,
+)
 from xfer.testing.federation import (
     CLIENTS,
     ETC_NETNS,
@@ -41,12 +47,10 @@ from xfer.testing.federation import (
     ServerSite,
     prosody,
 )
-from xfer.testing.netns import NetnsUnavailable, netns_available
 from xfer.testing.prosody import LocalProsody
 
 pytestmark = pytest.mark.deploy
 
-PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 #: The issue's bound, and the margin asserted on a loaded machine.
 MARGIN = 4.0
 CANDIDATE_TIMEOUT = 2.0
@@ -57,119 +61,15 @@ SECTION = "federation"
 BATCH = 2 << 20
 
 
-class Person:
-    """A user of the command line in one client namespace."""
-
-    def __init__(self, user: str, side: str, net: Federation, home: Path) -> None:
-        self.net, self.side = net, side
-        self.jid = f"{user}@{net.running[side].domain}"
-        assert net.ca_file is not None
-        self.ca_file = str(net.ca_file)
-        self.env = {
-            **os.environ,
-            "XFER_JID": f"{self.jid}/cli",
-            "XFER_PASSWORD": PASSWORDS[user],
-            "XFER_DATA_DIR": str(home / f"{user}-data"),
-            "XFER_CONFIG": str(home / "no-config.toml"),
-        }
-        for name in ("XFER_HOST", "XFER_PORT", "XFER_TLS", "XFER_CA_FILE"):
-            self.env.pop(name, None)
-
-    def argv(self, *args: str) -> list[str]:
-        return self.net.command(
-            f"c{self.side}", [sys.executable, "-m", "xfer_cli", *args]
-        )
-
-    def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def fingerprint(self) -> str:
-        done = self.run("keys", "--json")
-        assert done.returncode == 0, done.stderr
-        return str(json.loads(done.stdout)["fingerprint"])
-
-
 @pytest.fixture(scope="module")
 def net() -> Any:
-    why = netns_available()
-    require_or_skip(why is None, f"network namespaces ({why})")
-    topology = Federation(
-        accounts={"a": {"alice": PASSWORDS["alice"]}, "b": {"bob": PASSWORDS["bob"]}}
-    )
-    try:
-        topology.start()
-    except NetnsUnavailable as exc:  # no CAP_SYS_ADMIN, say: skip, or fail in CI
-        require_or_skip(False, f"network namespaces ({exc})")
-    try:
+    with federation() as topology:
         yield topology
-    finally:
-        topology.close()
 
 
-@pytest.fixture(scope="module")
-def people(net: Federation, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("federation-home")
-    alice = Person("alice", "a", net, home)
-    bob = Person("bob", "b", net, home)
-    for one, other in ((alice, bob), (bob, alice)):
-        done = one.run("trust", other.jid, other.fingerprint())
-        assert done.returncode == 0, done.stderr
-    return alice, bob
-
-
-class Receiving:
-    """``xfer receive --once`` running in the receiver's namespace."""
-
-    def __init__(self, person: Person, inbox: Path) -> None:
-        self.process = person.start(
-            "receive", "--yes", "--once", "--dir", str(inbox), "--json",
-            "--ca-file", person.ca_file,
-        )  # fmt: skip
-        assert json.loads(self.next_line())["event"] == "ready"
-
-    def next_line(self) -> str:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            assert self.process.stderr is not None
-            pytest.fail(f"the receiver ended: {self.process.stderr.read()}")
-        return line
-
-    def wait_for(self, event: str) -> dict[str, Any]:
-        while True:
-            found: dict[str, Any] = json.loads(self.next_line())
-            if found["event"] == event:
-                return found
-
-    def finish(self) -> None:
-        try:
-            self.process.communicate(timeout=30)  # --once: it exits by itself
-        except subprocess.TimeoutExpired:
-            self.process.send_signal(signal.SIGINT)
-            self.process.communicate(timeout=10)
-
-
-def _sent(stdout: str) -> dict[str, Any]:
-    [event] = [e for e in map(json.loads, stdout.splitlines()) if e["event"] == "sent"]
-    return event
+@pytest.fixture(scope="module", name="people")
+def _people(net: Federation, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return trusting_people(net, tmp_path_factory.mktemp("federation-home"))
 
 
 def _pair(people: tuple[Person, Person], direction: str) -> tuple[Person, Person]:
@@ -178,22 +78,7 @@ def _pair(people: tuple[Person, Person], direction: str) -> tuple[Person, Person
 
 
 def _note(scenario: str, size: int, event: dict[str, Any]) -> None:
-    run = Run(
-        scenario=scenario,
-        transport=event["transport"],
-        via=event["via"],
-        size=size,
-        seconds=event["seconds"],
-        setup_seconds=event["setup_seconds"],
-        after_failure=event["after_failure"],
-    )
-    record(SECTION, run)
-    print(  # the measured values, for the log
-        f"\n{scenario}: {run.transport} via {run.via or '-'}, {run.rate:.1f} MB/s, "
-        f"first byte {run.setup_seconds:.2f} s after the accept, "
-        f"{run.after_failure} s after the last candidate failed, "
-        f"{event['breaks']} break(s)"
-    )
+    note(SECTION, scenario, size, event)
 
 
 def transfer(
@@ -206,21 +91,9 @@ def transfer(
     table: bool = True,
 ) -> dict[str, Any]:
     """``sender`` sends ``size`` random bytes to ``receiver``, which must
-    get them intact; the sender's "sent" event."""
-    src = tmp_path / "payload.bin"
-    src.write_bytes(os.urandom(size))
-    inbox = tmp_path / "inbox"
-    receiving = Receiving(receiver, inbox)
-    try:
-        sent = sender.run(
-            "send", str(src), "--to", receiver.jid, "--json",
-            "--ca-file", sender.ca_file,
-        )  # fmt: skip
-        assert sent.returncode == 0, sent.stderr
-    finally:
-        receiving.finish()
-    assert (inbox / "payload.bin").read_bytes() == src.read_bytes()
-    event = _sent(sent.stdout)
+    get them intact; the sender's "sent" event, in the table unless not
+    ``table``."""
+    event = send_checked(sender, receiver, tmp_path, size)
     if table:
         _note(scenario, size, event)
     return event
@@ -318,13 +191,13 @@ def test_an_s2s_cut_in_the_middle_of_a_transfer_is_survived(
     )
     try:
         receiving.wait_for("offer")
-        _wait_for_data(inbox)  # the data flows: the first batch is written
+        wait_for_data(inbox)  # the data flows: the first batch is written
         net.block(direct=True, proxies=True, s2s=True)
         assert sending.poll() is None, "the transfer ended before the cut"
         time.sleep(1)  # what was in flight lands
-        before = _on_disk(inbox)
+        before = on_disk(inbox)
         time.sleep(CUT_SECONDS - 1)
-        during = _on_disk(inbox) - before
+        during = on_disk(inbox) - before
         net.block(direct=True, proxies=True)
         assert sending.poll() is None, "the sender gave up during the cut"
         out, err = sending.communicate(timeout=240)
@@ -335,7 +208,7 @@ def test_an_s2s_cut_in_the_middle_of_a_transfer_is_survived(
             sending.communicate()
         receiving.finish()
     assert (inbox / "payload.bin").read_bytes() == src.read_bytes()
-    event = _sent(out)
+    event = sent_event(out)
     assert event["transport"] == "ibb"
     assert event["seconds"] > CUT_SECONDS, event  # it did wait through the cut
     print(f"\nduring the cut: {during} bytes more on disk (of {size})")
@@ -366,21 +239,6 @@ def test_the_servers_federate_over_tls_with_certificates(
             assert f"{accepted} from {peer}\n" in log, (peer, local)
     assert {("a.test", "b.test"), ("b.test", "a.test")} <= incoming, incoming
     assert any(local.startswith("proxy.") for _, local in incoming), incoming
-
-
-def _on_disk(inbox: Path) -> int:
-    """How many received bytes are on disk under ``inbox`` (any file)."""
-    return sum(p.stat().st_size for p in inbox.rglob("*") if p.is_file())
-
-
-def _wait_for_data(inbox: Path, timeout: float = 60) -> None:
-    """Until some received data is on disk under ``inbox`` (any file)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _on_disk(inbox):
-            return
-        time.sleep(0.05)
-    pytest.fail(f"no data arrived in {timeout} s")
 
 
 def _namespaces() -> set[str]:

@@ -35,18 +35,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_or_skip
-from tests.deploy._table import Run, record
-from tests.deploy.test_federation import (
-    PASSWORDS,
+from tests.deploy._cli import (
     Person,
     Receiving,
-    _on_disk,
-    _sent,
-    _wait_for_data,
+    federation,
+    note,
+    on_disk,
+    sent_event,
+    trusting_people,
+    wait_for_data,
 )
+from tests.deploy._table import Run
 from xfer.testing.federation import Federation
-from xfer.testing.netns import NetnsUnavailable, netns_available
 from xfer.testing.prosody import LocalProsody
 
 pytestmark = pytest.mark.deploy
@@ -68,52 +68,20 @@ AT_ONCE = 20.0
 
 @pytest.fixture(scope="module")
 def net() -> Any:
-    why = netns_available()
-    require_or_skip(why is None, f"network namespaces ({why})")
-    topology = Federation(
-        accounts={"a": {"alice": PASSWORDS["alice"]}, "b": {"bob": PASSWORDS["bob"]}}
-    )
-    try:
-        topology.start()
-    except NetnsUnavailable as exc:  # no CAP_SYS_ADMIN, say: skip, or fail in CI
-        require_or_skip(False, f"network namespaces ({exc})")
-    try:
+    with federation() as topology:
         for side in ("a", "b"):  # as stock servers run
             topology.reconfigure(side, offline=True, hibernation=1)
         topology.block(direct=True, proxies=True)
         yield topology
-    finally:
-        topology.close()
 
 
 @pytest.fixture(scope="module")
 def people(net: Federation, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = tmp_path_factory.mktemp("outages-home")
-    alice = Person("alice", "a", net, home)
-    bob = Person("bob", "b", net, home)
-    for one, other in ((alice, bob), (bob, alice)):
-        done = one.run("trust", other.jid, other.fingerprint())
-        assert done.returncode == 0, done.stderr
-    return alice, bob
+    return trusting_people(net, tmp_path_factory.mktemp("outages-home"))
 
 
 def _note(scenario: str, size: int, event: dict[str, Any]) -> Run:
-    run = Run(
-        scenario=scenario,
-        transport=event["transport"],
-        via=event["via"],
-        size=size,
-        seconds=event["seconds"],
-        setup_seconds=event["setup_seconds"],
-        after_failure=event["after_failure"],
-    )
-    record(SECTION, run)
-    print(  # the measured values, for the log
-        f"\n{scenario}: {run.transport}, {size / run.seconds / 1e3:.1f} kB/s, "
-        f"first byte {run.setup_seconds:.2f} s after the accept, "
-        f"{event['breaks']} break(s), {run.seconds:.1f} s in all"
-    )
-    return run
+    return note(SECTION, scenario, size, event)
 
 
 def _payload(tmp_path: Path, size: int) -> Path:
@@ -208,7 +176,7 @@ def test_a_rate_limited_server_carries_ibb_to_the_end_with_honest_progress(
         net.reconfigure("a", offline=True, hibernation=1)
     assert sent.returncode == 0, sent.stderr
     assert (inbox / src.name).read_bytes() == src.read_bytes()
-    event = _sent(sent.stdout)
+    event = sent_event(sent.stdout)
     assert event["transport"] == "ibb"
     assert event["breaks"] == 0
     # The server really held alice back: the sealed file, base64 in IBB
@@ -261,10 +229,10 @@ def test_the_receivers_server_restarted_mid_transfer_resumes(
     )
     try:
         first = receiving.wait_for("offer")
-        _wait_for_data(inbox)
+        wait_for_data(inbox)
         assert sending.poll() is None, "the transfer ended before the outage"
         down, back = net.outage("b", DOWN)
-        resumed = _when_more(inbox, _on_disk(inbox))
+        resumed = _when_more(inbox, on_disk(inbox))
         out, err = sending.communicate(timeout=180)
         assert sending.returncode == 0, err
         got = receiving.wait_for("received")
@@ -274,7 +242,7 @@ def test_the_receivers_server_restarted_mid_transfer_resumes(
             sending.communicate()
         receiving.finish()
     assert (inbox / src.name).read_bytes() == src.read_bytes()
-    event = _sent(out)
+    event = sent_event(out)
     assert event["transport"] == "ibb"
     assert event["breaks"] >= 1, event
     assert (got["transport"], got["via"]) == ("ibb", "")
@@ -296,7 +264,7 @@ def test_the_receivers_server_restarted_mid_transfer_resumes(
 def _when_more(inbox: Path, than: int, timeout: float = 120) -> float:
     """When more than ``than`` bytes are on disk under ``inbox``."""
     deadline = time.monotonic() + timeout
-    while _on_disk(inbox) <= than:
+    while on_disk(inbox) <= than:
         if time.monotonic() > deadline:
             pytest.fail(f"no more data in {timeout} s after the restart")
         time.sleep(0.05)
@@ -371,7 +339,7 @@ def test_after_offline_storage_replayed_otr_the_next_send_works_at_once(
     print(f"\nthe send after the replay took {took:.1f} s (process start included)")
     assert took < AT_ONCE, took
     _note("a to b, IBB, right after an OTR message replayed", src.stat().st_size,
-          _sent(sent.stdout))  # fmt: skip
+          sent_event(sent.stdout))  # fmt: skip
 
 
 # -- the topology by hand -------------------------------------------------------

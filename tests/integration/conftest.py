@@ -14,6 +14,7 @@ import xfer.xmpp.transfer as transfer_module
 from tests.conftest import require_or_skip
 from xfer.otr.trust import Verification
 from xfer.testing._listener import LoopbackListener
+from xfer.testing.faults import FaultProxy
 from xfer.testing.hostile import HostileServer
 from xfer.testing.prosody import LocalProsody, prosody_available
 from xfer.xmpp.client import XferClient, connect
@@ -127,6 +128,15 @@ async def clients() -> AsyncIterator[list[XferClient]]:
     yield made
     for c in made:
         await c.stop()
+
+
+@pytest.fixture
+async def proxies() -> AsyncIterator[list[FaultProxy]]:
+    """Fault-injecting proxies a test made, stopped at its end."""
+    made: list[FaultProxy] = []
+    yield made
+    for p in made:
+        await p.stop()
 
 
 async def through(

@@ -31,7 +31,7 @@ from xfer.testing.faults import FaultProxy
 from xfer.testing.hostile import HostileServer, body
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from xfer.testing.prosody import LocalProsody
     from xfer.xmpp.client import XferClient
@@ -531,14 +531,6 @@ async def test_a_presence_flood_after_a_break_does_not_make_offers_without_end(
 
 
 # -- a stalled link: both ends return soon after the stall is noticed -------------
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
-    yield made
-    for p in made:
-        await p.stop()
 
 
 async def test_on_a_stalled_link_both_ends_return_soon_after_the_stall_timeout(

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,14 +39,6 @@ def server() -> Iterator[LocalProsody]:
     require_or_skip(prosody_available(), "Prosody (Debian package prosody)")
     with LocalProsody(accounts=dict(ACCOUNTS), offline=True) as prosody:
         yield prosody
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[XferClient]]:
-    made: list[XferClient] = []
-    yield made
-    for c in made:
-        await c.stop()
 
 
 async def user(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,14 +34,6 @@ def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "inbox"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
-    yield made
-    for p in made:
-        await p.stop()
 
 
 def random_file(path: Path, size: int) -> bytes:

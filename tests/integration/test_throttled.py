@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +46,6 @@ def limited() -> Iterator[LocalProsody]:
     require_or_skip(prosody_available(), "Prosody (Debian package prosody)")
     with LocalProsody(accounts=dict(ACCOUNTS), c2s_rate=RATE, c2s_burst=BURST) as s:
         yield s
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[XferClient]]:
-    made: list[XferClient] = []
-    yield made
-    for c in made:
-        await c.stop()
 
 
 async def ibb_pair(
@@ -161,14 +153,6 @@ async def slow_pair(
     clients.append(b)
     introduce(a, b)
     return a, b, proxy
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
-    yield made
-    for p in made:
-        await p.stop()
 
 
 async def test_ibb_over_a_slow_link_outlasts_a_short_stall_timeout(
