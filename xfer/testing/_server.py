@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import signal
 import socket
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
@@ -26,14 +27,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
 class LocalServer:
-    """A server process with a private directory: a subclass (a dataclass
-    with these fields) starts it in :meth:`start` and ends the process in
-    :meth:`_terminate`; :meth:`stop` also removes the directory if
-    :meth:`start` made it (``_own_dir``)."""
+    """A server process with a private directory: a subclass (a dataclass)
+    starts it in :meth:`start` and ends the process in :meth:`_terminate`;
+    :meth:`stop` also removes the directory if :meth:`start` made it
+    (``_own_dir``). The fields are what both servers are given."""
 
-    directory: Path | None
-    _own_dir: bool
+    domain: str = "xfer.test"
+    accounts: dict[str, str] = field(default_factory=dict)
+    #: 0: a free port, chosen at start.
+    c2s_port: int = 0
+    proxy_port: int = 0
+    #: A private directory (None: one made at start, removed at stop).
+    directory: Path | None = None
+    #: The address it listens on (c2s, s2s, the proxy, which also announces
+    #: it to clients), and a command prefix to run it with (for instance
+    #: ``ip netns exec NAME``: inside a network namespace).
+    address: str = "127.0.0.1"
+    wrapper: tuple[str, ...] = ()
+    #: Offer STARTTLS (a certificate from a throw-away CA unless one is
+    #: given; see the subclass's ``ca_file``); refuse logins without it;
+    #: also listen for direct TLS (XEP-0368) on :attr:`direct_tls_port`.
+    tls: bool = False
+    require_tls: bool = False
+    direct_tls: bool = False
+    direct_tls_port: int = 0
+    _own_dir: bool = False
 
     def start(self) -> Self:
         raise NotImplementedError

@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from xfer.testing._server import LocalServer, free_port, run_by_hand
@@ -128,22 +128,6 @@ end.
 class LocalEjabberd(LocalServer):
     """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
 
-    domain: str = "xfer.test"
-    accounts: dict[str, str] = field(default_factory=dict)
-    c2s_port: int = 0
-    proxy_port: int = 0
-    directory: Path | None = None
-    #: The address it listens on (c2s, s2s, the proxy, which also announces
-    #: it to clients), and a command prefix to run it with (for instance
-    #: ``ip netns exec NAME``: inside a network namespace).
-    address: str = "127.0.0.1"
-    wrapper: tuple[str, ...] = ()
-    #: Offer STARTTLS (see :attr:`ca_file`); refuse logins without it;
-    #: also listen for direct TLS (XEP-0368) on :attr:`direct_tls_port`.
-    tls: bool = False
-    require_tls: bool = False
-    direct_tls: bool = False
-    direct_tls_port: int = 0
     #: The server's certificate and key (PEM files); if not given and TLS is
     #: used, a throw-away CA signs one for ``certificate_names`` (default:
     #: the domain and ``proxy.`` the domain) and :attr:`ca_file` is its CA.
@@ -180,7 +164,6 @@ class LocalEjabberd(LocalServer):
     cookie: str = ""
     dist_port: int = 0
     _process: subprocess.Popen[bytes] | None = None
-    _own_dir: bool = False
 
     @property
     def proxy_jid(self) -> str:

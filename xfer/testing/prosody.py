@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from xfer.testing._server import LocalServer, free_port, run_by_hand
@@ -114,24 +114,10 @@ Component "{muc_host}" "muc"
 
 @dataclass
 class LocalProsody(LocalServer):
-    """Start with :meth:`start` (or ``with``); stop with :meth:`stop`."""
+    """Start with :meth:`start` (or ``with``); stop with :meth:`stop`.
+    With ``require_tls`` (Prosody's c2s_require_encryption) or
+    ``direct_tls``, ``tls`` is implied."""
 
-    domain: str = "xfer.test"
-    accounts: dict[str, str] = field(default_factory=dict)
-    c2s_port: int = 0
-    proxy_port: int = 0
-    directory: Path | None = None
-    #: The address it listens on (c2s and the proxy), and a command prefix
-    #: to run it with (``xfer.testing.netns``: inside a network namespace).
-    address: str = "127.0.0.1"
-    wrapper: tuple[str, ...] = ()
-    #: Offer STARTTLS (a certificate from a throw-away CA, see :attr:`ca_file`).
-    tls: bool = False
-    #: Refuse logins without TLS (Prosody's c2s_require_encryption); implies tls.
-    require_tls: bool = False
-    #: Also listen for direct TLS (XEP-0368) on :attr:`direct_tls_port`;
-    #: implies tls.
-    direct_tls: bool = False
     #: Store messages for offline accounts and deliver them at the next login
     #: (mod_offline), as stock servers do.
     offline: bool = False
@@ -141,7 +127,6 @@ class LocalProsody(LocalServer):
     #: How long stream management keeps a session whose connection broke
     #: (seconds) before it ends it, storing what was unacknowledged offline.
     hibernation: int = 10
-    direct_tls_port: int = 0
     #: The PEM certificate of the CA that signed the server's (with tls).
     ca_file: Path | None = None
     #: Federation (s2s) on :attr:`s2s_port` (0: a free one), TLS and a
@@ -162,7 +147,6 @@ class LocalProsody(LocalServer):
     c2s_rate: str | None = None
     c2s_burst: str = "2s"
     _process: subprocess.Popen[bytes] | None = None
-    _own_dir: bool = False
 
     @property
     def proxy_jid(self) -> str:
