@@ -5,6 +5,7 @@ a transfer checked end to end, and a row of the table."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from xfer.testing.federation import Federation
 from xfer.testing.netns import NetnsUnavailable, netns_available
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
@@ -48,28 +49,17 @@ def federation(**options: Any) -> Iterator[Federation]:
         topology.close()
 
 
-class Person:
-    """A user of the command line in one client namespace."""
+class CommandLineUser:
+    """A user of the command line on one host (a namespace) of a test
+    topology: ``host`` runs a command there, ``env`` is its environment."""
 
-    def __init__(self, user: str, side: str, net: Federation, home: Path) -> None:
-        self.net, self.side = net, side
-        self.jid = f"{user}@{net.running[side].domain}"
-        assert net.ca_file is not None
-        self.ca_file = str(net.ca_file)
-        self.env = {
-            **os.environ,
-            "XFER_JID": f"{self.jid}/cli",
-            "XFER_PASSWORD": PASSWORDS[user],
-            "XFER_DATA_DIR": str(home / f"{user}-data"),
-            "XFER_CONFIG": str(home / "no-config.toml"),
-        }
-        for name in ("XFER_HOST", "XFER_PORT", "XFER_TLS", "XFER_CA_FILE"):
-            self.env.pop(name, None)
+    def __init__(self, jid: str, host: Callable[[list[str]], list[str]]) -> None:
+        self.jid = jid
+        self.host = host
+        self.env: dict[str, str] = {}
 
     def argv(self, *args: str) -> list[str]:
-        return self.net.command(
-            f"c{self.side}", [sys.executable, "-m", "xfer_cli", *args]
-        )
+        return self.host([sys.executable, "-m", "xfer_cli", *args])
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -96,6 +86,29 @@ class Person:
         done = self.run("keys", "--json")
         assert done.returncode == 0, done.stderr
         return str(json.loads(done.stdout)["fingerprint"])
+
+
+class Person(CommandLineUser):
+    """A user of the command line in one client namespace of a federation:
+    its server found by SRV, STARTTLS, the topology's CA."""
+
+    def __init__(self, user: str, side: str, net: Federation, home: Path) -> None:
+        super().__init__(
+            f"{user}@{net.running[side].domain}",
+            functools.partial(net.command, f"c{side}"),
+        )
+        self.net, self.side = net, side
+        assert net.ca_file is not None
+        self.ca_file = str(net.ca_file)
+        self.env = {
+            **os.environ,
+            "XFER_JID": f"{self.jid}/cli",
+            "XFER_PASSWORD": PASSWORDS[user],
+            "XFER_DATA_DIR": str(home / f"{user}-data"),
+            "XFER_CONFIG": str(home / "no-config.toml"),
+        }
+        for name in ("XFER_HOST", "XFER_PORT", "XFER_TLS", "XFER_CA_FILE"):
+            self.env.pop(name, None)
 
 
 def trusting_people(net: Federation, home: Path) -> tuple[Person, Person]:

@@ -20,11 +20,11 @@ With ``XFER_DEPLOY_TABLE=path`` the table of the runs is written there
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_or_skip
+from tests.deploy._cli import CommandLineUser
 from tests.deploy._table import Run, record
 from xfer.testing.netns import (
     HOSTS,
@@ -51,13 +52,15 @@ MARGIN = 4.0
 CANDIDATE_TIMEOUT = 2.0
 
 
-class Person:
+class Person(CommandLineUser):
     """A user of the command line on one host of the topology."""
 
     def __init__(self, name: str, host: str, net: Topology, home: Path) -> None:
-        self.name, self.host, self.net = name, host, net
         assert net.server is not None
-        self.jid = f"{name}@{net.server.domain}"
+        super().__init__(
+            f"{name}@{net.server.domain}", functools.partial(net.command, host)
+        )
+        self.name, self.net = name, net
         self.env = {
             **os.environ,
             "XFER_JID": f"{self.jid}/cli",
@@ -68,35 +71,6 @@ class Person:
             "XFER_DATA_DIR": str(home / f"{name}-data"),
             "XFER_CONFIG": str(home / "no-config.toml"),
         }
-
-    def argv(self, *args: str) -> list[str]:
-        return self.net.command(self.host, [sys.executable, "-m", "xfer_cli", *args])
-
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    def fingerprint(self) -> str:
-        done = self.run("keys", "--json")
-        assert done.returncode == 0, done.stderr
-        return str(json.loads(done.stdout)["fingerprint"])
 
 
 @pytest.fixture(scope="module")
