@@ -72,11 +72,12 @@ from typing import TYPE_CHECKING, Any
 
 from _common import WorkerProcess, add_json_option, emit, write_report
 
+from xfer.aio.stdio import InputReader
 from xfer.testing.prosody import LocalProsody
 from xfer.testing.transports import forcing
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import Iterator
 
     from xfer.xmpp.transfer.sending import SendResult
 
@@ -205,19 +206,21 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-async def _pipe_pieces(argv: list[str]) -> AsyncIterator[bytes]:
-    """The output of ``argv``, read as ``xfer send -`` reads standard input."""
-    from xfer.aio.stdio import input_pieces
+class _PipeOf(InputReader):
+    """The output of ``argv``, read as ``xfer send -`` reads standard input:
+    an :class:`~xfer.aio.stdio.InputReader` on the pipe, which the sender
+    reads into its own buffer (not as an iterable of pieces)."""
 
-    # Spawning returns at once; the loop reads its output.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)  # noqa: ASYNC220
-    assert proc.stdout is not None
-    try:
-        async for piece in input_pieces(proc.stdout.fileno()):
-            yield piece
-    finally:
-        proc.stdout.close()
-        await asyncio.to_thread(proc.wait)
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        super().__init__(self.proc.stdout.fileno())
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
+            await asyncio.to_thread(self.proc.wait)
 
 
 class EncryptedWorker:
@@ -278,7 +281,7 @@ class EncryptedWorker:
         # A pipe is live for the CLI (a FIFO on standard input): so here.
         result = await self.client.send_stream(
             peer,
-            _pipe_pieces(["cat", path]),
+            _PipeOf(["cat", path]),
             name="pipe",
             live=True,
             flush_interval=FLUSH_INTERVAL,
@@ -292,7 +295,7 @@ class EncryptedWorker:
         start, cpu = time.perf_counter(), _cpu()
         result = await self.client.send_stream(
             peer,
-            _pipe_pieces(argv),
+            _PipeOf(argv),
             name="live",
             live=True,
             flush_interval=flush_ms / 1000,
