@@ -363,9 +363,13 @@ def test_the_topology_by_hand_tells_how_to_run_xfer_and_cleans_up(
         assert by_hand.stdout.readline() == "as carol@a.test:\n"
         run = shlex.split(by_hand.stdout.readline())
         assert by_hand.stdout.readline().startswith("commands: ")
-        env = dict(x.split("=", 1) for x in run[:3])
+        # The account, its home and the CA go in the environment, so that
+        # every command (keys and trust too) takes the line as printed.
+        env = dict(x.split("=", 1) for x in run[:4])
         assert env["XFER_JID"] == "carol@a.test"
-        xfer = run[3:run.index("<command>")]  # fmt: skip
+        assert Path(env["XFER_CA_FILE"]).read_text().startswith("-----BEGIN")
+        xfer = run[4:run.index("<command>")]  # fmt: skip
+        assert run[-1] == "<command>"
         namespace = xfer[xfer.index("exec") + 1]
         keys = subprocess.run(
             [*xfer, "keys", "--json"], env={**os.environ, **env},

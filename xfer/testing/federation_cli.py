@@ -77,8 +77,9 @@ def _explain(net: Federation, accounts: dict[str, dict[str, str]], homes: Path) 
             run = net.command(f"c{side}", [sys.executable, "-m", "xfer_cli"])
             print(
                 f"as {jid}:\n  XFER_JID={jid} XFER_PASSWORD={shlex.quote(password)} "
-                f"XFER_DATA_DIR={shlex.quote(str(homes / jid))} {shlex.join(run)} "
-                f"<command> --ca-file {shlex.quote(str(net.ca_file))}"
+                f"XFER_DATA_DIR={shlex.quote(str(homes / jid))} "
+                f"XFER_CA_FILE={shlex.quote(str(net.ca_file))} {shlex.join(run)} "
+                "<command>"
             )
 
 
