@@ -702,7 +702,16 @@ async def test_forged_old_otr_offers_cost_a_few_replies_and_no_session(
         hostile.inject_to_client(
             chat_message(stranger, alice_full, "?OTRv2?", otr=False)
         )
-    await asyncio.sleep(1)
+    # alice reads her stream in order and sends in order: once she answered
+    # a request sent after the forgeries, every reply to them has gone out
+    # (waited for, not assumed to take under a second).
+    hostile.inject_to_client(
+        f'<iq type="get" id="after-the-forgeries" from="{strangers[-1]}" '
+        f'to="{alice_full}"><ping xmlns="urn:xmpp:ping"/></iq>'
+    )
+    await hostile.wait_for(
+        lambda e: e.get("id") == "after-the-forgeries", "to_server", past=True
+    )
     said = [
         (r.element.get("to"), body(r.element))
         for r in hostile.seen("to_server")[before:]
