@@ -295,8 +295,13 @@ async def test_a_forged_ake_answer_back_to_back_gets_no_offer(
         assert error is None
         assert got is not None
         hostile.inject_to_client(f"<presence type='unavailable' from='{bob_full}'/>")
-        await asyncio.sleep(0.3)
-        assert alice.plugin["xfer_otr"].account.sessions(bob_full) == []
+        # alice forgets the session when she reads it (waited for: up to 10 s).
+        otr_account = alice.plugin["xfer_otr"].account
+        for _ in range(200):
+            if not otr_account.sessions(bob_full):
+                break
+            await asyncio.sleep(0.05)
+        assert otr_account.sessions(bob_full) == []
     forger = ForgedOTRPeer(hostile, bob_full, swallow=False)
     timing = BackToBack(hostile, forger, bob_full)
     error, got = await _sent_and_received(alice, bob, tmp_path)
@@ -702,7 +707,16 @@ async def test_forged_old_otr_offers_cost_a_few_replies_and_no_session(
         hostile.inject_to_client(
             chat_message(stranger, alice_full, "?OTRv2?", otr=False)
         )
-    await asyncio.sleep(1)
+    # alice reads her stream in order and sends in order: once she answered
+    # a request sent after the forgeries, every reply to them has gone out
+    # (waited for, not assumed to take under a second).
+    hostile.inject_to_client(
+        f'<iq type="get" id="after-the-forgeries" from="{strangers[-1]}" '
+        f'to="{alice_full}"><ping xmlns="urn:xmpp:ping"/></iq>'
+    )
+    await hostile.wait_for(
+        lambda e: e.get("id") == "after-the-forgeries", "to_server", past=True
+    )
     said = [
         (r.element.get("to"), body(r.element))
         for r in hostile.seen("to_server")[before:]

@@ -339,8 +339,12 @@ async def test_answering_a_verification_libotr_aborted(
     await secured(lo, xf)
     lo.smp_start(xf.jid, SECRET.encode(), "still there?")
     who, _ = await xf.next_verification(10, peer=bare(lo.jid))
+    done: list[tuple[str, SMPResult]] = []
+    xf.xmpp.add_event_handler("xfer_otr_smp_done", done.append)
     lo.smp_abort(xf.jid)
-    await asyncio.sleep(0.3)  # the abort arrives first
+    # The abort arrives first (it goes through the server: waited for, not
+    # assumed to take less than some fixed time).
+    await eventually(lambda: (who, SMPResult.ABORTED) in done, 10, "the abort")
     (outcome,) = await asyncio.wait_for(
         asyncio.gather(xf.answer_verification(who, SECRET), return_exceptions=True),
         10,

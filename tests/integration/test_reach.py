@@ -130,7 +130,7 @@ async def test_a_contact_that_went_offline_is_offline(
     try:
         await subscribe(alice, contact)
         await contact.stop()
-        for _ in range(100):
+        for _ in range(500):  # up to 10 s: the server is busy with others too
             if not alice.client_roster[contact.boundjid.bare].resources:
                 break
             await asyncio.sleep(0.02)
@@ -202,7 +202,7 @@ async def test_a_bare_jid_goes_to_the_resource_that_runs_xfer(
     desk = await transfer_client(prosody, them, "desk", tmp_path / "them-id")
     try:
         await subscribe(alice, phone)
-        for _ in range(100):
+        for _ in range(500):  # up to 10 s: the server is busy with others too
             if len(alice.client_roster[phone.boundjid.bare].resources) == 2:
                 break
             await asyncio.sleep(0.02)

@@ -20,7 +20,11 @@ from xfer.aio.tcp import open_tcp
 from xfer.envelope import Sealer
 from xfer.errors import TransferTimeout
 
-TIMEOUT = 0.4
+#: Long enough that the event loop stalling for a moment (four test workers
+#: on two cores) is not taken for the counter standing still: a tick every
+#: TIMEOUT / 10, a check every TIMEOUT / 4, so only a pause of the whole
+#: process of over half of TIMEOUT could look like a stall.
+TIMEOUT = 1.0
 
 
 class Counter:
@@ -43,10 +47,10 @@ async def test_a_wait_that_keeps_moving_outlasts_the_timeout() -> None:
     counter = Counter()
     loop = asyncio.get_running_loop()
     start = loop.time()
-    # Five times the timeout, with progress every quarter of it.
-    await stalling(tick(counter, TIMEOUT / 4, 20), TIMEOUT, counter.moved, "stalled")
-    assert loop.time() - start >= 4 * TIMEOUT
-    assert counter.value == 20
+    # Three times the timeout, with progress every tenth of it.
+    await stalling(tick(counter, TIMEOUT / 10, 30), TIMEOUT, counter.moved, "stalled")
+    assert loop.time() - start >= 3 * TIMEOUT
+    assert counter.value == 30
 
 
 async def test_a_wait_that_stops_moving_fails_after_the_timeout() -> None:
@@ -54,7 +58,7 @@ async def test_a_wait_that_stops_moving_fails_after_the_timeout() -> None:
     loop = asyncio.get_running_loop()
 
     async def moves_then_hangs() -> None:
-        await tick(counter, TIMEOUT / 4, 8)  # 2 timeouts of progress
+        await tick(counter, TIMEOUT / 10, 20)  # 2 timeouts of progress
         await asyncio.Event().wait()
 
     start = loop.time()
@@ -165,9 +169,10 @@ def sealers(size: int) -> tuple[Sealer, Sealer]:
 async def test_a_slow_link_that_keeps_moving_is_not_a_stall(
     tmp_path: Path, peers: list[SlowPeer]
 ) -> None:
-    # About 100 kB/s: one write slice takes over two seconds, four stall
-    # timeouts. Timed per write, it would fail; timed by progress, it goes
-    # through.
+    # About 100 kB/s: one write slice takes over two seconds, twice the
+    # stall timeout. Timed per write, it would fail; timed by progress, it
+    # goes through. (The peer reads in this process: a stall timeout much
+    # shorter would take a pause of the loaded machine for a stall.)
     size = 2 * WRITE_SLICE
     src = tmp_path / "f"
     data = os.urandom(size)
@@ -181,7 +186,7 @@ async def test_a_slow_link_that_keeps_moving_is_not_a_stall(
             stream,
             sealer,
             total=size,
-            stall_timeout=0.6,
+            stall_timeout=1.0,
             progress=lambda d, _t: done.append(d),
         ),
         60,
