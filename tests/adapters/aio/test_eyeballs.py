@@ -70,7 +70,6 @@ async def test_a_hanging_attempt_lets_the_next_start_after_the_stagger() -> None
     assert (outcome.winner, outcome.result) == (1, "conn1")
     # The stagger runs from when the race started the first attempt (not
     # from when that attempt's task first ran, a moment later).
-    assert s.started[1] - begun >= 0.2
     assert s.started[1] - s.started[0] >= 0.2
     assert s.cancelled == [0]  # the loser is stopped
     assert loop.time() - begun < 30
